@@ -1,0 +1,83 @@
+"""The REST API: one NinjaAPI under /api/v1/, routers per domain, one error shape.
+
+Every error is JSON ``{"code", "message", "field"}`` with the right status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from yutang import __version__
+from yutang.core.api import router as core_router
+from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
+from yutang.core.errors import YutangError
+
+api = NinjaAPI(
+    title="Yutang API",
+    version=__version__,
+    description=(
+        "Yutang's REST API. Authenticate with `Authorization: Bearer <token>` "
+        "(create a token in the console or with `yutang createtoken`), or with the console "
+        "session. Errors are `{code, message, field}`."
+    ),
+    auth=[StaffTokenAuth(), StaffSessionAuth()],
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+api.add_router("", core_router)
+
+
+def _error(
+    request: HttpRequest, status: int, code: str, message: str, field: str | None
+) -> HttpResponse:
+    return api.create_response(
+        request, {"code": code, "message": message, "field": field}, status=status
+    )
+
+
+_PARAM_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
+
+
+def _field_of(loc: list[Any] | tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _PARAM_SOURCES:
+        parts = parts[1:]
+        # Body payloads are nested under the handler's parameter name ("payload").
+        if len(parts) > 1 and parts[0] == "payload":
+            parts = parts[1:]
+    return ".".join(parts)
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    first = exc.errors[0] if exc.errors else {}
+    field = _field_of(first.get("loc", ()))
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        message = f"Unknown field {field!r}."
+    else:
+        message = f"{field}: {first.get('msg', 'invalid value')}" if field else "Invalid request."
+    return _error(request, 422, "invalid", message, field or None)
+
+
+@api.exception_handler(YutangError)
+def on_yutang_error(request: HttpRequest, exc: YutangError) -> HttpResponse:
+    return _error(request, exc.status_code, exc.code, exc.message, exc.field)
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(
+        request, 401, "unauthenticated", "A valid API token or session is required.", None
+    )
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, exc.status_code, "error", str(exc), None)

@@ -1,0 +1,37 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from yutang.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("brand/switch/", views.switch_brand, name="switch_brand"),
+    path("brand/settings/", views.brand_settings, name="brand_settings"),
+    path("stores/", views.stores, name="stores"),
+    path("stores/new/", views.store_create, name="store_create"),
+    path("stores/<int:store_id>/", views.store_edit, name="store_edit"),
+    path("stores/<int:store_id>/delete/", views.store_delete, name="store_delete"),
+    path("staff/", views.staff_list, name="staff"),
+    path("staff/new/", views.staff_create, name="staff_create"),
+    path("staff/<int:staff_id>/", views.staff_edit, name="staff_edit"),
+    path("staff/<int:staff_id>/delete/", views.staff_delete, name="staff_delete"),
+    path("carrier-accounts/", views.carrier_accounts, name="carrier_accounts"),
+    path("carrier-accounts/new/", views.carrier_account_create, name="carrier_account_create"),
+    path(
+        "carrier-accounts/<int:account_id>/",
+        views.carrier_account_edit,
+        name="carrier_account_edit",
+    ),
+    path(
+        "carrier-accounts/<int:account_id>/delete/",
+        views.carrier_account_delete,
+        name="carrier_account_delete",
+    ),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
+    path("audit/", views.audit, name="audit"),
+]
