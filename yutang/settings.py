@@ -192,6 +192,9 @@ TIME_ZONE = os.environ.get("YUTANG_TIME_ZONE", "Asia/Shanghai")
 
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(os.environ.get("YUTANG_STATIC_ROOT", VAR_DIR / "static"))
+# WhiteNoise warns about a missing STATIC_ROOT (an error under the test suite's warning
+# policy) until `collectstatic` has run once, so make sure it exists.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
