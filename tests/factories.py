@@ -85,6 +85,9 @@ class Api:
     def post(self, path: str, json: Any) -> Any:
         return self._call("post", path, json)
 
+    def put(self, path: str, json: Any) -> Any:
+        return self._call("put", path, json)
+
     def patch(self, path: str, json: Any) -> Any:
         return self._call("patch", path, json)
 

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone, translation
 from django.utils.cache import patch_vary_headers
 
-from yutang.core.models import Staff
+from yutang.core.services import current_staff_role
 
 SESSION_BRAND_KEY = "yutang_brand_id"
 
@@ -23,10 +23,7 @@ class CurrentStaffMiddleware:
         request.staff = None  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            roles = Staff.objects.select_related("brand", "user").filter(user=user, is_active=True)
-            wanted = request.session.get(SESSION_BRAND_KEY)
-            staff = roles.filter(brand_id=wanted).first() if wanted else None
-            staff = staff or roles.order_by("brand_id").first()
+            staff = current_staff_role(user=user, brand_id=request.session.get(SESSION_BRAND_KEY))
             if staff is not None:
                 request.staff = staff  # type: ignore[attr-defined]
                 timezone.activate(staff.brand.tz)

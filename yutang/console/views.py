@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -33,7 +33,7 @@ from yutang.core.schemas import (
     TokenIn,
 )
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def staff_view(action: Action) -> Callable[[View], View]:
@@ -43,7 +43,7 @@ def staff_view(action: Action) -> Callable[[View], View]:
     def decorator(view: View) -> View:
         @login_required
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             staff = request.staff  # type: ignore[attr-defined]
             if staff is None:
                 return render(request, "console/no_role.html", status=403)
@@ -159,8 +159,9 @@ def store_edit(request: HttpRequest, staff: Staff, store_id: int) -> HttpRespons
     return render(
         request,
         "console/store_form.html",
-        {"store": store, "values": values, "errors": errors, "kinds": Store.Kind.choices},
-    )
+        {"store": store, "values": values, "errors": errors, "kinds": Store.Kind.choices,
+         "can_change_kind": staff.can(Action.BRAND_MANAGE)},
+    )  # fmt: skip
 
 
 @require_POST
@@ -180,11 +181,8 @@ def store_delete(request: HttpRequest, staff: Staff, store_id: int) -> HttpRespo
 
 
 def _staff_context(staff: Staff, **extra: Any) -> dict[str, Any]:
-    from yutang.core.permissions import ASSIGNABLE_ROLES
-
-    assignable = ASSIGNABLE_ROLES.get(Role(staff.role), frozenset())
     return {
-        "roles": [(r.value, ROLE_LABELS[r]) for r in Role if r in assignable],
+        "roles": [(r.value, ROLE_LABELS[r]) for r in services.assignable_roles(staff)],
         "store_choices": services.list_stores(actor=staff),
         **extra,
     }
@@ -194,8 +192,8 @@ def _staff_context(staff: Staff, **extra: Any) -> dict[str, Any]:
 def staff_list(request: HttpRequest, staff: Staff) -> HttpResponse:
     rows = services.list_staff(actor=staff, role=request.GET.get("role") or None)
     shown = [
-        {"staff": s, "phone": services.identifier_for(staff, "phone", s.phone),
-         "role_label": ROLE_LABELS[Role(s.role)], "stores": list(s.stores.all())}
+        {"staff": services.present_staff(staff, s), "role_label": ROLE_LABELS[Role(s.role)],
+         "stores": list(s.stores.all())}
         for s in rows
     ]  # fmt: skip
     return render(request, "console/staff_list.html", {
@@ -244,24 +242,35 @@ def staff_create(request: HttpRequest, staff: Staff) -> HttpResponse:
     )
 
 
-@staff_view(Action.STAFF_MANAGE)
+#: What anyone may change about themself; the rest of their record is their manager's.
+OWN_STAFF_FIELDS = ["display_name", "password", "phone"]
+STAFF_EDIT_FIELDS = ["display_name", "role", "store_ids", "password", "phone", "is_active"]
+
+
+@staff_view(Action.STAFF_VIEW)
 def staff_edit(request: HttpRequest, staff: Staff, staff_id: int) -> HttpResponse:
-    member = services.get_staff(actor=staff, staff_id=staff_id, action=Action.STAFF_MANAGE)
-    shown_phone = services.identifier_for(staff, "phone", member.phone)
+    member = services.get_staff_to_edit(actor=staff, staff_id=staff_id)
+    is_self = member.pk == staff.pk
+    shown = services.present_staff(staff, member)
     values: dict[str, Any] = {
         "display_name": member.display_name, "role": member.role, "is_active": member.is_active,
-        "store_ids": member.store_ids, "phone": shown_phone,
+        "store_ids": member.store_ids, "phone": shown["phone"],
     }  # fmt: skip
     errors: dict[str, str] = {}
     if request.method == "POST":
-        values = form_data(
-            request.POST,
-            fields=["display_name", "role", "store_ids", "password", "phone", "is_active"],
-            lists=["store_ids"], checkboxes=["is_active"], optional=["password", "phone"],
-        )  # fmt: skip
-        if values.get("phone") == shown_phone:
-            values["phone"] = None  # unchanged (possibly masked) value: keep the stored one
-        payload, errors = validate(StaffPatch, values)
+        fields = OWN_STAFF_FIELDS if is_self else STAFF_EDIT_FIELDS
+        values = {
+            **values,
+            **form_data(
+                request.POST, fields=fields, lists=["store_ids"], checkboxes=["is_active"],
+                optional=["password"],
+            ),
+        }  # fmt: skip
+        # An empty phone clears it; the value we showed (perhaps masked) keeps the stored one.
+        submitted = {f: values[f] for f in fields}
+        if submitted["phone"] == shown["phone"]:
+            submitted["phone"] = None
+        payload, errors = validate(StaffPatch, submitted)
         if payload is not None:
             try:
                 services.update_staff(
@@ -276,7 +285,7 @@ def staff_edit(request: HttpRequest, staff: Staff, staff_id: int) -> HttpRespons
     return render(
         request,
         "console/staff_form.html",
-        _staff_context(staff, member=member, values=values, errors=errors),
+        _staff_context(staff, member=member, values=values, errors=errors, is_self=is_self),
     )
 
 
@@ -320,10 +329,7 @@ def _carrier_context(staff: Staff, **extra: Any) -> dict[str, Any]:
 @staff_view(Action.CARRIER_ACCOUNT_VIEW)
 def carrier_accounts(request: HttpRequest, staff: Staff) -> HttpResponse:
     rows = services.list_carrier_accounts(actor=staff, kind=request.GET.get("kind") or None)
-    shown = [
-        {"account": a, "external_id": services.identifier_for(staff, "text", a.external_id)}
-        for a in rows
-    ]
+    shown = [{"account": a, "shown": services.present_carrier_account(staff, a)} for a in rows]
     return render(request, "console/carrier_accounts.html", {
         "rows": shown, "kind": request.GET.get("kind", ""), "kinds": CarrierAccount.Kind.choices,
         "can_manage": staff.can(Action.CARRIER_ACCOUNT_MANAGE),
@@ -358,8 +364,8 @@ def carrier_account_edit(request: HttpRequest, staff: Staff, account_id: int) ->
         actor=staff, account_id=account_id, action=Action.CARRIER_ACCOUNT_MANAGE
     )
     editable = [f for f in CARRIER_FORM_FIELDS if f not in ("kind", "external_id")]
-    values: dict[str, Any] = {f: getattr(account, f) for f in CARRIER_FORM_FIELDS}
-    values["external_id"] = services.identifier_for(staff, "text", account.external_id)
+    shown = services.present_carrier_account(staff, account)
+    values: dict[str, Any] = {f: shown[f] for f in CARRIER_FORM_FIELDS}
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = {**values, **_carrier_form(request, editable)}
@@ -424,16 +430,20 @@ def token_revoke(request: HttpRequest, staff: Staff, token_id: int) -> HttpRespo
 @staff_view(Action.AUDIT_VIEW)
 def audit(request: HttpRequest, staff: Staff) -> HttpResponse:
     action = request.GET.get("action") or None
+    problem = None
     try:
         rows, next_cursor = services.list_audit(
             actor=staff, cursor=request.GET.get("cursor") or None, limit=50, action=action
         )
-    except YutangError:
-        rows, next_cursor = services.list_audit(actor=staff, limit=50, action=action)
+    except YutangError as exc:
+        rows, next_cursor = [], None
+        problem = _("This page link is not valid; start again from the newest entries.")
+        if exc.field != "cursor":
+            problem = exc.message
     return render(
         request,
         "console/audit.html",
-        {"rows": rows, "next_cursor": next_cursor, "action": action or ""},
+        {"rows": rows, "next_cursor": next_cursor, "action": action or "", "problem": problem},
     )
 
 

@@ -4,12 +4,13 @@ Each handler validates (through its schema), calls one service and renders."""
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
+from ninja import Router, Schema, Status
 
 from yutang.core import services
 from yutang.core.apiauth import actor
-from yutang.core.models import CarrierAccount, Staff, Store
-from yutang.core.permissions import Action, require
+from yutang.core.apiparams import StrictQuery
+from yutang.core.models import CarrierAccount, Store
+from yutang.core.permissions import Role
 from yutang.core.schemas import (
     AuditPage,
     BrandOut,
@@ -32,33 +33,12 @@ from yutang.core.schemas import (
 router = Router()
 
 
-def _staff_out(viewer: Staff, staff: Staff) -> dict[str, object]:
-    return {
-        "id": staff.pk,
-        "username": staff.user.get_username(),
-        "display_name": staff.display_name,
-        "role": staff.role,
-        "store_ids": sorted(s.pk for s in staff.stores.all()),
-        "phone": services.identifier_for(viewer, "phone", staff.phone),
-        "is_active": staff.is_active,
-        "created_at": staff.created_at,
-    }
-
-
-def _account_out(viewer: Staff, account: CarrierAccount) -> dict[str, object]:
-    data = {f: getattr(account, f) for f in CarrierAccountOut.model_fields}
-    data["external_id"] = services.identifier_for(viewer, "text", account.external_id)
-    return data
-
-
 # --- Brand ----------------------------------------------------------------------------------
 
 
 @router.get("/brands/current", response=BrandOut, tags=["brands"])
 def get_current_brand(request: HttpRequest) -> object:
-    staff = actor(request)
-    require(staff, Action.BRAND_VIEW)
-    return staff.brand
+    return services.current_brand(actor(request))
 
 
 @router.patch("/brands/current", response=BrandOut, tags=["brands"])
@@ -80,7 +60,7 @@ class StoreFilters(Schema):
 
 
 @router.get("/stores", response=list[StoreOut], tags=["stores"])
-def list_stores(request: HttpRequest, filters: Query[StoreFilters]) -> object:
+def list_stores(request: HttpRequest, filters: StrictQuery[StoreFilters]) -> object:
     return services.list_stores(
         actor=actor(request), search=filters.search, kind=filters.kind, is_active=filters.is_active
     )
@@ -113,13 +93,16 @@ def delete_store(request: HttpRequest, store_id: int) -> object:
 
 
 class StaffFilters(Schema):
-    role: str | None = None
+    role: Role | None = None
 
 
 @router.get("/staff", response=list[StaffOut], tags=["staff"])
-def list_staff(request: HttpRequest, filters: Query[StaffFilters]) -> object:
+def list_staff(request: HttpRequest, filters: StrictQuery[StaffFilters]) -> object:
     viewer = actor(request)
-    return [_staff_out(viewer, s) for s in services.list_staff(actor=viewer, role=filters.role)]
+    return [
+        services.present_staff(viewer, s)
+        for s in services.list_staff(actor=viewer, role=filters.role)
+    ]
 
 
 @router.post("/staff", response={201: StaffCreated}, tags=["staff"])
@@ -127,14 +110,18 @@ def create_staff(request: HttpRequest, payload: StaffIn) -> object:
     viewer = actor(request)
     created = services.create_staff(actor=viewer, **payload.model_dump())
     return Status(
-        201, {**_staff_out(viewer, created.staff), "initial_password": created.initial_password}
+        201,
+        {
+            **services.present_staff(viewer, created.staff),
+            "initial_password": created.initial_password,
+        },
     )
 
 
 @router.get("/staff/{staff_id}", response=StaffOut, tags=["staff"])
 def get_staff(request: HttpRequest, staff_id: int) -> object:
     viewer = actor(request)
-    return _staff_out(viewer, services.get_staff(actor=viewer, staff_id=staff_id))
+    return services.present_staff(viewer, services.get_staff(actor=viewer, staff_id=staff_id))
 
 
 @router.patch("/staff/{staff_id}", response=StaffOut, tags=["staff"])
@@ -143,7 +130,7 @@ def update_staff(request: HttpRequest, staff_id: int, payload: StaffPatch) -> ob
     staff = services.update_staff(
         actor=viewer, staff_id=staff_id, **payload.model_dump(exclude_unset=True)
     )
-    return _staff_out(viewer, staff)
+    return services.present_staff(viewer, staff)
 
 
 @router.delete("/staff/{staff_id}", response={204: None}, tags=["staff"])
@@ -160,23 +147,25 @@ class CarrierFilters(Schema):
 
 
 @router.get("/carrier-accounts", response=list[CarrierAccountOut], tags=["carrier accounts"])
-def list_carrier_accounts(request: HttpRequest, filters: Query[CarrierFilters]) -> object:
+def list_carrier_accounts(request: HttpRequest, filters: StrictQuery[CarrierFilters]) -> object:
     viewer = actor(request)
     accounts = services.list_carrier_accounts(actor=viewer, kind=filters.kind)
-    return [_account_out(viewer, a) for a in accounts]
+    return [services.present_carrier_account(viewer, a) for a in accounts]
 
 
 @router.post("/carrier-accounts", response={201: CarrierAccountOut}, tags=["carrier accounts"])
 def create_carrier_account(request: HttpRequest, payload: CarrierAccountIn) -> object:
     viewer = actor(request)
     account = services.create_carrier_account(actor=viewer, **payload.model_dump())
-    return Status(201, _account_out(viewer, account))
+    return Status(201, services.present_carrier_account(viewer, account))
 
 
 @router.get("/carrier-accounts/{account_id}", response=CarrierAccountOut, tags=["carrier accounts"])
 def get_carrier_account(request: HttpRequest, account_id: int) -> object:
     viewer = actor(request)
-    return _account_out(viewer, services.get_carrier_account(actor=viewer, account_id=account_id))
+    return services.present_carrier_account(
+        viewer, services.get_carrier_account(actor=viewer, account_id=account_id)
+    )
 
 
 @router.patch(
@@ -189,7 +178,7 @@ def update_carrier_account(
     account = services.update_carrier_account(
         actor=viewer, account_id=account_id, **payload.model_dump(exclude_unset=True)
     )
-    return _account_out(viewer, account)
+    return services.present_carrier_account(viewer, account)
 
 
 @router.delete("/carrier-accounts/{account_id}", response={204: None}, tags=["carrier accounts"])
@@ -201,8 +190,12 @@ def delete_carrier_account(request: HttpRequest, account_id: int) -> object:
 # --- Tokens ---------------------------------------------------------------------------------
 
 
+class NoFilters(Schema):
+    pass
+
+
 @router.get("/tokens", response=list[TokenOut], tags=["tokens"])
-def list_tokens(request: HttpRequest) -> object:
+def list_tokens(request: HttpRequest, filters: StrictQuery[NoFilters]) -> object:
     return services.list_api_tokens(actor=actor(request))
 
 
@@ -229,6 +222,6 @@ class AuditFilters(Schema):
 
 
 @router.get("/audit", response=AuditPage, tags=["audit"])
-def list_audit(request: HttpRequest, filters: Query[AuditFilters]) -> object:
+def list_audit(request: HttpRequest, filters: StrictQuery[AuditFilters]) -> object:
     rows, next_cursor = services.list_audit(actor=actor(request), **filters.model_dump())
     return {"items": rows, "next_cursor": next_cursor}

@@ -12,6 +12,8 @@ from yutang.core.errors import ValidationFailed
 M = TypeVar("M", bound=Model)
 
 MAX_PAGE_SIZE = 500
+#: Largest primary key the databases hold; a cursor past it was not made by us.
+MAX_ID = 2**63 - 1
 
 
 def encode_cursor(last_id: int) -> str:
@@ -24,7 +26,10 @@ def decode_cursor(cursor: str) -> int:
         kind, _, value = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
         if kind != "id":
             raise ValueError(kind)
-        return int(value)
+        last_id = int(value)
+        if not 1 <= last_id <= MAX_ID:
+            raise ValueError(value)
+        return last_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("The cursor is not one this API gave out.", field="cursor") from exc
 

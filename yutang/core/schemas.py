@@ -8,13 +8,20 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ninja import Schema
 from pydantic import ConfigDict, Field, field_validator
 
 from yutang.core.models import CarrierAccount, Store
+from yutang.core.pagination import MAX_ID
 from yutang.core.permissions import Role
+
+#: A row id: what the databases can store, so a huge number is a 422, not a crash.
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: A link shown in the console (avatars, covers): http(s) only, never `javascript:`.
+#: (Spelled without an inline `(?i)` flag so that the OpenAPI pattern works in JavaScript too.)
+WebUrl = Annotated[str, Field(max_length=500, pattern=r"^([Hh][Tt][Tt][Pp][Ss]?://\S+)?$")]
 
 
 class StrictInput(Schema):
@@ -34,6 +41,11 @@ class BrandSettings(StrictInput):
         default=False,
         description="HQ roles may read individual customers of franchise stores "
         "(franchise stores own their customers' data; off by default).",
+    )
+    merge_policy: Literal["auto", "review"] = Field(
+        default="auto",
+        description="`auto`: customers sharing a strong identity (phone, WeChat unionid, the "
+        "brand's own id) merge at once; `review`: every conflict waits in the merge queue.",
     )
 
 
@@ -109,7 +121,7 @@ class StaffIn(StrictInput):
     username: Username
     display_name: Annotated[str, Field(min_length=1, max_length=80)]
     role: Role
-    store_ids: list[int] = Field(default_factory=list)
+    store_ids: list[DbId] = Field(default_factory=list)
     password: Annotated[str, Field(min_length=10, max_length=128)] | None = None
     phone: Annotated[str, Field(max_length=32)] = ""
 
@@ -117,7 +129,7 @@ class StaffIn(StrictInput):
 class StaffPatch(StrictInput):
     display_name: Annotated[str, Field(min_length=1, max_length=80)] | None = None
     role: Role | None = None
-    store_ids: list[int] | None = None
+    store_ids: list[DbId] | None = None
     password: Annotated[str, Field(min_length=10, max_length=128)] | None = None
     phone: Annotated[str, Field(max_length=32)] | None = None
     is_active: bool | None = None
@@ -147,11 +159,11 @@ class CarrierAccountIn(StrictInput):
     kind: CarrierAccount.Kind
     external_id: Annotated[str, Field(min_length=1, max_length=128)]
     display_name: Annotated[str, Field(min_length=1, max_length=80)]
-    staff_id: int | None = None
-    store_id: int | None = None
-    avatar_url: Annotated[str, Field(max_length=500)] = ""
+    staff_id: DbId | None = None
+    store_id: DbId | None = None
+    avatar_url: WebUrl = ""
     signature: Annotated[str, Field(max_length=120)] = ""
-    cover_url: Annotated[str, Field(max_length=500)] = ""
+    cover_url: WebUrl = ""
     persona: Annotated[str, Field(max_length=4000)] = ""
     daily_add_cap: Annotated[int, Field(ge=0, le=100000)] | None = None
     is_active: bool = True
@@ -159,11 +171,11 @@ class CarrierAccountIn(StrictInput):
 
 class CarrierAccountPatch(StrictInput):
     display_name: Annotated[str, Field(min_length=1, max_length=80)] | None = None
-    staff_id: int | None = None
-    store_id: int | None = None
-    avatar_url: Annotated[str, Field(max_length=500)] | None = None
+    staff_id: DbId | None = None
+    store_id: DbId | None = None
+    avatar_url: WebUrl | None = None
     signature: Annotated[str, Field(max_length=120)] | None = None
-    cover_url: Annotated[str, Field(max_length=500)] | None = None
+    cover_url: WebUrl | None = None
     persona: Annotated[str, Field(max_length=4000)] | None = None
     daily_add_cap: Annotated[int, Field(ge=0, le=100000)] | None = None
     is_active: bool | None = None

@@ -9,23 +9,35 @@ errors from yutang.core.errors."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
-from collections.abc import Iterable
+import zoneinfo
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db import IntegrityError, models, transaction
+from django.db.models import ProtectedError, QuerySet
 
 from yutang.core import audit, clock, crypto
 from yutang.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import ApiToken, AuditLog, Brand, CarrierAccount, Staff, Store
-from yutang.core.pagination import page_by_id_desc
-from yutang.core.permissions import STORE_ROLES, Action, Role, Scope, can_assign_role, require
+from yutang.core.pagination import MAX_ID, page_by_id_desc
+from yutang.core.permissions import (
+    ASSIGNABLE_ROLES,
+    STORE_ROLES,
+    Action,
+    Role,
+    Scope,
+    can_assign_role,
+    require,
+)
 from yutang.core.schemas import BrandSettings
 
 User = get_user_model()
@@ -37,8 +49,61 @@ CARRIER_FIELDS = [
     "kind", "external_id", "display_name", "staff_id", "store_id", "avatar_url", "signature",
     "cover_url", "persona", "daily_add_cap", "is_active",
 ]  # fmt: skip
+#: What an update may change; the carrier and its account id are the account's identity.
+CARRIER_EDITABLE = [f for f in CARRIER_FIELDS if f not in ("kind", "external_id")]
 CARRIER_SENSITIVE = {"external_id": "text"}
 TOKEN_PREFIX = "ytk_"
+M = TypeVar("M", bound=models.Model)
+
+
+# --- Shared checks --------------------------------------------------------------------------
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether `value` can be a primary key. Anything else cannot name a row, so lookups
+    treat it as missing instead of letting the database overflow."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
+def _get_scoped(queryset: QuerySet[M], pk: object, *, message: str, field: str) -> M:
+    """The row `pk` of an already scoped queryset, or NotFound (also for impossible ids)."""
+    if not is_valid_id(pk):
+        raise NotFound(message, field=field)
+    try:
+        return queryset.get(pk=pk)
+    except ObjectDoesNotExist:
+        raise NotFound(message, field=field) from None
+
+
+def reject_nulls(model: type[models.Model], values: Mapping[str, Any]) -> None:
+    """Refuse an explicit None for a column that cannot hold NULL, naming the field, before
+    it reaches the database as an IntegrityError."""
+    for name, value in values.items():
+        if value is not None:
+            continue
+        try:
+            column = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if not getattr(column, "null", True):
+            raise ValidationFailed(f"{name} cannot be empty (null).", field=name)
+
+
+def validate_time_zone(value: str, *, field: str = "time_zone") -> str:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationFailed(
+            f"Unknown time zone {value!r}; use an IANA name such as Asia/Shanghai.", field=field
+        )
+    return value
+
+
+def _check_web_url(value: str | None, *, field: str) -> None:
+    """Persona images are shown in the console: only http(s) links, never `javascript:`."""
+    if not value:
+        return
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValidationFailed("Use an http:// or https:// address.", field=field)
 
 
 # --- Brands ---------------------------------------------------------------------------------
@@ -48,6 +113,7 @@ def create_brand(*, name: str, time_zone: str = "Asia/Shanghai", is_sample: bool
     """Create a tenant. Only the system (CLI `yutang init`) creates brands."""
     if not name.strip():
         raise ValidationFailed("A brand needs a name.", field="name")
+    validate_time_zone(time_zone)
     BrandSettings.model_validate({})
     with transaction.atomic():
         brand = Brand.objects.create(name=name.strip(), time_zone=time_zone, is_sample=is_sample)
@@ -61,6 +127,12 @@ def create_brand(*, name: str, time_zone: str = "Asia/Shanghai", is_sample: bool
     return brand
 
 
+def current_brand(actor: Staff) -> Brand:
+    """The brand the actor works in, if their role may see it."""
+    require(actor, Action.BRAND_VIEW)
+    return actor.brand
+
+
 def update_brand(
     *,
     actor: Staff,
@@ -69,11 +141,15 @@ def update_brand(
     settings: BrandSettings | None = None,
 ) -> Brand:
     require(actor, Action.BRAND_MANAGE)
+    if name is not None and not name.strip():
+        raise ValidationFailed("A brand needs a name.", field="name")
+    if time_zone is not None:
+        validate_time_zone(time_zone)
     with transaction.atomic():
         brand = Brand.objects.select_for_update().get(pk=actor.brand_id)
         before = {"name": brand.name, "time_zone": brand.time_zone, "settings": brand.settings}
         if name is not None:
-            brand.name = name
+            brand.name = name.strip()
         if time_zone is not None:
             brand.time_zone = time_zone
         if settings is not None:
@@ -92,10 +168,16 @@ def update_brand(
 
 
 def get_store(*, actor: Staff, store_id: int, action: Action = Action.STORE_VIEW) -> Store:
-    try:
-        return Store.objects.for_actor(actor, action).get(pk=store_id)
-    except Store.DoesNotExist:
-        raise NotFound("No such store.", field="store_id") from None
+    return _get_scoped(
+        Store.objects.for_actor(actor, action), store_id, message="No such store.", field="store_id"
+    )
+
+
+def _store_code_taken(*, brand_id: int, code: str, exclude_pk: int | None = None) -> bool:
+    qs = Store.objects.filter(brand_id=brand_id, code=code)
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    return qs.exists()
 
 
 def create_store(*, actor: Staff | None, brand: Brand | None = None, **fields: Any) -> Store:
@@ -105,7 +187,7 @@ def create_store(*, actor: Staff | None, brand: Brand | None = None, **fields: A
     assert brand is not None
     _check_store_fields(fields)
     with transaction.atomic():
-        if Store.objects.filter(brand=brand, code=fields["code"]).exists():
+        if _store_code_taken(brand_id=brand.pk, code=fields["code"]):
             raise Conflict(f"A store with code {fields['code']!r} exists.", field="code")
         store = Store.objects.create(brand=brand, **fields)
         audit.record(
@@ -120,16 +202,30 @@ def update_store(*, actor: Staff, store_id: int, **changes: Any) -> Store:
     with transaction.atomic():
         store = get_store(actor=actor, store_id=store_id, action=Action.STORE_UPDATE)
         store = Store.objects.select_for_update().get(pk=store.pk)
+        # Turning a franchise into a direct store (or back) moves who owns its customers'
+        # data, so only brand admins may do it.
+        kind_changes = "kind" in changes and changes["kind"] != store.kind
+        if kind_changes and not actor.can(Action.BRAND_MANAGE):
+            raise PermissionDenied(
+                "Only brand admins may change whether a store is direct or franchise.",
+                field="kind",
+            )
         before = audit.snapshot(store, STORE_FIELDS)
         new_code = changes.get("code", store.code)
-        if (
-            new_code != store.code
-            and Store.objects.filter(brand_id=store.brand_id, code=new_code).exists()
+        if new_code != store.code and _store_code_taken(
+            brand_id=store.brand_id, code=new_code, exclude_pk=store.pk
         ):
             raise Conflict(f"A store with code {new_code!r} exists.", field="code")
         for name, value in changes.items():
             setattr(store, name, value)
-        store.save()
+        try:
+            with transaction.atomic():
+                store.save()
+        except IntegrityError:
+            # Another request took the code between our check and our write.
+            if _store_code_taken(brand_id=store.brand_id, code=new_code, exclude_pk=store.pk):
+                raise Conflict(f"A store with code {new_code!r} exists.", field="code") from None
+            raise
         audit.record(
             brand=actor.brand, actor=actor, action="store.update", target=store, store=store,
             changes=audit.diff(before, audit.snapshot(store, STORE_FIELDS)),
@@ -140,6 +236,14 @@ def update_store(*, actor: Staff, store_id: int, **changes: Any) -> Store:
 def delete_store(*, actor: Staff, store_id: int) -> None:
     with transaction.atomic():
         store = get_store(actor=actor, store_id=store_id, action=Action.STORE_DELETE)
+        store = Store.objects.select_for_update().get(pk=store.pk)
+        if store.staff.exists():
+            # Deleting would silently unbind them, leaving a store role with no store.
+            raise Conflict(
+                "Staff still work in this store; move them to another store or remove them "
+                "first, or deactivate the store instead.",
+                field="store_id",
+            )
         before = audit.snapshot(store, STORE_FIELDS)
         label = str(store)
         try:
@@ -164,6 +268,7 @@ def _check_store_fields(fields: dict[str, Any]) -> None:
         raise ValidationFailed(
             f"Unknown store field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0]
         )
+    reject_nulls(Store, fields)
     if "kind" in fields:
         fields["kind"] = str(fields["kind"])
         if fields["kind"] not in Store.Kind.values:
@@ -193,6 +298,9 @@ def _resolve_stores(
     *, actor: Staff | None, brand: Brand, role: str, store_ids: Iterable[int]
 ) -> list[Store]:
     ids = sorted(set(store_ids))
+    impossible = [i for i in ids if not is_valid_id(i)]
+    if impossible:
+        raise ValidationFailed(f"No such store: {impossible[0]}.", field="store_ids")
     stores = list(Store.objects.filter(brand=brand, pk__in=ids))
     if len(stores) != len(ids):
         missing = sorted(set(ids) - {s.pk for s in stores})
@@ -218,6 +326,35 @@ def _check_assignable(actor: Staff | None, role: Role | str) -> None:
         raise PermissionDenied(f"Your role may not grant the role {role}.", field="role")
 
 
+def assignable_roles(actor: Staff) -> list[Role]:
+    """The roles the actor may hand out, in the matrix's order (for forms)."""
+    allowed = ASSIGNABLE_ROLES.get(Role(actor.role), frozenset())
+    return [role for role in Role if role in allowed]
+
+
+def _controls_user(actor: Staff, user: Any) -> bool:
+    """Whether the actor may act for this login beyond their own brand: attach it to their
+    brand, or set its password. One login can be staff of several brands, so this holds only
+    when every brand the login works in is the actor's current brand or one where the actor
+    (the same person) is an active brand admin.
+
+    A person always controls their own login. Django superusers and admin-site users are
+    never brand staff to be taken over."""
+    if user.pk == actor.user_id:
+        return True
+    if user.is_superuser or user.is_staff:
+        return False
+    administered = Staff.objects.filter(
+        user_id=actor.user_id, role=Role.BRAND_ADMIN, is_active=True
+    ).values("brand_id")
+    elsewhere = (
+        Staff.objects.filter(user=user)
+        .exclude(brand_id=actor.brand_id)
+        .exclude(brand_id__in=administered)
+    )
+    return not elsewhere.exists()
+
+
 def create_staff(
     *,
     actor: Staff | None,
@@ -229,8 +366,10 @@ def create_staff(
     password: str | None = None,
     phone: str = "",
 ) -> StaffCreated:
-    """Add a person to a brand. An existing user (same username) gains a role in this brand;
-    a new user gets the given password or a generated one, returned once."""
+    """Add a person to a brand. A new user gets the given password or a generated one,
+    returned once. An existing user (same username) gains a role in this brand only when the
+    system asks, or when the actor controls that login (`_controls_user`); anyone else is
+    told the username is taken, so nobody can pull another brand's staff into their own."""
     if actor is not None:
         require(actor, Action.STAFF_MANAGE)
         brand = actor.brand
@@ -247,12 +386,15 @@ def create_staff(
                 generated = password = secrets.token_urlsafe(12)
             _check_password(password)
             user = User.objects.create_user(username=username, password=password)
-        elif password is not None:
-            raise Conflict(
-                "This username already exists; it keeps its own password.", field="password"
-            )
-        if Staff.objects.filter(brand=brand, user=user).exists():
-            raise Conflict(f"{username} is already staff of this brand.", field="username")
+        else:
+            if Staff.objects.filter(brand=brand, user=user).exists():
+                raise Conflict(f"{username} is already staff of this brand.", field="username")
+            if actor is not None and not _controls_user(actor, user):
+                raise Conflict("This username is taken; choose another.", field="username")
+            if password is not None:
+                raise Conflict(
+                    "This username already exists; it keeps its own password.", field="password"
+                )
         staff = Staff.objects.create(
             brand=brand,
             user=user,
@@ -271,15 +413,48 @@ def create_staff(
 
 
 def get_staff(*, actor: Staff, staff_id: int, action: Action = Action.STAFF_VIEW) -> Staff:
-    try:
-        return (
-            Staff.objects.for_actor(actor, action)
-            .select_related("user")
-            .prefetch_related("stores")
-            .get(pk=staff_id)
+    queryset = (
+        Staff.objects.for_actor(actor, action).select_related("user").prefetch_related("stores")
+    )
+    return _get_scoped(queryset, staff_id, message="No such staff member.", field="staff_id")
+
+
+def _check_manages(actor: Staff, member: Staff) -> None:
+    """May the actor change this (other) person at all? Only a role they may grant, and for
+    store roles only people who work nowhere but the actor's stores."""
+    _check_assignable(actor, member.role)
+    if require(actor, Action.STAFF_MANAGE) is Scope.STORE and not set(member.store_ids) <= set(
+        actor.store_ids
+    ):
+        raise PermissionDenied(
+            "This person also works in stores you do not manage.", field="staff_id"
         )
-    except Staff.DoesNotExist:
-        raise NotFound("No such staff member.", field="staff_id") from None
+
+
+def get_staff_to_edit(*, actor: Staff, staff_id: int) -> Staff:
+    """The staff member the actor may edit: themself (own name, phone and password), or
+    someone they manage."""
+    if staff_id == actor.pk:
+        return get_staff(actor=actor, staff_id=staff_id, action=Action.STAFF_VIEW)
+    member = get_staff(actor=actor, staff_id=staff_id, action=Action.STAFF_MANAGE)
+    _check_manages(actor, member)
+    return member
+
+
+def _check_own_changes(
+    staff: Staff,
+    *,
+    role: Role | str | None,
+    store_ids: Iterable[int] | None,
+    is_active: bool | None,
+) -> None:
+    message = "You cannot change your own role, stores or active status."
+    if role is not None and Role(role) != staff.role:
+        raise Conflict(message, field="role")
+    if store_ids is not None and sorted(set(store_ids)) != staff.store_ids:
+        raise Conflict(message, field="store_ids")
+    if is_active is not None and is_active != staff.is_active:
+        raise Conflict(message, field="is_active")
 
 
 def update_staff(
@@ -293,13 +468,21 @@ def update_staff(
     phone: str | None = None,
     is_active: bool | None = None,
 ) -> Staff:
+    """Change a staff member. Everyone may change their own display name, phone and
+    password; changing anyone else needs STAFF_MANAGE over them (`get_staff_to_edit`)."""
     with transaction.atomic():
-        staff = get_staff(actor=actor, staff_id=staff_id, action=Action.STAFF_MANAGE)
-        staff = Staff.objects.select_for_update().select_related("user").get(pk=staff.pk)
-        _check_assignable(actor, staff.role)  # may this actor manage this person at all?
+        member = get_staff_to_edit(actor=actor, staff_id=staff_id)
+        staff = Staff.objects.select_for_update().select_related("user").get(pk=member.pk)
         before = _staff_snapshot(staff)
-        if staff.pk == actor.pk and (role not in (None, staff.role) or is_active is False):
-            raise Conflict("You cannot change your own role or deactivate yourself.", field="role")
+        if staff.pk == actor.pk:
+            _check_own_changes(staff, role=role, store_ids=store_ids, is_active=is_active)
+            role = store_ids = is_active = None
+        if password is not None and not _controls_user(actor, staff.user):
+            raise PermissionDenied(
+                "This person also works for a brand you do not administer; they must change "
+                "their password themselves.",
+                field="password",
+            )
         if role is not None:
             role = Role(role)
             _check_assignable(actor, role)
@@ -339,9 +522,9 @@ def delete_staff(*, actor: Staff, staff_id: int) -> None:
     another brand); their API tokens in this brand go with the role."""
     with transaction.atomic():
         staff = get_staff(actor=actor, staff_id=staff_id, action=Action.STAFF_MANAGE)
-        _check_assignable(actor, staff.role)
         if staff.pk == actor.pk:
             raise Conflict("You cannot remove yourself.", field="staff_id")
+        _check_manages(actor, staff)
         before = _staff_snapshot(staff)
         label = str(staff)
         staff.delete()
@@ -358,10 +541,12 @@ def delete_staff(*, actor: Staff, staff_id: int) -> None:
 def get_carrier_account(
     *, actor: Staff, account_id: int, action: Action = Action.CARRIER_ACCOUNT_VIEW
 ) -> CarrierAccount:
-    try:
-        return CarrierAccount.objects.for_actor(actor, action).get(pk=account_id)
-    except CarrierAccount.DoesNotExist:
-        raise NotFound("No such carrier account.", field="account_id") from None
+    return _get_scoped(
+        CarrierAccount.objects.for_actor(actor, action),
+        account_id,
+        message="No such carrier account.",
+        field="account_id",
+    )
 
 
 def _check_carrier_links(
@@ -374,16 +559,31 @@ def _check_carrier_links(
             staff_qs = staff_qs.filter(pk=actor.pk if actor else None)
         elif scope is Scope.STORE and actor is not None:
             staff_qs = staff_qs.filter(stores__in=actor.store_ids)
-        if not staff_qs.filter(pk=staff_id).exists():
+        if not is_valid_id(staff_id) or not staff_qs.filter(pk=staff_id).exists():
             raise ValidationFailed(f"No such staff member: {staff_id}.", field="staff_id")
     if store_id is not None:
         store_qs = Store.objects.filter(brand=brand)
         if scope is not Scope.BRAND and actor is not None:
             store_qs = store_qs.filter(pk__in=actor.store_ids)
-        if not store_qs.filter(pk=store_id).exists():
+        if not is_valid_id(store_id) or not store_qs.filter(pk=store_id).exists():
             raise ValidationFailed(f"No such store: {store_id}.", field="store_id")
     elif scope is Scope.STORE:
         raise ValidationFailed("Choose one of your stores.", field="store_id")
+
+
+def _check_carrier_fields(fields: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ValidationFailed(f"Unknown carrier account field {unknown[0]!r}.", field=unknown[0])
+    reject_nulls(CarrierAccount, fields)
+    for name in ("avatar_url", "cover_url"):
+        _check_web_url(fields.get(name), field=name)
+
+
+def _carrier_account_taken(*, brand_id: int, kind: str, external_id: str) -> bool:
+    return CarrierAccount.objects.filter(
+        brand_id=brand_id, kind=kind, external_id=external_id
+    ).exists()
 
 
 def create_carrier_account(
@@ -395,10 +595,17 @@ def create_carrier_account(
         if scope is Scope.SELF:
             fields["staff_id"] = actor.pk
     assert brand is not None
+    _check_carrier_fields(fields, CARRIER_FIELDS)
     fields["kind"] = str(fields["kind"])
     _check_carrier_links(
         actor=actor, brand=brand, staff_id=fields.get("staff_id"), store_id=fields.get("store_id")
     )
+    duplicate = Conflict(
+        "This carrier account is already registered in this brand.", field="external_id"
+    )
+    key = {"brand_id": brand.pk, "kind": fields["kind"], "external_id": fields["external_id"]}
+    if _carrier_account_taken(**key):
+        raise duplicate
     try:
         with transaction.atomic():
             account = CarrierAccount.objects.create(brand=brand, **fields)
@@ -410,13 +617,16 @@ def create_carrier_account(
                 ),
             )  # fmt: skip
     except IntegrityError:
-        raise Conflict(
-            "This carrier account is already registered in this brand.", field="external_id"
-        ) from None
+        # Only a concurrent registration of the same account is a duplicate; any other
+        # integrity failure is a bug and must surface as one.
+        if _carrier_account_taken(**key):
+            raise duplicate from None
+        raise
     return account
 
 
 def update_carrier_account(*, actor: Staff, account_id: int, **changes: Any) -> CarrierAccount:
+    _check_carrier_fields(changes, CARRIER_EDITABLE)
     with transaction.atomic():
         account = get_carrier_account(
             actor=actor, account_id=account_id, action=Action.CARRIER_ACCOUNT_MANAGE
@@ -498,10 +708,12 @@ def create_api_token(*, actor: Staff | None, staff: Staff, name: str) -> tuple[A
 
 def revoke_api_token(*, actor: Staff, token_id: int) -> ApiToken:
     with transaction.atomic():
-        try:
-            token = ApiToken.objects.for_actor(actor, Action.TOKEN_MANAGE).get(pk=token_id)
-        except ApiToken.DoesNotExist:
-            raise NotFound("No such token.", field="token_id") from None
+        token = _get_scoped(
+            ApiToken.objects.for_actor(actor, Action.TOKEN_MANAGE),
+            token_id,
+            message="No such token.",
+            field="token_id",
+        )
         if token.revoked_at is not None:
             return token
         token.revoked_at = clock.now()
@@ -598,6 +810,19 @@ def staff_brands(*, user: Any) -> list[Staff]:
     )
 
 
+def current_staff_role(*, user: Any, brand_id: int | None) -> Staff | None:
+    """The active role a logged-in user works as: the one in the brand they chose (the
+    console keeps the choice in the session), else their first brand's."""
+    roles = Staff.objects.select_related("brand", "user").filter(user=user, is_active=True)
+    staff = roles.filter(brand_id=brand_id).first() if is_valid_id(brand_id) else None
+    return staff or roles.order_by("brand_id").first()
+
+
+# --- Presenting identifiers -----------------------------------------------------------------
+# The one place that decides which identifiers a viewer sees in clear. The API and the
+# console both render staff and carrier accounts through these presenters.
+
+
 def identifier_for(actor: Staff, kind: str, value: str) -> str:
     """An identifier as this actor may see it: clear for roles that may view identifiers,
     masked otherwise (analysts never see them)."""
@@ -606,6 +831,41 @@ def identifier_for(actor: Staff, kind: str, value: str) -> str:
     if actor.can(Action.IDENTIFIERS_VIEW):
         return value
     return crypto.mask_identifier(kind, value)
+
+
+def _username_kind(username: str) -> str:
+    """Usernames are often phone numbers or emails; mask them as such."""
+    if re.fullmatch(r"\+?\d{7,15}", username):
+        return "phone"
+    return "email" if "@" in username else "text"
+
+
+def present_staff(viewer: Staff, staff: Staff) -> dict[str, Any]:
+    """A staff member as `viewer` may see them (the API's StaffOut). Username and phone are
+    masked for roles without identifiers.view; everyone sees their own record in clear."""
+    username = staff.user.get_username()
+    own = viewer.pk == staff.pk
+    return {
+        "id": staff.pk,
+        "username": username if own else identifier_for(viewer, _username_kind(username), username),
+        "display_name": staff.display_name,
+        "role": staff.role,
+        "store_ids": sorted(s.pk for s in staff.stores.all()),
+        "phone": staff.phone if own else identifier_for(viewer, "phone", staff.phone),
+        "is_active": staff.is_active,
+        "created_at": staff.created_at,
+    }
+
+
+CARRIER_OUT_FIELDS = ["id", *CARRIER_FIELDS, "created_at"]
+
+
+def present_carrier_account(viewer: Staff, account: CarrierAccount) -> dict[str, Any]:
+    """A carrier account as `viewer` may see it (the API's CarrierAccountOut); the account id
+    on the carrier is masked for roles without identifiers.view."""
+    data = {name: getattr(account, name) for name in CARRIER_OUT_FIELDS}
+    data["external_id"] = identifier_for(viewer, "text", account.external_id)
+    return data
 
 
 def brand_overview(*, actor: Staff) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--skip-migrate", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        try:
+            services.validate_time_zone(opts["time_zone"])
+        except YutangError as exc:
+            raise CommandError(f"--time-zone: {exc.message}") from exc
         if not opts["skip_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Database migrated.")
@@ -87,12 +91,14 @@ class Command(BaseCommand):
                 "Sample data (labelled 示例 / Sample): "
                 + (", ".join(f"{v} {k}" for k, v in made.items()) if made else "already present")
             )
-            if password is not None:
+            if settings.IS_PRODUCTION:
+                pass  # a production machine never keeps a password in a file
+            elif password is not None:
                 login_file.parent.mkdir(parents=True, exist_ok=True)
                 login_file.write_text(f"{username}\n{password}\n")
                 login_file.chmod(0o600)
             elif login_file.exists():
-                username, password = login_file.read_text().split("\n")[:2]
+                password = self._remembered_password(login_file, username)
 
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("Log in at http://127.0.0.1:8000 with"))
@@ -103,3 +109,17 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  password: (unchanged; reset with `yutang changepassword {username}`)"
             )
+
+    def _remembered_password(self, login_file: Path, username: str) -> str | None:
+        """The demo password saved by an earlier run, only if it still logs this admin in."""
+        saved_username, _, rest = login_file.read_text().partition("\n")
+        saved_password = rest.split("\n")[0]
+        user = get_user_model().objects.filter(username=username).first()
+        if saved_username != username or user is None or not saved_password:
+            return None
+        if not user.check_password(saved_password):
+            self.stdout.write(
+                f"The password saved in {login_file} no longer works: it was changed since."
+            )
+            return None
+        return saved_password

@@ -11,7 +11,7 @@ from tests.factories import make_brand, make_staff, make_store
 from yutang.core.models import Store
 from yutang.core.permissions import MATRIX, Action, Role, can_assign_role
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "permissions.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "permissions.md"
 
 ROLES = [
     "brand_admin",

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
 from tests.factories import make_brand
 from yutang.core.models import AuditLog, Brand, CarrierAccount, Staff, Store, WorkerHeartbeat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_cli_maps_check_to_yutang_check():
@@ -64,6 +66,43 @@ def test_init_is_idempotent_and_prints_the_login(capsys, tmp_path, settings):
 
 
 @pytest.mark.django_db
+def test_init_reprints_the_demo_password_only_while_it_still_works(capsys, tmp_path, settings):
+    settings.VAR_DIR = tmp_path
+    call_command("init", "--sample-data", "--skip-migrate")
+    password = capsys.readouterr().out.split("password: ")[1].split()[0]
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("changed-by-the-owner-1")
+    admin.save()
+
+    call_command("init", "--sample-data", "--skip-migrate")
+    out = capsys.readouterr().out
+    assert password not in out
+    assert "no longer works: it was changed since" in out
+    assert "password: (unchanged; reset with `yutang changepassword admin`)" in out
+
+
+@pytest.mark.django_db
+def test_init_never_writes_the_login_file_in_production(capsys, tmp_path, settings):
+    settings.VAR_DIR = tmp_path
+    settings.IS_PRODUCTION = True
+    call_command("init", "--sample-data", "--skip-migrate")
+    out = capsys.readouterr().out
+    assert "password: " in out  # printed once to whoever ran it
+    assert not (tmp_path / "demo-login.txt").exists()
+
+
+@pytest.mark.django_db
+def test_init_refuses_an_unknown_time_zone(tmp_path, settings):
+    settings.VAR_DIR = tmp_path
+    with pytest.raises(CommandError) as refused:
+        call_command("init", "--time-zone", "Mars/X", "--skip-migrate")
+    assert str(refused.value) == (
+        "--time-zone: Unknown time zone 'Mars/X'; use an IANA name such as Asia/Shanghai."
+    )
+    assert not Brand.objects.exists() and not Staff.objects.exists()
+
+
+@pytest.mark.django_db
 def test_init_without_sample_data_makes_a_plain_brand(capsys):
     call_command(
         "init",
@@ -100,7 +139,7 @@ def test_check_reports_configuration_database_and_workers(capsys):
 def test_worker_runs_enqueued_tasks_in_batch_mode():
     from django_tasks_db.models import DBTaskResult
 
-    from tests.tasks_for_tests import rename_brand
+    from yutang.core.tests.tasks_for_tests import rename_brand
 
     brand = make_brand("before")
     result = rename_brand.enqueue(brand.pk, "after")

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from tests.factories import Api, make_brand, make_staff, make_store
+from yutang.core import services
 from yutang.core.models import Staff, Store
 from yutang.core.permissions import Role
 
@@ -133,10 +134,13 @@ def test_staff_crud_and_generated_password(admin):
     assert not Staff.objects.filter(pk=body["id"]).exists()
 
 
-def test_one_user_can_be_staff_of_two_brands():
+def test_an_admin_of_both_brands_adds_a_colleague_from_one_to_the_other():
     first, second = make_brand(), make_brand()
     make_staff(first, Role.ANALYST, username="shared.person")
-    admin2 = make_staff(second, Role.BRAND_ADMIN)
+    admin2 = make_staff(second, Role.BRAND_ADMIN, username="both.admin")
+    services.create_staff(
+        actor=None, brand=first, username="both.admin", display_name="B", role=Role.BRAND_ADMIN
+    )
     added = Api(admin2).post(
         "/staff", {"username": "shared.person", "display_name": "S", "role": "operations_lead"}
     )
@@ -192,7 +196,8 @@ def test_carrier_account_crud_and_advisor_self_scope(admin):
 def test_brand_current_and_settings(admin):
     api = Api(admin)
     assert api.get("/brands/current").json()["settings"] == {
-        "hq_can_view_franchise_customers": False
+        "hq_can_view_franchise_customers": False,
+        "merge_policy": "auto",
     }
     bad = api.patch("/brands/current", {"time_zone": "Mars/Olympus"})
     assert bad.status_code == 422 and bad.json()["field"] == "time_zone"
@@ -213,3 +218,24 @@ def test_session_auth_needs_csrf_for_writes(admin):
     )
     assert refused.status_code in (401, 403)
     assert not Store.objects.filter(code="C1").exists()
+
+
+def test_usernames_are_identifiers_masked_for_analysts(admin):
+    make_staff(admin.brand, Role.ADVISOR, stores=[make_store(admin.brand)], username="13812341234")
+    make_staff(admin.brand, Role.ANALYST, username="li.na@example.com")
+    analyst = make_staff(admin.brand, Role.ANALYST, username="the.analyst")
+    seen = {s["id"]: s["username"] for s in Api(analyst).get("/staff").json()}
+    clear = {s["id"]: s["username"] for s in Api(admin).get("/staff").json()}
+    assert sorted(clear.values()) == sorted(
+        [admin.user.username, "13812341234", "li.na@example.com", "the.analyst"]
+    )
+    assert sorted(seen.values()) == sorted(
+        [crypto_mask(admin.user.username), "138****1234", "l***@example.com", "the.analyst"]
+    )
+    assert Api(analyst).get(f"/staff/{admin.pk}").json()["username"] != admin.user.username
+
+
+def crypto_mask(value: str) -> str:
+    from yutang.core.crypto import mask_text
+
+    return mask_text(value)

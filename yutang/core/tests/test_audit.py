@@ -81,7 +81,8 @@ def test_each_state_change_is_audited_with_identifiers_masked():
 
     api.patch("/brands/current", {"settings": {"hq_can_view_franchise_customers": True}})
     assert last("brand.update").changes["settings"]["after"] == {
-        "hq_can_view_franchise_customers": True
+        "hq_can_view_franchise_customers": True,
+        "merge_policy": "auto",
     }
 
     api.delete(f"/staff/{person['id']}")

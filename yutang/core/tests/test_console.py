@@ -122,6 +122,7 @@ def test_staff_form_shows_generated_password_once_and_masks_for_analysts():
     analyst = make_staff(brand, Role.ANALYST)
     analyst_view = console_client(analyst).get("/staff/").content.decode()
     assert "139****5678" in analyst_view and "13912345678" not in analyst_view
+    assert "xi****en" in analyst_view and "xiao.chen" not in analyst_view
 
 
 def test_store_manager_adds_an_advisor_to_own_store_only():
@@ -215,3 +216,126 @@ def test_carrier_account_form_round_trip():
     )
     account.refresh_from_db()
     assert (account.display_name, account.staff_id, account.daily_add_cap) == ("小鱼2", None, None)
+
+
+def test_console_masks_phone_like_usernames_and_account_ids_for_analysts():
+    brand = make_brand()
+    store = make_store(brand)
+    advisor = make_staff(brand, Role.ADVISOR, stores=[store], username="13700001111")
+    make_account(brand, staff=advisor, store=store, external_id="wmSecretUser77")
+    analyst = console_client(make_staff(brand, Role.ANALYST))
+    staff_page = analyst.get("/staff/").content.decode()
+    assert "137****1111" in staff_page and "13700001111" not in staff_page
+    accounts_page = analyst.get("/carrier-accounts/").content.decode()
+    assert "wmSe****er77" in accounts_page and "wmSecretUser77" not in accounts_page
+    admin = console_client(make_staff(brand, Role.BRAND_ADMIN))
+    assert "13700001111" in admin.get("/staff/").content.decode()
+    assert "wmSecretUser77" in admin.get("/carrier-accounts/").content.decode()
+
+
+HUGE_IDS = [2**63, 10**30]
+
+
+@pytest.mark.parametrize("number", HUGE_IDS)
+@pytest.mark.parametrize(
+    "url",
+    ["/stores/{}/", "/stores/{}/delete/", "/staff/{}/", "/staff/{}/delete/",
+     "/carrier-accounts/{}/", "/carrier-accounts/{}/delete/", "/tokens/{}/revoke/"],
+)  # fmt: skip
+def test_huge_ids_in_console_urls_are_404(url, number):
+    client = console_client(make_staff(make_brand(), Role.BRAND_ADMIN))
+    page = url.format(number)
+    if not page.endswith(("delete/", "revoke/")):
+        assert client.get(page).status_code == 404
+    assert client.post(page, {"name": "x", "display_name": "x"}).status_code == 404
+
+
+def test_huge_ids_in_console_forms_are_field_errors():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    client = console_client(admin)
+    response = client.post(
+        "/staff/new/",
+        {"username": "big.id", "display_name": "B", "role": "analyst", "store_ids": [str(2**64)]},
+    )
+    assert (
+        response.status_code == 200 and 'data-field-error="store_ids"' in response.content.decode()
+    )
+    response = client.post(
+        "/carrier-accounts/new/",
+        {"kind": "wecom", "external_id": "e", "display_name": "E", "staff_id": str(10**30)},
+    )
+    assert response.status_code == 200
+    assert not brand.staff.filter(user__username="big.id").exists()
+    assert not brand.carrier_accounts.exists()
+
+
+def test_staff_edit_empty_phone_clears_and_shown_phone_keeps():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    store = make_store(brand)
+    member = make_staff(brand, Role.ADVISOR, stores=[store], phone="13912345678")
+    client = console_client(admin)
+    form = {"display_name": "A", "role": "advisor", "store_ids": [str(store.pk)],
+            "is_active": "on", "password": ""}  # fmt: skip
+    shown = "+8613912345678"
+    assert f'value="{shown}"' in client.get(f"/staff/{member.pk}/").content.decode()
+    audit_rows = AuditLog.objects.filter(action="staff.update").count()
+    assert client.post(f"/staff/{member.pk}/", {**form, "phone": shown}).status_code == 302
+    member.refresh_from_db()
+    assert member.phone == "+8613912345678"
+    assert "phone" not in AuditLog.objects.filter(action="staff.update").latest("id").changes
+    assert client.post(f"/staff/{member.pk}/", {**form, "phone": ""}).status_code == 302
+    member.refresh_from_db()
+    assert (member.phone, member.phone_hash) == ("", "")
+    assert AuditLog.objects.filter(action="staff.update").count() == audit_rows + 2
+    assert AuditLog.objects.filter(action="staff.update").latest("id").changes["phone"] == {
+        "before": "139****5678",
+        "after": "",
+    }
+
+
+def test_staff_edit_keeps_a_masked_phone_it_showed(monkeypatch):
+    """Whoever sees the phone masked and submits the mask unchanged keeps the real number."""
+    from yutang.core import services
+
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    store = make_store(brand)
+    member = make_staff(brand, Role.ADVISOR, stores=[store], phone="13912345678")
+    real = services.present_staff
+
+    def masked(viewer, staff):
+        return {**real(viewer, staff), "phone": "139****5678"}
+
+    monkeypatch.setattr(services, "present_staff", masked)
+    client = console_client(admin)
+    form = {"display_name": "A", "role": "advisor", "store_ids": [str(store.pk)],
+            "is_active": "on", "password": "", "phone": "139****5678"}  # fmt: skip
+    assert client.post(f"/staff/{member.pk}/", form).status_code == 302
+    member.refresh_from_db()
+    assert member.phone == "+8613912345678"
+
+
+def test_carrier_account_form_refuses_javascript_links():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    client = console_client(admin)
+    response = client.post(
+        "/carrier-accounts/new/",
+        {"kind": "wecom", "external_id": "wm1", "display_name": "A",
+         "avatar_url": "javascript:alert(1)", "is_active": "on"},
+    )  # fmt: skip
+    assert 'data-field-error="avatar_url"' in response.content.decode()
+    assert not brand.carrier_accounts.exists()
+
+
+def test_audit_page_says_when_a_cursor_is_bad(django_assert_max_num_queries):
+    admin = make_staff(make_brand(), Role.BRAND_ADMIN)
+    client = console_client(admin)
+    client.get("/audit/")  # warm the session and caches
+    with django_assert_max_num_queries(8) as captured:
+        response = client.get("/audit/?cursor=garbage!!")
+    body = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="audit-problem"' in body
+    assert not [q for q in captured.captured_queries if "core_auditlog" in q["sql"]]
