@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "yutang.core",
+    "yutang.customers",
+    "yutang.events",
+    "yutang.commerce",
     "yutang.api",
     "yutang.console",
 ]

@@ -4,6 +4,7 @@ Every error is JSON ``{"code", "message", "field"}`` with the right status code.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -12,9 +13,12 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from yutang import __version__
+from yutang.commerce.api import router as commerce_router
 from yutang.core.api import router as core_router
 from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
 from yutang.core.errors import YutangError
+from yutang.customers.api import router as customers_router
+from yutang.events.api import router as events_router
 
 api = NinjaAPI(
     title="Yutang API",
@@ -31,6 +35,9 @@ api = NinjaAPI(
 )
 
 api.add_router("", core_router)
+api.add_router("", customers_router)
+api.add_router("", events_router)
+api.add_router("", commerce_router)
 
 
 def _error(
@@ -59,7 +66,10 @@ def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> Http
     first = exc.errors[0] if exc.errors else {}
     field = _field_of(first.get("loc", ()))
     kind = first.get("type", "")
-    if kind == "extra_forbidden":
+    loc = first.get("loc", ())
+    if kind == "extra_forbidden" and loc and loc[0] == "query":
+        message = f"Unknown query parameter {field!r}."
+    elif kind == "extra_forbidden":
         message = f"Unknown field {field!r}."
     else:
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else "Invalid request."
@@ -80,4 +90,28 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, ValueError):
+        # Ninja wraps a body it cannot parse; say what is wrong with it.
+        detail = (
+            f"{cause.msg} at line {cause.lineno}, column {cause.colno}"
+            if isinstance(cause, json.JSONDecodeError)
+            else "it is not UTF-8 text"
+        )
+        message = f"The request body is not valid JSON: {detail}."
+        return _error(request, 400, "invalid_json", message, "body")
     return _error(request, exc.status_code, "error", str(exc), None)
+
+
+# --- Errors outside any operation (see yutang/api/urls.py) --------------------------------
+
+
+def not_found(request: HttpRequest) -> HttpResponse:
+    return _error(request, 404, "not_found", f"No API endpoint at {request.path}.", None)
+
+
+def method_not_allowed(request: HttpRequest, allowed: list[str]) -> HttpResponse:
+    message = f"{request.method} is not allowed on {request.path}; use {' or '.join(allowed)}."
+    response = _error(request, 405, "method_not_allowed", message, None)
+    response["Allow"] = ", ".join(allowed)
+    return response

@@ -13,6 +13,9 @@ from yutang.core.services import staff_brands
 # (url name, label, icon, action needed to see the entry)
 NAVIGATION: list[tuple[str, Any, str, Action]] = [
     ("console:home", _("Overview"), "speedometer2", Action.BRAND_VIEW),
+    ("console:customers", _("Customers"), "person-vcard", Action.CUSTOMER_VIEW),
+    ("console:merges", _("Merge review"), "intersect", Action.CUSTOMER_MANAGE),
+    ("console:imports", _("Imports"), "upload", Action.CUSTOMER_MANAGE),
     ("console:stores", _("Stores"), "shop", Action.STORE_VIEW),
     ("console:staff", _("Staff and roles"), "people", Action.STAFF_VIEW),
     ("console:carrier_accounts", _("Carrier accounts"), "chat-dots", Action.CARRIER_ACCOUNT_VIEW),

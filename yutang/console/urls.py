@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from yutang.console import customer_views as cv
 from yutang.console import views
 
 app_name = "console"
@@ -34,4 +35,18 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("audit/", views.audit, name="audit"),
+    path("customers/", cv.customer_list, name="customers"),
+    path("customers/views/", cv.saved_view_create, name="saved_view_create"),
+    path("customers/views/<int:view_id>/delete/", cv.saved_view_delete, name="saved_view_delete"),
+    path("customers/merges/", cv.merge_queue, name="merges"),
+    path("customers/merges/<int:candidate_id>/decide/", cv.merge_decide, name="merge_decide"),
+    path("merges/<int:merge_id>/undo/", cv.merge_undo, name="merge_undo"),
+    path("customers/<int:customer_id>/", cv.customer_detail, name="customer"),
+    path("customers/<int:customer_id>/tags/", cv.customer_tags, name="customer_tags"),
+    path("customers/<int:customer_id>/notes/", cv.customer_note, name="customer_note"),
+    path("customers/<int:customer_id>/consent/", cv.customer_consent, name="customer_consent"),
+    path("imports/", cv.import_list, name="imports"),
+    path("imports/<int:job_id>/", cv.import_detail, name="import"),
+    path("imports/<int:job_id>/start/", cv.import_start, name="import_start"),
+    path("imports/<int:job_id>/errors/", cv.import_errors, name="import_errors"),
 ]

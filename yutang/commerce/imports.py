@@ -1,0 +1,100 @@
+"""The orders importer: one row, one paid order (unpaid or closed orders are skipped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yutang.commerce.models import OrderSource
+from yutang.commerce.services import post_order
+from yutang.core.errors import Conflict
+from yutang.core.tabular import FieldError, Row, parse_datetime, parse_int, parse_yuan_to_fen
+from yutang.customers.imports import ImportContext, register_importer, row_identities
+
+BUYER_COLUMNS = {
+    "phone": "phone",
+    "external_customer_id": "external",
+    "taobao_buyer": "taobao_buyer",
+    "jd_buyer": "jd_buyer",
+    "pdd_buyer": "pdd_buyer",
+    "douyin_user": "douyin_user",
+}
+SOURCE_ALIASES = {
+    "天猫": "tmall",
+    "淘宝": "taobao",
+    "京东": "jd",
+    "拼多多": "pdd",
+    "抖音": "douyin",
+    "有赞": "youzan",
+    "小程序": "mini_program",
+    "门店": "store_pos",
+}
+#: Order states of platform exports that mean the buyer never paid (or the order was closed
+#: before payment): such rows are skipped, not errors.
+UNPAID_STATES = ("等待买家付款", "交易关闭", "未付款", "已取消", "closed", "unpaid", "cancelled")
+
+
+def _fen(values: dict[str, str], name: str) -> int:
+    if values.get(f"{name}_fen"):
+        return parse_int(values[f"{name}_fen"], field=f"{name}_fen", minimum=0)
+    if values.get(f"{name}_yuan"):
+        return parse_yuan_to_fen(values[f"{name}_yuan"], field=f"{name}_yuan")
+    return 0
+
+
+def import_order_row(context: ImportContext, values: dict[str, str], row: Row) -> str:
+    status = values.get("status", "")
+    if status and any(state in status for state in UNPAID_STATES) and not values.get("paid_at"):
+        return "skipped"
+    source = SOURCE_ALIASES.get(values.get("source", ""), values.get("source", "")).lower()
+    if source not in OrderSource.values:
+        raise FieldError("source", f"unknown order source {values.get('source', '')!r}")
+    external_id = values.get("external_id", "")
+    if not external_id:
+        raise FieldError("external_id", "the order number is empty")
+    key = f"{source}\x1f{external_id}"
+    if key in context.seen:
+        raise FieldError("external_id", f"duplicate order number (also on row {context.seen[key]})")
+    context.seen[key] = row.number
+    if not values.get("paid_at"):
+        raise FieldError("paid_at", "the payment time is empty")
+    paid_at = parse_datetime(values["paid_at"], context.brand.tz, field="paid_at")
+    if not values.get("amount_fen") and not values.get("amount_yuan"):
+        raise FieldError("amount_yuan", "the amount is empty")
+    amount = _fen(values, "amount")
+    shipping, discount = _fen(values, "shipping"), _fen(values, "discount")
+    identities = row_identities(values, BUYER_COLUMNS)
+    store_code = values.get("store_code") or None
+    if store_code:
+        context.store(store_code)
+    items: list[dict[str, Any]] = []
+    if values.get("sku"):
+        quantity = (
+            parse_int(values["quantity"], field="quantity", minimum=1)
+            if values.get("quantity")
+            else 1
+        )
+        items.append({"sku": values["sku"], "quantity": quantity})
+    try:
+        result = post_order(
+            brand=context.brand,
+            actor=None,
+            source=source,
+            external_id=external_id,
+            paid_at=paid_at,
+            amount_fen=amount,
+            shipping_fen=shipping,
+            discount_fen=discount,
+            identities=[
+                {"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in identities
+            ],
+            items=items,
+            store_code=store_code,
+            coupon_code=values.get("coupon_code", "")[:64],
+        )
+    except Conflict as exc:
+        raise FieldError("external_id", exc.message) from None
+    return "created" if result.created else "unchanged"
+
+
+def register() -> None:
+    register_importer("orders", import_order_row)

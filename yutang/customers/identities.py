@@ -1,0 +1,58 @@
+"""Normalising identities before they are hashed: the same person must always hash the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yutang.core import crypto
+from yutang.core.errors import ValidationFailed
+from yutang.core.identifiers import normalize_email, normalize_phone
+from yutang.customers.models import STRONG_KINDS, IdentityKind
+
+
+@dataclass(frozen=True)
+class NormalizedIdentity:
+    kind: str
+    namespace: str
+    value: str
+
+    @property
+    def hash(self) -> str:
+        # Kind and namespace are part of the key: the same string as a phone and as an
+        # external id are different facts.
+        return crypto.hash_pii(f"{self.kind}\x1f{self.namespace}\x1f{self.value}")
+
+    @property
+    def is_strong(self) -> bool:
+        return self.kind in STRONG_KINDS
+
+    @property
+    def masked(self) -> str:
+        return crypto.mask_identifier(self.kind, self.value)
+
+
+def normalize_identity(
+    kind: str, value: str, namespace: str = "", *, field: str = "identities"
+) -> NormalizedIdentity:
+    if kind not in IdentityKind.values:
+        raise ValidationFailed(f"Unknown identity kind {kind!r}.", field=f"{field}.kind")
+    text = (value or "").strip()
+    if not text:
+        raise ValidationFailed("An identity needs a value.", field=f"{field}.value")
+    if len(text) > 256:
+        raise ValidationFailed(
+            "An identity value is at most 256 characters.", field=f"{field}.value"
+        )
+    namespace = (namespace or "").strip()
+    if kind == IdentityKind.PHONE:
+        text = normalize_phone(text, field=f"{field}.value")
+    elif kind == IdentityKind.EMAIL:
+        text = normalize_email(text, field=f"{field}.value")
+    if kind == IdentityKind.WECHAT_OPENID:
+        if not namespace:
+            raise ValidationFailed(
+                "A WeChat openid needs the app id it belongs to.", field=f"{field}.namespace"
+            )
+    else:
+        namespace = ""
+    return NormalizedIdentity(kind=kind, namespace=namespace, value=text)

@@ -1,0 +1,539 @@
+"""Importing customers and orders from CSV/XLSX files.
+
+The runner reads the file as a stream (yutang.core.tabular), maps columns with a detected
+preset or the user's mapping file, and hands each row to the importer registered for the
+file's kind: customers here, orders by the commerce app. Every bad row is reported with its
+row number, column and reason in a downloadable error file; valid rows are applied, or — with
+all-or-nothing — none are when any row is bad. Re-importing the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from django.conf import settings
+from django.db import transaction
+
+from yutang.core import audit, clock
+from yutang.core.errors import NotFound, ValidationFailed, YutangError
+from yutang.core.models import Brand, CarrierAccount, Staff, Store
+from yutang.core.permissions import Action, require
+from yutang.core.tabular import (
+    ErrorReport,
+    FieldError,
+    Mapping,
+    Row,
+    TabularError,
+    detect_mapping,
+    load_mapping_file,
+    open_table,
+    parse_date,
+    parse_datetime,
+    parse_gender,
+)
+from yutang.customers import services
+from yutang.customers.identities import NormalizedIdentity, normalize_identity
+from yutang.customers.models import Customer, ImportJob, Tag
+
+KINDS = ("customers", "orders")
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+PROGRESS_EVERY = 500
+
+
+@dataclass
+class ImportContext:
+    """State shared by the rows of one import: caches and the ids seen so far."""
+
+    brand: Brand
+    actor: Staff | None
+    stores: dict[str, Store | None] = field(default_factory=dict)
+    staff: dict[str, Staff | None] = field(default_factory=dict)
+    tags: dict[str, Tag] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def store(self, code: str, column: str = "store_code") -> Store:
+        if code not in self.stores:
+            self.stores[code] = Store.objects.filter(brand=self.brand, code=code).first()
+        found = self.stores[code]
+        if found is None:
+            raise FieldError(column, f"unknown store code {code!r}")
+        return found
+
+
+#: kind -> row importer returning "created", "updated", "unchanged" or "skipped".
+RowImporter = Callable[[ImportContext, dict[str, str], Row], str]
+_IMPORTERS: dict[str, RowImporter] = {}
+
+
+def register_importer(kind: str, importer: RowImporter) -> None:
+    _IMPORTERS[kind] = importer
+
+
+# --- Jobs -----------------------------------------------------------------------------------
+
+
+def _storage_dir(brand: Brand) -> Path:
+    path = Path(settings.VAR_DIR) / "imports" / str(brand.pk)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _load_mapping(kind: str, mapping_json: bytes | str | None) -> dict[str, Any] | None:
+    if not mapping_json:
+        return None
+    scratch = Path(settings.VAR_DIR) / "imports" / f"mapping-{uuid.uuid4().hex}.json"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        scratch.write_bytes(
+            mapping_json if isinstance(mapping_json, bytes) else mapping_json.encode()
+        )
+        mapping = load_mapping_file(scratch)
+    finally:
+        scratch.unlink(missing_ok=True)
+    if mapping.kind != kind:
+        raise ValidationFailed(
+            f"The mapping file is for {mapping.kind}, not {kind}.", field="mapping"
+        )
+    return {
+        "kind": mapping.kind,
+        "columns": dict(mapping.columns),
+        "constants": dict(mapping.constants),
+    }
+
+
+def create_import(
+    *,
+    actor: Staff | None,
+    brand: Brand,
+    kind: str,
+    upload: Readable,
+    filename: str,
+    mapping_json: bytes | str | None = None,
+    all_or_nothing: bool = False,
+    encoding: str = "",
+    run_now: bool = False,
+    start: bool = True,
+) -> ImportJob:
+    """Store the uploaded file and queue its import (run_now: import in this process;
+    start=False: keep it as a draft to preview, then `start_import`)."""
+    if actor is not None:
+        require(actor, Action.CUSTOMER_MANAGE)
+    if kind not in KINDS:
+        raise ValidationFailed("kind must be customers or orders.", field="kind")
+    mapping = _load_mapping(kind, mapping_json)
+    suffix = Path(filename).suffix.lower()[:8] if Path(filename).suffix else ".csv"
+    target = _storage_dir(brand) / f"{uuid.uuid4().hex}{suffix}"
+    with target.open("wb") as out:
+        for chunk in iter(lambda: upload.read(1024 * 1024), b""):
+            out.write(chunk)
+    with transaction.atomic():
+        job = ImportJob.objects.create(
+            brand=brand,
+            kind=kind,
+            filename=Path(filename).name[:255],
+            path=str(target),
+            mapping=mapping,
+            all_or_nothing=all_or_nothing,
+            encoding=encoding,
+            created_by=actor,
+            created_at=clock.now(),
+            status=ImportJob.Status.PENDING if start or run_now else ImportJob.Status.DRAFT,
+        )
+        audit.record(
+            brand=brand,
+            actor=actor,
+            action="import.create",
+            target=job,
+            changes={"kind": {"after": kind}, "filename": {"after": job.filename}},
+        )
+        if start and not run_now:
+            _enqueue(job)
+    if run_now:
+        run_import(job.pk)
+        job.refresh_from_db()
+    return job
+
+
+def _enqueue(job: ImportJob) -> None:
+    from yutang.customers.tasks import run_import_task
+
+    transaction.on_commit(lambda: run_import_task.enqueue(job.pk))
+
+
+def start_import(*, actor: Staff, job_id: int) -> ImportJob:
+    """Queue a previewed (draft) import."""
+    with transaction.atomic():
+        job = get_import(actor=actor, job_id=job_id)
+        updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.DRAFT).update(
+            status=ImportJob.Status.PENDING
+        )
+        if updated:
+            _enqueue(job)
+        job.refresh_from_db()
+    return job
+
+
+def preview_job(*, actor: Staff, job_id: int, rows: int = 10) -> dict[str, Any]:
+    """The preview of a stored import: detected layout and its first rows."""
+    job = get_import(actor=actor, job_id=job_id)
+    mapping = json.dumps(job.mapping) if job.mapping else None
+    return preview(
+        kind=job.kind,
+        path=job.path,
+        filename=job.filename,
+        encoding=job.encoding or None,
+        mapping_json=mapping,
+        rows=rows,
+    )
+
+
+def preview(
+    *,
+    kind: str,
+    path: str | Path,
+    filename: str | None = None,
+    encoding: str | None = None,
+    mapping_json: bytes | str | None = None,
+    rows: int = 10,
+) -> dict[str, Any]:
+    """Headers, the mapping that would be used, what it lacks, and the first rows mapped."""
+    mapping_dict = _load_mapping(kind, mapping_json)
+    with open_table(path, filename=filename, encoding=encoding or None) as table:
+        mapping = _mapping_from(kind, mapping_dict, table.headers)
+        sample = table.preview(rows)
+        return {
+            "headers": table.headers,
+            "encoding": table.encoding,
+            "format": table.format,
+            "mapping": None
+            if mapping is None
+            else {
+                "name": mapping.name,
+                "columns": dict(mapping.columns),
+                "constants": dict(mapping.constants),
+            },
+            "missing": [] if mapping is None else mapping.missing(table.headers),
+            "rows": [
+                {"number": r.number, "values": mapping.apply(r) if mapping else r.values}
+                for r in sample
+            ],
+        }
+
+
+def _mapping_from(kind: str, mapping: dict[str, Any] | None, headers: list[str]) -> Mapping | None:
+    if mapping is not None:
+        return Mapping(
+            kind=mapping["kind"],
+            columns=mapping["columns"],
+            constants=mapping.get("constants", {}),
+            name="file",
+        )
+    return detect_mapping(kind, headers)  # type: ignore[arg-type]
+
+
+def get_import(*, actor: Staff, job_id: int) -> ImportJob:
+    require(actor, Action.CUSTOMER_MANAGE)
+    job = (
+        ImportJob.objects.filter(brand=actor.brand, pk=job_id).first()
+        if 0 < job_id < 2**63
+        else None
+    )
+    if job is None:
+        raise NotFound("No such import.", field="import_id")
+    return job
+
+
+def list_imports(*, actor: Staff) -> list[ImportJob]:
+    require(actor, Action.CUSTOMER_MANAGE)
+    return list(ImportJob.objects.filter(brand=actor.brand)[:100])
+
+
+def run_import(job_id: int, *, on_progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
+    """Import a stored file. Safe to run twice: a finished job is left alone, and rows that
+    were applied already come out `unchanged`."""
+    job = ImportJob.objects.select_related("brand", "created_by").get(pk=job_id)
+    if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+        return job
+    job.status = ImportJob.Status.RUNNING
+    job.created = job.updated = job.unchanged = job.skipped = job.rejected = job.rows_done = 0
+    job.save()
+    with ErrorReport() as errors:
+        return _run(job, errors, on_progress)
+
+
+def _run(
+    job: ImportJob, errors: ErrorReport, on_progress: Callable[[ImportJob], None] | None
+) -> ImportJob:
+    try:
+        with open_table(job.path, filename=job.filename, encoding=job.encoding or None) as table:
+            mapping = _mapping_from(job.kind, job.mapping, table.headers)
+            if mapping is None:
+                return _fail(
+                    job,
+                    "The columns match no known layout; upload a mapping file "
+                    "(see docs/import.md).",
+                )
+            missing = mapping.missing(table.headers)
+            if missing:
+                return _fail(job, "Missing column for: " + ", ".join(missing) + ".")
+            job.mapping_name = mapping.name[:64]
+            context = ImportContext(brand=job.brand, actor=job.created_by)
+            importer = _IMPORTERS[job.kind]
+            if job.all_or_nothing:
+                with transaction.atomic():
+                    _rows(job, table, mapping, importer, context, errors, on_progress)
+                    if len(errors):
+                        transaction.set_rollback(True)
+                if len(errors):
+                    job.created = job.updated = job.unchanged = job.skipped = 0
+                    job.message = "Nothing was applied: all-or-nothing and some rows are bad."
+            else:
+                _rows(job, table, mapping, importer, context, errors, on_progress)
+    except TabularError as exc:
+        return _fail(job, exc.message)
+    if len(errors):
+        error_path = Path(job.path).with_name(Path(job.path).stem + "-errors.csv")
+        errors.write_csv(error_path)
+        job.error_path = str(error_path)
+    job.rejected = len(errors)
+    job.status = ImportJob.Status.DONE
+    job.progress = 1.0
+    job.finished_at = clock.now()
+    job.save()
+    return job
+
+
+def _fail(job: ImportJob, message: str) -> ImportJob:
+    job.status = ImportJob.Status.FAILED
+    job.message = message
+    job.finished_at = clock.now()
+    job.save()
+    return job
+
+
+def _rows(
+    job: ImportJob,
+    table: Any,
+    mapping: Mapping,
+    importer: RowImporter,
+    context: ImportContext,
+    errors: ErrorReport,
+    on_progress: Callable[[ImportJob], None] | None,
+) -> None:
+    for row in table.rows(errors=errors):
+        values = mapping.apply(row)
+        try:
+            with transaction.atomic():
+                outcome = importer(context, values, row)
+        except FieldError as exc:
+            errors.add_field_error(row.number, exc, mapping)
+        except YutangError as exc:
+            column = mapping.column_for(exc.field) if exc.field else ""
+            errors.add(row.number, column, exc.message)
+        else:
+            setattr(job, outcome, getattr(job, outcome) + 1)
+        job.rows_done += 1
+        if job.rows_done % PROGRESS_EVERY == 0:
+            job.progress = table.progress() or 0.0
+            ImportJob.objects.filter(pk=job.pk).update(
+                rows_done=job.rows_done, progress=job.progress
+            )
+            if on_progress:
+                on_progress(job)
+
+
+# --- The customers importer -----------------------------------------------------------------
+
+IDENTITY_COLUMNS = {
+    "external_id": "external",
+    "phone": "phone",
+    "email": "email",
+    "wechat_unionid": "wechat_unionid",
+    "wecom_external_userid": "wecom_external_userid",
+    "taobao_buyer": "taobao_buyer",
+    "jd_buyer": "jd_buyer",
+    "pdd_buyer": "pdd_buyer",
+    "douyin_user": "douyin_user",
+    "xiaohongshu_user": "xiaohongshu_user",
+    "weibo_user": "weibo_user",
+    "app_user": "app_user",
+}
+TAG_SPLIT = re.compile(r"[,，;；|、\s]+")
+DEFAULT_TAG_GROUP = "导入"
+
+
+def row_identities(values: dict[str, str], columns: dict[str, str]) -> list[NormalizedIdentity]:
+    found = []
+    for column, kind in columns.items():
+        raw = values.get(column, "")
+        if raw:
+            try:
+                found.append(normalize_identity(kind, raw))
+            except ValidationFailed as exc:
+                raise FieldError(column, exc.message) from None
+    if not found:
+        raise FieldError(next(iter(columns)), "the row has no identity (phone, id …)")
+    return found
+
+
+def import_customer_row(context: ImportContext, values: dict[str, str], row: Row) -> str:
+    identities = row_identities(values, IDENTITY_COLUMNS)
+    profile: dict[str, Any] = {}
+    if values.get("name"):
+        profile["display_name"] = values["name"][:120]
+    if values.get("gender"):
+        profile["gender"] = parse_gender(values["gender"], field="gender")
+    if values.get("birthday"):
+        profile["birthday"] = parse_date(values["birthday"], field="birthday")
+    for name in ("province", "city"):
+        if values.get(name):
+            profile[name] = values[name][:64]
+    if values.get("channel"):
+        profile["source_channel"] = values["channel"][:64]
+    if values.get("store_code"):
+        profile["owner_store_id"] = context.store(values["store_code"]).pk
+    for column in ("staff_username", "staff_wecom_userid"):
+        if values.get(column):
+            profile["owner_staff_id"] = _staff(context, column, values[column]).pk
+    added_at = (
+        parse_datetime(values["added_at"], context.brand.tz, field="added_at")
+        if values.get("added_at")
+        else None
+    )
+    tag_names = [t for t in TAG_SPLIT.split(values.get("tags", "")) if t]
+
+    result = services.resolve_customer(
+        brand=context.brand,
+        identities=identities,
+        source="import",
+        actor=context.actor,
+        profile=profile,
+    )
+    customer = result.customer
+    outcome = "created" if result.created else "unchanged"
+    if not result.created:
+        changed = {k: v for k, v in profile.items() if getattr(customer, k) != v}
+        if changed:
+            for name, value in changed.items():
+                setattr(customer, name, value)
+            customer.updated_at = clock.now()
+            customer.save()
+            outcome = "updated"
+    if tag_names:
+        tag_ids = [_tag(context, name).pk for name in tag_names]
+        have = set(customer.customer_tags.values_list("tag_id", flat=True))
+        if set(tag_ids) - have:
+            services.set_tags(actor=None, customer=customer, add=tag_ids, source="import")
+            outcome = "updated" if outcome == "unchanged" else outcome
+    if added_at is not None:
+        _record_added(context, customer, values, added_at)
+    return outcome
+
+
+def _staff(context: ImportContext, column: str, value: str) -> Staff:
+    """The owner named by a Yutang username or by the WeCom account (添加人账号) they operate."""
+    key = f"{column}\x1f{value}"
+    if key not in context.staff:
+        if column == "staff_username":
+            found = Staff.objects.filter(brand=context.brand, user__username=value).first()
+        else:
+            account = (
+                CarrierAccount.objects.filter(
+                    brand=context.brand,
+                    kind=CarrierAccount.Kind.WECOM,
+                    external_id=value,
+                    staff__isnull=False,
+                )
+                .select_related("staff")
+                .first()
+            )
+            found = account.staff if account else None
+        context.staff[key] = found
+    owner = context.staff[key]
+    if owner is None:
+        if column == "staff_username":
+            raise FieldError(column, f"unknown staff username {value!r}")
+        raise FieldError(column, f"no carrier account has the WeCom id {value!r}")
+    return owner
+
+
+def _tag(context: ImportContext, text: str) -> Tag:
+    group, _, name = text.rpartition(":") if ":" in text else (DEFAULT_TAG_GROUP, "", text)
+    key = f"{group}\x1f{name}"
+    if key not in context.tags:
+        context.tags[key] = services.create_tag(
+            actor=None, brand=context.brand, group=group or DEFAULT_TAG_GROUP, name=name
+        )
+    return context.tags[key]
+
+
+ContactRecorder = Callable[[Brand, Customer, dict[str, str], dt.datetime], None]
+_contact_recorders: list[ContactRecorder] = []
+
+
+def register_contact_recorder(recorder: ContactRecorder) -> None:
+    """The events app records a `contact.added` fact for imported rows that say when the
+    contact was added (WeCom exports do); this floor cannot import the event log itself."""
+    _contact_recorders.append(recorder)
+
+
+def _record_added(
+    context: ImportContext, customer: Customer, values: dict[str, str], at: dt.datetime
+) -> None:
+    for recorder in _contact_recorders:
+        recorder(context.brand, customer, values, at)
+
+
+register_importer("customers", import_customer_row)
+
+
+def read_mapping_argument(value: str | None) -> bytes | None:
+    """A mapping given on the command line: a path to a JSON mapping file."""
+    if not value:
+        return None
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise ValidationFailed(
+            f"Cannot read the mapping file: {exc.strerror}.", field="mapping"
+        ) from None
+
+
+def job_summary(job: ImportJob) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "filename": job.filename,
+        "status": job.status,
+        "message": job.message,
+        "mapping": job.mapping_name,
+        "rows_done": job.rows_done,
+        "created": job.created,
+        "updated": job.updated,
+        "unchanged": job.unchanged,
+        "skipped": job.skipped,
+        "rejected": job.rejected,
+        "progress": job.progress,
+        "all_or_nothing": job.all_or_nothing,
+        "has_error_file": bool(job.error_path),
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def open_error_file(job: ImportJob) -> IO[bytes]:
+    if not job.error_path or not Path(job.error_path).is_file():
+        raise NotFound("This import has no error file.", field="import_id")
+    return Path(job.error_path).open("rb")

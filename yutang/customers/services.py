@@ -1,0 +1,920 @@
+"""Services of the customers app: profiles, identity resolution, merges, tags, notes, consent
+and the attribute schema. The only code that changes these tables.
+
+Higher floors (events, commerce) keep their own rows per customer; when two customers merge
+they move those rows through the participants registered with `register_merge_participant`,
+so this floor never imports them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from yutang.core import audit, clock, crypto
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.models import Brand, Staff, Store
+from yutang.core.pagination import page_by_id_desc
+from yutang.core.permissions import Action, require
+from yutang.customers.identities import NormalizedIdentity, normalize_identity
+from yutang.customers.models import (
+    AttributeDefinition,
+    Consent,
+    Customer,
+    CustomerMerge,
+    CustomerTag,
+    Identity,
+    MergeCandidate,
+    Note,
+    SavedView,
+    Tag,
+    TagGroup,
+)
+
+PROFILE_FIELDS = [
+    "display_name",
+    "gender",
+    "birthday",
+    "province",
+    "city",
+    "source_channel",
+    "owner_store_id",
+    "owner_staff_id",
+]
+
+
+# --- Merge participants (higher floors register here) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeParticipant:
+    """Moves a higher floor's rows from the absorbed customer to the kept one (returning the
+    moved ids), and back on unmerge. `after` runs once both sides are settled."""
+
+    move: Callable[[Customer, Customer], list[int]]
+    restore: Callable[[Customer, Customer, list[int]], None]
+    after: Callable[[Sequence[Customer]], None] | None = None
+
+
+_PARTICIPANTS: dict[str, MergeParticipant] = {}
+
+
+def register_merge_participant(name: str, participant: MergeParticipant) -> None:
+    _PARTICIPANTS[name] = participant
+
+
+# --- Attribute schema -----------------------------------------------------------------------
+
+
+def define_attribute(
+    *,
+    actor: Staff | None,
+    brand: Brand,
+    key: str,
+    label: str,
+    type: str,
+    choices: Sequence[str] = (),
+) -> AttributeDefinition:
+    if actor is not None:
+        require(actor, Action.BRAND_MANAGE)
+    if type not in AttributeDefinition.Type.values:
+        raise ValidationFailed(f"Unknown attribute type {type!r}.", field="type")
+    if type == AttributeDefinition.Type.ENUM and not choices:
+        raise ValidationFailed("A choice attribute needs its choices.", field="choices")
+    with transaction.atomic():
+        definition, _ = AttributeDefinition.objects.update_or_create(
+            brand=brand, key=key, defaults={"label": label, "type": type, "choices": list(choices)}
+        )
+        audit.record(
+            brand=brand,
+            actor=actor,
+            action="attribute.define",
+            target=definition,
+            changes={"type": {"after": type}, "label": {"after": label}},
+        )
+    return definition
+
+
+def validate_attributes(brand: Brand, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check custom attributes against the brand's schema; a wrong type names the attribute."""
+    schema = {d.key: d for d in AttributeDefinition.objects.filter(brand=brand)}
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"attributes.{key}"
+        definition = schema.get(key)
+        if definition is None:
+            raise ValidationFailed(f"Unknown attribute {key!r}; define it first.", field=where)
+        if value is None:
+            clean[key] = None
+            continue
+        kind = definition.type
+        if kind == "string" and not isinstance(value, str):
+            raise ValidationFailed(f"{key} must be text.", field=where)
+        if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValidationFailed(f"{key} must be a number.", field=where)
+        if kind == "boolean" and not isinstance(value, bool):
+            raise ValidationFailed(f"{key} must be true or false.", field=where)
+        if kind == "date":
+            try:
+                value = dt.date.fromisoformat(str(value)).isoformat()
+            except ValueError:
+                raise ValidationFailed(f"{key} must be a date (YYYY-MM-DD).", field=where) from None
+        if kind == "enum" and value not in definition.choices:
+            raise ValidationFailed(
+                f"{key} must be one of {', '.join(map(str, definition.choices))}.", field=where
+            )
+        clean[key] = value
+    return clean
+
+
+# --- Reading --------------------------------------------------------------------------------
+
+
+def get_customer(
+    *, actor: Staff, customer_id: int, action: Action = Action.CUSTOMER_VIEW
+) -> Customer:
+    if not 0 < customer_id < 2**63:
+        raise NotFound("No such customer.", field="customer_id")
+    try:
+        return (
+            Customer.objects.for_actor(actor, action)
+            .prefetch_related("identities", "customer_tags__tag__group")
+            .get(pk=customer_id)
+        )
+    except Customer.DoesNotExist:
+        raise NotFound("No such customer.", field="customer_id") from None
+
+
+def find_by_identity(*, brand: Brand, identity: NormalizedIdentity) -> Customer | None:
+    row = (
+        Identity.objects.select_related("customer")
+        .filter(brand=brand, value_hash=identity.hash)
+        .first()
+    )
+    return row.customer if row else None
+
+
+def survivor(customer: Customer) -> Customer:
+    """Follow merges to the customer that now stands for this person."""
+    seen = set()
+    while customer.merged_into_id is not None and customer.pk not in seen:
+        seen.add(customer.pk)
+        customer = Customer.objects.get(pk=customer.merged_into_id)
+    return customer
+
+
+# --- Creating and resolving -----------------------------------------------------------------
+
+
+@dataclass
+class Resolution:
+    customer: Customer
+    created: bool = False
+    merges: list[CustomerMerge] = field(default_factory=list)
+    candidates: list[MergeCandidate] = field(default_factory=list)
+
+
+def _check_owner(brand: Brand, profile: dict[str, Any]) -> None:
+    store_id = profile.get("owner_store_id")
+    if store_id is not None and not Store.objects.filter(brand=brand, pk=store_id).exists():
+        raise ValidationFailed(f"No such store: {store_id}.", field="owner_store_id")
+    staff_id = profile.get("owner_staff_id")
+    if staff_id is not None and not Staff.objects.filter(brand=brand, pk=staff_id).exists():
+        raise ValidationFailed(f"No such staff member: {staff_id}.", field="owner_staff_id")
+
+
+def _add_identities(
+    customer: Customer, identities: Iterable[NormalizedIdentity], *, source: str, now: dt.datetime
+) -> list[Identity]:
+    rows = [
+        Identity(
+            brand_id=customer.brand_id,
+            customer=customer,
+            kind=i.kind,
+            namespace=i.namespace,
+            value_encrypted=crypto.encrypt_pii(i.value),
+            value_hash=i.hash,
+            source=source,
+            created_at=now,
+        )
+        for i in identities
+    ]
+    Identity.objects.bulk_create(rows)
+    return rows
+
+
+def resolve_customer(
+    *,
+    brand: Brand,
+    identities: Sequence[NormalizedIdentity],
+    source: str,
+    actor: Staff | None = None,
+    profile: Mapping[str, Any] | None = None,
+) -> Resolution:
+    """The customer these identities belong to, creating, extending or merging as needed.
+
+    - No identity known: a new customer with these identities.
+    - Known to one customer: that customer, gaining the identities it lacked.
+    - Known to several: customers matched through strong identities (phone, unionid, the
+      brand's own id) merge into the oldest of them when the brand's merge policy is `auto`;
+      customers matched only through weak identities — and every conflict under the
+      `review` policy — are queued as merge candidates for a person to decide.
+    """
+    if not identities:
+        raise ValidationFailed("At least one identity is needed.", field="identities")
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                return _resolve(
+                    brand=brand,
+                    identities=identities,
+                    source=source,
+                    actor=actor,
+                    profile=dict(profile or {}),
+                )
+        except IntegrityError:
+            # A concurrent writer created one of these identities first: resolve again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _resolve(
+    *,
+    brand: Brand,
+    identities: Sequence[NormalizedIdentity],
+    source: str,
+    actor: Staff | None,
+    profile: dict[str, Any],
+) -> Resolution:
+    now = clock.now()
+    wanted = {i.hash: i for i in identities}
+    known = list(
+        Identity.objects.filter(brand=brand, value_hash__in=list(wanted)).values_list(
+            "value_hash", "customer_id"
+        )
+    )
+    missing = [i for h, i in wanted.items() if h not in {k for k, _ in known}]
+    if not known:
+        _check_owner(brand, profile)
+        attributes = validate_attributes(brand, profile.pop("attributes", None) or {})
+        customer = Customer.objects.create(
+            brand=brand,
+            created_at=now,
+            updated_at=now,
+            attributes=attributes,
+            **{k: v for k, v in profile.items() if k in PROFILE_FIELDS and v not in (None, "")},
+        )
+        _add_identities(customer, missing, source=source, now=now)
+        return Resolution(customer=customer, created=True)
+
+    strong_ids = sorted({c for h, c in known if wanted[h].is_strong})
+    all_ids = sorted({c for _, c in known})
+    auto = brand.policy.merge_policy == "auto"
+    primary_id = strong_ids[0] if strong_ids else all_ids[0]
+    customers = {c.pk: c for c in Customer.objects.select_for_update().filter(pk__in=all_ids)}
+    primary = customers[primary_id]
+    result = Resolution(customer=primary)
+    for other_id in all_ids:
+        if other_id == primary_id:
+            continue
+        if auto and other_id in strong_ids:
+            result.merges.append(
+                merge_customers(
+                    brand=brand,
+                    keep=primary,
+                    absorb=customers[other_id],
+                    actor=actor,
+                    reason=f"auto: shared strong identity ({source})",
+                )
+            )
+        else:
+            result.candidates.append(
+                _queue_candidate(brand, primary, customers[other_id], source, now)
+            )
+    if missing:
+        _add_identities(primary, missing, source=source, now=now)
+    return result
+
+
+def _queue_candidate(
+    brand: Brand, first: Customer, second: Customer, source: str, now: dt.datetime
+) -> MergeCandidate:
+    low, high = sorted([first, second], key=lambda c: c.pk)
+    candidate, _ = MergeCandidate.objects.get_or_create(
+        first=low,
+        second=high,
+        defaults={"brand": brand, "reason": f"shared identity ({source})", "created_at": now},
+    )
+    return candidate
+
+
+def create_customer(
+    *,
+    actor: Staff,
+    identities: Sequence[Mapping[str, str]],
+    profile: Mapping[str, Any],
+    source: str = "api",
+) -> Resolution:
+    """Create (or find, by its identities) a customer from the API or console."""
+    require(actor, Action.CUSTOMER_MANAGE)
+    normalized = [
+        normalize_identity(
+            i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
+        )
+        for n, i in enumerate(identities)
+    ]
+    with transaction.atomic():
+        result = resolve_customer(
+            brand=actor.brand, identities=normalized, source=source, actor=actor, profile=profile
+        )
+        if result.created:
+            audit.record(
+                brand=actor.brand,
+                actor=actor,
+                action="customer.create",
+                target=result.customer,
+                store=result.customer.owner_store,
+                changes=audit.diff(
+                    None,
+                    {f"identity.{i.kind}": i.value for i in normalized},
+                    sensitive={f"identity.{i.kind}": i.kind for i in normalized},
+                ),
+            )
+    return result
+
+
+def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Customer:
+    with transaction.atomic():
+        customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        before = audit.snapshot(customer, [*PROFILE_FIELDS, "attributes"])
+        if "attributes" in changes:
+            merged = {
+                **customer.attributes,
+                **validate_attributes(actor.brand, changes.pop("attributes") or {}),
+            }
+            customer.attributes = {k: v for k, v in merged.items() if v is not None}
+        _check_owner(actor.brand, changes)
+        for name, value in changes.items():
+            if name not in PROFILE_FIELDS:
+                raise ValidationFailed(f"Unknown customer field {name!r}.", field=name)
+            setattr(customer, name, value)
+        customer.updated_at = clock.now()
+        customer.save()
+        audit.record(
+            brand=actor.brand,
+            actor=actor,
+            action="customer.update",
+            target=customer,
+            store=customer.owner_store,
+            changes=audit.diff(before, audit.snapshot(customer, [*PROFILE_FIELDS, "attributes"])),
+        )
+    return customer
+
+
+def add_identity(
+    *, actor: Staff, customer_id: int, kind: str, value: str, namespace: str = ""
+) -> Resolution:
+    """Attach an identity; when it belongs to someone else, resolution decides (merge/queue)."""
+    customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
+    normalized = normalize_identity(kind, value, namespace)
+    # Resolve the new identity together with one the customer already holds, so that an
+    # identity belonging to someone else leads to a merge or a review, never a silent move.
+    anchor = customer.identities.order_by("id").first()
+    assert anchor is not None, "every customer has at least one identity"
+    with transaction.atomic():
+        return resolve_customer(
+            brand=actor.brand,
+            identities=[
+                normalize_identity(anchor.kind, anchor.value, anchor.namespace),
+                normalized,
+            ],
+            source="manual",
+            actor=actor,
+        )
+
+
+# --- Merging --------------------------------------------------------------------------------
+
+
+def _consent_state(customer: Customer) -> list[dict[str, Any]]:
+    return [
+        {
+            "purpose": c.purpose,
+            "carrier": c.carrier,
+            "status": c.status,
+            "source": c.source,
+            "proof": c.proof,
+            "changed_at": c.changed_at.isoformat(),
+        }
+        for c in customer.consents.order_by("purpose", "carrier")
+    ]
+
+
+def _write_consents(customer: Customer, states: Iterable[Mapping[str, Any]]) -> None:
+    Consent.objects.filter(customer=customer).delete()
+    Consent.objects.bulk_create(
+        Consent(
+            customer=customer,
+            purpose=s["purpose"],
+            carrier=s["carrier"],
+            status=s["status"],
+            source=s["source"],
+            proof=s["proof"],
+            changed_at=dt.datetime.fromisoformat(s["changed_at"]),
+        )
+        for s in states
+    )
+
+
+def _stricter(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Withdrawn beats granted; between equals, the later statement."""
+    if a["status"] != b["status"]:
+        return a if a["status"] == Consent.Status.WITHDRAWN else b
+    return a if a["changed_at"] >= b["changed_at"] else b
+
+
+def merge_customers(
+    *, brand: Brand, keep: Customer, absorb: Customer, actor: Staff | None, reason: str
+) -> CustomerMerge:
+    """Merge `absorb` into `keep`, recording every moved row. Consent never weakens: for each
+    purpose and carrier the stricter word of the two stands until the person says otherwise."""
+    if keep.pk == absorb.pk:
+        raise Conflict("A customer cannot be merged with itself.", field="absorb_id")
+    now = clock.now()
+    with transaction.atomic():
+        locked = {
+            c.pk: c
+            for c in Customer.objects.select_for_update().filter(
+                pk__in=[keep.pk, absorb.pk], brand=brand
+            )
+        }
+        if len(locked) != 2 or any(c.merged_into_id for c in locked.values()):
+            raise Conflict(
+                "Both customers must exist and not be merged already.", field="absorb_id"
+            )
+        keep, absorb = locked[keep.pk], locked[absorb.pk]
+        moved: dict[str, Any] = {
+            "keep_profile": audit.snapshot(keep, [*PROFILE_FIELDS, "attributes"])
+        }
+
+        moved["identities"] = list(absorb.identities.values_list("pk", flat=True))
+        Identity.objects.filter(pk__in=moved["identities"]).update(customer=keep)
+
+        kept_tags = set(keep.customer_tags.values_list("tag_id", flat=True))
+        duplicate_tags = list(absorb.customer_tags.filter(tag_id__in=kept_tags))
+        moved["duplicate_tags"] = [
+            {
+                "tag_id": t.tag_id,
+                "source": t.source,
+                "created_by_id": t.created_by_id,
+                "created_at": t.created_at.isoformat(),
+            }
+            for t in duplicate_tags
+        ]
+        CustomerTag.objects.filter(pk__in=[t.pk for t in duplicate_tags]).delete()
+        moved["tags"] = list(absorb.customer_tags.values_list("pk", flat=True))
+        CustomerTag.objects.filter(pk__in=moved["tags"]).update(customer=keep)
+
+        moved["notes"] = list(absorb.notes.values_list("pk", flat=True))
+        Note.objects.filter(pk__in=moved["notes"]).update(customer=keep)
+
+        keep_consents, absorb_consents = _consent_state(keep), _consent_state(absorb)
+        moved["consent"] = {"keep": keep_consents, "absorb": absorb_consents}
+        combined: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for state in [*keep_consents, *absorb_consents]:
+            key = (state["purpose"], state["carrier"])
+            combined[key] = _stricter(combined[key], state) if key in combined else state
+        _write_consents(keep, combined.values())
+        Consent.objects.filter(customer=absorb).delete()
+
+        # The survivor keeps its own profile and fills only what it lacks.
+        for name in PROFILE_FIELDS:
+            if getattr(keep, name) in (None, "", Customer.Gender.UNKNOWN) and getattr(
+                absorb, name
+            ) not in (None, ""):
+                setattr(keep, name, getattr(absorb, name))
+        keep.attributes = {**absorb.attributes, **keep.attributes}
+        keep.updated_at = now
+        keep.save()
+        absorb.merged_into = keep
+        absorb.updated_at = now
+        absorb.save(update_fields=["merged_into", "updated_at"])
+
+        for name, participant in _PARTICIPANTS.items():
+            moved[name] = participant.move(keep, absorb)
+        merge = CustomerMerge.objects.create(
+            brand=brand,
+            kept=keep,
+            absorbed=absorb,
+            reason=reason[:200],
+            actor=actor,
+            moved=moved,
+            created_at=now,
+        )
+        MergeCandidate.objects.filter(
+            Q(first=keep, second=absorb) | Q(first=absorb, second=keep),
+            status=MergeCandidate.Status.OPEN,
+        ).update(status=MergeCandidate.Status.MERGED, decided_at=now, decided_by=actor)
+        for participant in _PARTICIPANTS.values():
+            if participant.after:
+                participant.after([keep, absorb])
+        audit.record(
+            brand=brand,
+            actor=actor,
+            action="customer.merge",
+            target=keep,
+            store=keep.owner_store,
+            changes={"absorbed_id": {"after": absorb.pk}, "reason": {"after": reason[:200]}},
+        )
+    return merge
+
+
+def manual_merge(*, actor: Staff, keep_id: int, absorb_id: int) -> CustomerMerge:
+    keep = get_customer(actor=actor, customer_id=keep_id, action=Action.CUSTOMER_MANAGE)
+    absorb = get_customer(actor=actor, customer_id=absorb_id, action=Action.CUSTOMER_MANAGE)
+    return merge_customers(
+        brand=actor.brand, keep=keep, absorb=absorb, actor=actor, reason="manual"
+    )
+
+
+def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -> CustomerMerge:
+    """Undo a merge: both customers get back exactly their identities, tags, notes, consent,
+    profile and the higher floors' rows (events, orders). What happened to the survivor after
+    the merge stays with the survivor; a consent statement made after the merge applies to
+    both, since the person made it."""
+    if actor is not None:
+        require(actor, Action.CUSTOMER_MANAGE)
+        brand = actor.brand
+    assert brand is not None
+    now = clock.now()
+    with transaction.atomic():
+        try:
+            merge = CustomerMerge.objects.select_for_update().get(pk=merge_id, brand=brand)
+        except CustomerMerge.DoesNotExist:
+            raise NotFound("No such merge.", field="merge_id") from None
+        if actor is not None:
+            get_customer(actor=actor, customer_id=merge.kept_id, action=Action.CUSTOMER_MANAGE)
+        if merge.undone_at is not None:
+            raise Conflict("This merge was already undone.", field="merge_id")
+        keep = Customer.objects.select_for_update().get(pk=merge.kept_id)
+        absorb = Customer.objects.select_for_update().get(pk=merge.absorbed_id)
+        if keep.merged_into_id is not None:
+            raise Conflict(
+                "The surviving customer was merged again; undo that merge first.", field="merge_id"
+            )
+        if CustomerMerge.objects.filter(
+            kept=keep, undone_at__isnull=True, pk__gt=merge.pk
+        ).exists():
+            raise Conflict("Undo the later merges into this customer first.", field="merge_id")
+        moved = merge.moved
+
+        Identity.objects.filter(pk__in=moved["identities"], customer=keep).update(customer=absorb)
+        CustomerTag.objects.filter(pk__in=moved["tags"], customer=keep).update(customer=absorb)
+        for t in moved["duplicate_tags"]:
+            CustomerTag.objects.get_or_create(
+                customer=absorb,
+                tag_id=t["tag_id"],
+                defaults={
+                    "source": t["source"],
+                    "created_by_id": t["created_by_id"],
+                    "created_at": dt.datetime.fromisoformat(t["created_at"]),
+                },
+            )
+        Note.objects.filter(pk__in=moved["notes"], customer=keep).update(customer=absorb)
+
+        later = [
+            s
+            for s in _consent_state(keep)
+            if dt.datetime.fromisoformat(s["changed_at"]) > merge.created_at
+        ]
+        for side, customer in (("keep", keep), ("absorb", absorb)):
+            states = {(s["purpose"], s["carrier"]): s for s in moved["consent"][side]}
+            for statement in later:
+                states[(statement["purpose"], statement["carrier"])] = statement
+            _write_consents(customer, states.values())
+
+        for name, value in moved["keep_profile"].items():
+            setattr(keep, name, value)
+        keep.updated_at = now
+        keep.save()
+        absorb.merged_into = None
+        absorb.updated_at = now
+        absorb.save(update_fields=["merged_into", "updated_at"])
+        for name, participant in _PARTICIPANTS.items():
+            participant.restore(keep, absorb, moved.get(name, []))
+        merge.undone_at = now
+        merge.undone_by = actor
+        merge.save(update_fields=["undone_at", "undone_by"])
+        for participant in _PARTICIPANTS.values():
+            if participant.after:
+                participant.after([keep, absorb])
+        audit.record(
+            brand=brand,
+            actor=actor,
+            action="customer.unmerge",
+            target=keep,
+            store=keep.owner_store,
+            changes={"absorbed_id": {"before": absorb.pk}},
+        )
+    return merge
+
+
+def decide_candidate(*, actor: Staff, candidate_id: int, merge: bool) -> MergeCandidate:
+    require(actor, Action.CUSTOMER_MANAGE)
+    with transaction.atomic():
+        try:
+            candidate = MergeCandidate.objects.select_for_update().get(
+                pk=candidate_id, brand=actor.brand, status=MergeCandidate.Status.OPEN
+            )
+        except MergeCandidate.DoesNotExist:
+            raise NotFound("No such open merge candidate.", field="candidate_id") from None
+        first, second = survivor(candidate.first), survivor(candidate.second)
+        if merge and first.pk != second.pk:
+            keep, absorb = sorted([first, second], key=lambda c: c.pk)
+            get_customer(actor=actor, customer_id=keep.pk, action=Action.CUSTOMER_MANAGE)
+            get_customer(actor=actor, customer_id=absorb.pk, action=Action.CUSTOMER_MANAGE)
+            merge_customers(
+                brand=actor.brand, keep=keep, absorb=absorb, actor=actor, reason="review"
+            )
+        candidate.status = (
+            MergeCandidate.Status.MERGED if merge else MergeCandidate.Status.DISMISSED
+        )
+        candidate.decided_at = clock.now()
+        candidate.decided_by = actor
+        candidate.save(update_fields=["status", "decided_at", "decided_by"])
+    return candidate
+
+
+# --- Tags, notes, consent -------------------------------------------------------------------
+
+
+def create_tag(*, actor: Staff | None, brand: Brand, group: str, name: str) -> Tag:
+    if actor is not None:
+        require(actor, Action.CUSTOMER_MANAGE)
+    if not group.strip() or not name.strip():
+        raise ValidationFailed("A tag needs a group and a name.", field="name")
+    with transaction.atomic():
+        tag_group, _ = TagGroup.objects.get_or_create(brand=brand, name=group.strip())
+        tag, created = Tag.objects.get_or_create(brand=brand, group=tag_group, name=name.strip())
+        if created:
+            audit.record(brand=brand, actor=actor, action="tag.create", target=tag)
+    return tag
+
+
+def set_tags(
+    *,
+    actor: Staff | None,
+    customer: Customer,
+    add: Iterable[int] = (),
+    remove: Iterable[int] = (),
+    source: str = "manual",
+) -> list[Tag]:
+    if actor is not None:
+        get_customer(actor=actor, customer_id=customer.pk, action=Action.CUSTOMER_MANAGE)
+    add, remove = sorted(set(add)), sorted(set(remove))
+    tags = {t.pk: t for t in Tag.objects.filter(brand_id=customer.brand_id, pk__in=[*add, *remove])}
+    unknown = [t for t in [*add, *remove] if t not in tags]
+    if unknown:
+        raise ValidationFailed(f"No such tag: {unknown[0]}.", field="tag_ids")
+    now = clock.now()
+    with transaction.atomic():
+        for tag_id in add:
+            CustomerTag.objects.get_or_create(
+                customer=customer,
+                tag_id=tag_id,
+                defaults={"source": source, "created_by": actor, "created_at": now},
+            )
+        CustomerTag.objects.filter(customer=customer, tag_id__in=remove).delete()
+        if add or remove:
+            audit.record(
+                brand=customer.brand,
+                actor=actor,
+                action="customer.tags",
+                target=customer,
+                store=customer.owner_store,
+                changes={"tags": {"after": {"added": add, "removed": remove}}},
+            )
+    return list(Tag.objects.filter(customer_tags__customer=customer).select_related("group"))
+
+
+def add_note(*, actor: Staff, customer_id: int, body: str) -> Note:
+    customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
+    if not body.strip():
+        raise ValidationFailed("A note needs text.", field="body")
+    with transaction.atomic():
+        note = Note.objects.create(
+            brand=actor.brand,
+            customer=customer,
+            author=actor,
+            body=body.strip()[:5000],
+            created_at=clock.now(),
+        )
+        audit.record(
+            brand=actor.brand,
+            actor=actor,
+            action="note.create",
+            target=note,
+            store=customer.owner_store,
+            target_label=f"note on #{customer.pk}",
+        )
+    return note
+
+
+def apply_consent(
+    *,
+    customer: Customer,
+    purpose: str,
+    carrier: str,
+    status: str,
+    source: str,
+    proof: str,
+    at: dt.datetime,
+) -> Consent:
+    """Record the person's word. Called by the event log's `consent.changed` handling, so a
+    change is always an event too; it takes effect immediately."""
+    if purpose not in Consent.Purpose.values:
+        raise ValidationFailed(f"Unknown consent purpose {purpose!r}.", field="purpose")
+    if status not in Consent.Status.values:
+        raise ValidationFailed(
+            f"Consent status must be granted or withdrawn, not {status!r}.", field="status"
+        )
+    current = (
+        Consent.objects.select_for_update()
+        .filter(customer=customer, purpose=purpose, carrier=carrier)
+        .first()
+    )
+    if current is not None and current.changed_at > at:
+        return current  # an older statement arriving late never overrides a newer one
+    consent, _ = Consent.objects.update_or_create(
+        customer=customer,
+        purpose=purpose,
+        carrier=carrier,
+        defaults={"status": status, "source": source[:64], "proof": proof[:2000], "changed_at": at},
+    )
+    return consent
+
+
+def has_consent(customer: Customer, *, purpose: str, carrier: str) -> bool:
+    """Granted for this carrier, or for every carrier with no carrier-specific withdrawal."""
+    rows = {
+        c.carrier: c.status
+        for c in customer.consents.filter(purpose=purpose, carrier__in=[carrier, ""])
+    }
+    if rows.get(carrier) == Consent.Status.WITHDRAWN or rows.get("") == Consent.Status.WITHDRAWN:
+        return False
+    return Consent.Status.GRANTED in (rows.get(carrier), rows.get(""))
+
+
+def apply_profile(
+    *, customer: Customer, changes: Mapping[str, Any], attributes: Mapping[str, Any] | None = None
+) -> Customer:
+    """Apply a `profile.updated` event's facts to the profile (the event is the record)."""
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationFailed(f"Unknown profile field {name!r}.", field=f"properties.{name}")
+    for name, value in changes.items():
+        setattr(customer, name, value)
+    if attributes:
+        merged = {**customer.attributes, **validate_attributes(customer.brand, attributes)}
+        customer.attributes = {k: v for k, v in merged.items() if v is not None}
+    customer.updated_at = clock.now()
+    customer.save()
+    return customer
+
+
+def list_customers(
+    *,
+    actor: Staff,
+    tag_id: int | None = None,
+    store_id: int | None = None,
+    staff_id: int | None = None,
+    channel: str | None = None,
+    search: str = "",
+    phone: str = "",
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Customer], str | None]:
+    """Customers in the actor's scope with filters; name search, exact phone lookup."""
+    qs = Customer.objects.for_actor(actor)
+    if tag_id is not None:
+        qs = qs.filter(customer_tags__tag_id=tag_id)
+    if store_id is not None:
+        qs = qs.filter(owner_store_id=store_id)
+    if staff_id is not None:
+        qs = qs.filter(owner_staff_id=staff_id)
+    if channel:
+        qs = qs.filter(source_channel=channel)
+    if search:
+        qs = qs.filter(display_name__icontains=search)
+    if phone:
+        identity = normalize_identity("phone", phone, field="phone")
+        qs = qs.filter(identities__value_hash=identity.hash)
+    qs = qs.select_related("owner_store", "owner_staff").prefetch_related(
+        "identities", "customer_tags__tag__group"
+    )
+    return page_by_id_desc(qs, cursor=cursor, limit=limit)
+
+
+def lookup_identity(*, actor: Staff, kind: str, value: str, namespace: str = "") -> Customer:
+    identity = normalize_identity(kind, value, namespace, field="value")
+    customer = find_by_identity(brand=actor.brand, identity=identity)
+    if customer is None:
+        raise NotFound("No customer has this identity.", field="value")
+    return get_customer(actor=actor, customer_id=customer.pk)
+
+
+def present_customer(viewer: Staff, customer: Customer) -> dict[str, Any]:
+    """A customer as this viewer may see it: identities masked unless the role may see them.
+    Expects identities and tags prefetched (see `list_customers`)."""
+    clear = viewer.can(Action.IDENTIFIERS_VIEW)
+    return {
+        "id": customer.pk,
+        "display_name": customer.display_name,
+        "gender": customer.gender,
+        "birthday": customer.birthday,
+        "province": customer.province,
+        "city": customer.city,
+        "source_channel": customer.source_channel,
+        "owner_store_id": customer.owner_store_id,
+        "owner_staff_id": customer.owner_staff_id,
+        "attributes": customer.attributes,
+        "identities": [
+            {"kind": i.kind, "namespace": i.namespace, "value": i.value if clear else i.masked}
+            for i in customer.identities.all()
+        ],
+        "tags": [
+            {"id": t.tag.pk, "group": t.tag.group.name, "name": t.tag.name}
+            for t in customer.customer_tags.all()
+        ],
+        "created_at": customer.created_at,
+        "updated_at": customer.updated_at,
+    }
+
+
+def list_attributes(*, actor: Staff) -> list[AttributeDefinition]:
+    require(actor, Action.BRAND_VIEW)
+    return list(AttributeDefinition.objects.filter(brand=actor.brand))
+
+
+def list_tags(*, actor: Staff) -> list[Tag]:
+    require(actor, Action.CUSTOMER_VIEW)
+    return list(Tag.objects.filter(brand=actor.brand).select_related("group"))
+
+
+def list_candidates(*, actor: Staff, status: str = "open") -> list[MergeCandidate]:
+    require(actor, Action.CUSTOMER_MANAGE)
+    visible = Customer.objects.for_actor(actor).values("pk")
+    return list(
+        MergeCandidate.objects.filter(
+            brand=actor.brand, status=status, first__in=visible, second__in=visible
+        ).select_related("first", "second")[:200]
+    )
+
+
+def customer_notes(*, actor: Staff, customer_id: int) -> list[Note]:
+    customer = get_customer(actor=actor, customer_id=customer_id)
+    return list(customer.notes.select_related("author"))
+
+
+def change_customer_tags(
+    *, actor: Staff, customer_id: int, add: Iterable[int] = (), remove: Iterable[int] = ()
+) -> list[Tag]:
+    customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
+    return set_tags(actor=actor, customer=customer, add=add, remove=remove)
+
+
+# --- Saved views ----------------------------------------------------------------------------
+
+SAVED_VIEW_KEYS = ("tag_id", "store_id", "staff_id", "channel", "search", "phone")
+
+
+def save_view(*, actor: Staff, name: str, query: Mapping[str, str]) -> SavedView:
+    require(actor, Action.CUSTOMER_VIEW)
+    name = name.strip()
+    if not name or len(name) > 60:
+        raise ValidationFailed("A view needs a name of at most 60 characters.", field="name")
+    kept = {k: v for k, v in query.items() if k in SAVED_VIEW_KEYS and v}
+    view, _ = SavedView.objects.update_or_create(
+        staff=actor,
+        name=name,
+        defaults={"brand": actor.brand, "query": urlencode(kept)[:500], "created_at": clock.now()},
+    )
+    return view
+
+
+def list_saved_views(*, actor: Staff) -> list[SavedView]:
+    return list(SavedView.objects.filter(staff=actor))
+
+
+def delete_saved_view(*, actor: Staff, view_id: int) -> None:
+    deleted, _ = SavedView.objects.filter(staff=actor, pk=view_id).delete()
+    if not deleted:
+        raise NotFound("No such saved view.", field="view_id")

@@ -1,0 +1,59 @@
+"""REST handlers for the event log: batch ingestion, per-customer events, consent, timeline."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from yutang.core.apiauth import actor
+from yutang.customers.schemas import ConsentIn
+from yutang.events import services
+from yutang.events.schemas import EventBatchIn, EventBatchOut, EventOut, EventPage, TimelineOut
+
+router = Router(tags=["events"])
+
+
+@router.post("/events", response={200: EventBatchOut})
+def ingest(request: HttpRequest, payload: EventBatchIn) -> object:
+    """Store up to 1,000 events. Each carries identities and/or a customer_id; the answer
+    says per event: stored, duplicate (same idempotency key, stored once) or rejected."""
+    viewer = actor(request)
+    results = services.ingest_events(brand=viewer.brand, actor=viewer, items=payload.events)
+    counts = Counter(r.status for r in results)
+    return {
+        "stored": counts["stored"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": results,
+    }
+
+
+@router.get("/customers/{customer_id}/events", response=EventPage)
+def customer_events(
+    request: HttpRequest,
+    customer_id: int,
+    cursor: str | None = None,
+    limit: int = 50,
+    type: str | None = None,
+) -> object:
+    rows, next_cursor = services.list_events(
+        actor=actor(request), customer_id=customer_id, cursor=cursor, limit=limit, type=type
+    )
+    return {"items": rows, "next_cursor": next_cursor}
+
+
+@router.get("/customers/{customer_id}/timeline", response=list[TimelineOut])
+def customer_timeline(request: HttpRequest, customer_id: int) -> object:
+    return services.timeline(actor=actor(request), customer_id=customer_id)
+
+
+@router.post("/customers/{customer_id}/consent", response={201: EventOut})
+def change_consent(request: HttpRequest, customer_id: int, payload: ConsentIn) -> object:
+    return Status(
+        201,
+        services.record_consent(
+            actor=actor(request), customer_id=customer_id, source="api", **payload.model_dump()
+        ),
+    )

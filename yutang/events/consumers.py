@@ -1,0 +1,186 @@
+"""In-process consumers of the event log.
+
+A consumer is a named handler that sees every event once it is stored, in id order, from an
+offset kept in the database (`ConsumerOffset`). Later floors (auto-tags, journeys, segment
+refresh) register one in their AppConfig.ready():
+
+    from yutang.events.consumers import register_consumer
+
+    register_consumer("journeys.triggers", handle_event, types={"contact.added", "order.paid"})
+
+Guarantees:
+
+- At least once, in order: a handler's database writes and the offset move commit in the same
+  transaction, so a crash replays the batch. Handlers must be idempotent (e.g. unique rows).
+- One failing event does not stop the consumer or others: the failure is recorded in
+  `ConsumerFailure`, the offset moves on, and the event is retried with exponential backoff;
+  after MAX_ATTEMPTS it is parked with its error, visible in the admin and `yutang consumers`.
+- Events are read only once they are LAG old, so a slower transaction that stored a lower id
+  cannot be skipped (ids are assigned before commit; a batch commits well within LAG).
+
+`yutang worker` runs every registered consumer in its loop; `run_consumer` runs one pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+
+from yutang.core import clock
+from yutang.events.models import ConsumerFailure, ConsumerOffset, Event
+
+logger = logging.getLogger("yutang.events.consumers")
+
+Handler = Callable[[Event], None]
+MAX_ATTEMPTS = 6
+BASE_BACKOFF = dt.timedelta(seconds=30)
+LAG = dt.timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    handler: Handler
+    types: frozenset[str] | None = None
+
+
+@dataclass
+class PassResult:
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    parked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+_CONSUMERS: dict[str, Consumer] = {}
+
+
+def register_consumer(name: str, handler: Handler, *, types: Collection[str] | None = None) -> None:
+    _CONSUMERS[name] = Consumer(
+        name=name, handler=handler, types=frozenset(types) if types else None
+    )
+
+
+def unregister_consumer(name: str) -> None:
+    _CONSUMERS.pop(name, None)
+
+
+def registered() -> list[str]:
+    return sorted(_CONSUMERS)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """30 s, 1 min, 2 min, 4 min, … doubling per attempt."""
+    return BASE_BACKOFF * (2 ** max(attempts - 1, 0))
+
+
+def _record_failure(
+    consumer: str, event: Event, error: str, now: dt.datetime, result: PassResult
+) -> None:
+    failure = ConsumerFailure.objects.filter(consumer=consumer, event=event).first()
+    if failure is None:
+        ConsumerFailure.objects.create(
+            consumer=consumer,
+            event=event,
+            attempts=1,
+            error=error,
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=now + backoff(1),
+        )
+        result.failed += 1
+        return
+    failure.attempts += 1
+    failure.error = error
+    failure.updated_at = now
+    if failure.attempts >= MAX_ATTEMPTS:
+        failure.parked, failure.next_attempt_at = True, None
+        result.parked += 1
+        logger.error(
+            "consumer %s parked event %s after %s attempts", consumer, event.pk, failure.attempts
+        )
+    else:
+        failure.next_attempt_at = now + backoff(failure.attempts)
+    failure.save()
+
+
+def _handle(consumer: Consumer, event: Event, now: dt.datetime, result: PassResult) -> bool:
+    try:
+        with transaction.atomic():
+            consumer.handler(event)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        _record_failure(consumer.name, event, message[:4000], now, result)
+        result.errors.append(f"event {event.pk}: {type(exc).__name__}: {exc}")
+        return False
+    result.handled += 1
+    return True
+
+
+def run_consumer(name: str, *, batch: int = 500) -> PassResult:
+    """One pass: retry due failures, then handle up to `batch` new events."""
+    consumer = _CONSUMERS[name]
+    now = clock.now()
+    result = PassResult()
+    with transaction.atomic():
+        created, _ = ConsumerOffset.objects.get_or_create(name=name, defaults={"updated_at": now})
+        offset = (
+            ConsumerOffset.objects.select_for_update(skip_locked=connection.vendor == "postgresql")
+            .filter(pk=created.pk)
+            .first()
+        )
+        if offset is None:  # another worker holds it (PostgreSQL): skip this round
+            return result
+        due = ConsumerFailure.objects.filter(
+            consumer=name, parked=False, next_attempt_at__lte=now
+        ).select_related("event")[:batch]
+        for failure in due:
+            result.retried += 1
+            if _handle(consumer, failure.event, now, result):
+                failure.delete()
+        events = Event.objects.filter(pk__gt=offset.position, received_at__lte=now - LAG).order_by(
+            "pk"
+        )
+        if consumer.types is not None:
+            # Read the whole window in id order but hand over only the wanted types.
+            window = list(events.only("pk")[:batch].values_list("pk", flat=True))
+            if not window:
+                return result
+            chosen = Event.objects.filter(pk__in=window, type__in=consumer.types).order_by("pk")
+            last = window[-1]
+        else:
+            chosen = events[:batch]
+            last = None
+        for event in chosen:
+            _handle(consumer, event, now, result)
+            last = max(last or 0, event.pk)
+        if last is not None:
+            offset.position = last
+            offset.updated_at = now
+            offset.save(update_fields=["position", "updated_at"])
+    return result
+
+
+def run_all(*, batch: int = 500) -> int:
+    """One pass of every consumer; returns events handled (0 means idle)."""
+    return sum(run_consumer(name, batch=batch).handled for name in registered())
+
+
+def park_report() -> list[ConsumerFailure]:
+    return list(
+        ConsumerFailure.objects.filter(parked=True).select_related("event").order_by("-updated_at")
+    )
+
+
+def replay_parked(*, consumer: str, event_id: int | None = None) -> int:
+    """Put parked events back in the retry queue (after fixing the handler)."""
+    qs = ConsumerFailure.objects.filter(consumer=consumer, parked=True)
+    if event_id is not None:
+        qs = qs.filter(event_id=event_id)
+    return qs.update(parked=False, attempts=0, next_attempt_at=clock.now())

@@ -1,0 +1,104 @@
+"""The event log: every fact about a customer, append-only, idempotent per brand."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from yutang.core.models import Brand
+from yutang.customers.models import Customer
+
+
+class Event(models.Model):
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    source = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=200)
+    properties = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["brand", "idempotency_key"], name="event_idempotency_key_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
+            models.Index(fields=["brand", "type", "occurred_at"], name="event_brand_type_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"
+
+
+class CustomerAggregate(models.Model):
+    """Per-customer figures kept up to date as events arrive; segments and dashboards read
+    these instead of re-aggregating the log. `yutang rebuild-aggregates` recomputes them."""
+
+    customer = models.OneToOneField(
+        Customer, on_delete=models.CASCADE, primary_key=True, related_name="aggregate"
+    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    first_order_at = models.DateTimeField(null=True)
+    last_order_at = models.DateTimeField(null=True)
+    order_count = models.PositiveIntegerField(default=0)
+    paid_fen = models.BigIntegerField(default=0)
+    refunded_fen = models.BigIntegerField(default=0)
+    last_contact_added_at = models.DateTimeField(null=True)
+    last_contact_deleted_at = models.DateTimeField(null=True)
+    last_inbound_at = models.DateTimeField(null=True)
+    last_click_at = models.DateTimeField(null=True)
+    last_touch_at = models.DateTimeField(null=True)
+    touch_count = models.PositiveIntegerField(default=0)
+    # Touches per day in the brand's time zone, {"YYYY-MM-DD": n}, for the 30 days up to the
+    # latest touch: enough for "touches in the last 1/7/30 days" and a pure function of the log.
+    touches_by_day = models.JSONField(default=dict)
+    event_count = models.PositiveIntegerField(default=0)
+    last_event_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["brand", "last_order_at"], name="aggregate_brand_last_order"),
+            models.Index(fields=["brand", "paid_fen"], name="aggregate_brand_paid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"aggregate of #{self.customer_id}"
+
+
+class ConsumerOffset(models.Model):
+    """How far a consumer has read the log (the id of the last event it handled)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.position}"
+
+
+class ConsumerFailure(models.Model):
+    """An event a consumer failed on: retried with backoff, then parked with its error."""
+
+    consumer = models.CharField(max_length=64)
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+")
+    attempts = models.PositiveIntegerField(default=1)
+    error = models.TextField()
+    next_attempt_at = models.DateTimeField(null=True)
+    parked = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event"], name="consumer_failure_unique")
+        ]
+        indexes = [
+            models.Index(fields=["consumer", "parked", "next_attempt_at"], name="failure_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} failed on event {self.event_id}"

@@ -1,0 +1,390 @@
+"""Ingesting events: validate, resolve each to a customer by identities, store once per
+idempotency key, apply side effects (consent, profile) and fold into aggregates — all in one
+transaction per batch."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from yutang.core import clock
+from yutang.core.errors import NotFound, ValidationFailed, YutangError
+from yutang.core.models import Brand, Staff
+from yutang.core.pagination import page_by_id_desc
+from yutang.core.permissions import Action, require
+from yutang.customers import services as customers
+from yutang.customers.identities import NormalizedIdentity, normalize_identity
+from yutang.customers.models import Consent, Customer, Identity
+from yutang.events import aggregates
+from yutang.events.models import CustomerAggregate, Event
+from yutang.events.types import validate_properties
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class EventResult:
+    index: int
+    status: str  # stored | duplicate | rejected
+    event_id: int | None = None
+    customer_id: int | None = None
+    error: dict[str, str | None] | None = None
+
+
+@dataclass
+class _Valid:
+    index: int
+    type: str
+    occurred_at: dt.datetime
+    key: str
+    source: str
+    properties: dict[str, Any]
+    customer_id: int | None
+    identities: list[NormalizedIdentity]
+
+
+def _validate(index: int, item: Mapping[str, Any], now: dt.datetime) -> _Valid:
+    def field(name: str) -> str:
+        return name
+
+    key = item.get("idempotency_key")
+    if not isinstance(key, str) or not key.strip() or len(key) > 200:
+        raise ValidationFailed(
+            "idempotency_key is required (1–200 characters).", field=field("idempotency_key")
+        )
+    event_type = item.get("type")
+    if not isinstance(event_type, str):
+        raise ValidationFailed("type is required.", field="type")
+    occurred = item.get("occurred_at")
+    if isinstance(occurred, str):
+        try:
+            occurred = dt.datetime.fromisoformat(occurred)
+        except ValueError:
+            raise ValidationFailed(
+                "occurred_at must be an ISO 8601 time.", field="occurred_at"
+            ) from None
+    if not isinstance(occurred, dt.datetime) or occurred.tzinfo is None:
+        raise ValidationFailed(
+            "occurred_at must be an ISO 8601 time with a UTC offset.", field="occurred_at"
+        )
+    if occurred > now + dt.timedelta(minutes=10):
+        raise ValidationFailed("occurred_at is in the future.", field="occurred_at")
+    properties = validate_properties(event_type, item.get("properties") or {})
+    raw_identities = item.get("identities") or []
+    identities = [
+        normalize_identity(
+            i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
+        )
+        for n, i in enumerate(raw_identities)
+    ]
+    customer_id = item.get("customer_id")
+    if customer_id is None and not identities:
+        raise ValidationFailed("Give identities or a customer_id.", field="identities")
+    return _Valid(
+        index=index,
+        type=event_type,
+        occurred_at=occurred.astimezone(dt.UTC),
+        key=key.strip(),
+        source=str(item.get("source") or "api")[:64],
+        properties=properties,
+        customer_id=customer_id,
+        identities=identities,
+    )
+
+
+def ingest_events(
+    *, brand: Brand, items: Sequence[Mapping[str, Any]], actor: Staff | None = None
+) -> list[EventResult]:
+    """Store a batch of events. Each is stored, reported as a duplicate (same idempotency
+    key, stored once, never twice) or rejected with the reason; good events of a batch are
+    stored even when others are bad."""
+    if actor is not None:
+        require(actor, Action.CUSTOMER_MANAGE)
+    if len(items) > MAX_BATCH:
+        raise ValidationFailed(f"At most {MAX_BATCH} events per batch.", field="events")
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                return _ingest(brand, items)
+        except IntegrityError:
+            # A concurrent batch stored one of these keys first; the retry sees it as a duplicate.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResult]:
+    now = clock.now()
+    results: list[EventResult] = []
+    valid: list[_Valid] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(_validate(index, item, now))
+            results.append(EventResult(index=index, status="pending"))
+        except YutangError as exc:
+            results.append(EventResult(index=index, status="rejected", error=exc.as_dict()))
+
+    known_keys = set(
+        Event.objects.filter(brand=brand, idempotency_key__in=[v.key for v in valid]).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    seen: set[str] = set()
+    to_store: list[tuple[_Valid, Customer]] = []
+    # One query finds every identity of the batch; events whose identities all point at one
+    # known customer skip resolution entirely (the common case for a busy integration).
+    hashes = {i.hash for v in valid for i in v.identities}
+    owner_of = dict(
+        Identity.objects.filter(brand=brand, value_hash__in=hashes).values_list(
+            "value_hash", "customer_id"
+        )
+    )
+    customer_cache: dict[int, Customer] = {}
+    for v in valid:
+        result = results[v.index]
+        if v.key in known_keys or v.key in seen:
+            result.status = "duplicate"
+            continue
+        try:
+            customer = _customer_for(brand, v, owner_of, customer_cache)
+        except YutangError as exc:
+            result.status, result.error = "rejected", exc.as_dict()
+            continue
+        seen.add(v.key)
+        to_store.append((v, customer))
+
+    events = Event.objects.bulk_create(
+        Event(
+            brand=brand,
+            customer=c,
+            type=v.type,
+            occurred_at=v.occurred_at,
+            received_at=now,
+            source=v.source,
+            idempotency_key=v.key,
+            properties=v.properties,
+        )
+        for v, c in to_store
+    )
+    for (v, customer), event in zip(to_store, events, strict=True):
+        if event.pk is None:  # SQLite before 3.35 cannot return ids from bulk inserts
+            event = Event.objects.get(brand=brand, idempotency_key=v.key)
+        results[v.index].status = "stored"
+        results[v.index].event_id = event.pk
+        results[v.index].customer_id = customer.pk
+        _apply_side_effects(event, customer)
+    aggregates.apply_events(events, brand.tz)
+    return results
+
+
+def _customer_for(
+    brand: Brand, v: _Valid, owner_of: dict[str, int], cache: dict[int, Customer]
+) -> Customer:
+    if v.customer_id is not None and not v.identities:
+        customer = Customer.objects.filter(brand=brand, pk=v.customer_id).first()
+        if customer is None:
+            raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+        return customers.survivor(customer)
+    owners = {owner_of.get(i.hash) for i in v.identities}
+    if len(owners) == 1 and None not in owners:
+        (owner,) = owners
+        assert owner is not None
+        if owner not in cache:
+            cache[owner] = Customer.objects.get(pk=owner)
+        return cache[owner]
+    identities = list(v.identities)
+    if v.customer_id is not None:
+        anchor = (
+            Identity.objects.filter(brand=brand, customer_id=v.customer_id).order_by("id").first()
+        )
+        if anchor is None:
+            raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+        identities.append(normalize_identity(anchor.kind, anchor.value, anchor.namespace))
+    resolution = customers.resolve_customer(brand=brand, identities=identities, source=v.source)
+    customer = resolution.customer
+    for i in identities:
+        owner_of[i.hash] = customer.pk
+    for merge in resolution.merges:
+        for h, owner in list(owner_of.items()):
+            if owner == merge.absorbed_id:
+                owner_of[h] = customer.pk
+    cache[customer.pk] = customer
+    return customer
+
+
+def _apply_side_effects(event: Event, customer: Customer) -> None:
+    p = event.properties
+    if event.type == "consent.changed":
+        customers.apply_consent(
+            customer=customer,
+            purpose=p["purpose"],
+            carrier=p.get("carrier", ""),
+            status=p["status"],
+            source=event.source,
+            proof=p.get("proof", ""),
+            at=event.occurred_at,
+        )
+    elif event.type == "profile.updated":
+        changes = {k: v for k, v in p.items() if k != "attributes"}
+        if "birthday" in changes:
+            try:
+                changes["birthday"] = dt.date.fromisoformat(changes["birthday"])
+            except ValueError:
+                raise ValidationFailed(
+                    "birthday must be YYYY-MM-DD.", field="properties.birthday"
+                ) from None
+        customers.apply_profile(customer=customer, changes=changes, attributes=p.get("attributes"))
+
+
+# --- Convenience writers used by the API and higher floors ------------------------------------
+
+
+def record_consent(
+    *,
+    actor: Staff,
+    customer_id: int,
+    purpose: str,
+    status: str,
+    carrier: str = "",
+    proof: str = "",
+    source: str = "console",
+) -> Event:
+    """A consent change made on the person's behalf by staff: an event, effective at once."""
+    customer = customers.get_customer(
+        actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE
+    )
+    now = clock.now()
+    key = f"consent:{customer.pk}:{purpose}:{carrier}:{status}:{now.isoformat()}"
+    (result,) = ingest_events(
+        brand=actor.brand,
+        actor=actor,
+        items=[
+            {
+                "type": "consent.changed",
+                "occurred_at": now,
+                "idempotency_key": key,
+                "source": source,
+                "customer_id": customer.pk,
+                "properties": {
+                    "purpose": purpose,
+                    "status": status,
+                    "carrier": carrier,
+                    "proof": proof,
+                },
+            }
+        ],
+    )
+    if result.status != "stored":
+        assert result.error is not None
+        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
+    assert result.event_id is not None
+    return Event.objects.get(pk=result.event_id)
+
+
+def list_events(
+    *,
+    actor: Staff,
+    customer_id: int,
+    cursor: str | None = None,
+    limit: int = 50,
+    type: str | None = None,
+) -> tuple[list[Event], str | None]:
+    customer = customers.get_customer(actor=actor, customer_id=customer_id)
+    qs = Event.objects.filter(customer=customer)
+    if type:
+        qs = qs.filter(type=type)
+    return page_by_id_desc(qs, cursor=cursor, limit=limit)
+
+
+def rebuild_aggregates(*, brand: Brand, chunk: int = 2000) -> int:
+    """Recompute every aggregate of the brand from the log; returns customers processed."""
+    ids = list(
+        Customer.objects.filter(brand=brand, merged_into__isnull=True).values_list("pk", flat=True)
+    )
+    for start in range(0, len(ids), chunk):
+        aggregates.recompute(ids[start : start + chunk], brand.tz, brand.pk)
+    return len(ids)
+
+
+@dataclass
+class CustomerDetail:
+    customer: Customer
+    aggregate: CustomerAggregate | None
+    consents: list[Consent]
+
+
+def customer_detail(*, actor: Staff, customer_id: int) -> CustomerDetail:
+    """The portrait's data: profile, identities and tags (prefetched), consent, aggregates."""
+    customer = customers.get_customer(actor=actor, customer_id=customer_id)
+    aggregate = CustomerAggregate.objects.filter(customer=customer).first()
+    return CustomerDetail(
+        customer=customer,
+        aggregate=aggregate,
+        consents=list(customer.consents.order_by("purpose", "carrier")),
+    )
+
+
+@dataclass
+class TimelineEntry:
+    at: dt.datetime
+    kind: str  # event | note
+    title: str
+    detail: dict[str, Any]
+
+
+def timeline(*, actor: Staff, customer_id: int, limit: int = 100) -> list[TimelineEntry]:
+    """Events (orders and messages are events too) and staff notes, newest first."""
+    customer = customers.get_customer(actor=actor, customer_id=customer_id)
+    entries = [
+        TimelineEntry(at=e.occurred_at, kind="event", title=e.type, detail=e.properties)
+        for e in Event.objects.filter(customer=customer).order_by("-occurred_at", "-id")[:limit]
+    ]
+    entries += [
+        TimelineEntry(
+            at=n.created_at,
+            kind="note",
+            title=n.author.display_name if n.author else "",
+            detail={"body": n.body},
+        )
+        for n in customer.notes.select_related("author")[:limit]
+    ]
+    return sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
+
+
+@dataclass
+class Portrait:
+    """Everything the customer portrait page shows, in one call."""
+
+    detail: CustomerDetail
+    presented: dict[str, Any]
+    timeline: list[TimelineEntry]
+    brand_tags: list[Any]
+    merges: list[Any]
+    can_manage: bool
+    today_touches: dict[int, int]
+
+
+def portrait(*, actor: Staff, customer_id: int) -> Portrait:
+    from yutang.customers.models import CustomerMerge, Tag
+
+    detail = customer_detail(actor=actor, customer_id=customer_id)
+    customer = detail.customer
+    today = clock.now().astimezone(actor.brand.tz).date()
+    touches = {}
+    if detail.aggregate is not None:
+        touches = {
+            days: aggregates.touches_in_last(detail.aggregate, days, today) for days in (1, 7, 30)
+        }
+    return Portrait(
+        detail=detail,
+        presented=customers.present_customer(actor, customer),
+        timeline=timeline(actor=actor, customer_id=customer.pk, limit=100),
+        brand_tags=list(Tag.objects.filter(brand=actor.brand).select_related("group")),
+        merges=list(CustomerMerge.objects.filter(kept=customer).order_by("-id")[:10]),
+        can_manage=actor.can(Action.CUSTOMER_MANAGE),
+        today_touches=touches,
+    )
