@@ -314,3 +314,15 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class Lease(models.Model):
+    """A named, expiring lock held by one worker: on SQLite only the holder runs the claim
+    loops, and periodic jobs take one so each runs once."""
+
+    name = models.CharField(max_length=64, unique=True)
+    holder = models.CharField(max_length=64, blank=True)
+    expires_at = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'}"

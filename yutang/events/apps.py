@@ -7,6 +7,8 @@ class EventsConfig(AppConfig):
     verbose_name = "Event log"
 
     def ready(self) -> None:
-        from yutang.events import merging
+        from yutang.core.worker import register_loop
+        from yutang.events import consumers, merging
 
         merging.register()
+        register_loop("events.consumers", consumers.run_all)

@@ -9,11 +9,20 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
-from yutang.core.worker import Heartbeat, beat, stop_beating
+from yutang.core.worker import (
+    LOOPS_LEASE,
+    Heartbeat,
+    LoopRunner,
+    beat,
+    drain_loops,
+    loop_names,
+    release_lease,
+    stop_beating,
+)
 
 
 class Command(BaseCommand):
-    help = "Run a Yutang worker: background tasks and (later) the claim loops."
+    help = "Run a Yutang worker: background tasks and the claim loops."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--queues", default="default", help="Comma-separated, or '*' for all")
@@ -31,9 +40,18 @@ class Command(BaseCommand):
         worker_id = opts["worker_id"] or get_random_string(32)
         beat(worker_id)
         heartbeat = Heartbeat(worker_id)
-        if not opts["batch"]:
+        loops = LoopRunner(worker_id, interval=opts["interval"])
+        self.stdout.write(
+            f"Yutang worker {worker_id} started (queues: {opts['queues']}; "
+            f"loops: {', '.join(loop_names()) or 'none'})."
+        )
+        if opts["batch"]:
+            handled = drain_loops(worker_id)
+            release_lease(LOOPS_LEASE, worker_id)
+            self.stdout.write(f"Claim loops handled {handled} items.")
+        else:
             heartbeat.start()
-        self.stdout.write(f"Yutang worker {worker_id} started (queues: {opts['queues']}).")
+            loops.start()
         worker = Worker(
             queue_names=opts["queues"].split(","),
             interval=opts["interval"],
@@ -48,6 +66,9 @@ class Command(BaseCommand):
         try:
             worker.run()
         finally:
+            loops.stop()
+            if loops.is_alive():
+                loops.join(timeout=30)
             heartbeat.stop()
             with contextlib.suppress(Exception):
                 stop_beating(worker_id)
