@@ -17,7 +17,7 @@ from yutang.core import audit, clock
 from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
-from yutang.core.permissions import Action, require
+from yutang.core.permissions import Action, require, require_brand_wide
 from yutang.customers import services as customers
 from yutang.customers.identities import normalize_identity
 from yutang.events.services import ingest_events
@@ -104,7 +104,7 @@ def post_order(
     """Record a paid order once. Posting the same (source, external_id) again returns the
     stored order unchanged; posting it with a different amount is a conflict."""
     if actor is not None:
-        require(actor, Action.CUSTOMER_MANAGE)
+        require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if source not in OrderSource.values:
         raise ValidationFailed(f"Unknown order source {source!r}.", field="source")
     if not external_id.strip() or len(external_id) > 100:
@@ -206,7 +206,7 @@ def post_refund(
 ) -> tuple[Refund, bool]:
     """Refund part or all of an order, once per refund id; never more than was paid."""
     if actor is not None:
-        require(actor, Action.CUSTOMER_MANAGE)
+        require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     _check_amount(amount_fen, "amount_fen", positive=True)
     with transaction.atomic():
         order = Order.objects.filter(

@@ -149,3 +149,14 @@ def require(actor: Staff, action: Action) -> Scope:
 
 def can_assign_role(actor: Staff, role: Role | str) -> bool:
     return Role(role) in ASSIGNABLE_ROLES.get(Role(actor.role), frozenset())
+
+
+def require_brand_wide(actor: Staff, action: Action) -> None:
+    """For writes that resolve people across the whole brand (event ingestion, orders,
+    imports): a store-scoped role could otherwise reach other stores' customers through
+    identity resolution, so these are for brand-wide roles and integrations only."""
+    if require(actor, action) is not Scope.BRAND:
+        raise PermissionDenied(
+            "Only brand-wide roles may do this; it can reach customers of every store.",
+            code="forbidden",
+        )

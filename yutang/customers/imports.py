@@ -24,7 +24,7 @@ from django.db import transaction
 from yutang.core import audit, clock
 from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
-from yutang.core.permissions import Action, require
+from yutang.core.permissions import Action, require_brand_wide
 from yutang.core.tabular import (
     ErrorReport,
     FieldError,
@@ -129,7 +129,7 @@ def create_import(
     """Store the uploaded file and queue its import (run_now: import in this process;
     start=False: keep it as a draft to preview, then `start_import`)."""
     if actor is not None:
-        require(actor, Action.CUSTOMER_MANAGE)
+        require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if kind not in KINDS:
         raise ValidationFailed("kind must be customers or orders.", field="kind")
     mapping = _load_mapping(kind, mapping_json)
@@ -244,7 +244,7 @@ def _mapping_from(kind: str, mapping: dict[str, Any] | None, headers: list[str])
 
 
 def get_import(*, actor: Staff, job_id: int) -> ImportJob:
-    require(actor, Action.CUSTOMER_MANAGE)
+    require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     job = (
         ImportJob.objects.filter(brand=actor.brand, pk=job_id).first()
         if 0 < job_id < 2**63
@@ -256,7 +256,7 @@ def get_import(*, actor: Staff, job_id: int) -> ImportJob:
 
 
 def list_imports(*, actor: Staff) -> list[ImportJob]:
-    require(actor, Action.CUSTOMER_MANAGE)
+    require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     return list(ImportJob.objects.filter(brand=actor.brand)[:100])
 
 

@@ -15,7 +15,7 @@ from yutang.core import clock
 from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
-from yutang.core.permissions import Action, require
+from yutang.core.permissions import Action, require_brand_wide
 from yutang.customers import services as customers
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Consent, Customer, Identity
@@ -103,7 +103,7 @@ def ingest_events(
     key, stored once, never twice) or rejected with the reason; good events of a batch are
     stored even when others are bad."""
     if actor is not None:
-        require(actor, Action.CUSTOMER_MANAGE)
+        require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if len(items) > MAX_BATCH:
         raise ValidationFailed(f"At most {MAX_BATCH} events per batch.", field="events")
     for attempt in range(3):
@@ -261,7 +261,7 @@ def record_consent(
     key = f"consent:{customer.pk}:{purpose}:{carrier}:{status}:{now.isoformat()}"
     (result,) = ingest_events(
         brand=actor.brand,
-        actor=actor,
+        actor=None,
         items=[
             {
                 "type": "consent.changed",

@@ -265,3 +265,31 @@ def test_customer_list_and_detail_query_counts_do_not_grow(shop):
         api.post(f"/customers/{c['id']}/tags", {"add": [tag["id"]]})
     assert count("/customers") == few
     assert count(f"/customers/{c['id']}") <= 10
+
+
+def test_store_roles_cannot_use_brand_wide_writes(shop):
+    advisor = Api(shop["advisor"])
+    event = {
+        "type": "link.clicked",
+        "occurred_at": "2026-01-02T03:04:05+08:00",
+        "idempotency_key": "x",
+        "identities": [{"kind": "phone", "value": "13800000009"}],
+        "properties": {"link": "x"},
+    }
+    assert advisor.post("/events", {"events": [event]}).status_code == 403
+    order = {
+        "source": "tmall",
+        "external_id": "T-9",
+        "paid_at": "2026-04-01T10:00:00+08:00",
+        "amount_fen": 100,
+        "identities": [{"kind": "phone", "value": "13800000009"}],
+    }
+    assert advisor.post("/orders", order).status_code == 403
+    assert advisor.get("/imports").status_code == 403
+    assert not Customer.objects.filter(brand=shop["brand"]).exists()
+    # but an advisor records consent for their own store's customer
+    mine = shop["customer"]("13800000001", shop["direct"])
+    response = advisor.post(
+        f"/customers/{mine['id']}/consent", {"purpose": "marketing", "status": "withdrawn"}
+    )
+    assert response.status_code == 201
