@@ -7,7 +7,9 @@ class CommerceConfig(AppConfig):
     verbose_name = "Commerce"
 
     def ready(self) -> None:
-        from yutang.commerce import imports, merging
+        from yutang.commerce import imports, merging, sample_data
+        from yutang.core.sample_data import register_extension
 
         merging.register()
         imports.register()
+        register_extension(sample_data.ensure_customers)

@@ -4,6 +4,7 @@ services, like any other data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from yutang.core import services
@@ -105,4 +106,15 @@ def ensure(*, brand: Brand) -> dict[str, int]:
                 signature=signature, daily_add_cap=cap,
             )  # fmt: skip
             made["carrier accounts"] += 1
+    for extend in _EXTENSIONS:
+        made.update(extend(brand))
     return {k: v for k, v in made.items() if v}
+
+
+#: Higher floors add their part of the sample (customers, orders, events) here, so this
+#: floor does not import them. Each returns counts of what it created.
+_EXTENSIONS: list[Callable[[Brand], dict[str, int]]] = []
+
+
+def register_extension(extend: Callable[[Brand], dict[str, int]]) -> None:
+    _EXTENSIONS.append(extend)
