@@ -16,6 +16,7 @@ from yutang.commerce.schemas import (
     RefundOut,
 )
 from yutang.core.apiauth import actor
+from yutang.customers.schemas import Id
 
 router = Router(tags=["commerce"])
 
@@ -42,7 +43,7 @@ def post_order(request: HttpRequest, payload: OrderIn) -> object:
 
 @router.get("/orders", response=OrderPage)
 def list_orders(
-    request: HttpRequest, customer_id: int | None = None, cursor: str | None = None, limit: int = 50
+    request: HttpRequest, customer_id: Id | None = None, cursor: str | None = None, limit: int = 50
 ) -> object:
     rows, next_cursor = services.list_orders(
         actor=actor(request), customer_id=customer_id, cursor=cursor, limit=limit

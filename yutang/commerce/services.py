@@ -36,6 +36,29 @@ def _check_amount(value: int, field: str, *, positive: bool = False) -> None:
         raise ValidationFailed(
             f"{field} must be {'positive' if positive else 'zero or more'}.", field=field
         )
+    if value > MAX_FEN:
+        raise ValidationFailed(f"{field} is too large (at most {MAX_FEN} fen).", field=field)
+
+
+MAX_FEN = 10**12
+
+
+def _check_time(value: dt.datetime, field: str) -> None:
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise ValidationFailed(f"{field} needs a UTC offset.", field=field)
+    if value > clock.now() + dt.timedelta(minutes=10):
+        raise ValidationFailed(f"{field} is in the future.", field=field)
+    if value.year < 2000:
+        raise ValidationFailed(f"{field} is before 2000.", field=field)
+
+
+def _emit(brand: Brand, item: dict[str, Any]) -> None:
+    """Append the order's event; if the log refuses it, the order is refused too (the caller's
+    transaction rolls back), so orders and the log never disagree."""
+    (result,) = ingest_events(brand=brand, items=[item])
+    if result.status == "rejected":
+        assert result.error is not None
+        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
 def upsert_product(
@@ -111,8 +134,7 @@ def post_order(
         raise ValidationFailed(
             "external_id is required (at most 100 characters).", field="external_id"
         )
-    if paid_at.tzinfo is None:
-        raise ValidationFailed("paid_at needs a UTC offset.", field="paid_at")
+    _check_time(paid_at, "paid_at")
     for name, value in (
         ("amount_fen", amount_fen),
         ("discount_fen", discount_fen),
@@ -172,23 +194,21 @@ def post_order(
             raise Conflict(
                 f"Order {source}:{external_id} is being recorded concurrently.", field="external_id"
             ) from None
-        ingest_events(
-            brand=brand,
-            items=[
-                {
-                    "type": "order.paid",
-                    "occurred_at": paid_at,
-                    "customer_id": customer.pk,
-                    "idempotency_key": f"order.paid:{source}:{order.external_id}",
+        _emit(
+            brand,
+            {
+                "type": "order.paid",
+                "occurred_at": paid_at,
+                "customer_id": customer.pk,
+                "idempotency_key": f"order.paid:{source}:{order.external_id}",
+                "source": source,
+                "properties": {
+                    "order_id": order.external_id,
                     "source": source,
-                    "properties": {
-                        "order_id": order.external_id,
-                        "source": source,
-                        "amount_fen": amount_fen,
-                        **({"store_code": store_code} if store_code else {}),
-                    },
-                }
-            ],
+                    "amount_fen": amount_fen,
+                    **({"store_code": store_code} if store_code else {}),
+                },
+            },
         )
     return OrderResult(order=order, created=True)
 
@@ -208,6 +228,7 @@ def post_refund(
     if actor is not None:
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     _check_amount(amount_fen, "amount_fen", positive=True)
+    _check_time(refunded_at, "refunded_at")
     with transaction.atomic():
         order = Order.objects.filter(
             brand=brand, source=source, external_id=order_external_id
@@ -234,22 +255,20 @@ def post_refund(
             refunded_at=refunded_at,
             reason=reason[:200],
         )
-        ingest_events(
-            brand=brand,
-            items=[
-                {
-                    "type": "order.refunded",
-                    "occurred_at": refunded_at,
-                    "customer_id": order.customer_id,
-                    "idempotency_key": f"order.refunded:{source}:{order.external_id}:{external_id}",
-                    "source": source,
-                    "properties": {
-                        "order_id": order.external_id,
-                        "refund_id": external_id,
-                        "amount_fen": amount_fen,
-                    },
-                }
-            ],
+        _emit(
+            brand,
+            {
+                "type": "order.refunded",
+                "occurred_at": refunded_at,
+                "customer_id": order.customer_id,
+                "idempotency_key": f"order.refunded:{source}:{order.external_id}:{external_id}",
+                "source": source,
+                "properties": {
+                    "order_id": order.external_id,
+                    "refund_id": external_id,
+                    "amount_fen": amount_fen,
+                },
+            },
         )
     return refund, True
 

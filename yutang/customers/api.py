@@ -15,11 +15,9 @@ from yutang.customers.schemas import (
     CandidateOut,
     CustomerAccepted,
     CustomerCreated,
-    CustomerDetail,
     CustomerIn,
     CustomerOut,
     CustomerPage,
-    CustomerPatch,
     DecisionIn,
     Id,
     ImportOut,
@@ -31,8 +29,6 @@ from yutang.customers.schemas import (
     TagIn,
     TagOut,
 )
-from yutang.events.aggregates import as_dict
-from yutang.events.services import customer_detail
 
 router = Router(tags=["customers"])
 
@@ -84,28 +80,6 @@ def create_customer(request: HttpRequest, payload: CustomerIn) -> object:
         "merged_ids": [m.absorbed_id for m in result.merges],
     }
     return Status(201 if result.created else 200, body)
-
-
-@router.get("/customers/{customer_id}", response=CustomerDetail)
-def get_customer(request: HttpRequest, customer_id: int) -> object:
-    viewer = actor(request)
-    detail = customer_detail(actor=viewer, customer_id=customer_id)
-    return {
-        **services.present_customer(viewer, detail.customer),
-        "aggregate": as_dict(detail.aggregate),
-        "consent": detail.consents,
-    }
-
-
-@router.patch("/customers/{customer_id}", response=CustomerOut)
-def update_customer(request: HttpRequest, customer_id: int, payload: CustomerPatch) -> object:
-    viewer = actor(request)
-    services.update_customer(
-        actor=viewer, customer_id=customer_id, **payload.model_dump(exclude_unset=True)
-    )
-    return services.present_customer(
-        viewer, services.get_customer(actor=viewer, customer_id=customer_id)
-    )
 
 
 @router.post("/merges", response={201: MergeOut})

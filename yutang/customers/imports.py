@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from yutang.core import audit, clock
+from yutang.core.crypto import mask_identifier
 from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, require_brand_wide
@@ -41,6 +43,8 @@ from yutang.core.tabular import (
 from yutang.customers import services
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Customer, ImportJob, Tag
+
+logger = logging.getLogger("yutang.imports")
 
 KINDS = ("customers", "orders")
 
@@ -186,10 +190,11 @@ def start_import(*, actor: Staff, job_id: int) -> ImportJob:
 
 
 def preview_job(*, actor: Staff, job_id: int, rows: int = 10) -> dict[str, Any]:
-    """The preview of a stored import: detected layout and its first rows."""
+    """The preview of a stored import: detected layout and its first rows, with identities
+    masked for roles that may not see them."""
     job = get_import(actor=actor, job_id=job_id)
     mapping = json.dumps(job.mapping) if job.mapping else None
-    return preview(
+    shown = preview(
         kind=job.kind,
         path=job.path,
         filename=job.filename,
@@ -197,6 +202,14 @@ def preview_job(*, actor: Staff, job_id: int, rows: int = 10) -> dict[str, Any]:
         mapping_json=mapping,
         rows=rows,
     )
+    if not actor.can(Action.IDENTIFIERS_VIEW):
+        sensitive = {*IDENTITY_COLUMNS, "external_customer_id", "staff_wecom_userid"}
+        for row in shown["rows"]:
+            for name, value in row["values"].items():
+                # Without a recognised layout any column may hold a phone number.
+                if value and (shown["mapping"] is None or name in sensitive):
+                    row["values"][name] = mask_identifier(IDENTITY_COLUMNS.get(name, "text"), value)
+    return shown
 
 
 def preview(
@@ -263,14 +276,24 @@ def list_imports(*, actor: Staff) -> list[ImportJob]:
 def run_import(job_id: int, *, on_progress: Callable[[ImportJob], None] | None = None) -> ImportJob:
     """Import a stored file. Safe to run twice: a finished job is left alone, and rows that
     were applied already come out `unchanged`."""
+    claimed = ImportJob.objects.filter(
+        pk=job_id, status__in=[ImportJob.Status.PENDING, ImportJob.Status.DRAFT]
+    ).update(status=ImportJob.Status.RUNNING)
     job = ImportJob.objects.select_related("brand", "created_by").get(pk=job_id)
-    if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+    if not claimed:  # finished, or another worker is on it
         return job
-    job.status = ImportJob.Status.RUNNING
     job.created = job.updated = job.unchanged = job.skipped = job.rejected = job.rows_done = 0
     job.save()
     with ErrorReport() as errors:
-        return _run(job, errors, on_progress)
+        try:
+            return _run(job, errors, on_progress)
+        except Exception as exc:
+            logger.exception("import %s failed", job.pk)
+            return _fail(
+                job,
+                f"The import stopped on an unexpected error ({type(exc).__name__}); "
+                "rows before it were applied. Please report this.",
+            )
 
 
 def _run(
@@ -397,9 +420,10 @@ def import_customer_row(context: ImportContext, values: dict[str, str], row: Row
         profile["gender"] = parse_gender(values["gender"], field="gender")
     if values.get("birthday"):
         profile["birthday"] = parse_date(values["birthday"], field="birthday")
-    for name in ("province", "city"):
-        if values.get(name):
-            profile[name] = values[name][:64]
+    if values.get("province"):
+        profile["province"] = values["province"][:32]
+    if values.get("city"):
+        profile["city"] = values["city"][:64]
     if values.get("channel"):
         profile["source_channel"] = values["channel"][:64]
     if values.get("store_code"):

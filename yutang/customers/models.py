@@ -234,7 +234,8 @@ class Consent(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     source = models.CharField(max_length=64, blank=True)
     proof = models.TextField(blank=True)
-    changed_at = models.DateTimeField()
+    changed_at = models.DateTimeField(help_text="When the person said it")
+    recorded_at = models.DateTimeField(help_text="When Yutang learned it")
 
     class Meta:
         constraints = [

@@ -20,7 +20,8 @@ from yutang.core import audit, clock, crypto
 from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
-from yutang.core.permissions import Action, require
+from yutang.core.permissions import Action, Scope, require, require_brand_wide
+from yutang.core.services import reject_nulls
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import (
     AttributeDefinition,
@@ -160,12 +161,14 @@ def find_by_identity(*, brand: Brand, identity: NormalizedIdentity) -> Customer 
 
 
 def survivor(customer: Customer) -> Customer:
-    """Follow merges to the customer that now stands for this person."""
-    seen = set()
-    while customer.merged_into_id is not None and customer.pk not in seen:
-        seen.add(customer.pk)
-        customer = Customer.objects.get(pk=customer.merged_into_id)
-    return customer
+    """Follow merges (as stored, not as this instance remembers) to the customer that now
+    stands for this person."""
+    current = Customer.objects.get(pk=customer.pk)
+    seen = {current.pk}
+    while current.merged_into_id is not None and current.merged_into_id not in seen:
+        current = Customer.objects.get(pk=current.merged_into_id)
+        seen.add(current.pk)
+    return current
 
 
 # --- Creating and resolving -----------------------------------------------------------------
@@ -185,6 +188,23 @@ def _check_owner(brand: Brand, profile: dict[str, Any]) -> None:
         raise ValidationFailed(f"No such store: {store_id}.", field="owner_store_id")
     staff_id = profile.get("owner_staff_id")
     if staff_id is not None and not Staff.objects.filter(brand=brand, pk=staff_id).exists():
+        raise ValidationFailed(f"No such staff member: {staff_id}.", field="owner_staff_id")
+
+
+def _check_owner_in_scope(actor: Staff, changes: Mapping[str, Any]) -> None:
+    """A store role may hand a customer only to its own stores and their staff."""
+    if require(actor, Action.CUSTOMER_MANAGE) is Scope.BRAND:
+        return
+    store_id = changes.get("owner_store_id")
+    if "owner_store_id" in changes and store_id not in actor.store_ids:
+        raise ValidationFailed(f"No such store: {store_id}.", field="owner_store_id")
+    staff_id = changes.get("owner_staff_id")
+    if (
+        staff_id is not None
+        and not Staff.objects.filter(
+            brand=actor.brand, pk=staff_id, stores__in=actor.store_ids
+        ).exists()
+    ):
         raise ValidationFailed(f"No such staff member: {staff_id}.", field="owner_staff_id")
 
 
@@ -279,11 +299,14 @@ def _resolve(
     primary_id = strong_ids[0] if strong_ids else all_ids[0]
     customers = {c.pk: c for c in Customer.objects.select_for_update().filter(pk__in=all_ids)}
     primary = customers[primary_id]
+    owner = _data_owner(customers.values())
     result = Resolution(customer=primary)
     for other_id in all_ids:
         if other_id == primary_id:
             continue
-        if auto and other_id in strong_ids:
+        # Franchise stores own their customers' data: never fold one store's customer into
+        # another owner's automatically; a person decides in the review queue.
+        if auto and other_id in strong_ids and owner[other_id] == owner[primary_id]:
             result.merges.append(
                 merge_customers(
                     brand=brand,
@@ -300,6 +323,17 @@ def _resolve(
     if missing:
         _add_identities(primary, missing, source=source, now=now)
     return result
+
+
+def _data_owner(customers: Iterable[Customer]) -> dict[int, int | None]:
+    """Who owns each customer's data: its franchise store, or the brand (None)."""
+    rows = list(customers)
+    franchise = set(
+        Store.objects.filter(
+            pk__in={c.owner_store_id for c in rows if c.owner_store_id}, kind=Store.Kind.FRANCHISE
+        ).values_list("pk", flat=True)
+    )
+    return {c.pk: c.owner_store_id if c.owner_store_id in franchise else None for c in rows}
 
 
 def _queue_candidate(
@@ -322,7 +356,8 @@ def create_customer(
     source: str = "api",
 ) -> Resolution:
     """Create (or find, by its identities) a customer from the API or console."""
-    require(actor, Action.CUSTOMER_MANAGE)
+    # Creating resolves identities across the whole brand (it may find or merge anyone).
+    require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     normalized = [
         normalize_identity(
             i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
@@ -360,7 +395,9 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
                 **validate_attributes(actor.brand, changes.pop("attributes") or {}),
             }
             customer.attributes = {k: v for k, v in merged.items() if v is not None}
+        reject_nulls(Customer, changes)
         _check_owner(actor.brand, changes)
+        _check_owner_in_scope(actor, changes)
         for name, value in changes.items():
             if name not in PROFILE_FIELDS:
                 raise ValidationFailed(f"Unknown customer field {name!r}.", field=name)
@@ -412,6 +449,7 @@ def _consent_state(customer: Customer) -> list[dict[str, Any]]:
             "source": c.source,
             "proof": c.proof,
             "changed_at": c.changed_at.isoformat(),
+            "recorded_at": c.recorded_at.isoformat(),
         }
         for c in customer.consents.order_by("purpose", "carrier")
     ]
@@ -428,9 +466,27 @@ def _write_consents(customer: Customer, states: Iterable[Mapping[str, Any]]) -> 
             source=s["source"],
             proof=s["proof"],
             changed_at=dt.datetime.fromisoformat(s["changed_at"]),
+            recorded_at=dt.datetime.fromisoformat(s["recorded_at"]),
         )
         for s in states
     )
+
+
+_BLANK: dict[str, Any] = {
+    "display_name": "",
+    "gender": Customer.Gender.UNKNOWN,
+    "province": "",
+    "city": "",
+    "source_channel": "",
+}
+
+
+def _is_blank(name: str, value: Any) -> bool:
+    return value is None or value == _BLANK.get(name)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _stricter(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -460,9 +516,7 @@ def merge_customers(
                 "Both customers must exist and not be merged already.", field="absorb_id"
             )
         keep, absorb = locked[keep.pk], locked[absorb.pk]
-        moved: dict[str, Any] = {
-            "keep_profile": audit.snapshot(keep, [*PROFILE_FIELDS, "attributes"])
-        }
+        moved: dict[str, Any] = {}
 
         moved["identities"] = list(absorb.identities.values_list("pk", flat=True))
         Identity.objects.filter(pk__in=moved["identities"]).update(customer=keep)
@@ -494,13 +548,17 @@ def merge_customers(
         _write_consents(keep, combined.values())
         Consent.objects.filter(customer=absorb).delete()
 
-        # The survivor keeps its own profile and fills only what it lacks.
+        # The survivor keeps its own profile and fills only what it lacks; what was filled is
+        # recorded so that unmerge can take exactly that back.
+        filled: dict[str, Any] = {}
         for name in PROFILE_FIELDS:
-            if getattr(keep, name) in (None, "", Customer.Gender.UNKNOWN) and getattr(
-                absorb, name
-            ) not in (None, ""):
+            if _is_blank(name, getattr(keep, name)) and not _is_blank(name, getattr(absorb, name)):
                 setattr(keep, name, getattr(absorb, name))
-        keep.attributes = {**absorb.attributes, **keep.attributes}
+                filled[name] = _jsonable(getattr(absorb, name))
+        added = {k: v for k, v in absorb.attributes.items() if k not in keep.attributes}
+        keep.attributes = {**keep.attributes, **added}
+        moved["filled"] = filled
+        moved["attributes_added"] = added
         keep.updated_at = now
         keep.save()
         absorb.merged_into = keep
@@ -522,6 +580,7 @@ def merge_customers(
             Q(first=keep, second=absorb) | Q(first=absorb, second=keep),
             status=MergeCandidate.Status.OPEN,
         ).update(status=MergeCandidate.Status.MERGED, decided_at=now, decided_by=actor)
+        _repoint_candidates(keep, absorb)
         for participant in _PARTICIPANTS.values():
             if participant.after:
                 participant.after([keep, absorb])
@@ -534,6 +593,22 @@ def merge_customers(
             changes={"absorbed_id": {"after": absorb.pk}, "reason": {"after": reason[:200]}},
         )
     return merge
+
+
+def _repoint_candidates(keep: Customer, absorb: Customer) -> None:
+    """Open reviews about the absorbed customer now concern the survivor."""
+    open_ = MergeCandidate.objects.filter(status=MergeCandidate.Status.OPEN)
+    for candidate in open_.filter(Q(first=absorb) | Q(second=absorb)):
+        other_id = candidate.second_id if candidate.first_id == absorb.pk else candidate.first_id
+        low, high = sorted([keep.pk, other_id])
+        if (
+            low == high
+            or open_.filter(first_id=low, second_id=high).exclude(pk=candidate.pk).exists()
+        ):
+            candidate.delete()
+            continue
+        candidate.first_id, candidate.second_id = low, high
+        candidate.save(update_fields=["first", "second"])
 
 
 def manual_merge(*, actor: Staff, keep_id: int, absorb_id: int) -> CustomerMerge:
@@ -589,10 +664,12 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
             )
         Note.objects.filter(pk__in=moved["notes"], customer=keep).update(customer=absorb)
 
+        # Statements that reached us after the merge were the person's word (or a late
+        # arrival of it): they stand for both customers.
         later = [
             s
             for s in _consent_state(keep)
-            if dt.datetime.fromisoformat(s["changed_at"]) > merge.created_at
+            if dt.datetime.fromisoformat(s["recorded_at"]) > merge.created_at
         ]
         for side, customer in (("keep", keep), ("absorb", absorb)):
             states = {(s["purpose"], s["carrier"]): s for s in moved["consent"][side]}
@@ -600,8 +677,12 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
                 states[(statement["purpose"], statement["carrier"])] = statement
             _write_consents(customer, states.values())
 
-        for name, value in moved["keep_profile"].items():
-            setattr(keep, name, value)
+        for name, value in moved["filled"].items():
+            if _jsonable(getattr(keep, name)) == value:  # untouched since the merge
+                setattr(keep, name, _BLANK.get(name))
+        for key, value in moved["attributes_added"].items():
+            if keep.attributes.get(key) == value:
+                keep.attributes.pop(key)
         keep.updated_at = now
         keep.save()
         absorb.merged_into = None
@@ -636,6 +717,8 @@ def decide_candidate(*, actor: Staff, candidate_id: int, merge: bool) -> MergeCa
         except MergeCandidate.DoesNotExist:
             raise NotFound("No such open merge candidate.", field="candidate_id") from None
         first, second = survivor(candidate.first), survivor(candidate.second)
+        get_customer(actor=actor, customer_id=first.pk, action=Action.CUSTOMER_MANAGE)
+        get_customer(actor=actor, customer_id=second.pk, action=Action.CUSTOMER_MANAGE)
         if merge and first.pk != second.pk:
             keep, absorb = sorted([first, second], key=lambda c: c.pk)
             get_customer(actor=actor, customer_id=keep.pk, action=Action.CUSTOMER_MANAGE)
@@ -756,7 +839,13 @@ def apply_consent(
         customer=customer,
         purpose=purpose,
         carrier=carrier,
-        defaults={"status": status, "source": source[:64], "proof": proof[:2000], "changed_at": at},
+        defaults={
+            "status": status,
+            "source": source[:64],
+            "proof": proof[:2000],
+            "changed_at": at,
+            "recorded_at": clock.now(),
+        },
     )
     return consent
 

@@ -8,8 +8,11 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from yutang.core.apiauth import actor
-from yutang.customers.schemas import ConsentIn
+from yutang.customers import services as customer_services
+from yutang.customers.schemas import ConsentIn, CustomerDetail, CustomerOut, CustomerPatch
+from yutang.customers.services import present_customer
 from yutang.events import services
+from yutang.events.aggregates import as_dict
 from yutang.events.schemas import EventBatchIn, EventBatchOut, EventOut, EventPage, TimelineOut
 
 router = Router(tags=["events"])
@@ -28,6 +31,28 @@ def ingest(request: HttpRequest, payload: EventBatchIn) -> object:
         "rejected": counts["rejected"],
         "results": results,
     }
+
+
+@router.get("/customers/{customer_id}", response=CustomerDetail, tags=["customers"])
+def get_customer(request: HttpRequest, customer_id: int) -> object:
+    viewer = actor(request)
+    detail = services.customer_detail(actor=viewer, customer_id=customer_id)
+    return {
+        **present_customer(viewer, detail.customer),
+        "aggregate": as_dict(detail.aggregate),
+        "consent": detail.consents,
+    }
+
+
+@router.patch("/customers/{customer_id}", response=CustomerOut, tags=["customers"])
+def update_customer(request: HttpRequest, customer_id: int, payload: CustomerPatch) -> object:
+    viewer = actor(request)
+    customer_services.update_customer(
+        actor=viewer, customer_id=customer_id, **payload.model_dump(exclude_unset=True)
+    )
+    return present_customer(
+        viewer, customer_services.get_customer(actor=viewer, customer_id=customer_id)
+    )
 
 
 @router.get("/customers/{customer_id}/events", response=EventPage)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from yutang.core.crypto import hash_pii
 from yutang.core.models import Brand
 from yutang.customers.imports import register_contact_recorder
 from yutang.customers.models import Customer
@@ -49,7 +50,8 @@ def _contact_added_from_import(
                 "occurred_at": at,
                 "customer_id": customer.pk,
                 "source": "import",
-                "idempotency_key": f"import:contact.added:{contact}:{who}",
+                # Keyed hash: idempotency keys are shown to analysts; identifiers never are.
+                "idempotency_key": f"import:contact.added:{hash_pii(f'{contact}:{who}')[:40]}",
                 "properties": properties,
             }
         ],

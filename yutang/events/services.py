@@ -47,18 +47,21 @@ class _Valid:
     identities: list[NormalizedIdentity]
 
 
-def _validate(index: int, item: Mapping[str, Any], now: dt.datetime) -> _Valid:
-    def field(name: str) -> str:
-        return name
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
+
+def _validate(brand: Brand, index: int, item: Any, now: dt.datetime) -> _Valid:
+    """Check one event of a batch completely before anything is written."""
+    if not isinstance(item, Mapping):
+        raise ValidationFailed("Each event must be an object.", field="events")
     key = item.get("idempotency_key")
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
         raise ValidationFailed(
-            "idempotency_key is required (1–200 characters).", field=field("idempotency_key")
+            "idempotency_key is required (1–200 characters).", field="idempotency_key"
         )
     event_type = item.get("type")
-    if not isinstance(event_type, str):
-        raise ValidationFailed("type is required.", field="type")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 64:
+        raise ValidationFailed("type is required (at most 64 characters).", field="type")
     occurred = item.get("occurred_at")
     if isinstance(occurred, str):
         try:
@@ -71,29 +74,69 @@ def _validate(index: int, item: Mapping[str, Any], now: dt.datetime) -> _Valid:
         raise ValidationFailed(
             "occurred_at must be an ISO 8601 time with a UTC offset.", field="occurred_at"
         )
+    try:
+        occurred = occurred.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise ValidationFailed("occurred_at is out of range.", field="occurred_at") from None
+    if occurred < EARLIEST:
+        raise ValidationFailed("occurred_at is before 2000.", field="occurred_at")
     if occurred > now + dt.timedelta(minutes=10):
         raise ValidationFailed("occurred_at is in the future.", field="occurred_at")
+    source = item.get("source") or "api"
+    if not isinstance(source, str):
+        raise ValidationFailed("source must be text.", field="source")
     properties = validate_properties(event_type, item.get("properties") or {})
+    if event_type == "profile.updated":
+        _check_profile_properties(brand, properties)
     raw_identities = item.get("identities") or []
-    identities = [
-        normalize_identity(
-            i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
+    if not isinstance(raw_identities, list) or len(raw_identities) > 20:
+        raise ValidationFailed("identities must be a list of at most 20.", field="identities")
+    identities = []
+    for n, raw in enumerate(raw_identities):
+        where = f"identities.{n}"
+        if not isinstance(raw, Mapping) or not all(
+            isinstance(raw.get(k, ""), str) for k in ("kind", "value", "namespace")
+        ):
+            raise ValidationFailed("An identity is {kind, value, namespace} of text.", field=where)
+        identities.append(
+            normalize_identity(
+                raw.get("kind", ""), raw.get("value", ""), raw.get("namespace", ""), field=where
+            )
         )
-        for n, i in enumerate(raw_identities)
-    ]
     customer_id = item.get("customer_id")
+    if customer_id is not None and (
+        isinstance(customer_id, bool)
+        or not isinstance(customer_id, int)
+        or not 0 < customer_id < 2**63
+    ):
+        raise ValidationFailed("customer_id must be a customer's id.", field="customer_id")
     if customer_id is None and not identities:
         raise ValidationFailed("Give identities or a customer_id.", field="identities")
     return _Valid(
         index=index,
         type=event_type,
-        occurred_at=occurred.astimezone(dt.UTC),
+        occurred_at=occurred,
         key=key.strip(),
-        source=str(item.get("source") or "api")[:64],
+        source=source[:32],
         properties=properties,
         customer_id=customer_id,
         identities=identities,
     )
+
+
+def _check_profile_properties(brand: Brand, properties: dict[str, Any]) -> None:
+    if "birthday" in properties:
+        try:
+            dt.date.fromisoformat(properties["birthday"])
+        except (TypeError, ValueError):
+            raise ValidationFailed(
+                "birthday must be YYYY-MM-DD.", field="properties.birthday"
+            ) from None
+    if properties.get("attributes"):
+        try:
+            customers.validate_attributes(brand, properties["attributes"])
+        except ValidationFailed as exc:
+            raise ValidationFailed(exc.message, field=f"properties.{exc.field}") from None
 
 
 def ingest_events(
@@ -123,7 +166,7 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
     valid: list[_Valid] = []
     for index, item in enumerate(items):
         try:
-            valid.append(_validate(index, item, now))
+            valid.append(_validate(brand, index, item, now))
             results.append(EventResult(index=index, status="pending"))
         except YutangError as exc:
             results.append(EventResult(index=index, status="rejected", error=exc.as_dict()))
@@ -157,6 +200,15 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
         seen.add(v.key)
         to_store.append((v, customer))
 
+    # A later event of this batch may have merged the customer an earlier one resolved to:
+    # store every event on the person's surviving customer.
+    absorbed = set(
+        Customer.objects.filter(
+            pk__in={c.pk for _, c in to_store}, merged_into__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    if absorbed:
+        to_store = [(v, customers.survivor(c) if c.pk in absorbed else c) for v, c in to_store]
     events = Event.objects.bulk_create(
         Event(
             brand=brand,
@@ -190,7 +242,7 @@ def _customer_for(
             raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
         return customers.survivor(customer)
     owners = {owner_of.get(i.hash) for i in v.identities}
-    if len(owners) == 1 and None not in owners:
+    if v.customer_id is None and len(owners) == 1 and None not in owners:
         (owner,) = owners
         assert owner is not None
         if owner not in cache:

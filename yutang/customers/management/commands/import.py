@@ -58,6 +58,7 @@ class Command(BaseCommand):
                     mapping_json=read_mapping_argument(opts["mapping"]),
                     all_or_nothing=opts["all_or_nothing"],
                     encoding=opts["encoding"],
+                    start=False,  # imported right here, not by a worker
                 )
             job = run_import(job.pk, on_progress=self._progress)
         except YutangError as exc:
