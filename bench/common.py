@@ -345,3 +345,8 @@ def server_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "yutang.cli"]
+
+
+if __name__ == "__main__":
+    # `make bench` runs every bench/*.py; for this helper module that means: show the machine.
+    print_machine_info()

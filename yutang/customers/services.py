@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from yutang.core import audit, clock, crypto
+from yutang.core.db import lock_brand
 from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
@@ -250,6 +251,7 @@ def resolve_customer(
     for attempt in range(3):
         try:
             with transaction.atomic():
+                lock_brand(brand.pk)
                 return _resolve(
                     brand=brand,
                     identities=identities,

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
 from yutang.core import clock
+from yutang.core.db import is_transient, lock_brand
 from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
@@ -149,18 +150,22 @@ def ingest_events(
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if len(items) > MAX_BATCH:
         raise ValidationFailed(f"At most {MAX_BATCH} events per batch.", field="events")
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             with transaction.atomic():
                 return _ingest(brand, items)
-        except IntegrityError:
-            # A concurrent batch stored one of these keys first; the retry sees it as a duplicate.
-            if attempt == 2:
+        except (IntegrityError, OperationalError) as exc:
+            # A concurrent batch stored one of these keys first (the retry sees a duplicate),
+            # or the database chose this transaction as a deadlock victim.
+            if attempt == 4 or (isinstance(exc, OperationalError) and not is_transient(exc)):
                 raise
+            if isinstance(exc, OperationalError) and transaction.get_connection().in_atomic_block:
+                raise  # a deadlock inside a caller's transaction: the caller must retry it all
     raise AssertionError("unreachable")
 
 
 def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResult]:
+    lock_brand(brand.pk)
     now = clock.now()
     results: list[EventResult] = []
     valid: list[_Valid] = []

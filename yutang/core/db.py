@@ -1,0 +1,39 @@
+"""Database-specific SQL lives here, behind functions with a SQLite branch (CONVENTIONS §10)."""
+
+from __future__ import annotations
+
+import zlib
+
+from django.db import OperationalError, connection
+
+#: Advisory-lock namespaces (the first key of a two-key PostgreSQL advisory lock).
+IDENTITY_WRITES = 1
+
+
+def lock_brand(brand_id: int, namespace: int = IDENTITY_WRITES) -> None:
+    """Serialise one kind of write per brand until the transaction ends.
+
+    Identity resolution creates and merges customers; two concurrent batches that mention the
+    same new people would otherwise lock identity index entries in different orders and
+    deadlock on PostgreSQL. SQLite has a single writer already (IMMEDIATE transactions), so
+    there it is a no-op. Re-entrant within a transaction."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [namespace, brand_id])
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A deadlock or serialization failure (worth retrying the whole transaction)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(
+        getattr(cause, "diag", None), "sqlstate", None
+    )
+    return code in {"40P01", "40001"} or "database is locked" in str(exc)
+
+
+def stable_key(text: str) -> int:
+    """A 31-bit key for advisory locks derived from a name."""
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
