@@ -70,6 +70,10 @@ class Customer(models.Model):
         Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="customers"
     )
     attributes = models.JSONField(default=dict, blank=True)
+    # Lifecycle (new_contact → engaged → first_order → repeat → loyal, at_risk, lost) is
+    # computed by the segments issue; the fields exist so every floor can read them.
+    lifecycle_stage = models.CharField(max_length=16, blank=True, db_index=True)
+    lifecycle_changed_at = models.DateTimeField(null=True, blank=True)
     # A customer absorbed by a merge stays as a row (for unmerge) pointing at the survivor.
     merged_into = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="absorbed"
