@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, cast
 from yutang.core.errors import ValidationFailed
 
 if TYPE_CHECKING:
-    from openpyxl.workbook.workbook import Workbook  # type: ignore[import-untyped]
+    from openpyxl.workbook.workbook import Workbook
 
 __all__ = [
     "CUSTOMER_FIELDS",
@@ -617,8 +617,8 @@ def _open_xlsx(source: _ByteSource) -> Table:
 
 def _load_workbook(stream: IO[bytes]) -> Workbook:
     # Imported here so reading CSV never pays for openpyxl's import time.
-    from openpyxl import load_workbook  # type: ignore[import-untyped]
-    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         with warnings.catch_warnings():

@@ -13,7 +13,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-import openpyxl  # type: ignore[import-untyped]
+import openpyxl
 import pytest
 
 from yutang.core.tabular import (
