@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from yutang.core import crypto
@@ -16,7 +17,7 @@ class NormalizedIdentity:
     namespace: str
     value: str
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         # Kind and namespace are part of the key: the same string as a phone and as an
         # external id are different facts.

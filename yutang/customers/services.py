@@ -104,6 +104,8 @@ def define_attribute(
 
 def validate_attributes(brand: Brand, values: Mapping[str, Any]) -> dict[str, Any]:
     """Check custom attributes against the brand's schema; a wrong type names the attribute."""
+    if not values:
+        return {}
     schema = {d.key: d for d in AttributeDefinition.objects.filter(brand=brand)}
     clean: dict[str, Any] = {}
     for key, value in values.items():

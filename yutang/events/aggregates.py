@@ -14,6 +14,22 @@ from django.db import transaction
 from yutang.events.models import CustomerAggregate, Event
 
 TOUCH_WINDOW_DAYS = 30
+AGGREGATE_FIELDS = [
+    "first_order_at",
+    "last_order_at",
+    "order_count",
+    "paid_fen",
+    "refunded_fen",
+    "last_contact_added_at",
+    "last_contact_deleted_at",
+    "last_inbound_at",
+    "last_click_at",
+    "last_touch_at",
+    "touch_count",
+    "touches_by_day",
+    "event_count",
+    "last_event_at",
+]
 TIME_FIELDS = {
     "contact.added": "last_contact_added_at",
     "contact.deleted": "last_contact_deleted_at",
@@ -85,7 +101,10 @@ def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
             for event in by_customer[customer_id]:
                 fold(agg, event, tz)
             if customer_id in existing:
-                agg.save()
+                # The row is locked above, so writing the folded values back is safe. (Django's
+                # bulk_update measured slower here: its CASE expressions cost more than the
+                # round trips they save.)
+                agg.save(update_fields=AGGREGATE_FIELDS)
             else:
                 fresh.append(agg)
         CustomerAggregate.objects.bulk_create(fresh)

@@ -191,7 +191,9 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
             "value_hash", "customer_id"
         )
     )
-    customer_cache: dict[int, Customer] = {}
+    customer_cache: dict[int, Customer] = {
+        c.pk: c for c in Customer.objects.filter(brand=brand, pk__in=set(owner_of.values()))
+    }
     for v in valid:
         result = results[v.index]
         if v.key in known_keys or v.key in seen:

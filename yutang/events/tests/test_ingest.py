@@ -212,3 +212,11 @@ def test_incremental_aggregates_equal_a_rebuild(batches, merges):
         e.properties["amount_fen"] for e in Event.objects.filter(brand=brand, type="order.paid")
     )
     assert sum(a["paid_fen"] for a in rebuilt.values()) == paid
+
+
+def test_every_aggregate_field_is_written_back():
+    """apply_events writes AGGREGATE_FIELDS in bulk; a field missing there would be lost."""
+    from yutang.events.aggregates import AGGREGATE_FIELDS
+
+    model_fields = {f.name for f in CustomerAggregate._meta.fields} - {"customer", "brand"}
+    assert set(AGGREGATE_FIELDS) == model_fields
