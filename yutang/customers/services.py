@@ -419,28 +419,6 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
     return customer
 
 
-def add_identity(
-    *, actor: Staff, customer_id: int, kind: str, value: str, namespace: str = ""
-) -> Resolution:
-    """Attach an identity; when it belongs to someone else, resolution decides (merge/queue)."""
-    customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
-    normalized = normalize_identity(kind, value, namespace)
-    # Resolve the new identity together with one the customer already holds, so that an
-    # identity belonging to someone else leads to a merge or a review, never a silent move.
-    anchor = customer.identities.order_by("id").first()
-    assert anchor is not None, "every customer has at least one identity"
-    with transaction.atomic():
-        return resolve_customer(
-            brand=actor.brand,
-            identities=[
-                normalize_identity(anchor.kind, anchor.value, anchor.namespace),
-                normalized,
-            ],
-            source="manual",
-            actor=actor,
-        )
-
-
 # --- Merging --------------------------------------------------------------------------------
 
 
