@@ -18,6 +18,7 @@ from yutang.core import services as core_services
 from yutang.core.errors import NotFound, YutangError
 from yutang.core.models import Staff
 from yutang.core.permissions import Action
+from yutang.core.services import is_valid_id
 from yutang.customers import imports
 from yutang.customers import services as customers
 from yutang.customers.services import SAVED_VIEW_KEYS
@@ -27,7 +28,8 @@ FILTER_KEYS = SAVED_VIEW_KEYS
 
 
 def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
+    number = int(value) if value and value.isdigit() else None
+    return number if is_valid_id(number) else None
 
 
 @staff_view(Action.CUSTOMER_VIEW)

@@ -27,6 +27,7 @@ from yutang.core.crypto import mask_identifier
 from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, require_brand_wide
+from yutang.core.services import is_valid_id
 from yutang.core.tabular import (
     ErrorReport,
     FieldError,
@@ -260,7 +261,7 @@ def get_import(*, actor: Staff, job_id: int) -> ImportJob:
     require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     job = (
         ImportJob.objects.filter(brand=actor.brand, pk=job_id).first()
-        if 0 < job_id < 2**63
+        if is_valid_id(job_id)
         else None
     )
     if job is None:

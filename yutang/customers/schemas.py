@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from ninja import Schema
 from pydantic import Field
 
-from yutang.core.schemas import StrictInput
+from yutang.core.schemas import DbId, StrictInput
 
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+Id = DbId  # one bound for every id the API accepts
 
 
 class IdentityIn(StrictInput):

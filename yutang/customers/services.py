@@ -22,7 +22,7 @@ from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, Scope, require, require_brand_wide
-from yutang.core.services import reject_nulls
+from yutang.core.services import is_valid_id, reject_nulls
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import (
     AttributeDefinition,
@@ -142,7 +142,7 @@ def validate_attributes(brand: Brand, values: Mapping[str, Any]) -> dict[str, An
 def get_customer(
     *, actor: Staff, customer_id: int, action: Action = Action.CUSTOMER_VIEW
 ) -> Customer:
-    if not 0 < customer_id < 2**63:
+    if not is_valid_id(customer_id):
         raise NotFound("No such customer.", field="customer_id")
     try:
         return (

@@ -17,6 +17,7 @@ from yutang.core.errors import NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require_brand_wide
+from yutang.core.services import is_valid_id
 from yutang.customers import services as customers
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Consent, Customer, Identity
@@ -105,11 +106,7 @@ def _validate(brand: Brand, index: int, item: Any, now: dt.datetime) -> _Valid:
             )
         )
     customer_id = item.get("customer_id")
-    if customer_id is not None and (
-        isinstance(customer_id, bool)
-        or not isinstance(customer_id, int)
-        or not 0 < customer_id < 2**63
-    ):
+    if customer_id is not None and not is_valid_id(customer_id):
         raise ValidationFailed("customer_id must be a customer's id.", field="customer_id")
     if customer_id is None and not identities:
         raise ValidationFailed("Give identities or a customer_id.", field="identities")
