@@ -20,7 +20,7 @@ from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require, require_brand_wide
 from yutang.customers import services as customers
 from yutang.customers.identities import normalize_identity
-from yutang.events.services import ingest_events
+from yutang.events.services import ingest_one
 
 
 @dataclass
@@ -50,15 +50,6 @@ def _check_time(value: dt.datetime, field: str) -> None:
         raise ValidationFailed(f"{field} is in the future.", field=field)
     if value.year < 2000:
         raise ValidationFailed(f"{field} is before 2000.", field=field)
-
-
-def _emit(brand: Brand, item: dict[str, Any]) -> None:
-    """Append the order's event; if the log refuses it, the order is refused too (the caller's
-    transaction rolls back), so orders and the log never disagree."""
-    (result,) = ingest_events(brand=brand, items=[item])
-    if result.status == "rejected":
-        assert result.error is not None
-        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
 def upsert_product(
@@ -194,9 +185,9 @@ def post_order(
             raise Conflict(
                 f"Order {source}:{external_id} is being recorded concurrently.", field="external_id"
             ) from None
-        _emit(
-            brand,
-            {
+        ingest_one(
+            brand=brand,
+            item={
                 "type": "order.paid",
                 "occurred_at": paid_at,
                 "customer_id": customer.pk,
@@ -255,9 +246,9 @@ def post_refund(
             refunded_at=refunded_at,
             reason=reason[:200],
         )
-        _emit(
-            brand,
-            {
+        ingest_one(
+            brand=brand,
+            item={
                 "type": "order.refunded",
                 "occurred_at": refunded_at,
                 "customer_id": order.customer_id,

@@ -299,6 +299,17 @@ def _apply_side_effects(event: Event, customer: Customer) -> None:
 # --- Convenience writers used by the API and higher floors ------------------------------------
 
 
+def ingest_one(*, brand: Brand, item: Mapping[str, Any]) -> EventResult:
+    """Store one event written on behalf of a service that already checked permission;
+    a rejected event raises, so the caller's transaction (an order, a consent change) rolls
+    back and the caller's rows and the log never disagree."""
+    (result,) = ingest_events(brand=brand, items=[item])
+    if result.status == "rejected":
+        assert result.error is not None
+        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
+    return result
+
+
 def record_consent(
     *,
     actor: Staff,
@@ -315,28 +326,22 @@ def record_consent(
     )
     now = clock.now()
     key = f"consent:{customer.pk}:{purpose}:{carrier}:{status}:{now.isoformat()}"
-    (result,) = ingest_events(
+    result = ingest_one(
         brand=actor.brand,
-        actor=None,
-        items=[
-            {
-                "type": "consent.changed",
-                "occurred_at": now,
-                "idempotency_key": key,
-                "source": source,
-                "customer_id": customer.pk,
-                "properties": {
-                    "purpose": purpose,
-                    "status": status,
-                    "carrier": carrier,
-                    "proof": proof,
-                },
-            }
-        ],
+        item={
+            "type": "consent.changed",
+            "occurred_at": now,
+            "idempotency_key": key,
+            "source": source,
+            "customer_id": customer.pk,
+            "properties": {
+                "purpose": purpose,
+                "status": status,
+                "carrier": carrier,
+                "proof": proof,
+            },
+        },
     )
-    if result.status != "stored":
-        assert result.error is not None
-        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
     assert result.event_id is not None
     return Event.objects.get(pk=result.event_id)
 
