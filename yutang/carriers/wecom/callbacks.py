@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 from xml.etree.ElementTree import Element
 
 from .crypto import MalformedCallback, parse_xml
@@ -153,6 +153,20 @@ AnyCallback = (
 )
 
 
+class _Base(TypedDict):
+    corp_id: str
+    create_time: int
+    msg_type: str
+    event: str
+    change_type: str
+    fields: dict[str, str]
+
+
+class _People(TypedDict):
+    user_id: str
+    external_user_id: str
+
+
 _TAG_CHANGES = ("create", "update", "delete", "shuffle")
 
 
@@ -195,7 +209,7 @@ def parse_callback(xml_text: str | bytes) -> AnyCallback:
         raise MalformedCallback("the message has no CreateTime", field="CreateTime")
     event = fields.get("Event", "")
     change_type = fields.get("ChangeType", "")
-    base = {
+    base: _Base = {
         "corp_id": fields.get("ToUserName", ""),
         "create_time": create_time,
         "msg_type": fields.get("MsgType", ""),
@@ -204,7 +218,7 @@ def parse_callback(xml_text: str | bytes) -> AnyCallback:
         "fields": fields,
     }
     if event == "change_external_contact":
-        people = {
+        people: _People = {
             "user_id": fields.get("UserID", ""),
             "external_user_id": fields.get("ExternalUserID", ""),
         }
