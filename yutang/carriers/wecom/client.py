@@ -493,10 +493,15 @@ class WeComClient:
         if party:
             body["party"] = list(party)
         optional = {
-            "state": state, "remark": remark, "style": style, "expires_in": expires_in,
-            "chat_expires_in": chat_expires_in, "unionid": unionid, "is_exclusive": is_exclusive,
+            "state": state,
+            "remark": remark,
+            "style": style,
+            "expires_in": expires_in,
+            "chat_expires_in": chat_expires_in,
+            "unionid": unionid,
+            "is_exclusive": is_exclusive,
             "conclusions": conclusions,
-        }  # fmt: skip
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         if is_temp:
             body["is_temp"] = True
@@ -552,10 +557,15 @@ class WeComClient:
         if party is not None:
             body["party"] = list(party)
         optional = {
-            "state": state, "remark": remark, "style": style, "skip_verify": skip_verify,
-            "expires_in": expires_in, "chat_expires_in": chat_expires_in, "unionid": unionid,
+            "state": state,
+            "remark": remark,
+            "style": style,
+            "skip_verify": skip_verify,
+            "expires_in": expires_in,
+            "chat_expires_in": chat_expires_in,
+            "unionid": unionid,
             "conclusions": conclusions,
-        }  # fmt: skip
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         self._post("externalcontact/update_contact_way", body)
 
@@ -636,9 +646,12 @@ class WeComClient:
         _require(end_time - start_time <= 31 * 86400, "the range is at most one month", "end_time")
         _require(1 <= limit <= 100, "limit is between 1 and 100", "limit")
         body: dict[str, Any] = {
-            "chat_type": chat_type, "start_time": start_time, "end_time": end_time,
-            "filter_type": filter_type, "limit": limit,
-        }  # fmt: skip
+            "chat_type": chat_type,
+            "start_time": start_time,
+            "end_time": end_time,
+            "filter_type": filter_type,
+            "limit": limit,
+        }
         if creator:
             body["creator"] = creator
         if cursor:
@@ -693,10 +706,14 @@ class WeComClient:
         return self.call(
             "POST",
             "message/send",
-            body={"touser": "|".join(users), "msgtype": "text", "agentid": self.agent_id,
-                  "text": {"content": text}},
+            body={
+                "touser": "|".join(users),
+                "msgtype": "text",
+                "agentid": self.agent_id,
+                "text": {"content": text},
+            },
             extra_windows=per_member,
-        )  # fmt: skip
+        )
 
     # -- customers ----------------------------------------------------------------------------
 
@@ -911,16 +928,20 @@ class WeComClient:
         """Status per customer: 1 taken over, 2 waiting, 3 refused, 4 takeover at limit, 5 none."""
         return self._transfer_result(
             "externalcontact/transfer_result",
-            handover_userid=handover_userid, takeover_userid=takeover_userid, cursor=cursor,
-        )  # fmt: skip
+            handover_userid=handover_userid,
+            takeover_userid=takeover_userid,
+            cursor=cursor,
+        )
 
     def resigned_transfer_result(
         self, *, handover_userid: str, takeover_userid: str, cursor: str = ""
     ) -> Page:
         return self._transfer_result(
             "externalcontact/resigned/transfer_result",
-            handover_userid=handover_userid, takeover_userid=takeover_userid, cursor=cursor,
-        )  # fmt: skip
+            handover_userid=handover_userid,
+            takeover_userid=takeover_userid,
+            cursor=cursor,
+        )
 
     # -- moments (朋友圈) ------------------------------------------------------------------------
 
