@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 from xml.etree.ElementTree import Element
 
 from .crypto import MalformedCallback, parse_xml
@@ -271,7 +272,7 @@ def parse_callback(xml_text: str | bytes) -> AnyCallback:
     return UnknownCallback(**base)
 
 
-def render_callback(fields: dict[str, str | int | list[str]]) -> str:
+def render_callback(fields: Mapping[str, Any]) -> str:
     """Build callback XML from element names (the local test server uses it). A list value
     becomes repeated ``<Item>`` children, as in ``MemChangeList``."""
     from xml.sax.saxutils import escape
