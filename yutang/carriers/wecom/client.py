@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,32 @@ MAX_ATTACHMENTS = 9
 MAX_TRANSFER_BATCH = 100
 MAX_BATCH_USERS = 100
 MAX_TEMPLATE_RECIPIENTS = 10_000
+
+
+# httpx logs every request URL at INFO, and WeCom puts access_token (and, for gettoken, the
+# secret) in the query string. Redact them wherever httpx's records go.
+_SECRET_IN_URL = re.compile(r"(access_token|corpsecret)=[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """``text`` with access tokens and secrets in URLs replaced by ``***``."""
+    return _SECRET_IN_URL.sub(r"\1=***", text)
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact(str(a)) if isinstance(a, str | httpx.URL) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, RedactSecrets) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(RedactSecrets())
 
 
 # -- configuration ------------------------------------------------------------------------------
