@@ -154,7 +154,7 @@ class WeComTestServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> WeComTestServer:
+    def start(self, *, port: int = 0) -> WeComTestServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,7 +178,7 @@ class WeComTestServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # quiet: tests read `requests` instead
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -1036,3 +1036,40 @@ def _random_aes_key() -> str:
     import base64
 
     return base64.b64encode(secrets.token_bytes(32)).decode()[:43]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a local WeCom on loopback for the demo or manual testing; prints its settings as one
+    JSON line, then serves until interrupted. ``python -m yutang.carriers.wecom.testserver``"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="A local WeCom protocol server (loopback only).")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--corp-id", default="ww-test-corp")
+    parser.add_argument("--staff", default="zhangsan,lisi", help="comma-separated staff user ids")
+    args = parser.parse_args(argv)
+    server = WeComTestServer(corp_id=args.corp_id)
+    server.add_staff(*[s for s in args.staff.split(",") if s])
+    server.start(port=args.port)
+    settings = {
+        "base_url": server.base_url,
+        "corp_id": server.corp_id,
+        "secret": server.secret,
+        "agent_id": server.agent_id,
+        "token": server.callback_token,
+        "encoding_aes_key": server.encoding_aes_key,
+    }
+    sys.stdout.write(json.dumps(settings) + "\n")
+    sys.stdout.flush()
+    stop = threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

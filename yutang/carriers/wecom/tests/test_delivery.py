@@ -126,3 +126,28 @@ def test_forged_signature_is_rejected(server: WeComTestServer, receiver: Receive
     assert response.status_code == 403
     assert receiver.rejected == ["wecom_bad_signature"]
     assert receiver.stored == {}
+
+
+def test_server_runs_standalone_for_the_demo() -> None:
+    import json
+    import subprocess
+    import sys
+
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yutang.carriers.wecom.testserver", "--staff", "demo1"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        settings = json.loads(process.stdout.readline())
+        answer = httpx.get(settings["base_url"] + "gettoken",
+                           params={"corpid": settings["corp_id"], "corpsecret": settings["secret"]}).json()  # fmt: skip
+        assert answer["errcode"] == 0 and answer["expires_in"] == 7200
+        assert len(settings["encoding_aes_key"]) == 43
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
