@@ -7,9 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
+from django.test.utils import override_settings
 
 from yutang.carriers.wecom.client import RateLimits, RetryPolicy, WeComClient
 from yutang.carriers.wecom.errors import (
@@ -282,3 +286,33 @@ def test_tokens_and_secrets_never_reach_the_logs(
     assert "gettoken" in text  # httpx did log the requests...
     assert token not in text and server.secret not in text  # ...without the credentials
     assert "access_token=***" in text
+
+
+def test_token_is_shared_with_another_process_through_the_cache(
+    server: WeComTestServer, clock: FrozenClock, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    # A file cache stands in for Redis: any cache every process can reach.
+    shared = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    script = f"""
+import django, os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "yutang.settings")
+django.setup()
+from django.test.utils import override_settings
+from yutang.carriers.wecom.client import WeComClient
+with override_settings(CACHES={shared!r}):
+    client = WeComClient(corp_id={server.corp_id!r}, secret={server.secret!r}, base_url={server.base_url!r})
+    client.get_corp_tag_list()
+    sys.stdout.write(client.access_token())
+"""
+    with override_settings(CACHES=shared):
+        token = make_client(server, clock, sleeps).access_token()
+        other = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        )
+    assert other.stdout == token
+    assert [r.api for r in server.calls()] == ["gettoken", LIST]  # the other process fetched none
