@@ -204,6 +204,14 @@ class TransferOutcome:
     external_userid: str
     errcode: int
 
+    @property
+    def error(self) -> WeComError | None:
+        """The typed error for this customer (TransferTooFrequent, TransferInProgress,
+        NoContactRelation...), or None when accepted."""
+        if self.errcode == 0:
+            return None
+        return error_for(errcode=self.errcode, errmsg="", api="transfer_customer")
+
 
 # -- the rate limiter ---------------------------------------------------------------------------
 
@@ -417,15 +425,24 @@ class WeComClient:
             cached = self._cache.get(self._token_key)
             if isinstance(cached, str) and cached:
                 return cached
-        self._limiter.acquire(self._windows("gettoken"), api="gettoken")
-        data = self._send(
-            "GET",
-            "gettoken",
-            params={"corpid": self.corp_id, "corpsecret": self._secret},
-            body=None,
-        )
-        errcode = int(data.get("errcode", 0) or 0)
-        if errcode:
+        attempt = 0
+        while True:
+            self._limiter.acquire(self._windows("gettoken"), api="gettoken")
+            data = self._send(
+                "GET",
+                "gettoken",
+                params={"corpid": self.corp_id, "corpsecret": self._secret},
+                body=None,
+            )
+            errcode = int(data.get("errcode", 0) or 0)
+            if errcode == 0:
+                break
+            if (errcode in RATE_LIMIT_ERRCODES or errcode in RETRYABLE_ERRCODES) and (
+                attempt < self.retry.retries
+            ):
+                self._sleep(self.retry.delay(attempt, self._rng))
+                attempt += 1
+                continue
             raise error_for(errcode=errcode, errmsg=str(data.get("errmsg", "")), api="gettoken")
         token = data.get("access_token")
         if not isinstance(token, str) or not token:

@@ -316,3 +316,16 @@ with override_settings(CACHES={shared!r}):
         )
     assert other.stdout == token
     assert [r.api for r in server.calls()] == ["gettoken", LIST]  # the other process fetched none
+
+
+def test_gettoken_backs_off_on_rate_limits_too(
+    server: WeComTestServer, client: WeComClient, sleeps: Sleeps
+) -> None:
+    server.fail_next("gettoken", 45009)
+    client.get_corp_tag_list()
+    assert [(r.api, r.errcode) for r in server.calls()] == [
+        ("gettoken", 45009),
+        ("gettoken", 0),
+        (LIST, 0),
+    ]
+    assert len(sleeps.waits) == 1

@@ -20,6 +20,7 @@ from yutang.carriers.wecom.client import (
 from yutang.carriers.wecom.errors import (
     ExternalUserInvalid,
     NoContactRelation,
+    TransferInProgress,
     WeComError,
     WeComInvalidParameter,
     WelcomeMessageAlreadySent,
@@ -351,6 +352,7 @@ def test_two_in_service_transfers_per_90_days(
                                               external_userid=["wm-1"])[0].errcode)  # fmt: skip
         clock.advance(dt.timedelta(hours=25))
     assert codes == [0, 0, 40128]
+    assert TransferOutcome(external_userid="wm-1", errcode=0).error is None
     clock.advance(dt.timedelta(days=90))
     again = client.transfer_customer(
         handover_userid="wangwu", takeover_userid="zhangsan", external_userid=["wm-1"]
@@ -371,6 +373,7 @@ def test_pending_transfer_and_missing_relation_per_customer(
         ("wm-1", 40129),
         ("wm-none", 84061),
     ]
+    assert [type(o.error) for o in outcome] == [TransferInProgress, NoContactRelation]
 
 
 def test_refused_transfer_does_not_count(server: WeComTestServer, client: WeComClient) -> None:
