@@ -7,7 +7,6 @@ import codecs
 import datetime as dt
 import io
 import json
-import time
 import tracemalloc
 import zoneinfo
 from pathlib import Path
@@ -959,7 +958,6 @@ def test_a_million_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
     size = path.stat().st_size
     assert size > 30_000_000
 
-    started = time.monotonic()
     tracemalloc.start()
     try:
         table = open_table(path)
@@ -977,5 +975,6 @@ def test_a_million_rows_stream_in_bounded_memory(tmp_path: Path) -> None:
         1_000_001, {"phone": "13800999999", "name": "客户999999", "amount_yuan": "999.50"}
     )
     assert table.progress() == 1.0
+    # Holding the rows would take hundreds of MB; streaming keeps the peak small. Speed is
+    # measured in bench/, not asserted here.
     assert peak < 50 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
-    assert time.monotonic() - started < 60
