@@ -127,9 +127,7 @@ def snapshot_segment(request: HttpRequest, segment_id: int, payload: SnapshotIn)
 
 
 @router.post("/segments/{segment_id}/members/upload", response=UploadOut)
-def upload_members(
-    request: HttpRequest, segment_id: int, file: File[UploadedFile]
-) -> object:
+def upload_members(request: HttpRequest, segment_id: int, file: File[UploadedFile]) -> object:
     """Replace a static segment's members with a CSV/XLSX of phones (手机号) or
     customer_id; all rows or none."""
     count = services.upload_static_members(

@@ -25,7 +25,7 @@ import re
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from django.db.models import Count, F, Max, Min, Q, Sum, Value
 from django.db.models.expressions import Expression
@@ -347,7 +347,9 @@ class AttributeCondition(Condition):
     kind: Literal["attribute"]
     key: Key
     type: Literal["string", "number", "boolean", "date"] = "string"
-    op: Literal["eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"]
+    op: Literal[
+        "eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"
+    ]
     value: Any = None
 
     @model_validator(mode="after")
@@ -447,7 +449,9 @@ class PropertyFilter(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     property: Key
     type: Literal["string", "number", "boolean"] | None = None
-    op: Literal["eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"]
+    op: Literal[
+        "eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"
+    ]
     value: Any = None
 
     @model_validator(mode="after")
@@ -533,11 +537,15 @@ class GroupCondition(Condition):
         from django.db.models import Exists, OuterRef
 
         same_group = Q(Exact(JsonText(F("properties"), "group_id"), self.group_id))
-        later = Event.objects.filter(
-            customer_id=OuterRef("customer_id"), type__in=GROUP_TYPES, brand_id=ctx.brand_id
-        ).filter(same_group).filter(
-            Q(occurred_at__gt=OuterRef("occurred_at"))
-            | Q(occurred_at=OuterRef("occurred_at"), pk__gt=OuterRef("pk"))
+        later = (
+            Event.objects.filter(
+                customer_id=OuterRef("customer_id"), type__in=GROUP_TYPES, brand_id=ctx.brand_id
+            )
+            .filter(same_group)
+            .filter(
+                Q(occurred_at__gt=OuterRef("occurred_at"))
+                | Q(occurred_at=OuterRef("occurred_at"), pk__gt=OuterRef("pk"))
+            )
         )
         joins = (
             Event.objects.filter(brand_id=ctx.brand_id, type="group.joined")
@@ -672,7 +680,14 @@ class RfmCondition(Condition):
         return compare_py(getattr(facts.rfm, self.score), self.op, self.value)
 
 
-COUNTER_FIELDS = ("order_count", "paid_fen", "refunded_fen", "net_fen", "touch_count", "event_count")
+COUNTER_FIELDS = (
+    "order_count",
+    "paid_fen",
+    "refunded_fen",
+    "net_fen",
+    "touch_count",
+    "event_count",
+)
 MOMENT_FIELDS = {
     "days_since_first_order": "first_order_at",
     "days_since_last_order": "last_order_at",
@@ -718,7 +733,11 @@ class AggregateCondition(Condition):
         rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
         if self.field in MOMENT_FIELDS:
             expr = F(MOMENT_FIELDS[self.field])
-            return Q(pk__in=rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values("customer_id"))
+            return Q(
+                pk__in=rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values(
+                    "customer_id"
+                )
+            )
         counter: Any = (
             F("paid_fen") - F("refunded_fen") if self.field == "net_fen" else F(self.field)
         )
@@ -825,9 +844,13 @@ class EventCondition(Condition):
         events = self._matching(facts, ctx)
         value = self._value()
         if self.measure == "first":
-            return days_ago_py(min((e.occurred_at for e in events), default=None), self.op, value, ctx)
+            return days_ago_py(
+                min((e.occurred_at for e in events), default=None), self.op, value, ctx
+            )
         if self.measure == "last":
-            return days_ago_py(max((e.occurred_at for e in events), default=None), self.op, value, ctx)
+            return days_ago_py(
+                max((e.occurred_at for e in events), default=None), self.op, value, ctx
+            )
         if self.measure == "count":
             return compare_py(len(events), self.op, value)
         assert self.property is not None
@@ -947,7 +970,9 @@ def _parse(data: Any, path: str, depth: int, counter: list[int]) -> Node:
     if depth > MAX_DEPTH:
         raise _fail(path, f"groups may nest at most {MAX_DEPTH} deep")
     if not isinstance(data, dict):
-        raise _fail(path, 'must be an object: {"and": [...]}, {"or": [...]}, {"not": {...}} or a condition')
+        raise _fail(
+            path, 'must be an object: {"and": [...]}, {"or": [...]}, {"not": {...}} or a condition'
+        )
     for group in ("and", "or"):
         if group in data:
             if len(data) != 1:

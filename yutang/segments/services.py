@@ -242,9 +242,7 @@ def preview_segment(*, actor: Staff, segment_id: int) -> Preview:
     qs = members_queryset(actor=actor, segment=segment)
     count = qs.count()
     rows = list(
-        qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[
-            :SAMPLE_SIZE
-        ]
+        qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[:SAMPLE_SIZE]
     )
     return Preview(
         count=count,
@@ -261,8 +259,7 @@ EXPORT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _export_rows(actor: Staff, qs: QuerySet[Customer]) -> Iterator[list[str]]:
-    clear = actor.can(Action.IDENTIFIERS_VIEW)
+def _export_rows(qs: QuerySet[Customer], *, clear: bool) -> Iterator[list[str]]:
     rows = qs.order_by("pk").prefetch_related("identities", "customer_tags__tag__group")
     for c in rows.iterator(chunk_size=2000):
         phones = [i for i in c.identities.all() if i.kind == "phone"]
@@ -279,37 +276,88 @@ def _defuse(cell: str) -> str:
     return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
-def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tuple[bytes, str]:
-    """The members as CSV (UTF-8 with BOM, for Excel) or XLSX; identifiers masked unless the
-    role may see them. Returns the bytes and the file name."""
-    require(actor, Action.SEGMENT_EXPORT)
-    if format not in ("csv", "xlsx"):
-        raise ValidationFailed("format must be csv or xlsx.", field="format")
-    segment = get_segment(actor=actor, segment_id=segment_id)
-    rows = _export_rows(actor, members_queryset(actor=actor, segment=segment))
-    stamp = clock.now().astimezone(actor.brand.tz).strftime("%Y%m%d-%H%M")
-    filename = f"segment-{segment.pk}-{stamp}.{format}"
-    audit.record(
-        brand=actor.brand, actor=actor, action="segment.export", target=segment,
-        changes={"format": {"after": format}},
-    )  # fmt: skip
+#: Columns holding free text from people or integrations; ids and normalised phones are ours.
+FREE_TEXT = {EXPORT_COLUMNS.index(c) for c in ("display_name", "province", "city", "source_channel", "tags")}
+
+
+def _defuse_row(row: list[str]) -> list[str]:
+    return [_defuse(cell) if n in FREE_TEXT else cell for n, cell in enumerate(row)]
+
+
+def write_export(rows: Iterator[list[str]], format: str) -> bytes:
+    """CSV (UTF-8 with BOM, for Excel) or XLSX bytes of the export columns and rows."""
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(EXPORT_COLUMNS)
         for row in rows:
-            writer.writerow([_defuse(cell) for cell in row])
-        return ("\ufeff" + buffer.getvalue()).encode("utf-8"), filename
+            writer.writerow(_defuse_row(row))
+        return ("\ufeff" + buffer.getvalue()).encode("utf-8")
     from openpyxl import Workbook
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("members")
     sheet.append(EXPORT_COLUMNS)
     for row in rows:
-        sheet.append([_defuse(cell) for cell in row])
+        sheet.append(_defuse_row(row))
     out = io.BytesIO()
     workbook.save(out)
-    return out.getvalue(), filename
+    return out.getvalue()
+
+
+def _check_format(format: str) -> None:
+    if format not in ("csv", "xlsx"):
+        raise ValidationFailed("format must be csv or xlsx.", field="format")
+
+
+def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tuple[bytes, str]:
+    """The members the actor may see as CSV or XLSX; identifiers masked unless the role may
+    see them. Returns the bytes and the file name."""
+    require(actor, Action.SEGMENT_EXPORT)
+    _check_format(format)
+    segment = get_segment(actor=actor, segment_id=segment_id)
+    rows = _export_rows(
+        members_queryset(actor=actor, segment=segment),
+        clear=actor.can(Action.IDENTIFIERS_VIEW),
+    )
+    stamp = clock.now().astimezone(actor.brand.tz).strftime("%Y%m%d-%H%M")
+    audit.record(
+        brand=actor.brand, actor=actor, action="segment.export", target=segment,
+        changes={"format": {"after": format}},
+    )  # fmt: skip
+    return write_export(rows, format), f"segment-{segment.pk}-{stamp}.{format}"
+
+
+# --- Without a staff member: the CLI and the worker act for the whole brand ---------------
+
+
+def brand_segment(*, brand: Brand, segment_id: int) -> Segment:
+    segment = Segment.objects.filter(brand=brand, pk=segment_id).first()
+    if segment is None:
+        raise NotFound("No such segment.", field="segment_id")
+    return segment
+
+
+def brand_members(segment: Segment) -> QuerySet[Customer]:
+    if segment.kind == Segment.Kind.DYNAMIC:
+        return customers_matching(brand=segment.brand, node=rules.parse_rule(segment.rule))
+    return Customer.objects.filter(
+        brand=segment.brand, merged_into__isnull=True,
+        pk__in=SegmentMember.objects.filter(segment=segment).values("customer_id"),
+    )  # fmt: skip
+
+
+def count_for_brand(*, brand: Brand, rule: Any) -> tuple[int, float]:
+    """Count a rule's customers across the brand; returns (count, milliseconds)."""
+    node = parse_rule(rule)
+    started = time.perf_counter()
+    count = customers_matching(brand=brand, node=node).count()
+    return count, round((time.perf_counter() - started) * 1000, 1)
+
+
+def export_for_brand(*, segment: Segment, format: str, clear: bool = False) -> bytes:
+    _check_format(format)
+    return write_export(_export_rows(brand_members(segment), clear=clear), format)
 
 
 # --- Static segments ----------------------------------------------------------------------

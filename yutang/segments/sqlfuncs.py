@@ -48,7 +48,9 @@ class _JsonRead(Func):
         return sql, (*params, path, *params, path)
 
     def sqlite_template(self, column: str, types: str) -> str:
-        return f"(CASE WHEN json_type({column}, %s) IN ({types}) THEN json_extract({column}, %s) END)"
+        return (
+            f"(CASE WHEN json_type({column}, %s) IN ({types}) THEN json_extract({column}, %s) END)"
+        )
 
 
 class JsonText(_JsonRead):

@@ -81,7 +81,9 @@ def build_world(seed: int) -> tuple[Any, dict[str, list[int]]]:
                 monetary=rng.randint(1, 5), rfm_class=rng.choice(rules.RFM_CLASSES), computed_at=NOW,
             )  # fmt: skip
         for _ in range(rng.randint(0, 6)):
-            kind = rng.choice(["order.paid", "link.clicked", "message.sent", "group.joined", "group.left"])
+            kind = rng.choice(
+                ["order.paid", "link.clicked", "message.sent", "group.joined", "group.left"]
+            )
             props: dict[str, Any] = {}
             if kind == "order.paid":
                 props = {"amount_fen": rng.choice([100, 2500, 9900, "12"]),
@@ -99,9 +101,7 @@ def num_cmp(values: st.SearchStrategy[int]) -> st.SearchStrategy[dict[str, Any]]
     single = st.fixed_dictionaries(
         {"op": st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), "value": values}
     )
-    between = st.tuples(values, values).map(
-        lambda p: {"op": "between", "value": [min(p), max(p)]}
-    )
+    between = st.tuples(values, values).map(lambda p: {"op": "between", "value": [min(p), max(p)]})
     return st.one_of(single, between)
 
 

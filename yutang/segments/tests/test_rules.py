@@ -36,9 +36,7 @@ def match(brand: Brand, rule: dict[str, Any], now: dt.datetime = T0) -> set[int]
     ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=now)
     everyone = Customer.objects.filter(brand=brand, merged_into__isnull=True)
     in_sql = set(everyone.filter(rules.compile_rule(node, ctx)).values_list("pk", flat=True))
-    in_memory = {
-        c.pk for c in everyone if rules.evaluate(node, rules.load_facts(c, node), ctx)
-    }
+    in_memory = {c.pk for c in everyone if rules.evaluate(node, rules.load_facts(c, node), ctx)}
     assert in_sql == in_memory, rule
     return in_sql
 
@@ -52,9 +50,13 @@ def test_profile_fields_and_missing_values(brand):
     sh = customer(brand, city="上海", gender="female", birthday=dt.date(1990, 5, 1))
     bj = customer(brand, city="北京", gender="male")
     blank = customer(brand, city="")
-    assert match(brand, {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}) == {sh.pk}
+    assert match(brand, {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}) == {
+        sh.pk
+    }
     # ne is false for a missing value; NOT (eq) includes it.
-    assert match(brand, {"kind": "profile", "field": "city", "op": "ne", "value": "上海"}) == {bj.pk}
+    assert match(brand, {"kind": "profile", "field": "city", "op": "ne", "value": "上海"}) == {
+        bj.pk
+    }
     assert match(
         brand, {"not": {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}}
     ) == {bj.pk, blank.pk}
@@ -71,7 +73,9 @@ def test_profile_fields_and_missing_values(brand):
 
 
 def test_attributes_are_typed(brand):
-    a = customer(brand, attributes={"age": 30, "vip": True, "skin": "dry oily", "since": "2024-01-05"})
+    a = customer(
+        brand, attributes={"age": 30, "vip": True, "skin": "dry oily", "since": "2024-01-05"}
+    )
     b = customer(brand, attributes={"age": "40", "vip": "yes", "skin": 7})
     c = customer(brand, attributes={})
     num = {"kind": "attribute", "key": "age", "type": "number"}
@@ -108,9 +112,10 @@ def test_tags_identities_consent_owner_channel_lifecycle(brand):
     assert match(
         brand, {"kind": "identity", "identity_kind": "wechat_openid", "namespace": "wx-oa-1"}
     ) == {b.pk}
-    assert match(
-        brand, {"kind": "identity", "identity_kind": "wechat_openid", "namespace": "other"}
-    ) == set()
+    assert (
+        match(brand, {"kind": "identity", "identity_kind": "wechat_openid", "namespace": "other"})
+        == set()
+    )
     cons = {"kind": "consent", "purpose": "marketing"}
     assert match(brand, {**cons, "status": "withdrawn"}) == {a.pk}
     assert match(brand, {**cons, "status": "unset"}) == {b.pk}
@@ -138,7 +143,9 @@ def test_rfm_condition(brand):
 def test_aggregates_missing_row_counts_as_zero(brand):
     buyer = customer(brand)
     none = customer(brand)  # no aggregate row at all
-    aggregate(buyer, order_count=3, paid_fen=50_000, refunded_fen=10_000, last_order_at=T0 - 70 * DAY)
+    aggregate(
+        buyer, order_count=3, paid_fen=50_000, refunded_fen=10_000, last_order_at=T0 - 70 * DAY
+    )
     agg = {"kind": "aggregate"}
     assert match(brand, {**agg, "field": "order_count", "op": "gte", "value": 2}) == {buyer.pk}
     assert match(brand, {**agg, "field": "order_count", "op": "eq", "value": 0}) == {none.pk}
@@ -170,9 +177,9 @@ def test_event_count_sum_first_last_with_filters(brand):
                 "window": {"days": 30}}
     ) == {a.pk}  # fmt: skip
     # sum = 0 matches people with no events and those whose amounts are not numbers.
-    assert match(brand, {**paid, "measure": "sum", "property": "amount_fen", "op": "eq", "value": 0}) == {
-        b.pk, c.pk
-    }
+    assert match(
+        brand, {**paid, "measure": "sum", "property": "amount_fen", "op": "eq", "value": 0}
+    ) == {b.pk, c.pk}
     assert match(brand, {**paid, "op": "eq", "value": 0, "window": {"days": 60}}) == {c.pk}
     assert match(brand, {**paid, "measure": "first", "op": "gte", "value": 30}) == {a.pk}
     assert match(brand, {**paid, "measure": "last", "op": "between", "value": [0, 2]}) == {a.pk}
@@ -300,8 +307,13 @@ def test_hostile_keys_are_refused_with_the_path(brand):
     ("rule", "path", "message"),
     [
         (
-            {"and": [{"kind": "channel", "channels": ["a"]}, {"kind": "lifecycle", "stages": ["lost"]},
-                     {"kind": "event", "type": "link.clicked", "window": {"days": 5000}}]},
+            {
+                "and": [
+                    {"kind": "channel", "channels": ["a"]},
+                    {"kind": "lifecycle", "stages": ["lost"]},
+                    {"kind": "event", "type": "link.clicked", "window": {"days": 5000}},
+                ]
+            },
             "$.and[2].window.days",
             "must be between 1 and 3650",
         ),
@@ -311,7 +323,11 @@ def test_hostile_keys_are_refused_with_the_path(brand):
         ({"kind": "event"}, "$.type", "is required"),
         ({"kind": "event", "type": "order.paid", "measure": "sum"}, "$.property", "sum needs"),
         ({"kind": "event", "type": "x", "op": "between", "value": 3}, "$.value", "[low, high]"),
-        ({"kind": "rfm", "score": "recency", "op": "gte", "value": 9}, "$.value", "between 1 and 5"),
+        (
+            {"kind": "rfm", "score": "recency", "op": "gte", "value": 9},
+            "$.value",
+            "between 1 and 5",
+        ),
         ({"kind": "lifecycle", "stages": ["vip"]}, "$.stages[0]", "Input should be"),
         ({"and": [{"kind": "channel", "channels": ["a"]}], "or": []}, "$", "only the key"),
         ("customers", "$", "must be an object"),
