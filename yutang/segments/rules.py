@@ -97,7 +97,9 @@ DaysAgo = Annotated[int, AfterValidator(_between(0, 36500))]
 Key = Annotated[str, AfterValidator(_key)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 IdList = Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(max_length=500)]
-Number = Annotated[float, Field(ge=-(10**15), le=10**15)]
+Number = Annotated[int, Field(ge=-(10**15), le=10**15)] | Annotated[
+    float, Field(ge=-(10**15), le=10**15, allow_inf_nan=False)
+]
 IsoDate = Annotated[str, AfterValidator(_iso_date)]
 
 NumOp = Literal["eq", "ne", "gt", "gte", "lt", "lte", "between"]

@@ -49,7 +49,8 @@ class Command(BaseCommand):
         try:
             getattr(self, f"do_{opts['action']}")(brand, opts)
         except YutangError as exc:
-            raise CommandError(f"{exc.field or opts['action']}: {exc.message}") from exc
+            where = "" if exc.message.startswith("$") else f"{exc.field or opts['action']}: "
+            raise CommandError(f"{where}{exc.message}") from exc
 
     def do_list(self, brand: Brand, opts: dict[str, Any]) -> None:
         for s in Segment.objects.filter(brand=brand):
