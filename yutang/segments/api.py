@@ -10,9 +10,19 @@ from ninja.files import UploadedFile
 
 from yutang.core.apiauth import actor
 from yutang.core.apiparams import StrictQuery
+from yutang.core.permissions import Action, require
 from yutang.customers import services as customers
-from yutang.segments import services
+from yutang.segments import autotags, scoring, services
 from yutang.segments.schemas import (
+    ApplyOut,
+    AutoTagIn,
+    AutoTagOut,
+    AutoTagPatch,
+    RecomputeOut,
+    RfmRow,
+    SettingsIn,
+    SettingsOut,
+    StageRow,
     MemberPage,
     PreviewOut,
     RefreshOut,
@@ -135,3 +145,79 @@ def upload_members(request: HttpRequest, segment_id: int, file: File[UploadedFil
         filename=file.name or "upload.csv",
     )  # fmt: skip
     return {"members": count}
+
+
+# --- RFM, lifecycle, settings ----------------------------------------------------------------
+
+
+@router.get("/rfm", response=list[RfmRow], tags=["rfm"])
+def rfm_table(request: HttpRequest, filters: StrictQuery[NoFilters]) -> object:
+    """Customers per RFM class (重要价值客户 … 一般挽留客户) within your reach."""
+    return scoring.rfm_table(actor=actor(request))
+
+
+@router.get("/lifecycle", response=list[StageRow], tags=["rfm"])
+def lifecycle_distribution(request: HttpRequest, filters: StrictQuery[NoFilters]) -> object:
+    """Customers per lifecycle stage ("" = not computed yet)."""
+    return scoring.lifecycle_distribution(actor=actor(request))
+
+
+@router.post("/rfm/recompute", response=RecomputeOut, tags=["rfm"])
+def recompute(request: HttpRequest) -> object:
+    """Recompute RFM scores and lifecycle stages now (the worker does it nightly)."""
+    viewer = actor(request)
+    rfm = scoring.recompute_rfm_for(actor=viewer)
+    stages = scoring.recompute_lifecycle(brand=viewer.brand)
+    return {
+        "rfm_customers": rfm.customers, "rfm_ms": rfm.elapsed_ms,
+        "lifecycle_customers": stages.customers, "lifecycle_changed": stages.changed,
+    }  # fmt: skip
+
+
+@router.get("/segment-settings", response=SettingsOut, tags=["rfm"])
+def get_settings(request: HttpRequest) -> object:
+    viewer = actor(request)
+    require(viewer, Action.SEGMENT_VIEW)
+    return scoring.settings_for(viewer.brand)
+
+
+@router.patch("/segment-settings", response=SettingsOut, tags=["rfm"])
+def patch_settings(request: HttpRequest, payload: SettingsIn) -> object:
+    return scoring.update_settings(actor=actor(request), **payload.model_dump(exclude_unset=True))
+
+
+# --- Auto-tag rules -----------------------------------------------------------------------------
+
+
+@router.get("/auto-tags", response=list[AutoTagOut], tags=["auto-tags"])
+def list_auto_tags(request: HttpRequest, filters: StrictQuery[NoFilters]) -> object:
+    return autotags.list_rules(actor=actor(request))
+
+
+@router.post("/auto-tags", response={201: AutoTagOut}, tags=["auto-tags"])
+def create_auto_tag(request: HttpRequest, payload: AutoTagIn) -> object:
+    return Status(201, autotags.create_rule(actor=actor(request), **payload.model_dump()))
+
+
+@router.get("/auto-tags/{rule_id}", response=AutoTagOut, tags=["auto-tags"])
+def get_auto_tag(request: HttpRequest, rule_id: int) -> object:
+    return autotags.get_rule(actor=actor(request), rule_id=rule_id)
+
+
+@router.patch("/auto-tags/{rule_id}", response=AutoTagOut, tags=["auto-tags"])
+def update_auto_tag(request: HttpRequest, rule_id: int, payload: AutoTagPatch) -> object:
+    return autotags.update_rule(
+        actor=actor(request), rule_id=rule_id, **payload.model_dump(exclude_unset=True)
+    )
+
+
+@router.delete("/auto-tags/{rule_id}", response={204: None}, tags=["auto-tags"])
+def delete_auto_tag(request: HttpRequest, rule_id: int) -> object:
+    autotags.delete_rule(actor=actor(request), rule_id=rule_id)
+    return Status(204, None)
+
+
+@router.post("/auto-tags/{rule_id}/apply", response=ApplyOut, tags=["auto-tags"])
+def apply_auto_tag(request: HttpRequest, rule_id: int) -> object:
+    """Tag every matching customer and untag those who stopped matching, now."""
+    return autotags.apply_now(actor=actor(request), rule_id=rule_id)

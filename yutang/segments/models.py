@@ -89,3 +89,62 @@ class CustomerRfm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.recency}{self.frequency}{self.monetary}"
+
+
+class SegmentSettings(models.Model):
+    """A brand's RFM and lifecycle parameters (defaults documented in docs/segments.md)."""
+
+    class RfmMethod(models.TextChoices):
+        QUINTILE = "quintile", _("Quintiles")
+        THRESHOLDS = "thresholds", _("Brand thresholds")
+
+    brand = models.OneToOneField(
+        Brand, on_delete=models.CASCADE, primary_key=True, related_name="segment_settings"
+    )
+    rfm_method = models.CharField(max_length=16, choices=RfmMethod.choices, default="quintile")
+    # Four ascending cut points per dimension for score 2..5 (thresholds method).
+    recency_days = models.JSONField(default=list, blank=True)
+    frequency_orders = models.JSONField(default=list, blank=True)
+    monetary_fen = models.JSONField(default=list, blank=True)
+    repeat_min_orders = models.PositiveIntegerField(default=2)
+    loyal_min_orders = models.PositiveIntegerField(default=5)
+    default_cycle_days = models.PositiveIntegerField(null=True, blank=True, default=60)
+    at_risk_slack_days = models.PositiveIntegerField(default=15)
+    lost_inactive_days = models.PositiveIntegerField(default=180)
+    rfm_computed_at = models.DateTimeField(null=True, blank=True)
+    lifecycle_computed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"segment settings of {self.brand_id}"
+
+
+class AutoTagRule(models.Model):
+    """Tag customers while they match a rule; untag them when they stop matching."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="auto_tag_rules")
+    name = models.CharField(max_length=80)
+    rule = models.JSONField()
+    tag = models.ForeignKey("customers.Tag", on_delete=models.CASCADE, related_name="+")
+    is_active = models.BooleanField(default=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = SegmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "name"], name="auto_tag_rule_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source(self) -> str:
+        """CustomerTag.source of the tags this rule added (manual tags are never removed)."""
+        return f"auto:{self.pk}"

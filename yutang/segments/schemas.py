@@ -77,3 +77,77 @@ class SnapshotIn(StrictInput):
 
 class UploadOut(Schema):
     members: int
+
+
+class RfmRow(Schema):
+    rfm_class: str
+    name: str
+    customers: int
+
+
+class StageRow(Schema):
+    stage: str
+    customers: int
+
+
+class RecomputeOut(Schema):
+    rfm_customers: int
+    rfm_ms: float
+    lifecycle_customers: int
+    lifecycle_changed: int
+
+
+class SettingsIn(StrictInput):
+    rfm_method: Literal["quintile", "thresholds"] | None = None
+    recency_days: list[int] | None = None
+    frequency_orders: list[int] | None = None
+    monetary_fen: list[int] | None = None
+    repeat_min_orders: int | None = None
+    loyal_min_orders: int | None = None
+    default_cycle_days: int | None = None
+    at_risk_slack_days: int | None = None
+    lost_inactive_days: int | None = None
+
+
+class SettingsOut(Schema):
+    rfm_method: str
+    recency_days: list[int]
+    frequency_orders: list[int]
+    monetary_fen: list[int]
+    repeat_min_orders: int
+    loyal_min_orders: int
+    default_cycle_days: int | None
+    at_risk_slack_days: int
+    lost_inactive_days: int
+    rfm_computed_at: dt.datetime | None
+    lifecycle_computed_at: dt.datetime | None
+
+
+class AutoTagIn(StrictInput):
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    rule: RuleJson
+    tag_id: int
+    is_active: bool = True
+
+
+class AutoTagPatch(StrictInput):
+    name: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+    rule: RuleJson | None = None
+    tag_id: int | None = None
+    is_active: bool | None = None
+
+
+class AutoTagOut(Schema):
+    id: int
+    name: str
+    rule: dict[str, Any]
+    tag_id: int
+    is_active: bool
+    applied_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class ApplyOut(Schema):
+    rule_id: int
+    tagged: int
+    untagged: int

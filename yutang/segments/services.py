@@ -533,6 +533,10 @@ def due_segments(now: dt.datetime) -> list[Segment]:
     return due
 
 
+def lease_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
+
+
 def refresh_due_segments() -> int:
     """The worker loop: refresh every dynamic segment whose interval has passed. A lease per
     segment makes each refresh run in one worker even with many on PostgreSQL."""
@@ -540,7 +544,7 @@ def refresh_due_segments() -> int:
 
     now = clock.now()
     done = 0
-    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
+    holder = lease_holder()
     for segment in due_segments(now):
         lease = f"segment-refresh:{segment.pk}"
         if not acquire_lease(lease, holder, dt.timedelta(minutes=10)):
