@@ -17,6 +17,8 @@ NAVIGATION: list[tuple[str, Any, str, Action]] = [
     ("console:merges", _("Merge review"), "intersect", Action.CUSTOMER_MANAGE),
     ("console:imports", _("Imports"), "upload", Action.CUSTOMER_MANAGE),
     ("console:segments", _("Segments"), "funnel", Action.SEGMENT_VIEW),
+    ("console:segments_rfm", _("RFM and stages"), "bar-chart-steps", Action.SEGMENT_VIEW),
+    ("console:auto_tags", _("Auto-tags"), "tags", Action.SEGMENT_VIEW),
     ("console:stores", _("Stores"), "shop", Action.STORE_VIEW),
     ("console:staff", _("Staff and roles"), "people", Action.STAFF_VIEW),
     ("console:carrier_accounts", _("Carrier accounts"), "chat-dots", Action.CARRIER_ACCOUNT_VIEW),

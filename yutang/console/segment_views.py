@@ -282,3 +282,83 @@ def segment_delete(request: HttpRequest, staff: Staff, segment_id: int) -> HttpR
     services.delete_segment(actor=staff, segment_id=segment_id)
     messages.success(request, _("Segment deleted."))
     return _htmx_redirect(request, reverse("console:segments"))
+
+
+# --- RFM, lifecycle and auto-tags -----------------------------------------------------------
+
+
+@staff_view(Action.SEGMENT_VIEW)
+def rfm_page(request: HttpRequest, staff: Staff) -> HttpResponse:
+    from yutang.segments import scoring
+
+    if request.method == "POST":
+        try:
+            rfm = scoring.recompute_rfm_for(actor=staff)
+            stages = scoring.recompute_lifecycle(brand=staff.brand)
+            messages.success(
+                request,
+                _("Recomputed: %(rfm)s customers scored in %(ms)s ms, %(changed)s stage changes.")
+                % {"rfm": rfm.customers, "ms": rfm.elapsed_ms, "changed": stages.changed},
+            )
+        except YutangError as exc:
+            messages.error(request, exc.message)
+        return redirect("console:segments_rfm")
+    return render(
+        request,
+        "console/segments/rfm.html",
+        {"rfm": scoring.rfm_table(actor=staff), "stages": scoring.lifecycle_distribution(actor=staff),
+         "stage_labels": STAGE_LABELS, "settings": scoring.settings_for(staff.brand),
+         "can_manage": staff.can(Action.SEGMENT_MANAGE)},
+    )  # fmt: skip
+
+
+@staff_view(Action.SEGMENT_VIEW)
+def auto_tag_list(request: HttpRequest, staff: Staff) -> HttpResponse:
+    from yutang.segments import autotags
+
+    error = None
+    rule_text = json.dumps(EMPTY_RULE, ensure_ascii=False)
+    if request.method == "POST":
+        rule_text = request.POST.get("rule", "")
+        try:
+            require_manage(staff)
+            try:
+                rule = json.loads(rule_text)
+            except json.JSONDecodeError as exc:
+                raise YutangError(_("The rule is not valid JSON: %(error)s") % {"error": exc}, field="rule") from None
+            tag_id = request.POST.get("tag_id", "")
+            created = autotags.create_rule(
+                actor=staff, name=request.POST.get("name", ""), rule=rule,
+                tag_id=int(tag_id) if tag_id.isdigit() else 0,
+            )  # fmt: skip
+            result = autotags.apply_rule(created)
+        except YutangError as exc:
+            error = exc
+        else:
+            messages.success(
+                request, _("Rule saved; %(count)s customers tagged.") % {"count": result.tagged}
+            )
+            return redirect("console:auto_tags")
+    return render(
+        request,
+        "console/segments/auto_tags.html",
+        {"rules": autotags.list_rules(actor=staff), "tags": customers.list_tags(actor=staff),
+         "error": error, "rule_text": rule_text, "form": request.POST,
+         "can_manage": staff.can(Action.SEGMENT_MANAGE), **_builder_context(staff)},
+    )  # fmt: skip
+
+
+def require_manage(staff: Staff) -> None:
+    from yutang.core.permissions import require
+
+    require(staff, Action.SEGMENT_MANAGE)
+
+
+@require_POST
+@staff_view(Action.SEGMENT_MANAGE)
+def auto_tag_delete(request: HttpRequest, staff: Staff, rule_id: int) -> HttpResponse:
+    from yutang.segments import autotags
+
+    autotags.delete_rule(actor=staff, rule_id=rule_id)
+    messages.success(request, _("Rule deleted; the tags it added were removed."))
+    return _htmx_redirect(request, reverse("console:auto_tags"))

@@ -60,4 +60,7 @@ urlpatterns = [
     path("segments/<int:segment_id>/upload/", sv.segment_upload, name="segment_upload"),
     path("segments/<int:segment_id>/snapshot/", sv.segment_snapshot, name="segment_snapshot"),
     path("segments/<int:segment_id>/delete/", sv.segment_delete, name="segment_delete"),
+    path("segments/rfm/", sv.rfm_page, name="segments_rfm"),
+    path("segments/auto-tags/", sv.auto_tag_list, name="auto_tags"),
+    path("segments/auto-tags/<int:rule_id>/delete/", sv.auto_tag_delete, name="auto_tag_delete"),
 ]

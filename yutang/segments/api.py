@@ -24,6 +24,7 @@ from yutang.segments.schemas import (
     SettingsOut,
     StageRow,
     MemberPage,
+    PortraitOut,
     PreviewOut,
     RefreshOut,
     RuleIn,
@@ -221,3 +222,10 @@ def delete_auto_tag(request: HttpRequest, rule_id: int) -> object:
 def apply_auto_tag(request: HttpRequest, rule_id: int) -> object:
     """Tag every matching customer and untag those who stopped matching, now."""
     return autotags.apply_now(actor=actor(request), rule_id=rule_id)
+
+
+@router.get("/customers/{customer_id}/segmentation", response=PortraitOut, tags=["customers"])
+def customer_segmentation(request: HttpRequest, customer_id: int) -> object:
+    """The portrait's segmentation: RFM, lifecycle stage, segments the customer is in,
+    auto-tags, predicted next purchase date."""
+    return services.portrait_extras(actor=actor(request), customer_id=customer_id)

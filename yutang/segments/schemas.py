@@ -151,3 +151,12 @@ class ApplyOut(Schema):
     rule_id: int
     tagged: int
     untagged: int
+
+
+class PortraitOut(Schema):
+    rfm: dict[str, Any] | None
+    lifecycle_stage: str
+    lifecycle_changed_at: dt.datetime | None
+    segments: list[dict[str, Any]]
+    auto_tags: list[dict[str, Any]]
+    predicted_next_purchase: dt.date | None

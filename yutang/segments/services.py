@@ -557,3 +557,63 @@ def refresh_due_segments() -> int:
         finally:
             release_lease(lease, holder)
     return done
+
+
+# --- The customer portrait's additions ----------------------------------------------------
+
+
+@dataclass
+class PortraitExtras:
+    rfm: dict[str, Any] | None
+    lifecycle_stage: str
+    lifecycle_changed_at: dt.datetime | None
+    segments: list[dict[str, Any]]
+    auto_tags: list[dict[str, Any]]
+    predicted_next_purchase: dt.date | None
+
+
+def portrait_extras(*, actor: Staff, customer_id: int) -> PortraitExtras:
+    """RFM, stage, the segments the customer is in now, auto-tags and the predicted next
+    purchase date, for the portrait page and API."""
+    from yutang.customers.models import CustomerTag
+    from yutang.segments import scoring
+    from yutang.segments.models import AutoTagRule, CustomerRfm
+
+    customer = customers.get_customer(actor=actor, customer_id=customer_id)
+    rfm = CustomerRfm.objects.filter(customer=customer).first()
+    matching = []
+    if actor.can(Action.SEGMENT_VIEW):
+        static_ids = set(
+            SegmentMember.objects.filter(customer=customer).values_list("segment_id", flat=True)
+        )
+        for segment in Segment.objects.filter(brand=actor.brand):
+            if segment.kind == Segment.Kind.STATIC:
+                inside = segment.pk in static_ids
+            else:
+                node = rules.parse_rule(segment.rule)
+                inside = customers_matching(brand=actor.brand, node=node).filter(pk=customer.pk).exists()
+            if inside:
+                matching.append({"id": segment.pk, "name": segment.name, "kind": segment.kind})
+    sources = dict(
+        CustomerTag.objects.filter(customer=customer, source__startswith="auto:").values_list(
+            "source", "tag_id"
+        )
+    )
+    auto = [
+        {"rule_id": r.pk, "rule": r.name, "tag_id": r.tag_id, "tag": r.tag.name}
+        for r in AutoTagRule.objects.filter(brand=actor.brand).select_related("tag")
+        if r.source in sources
+    ]
+    return PortraitExtras(
+        rfm=(
+            {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary,
+             "rfm_class": rfm.rfm_class, "name": scoring.RFM_NAMES[rfm.rfm_class],
+             "computed_at": rfm.computed_at}
+            if rfm else None
+        ),  # fmt: skip
+        lifecycle_stage=customer.lifecycle_stage,
+        lifecycle_changed_at=customer.lifecycle_changed_at,
+        segments=matching,
+        auto_tags=auto,
+        predicted_next_purchase=scoring.predicted_next_purchase(customer),
+    )

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.factories import PASSWORD, console_client, make_brand, make_staff, make_store
+from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
 from yutang.segments.models import Segment
 from yutang.segments.tests.builders import customer
@@ -110,3 +111,33 @@ def test_build_a_segment_in_the_browser_and_see_the_live_count(chromium, live_se
         assert errors == []
     finally:
         context.close()
+
+
+@pytest.mark.django_db
+def test_rfm_auto_tag_pages_and_portrait():
+    from yutang.segments.tests.builders import aggregate, tag
+
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    c = customer(brand, city="上海")
+    aggregate(c, order_count=2, paid_fen=100, last_order_at=c.created_at)
+    t = tag(brand, "买家")
+    client = console_client(admin)
+    with use_clock(FrozenClock(c.created_at)):
+        assert client.post("/segments/rfm/").status_code == 302
+    page = client.get("/segments/rfm/").content.decode()
+    assert "重要价值客户" in page
+    created = client.post(
+        "/segments/auto-tags/",
+        {"name": "buyers", "tag_id": t.pk,
+         "rule": json.dumps({"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1})},
+    )  # fmt: skip
+    assert created.status_code == 302
+    refused = client.post("/segments/auto-tags/", {"name": "b", "tag_id": t.pk, "rule": "{"})
+    assert "not valid JSON" in refused.content.decode()
+    client.post("/segments/new/", {"name": "上海", "kind": "dynamic", "rule": json.dumps(SHANGHAI)})
+    portrait = client.get(f"/customers/{c.pk}/").content.decode()
+    assert 'data-testid="segmentation"' in portrait
+    assert "上海</a>" in portrait
+    assert "买家</span>" in portrait
+    assert 'data-testid="lifecycle-stage">repeat<' in portrait
