@@ -33,40 +33,75 @@ STAGE_LABELS = {
     "first_order": _lazy("First order"), "repeat": _lazy("Repeat"), "loyal": _lazy("Loyal"),
     "at_risk": _lazy("At risk"), "lost": _lazy("Lost"),
 }  # fmt: skip
-EMPTY_RULE: dict[str, Any] = {"and": [{"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1}]}
+EMPTY_RULE: dict[str, Any] = {
+    "and": [{"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1}]
+}
 
 
 def _builder_context(staff: Staff) -> dict[str, Any]:
     """Choices the visual builder offers (tags by id, stores, condition kinds)."""
     return {
         "builder_options": {
-            "tags": [{"id": t.pk, "label": f"{t.group.name} / {t.name}"} for t in customers.list_tags(actor=staff)],
+            "tags": [
+                {"id": t.pk, "label": f"{t.group.name} / {t.name}"}
+                for t in customers.list_tags(actor=staff)
+            ],
             "stages": list(rules.LIFECYCLE_STAGES),
             "rfm_classes": list(rules.RFM_CLASSES),
             "kinds": rules.condition_kinds(),
             "labels": {
-                "all_of": _("All of (AND)"), "any_of": _("Any of (OR)"), "not": _("NOT"),
-                "add_condition": _("+ Condition"), "add_group": _("+ Group"), "remove": _("Remove"),
-                "between": _("between"), "in": _("is one of"), "not_in": _("is none of"),
-                "contains": _("contains"), "exists": _("is set"), "none": _("has none"),
-                "comma_list": _("comma-separated"), "in_last": _("in the last"), "days": _("days"),
-                "all_time": _("all time"), "where": _("where"), "property": _("property"),
-                "value": _("value"), "key": _("attribute key"), "type": _("event type"),
-                "group_id": _("group id"), "carrier": _("carrier (empty = all)"),
+                "all_of": _("All of (AND)"),
+                "any_of": _("Any of (OR)"),
+                "not": _("NOT"),
+                "add_condition": _("+ Condition"),
+                "add_group": _("+ Group"),
+                "remove": _("Remove"),
+                "between": _("between"),
+                "in": _("is one of"),
+                "not_in": _("is none of"),
+                "contains": _("contains"),
+                "exists": _("is set"),
+                "none": _("has none"),
+                "comma_list": _("comma-separated"),
+                "in_last": _("in the last"),
+                "days": _("days"),
+                "all_time": _("all time"),
+                "where": _("where"),
+                "property": _("property"),
+                "value": _("value"),
+                "key": _("attribute key"),
+                "type": _("event type"),
+                "group_id": _("group id"),
+                "carrier": _("carrier (empty = all)"),
                 "namespace": _("app id (optional)"),
                 "kinds": {
-                    "profile": _("Profile"), "attribute": _("Attribute"), "tag": _("Tag"),
-                    "identity": _("Identity / carrier"), "group": _("In group"),
-                    "consent": _("Consent"), "owner": _("Owner"), "channel": _("First-touch channel"),
-                    "lifecycle": _("Lifecycle stage"), "rfm": _("RFM class"),
-                    "aggregate": _("Figures"), "event": _("Event"), "touches": _("Touches"),
+                    "profile": _("Profile"),
+                    "attribute": _("Attribute"),
+                    "tag": _("Tag"),
+                    "identity": _("Identity / carrier"),
+                    "group": _("In group"),
+                    "consent": _("Consent"),
+                    "owner": _("Owner"),
+                    "channel": _("First-touch channel"),
+                    "lifecycle": _("Lifecycle stage"),
+                    "rfm": _("RFM class"),
+                    "aggregate": _("Figures"),
+                    "event": _("Event"),
+                    "touches": _("Touches"),
                 },
                 "values": {
-                    "count": _("count"), "sum": _("sum of"), "first": _("first, days ago"),
-                    "last": _("last, days ago"), "any": _("any"), "all": _("all"),
-                    "order_count": _("orders"), "paid_fen": _("paid (fen)"),
-                    "refunded_fen": _("refunded (fen)"), "net_fen": _("net spend (fen)"),
-                    "touch_count": _("touches"), "event_count": _("events"),
+                    "count": _("count"),
+                    "sum": _("sum of"),
+                    "first": _("first, days ago"),
+                    "last": _("last, days ago"),
+                    "any": _("any"),
+                    "all": _("all"),
+                    "order_count": _("orders"),
+                    "paid_fen": _("paid (fen)"),
+                    "refunded_fen": _("refunded (fen)"),
+                    "net_fen": _("net spend (fen)"),
+                    "touch_count": _("touches"),
+                    "event_count": _("events"),
                     "days_since_first_order": _("days since first order"),
                     "days_since_last_order": _("days since last order"),
                     "days_since_last_touch": _("days since last touch"),
@@ -74,12 +109,22 @@ def _builder_context(staff: Staff) -> dict[str, Any]:
                     "days_since_last_click": _("days since last click"),
                     "days_since_contact_added": _("days since added"),
                     "days_since_last_event": _("days since last event"),
-                    "granted": _("granted"), "withdrawn": _("withdrawn"), "unset": _("not stated"),
-                    "marketing": _("marketing"), "service": _("service"),
-                    "store": _("store"), "staff": _("staff"),
-                    "gender": _("gender"), "province": _("province"), "city": _("city"),
-                    "display_name": _("name"), "birthday": _("birthday"),
-                    "string": _("text"), "number": _("number"), "boolean": _("yes/no"), "date": _("date"),
+                    "granted": _("granted"),
+                    "withdrawn": _("withdrawn"),
+                    "unset": _("not stated"),
+                    "marketing": _("marketing"),
+                    "service": _("service"),
+                    "store": _("store"),
+                    "staff": _("staff"),
+                    "gender": _("gender"),
+                    "province": _("province"),
+                    "city": _("city"),
+                    "display_name": _("name"),
+                    "birthday": _("birthday"),
+                    "string": _("text"),
+                    "number": _("number"),
+                    "boolean": _("yes/no"),
+                    "date": _("date"),
                     **{c: label for c, label in RFM_LABELS.items()},
                     **{s: str(label) for s, label in STAGE_LABELS.items()},
                 },
@@ -93,7 +138,10 @@ def segment_list(request: HttpRequest, staff: Staff) -> HttpResponse:
     return render(
         request,
         "console/segments/list.html",
-        {"segments": services.list_segments(actor=staff), "can_manage": staff.can(Action.SEGMENT_MANAGE)},
+        {
+            "segments": services.list_segments(actor=staff),
+            "can_manage": staff.can(Action.SEGMENT_MANAGE),
+        },
     )
 
 
@@ -110,7 +158,9 @@ def _form_values(request: HttpRequest) -> tuple[dict[str, Any], Any]:
     try:
         rule = json.loads(raw_rule) if raw_rule.strip() else None
     except json.JSONDecodeError as exc:
-        raise YutangError(_("The rule is not valid JSON: %(error)s") % {"error": exc}, field="rule") from None
+        raise YutangError(
+            _("The rule is not valid JSON: %(error)s") % {"error": exc}, field="rule"
+        ) from None
     return values, rule
 
 
@@ -134,7 +184,8 @@ def segment_create(request: HttpRequest, staff: Staff) -> HttpResponse:
     return render(
         request,
         "console/segments/edit.html",
-        {"segment": None, "error": error, "rule_text": rule_text, "kind": kind, "form": request.POST,
+        {"segment": None, "error": error, "rule_text": rule_text, "kind": kind,
+         "form": request.POST,
          "can_manage": True, **_builder_context(staff)},
     )  # fmt: skip
 
@@ -306,7 +357,8 @@ def rfm_page(request: HttpRequest, staff: Staff) -> HttpResponse:
     return render(
         request,
         "console/segments/rfm.html",
-        {"rfm": scoring.rfm_table(actor=staff), "stages": scoring.lifecycle_distribution(actor=staff),
+        {"rfm": scoring.rfm_table(actor=staff),
+         "stages": scoring.lifecycle_distribution(actor=staff),
          "stage_labels": STAGE_LABELS, "settings": scoring.settings_for(staff.brand),
          "can_manage": staff.can(Action.SEGMENT_MANAGE)},
     )  # fmt: skip
@@ -325,7 +377,9 @@ def auto_tag_list(request: HttpRequest, staff: Staff) -> HttpResponse:
             try:
                 rule = json.loads(rule_text)
             except json.JSONDecodeError as exc:
-                raise YutangError(_("The rule is not valid JSON: %(error)s") % {"error": exc}, field="rule") from None
+                raise YutangError(
+                    _("The rule is not valid JSON: %(error)s") % {"error": exc}, field="rule"
+                ) from None
             tag_id = request.POST.get("tag_id", "")
             created = autotags.create_rule(
                 actor=staff, name=request.POST.get("name", ""), rule=rule,

@@ -35,11 +35,15 @@ def _tag(brand: Brand, tag_id: Any) -> Tag:
     return tag
 
 
-def create_rule(*, actor: Staff, name: str, rule: Any, tag_id: int, is_active: bool = True) -> AutoTagRule:
+def create_rule(
+    *, actor: Staff, name: str, rule: Any, tag_id: int, is_active: bool = True
+) -> AutoTagRule:
     require(actor, Action.SEGMENT_MANAGE)
     name = (name or "").strip()
     if not name or len(name) > 80:
-        raise ValidationFailed("An auto-tag rule needs a name of at most 80 characters.", field="name")
+        raise ValidationFailed(
+            "An auto-tag rule needs a name of at most 80 characters.", field="name"
+        )
     node = parse_rule(rule)
     tag = _tag(actor.brand, tag_id)
     now = clock.now()
@@ -67,7 +71,9 @@ def get_rule(*, actor: Staff, rule_id: int, action: Action = Action.SEGMENT_VIEW
 
 
 def list_rules(*, actor: Staff) -> list[AutoTagRule]:
-    return list(AutoTagRule.objects.for_actor(actor, Action.SEGMENT_VIEW).select_related("tag__group"))
+    return list(
+        AutoTagRule.objects.for_actor(actor, Action.SEGMENT_VIEW).select_related("tag__group")
+    )
 
 
 def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
@@ -92,7 +98,9 @@ def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
             found.save()
             audit.record(brand=actor.brand, actor=actor, action="auto_tag.update", target=found)
     except IntegrityError:
-        raise Conflict(f"An auto-tag rule named {found.name!r} exists already.", field="name") from None
+        raise Conflict(
+            f"An auto-tag rule named {found.name!r} exists already.", field="name"
+        ) from None
     return found
 
 
@@ -100,8 +108,12 @@ def delete_rule(*, actor: Staff, rule_id: int) -> None:
     """Delete the rule and take off the tags it added (manual tags stay)."""
     found = get_rule(actor=actor, rule_id=rule_id, action=Action.SEGMENT_MANAGE)
     with transaction.atomic():
-        tagged = CustomerTag.objects.filter(tag=found.tag, source=found.source).values_list("customer_id", flat=True)
-        customers.remove_tag_by_source(customer_ids=list(tagged), tag_id=found.tag_id, source=found.source)
+        tagged = CustomerTag.objects.filter(tag=found.tag, source=found.source).values_list(
+            "customer_id", flat=True
+        )
+        customers.remove_tag_by_source(
+            customer_ids=list(tagged), tag_id=found.tag_id, source=found.source
+        )
         audit.record(brand=actor.brand, actor=actor, action="auto_tag.delete", target=found)
         found.delete()
 
@@ -119,14 +131,21 @@ def apply_rule(rule: AutoTagRule) -> ApplyResult:
     now = clock.now()
     with transaction.atomic():
         matching = set(customers_matching(brand=rule.brand, node=node).values_list("pk", flat=True))
-        has_tag = set(CustomerTag.objects.filter(tag=rule.tag).values_list("customer_id", flat=True))
+        has_tag = set(
+            CustomerTag.objects.filter(tag=rule.tag).values_list("customer_id", flat=True)
+        )
         ours = set(
-            CustomerTag.objects.filter(tag=rule.tag, source=rule.source).values_list("customer_id", flat=True)
+            CustomerTag.objects.filter(tag=rule.tag, source=rule.source).values_list(
+                "customer_id", flat=True
+            )
         )
         add = sorted(matching - has_tag)
         remove = sorted(ours - matching)
         CustomerTag.objects.bulk_create(
-            [CustomerTag(customer_id=c, tag=rule.tag, source=rule.source, created_at=now) for c in add],
+            [
+                CustomerTag(customer_id=c, tag=rule.tag, source=rule.source, created_at=now)
+                for c in add
+            ],
             batch_size=5000, ignore_conflicts=True,
         )  # fmt: skip
         customers.remove_tag_by_source(customer_ids=remove, tag_id=rule.tag_id, source=rule.source)

@@ -25,7 +25,7 @@ import re
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from django.db.models import Count, F, Max, Min, Q, Sum, Value
 from django.db.models.expressions import Expression
@@ -51,17 +51,13 @@ from yutang.segments.sqlfuncs import JsonBool, JsonHas, JsonNumber, JsonText, St
 MAX_DEPTH = 12
 MAX_NODES = 300
 MAX_DAYS = 3650
-LIFECYCLE_STAGES = ("new_contact", "engaged", "first_order", "repeat", "loyal", "at_risk", "lost")
-RFM_CLASSES = (
-    "important_value",
-    "important_develop",
-    "important_keep",
-    "important_retain",
-    "general_value",
-    "general_develop",
-    "general_keep",
-    "general_retain",
-)
+StageName = Literal["new_contact", "engaged", "first_order", "repeat", "loyal", "at_risk", "lost"]
+RfmClass = Literal[
+    "important_value", "important_develop", "important_keep", "important_retain",
+    "general_value", "general_develop", "general_keep", "general_retain",
+]  # fmt: skip
+LIFECYCLE_STAGES: tuple[str, ...] = get_args(StageName)
+RFM_CLASSES: tuple[str, ...] = get_args(RfmClass)
 
 
 # --- Value types with messages that read well after a JSON path ---------------------------
@@ -97,9 +93,10 @@ DaysAgo = Annotated[int, AfterValidator(_between(0, 36500))]
 Key = Annotated[str, AfterValidator(_key)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 IdList = Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(max_length=500)]
-Number = Annotated[int, Field(ge=-(10**15), le=10**15)] | Annotated[
-    float, Field(ge=-(10**15), le=10**15, allow_inf_nan=False)
-]
+Number = (
+    Annotated[int, Field(ge=-(10**15), le=10**15)]
+    | Annotated[float, Field(ge=-(10**15), le=10**15, allow_inf_nan=False)]
+)
 IsoDate = Annotated[str, AfterValidator(_iso_date)]
 
 NumOp = Literal["eq", "ne", "gt", "gte", "lt", "lte", "between"]
@@ -458,10 +455,9 @@ class PropertyFilter(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> PropertyFilter:
-        _check_typed_value(self.value_type, self.op, self.value)
+        _check_typed_value(self.value_type(), self.op, self.value)
         return self
 
-    @property
     def value_type(self) -> str:
         if self.type:
             return self.type
@@ -475,12 +471,12 @@ class PropertyFilter(BaseModel):
     def compile(self) -> Q:
         if self.op == "exists":
             return Q(Exact(JsonHas(F("properties"), self.property), 1))
-        return typed_json_q(F("properties"), self.property, self.value_type, self.op, self.value)
+        return typed_json_q(F("properties"), self.property, self.value_type(), self.op, self.value)
 
     def evaluate(self, properties: dict[str, Any]) -> bool:
         if self.op == "exists":
             return isinstance(properties, dict) and self.property in properties
-        return typed_json_py(properties, self.property, self.value_type, self.op, self.value)
+        return typed_json_py(properties, self.property, self.value_type(), self.op, self.value)
 
 
 class TagCondition(Condition):
@@ -632,9 +628,7 @@ class ChannelCondition(Condition):
 
 class LifecycleCondition(Condition):
     kind: Literal["lifecycle"]
-    stages: Annotated[
-        list[Literal[LIFECYCLE_STAGES]], Field(min_length=1)  # type: ignore[valid-type]
-    ]
+    stages: Annotated[list[StageName], Field(min_length=1)]
 
     def compile(self, ctx: Context) -> Q:
         return Q(lifecycle_stage__in=self.stages)
@@ -647,7 +641,7 @@ class RfmCondition(Condition):
     """RFM class (one of the eight), or one score (1–5) compared; no RFM row = no match."""
 
     kind: Literal["rfm"]
-    classes: Annotated[list[Literal[RFM_CLASSES]], Field(min_length=1)] | None = None  # type: ignore[valid-type]
+    classes: Annotated[list[RfmClass], Field(min_length=1)] | None = None
     score: Literal["recency", "frequency", "monetary"] | None = None
     op: NumOp | None = None
     value: Annotated[int, AfterValidator(_between(1, 5))] | None = None
@@ -897,7 +891,7 @@ def condition_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
-for _kind, _model in {
+_BUILTIN_KINDS: dict[str, type[Condition]] = {
     "profile": ProfileCondition,
     "attribute": AttributeCondition,
     "tag": TagCondition,
@@ -911,7 +905,8 @@ for _kind, _model in {
     "aggregate": AggregateCondition,
     "event": EventCondition,
     "touches": TouchesCondition,
-}.items():
+}
+for _kind, _model in _BUILTIN_KINDS.items():
     register_condition(_kind, _model)
 
 

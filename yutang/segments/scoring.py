@@ -153,6 +153,7 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
         for (r, f, m), code in RFM_CLASS_OF.items()
     )
     table = CustomerRfm._meta.db_table
+    # Only table names and fixed fragments are formatted in; every value is a bound parameter.
     sql = f"""
         INSERT INTO {table} (customer_id, brand_id, recency, frequency, monetary, rfm_class,
                              computed_at)
@@ -168,7 +169,7 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
                   AND c.merged_into_id IS NULL
             ) base
         ) scored
-    """
+    """  # noqa: S608
     with transaction.atomic():
         CustomerRfm.objects.filter(brand=brand).delete()
         with connection.cursor() as cursor:
@@ -210,11 +211,13 @@ def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, 
     products of their latest order."""
     from yutang.commerce.models import Order, Product
 
-    cycles = dict(
-        Product.objects.filter(brand=brand, usage_cycle_days__isnull=False).values_list(
-            "sku", "usage_cycle_days"
-        )
-    )
+    cycles: dict[str, int] = {
+        sku: days
+        for sku, days in Product.objects.filter(
+            brand=brand, usage_cycle_days__isnull=False
+        ).values_list("sku", "usage_cycle_days")
+        if days is not None
+    }
     if not cycles:
         return {}
     out: dict[int, int] = {}
@@ -226,7 +229,8 @@ def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, 
     ):
         latest[order.customer_id] = order.items
     for customer_id, items in latest.items():
-        days = [cycles[i.get("sku")] for i in items or [] if isinstance(i, dict) and i.get("sku") in cycles]
+        skus = [i.get("sku") for i in items or [] if isinstance(i, dict)]
+        days = [cycles[sku] for sku in skus if isinstance(sku, str) and sku in cycles]
         if days:
             out[customer_id] = max(days)
     return out
@@ -240,11 +244,17 @@ def stage_of(
         return "new_contact"
     activity = [
         t
-        for t in (agg.last_order_at, agg.last_inbound_at, agg.last_click_at, agg.last_contact_added_at)
+        for t in (
+            agg.last_order_at,
+            agg.last_inbound_at,
+            agg.last_click_at,
+            agg.last_contact_added_at,
+        )
         if t is not None
     ]
     deleted_us = agg.last_contact_deleted_at is not None and (
-        agg.last_contact_added_at is None or agg.last_contact_deleted_at >= agg.last_contact_added_at
+        agg.last_contact_added_at is None
+        or agg.last_contact_deleted_at >= agg.last_contact_added_at
     )
     if deleted_us or (
         activity and now - max(activity) > dt.timedelta(days=conf.lost_inactive_days)

@@ -277,7 +277,9 @@ def _defuse(cell: str) -> str:
 
 
 #: Columns holding free text from people or integrations; ids and normalised phones are ours.
-FREE_TEXT = {EXPORT_COLUMNS.index(c) for c in ("display_name", "province", "city", "source_channel", "tags")}
+FREE_TEXT = {
+    EXPORT_COLUMNS.index(c) for c in ("display_name", "province", "city", "source_channel", "tags")
+}
 
 
 def _defuse_row(row: list[str]) -> list[str]:
@@ -591,7 +593,9 @@ def portrait_extras(*, actor: Staff, customer_id: int) -> PortraitExtras:
                 inside = segment.pk in static_ids
             else:
                 node = rules.parse_rule(segment.rule)
-                inside = customers_matching(brand=actor.brand, node=node).filter(pk=customer.pk).exists()
+                inside = (
+                    customers_matching(brand=actor.brand, node=node).filter(pk=customer.pk).exists()
+                )
             if inside:
                 matching.append({"id": segment.pk, "name": segment.name, "kind": segment.kind})
     sources = dict(
@@ -604,13 +608,18 @@ def portrait_extras(*, actor: Staff, customer_id: int) -> PortraitExtras:
         for r in AutoTagRule.objects.filter(brand=actor.brand).select_related("tag")
         if r.source in sources
     ]
+    rfm_out = None
+    if rfm is not None:
+        rfm_out = {
+            "recency": rfm.recency,
+            "frequency": rfm.frequency,
+            "monetary": rfm.monetary,
+            "rfm_class": rfm.rfm_class,
+            "name": scoring.RFM_NAMES[rfm.rfm_class],
+            "computed_at": rfm.computed_at,
+        }
     return PortraitExtras(
-        rfm=(
-            {"recency": rfm.recency, "frequency": rfm.frequency, "monetary": rfm.monetary,
-             "rfm_class": rfm.rfm_class, "name": scoring.RFM_NAMES[rfm.rfm_class],
-             "computed_at": rfm.computed_at}
-            if rfm else None
-        ),  # fmt: skip
+        rfm=rfm_out,
         lifecycle_stage=customer.lifecycle_stage,
         lifecycle_changed_at=customer.lifecycle_changed_at,
         segments=matching,

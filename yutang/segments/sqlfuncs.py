@@ -29,7 +29,7 @@ class _JsonRead(Func):
         self.key = key
         super().__init__(column, **extra)
 
-    def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+    def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:  # type: ignore[override]
         raise NotImplementedError(f"{connection.vendor} is not supported")
 
     def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:

@@ -49,8 +49,9 @@ def test_crud_preview_members_and_refresh(world):
     assert preview["count"] == 2
     assert {c["id"] for c in preview["sample"]} == {people[0].pk, people[1].pk}
     assert preview["elapsed_ms"] >= 0
-    assert preview["sample"][0]["identities"][0]["value"].startswith("+86") or "*" not in (
-        preview["sample"][0]["identities"][0]["value"]
+    assert (
+        preview["sample"][0]["identities"][0]["value"].startswith("+86")
+        or "*" not in (preview["sample"][0]["identities"][0]["value"])
     )
 
     page = api.get(f"/segments/{seg['id']}/members?limit=1").json()
@@ -90,7 +91,11 @@ def test_bad_rules_are_422_naming_the_json_path(world):
 
 def test_export_masks_identifiers_per_role(world):
     brand, admin, *_ = world
-    seg = Api(admin).post("/segments", {"name": "all", "rule": {"not": {"kind": "tag", "tag_ids": [1]}}}).json()
+    seg = (
+        Api(admin)
+        .post("/segments", {"name": "all", "rule": {"not": {"kind": "tag", "tag_ids": [1]}}})
+        .json()
+    )
     full = Api(admin).get(f"/segments/{seg['id']}/export?format=csv")
     assert full.status_code == 200
     rows = list(csv.reader(io.StringIO(full.content.decode("utf-8-sig"))))
@@ -141,7 +146,9 @@ def test_static_upload_all_rows_or_none_and_snapshot(world):
     )  # fmt: skip
     assert response.status_code == 422
     assert response.json()["message"] == "Row 3: no customer has this phone."
-    members = set(SegmentMember.objects.filter(segment_id=seg["id"]).values_list("customer_id", flat=True))
+    members = set(
+        SegmentMember.objects.filter(segment_id=seg["id"]).values_list("customer_id", flat=True)
+    )
     assert members == {people[0].pk, people[2].pk}  # unchanged by the refused file
 
     dynamic = api.post("/segments", {"name": "上海", "rule": SHANGHAI}).json()

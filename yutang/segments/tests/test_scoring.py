@@ -87,7 +87,9 @@ def test_rfm_brand_thresholds():
 
 def test_lifecycle_stage_transitions_emit_events():
     brand = make_brand()
-    Product.objects.create(brand=brand, sku="CREAM", name="面霜", price_fen=100, usage_cycle_days=30)
+    Product.objects.create(
+        brand=brand, sku="CREAM", name="面霜", price_fen=100, usage_cycle_days=30
+    )
     clock = FrozenClock(T0)
     with use_clock(clock):
         person = customer(brand)
@@ -112,7 +114,9 @@ def test_lifecycle_stage_transitions_emit_events():
         scoring.recompute_lifecycle(brand=brand)
         person.refresh_from_db()
         assert person.lifecycle_stage == "first_order"
-        assert scoring.predicted_next_purchase(person) == (T0 + 30 * DAY).astimezone(brand.tz).date()
+        assert (
+            scoring.predicted_next_purchase(person) == (T0 + 30 * DAY).astimezone(brand.tz).date()
+        )
 
         agg.order_count = 2
         agg.save()
@@ -204,7 +208,9 @@ def test_auto_tags_follow_the_event_log_consumer():
         }])  # fmt: skip
     with use_clock(FrozenClock(T0 + dt.timedelta(minutes=1))):
         consumers.run_consumer("segments.auto_tags")
-    assert CustomerTag.objects.filter(tag=t, customer_id=results[0].customer_id).exists()
+    customer_id = results[0].customer_id
+    assert customer_id is not None
+    assert CustomerTag.objects.filter(tag=t, customer_id=customer_id).exists()
 
 
 def test_rest_rfm_lifecycle_auto_tags_and_scoping():
@@ -233,10 +239,20 @@ def test_rest_rfm_lifecycle_auto_tags_and_scoping():
                                       "rule": {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 2}})  # fmt: skip
     assert created.status_code == 201
     rule_id = created.json()["id"]
-    assert api.post(f"/auto-tags/{rule_id}/apply", {}).json() == {"rule_id": rule_id, "tagged": 1, "untagged": 0}
+    assert api.post(f"/auto-tags/{rule_id}/apply", {}).json() == {
+        "rule_id": rule_id,
+        "tagged": 1,
+        "untagged": 0,
+    }
     bad = api.patch(f"/auto-tags/{rule_id}", {"rule": {"kind": "aggregate", "field": "x"}})
     assert bad.status_code == 422 and bad.json()["field"] == "rule.field"
-    assert api.post("/auto-tags", {"name": "n", "tag_id": 999999, "rule": {"kind": "channel", "channels": ["a"]}}).json()["field"] == "tag_id"
+    assert (
+        api.post(
+            "/auto-tags",
+            {"name": "n", "tag_id": 999999, "rule": {"kind": "channel", "channels": ["a"]}},
+        ).json()["field"]
+        == "tag_id"
+    )
     assert api.delete(f"/auto-tags/{rule_id}").status_code == 204
     assert not CustomerTag.objects.filter(tag=t).exists()
     patched = api.patch("/segment-settings", {"loyal_min_orders": 0})
