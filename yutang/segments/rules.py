@@ -46,7 +46,14 @@ from yutang.core.errors import ValidationFailed
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, IdentityKind
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
-from yutang.segments.sqlfuncs import JsonBool, JsonHas, JsonNumber, JsonText, StrPos
+from yutang.segments.sqlfuncs import (
+    JsonBool,
+    JsonHas,
+    JsonNumber,
+    JsonStringIs,
+    JsonText,
+    StrPos,
+)
 
 MAX_DEPTH = 12
 MAX_NODES = 300
@@ -411,6 +418,8 @@ def _check_typed_value(kind: str, op: str, value: Any) -> None:
 
 
 def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
+    if kind == "string" and op == "eq":
+        return Q(JsonStringIs(column, key, value))
     if op == "exists" and kind == "string":
         # "exists" for text means a text value; any JSON type for the others is not useful.
         return compare_q(JsonText(column, key), "exists", None)
@@ -806,6 +815,15 @@ class EventCondition(Condition):
         rows = self._events_q(ctx)
         value = self._value()
         if self.measure in ("first", "last"):
+            low, high = _days_ago_bounds(self.op, value) if self.op != "ne" else (None, None)
+            if self.measure == "last" and self.op != "ne" and low is None and high is not None:
+                # "last at most N days ago" is "some event since then": no grouping needed.
+                since = ctx.day_start(ctx.today - dt.timedelta(days=high))
+                return Q(pk__in=rows.filter(occurred_at__gte=since))
+            if self.measure == "first" and self.op != "ne" and high is None and low is not None:
+                # "first at least N days ago" is "some event before then".
+                before = ctx.day_start(ctx.today - dt.timedelta(days=low - 1))
+                return Q(pk__in=rows.filter(occurred_at__lt=before))
             moment = Min("occurred_at") if self.measure == "first" else Max("occurred_at")
             having = rows.annotate(moment=moment).filter(
                 days_ago_q(F("moment"), self.op, value, ctx)

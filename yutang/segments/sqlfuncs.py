@@ -110,3 +110,28 @@ class StrPos(Func):
 
     def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         return self.as_sql(compiler, connection, function="INSTR", **extra)
+
+
+class JsonStringIs(Func):
+    """True when `key` holds exactly this JSON string, else false (never NULL). On PostgreSQL
+    a jsonb equality, which is cheaper per row than reading the key as text twice."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column: Any, key: str, value: str, **extra: Any):
+        self.key = key
+        self.value = value
+        super().__init__(column, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        import json
+
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = f"COALESCE((({column}) -> %s) = %s::jsonb, false)"
+        return sql, (*params, self.key, json.dumps(self.value))
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        path = _sqlite_path(self.key)
+        sql = f"COALESCE(json_type({column}, %s) = 'text' AND json_extract({column}, %s) = %s, 0)"
+        return sql, (*params, path, *params, path, self.value)
