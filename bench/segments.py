@@ -42,6 +42,7 @@ import csv
 import datetime as dt
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -325,6 +326,7 @@ def run_child(backend: str, scale: float, data: Path, repeat: int) -> dict[str, 
             results["rfm_s"] = time.perf_counter() - t0
             results["rfm_customers"] = rfm.customers
         connection.close()
+    shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
