@@ -161,3 +161,20 @@ def _file(name: str, text: str):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile(name, text.encode(), content_type="text/csv")
+
+
+def test_customer_segmentation_endpoint_and_in_memory_match(world):
+    brand, admin, store_a, _, people = world
+    api = Api(admin)
+    seg = api.post("/segments", {"name": "上海", "rule": SHANGHAI}).json()
+    body = api.get(f"/customers/{people[0].pk}/segmentation").json()
+    assert body["segments"] == [{"id": seg["id"], "name": "上海", "kind": "dynamic"}]
+    assert body["rfm"] is None and body["predicted_next_purchase"] is None
+    assert api.get(f"/customers/{people[2].pk}/segmentation").json()["segments"] == []
+    from yutang.segments import services
+
+    node = services.parse_rule(SHANGHAI)
+    assert services.customer_matches(customer=people[0], node=node) is True
+    assert services.customer_matches(customer=people[2], node=node) is False
+    manager = make_staff(brand, Role.STORE_MANAGER, stores=[store_a])
+    assert Api(manager).get(f"/customers/{people[1].pk}/segmentation").status_code == 404
