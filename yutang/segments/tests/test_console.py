@@ -135,7 +135,7 @@ def test_rfm_auto_tag_pages_and_portrait():
     )  # fmt: skip
     assert created.status_code == 302
     refused = client.post("/segments/auto-tags/", {"name": "b", "tag_id": t.pk, "rule": "{"})
-    assert "not valid JSON" in refused.content.decode()
+    assert "规则不是有效的 JSON" in refused.content.decode()  # zh-hans message
     client.post("/segments/new/", {"name": "上海", "kind": "dynamic", "rule": json.dumps(SHANGHAI)})
     portrait = client.get(f"/customers/{c.pk}/").content.decode()
     assert 'data-testid="segmentation"' in portrait
