@@ -95,7 +95,7 @@ def test_build_a_segment_in_the_browser_and_see_the_live_count(chromium, live_se
         page.wait_for_function(
             "document.querySelector('[data-testid=preview-count]').textContent === '3'"
         )
-        assert "ms" in page.inner_text("[data-testid=preview-time]")
+        assert "毫秒" in page.inner_text("[data-testid=preview-time]")  # "query N ms" in zh-hans
         assert page.locator("[data-testid=preview-sample] tbody tr").count() == 3
         # Negate it: the count follows.
         page.locator("[data-testid=rule-condition] [data-testid=rule-not]").check()
