@@ -23,6 +23,7 @@ from yutang.customers import imports
 from yutang.customers import services as customers
 from yutang.customers.services import SAVED_VIEW_KEYS
 from yutang.events import services as events
+from yutang.segments import services as segment_services
 
 FILTER_KEYS = SAVED_VIEW_KEYS
 
@@ -94,7 +95,10 @@ def customer_detail(request: HttpRequest, staff: Staff, customer_id: int) -> Htt
     return render(
         request,
         "console/customers/portrait.html",
-        {"p": events.portrait(actor=staff, customer_id=customer_id)},
+        {
+            "p": events.portrait(actor=staff, customer_id=customer_id),
+            "seg": segment_services.portrait_extras(actor=staff, customer_id=customer_id),
+        },
     )
 
 

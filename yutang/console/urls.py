@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from yutang.console import customer_views as cv
+from yutang.console import segment_views as sv
 from yutang.console import views
 
 app_name = "console"
@@ -49,4 +50,17 @@ urlpatterns = [
     path("imports/<int:job_id>/", cv.import_detail, name="import"),
     path("imports/<int:job_id>/start/", cv.import_start, name="import_start"),
     path("imports/<int:job_id>/errors/", cv.import_errors, name="import_errors"),
+    path("segments/", sv.segment_list, name="segments"),
+    path("segments/new/", sv.segment_create, name="segment_create"),
+    path("segments/preview/", sv.segment_preview, name="segment_preview"),
+    path("segments/<int:segment_id>/", sv.segment_detail, name="segment"),
+    path("segments/<int:segment_id>/members/", sv.segment_members, name="segment_members"),
+    path("segments/<int:segment_id>/export/", sv.segment_export, name="segment_export"),
+    path("segments/<int:segment_id>/refresh/", sv.segment_refresh, name="segment_refresh"),
+    path("segments/<int:segment_id>/upload/", sv.segment_upload, name="segment_upload"),
+    path("segments/<int:segment_id>/snapshot/", sv.segment_snapshot, name="segment_snapshot"),
+    path("segments/<int:segment_id>/delete/", sv.segment_delete, name="segment_delete"),
+    path("segments/rfm/", sv.rfm_page, name="segments_rfm"),
+    path("segments/auto-tags/", sv.auto_tag_list, name="auto_tags"),
+    path("segments/auto-tags/<int:rule_id>/delete/", sv.auto_tag_delete, name="auto_tag_delete"),
 ]

@@ -70,6 +70,9 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    SEGMENT_VIEW = "segment.view"
+    SEGMENT_MANAGE = "segment.manage"
+    SEGMENT_EXPORT = "segment.export"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +88,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -93,6 +97,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -102,6 +107,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.SEGMENT_VIEW: S, Action.SEGMENT_EXPORT: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -111,6 +117,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.SEGMENT_VIEW: S,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -119,6 +126,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
+        Action.SEGMENT_VIEW: B, Action.SEGMENT_EXPORT: B,
     },
 }
 # fmt: on

@@ -989,3 +989,30 @@ def delete_saved_view(*, actor: Staff, view_id: int) -> None:
     deleted, _ = SavedView.objects.filter(staff=actor, pk=view_id).delete()
     if not deleted:
         raise NotFound("No such saved view.", field="view_id")
+
+
+# --- Written by the segments floor (lifecycle stages, auto-tags) ---------------------------
+
+
+def set_lifecycle_stages(*, brand: Brand, stages: Mapping[int, str], at: Any) -> int:
+    """Store computed lifecycle stages (customer id -> stage); returns rows changed."""
+    changed = 0
+    by_stage: dict[str, list[int]] = {}
+    for customer_id, stage in stages.items():
+        by_stage.setdefault(stage, []).append(customer_id)
+    for stage, ids in by_stage.items():
+        for start in range(0, len(ids), 5000):
+            changed += (
+                Customer.objects.filter(brand=brand, pk__in=ids[start : start + 5000])
+                .exclude(lifecycle_stage=stage)
+                .update(lifecycle_stage=stage, lifecycle_changed_at=at)
+            )
+    return changed
+
+
+def remove_tag_by_source(*, customer_ids: Iterable[int], tag_id: int, source: str) -> int:
+    """Remove a tag that one source added (an auto-tag rule), leaving manual ones alone."""
+    deleted, _ = CustomerTag.objects.filter(
+        customer_id__in=list(customer_ids), tag_id=tag_id, source=source
+    ).delete()
+    return deleted

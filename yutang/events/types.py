@@ -147,3 +147,8 @@ def validate_properties(event_type: str, properties: dict[str, Any]) -> dict[str
             f"properties.{where}: {first['msg']}", field=f"properties.{where}"
         ) from None
     return model.model_dump(exclude_none=True)
+
+
+#: Event types that count as a touch of the customer by the brand (one place for it: the
+#: aggregates' touch counters and segments' "touches in the last N days" both read this).
+TOUCH_TYPES = frozenset({"message.sent"})

@@ -38,6 +38,9 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "segment.view":           "brand brand brand store store brand",
+    "segment.manage":         "brand brand brand -     -     -",
+    "segment.export":         "brand brand brand store -     brand",
 }  # fmt: skip
 
 

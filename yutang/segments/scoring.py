@@ -1,0 +1,383 @@
+"""RFM scores and classes, lifecycle stages and the predicted next purchase, per brand.
+
+RFM is recomputed in one INSERT … SELECT with window functions (the same SQL on SQLite and
+PostgreSQL, parameters bound), so a million customers take seconds, not a Python loop."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count
+
+from yutang.core import clock
+from yutang.core.errors import ValidationFailed
+from yutang.core.models import Brand, Staff
+from yutang.core.permissions import Action, require
+from yutang.customers import services as customers
+from yutang.customers.models import Customer
+from yutang.events import services as events
+from yutang.events.models import CustomerAggregate
+from yutang.segments.models import CustomerRfm, SegmentSettings
+
+#: The eight classic classes: (R high, F high, M high) -> code. "High" is a score of 3 or more.
+RFM_CLASS_OF = {
+    (True, True, True): "important_value",
+    (True, False, True): "important_develop",
+    (False, True, True): "important_keep",
+    (False, False, True): "important_retain",
+    (True, True, False): "general_value",
+    (True, False, False): "general_develop",
+    (False, True, False): "general_keep",
+    (False, False, False): "general_retain",
+}
+RFM_NAMES = {
+    "important_value": "重要价值客户",
+    "important_develop": "重要发展客户",
+    "important_keep": "重要保持客户",
+    "important_retain": "重要挽留客户",
+    "general_value": "一般价值客户",
+    "general_develop": "一般发展客户",
+    "general_keep": "一般保持客户",
+    "general_retain": "一般挽留客户",
+}
+HIGH = 3
+
+
+def settings_for(brand: Brand) -> SegmentSettings:
+    found, _ = SegmentSettings.objects.get_or_create(brand=brand)
+    return found
+
+
+SETTING_FIELDS = (
+    "rfm_method", "recency_days", "frequency_orders", "monetary_fen", "repeat_min_orders",
+    "loyal_min_orders", "default_cycle_days", "at_risk_slack_days", "lost_inactive_days",
+)  # fmt: skip
+
+
+def update_settings(*, actor: Staff, **changes: Any) -> SegmentSettings:
+    require(actor, Action.SEGMENT_MANAGE)
+    current = settings_for(actor.brand)
+    for name, value in changes.items():
+        if name not in SETTING_FIELDS:
+            raise ValidationFailed(f"Unknown setting {name!r}.", field=name)
+        if name in ("recency_days", "frequency_orders", "monetary_fen"):
+            if not (
+                isinstance(value, list)
+                and len(value) == 4
+                and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value)
+                and value == sorted(value)
+            ):
+                raise ValidationFailed(
+                    f"{name} must be four ascending whole numbers (cut points for scores 2–5).",
+                    field=name,
+                )
+        elif name == "rfm_method":
+            if value not in ("quintile", "thresholds"):
+                raise ValidationFailed("rfm_method must be quintile or thresholds.", field=name)
+        elif name == "default_cycle_days" and value is None:
+            pass
+        elif not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 3650):
+            raise ValidationFailed(f"{name} must be a whole number from 1 to 3650.", field=name)
+        setattr(current, name, value)
+    if current.rfm_method == "thresholds" and not (
+        current.recency_days and current.frequency_orders and current.monetary_fen
+    ):
+        raise ValidationFailed(
+            "The thresholds method needs recency_days, frequency_orders and monetary_fen.",
+            field="rfm_method",
+        )
+    current.save()
+    return current
+
+
+# --- RFM ------------------------------------------------------------------------------------
+
+
+def _quintile(expr: str) -> str:
+    return (
+        f"CASE WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.2 THEN 1 "
+        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.4 THEN 2 "
+        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.6 THEN 3 "
+        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.8 THEN 4 ELSE 5 END"
+    )
+
+
+def _thresholds(expr: str) -> str:
+    # Four bound parameters: the cut points for scores 5, 4, 3 and 2 (best first).
+    return (
+        f"CASE WHEN {expr} >= %s THEN 5 WHEN {expr} >= %s THEN 4 "
+        f"WHEN {expr} >= %s THEN 3 WHEN {expr} >= %s THEN 2 ELSE 1 END"
+    )
+
+
+@dataclass
+class RfmResult:
+    customers: int
+    elapsed_ms: float
+
+
+def recompute_rfm(*, brand: Brand) -> RfmResult:
+    """Score every customer with at least one order: recency (last order), frequency (orders)
+    and monetary (paid minus refunded), 1–5 each, and the class. Quintiles by percent rank
+    (ties share a score), or the brand's thresholds."""
+    import time
+
+    started = time.perf_counter()
+    conf = settings_for(brand)
+    now = clock.now()
+    params: list[Any] = []
+    if conf.rfm_method == "thresholds":
+        # Recency: "within d days" means the last order is on or after local midnight d days ago.
+        tz_today = now.astimezone(brand.tz).date()
+        recency_bounds = [
+            dt.datetime.combine(tz_today - dt.timedelta(days=d), dt.time.min)
+            .replace(tzinfo=brand.tz)
+            .astimezone(dt.UTC)
+            for d in sorted(conf.recency_days)
+        ]
+        r_sql = _thresholds("r")
+        params += recency_bounds  # most recent bound first: score 5
+        f_sql = _thresholds("f")
+        params += sorted(conf.frequency_orders, reverse=True)
+        m_sql = _thresholds("m")
+        params += sorted(conf.monetary_fen, reverse=True)
+    else:
+        r_sql, f_sql, m_sql = _quintile("r"), _quintile("f"), _quintile("m")
+    classes = " ".join(
+        f"WHEN r_score {'>=' if r else '<'} {HIGH} AND f_score {'>=' if f else '<'} {HIGH} "
+        f"AND m_score {'>=' if m else '<'} {HIGH} THEN '{code}'"
+        for (r, f, m), code in RFM_CLASS_OF.items()
+    )
+    table = CustomerRfm._meta.db_table
+    # Only table names and fixed fragments are formatted in; every value is a bound parameter.
+    sql = f"""
+        INSERT INTO {table} (customer_id, brand_id, recency, frequency, monetary, rfm_class,
+                             computed_at)
+        SELECT customer_id, %s, r_score, f_score, m_score, CASE {classes} END, %s
+        FROM (
+            SELECT customer_id, {r_sql} AS r_score, {f_sql} AS f_score, {m_sql} AS m_score
+            FROM (
+                SELECT a.customer_id AS customer_id, a.last_order_at AS r,
+                       a.order_count AS f, a.paid_fen - a.refunded_fen AS m
+                FROM {CustomerAggregate._meta.db_table} a
+                JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
+                WHERE a.brand_id = %s AND a.order_count > 0 AND a.last_order_at IS NOT NULL
+                  AND c.merged_into_id IS NULL
+            ) base
+        ) scored
+    """  # noqa: S608
+    with transaction.atomic():
+        CustomerRfm.objects.filter(brand=brand).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [brand.pk, now, *params, brand.pk])
+            count = cursor.rowcount
+        conf.rfm_computed_at = now
+        conf.save(update_fields=["rfm_computed_at"])
+    return RfmResult(customers=count, elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def recompute_rfm_for(*, actor: Staff) -> RfmResult:
+    require(actor, Action.SEGMENT_MANAGE)
+    return recompute_rfm(brand=actor.brand)
+
+
+def rfm_table(*, actor: Staff) -> list[dict[str, Any]]:
+    """Customers (within the actor's reach) per RFM class, with the Chinese names."""
+    require(actor, Action.SEGMENT_VIEW)
+    visible = Customer.objects.for_actor(actor).values("pk")
+    counts = dict(
+        CustomerRfm.objects.filter(brand=actor.brand, customer__in=visible)
+        .values_list("rfm_class")
+        .annotate(n=Count("pk"))
+        .values_list("rfm_class", "n")
+    )
+    return [
+        {"rfm_class": code, "name": RFM_NAMES[code], "customers": counts.get(code, 0)}
+        for code in RFM_NAMES
+    ]
+
+
+# --- Lifecycle ------------------------------------------------------------------------------
+
+STAGES = ("new_contact", "engaged", "first_order", "repeat", "loyal", "at_risk", "lost")
+
+
+def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, int]:
+    """The expected repurchase interval per customer: the longest usage cycle among the
+    products of their latest order."""
+    from yutang.commerce.models import Order, Product
+
+    cycles: dict[str, int] = {
+        sku: days
+        for sku, days in Product.objects.filter(
+            brand=brand, usage_cycle_days__isnull=False
+        ).values_list("sku", "usage_cycle_days")
+        if days is not None
+    }
+    if not cycles:
+        return {}
+    out: dict[int, int] = {}
+    latest: dict[int, Any] = {}
+    for order in (
+        Order.objects.filter(brand=brand, customer_id__in=customer_ids)
+        .order_by("customer_id", "paid_at", "id")
+        .only("customer_id", "items")
+    ):
+        latest[order.customer_id] = order.items
+    for customer_id, items in latest.items():
+        skus = [i.get("sku") for i in items or [] if isinstance(i, dict)]
+        days = [cycles[sku] for sku in skus if isinstance(sku, str) and sku in cycles]
+        if days:
+            out[customer_id] = max(days)
+    return out
+
+
+def stage_of(
+    agg: CustomerAggregate | None, conf: SegmentSettings, cycle_days: int | None, now: dt.datetime
+) -> str:
+    """The lifecycle stage from a customer's aggregate (see docs/segments.md for the rules)."""
+    if agg is None:
+        return "new_contact"
+    activity = [
+        t
+        for t in (
+            agg.last_order_at,
+            agg.last_inbound_at,
+            agg.last_click_at,
+            agg.last_contact_added_at,
+        )
+        if t is not None
+    ]
+    deleted_us = agg.last_contact_deleted_at is not None and (
+        agg.last_contact_added_at is None
+        or agg.last_contact_deleted_at >= agg.last_contact_added_at
+    )
+    if deleted_us or (
+        activity and now - max(activity) > dt.timedelta(days=conf.lost_inactive_days)
+    ):
+        return "lost"
+    cycle = cycle_days or conf.default_cycle_days
+    if (
+        agg.order_count > 0
+        and cycle
+        and agg.last_order_at is not None
+        and now - agg.last_order_at > dt.timedelta(days=cycle + conf.at_risk_slack_days)
+    ):
+        return "at_risk"
+    if agg.order_count >= conf.loyal_min_orders:
+        return "loyal"
+    if agg.order_count >= conf.repeat_min_orders:
+        return "repeat"
+    if agg.order_count >= 1:
+        return "first_order"
+    if agg.last_inbound_at is not None or agg.last_click_at is not None:
+        return "engaged"
+    return "new_contact"
+
+
+@dataclass
+class LifecycleResult:
+    customers: int
+    changed: int
+
+
+def recompute_lifecycle(*, brand: Brand, chunk: int = 5000) -> LifecycleResult:
+    """Recompute every customer's stage; each change is stored and recorded as a
+    lifecycle.changed event {from, to}."""
+    conf = settings_for(brand)
+    now = clock.now()
+    ids = list(
+        Customer.objects.filter(brand=brand, merged_into__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    changed = 0
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        current = dict(Customer.objects.filter(pk__in=part).values_list("pk", "lifecycle_stage"))
+        aggs = {a.customer_id: a for a in CustomerAggregate.objects.filter(customer_id__in=part)}
+        cycles = _cycle_days_by_customer(brand, part)
+        new = {c: stage_of(aggs.get(c), conf, cycles.get(c), now) for c in part}
+        moves = {c: s for c, s in new.items() if current.get(c) != s}
+        if not moves:
+            continue
+        with transaction.atomic():
+            customers.set_lifecycle_stages(brand=brand, stages=moves, at=now)
+            items = [
+                {
+                    "type": "lifecycle.changed",
+                    "occurred_at": now,
+                    "customer_id": c,
+                    "source": "segments",
+                    "idempotency_key": f"lifecycle:{c}:{now.isoformat()}:{s}",
+                    "properties": {"from": current.get(c) or "", "to": s},
+                }
+                for c, s in moves.items()
+            ]
+            for batch in range(0, len(items), events.MAX_BATCH):
+                events.ingest_events(brand=brand, items=items[batch : batch + events.MAX_BATCH])
+        changed += len(moves)
+    conf.lifecycle_computed_at = now
+    conf.save(update_fields=["lifecycle_computed_at"])
+    return LifecycleResult(customers=len(ids), changed=changed)
+
+
+def lifecycle_distribution(*, actor: Staff) -> list[dict[str, Any]]:
+    require(actor, Action.SEGMENT_VIEW)
+    counts = Counter(
+        dict(
+            Customer.objects.for_actor(actor)
+            .values_list("lifecycle_stage")
+            .annotate(n=Count("pk"))
+            .values_list("lifecycle_stage", "n")
+        )
+    )
+    return [{"stage": s, "customers": counts.get(s, 0)} for s in STAGES] + [
+        {"stage": "", "customers": counts.get("", 0)}
+    ]
+
+
+def predicted_next_purchase(customer: Customer) -> dt.date | None:
+    """Last order date plus the usage cycle of its products (or the brand's default)."""
+    agg = CustomerAggregate.objects.filter(customer=customer).first()
+    if agg is None or agg.last_order_at is None:
+        return None
+    conf = settings_for(customer.brand)
+    cycle = _cycle_days_by_customer(customer.brand, [customer.pk]).get(customer.pk)
+    cycle = cycle or conf.default_cycle_days
+    if not cycle:
+        return None
+    return (agg.last_order_at + dt.timedelta(days=cycle)).astimezone(customer.brand.tz).date()
+
+
+# --- Nightly --------------------------------------------------------------------------------
+
+NIGHTLY_HOUR = 3
+
+
+def run_nightly() -> int:
+    """The worker loop: once a day per brand, after 03:00 in the brand's time zone, recompute
+    RFM and lifecycle stages. A lease per brand and day keeps it to one worker. Returns 0 (a
+    periodic job never keeps the loop thread from resting)."""
+    from yutang.core.worker import acquire_lease
+    from yutang.segments.services import lease_holder
+
+    now = clock.now()
+    for brand in Brand.objects.all():
+        local = now.astimezone(brand.tz)
+        if local.hour < NIGHTLY_HOUR:
+            continue
+        conf = settings_for(brand)
+        last = conf.rfm_computed_at
+        if last is not None and last.astimezone(brand.tz).date() >= local.date():
+            continue
+        lease = f"nightly:{brand.pk}:{local.date().isoformat()}"
+        if not acquire_lease(lease, lease_holder(), dt.timedelta(hours=2)):
+            continue
+        recompute_rfm(brand=brand)
+        recompute_lifecycle(brand=brand)
+    return 0

@@ -1,0 +1,137 @@
+"""Typed reads of JSON keys and a case-sensitive substring test, as ORM expressions.
+
+The SQL differs between PostgreSQL and SQLite, so each function has one branch per backend
+(CONVENTIONS §10). Keys and values are always bound parameters. A typed read returns NULL
+when the key is missing or holds another JSON type, so "attribute age > 30" never matches the
+string "40" on one backend and not on the other: both follow the in-memory evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import BooleanField, Expression, FloatField, Func, IntegerField, TextField
+from django.db.models.sql.compiler import SQLCompiler
+
+
+def _sqlite_path(key: str) -> str:
+    # Keys are validated to word characters and hyphens (rules.Key), so quoting is enough.
+    return f'$."{key}"'
+
+
+class _JsonRead(Func):
+    """Read `key` of a JSON column (or expression) as one SQL type, NULL unless it has it."""
+
+    pg_type = ""
+    pg_cast = ""
+    sqlite_types: tuple[str, ...] = ()
+
+    def __init__(self, column: Any, key: str, **extra: Any):
+        self.key = key
+        super().__init__(column, **extra)
+
+    def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:  # type: ignore[override]
+        raise NotImplementedError(f"{connection.vendor} is not supported")
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = (
+            f"(CASE WHEN jsonb_typeof(({column}) -> %s) = '{self.pg_type}' "
+            f"THEN (({column}) ->> %s){self.pg_cast} END)"
+        )
+        return sql, (*params, self.key, *params, self.key)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        path = _sqlite_path(self.key)
+        types = ", ".join(f"'{t}'" for t in self.sqlite_types)
+        sql = self.sqlite_template(column, types)
+        return sql, (*params, path, *params, path)
+
+    def sqlite_template(self, column: str, types: str) -> str:
+        return (
+            f"(CASE WHEN json_type({column}, %s) IN ({types}) THEN json_extract({column}, %s) END)"
+        )
+
+
+class JsonText(_JsonRead):
+    output_field = TextField()
+    pg_type = "string"
+    sqlite_types = ("text",)
+
+
+class JsonNumber(_JsonRead):
+    output_field = FloatField()
+    pg_type = "number"
+    pg_cast = "::double precision"
+    sqlite_types = ("integer", "real")
+
+
+class JsonBool(_JsonRead):
+    output_field = BooleanField()
+    pg_type = "boolean"
+    pg_cast = "::boolean"
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = f"(CASE json_type({column}, %s) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+        return sql, (*params, _sqlite_path(self.key))
+
+
+class JsonHas(Func):
+    """1 when the key is present (any JSON type, null included), else 0."""
+
+    output_field = IntegerField()
+
+    def __init__(self, column: Any, key: str, **extra: Any):
+        self.key = key
+        super().__init__(column, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        return f"(CASE WHEN (({column}) -> %s) IS NULL THEN 0 ELSE 1 END)", (*params, self.key)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = f"(CASE WHEN json_type({column}, %s) IS NULL THEN 0 ELSE 1 END)"
+        return sql, (*params, _sqlite_path(self.key))
+
+
+class StrPos(Func):
+    """1-based position of `needle` in the text, 0 when absent; case-sensitive on both
+    backends (LIKE is case-insensitive on SQLite, and would treat % and _ as wildcards)."""
+
+    output_field = IntegerField()
+
+    def __init__(self, haystack: Expression | Any, needle: Expression | Any, **extra: Any):
+        super().__init__(haystack, needle, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, function="STRPOS", **extra)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, function="INSTR", **extra)
+
+
+class JsonStringIs(Func):
+    """True when `key` holds exactly this JSON string, else false (never NULL). On PostgreSQL
+    a jsonb equality, which is cheaper per row than reading the key as text twice."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column: Any, key: str, value: str, **extra: Any):
+        self.key = key
+        self.value = value
+        super().__init__(column, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        import json
+
+        column, params = compiler.compile(self.source_expressions[0])
+        sql = f"COALESCE((({column}) -> %s) = %s::jsonb, false)"
+        return sql, (*params, self.key, json.dumps(self.value))
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        path = _sqlite_path(self.key)
+        sql = f"COALESCE(json_type({column}, %s) = 'text' AND json_extract({column}, %s) = %s, 0)"
+        return sql, (*params, path, *params, path, self.value)

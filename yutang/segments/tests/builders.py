@@ -1,0 +1,54 @@
+"""Data builders for the rule tests: rows written directly, so each test states exactly the
+facts it evaluates (aggregates included)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from yutang.core.models import Brand
+from yutang.customers.models import Consent, Customer, CustomerTag, Identity, Tag, TagGroup
+from yutang.events.models import CustomerAggregate, Event
+
+_seq = itertools.count(1)
+T0 = dt.datetime(2026, 3, 10, 4, 0, tzinfo=dt.UTC)  # 12:00 in Asia/Shanghai
+
+
+def customer(brand: Brand, **fields: Any) -> Customer:
+    now = fields.pop("created_at", T0)
+    return Customer.objects.create(brand=brand, created_at=now, updated_at=now, **fields)
+
+
+def event(c: Customer, type: str, at: dt.datetime, **properties: Any) -> Event:
+    return Event.objects.create(
+        brand_id=c.brand_id, customer=c, type=type, occurred_at=at, received_at=at,
+        idempotency_key=f"k{next(_seq)}", properties=properties,
+    )  # fmt: skip
+
+
+def tag(brand: Brand, name: str) -> Tag:
+    group, _ = TagGroup.objects.get_or_create(brand=brand, name="G")
+    return Tag.objects.create(brand=brand, group=group, name=name)
+
+
+def tag_customer(c: Customer, t: Tag) -> None:
+    CustomerTag.objects.create(customer=c, tag=t, created_at=T0)
+
+
+def identity(c: Customer, kind: str, namespace: str = "") -> Identity:
+    n = next(_seq)
+    return Identity.objects.create(
+        brand_id=c.brand_id, customer=c, kind=kind, namespace=namespace,
+        value_encrypted="x", value_hash=f"h{n}", created_at=T0,
+    )  # fmt: skip
+
+
+def consent(c: Customer, purpose: str, status: str, carrier: str = "") -> Consent:
+    return Consent.objects.create(
+        customer=c, purpose=purpose, carrier=carrier, status=status, changed_at=T0, recorded_at=T0
+    )
+
+
+def aggregate(c: Customer, **fields: Any) -> CustomerAggregate:
+    return CustomerAggregate.objects.create(customer=c, brand_id=c.brand_id, **fields)

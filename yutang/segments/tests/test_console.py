@@ -1,0 +1,144 @@
+"""Segment pages in the console (Django test client) and the editor in Chromium."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.factories import PASSWORD, console_client, make_brand, make_staff, make_store
+from yutang.core.clock import FrozenClock, use_clock
+from yutang.core.permissions import Role
+from yutang.segments.models import Segment
+from yutang.segments.tests.builders import customer
+
+SHANGHAI = {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}
+
+
+@pytest.mark.django_db
+def test_create_preview_and_members_pages():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    customer(brand, city="上海", display_name="甲")
+    customer(brand, city="北京", display_name="乙")
+    client = console_client(admin)
+    listing = client.get("/segments/").content.decode()
+    assert "新建人群" in listing and "人群分层" in listing  # zh-hans by default, our catalog
+    page = client.get("/segments/new/")
+    assert page.status_code == 200 and b"rule-builder" in page.content
+
+    preview = client.post("/segments/preview/", {"rule": json.dumps(SHANGHAI)})
+    assert preview.status_code == 200
+    assert b'data-testid="preview-count">1<' in preview.content
+    bad = client.post("/segments/preview/", {"rule": json.dumps({"or": []})})
+    assert "$.or: must be a non-empty list" in bad.content.decode()
+
+    response = client.post(
+        "/segments/new/", {"name": "上海", "kind": "dynamic", "rule": json.dumps(SHANGHAI)}
+    )
+    segment = Segment.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/segments/{segment.pk}/"
+    members = client.get(f"/segments/{segment.pk}/members/").content.decode()
+    assert "甲" in members and "乙" not in members
+    export = client.get(f"/segments/{segment.pk}/export/?format=csv")
+    assert export.status_code == 200 and "甲" in export.content.decode("utf-8-sig")
+
+    refused = client.post(
+        f"/segments/{segment.pk}/", {"name": "上海", "rule": json.dumps({"not": {}})}
+    )
+    assert refused.status_code == 200
+    assert "rule.not.kind" in refused.content.decode()
+    assert Segment.objects.get().rule == SHANGHAI
+
+
+@pytest.mark.django_db
+def test_analyst_sees_but_cannot_edit_and_advisor_cannot_export():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    client = console_client(admin)
+    client.post("/segments/new/", {"name": "s", "kind": "dynamic", "rule": json.dumps(SHANGHAI)})
+    segment = Segment.objects.get()
+    analyst = console_client(make_staff(brand, Role.ANALYST))
+    assert analyst.get(f"/segments/{segment.pk}/").status_code == 200
+    assert analyst.post(f"/segments/{segment.pk}/delete/").status_code == 403
+    assert analyst.get("/segments/new/").status_code == 403
+    advisor = console_client(make_staff(brand, Role.ADVISOR, stores=[make_store(brand)]))
+    assert advisor.get(f"/segments/{segment.pk}/export/?format=csv").status_code == 403
+    assert Segment.objects.count() == 1
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_build_a_segment_in_the_browser_and_see_the_live_count(chromium, live_server):
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    for n in range(3):
+        customer(brand, city="上海", display_name=f"上海{n}")
+    customer(brand, city="北京", display_name="北京0")
+    context = chromium.new_context(locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", admin.user.username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        page.goto(f"{live_server.url}/segments/new/")
+        # The default rule (orders >= 1) matches nobody yet.
+        page.wait_for_selector("[data-testid=preview-count]")
+        assert page.inner_text("[data-testid=preview-count]") == "0"
+        # Switch the condition to the profile field city = 上海 with the builder.
+        page.select_option("[data-testid=cond-kind]", "profile")
+        page.fill("[data-testid=cond-value]", "上海")
+        page.wait_for_function(
+            "document.querySelector('[data-testid=preview-count]').textContent === '3'"
+        )
+        assert "毫秒" in page.inner_text("[data-testid=preview-time]")  # "query N ms" in zh-hans
+        assert page.locator("[data-testid=preview-sample] tbody tr").count() == 3
+        # Negate it: the count follows.
+        page.locator("[data-testid=rule-condition] [data-testid=rule-not]").check()
+        page.wait_for_function(
+            "document.querySelector('[data-testid=preview-count]').textContent === '1'"
+        )
+        page.fill("#id_name", "不在上海")
+        page.click("[data-testid=save-segment]")
+        page.wait_for_selector("text=不在上海")
+        segment = Segment.objects.get()
+        assert segment.rule == {
+            "and": [{"not": {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}}]
+        }
+        assert errors == []
+    finally:
+        context.close()
+
+
+@pytest.mark.django_db
+def test_rfm_auto_tag_pages_and_portrait():
+    from yutang.segments.tests.builders import aggregate, tag
+
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    c = customer(brand, city="上海")
+    aggregate(c, order_count=2, paid_fen=100, last_order_at=c.created_at)
+    t = tag(brand, "买家")
+    client = console_client(admin)
+    with use_clock(FrozenClock(c.created_at)):
+        assert client.post("/segments/rfm/").status_code == 302
+    page = client.get("/segments/rfm/").content.decode()
+    assert "重要价值客户" in page
+    created = client.post(
+        "/segments/auto-tags/",
+        {"name": "buyers", "tag_id": t.pk,
+         "rule": json.dumps({"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1})},
+    )  # fmt: skip
+    assert created.status_code == 302
+    refused = client.post("/segments/auto-tags/", {"name": "b", "tag_id": t.pk, "rule": "{"})
+    assert "规则不是有效的 JSON" in refused.content.decode()  # zh-hans message
+    client.post("/segments/new/", {"name": "上海", "kind": "dynamic", "rule": json.dumps(SHANGHAI)})
+    portrait = client.get(f"/customers/{c.pk}/").content.decode()
+    assert 'data-testid="segmentation"' in portrait
+    assert "上海</a>" in portrait
+    assert "买家</span>" in portrait
+    assert 'data-testid="lifecycle-stage">repeat<' in portrait

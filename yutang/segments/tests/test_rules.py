@@ -1,0 +1,388 @@
+"""Each condition kind, nesting, NOT with missing data, windows across the brand's midnight,
+JSON-path errors, hostile strings, and the registry. Every check runs the rule both ways
+(one SQL query and the in-memory evaluator) and asserts the same answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from tests.factories import make_brand, make_staff, make_store
+from yutang.core.errors import ValidationFailed
+from yutang.core.models import Brand
+from yutang.customers.models import Customer
+from yutang.segments import rules
+from yutang.segments.models import CustomerRfm
+from yutang.segments.tests.builders import (
+    T0,
+    aggregate,
+    consent,
+    customer,
+    event,
+    identity,
+    tag,
+    tag_customer,
+)
+
+pytestmark = pytest.mark.django_db
+DAY = dt.timedelta(days=1)
+
+
+def match(brand: Brand, rule: dict[str, Any], now: dt.datetime = T0) -> set[int]:
+    """The customers matching `rule`, asserting that SQL and memory agree."""
+    node = rules.parse_rule(rule)
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=now)
+    everyone = Customer.objects.filter(brand=brand, merged_into__isnull=True)
+    in_sql = set(everyone.filter(rules.compile_rule(node, ctx)).values_list("pk", flat=True))
+    in_memory = {c.pk for c in everyone if rules.evaluate(node, rules.load_facts(c, node), ctx)}
+    assert in_sql == in_memory, rule
+    return in_sql
+
+
+@pytest.fixture
+def brand() -> Brand:
+    return make_brand()
+
+
+def test_profile_fields_and_missing_values(brand):
+    sh = customer(brand, city="上海", gender="female", birthday=dt.date(1990, 5, 1))
+    bj = customer(brand, city="北京", gender="male")
+    blank = customer(brand, city="")
+    assert match(brand, {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}) == {
+        sh.pk
+    }
+    # ne is false for a missing value; NOT (eq) includes it.
+    assert match(brand, {"kind": "profile", "field": "city", "op": "ne", "value": "上海"}) == {
+        bj.pk
+    }
+    assert match(
+        brand, {"not": {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}}
+    ) == {bj.pk, blank.pk}
+    assert match(brand, {"kind": "profile", "field": "city", "op": "exists"}) == {sh.pk, bj.pk}
+    assert match(
+        brand, {"kind": "profile", "field": "city", "op": "in", "value": ["北京", "广州"]}
+    ) == {bj.pk}
+    assert match(
+        brand, {"kind": "profile", "field": "birthday", "op": "lt", "value": "1991-01-01"}
+    ) == {sh.pk}
+    assert match(brand, {"kind": "profile", "field": "gender", "op": "eq", "value": "male"}) == {
+        bj.pk
+    }
+
+
+def test_attributes_are_typed(brand):
+    a = customer(
+        brand, attributes={"age": 30, "vip": True, "skin": "dry oily", "since": "2024-01-05"}
+    )
+    b = customer(brand, attributes={"age": "40", "vip": "yes", "skin": 7})
+    c = customer(brand, attributes={})
+    num = {"kind": "attribute", "key": "age", "type": "number"}
+    assert match(brand, {**num, "op": "gte", "value": 18}) == {a.pk}  # "40" is text, not 40
+    assert match(brand, {**num, "op": "between", "value": [30, 31]}) == {a.pk}
+    assert match(brand, {"not": {**num, "op": "gte", "value": 18}}) == {b.pk, c.pk}
+    boolean = {"kind": "attribute", "key": "vip", "type": "boolean"}
+    assert match(brand, {**boolean, "op": "eq", "value": True}) == {a.pk}
+    assert match(brand, {**boolean, "op": "ne", "value": True}) == set()
+    text = {"kind": "attribute", "key": "skin"}
+    assert match(brand, {**text, "op": "contains", "value": "oil"}) == {a.pk}
+    assert match(brand, {**text, "op": "contains", "value": "OIL"}) == set()  # case-sensitive
+    assert match(brand, {**text, "op": "exists"}) == {a.pk}
+    date = {"kind": "attribute", "key": "since", "type": "date"}
+    assert match(brand, {**date, "op": "gte", "value": "2024-01-01"}) == {a.pk}
+
+
+def test_tags_identities_consent_owner_channel_lifecycle(brand):
+    store = make_store(brand)
+    staff = make_staff(brand)
+    t1, t2 = tag(brand, "护肤"), tag(brand, "母婴")
+    a = customer(brand, source_channel="package_card", owner_store=store, lifecycle_stage="repeat")
+    b = customer(brand, source_channel="live", owner_staff=staff, lifecycle_stage="engaged")
+    tag_customer(a, t1)
+    tag_customer(a, t2)
+    tag_customer(b, t1)
+    identity(a, "wecom_external_userid")
+    identity(b, "wechat_openid", namespace="wx-oa-1")
+    consent(a, "marketing", "withdrawn")
+    consent(b, "marketing", "granted", carrier="wecom")
+    assert match(brand, {"kind": "tag", "tag_ids": [t1.pk, t2.pk], "match": "all"}) == {a.pk}
+    assert match(brand, {"kind": "tag", "tag_ids": [t2.pk, t1.pk]}) == {a.pk, b.pk}
+    assert match(brand, {"kind": "identity", "identity_kind": "wecom_external_userid"}) == {a.pk}
+    assert match(
+        brand, {"kind": "identity", "identity_kind": "wechat_openid", "namespace": "wx-oa-1"}
+    ) == {b.pk}
+    assert (
+        match(brand, {"kind": "identity", "identity_kind": "wechat_openid", "namespace": "other"})
+        == set()
+    )
+    cons = {"kind": "consent", "purpose": "marketing"}
+    assert match(brand, {**cons, "status": "withdrawn"}) == {a.pk}
+    assert match(brand, {**cons, "status": "unset"}) == {b.pk}
+    assert match(brand, {**cons, "carrier": "wecom", "status": "granted"}) == {b.pk}
+    assert match(brand, {"kind": "owner", "owner": "store", "ids": [store.pk]}) == {a.pk}
+    assert match(brand, {"kind": "owner", "owner": "store", "op": "none"}) == {b.pk}
+    assert match(brand, {"not": {"kind": "owner", "owner": "staff", "ids": [staff.pk]}}) == {a.pk}
+    assert match(brand, {"kind": "channel", "channels": ["live"]}) == {b.pk}
+    assert match(brand, {"kind": "lifecycle", "stages": ["repeat", "loyal"]}) == {a.pk}
+
+
+def test_rfm_condition(brand):
+    a = customer(brand)
+    b = customer(brand)
+    customer(brand)  # no RFM row: never matches, NOT includes it
+    CustomerRfm.objects.create(customer=a, brand=brand, recency=5, frequency=4, monetary=5,
+                               rfm_class="important_value", computed_at=T0)  # fmt: skip
+    CustomerRfm.objects.create(customer=b, brand=brand, recency=1, frequency=2, monetary=1,
+                               rfm_class="general_retain", computed_at=T0)  # fmt: skip
+    assert match(brand, {"kind": "rfm", "classes": ["important_value"]}) == {a.pk}
+    assert match(brand, {"kind": "rfm", "score": "recency", "op": "lte", "value": 2}) == {b.pk}
+    assert len(match(brand, {"not": {"kind": "rfm", "classes": ["general_retain"]}})) == 2
+
+
+def test_aggregates_missing_row_counts_as_zero(brand):
+    buyer = customer(brand)
+    none = customer(brand)  # no aggregate row at all
+    aggregate(
+        buyer, order_count=3, paid_fen=50_000, refunded_fen=10_000, last_order_at=T0 - 70 * DAY
+    )
+    agg = {"kind": "aggregate"}
+    assert match(brand, {**agg, "field": "order_count", "op": "gte", "value": 2}) == {buyer.pk}
+    assert match(brand, {**agg, "field": "order_count", "op": "eq", "value": 0}) == {none.pk}
+    assert match(brand, {**agg, "field": "net_fen", "op": "eq", "value": 40_000}) == {buyer.pk}
+    # days since the last order: missing for someone who never ordered.
+    assert match(brand, {**agg, "field": "days_since_last_order", "op": "gt", "value": 60}) == {
+        buyer.pk
+    }
+    assert match(
+        brand, {"not": {**agg, "field": "days_since_last_order", "op": "lte", "value": 60}}
+    ) == {buyer.pk, none.pk}
+
+
+def test_event_count_sum_first_last_with_filters(brand):
+    a = customer(brand)
+    b = customer(brand)
+    c = customer(brand)
+    for days, category, amount in [(1, "护肤", 100), (5, "护肤", 250), (40, "彩妆", 900)]:
+        event(a, "order.paid", T0 - days * DAY, category=category, amount_fen=amount)
+    event(b, "order.paid", T0 - 3 * DAY, category="护肤", amount_fen="oops")
+    event(b, "link.clicked", T0 - 2 * DAY, link="https://x")
+    event(b, "link.clicked", T0 - 13 * DAY, link="https://y")
+    skin = [{"property": "category", "op": "eq", "value": "护肤"}]
+    paid = {"kind": "event", "type": "order.paid"}
+    assert match(brand, {**paid, "filters": skin, "op": "gt", "value": 1}) == {a.pk}
+    assert match(brand, {**paid, "filters": skin}) == {a.pk, b.pk}
+    assert match(
+        brand, {**paid, "measure": "sum", "property": "amount_fen", "op": "gte", "value": 300,
+                "window": {"days": 30}}
+    ) == {a.pk}  # fmt: skip
+    # sum = 0 matches people with no events and those whose amounts are not numbers.
+    assert match(
+        brand, {**paid, "measure": "sum", "property": "amount_fen", "op": "eq", "value": 0}
+    ) == {b.pk, c.pk}
+    assert match(brand, {**paid, "op": "eq", "value": 0, "window": {"days": 60}}) == {c.pk}
+    assert match(brand, {**paid, "measure": "first", "op": "gte", "value": 30}) == {a.pk}
+    assert match(brand, {**paid, "measure": "last", "op": "between", "value": [0, 2]}) == {a.pk}
+    clicks = {"kind": "event", "type": "link.clicked", "op": "gte", "value": 2}
+    assert match(brand, {**clicks, "window": {"days": 14}}) == {b.pk}
+    assert match(brand, {**clicks, "window": {"days": 13}}) == set()
+    # "no order.paid in 60 days"
+    assert match(brand, {"not": {**paid, "window": {"days": 60}}}) == {c.pk}
+
+
+def test_touches_and_group_membership(brand):
+    a = customer(brand)
+    b = customer(brand)
+    for days in (0, 1, 6):
+        event(a, "message.sent", T0 - days * DAY, carrier="wecom", message_id=f"m{days}")
+    event(b, "message.sent", T0 - 8 * DAY, carrier="wecom", message_id="m")
+    event(a, "group.joined", T0 - 10 * DAY, group_id="g1")
+    event(a, "group.left", T0 - 5 * DAY, group_id="g1")
+    event(b, "group.joined", T0 - 10 * DAY, group_id="g1")
+    event(b, "group.left", T0 - 9 * DAY, group_id="g2")
+    assert match(brand, {"kind": "touches", "window": {"days": 7}, "op": "gte", "value": 3}) == {
+        a.pk
+    }
+    assert match(brand, {"kind": "touches", "window": {"days": 7}, "op": "eq", "value": 0}) == {
+        b.pk
+    }
+    assert match(brand, {"kind": "group", "group_id": "g1"}) == {b.pk}
+    assert match(brand, {"kind": "group", "group_id": "g2"}) == set()
+
+
+def test_nesting(brand):
+    t = tag(brand, "VIP")
+    a = customer(brand, city="上海")
+    b = customer(brand, city="北京")
+    c = customer(brand, city="上海")
+    tag_customer(c, t)
+    event(b, "link.clicked", T0 - DAY, link="l")
+    rule = {
+        "or": [
+            {"and": [
+                {"kind": "profile", "field": "city", "op": "eq", "value": "上海"},
+                {"not": {"kind": "tag", "tag_ids": [t.pk]}},
+            ]},
+            {"kind": "event", "type": "link.clicked", "window": {"days": 7}},
+        ]
+    }  # fmt: skip
+    assert match(brand, rule) == {a.pk, b.pk}
+    assert match(brand, {"not": rule}) == {c.pk}
+
+
+def test_windows_follow_the_brand_day_not_utc(brand):
+    """Brand time Asia/Shanghai (UTC+8). It is 00:30 on 10 March in Shanghai; an event at
+    23:50 on 9 March Shanghai time is yesterday there, though the same UTC day."""
+    now = dt.datetime(2026, 3, 9, 16, 30, tzinfo=dt.UTC)  # 2026-03-10 00:30 +08:00
+    late = customer(brand)
+    early = customer(brand)
+    event(late, "link.clicked", dt.datetime(2026, 3, 9, 15, 50, tzinfo=dt.UTC), link="x")  # 23:50
+    event(early, "link.clicked", dt.datetime(2026, 3, 9, 16, 10, tzinfo=dt.UTC), link="x")  # 00:10
+    clicked = {"kind": "event", "type": "link.clicked"}
+    assert match(brand, {**clicked, "window": {"days": 1}}, now) == {early.pk}
+    assert match(brand, {**clicked, "window": {"days": 2}}, now) == {early.pk, late.pk}
+    assert match(brand, {**clicked, "measure": "last", "op": "eq", "value": 1}, now) == {late.pk}
+    # A brand in UTC sees both on the same day.
+    brand.time_zone = "UTC"
+    brand.save()
+    assert match(brand, {**clicked, "window": {"days": 1}}, now) == {early.pk, late.pk}
+    # The same rule a day later: both fall out of a one-day window, no new event needed.
+    assert match(brand, {**clicked, "window": {"days": 1}}, now + DAY) == set()
+
+
+HOSTILE = [
+    "'; DROP TABLE customers_customer; --",
+    '" OR 1=1 --',
+    "%",
+    "_",
+    "\\",
+    "x' || (SELECT 1) || '",
+    "$.a[0]",
+    "🙂 护肤",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_match_literally(brand, text):
+    target = customer(brand, city=text, source_channel=text[:64], attributes={"note": text})
+    other = customer(brand, city="x", source_channel="x", attributes={"note": "x"})
+    event(target, "custom.hostile", T0, value=text)
+    event(target, "group.joined", T0, group_id=text)
+    identity(target, "wechat_openid", namespace=text[:64])
+    consent(target, "marketing", "granted", carrier=text[:32])
+    rules_to_try = [
+        {"kind": "profile", "field": "city", "op": "eq", "value": text},
+        {"kind": "profile", "field": "city", "op": "in", "value": [text]},
+        {"kind": "profile", "field": "city", "op": "contains", "value": text},
+        {"kind": "attribute", "key": "note", "op": "eq", "value": text},
+        {"kind": "attribute", "key": "note", "op": "contains", "value": text},
+        {"kind": "channel", "channels": [text[:64]]},
+        {"kind": "event", "type": "custom.hostile",
+         "filters": [{"property": "value", "op": "eq", "value": text}]},
+        {"kind": "event", "type": "custom.hostile",
+         "filters": [{"property": "value", "op": "contains", "value": text}]},
+        {"kind": "group", "group_id": text},
+        {"kind": "identity", "identity_kind": "wechat_openid", "namespace": text[:64]},
+        {"kind": "consent", "purpose": "marketing", "carrier": text[:32], "status": "granted"},
+    ]  # fmt: skip
+    for rule in rules_to_try:
+        assert match(brand, rule) == {target.pk}, rule
+    assert Customer.objects.filter(brand=brand).count() == 2
+    assert other.pk not in match(brand, {"or": rules_to_try})
+
+
+def test_hostile_keys_are_refused_with_the_path(brand):
+    with pytest.raises(ValidationFailed) as caught:
+        rules.parse_rule({"kind": "attribute", "key": "a') OR 1=1 --", "op": "exists"})
+    assert caught.value.field == "$.key"
+    with pytest.raises(ValidationFailed) as caught:
+        rules.parse_rule(
+            {"and": [{"kind": "event", "type": "x",
+                      "filters": [{"property": 'a"b', "op": "exists"}]}]}
+        )  # fmt: skip
+    assert caught.value.field == "$.and[0].filters[0].property"
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "message"),
+    [
+        (
+            {
+                "and": [
+                    {"kind": "channel", "channels": ["a"]},
+                    {"kind": "lifecycle", "stages": ["lost"]},
+                    {"kind": "event", "type": "link.clicked", "window": {"days": 5000}},
+                ]
+            },
+            "$.and[2].window.days",
+            "must be between 1 and 3650",
+        ),
+        ({"or": []}, "$.or", "must be a non-empty list"),
+        ({"not": {"kind": "nope"}}, "$.not.kind", "unknown condition kind 'nope'"),
+        ({"kind": "tag", "tag_ids": [1], "colour": "red"}, "$.colour", "unknown field"),
+        ({"kind": "event"}, "$.type", "is required"),
+        ({"kind": "event", "type": "order.paid", "measure": "sum"}, "$.property", "sum needs"),
+        ({"kind": "event", "type": "x", "op": "between", "value": 3}, "$.value", "[low, high]"),
+        (
+            {"kind": "rfm", "score": "recency", "op": "gte", "value": 9},
+            "$.value",
+            "between 1 and 5",
+        ),
+        ({"kind": "lifecycle", "stages": ["vip"]}, "$.stages[0]", "Input should be"),
+        ({"and": [{"kind": "channel", "channels": ["a"]}], "or": []}, "$", "only the key"),
+        ("customers", "$", "must be an object"),
+    ],
+)
+def test_validation_errors_name_the_json_path(rule, path, message):
+    with pytest.raises(ValidationFailed) as caught:
+        rules.parse_rule(rule)
+    assert caught.value.field == path
+    assert caught.value.message.startswith(f"{path}: ")
+    assert message in caught.value.message
+
+
+def test_limits_on_depth_and_size():
+    deep: dict[str, Any] = {"kind": "channel", "channels": ["a"]}
+    for _ in range(rules.MAX_DEPTH):
+        deep = {"not": deep}
+    with pytest.raises(ValidationFailed, match="nest at most"):
+        rules.parse_rule(deep)
+    wide = {"or": [{"and": [{"kind": "channel", "channels": ["a"]}] * 100}] * 4}
+    with pytest.raises(ValidationFailed, match="at most 300 nodes"):
+        rules.parse_rule(wide)
+
+
+def test_round_trip_to_json():
+    rule = {"not": {"and": [{"kind": "tag", "tag_ids": [3], "match": "all"},
+                            {"kind": "touches", "window": {"days": 7}, "op": "lt", "value": 2}]}}  # fmt: skip
+    again = rules.to_json(rules.parse_rule(rule))
+    assert rules.parse_rule(again) == rules.parse_rule(rule)
+    assert again["not"]["and"][1]["window"] == {"days": 7}
+
+
+class BirthdayMonth(rules.Condition):
+    """A condition kind registered from outside the compiler, as later apps do."""
+
+    kind: str = "birthday_month"
+    month: int
+
+    def compile(self, ctx):
+        from django.db.models import Q
+
+        return Q(birthday__month=self.month)
+
+    def evaluate(self, facts, ctx):
+        b = facts.customer.birthday
+        return b is not None and b.month == self.month
+
+
+def test_registered_condition_kinds_compile_and_evaluate(brand):
+    rules.register_condition("birthday_month", BirthdayMonth)
+    try:
+        may = customer(brand, birthday=dt.date(1990, 5, 3))
+        customer(brand, birthday=dt.date(1990, 6, 3))
+        customer(brand)
+        assert match(brand, {"kind": "birthday_month", "month": 5}) == {may.pk}
+        assert "birthday_month" in rules.condition_kinds()
+    finally:
+        rules._KINDS.pop("birthday_month")
