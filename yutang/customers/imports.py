@@ -451,10 +451,12 @@ def import_customer_row(context: ImportContext, values: dict[str, str], row: Row
     if not result.created:
         changed = {k: v for k, v in profile.items() if getattr(customer, k) != v}
         if changed:
+            before = services.owner_of(customer)
             for name, value in changed.items():
                 setattr(customer, name, value)
             customer.updated_at = clock.now()
             customer.save()
+            services.record_owner(customer, before, reason="import")
             outcome = "updated"
     if tag_names:
         tag_ids = [_tag(context, name).pk for name in tag_names]

@@ -34,6 +34,7 @@ from yutang.customers.models import (
     Identity,
     MergeCandidate,
     Note,
+    OwnerChange,
     SavedView,
     Tag,
     TagGroup,
@@ -356,7 +357,61 @@ def _create_with(
         **{k: v for k, v in profile.items() if k in PROFILE_FIELDS and v not in (None, "")},
     )
     _add_identities(customer, identities, source=source, now=now)
+    record_owner(customer, None, reason="created")
     return customer
+
+
+# --- Owner history --------------------------------------------------------------------------
+
+Owner = tuple[int | None, int | None]  # (owner_store_id, owner_staff_id)
+
+
+def owner_of(customer: Customer) -> Owner:
+    return (customer.owner_store_id, customer.owner_staff_id)
+
+
+def record_owner(customer: Customer, before: Owner | None, *, reason: str) -> None:
+    """Call after changing a customer's owner store or staff (`before` = the owner until
+    now, None for a new customer): keeps the history `owner_at` reads. A customer without
+    history gets a first row for the owner it had since it was created."""
+    after = owner_of(customer)
+    now = clock.now()
+    if before is None:
+        if after != (None, None):
+            _owner_row(customer, after, valid_from=customer.created_at, reason=reason, now=now)
+        return
+    if after == before:
+        return
+    if not OwnerChange.objects.filter(customer=customer).exists():
+        _owner_row(customer, before, valid_from=customer.created_at, reason="created", now=now)
+    _owner_row(customer, after, valid_from=now, reason=reason, now=now)
+
+
+def _owner_row(
+    customer: Customer, owner: Owner, *, valid_from: dt.datetime, reason: str, now: dt.datetime
+) -> None:
+    OwnerChange.objects.create(
+        brand_id=customer.brand_id,
+        customer=customer,
+        owner_store_id=owner[0],
+        owner_staff_id=owner[1],
+        valid_from=valid_from,
+        reason=reason[:32],
+        created_at=now,
+    )
+
+
+def owner_at(*, customer: Customer, at: dt.datetime) -> Owner:
+    """The owner store and staff of the customer at a moment (an order's paid time). Before
+    the first recorded owner — an order paid before the customer reached Yutang — the first
+    owner counts; a customer without history has always had its current owner."""
+    rows = OwnerChange.objects.filter(customer=customer)
+    row = rows.filter(valid_from__lte=at).order_by("-valid_from", "-id").first()
+    if row is None:
+        row = rows.order_by("valid_from", "id").first()
+    if row is None:
+        return owner_of(customer)
+    return (row.owner_store_id, row.owner_staff_id)
 
 
 def _data_owner(customers: Iterable[Customer]) -> dict[int, int | None]:
@@ -554,6 +609,7 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
         customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
         before = audit.snapshot(customer, [*PROFILE_FIELDS, "attributes"])
+        owner_before = owner_of(customer)
         if "attributes" in changes:
             merged = {
                 **customer.attributes,
@@ -569,6 +625,7 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
             setattr(customer, name, value)
         customer.updated_at = clock.now()
         customer.save()
+        record_owner(customer, owner_before, reason="update")
         audit.record(
             brand=actor.brand,
             actor=actor,
@@ -659,6 +716,7 @@ def merge_customers(
                 "Both customers must exist and not be merged already.", field="absorb_id"
             )
         keep, absorb = locked[keep.pk], locked[absorb.pk]
+        keep_owner = owner_of(keep)
         moved: dict[str, Any] = {}
 
         moved["identities"] = list(absorb.identities.values_list("pk", flat=True))
@@ -704,6 +762,7 @@ def merge_customers(
         moved["attributes_added"] = added
         keep.updated_at = now
         keep.save()
+        record_owner(keep, keep_owner, reason="merge")
         absorb.merged_into = keep
         absorb.updated_at = now
         absorb.save(update_fields=["merged_into", "updated_at"])
@@ -792,6 +851,7 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
         ).exists():
             raise Conflict("Undo the later merges into this customer first.", field="merge_id")
         moved = merge.moved
+        keep_owner = owner_of(keep)
 
         Identity.objects.filter(pk__in=moved["identities"], customer=keep).update(customer=absorb)
         CustomerTag.objects.filter(pk__in=moved["tags"], customer=keep).update(customer=absorb)
@@ -828,6 +888,7 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
                 keep.attributes.pop(key)
         keep.updated_at = now
         keep.save()
+        record_owner(keep, keep_owner, reason="unmerge")
         absorb.merged_into = None
         absorb.updated_at = now
         absorb.save(update_fields=["merged_into", "updated_at"])
@@ -1012,6 +1073,7 @@ def apply_profile(
     if unknown:
         name = sorted(unknown)[0]
         raise ValidationFailed(f"Unknown profile field {name!r}.", field=f"properties.{name}")
+    before = owner_of(customer)
     for name, value in changes.items():
         setattr(customer, name, value)
     if attributes:
@@ -1019,6 +1081,7 @@ def apply_profile(
         customer.attributes = {k: v for k, v in merged.items() if v is not None}
     customer.updated_at = clock.now()
     customer.save()
+    record_owner(customer, before, reason="profile")
     return customer
 
 

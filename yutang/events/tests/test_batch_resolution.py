@@ -38,9 +38,9 @@ def _item(n: int, identities: list[tuple[str, int]], paid: int) -> dict:
 def _outcome(brand) -> dict:
     """Everything resolution decides, named by identities instead of ids (which differ
     between two brands): the people, each event's person, open reviews, aggregates."""
-    people: dict[int, frozenset] = {}
+    people: dict[int, set[tuple[str, str]]] = {}
     for row in Identity.objects.filter(brand=brand):
-        people.setdefault(row.customer_id, set()).add((row.kind, row.value))  # type: ignore[arg-type]
+        people.setdefault(row.customer_id, set()).add((row.kind, row.value))
     person = {pk: frozenset(ids) for pk, ids in people.items()}
     live = set(
         Customer.objects.filter(brand=brand, merged_into__isnull=True).values_list("pk", flat=True)
@@ -139,6 +139,7 @@ def test_weak_match_with_only_weak_news_attaches_and_auto_policy_attaches_strong
         (strong,) = ingest_events(
             brand=auto, items=[_item(2, [("taobao_buyer", 1), ("phone", 1)], 1)]
         )
+    assert weak.customer_id is not None and strong.customer_id is not None
     assert Customer.objects.filter(brand=review).count() == 1
     assert Identity.objects.filter(customer_id=weak.customer_id).count() == 2
     assert Customer.objects.filter(brand=auto).count() == 1
