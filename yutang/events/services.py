@@ -22,7 +22,7 @@ from yutang.customers import bulk
 from yutang.customers import services as customers
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Consent, Customer, Identity
-from yutang.events import aggregates
+from yutang.events import aggregates, txids
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import validate_properties
 
@@ -208,8 +208,10 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
     # Every event is stored on the person's surviving customer, also when a later event of
     # this batch merged the customer an earlier one resolved to.
     to_store = [(v, resolver.customer_id(ref)) for v, ref in resolved]
+    txid = txids.current_txid()
     events = [
         Event(
+            txid=txid,
             brand_id=brand.pk,
             customer_id=customer_id,
             type=v.type,

@@ -104,7 +104,7 @@ def test_known_strong_identity_in_a_batch_with_a_new_one_costs_no_per_event_quer
             _item(100 + n, [("external", n), ("wecom_external_userid", n)], 1) for n in range(50)
         ]
         items += [_item(200 + n, [("external", 50 + n)], 1) for n in range(50)]
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(13):
             results = ingest_events(brand=brand, items=items)
     assert {r.status for r in results} == {"stored"}
     assert Customer.objects.filter(brand=brand).count() == 100
