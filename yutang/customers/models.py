@@ -335,6 +335,7 @@ class ImportJob(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Preview")
         PENDING = "pending", _("Waiting")
+        CHECKING = "checking", _("Checking every row")
         RUNNING = "running", _("Importing")
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
@@ -350,6 +351,8 @@ class ImportJob(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
     rows_done = models.PositiveIntegerField(default=0)
+    # Known once the all-or-nothing check has counted the rows (else progress is by bytes).
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
