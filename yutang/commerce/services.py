@@ -162,6 +162,9 @@ def post_order(
             customer = customers.resolve_customer(
                 brand=brand, identities=normalized, source=f"order:{source}"
             ).customer
+        # Attribution as of the paid time: a late-posted order counts for whoever owned the
+        # customer when it was paid, not for today's owner.
+        owner_store_id, owner_staff_id = customers.owner_at(customer=customer, at=paid_at)
         try:
             with transaction.atomic():
                 order = Order.objects.create(
@@ -175,8 +178,8 @@ def post_order(
                     shipping_fen=shipping_fen,
                     items=list(items),
                     store=store,
-                    staff_id=customer.owner_staff_id,
-                    attributed_store_id=customer.owner_store_id,
+                    staff_id=owner_staff_id,
+                    attributed_store_id=owner_store_id,
                     channel=customer.source_channel,
                     coupon_code=coupon_code,
                     created_at=clock.now(),

@@ -32,10 +32,23 @@ class NormalizedIdentity:
         return crypto.mask_identifier(self.kind, self.value)
 
 
+_KINDS = frozenset(IdentityKind.values)  # .values builds a new list on every call
+
+
+@functools.lru_cache(maxsize=65536)
+def _e164(text: str) -> tuple[str, str | None]:
+    """Phone parsing is the costliest step of validating an event; the same people's
+    numbers recur batch after batch, so outcomes (including refusals) are remembered."""
+    try:
+        return normalize_phone(text), None
+    except ValidationFailed as exc:
+        return "", exc.message
+
+
 def normalize_identity(
     kind: str, value: str, namespace: str = "", *, field: str = "identities"
 ) -> NormalizedIdentity:
-    if kind not in IdentityKind.values:
+    if kind not in _KINDS:
         raise ValidationFailed(f"Unknown identity kind {kind!r}.", field=f"{field}.kind")
     text = (value or "").strip()
     if not text:
@@ -46,7 +59,10 @@ def normalize_identity(
         )
     namespace = (namespace or "").strip()
     if kind == IdentityKind.PHONE:
-        text = normalize_phone(text, field=f"{field}.value")
+        phone, error = _e164(text)
+        if error is not None:
+            raise ValidationFailed(error, field=f"{field}.value")
+        text = phone
     elif kind == IdentityKind.EMAIL:
         text = normalize_email(text, field=f"{field}.value")
     if kind == IdentityKind.WECHAT_OPENID:

@@ -9,12 +9,13 @@ all-or-nothing — none are when any row is bad. Re-importing the same file chan
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -55,6 +56,8 @@ class Readable(Protocol):
 
 
 PROGRESS_EVERY = 500
+#: Rows applied per transaction; progress is saved after each chunk.
+CHUNK_ROWS = 1000
 
 
 @dataclass
@@ -284,6 +287,7 @@ def run_import(job_id: int, *, on_progress: Callable[[ImportJob], None] | None =
     if not claimed:  # finished, or another worker is on it
         return job
     job.created = job.updated = job.unchanged = job.skipped = job.rejected = job.rows_done = 0
+    job.rows_total = None
     job.save()
     with ErrorReport() as errors:
         try:
@@ -300,33 +304,78 @@ def run_import(job_id: int, *, on_progress: Callable[[ImportJob], None] | None =
 def _run(
     job: ImportJob, errors: ErrorReport, on_progress: Callable[[ImportJob], None] | None
 ) -> ImportJob:
+    """Apply the file in chunks of CHUNK_ROWS rows, each chunk one transaction, with the
+    progress saved after each (the console polls it). All-or-nothing first checks every row
+    in one transaction that is rolled back, and applies nothing when any row is bad."""
+    context = ImportContext(brand=job.brand, actor=job.created_by)
+    importer = _IMPORTERS[job.kind]
     try:
-        with open_table(job.path, filename=job.filename, encoding=job.encoding or None) as table:
-            mapping = _mapping_from(job.kind, job.mapping, table.headers)
-            if mapping is None:
-                return _fail(
-                    job,
-                    "The columns match no known layout; upload a mapping file "
-                    "(see docs/import.md).",
-                )
-            missing = mapping.missing(table.headers)
-            if missing:
-                return _fail(job, "Missing column for: " + ", ".join(missing) + ".")
-            job.mapping_name = mapping.name[:64]
-            context = ImportContext(brand=job.brand, actor=job.created_by)
-            importer = _IMPORTERS[job.kind]
-            if job.all_or_nothing:
+        if job.all_or_nothing:
+            _set_status(job, ImportJob.Status.CHECKING)
+            with _open(job) as (table, mapping):
+                if mapping is None:
+                    return job  # failed, with the reason
                 with transaction.atomic():
-                    _rows(job, table, mapping, importer, context, errors, on_progress)
-                    if len(errors):
-                        transaction.set_rollback(True)
-                if len(errors):
-                    job.created = job.updated = job.unchanged = job.skipped = 0
-                    job.message = "Nothing was applied: all-or-nothing and some rows are bad."
-            else:
-                _rows(job, table, mapping, importer, context, errors, on_progress)
+                    _rows(job, table, mapping, importer, context, errors, on_progress, chunk=0)
+                    transaction.set_rollback(True)  # a check: nothing is kept
+            if len(errors):
+                return _finish(
+                    job,
+                    errors,
+                    "Nothing was applied: all-or-nothing and some rows are bad.",
+                    applied=False,
+                )
+            job.rows_total = job.rows_done
+            job.created = job.updated = job.unchanged = job.skipped = job.rows_done = 0
+            _set_status(job, ImportJob.Status.RUNNING)
+        with _open(job) as (table, mapping):
+            if mapping is None:
+                return job
+            _rows(job, table, mapping, importer, context, errors, on_progress, chunk=CHUNK_ROWS)
     except TabularError as exc:
         return _fail(job, exc.message)
+    message = ""
+    if job.all_or_nothing and len(errors):
+        # Only possible when the data changed between the check and the apply.
+        message = (
+            "Some rows became invalid after the check (the data changed meanwhile); "
+            "the other rows were applied."
+        )
+    return _finish(job, errors, message, applied=True)
+
+
+@contextlib.contextmanager
+def _open(job: ImportJob) -> Iterator[tuple[Any, Mapping | None]]:
+    """The job's table and column mapping; the mapping is None (and the job failed, with
+    the reason) when the columns match no layout or miss a required one."""
+    with open_table(job.path, filename=job.filename, encoding=job.encoding or None) as table:
+        mapping = _mapping_from(job.kind, job.mapping, table.headers)
+        if mapping is None:
+            _fail(
+                job,
+                "The columns match no known layout; upload a mapping file (see docs/import.md).",
+            )
+            yield table, None
+            return
+        missing = mapping.missing(table.headers)
+        if missing:
+            _fail(job, "Missing column for: " + ", ".join(missing) + ".")
+            yield table, None
+            return
+        job.mapping_name = mapping.name[:64]
+        yield table, mapping
+
+
+def _set_status(job: ImportJob, status: str) -> None:
+    job.status = status
+    job.save()
+
+
+def _finish(job: ImportJob, errors: ErrorReport, message: str, *, applied: bool) -> ImportJob:
+    if not applied:
+        job.created = job.updated = job.unchanged = job.skipped = 0
+    if message:
+        job.message = message
     if len(errors):
         error_path = Path(job.path).with_name(Path(job.path).stem + "-errors.csv")
         errors.write_csv(error_path)
@@ -355,27 +404,76 @@ def _rows(
     context: ImportContext,
     errors: ErrorReport,
     on_progress: Callable[[ImportJob], None] | None,
+    *,
+    chunk: int,
 ) -> None:
-    for row in table.rows(errors=errors):
-        values = mapping.apply(row)
-        try:
-            with transaction.atomic():
-                outcome = importer(context, values, row)
-        except FieldError as exc:
-            errors.add_field_error(row.number, exc, mapping)
-        except YutangError as exc:
-            column = mapping.column_for(exc.field) if exc.field else ""
-            errors.add(row.number, column, exc.message)
-        else:
-            setattr(job, outcome, getattr(job, outcome) + 1)
-        job.rows_done += 1
-        if job.rows_done % PROGRESS_EVERY == 0:
-            job.progress = table.progress() or 0.0
-            ImportJob.objects.filter(pk=job.pk).update(
-                rows_done=job.rows_done, progress=job.progress
-            )
-            if on_progress:
-                on_progress(job)
+    """Import every row, each in a savepoint so that a bad row leaves nothing behind. With
+    `chunk`, every `chunk` rows are committed and the progress saved; with 0 the caller's
+    transaction holds them all (the all-or-nothing check)."""
+    rows = iter(table.rows(errors=errors))
+    while True:
+        with transaction.atomic():
+            done = 0
+            for row in rows:
+                _row(job, row, mapping, importer, context, errors)
+                done += 1
+                if chunk and done == chunk:
+                    break
+                if not chunk and done % PROGRESS_EVERY == 0:
+                    _progress(job, table, errors, on_progress, save=False)
+        if not done:
+            break
+        _progress(job, table, errors, on_progress, save=bool(chunk))
+
+
+def _row(
+    job: ImportJob,
+    row: Row,
+    mapping: Mapping,
+    importer: RowImporter,
+    context: ImportContext,
+    errors: ErrorReport,
+) -> None:
+    values = mapping.apply(row)
+    try:
+        with transaction.atomic():
+            outcome = importer(context, values, row)
+    except FieldError as exc:
+        errors.add_field_error(row.number, exc, mapping)
+    except YutangError as exc:
+        column = mapping.column_for(exc.field) if exc.field else ""
+        errors.add(row.number, column, exc.message)
+    else:
+        setattr(job, outcome, getattr(job, outcome) + 1)
+    job.rows_done += 1
+
+
+def _progress(
+    job: ImportJob,
+    table: Any,
+    errors: ErrorReport,
+    on_progress: Callable[[ImportJob], None] | None,
+    *,
+    save: bool,
+) -> None:
+    if job.rows_total:
+        job.progress = min(1.0, job.rows_done / job.rows_total)
+    else:
+        job.progress = table.progress() or 0.0
+    job.rejected = len(errors)
+    if save:  # committed on its own, so the console sees it while the import runs
+        ImportJob.objects.filter(pk=job.pk).update(
+            rows_done=job.rows_done,
+            rows_total=job.rows_total,
+            progress=job.progress,
+            rejected=job.rejected,
+            created=job.created,
+            updated=job.updated,
+            unchanged=job.unchanged,
+            skipped=job.skipped,
+        )
+    if on_progress:
+        on_progress(job)
 
 
 # --- The customers importer -----------------------------------------------------------------
@@ -451,10 +549,12 @@ def import_customer_row(context: ImportContext, values: dict[str, str], row: Row
     if not result.created:
         changed = {k: v for k, v in profile.items() if getattr(customer, k) != v}
         if changed:
+            before = services.owner_of(customer)
             for name, value in changed.items():
                 setattr(customer, name, value)
             customer.updated_at = clock.now()
             customer.save()
+            services.record_owner(customer, before, reason="import")
             outcome = "updated"
     if tag_names:
         tag_ids = [_tag(context, name).pk for name in tag_names]
@@ -518,7 +618,13 @@ def _record_added(
     context: ImportContext, customer: Customer, values: dict[str, str], at: dt.datetime
 ) -> None:
     for recorder in _contact_recorders:
-        recorder(context.brand, customer, values, at)
+        try:
+            recorder(context.brand, customer, values, at)
+        except ValidationFailed as exc:
+            # The log refused the contact.added fact: the row is bad (and rolled back).
+            raise FieldError(
+                "added_at", f"the contact.added event was refused: {exc.message}"
+            ) from None
 
 
 register_importer("customers", import_customer_row)

@@ -95,6 +95,31 @@ class Customer(models.Model):
         return self.display_name or f"#{self.pk}"
 
 
+class OwnerChange(models.Model):
+    """Who owned a customer from when. Written by every service that changes the owner store
+    or staff, so that an order is attributed to the owner as of its paid time even when it is
+    posted after the customer changed hands."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="owner_changes")
+    owner_store = models.ForeignKey(
+        Store, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    owner_staff = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    valid_from = models.DateTimeField()
+    reason = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["valid_from", "id"]
+        indexes = [models.Index(fields=["customer", "valid_from"], name="owner_change_by_time")]
+
+    def __str__(self) -> str:
+        return f"#{self.customer_id} owned by {self.owner_store_id}/{self.owner_staff_id}"
+
+
 class Identity(models.Model):
     """An identifier of a person, encrypted at rest and found by keyed hash."""
 
@@ -310,6 +335,7 @@ class ImportJob(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Preview")
         PENDING = "pending", _("Waiting")
+        CHECKING = "checking", _("Checking every row")
         RUNNING = "running", _("Importing")
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
@@ -325,6 +351,8 @@ class ImportJob(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     message = models.TextField(blank=True)
     rows_done = models.PositiveIntegerField(default=0)
+    # Known once the all-or-nothing check has counted the rows (else progress is by bytes).
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)

@@ -23,6 +23,7 @@ from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, Scope, require, require_brand_wide
 from yutang.core.services import is_valid_id, reject_nulls
+from yutang.customers import bulk
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import (
     AttributeDefinition,
@@ -33,6 +34,7 @@ from yutang.customers.models import (
     Identity,
     MergeCandidate,
     Note,
+    OwnerChange,
     SavedView,
     Tag,
     TagGroup,
@@ -247,6 +249,9 @@ def resolve_customer(
       brand's own id) merge into the oldest of them when the brand's merge policy is `auto`;
       customers matched only through weak identities — and every conflict under the
       `review` policy — are queued as merge candidates for a person to decide.
+    - Under the `review` policy, a record known to one customer through weak identities
+      only (taobao_buyer, douyin_user, …) and bringing strong identities it lacks becomes a
+      new customer, queued for review with the one it matched.
     """
     if not identities:
         raise ValidationFailed("At least one identity is needed.", field="identities")
@@ -285,17 +290,22 @@ def _resolve(
     )
     missing = [i for h, i in wanted.items() if h not in {k for k, _ in known}]
     if not known:
-        _check_owner(brand, profile)
-        attributes = validate_attributes(brand, profile.pop("attributes", None) or {})
-        customer = Customer.objects.create(
-            brand=brand,
-            created_at=now,
-            updated_at=now,
-            attributes=attributes,
-            **{k: v for k, v in profile.items() if k in PROFILE_FIELDS and v not in (None, "")},
-        )
-        _add_identities(customer, missing, source=source, now=now)
+        customer = _create_with(brand, profile, missing, source=source, now=now)
         return Resolution(customer=customer, created=True)
+    if (
+        brand.policy.merge_policy == "review"
+        and len({c for _, c in known}) == 1
+        and any(i.is_strong for i in missing)
+        and not any(wanted[h].is_strong for h, _ in known)
+    ):
+        # Weak identities (a marketplace buyer id, a Douyin user) are shared, reused and
+        # mistyped: under the review policy a match through them alone does not hand the
+        # record's strong identities to that customer. The record becomes its own customer
+        # and a person decides whether the two are one.
+        customer = _create_with(brand, profile, missing, source=source, now=now)
+        existing = Customer.objects.get(pk=known[0][1])
+        candidate = _queue_candidate(brand, existing, customer, source, now)
+        return Resolution(customer=customer, created=True, candidates=[candidate])
 
     strong_ids = sorted({c for h, c in known if wanted[h].is_strong})
     all_ids = sorted({c for _, c in known})
@@ -329,6 +339,81 @@ def _resolve(
     return result
 
 
+def _create_with(
+    brand: Brand,
+    profile: dict[str, Any],
+    identities: Iterable[NormalizedIdentity],
+    *,
+    source: str,
+    now: dt.datetime,
+) -> Customer:
+    _check_owner(brand, profile)
+    attributes = validate_attributes(brand, profile.pop("attributes", None) or {})
+    customer = Customer.objects.create(
+        brand=brand,
+        created_at=now,
+        updated_at=now,
+        attributes=attributes,
+        **{k: v for k, v in profile.items() if k in PROFILE_FIELDS and v not in (None, "")},
+    )
+    _add_identities(customer, identities, source=source, now=now)
+    record_owner(customer, None, reason="created")
+    return customer
+
+
+# --- Owner history --------------------------------------------------------------------------
+
+Owner = tuple[int | None, int | None]  # (owner_store_id, owner_staff_id)
+
+
+def owner_of(customer: Customer) -> Owner:
+    return (customer.owner_store_id, customer.owner_staff_id)
+
+
+def record_owner(customer: Customer, before: Owner | None, *, reason: str) -> None:
+    """Call after changing a customer's owner store or staff (`before` = the owner until
+    now, None for a new customer): keeps the history `owner_at` reads. A customer without
+    history gets a first row for the owner it had since it was created."""
+    after = owner_of(customer)
+    now = clock.now()
+    if before is None:
+        if after != (None, None):
+            _owner_row(customer, after, valid_from=customer.created_at, reason=reason, now=now)
+        return
+    if after == before:
+        return
+    if not OwnerChange.objects.filter(customer=customer).exists():
+        _owner_row(customer, before, valid_from=customer.created_at, reason="created", now=now)
+    _owner_row(customer, after, valid_from=now, reason=reason, now=now)
+
+
+def _owner_row(
+    customer: Customer, owner: Owner, *, valid_from: dt.datetime, reason: str, now: dt.datetime
+) -> None:
+    OwnerChange.objects.create(
+        brand_id=customer.brand_id,
+        customer=customer,
+        owner_store_id=owner[0],
+        owner_staff_id=owner[1],
+        valid_from=valid_from,
+        reason=reason[:32],
+        created_at=now,
+    )
+
+
+def owner_at(*, customer: Customer, at: dt.datetime) -> Owner:
+    """The owner store and staff of the customer at a moment (an order's paid time). Before
+    the first recorded owner — an order paid before the customer reached Yutang — the first
+    owner counts; a customer without history has always had its current owner."""
+    rows = OwnerChange.objects.filter(customer=customer)
+    row = rows.filter(valid_from__lte=at).order_by("-valid_from", "-id").first()
+    if row is None:
+        row = rows.order_by("valid_from", "id").first()
+    if row is None:
+        return owner_of(customer)
+    return (row.owner_store_id, row.owner_staff_id)
+
+
 def _data_owner(customers: Iterable[Customer]) -> dict[int, int | None]:
     """Who owns each customer's data: its franchise store, or the brand (None)."""
     rows = list(customers)
@@ -350,6 +435,137 @@ def _queue_candidate(
         defaults={"brand": brand, "reason": f"shared identity ({source})", "created_at": now},
     )
     return candidate
+
+
+class BatchResolver:
+    """Identity resolution for a whole batch of records (events, import rows) with the same
+    outcome as resolving them one by one with `resolve_customer`, in far fewer statements.
+
+    Every identity of the batch is hashed once and looked up in one query. A record whose
+    identities all point at one customer (or at none) is resolved in memory: new customers
+    and the identities they or known customers gain are written by `flush` in two bulk
+    statements (identities sorted by hash). A record that links two customers (a merge or a
+    review), or that the weak-identity rule sends to review, first flushes what is pending —
+    so the database looks exactly as it would after the earlier records — and then goes
+    through `resolve_customer`. Call it inside a transaction holding `lock_brand`.
+
+    `resolve` returns a reference: a customer id, or a negative placeholder for a customer
+    created in this batch; `customer_id(ref)` gives the surviving customer's id after
+    `flush`."""
+
+    def __init__(
+        self, *, brand: Brand, identities: Iterable[NormalizedIdentity], now: dt.datetime
+    ) -> None:
+        self.brand = brand
+        self.now = now
+        self.review_policy = brand.policy.merge_policy == "review"
+        hashes = {i.hash for i in identities}
+        self._owner: dict[str, int] = dict(
+            Identity.objects.filter(brand=brand, value_hash__in=hashes).values_list(
+                "value_hash", "customer_id"
+            )
+            if hashes
+            else []
+        )
+        self._new_customers: list[int] = []  # placeholders, in order of creation
+        self._new_identities: list[tuple[int, NormalizedIdentity, str]] = []
+        self._placeholder: dict[int, int] = {}  # placeholder -> id, once flushed
+        self._redirect: dict[int, int] = {}  # absorbed -> kept, from merges in this batch
+        self.used_slow_path = False
+
+    def resolve(self, identities: Sequence[NormalizedIdentity], *, source: str) -> int:
+        wanted = {i.hash: i for i in identities}
+        if not wanted:
+            raise ValidationFailed("At least one identity is needed.", field="identities")
+        owners = {self.customer_id(self._owner[h]) for h in wanted if h in self._owner}
+        missing = [i for h, i in wanted.items() if h not in self._owner]
+        if len(owners) > 1 or (
+            len(owners) == 1 and missing and self._needs_review(wanted, missing)
+        ):
+            return self._resolve_in_database(list(wanted.values()), source)
+        if owners:
+            (ref,) = owners
+        else:
+            ref = -(len(self._placeholder) + len(self._new_customers) + 1)
+            self._new_customers.append(ref)
+        for i in missing:
+            self._owner[i.hash] = ref
+            self._new_identities.append((ref, i, source))
+        return ref
+
+    def _needs_review(
+        self, wanted: Mapping[str, NormalizedIdentity], missing: Sequence[NormalizedIdentity]
+    ) -> bool:
+        """The weak-identity rule (see `_resolve`): only a review may give strong identities
+        to a customer known by weak ones alone."""
+        return (
+            self.review_policy
+            and any(i.is_strong for i in missing)
+            and not any(i.is_strong for h, i in wanted.items() if h in self._owner)
+        )
+
+    def _resolve_in_database(self, identities: list[NormalizedIdentity], source: str) -> int:
+        self.used_slow_path = True
+        self.flush()
+        result = resolve_customer(brand=self.brand, identities=identities, source=source)
+        self.note_merges(result.merges)
+        self.note_identities(identities, result.customer.pk)
+        return result.customer.pk
+
+    def flush(self) -> None:
+        """Write the pending new customers and identities (two or three statements)."""
+        if self._new_customers:
+            rows = [
+                Customer(brand=self.brand, created_at=self.now, updated_at=self.now)
+                for _ in self._new_customers
+            ]
+            # Ids are drawn in row order within the one statement: the oldest placeholder
+            # gets the smallest id, as if the customers had been created one by one.
+            ids = sorted(pk for (pk,) in bulk.insert_models(Customer, rows))
+            self._placeholder.update(zip(self._new_customers, ids, strict=True))
+            self._new_customers = []
+        if self._new_identities:
+            # Sorted by hash: concurrent writers lock unique-index entries in one order.
+            pending = sorted(self._new_identities, key=lambda item: item[1].hash)
+            bulk.insert_models(
+                Identity,
+                [
+                    Identity(
+                        brand_id=self.brand.pk,
+                        customer_id=self._placeholder.get(ref, ref),
+                        kind=i.kind,
+                        namespace=i.namespace,
+                        value_encrypted=crypto.encrypt_pii(i.value),
+                        value_hash=i.hash,
+                        source=source,
+                        created_at=self.now,
+                    )
+                    for ref, i, source in pending
+                ],
+                returning=(),
+            )
+            self._new_identities = []
+
+    def customer_id(self, ref: int) -> int:
+        """The surviving customer of a reference returned by `resolve` (a placeholder until
+        `flush` has written it)."""
+        current = self._placeholder.get(ref, ref)
+        seen = {current}
+        while current in self._redirect and self._redirect[current] not in seen:
+            current = self._redirect[current]
+            seen.add(current)
+        return current
+
+    def note_merges(self, merges: Iterable[CustomerMerge]) -> None:
+        """Merges made outside `resolve` (a record resolved by id) redirect earlier records."""
+        for merge in merges:
+            self._redirect[merge.absorbed_id] = merge.kept_id
+
+    def note_identities(self, identities: Iterable[NormalizedIdentity], customer_id: int) -> None:
+        """After `resolve_customer`: the identities that were new now belong to its customer
+        (known ones stay where they were unless a merge moved them, see `note_merges`)."""
+        for i in identities:
+            self._owner.setdefault(i.hash, customer_id)
 
 
 def create_customer(
@@ -393,6 +609,7 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
         customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
         before = audit.snapshot(customer, [*PROFILE_FIELDS, "attributes"])
+        owner_before = owner_of(customer)
         if "attributes" in changes:
             merged = {
                 **customer.attributes,
@@ -408,6 +625,7 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
             setattr(customer, name, value)
         customer.updated_at = clock.now()
         customer.save()
+        record_owner(customer, owner_before, reason="update")
         audit.record(
             brand=actor.brand,
             actor=actor,
@@ -498,6 +716,7 @@ def merge_customers(
                 "Both customers must exist and not be merged already.", field="absorb_id"
             )
         keep, absorb = locked[keep.pk], locked[absorb.pk]
+        keep_owner = owner_of(keep)
         moved: dict[str, Any] = {}
 
         moved["identities"] = list(absorb.identities.values_list("pk", flat=True))
@@ -543,6 +762,7 @@ def merge_customers(
         moved["attributes_added"] = added
         keep.updated_at = now
         keep.save()
+        record_owner(keep, keep_owner, reason="merge")
         absorb.merged_into = keep
         absorb.updated_at = now
         absorb.save(update_fields=["merged_into", "updated_at"])
@@ -631,6 +851,7 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
         ).exists():
             raise Conflict("Undo the later merges into this customer first.", field="merge_id")
         moved = merge.moved
+        keep_owner = owner_of(keep)
 
         Identity.objects.filter(pk__in=moved["identities"], customer=keep).update(customer=absorb)
         CustomerTag.objects.filter(pk__in=moved["tags"], customer=keep).update(customer=absorb)
@@ -667,6 +888,7 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
                 keep.attributes.pop(key)
         keep.updated_at = now
         keep.save()
+        record_owner(keep, keep_owner, reason="unmerge")
         absorb.merged_into = None
         absorb.updated_at = now
         absorb.save(update_fields=["merged_into", "updated_at"])
@@ -851,6 +1073,7 @@ def apply_profile(
     if unknown:
         name = sorted(unknown)[0]
         raise ValidationFailed(f"Unknown profile field {name!r}.", field=f"properties.{name}")
+    before = owner_of(customer)
     for name, value in changes.items():
         setattr(customer, name, value)
     if attributes:
@@ -858,6 +1081,7 @@ def apply_profile(
         customer.attributes = {k: v for k, v in merged.items() if v is not None}
     customer.updated_at = clock.now()
     customer.save()
+    record_owner(customer, before, reason="profile")
     return customer
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
+from yutang.customers import bulk
 from yutang.events.models import CustomerAggregate, Event
 
 TOUCH_WINDOW_DAYS = 30
@@ -29,6 +30,15 @@ AGGREGATE_FIELDS = [
     "touches_by_day",
     "event_count",
     "last_event_at",
+]
+#: Columns of the upsert, in order (aggregate fields by their kind of value).
+COLUMNS = [
+    ("customer_id", "int"),
+    ("brand_id", "int"),
+    *(
+        (name, "json" if name == "touches_by_day" else "time" if name.endswith("_at") else "int")
+        for name in AGGREGATE_FIELDS
+    ),
 ]
 TIME_FIELDS = {
     "contact.added": "last_contact_added_at",
@@ -80,7 +90,9 @@ def touches_in_last(agg: CustomerAggregate, days: int, today: dt.date) -> int:
 
 
 def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
-    """Fold freshly stored events into their customers' aggregates (rows locked)."""
+    """Fold freshly stored events into their customers' aggregates: the touched rows are
+    read and locked in one statement, folded in memory and written back in one multi-row
+    upsert (INSERT … ON CONFLICT DO UPDATE on both backends)."""
     by_customer: dict[int, list[Event]] = defaultdict(list)
     for event in events:
         by_customer[event.customer_id].append(event)
@@ -93,21 +105,31 @@ def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
             for a in CustomerAggregate.objects.select_for_update().filter(customer_id__in=ids)
         }
         brand_id = events[0].brand_id
-        fresh = []
+        rows = []
         for customer_id in ids:
             agg = existing.get(customer_id) or CustomerAggregate(
                 customer_id=customer_id, brand_id=brand_id
             )
             for event in by_customer[customer_id]:
                 fold(agg, event, tz)
-            if customer_id in existing:
-                # The row is locked above, so writing the folded values back is safe. (Django's
-                # bulk_update measured slower here: its CASE expressions cost more than the
-                # round trips they save.)
-                agg.save(update_fields=AGGREGATE_FIELDS)
-            else:
-                fresh.append(agg)
-        CustomerAggregate.objects.bulk_create(fresh)
+            rows.append(agg)
+        write(rows)
+
+
+def write(rows: Sequence[CustomerAggregate]) -> None:
+    """Insert or overwrite these aggregate rows in one multi-row upsert (INSERT … ON CONFLICT
+    DO UPDATE). Django's bulk_update measured slower than per-row UPDATEs (its CASE
+    expressions cost more than the round trips they save); an upsert costs neither."""
+    bulk.insert_rows(
+        CustomerAggregate._meta.db_table,
+        COLUMNS,
+        [
+            (agg.customer_id, agg.brand_id, *(getattr(agg, name) for name in AGGREGATE_FIELDS))
+            for agg in rows
+        ],
+        conflict="customer_id",
+        update=AGGREGATE_FIELDS,
+    )
 
 
 def recompute(customer_ids: Iterable[int], tz: zoneinfo.ZoneInfo, brand_id: int) -> None:

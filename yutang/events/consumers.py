@@ -15,8 +15,10 @@ Guarantees:
 - One failing event does not stop the consumer or others: the failure is recorded in
   `ConsumerFailure`, the offset moves on, and the event is retried with exponential backoff;
   after MAX_ATTEMPTS it is parked with its error, visible in the admin and `yutang consumers`.
-- Events are read only once they are LAG old, so a slower transaction that stored a lower id
-  cannot be skipped (ids are assigned before commit; a batch commits well within LAG).
+- Nothing is skipped when transactions commit out of order: ids are drawn at insert, not at
+  commit, so the log is read in (transaction id, id) order and only up to the oldest
+  transaction still running (events/txids.py); the offset is that pair. Events are also
+  handed over only once they are LAG old, which gives handlers a settled view.
 
 `yutang worker` runs every registered consumer in its loop; `run_consumer` runs one pass.
 """
@@ -30,8 +32,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from yutang.core import clock
+from yutang.events import txids
 from yutang.events.models import ConsumerFailure, ConsumerOffset, Event
 
 logger = logging.getLogger("yutang.events.consumers")
@@ -137,6 +141,14 @@ def run_consumer(name: str, *, batch: int = 500) -> PassResult:
         )
         if offset is None:  # another worker holds it (PostgreSQL): skip this round
             return result
+        # The window of new events is read before any handler runs, so events a retried
+        # handler writes in this transaction are not mistaken for settled ones.
+        events = Event.objects.filter(
+            Q(txid__gt=offset.txid) | Q(txid=offset.txid, pk__gt=offset.position),
+            txids.readable(),
+            received_at__lte=now - LAG,
+        ).order_by("txid", "pk")
+        window = list(events.values_list("txid", "pk")[:batch])
         due = ConsumerFailure.objects.filter(
             consumer=name, parked=False, next_attempt_at__lte=now
         ).select_related("event")[:batch]
@@ -144,26 +156,16 @@ def run_consumer(name: str, *, batch: int = 500) -> PassResult:
             result.retried += 1
             if _handle(consumer, failure.event, now, result):
                 failure.delete()
-        events = Event.objects.filter(pk__gt=offset.position, received_at__lte=now - LAG).order_by(
-            "pk"
-        )
+        if not window:
+            return result
+        chosen = Event.objects.filter(pk__in=[pk for _, pk in window]).order_by("txid", "pk")
         if consumer.types is not None:
-            # Read the whole window in id order but hand over only the wanted types.
-            window = list(events.only("pk")[:batch].values_list("pk", flat=True))
-            if not window:
-                return result
-            chosen = Event.objects.filter(pk__in=window, type__in=consumer.types).order_by("pk")
-            last = window[-1]
-        else:
-            chosen = events[:batch]
-            last = None
+            chosen = chosen.filter(type__in=consumer.types)
         for event in chosen:
             _handle(consumer, event, now, result)
-            last = max(last or 0, event.pk)
-        if last is not None:
-            offset.position = last
-            offset.updated_at = now
-            offset.save(update_fields=["position", "updated_at"])
+        offset.txid, offset.position = window[-1]
+        offset.updated_at = now
+        offset.save(update_fields=["txid", "position", "updated_at"])
     return result
 
 

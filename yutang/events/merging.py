@@ -13,7 +13,7 @@ from yutang.customers.models import Customer
 from yutang.customers.services import MergeParticipant, register_merge_participant
 from yutang.events import aggregates
 from yutang.events.models import Event
-from yutang.events.services import ingest_events
+from yutang.events.services import ingest_one
 
 
 def _move(keep: Customer, absorb: Customer) -> list[int]:
@@ -42,19 +42,19 @@ def _contact_added_from_import(
         properties["account_id"] = who
     if values.get("channel"):
         properties["channel"] = values["channel"]
-    ingest_events(
+    # ingest_one raises when the log refuses the event (an added-at time in the future, …):
+    # the import reports the row as bad instead of dropping the fact silently.
+    ingest_one(
         brand=brand,
-        items=[
-            {
-                "type": "contact.added",
-                "occurred_at": at,
-                "customer_id": customer.pk,
-                "source": "import",
-                # Keyed hash: idempotency keys are shown to analysts; identifiers never are.
-                "idempotency_key": f"import:contact.added:{hash_pii(f'{contact}:{who}')[:40]}",
-                "properties": properties,
-            }
-        ],
+        item={
+            "type": "contact.added",
+            "occurred_at": at,
+            "customer_id": customer.pk,
+            "source": "import",
+            # Keyed hash: idempotency keys are shown to analysts; identifiers never are.
+            "idempotency_key": f"import:contact.added:{hash_pii(f'{contact}:{who}')[:40]}",
+            "properties": properties,
+        },
     )
 
 

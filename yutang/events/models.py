@@ -17,6 +17,10 @@ class Event(models.Model):
     source = models.CharField(max_length=64, blank=True)
     idempotency_key = models.CharField(max_length=200)
     properties = models.JSONField(default=dict, blank=True)
+    # The writing transaction's id on PostgreSQL (0 on SQLite, whose writers are serialised):
+    # consumers read in (txid, id) order up to the oldest transaction still running, so an
+    # event committed late with a low id is never skipped (see events/consumers.py).
+    txid = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
@@ -28,6 +32,7 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
             models.Index(fields=["brand", "type", "occurred_at"], name="event_brand_type_time"),
+            models.Index(fields=["txid", "id"], name="event_commit_order"),
         ]
 
     def __str__(self) -> str:
@@ -73,6 +78,8 @@ class ConsumerOffset(models.Model):
     """How far a consumer has read the log (the id of the last event it handled)."""
 
     name = models.CharField(max_length=64, unique=True)
+    # The last event handled: its transaction id and its id (the log is read in that order).
+    txid = models.BigIntegerField(default=0)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField()
 

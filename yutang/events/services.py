@@ -18,10 +18,11 @@ from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require_brand_wide
 from yutang.core.services import is_valid_id
+from yutang.customers import bulk
 from yutang.customers import services as customers
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Consent, Customer, Identity
-from yutang.events import aggregates
+from yutang.events import aggregates, txids
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import validate_properties
 
@@ -178,45 +179,41 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
             "idempotency_key", flat=True
         )
     )
-    seen: set[str] = set()
-    to_store: list[tuple[_Valid, Customer]] = []
-    # One query finds every identity of the batch; events whose identities all point at one
-    # known customer skip resolution entirely (the common case for a busy integration).
-    hashes = {i.hash for v in valid for i in v.identities}
-    owner_of = dict(
-        Identity.objects.filter(brand=brand, value_hash__in=hashes).values_list(
-            "value_hash", "customer_id"
-        )
+    # Set-based resolution: one query finds every identity of the batch; events resolve in
+    # memory in batch order, and only those that link two customers touch the database on
+    # their own (see BatchResolver). The outcome equals resolving the events one by one.
+    resolver = customers.BatchResolver(
+        brand=brand, identities=[i for v in valid for i in v.identities], now=now
     )
-    customer_cache: dict[int, Customer] = {
-        c.pk: c for c in Customer.objects.filter(brand=brand, pk__in=set(owner_of.values()))
-    }
+    by_id = dict(
+        Customer.objects.filter(
+            brand=brand, pk__in={v.customer_id for v in valid if v.customer_id is not None}
+        ).values_list("pk", "merged_into_id")
+    )
+    seen: set[str] = set()
+    resolved: list[tuple[_Valid, int]] = []
     for v in valid:
         result = results[v.index]
         if v.key in known_keys or v.key in seen:
             result.status = "duplicate"
             continue
         try:
-            customer = _customer_for(brand, v, owner_of, customer_cache)
+            ref = _resolve(brand, v, resolver, by_id)
         except YutangError as exc:
             result.status, result.error = "rejected", exc.as_dict()
             continue
         seen.add(v.key)
-        to_store.append((v, customer))
-
-    # A later event of this batch may have merged the customer an earlier one resolved to:
-    # store every event on the person's surviving customer.
-    absorbed = set(
-        Customer.objects.filter(
-            pk__in={c.pk for _, c in to_store}, merged_into__isnull=False
-        ).values_list("pk", flat=True)
-    )
-    if absorbed:
-        to_store = [(v, customers.survivor(c) if c.pk in absorbed else c) for v, c in to_store]
-    events = Event.objects.bulk_create(
+        resolved.append((v, ref))
+    resolver.flush()
+    # Every event is stored on the person's surviving customer, also when a later event of
+    # this batch merged the customer an earlier one resolved to.
+    to_store = [(v, resolver.customer_id(ref)) for v, ref in resolved]
+    txid = txids.current_txid()
+    events = [
         Event(
-            brand=brand,
-            customer=c,
+            txid=txid,
+            brand_id=brand.pk,
+            customer_id=customer_id,
             type=v.type,
             occurred_at=v.occurred_at,
             received_at=now,
@@ -224,52 +221,49 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
             idempotency_key=v.key,
             properties=v.properties,
         )
-        for v, c in to_store
+        for v, customer_id in to_store
+    ]
+    ids = dict(
+        (key, pk)
+        for pk, key in bulk.insert_models(Event, events, returning=("id", "idempotency_key"))
     )
-    for (v, customer), event in zip(to_store, events, strict=True):
-        if event.pk is None:  # SQLite before 3.35 cannot return ids from bulk inserts
-            event = Event.objects.get(brand=brand, idempotency_key=v.key)
-        results[v.index].status = "stored"
-        results[v.index].event_id = event.pk
-        results[v.index].customer_id = customer.pk
-        _apply_side_effects(event, customer)
+    for (v, customer_id), event in zip(to_store, events, strict=True):
+        event.pk = ids[v.key]
+        result = results[v.index]
+        result.status, result.event_id, result.customer_id = "stored", event.pk, customer_id
+        if event.type in SIDE_EFFECT_TYPES:
+            _apply_side_effects(event, Customer.objects.get(pk=customer_id))
     aggregates.apply_events(events, brand.tz)
     return results
 
 
-def _customer_for(
-    brand: Brand, v: _Valid, owner_of: dict[str, int], cache: dict[int, Customer]
-) -> Customer:
-    if v.customer_id is not None and not v.identities:
-        customer = Customer.objects.filter(brand=brand, pk=v.customer_id).first()
-        if customer is None:
-            raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
-        return customers.survivor(customer)
-    owners = {owner_of.get(i.hash) for i in v.identities}
-    if v.customer_id is None and len(owners) == 1 and None not in owners:
-        (owner,) = owners
-        assert owner is not None
-        if owner not in cache:
-            cache[owner] = Customer.objects.get(pk=owner)
-        return cache[owner]
-    identities = list(v.identities)
-    if v.customer_id is not None:
-        anchor = (
-            Identity.objects.filter(brand=brand, customer_id=v.customer_id).order_by("id").first()
-        )
-        if anchor is None:
-            raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
-        identities.append(normalize_identity(anchor.kind, anchor.value, anchor.namespace))
+#: Event types that change the customer's rows as well as being logged.
+SIDE_EFFECT_TYPES = frozenset({"consent.changed", "profile.updated"})
+
+
+def _resolve(
+    brand: Brand, v: _Valid, resolver: customers.BatchResolver, by_id: dict[int, int | None]
+) -> int:
+    """The customer (or a placeholder for a new one) an event belongs to."""
+    if v.customer_id is None:
+        return resolver.resolve(v.identities, source=v.source)
+    if v.customer_id not in by_id:
+        raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+    if not v.identities:
+        if by_id[v.customer_id] is None:
+            return resolver.customer_id(v.customer_id)
+        return customers.survivor(Customer(pk=v.customer_id)).pk
+    # Identities besides a customer id: resolve them together with one of the customer's
+    # own identities, so a conflict merges or queues exactly as any other record would.
+    resolver.flush()
+    anchor = Identity.objects.filter(brand=brand, customer_id=v.customer_id).order_by("id").first()
+    if anchor is None:
+        raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+    identities = [*v.identities, normalize_identity(anchor.kind, anchor.value, anchor.namespace)]
     resolution = customers.resolve_customer(brand=brand, identities=identities, source=v.source)
-    customer = resolution.customer
-    for i in identities:
-        owner_of[i.hash] = customer.pk
-    for merge in resolution.merges:
-        for h, owner in list(owner_of.items()):
-            if owner == merge.absorbed_id:
-                owner_of[h] = customer.pk
-    cache[customer.pk] = customer
-    return customer
+    resolver.note_merges(resolution.merges)
+    resolver.note_identities(identities, resolution.customer.pk)
+    return resolution.customer.pk
 
 
 def _apply_side_effects(event: Event, customer: Customer) -> None:

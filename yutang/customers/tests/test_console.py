@@ -172,3 +172,35 @@ def test_import_pages_preview_then_start(django_capture_on_commit_callbacks):
     run_import(job.pk)
     progress = client.get(f"/imports/{job.pk}/", headers={"HX-Request": "true"}).content.decode()
     assert "1 rows" in progress or "1 行" in progress
+
+
+def test_import_progress_shows_rows_of_total_and_errors_so_far_in_chinese():
+    """What the HTMX poll shows while an all-or-nothing import applies its checked rows."""
+    brand = make_brand()
+    lead = make_staff(brand, Role.OPERATIONS_LEAD)
+    job = ImportJob.objects.create(
+        brand=brand,
+        kind="customers",
+        filename="big.csv",
+        path="/nonexistent/big.csv",
+        status=ImportJob.Status.RUNNING,
+        rows_done=3000,
+        rows_total=1_000_000,
+        rejected=2,
+        created_at=brand.created_at,
+    )
+    html = (
+        console_client(lead)
+        .get(f"/imports/{job.pk}/", headers={"HX-Request": "true"})
+        .content.decode()
+    )
+    assert "已处理 3000 / 1000000 行，目前有 2 行有误" in html
+    assert 'hx-trigger="every 2s"' in html
+    job.status = ImportJob.Status.CHECKING
+    job.save()
+    checking = (
+        console_client(lead)
+        .get(f"/imports/{job.pk}/", headers={"HX-Request": "true"})
+        .content.decode()
+    )
+    assert "正在逐行检查" in checking and 'hx-trigger="every 2s"' in checking

@@ -273,3 +273,64 @@ def test_cli_import_with_progress_and_error_copy(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 rows: 1 created, 0 updated, 0 unchanged, 0 skipped, 1 rejected" in out
     assert "gender" in errors.read_text(encoding="utf-8-sig")
+
+
+def test_wecom_row_whose_added_event_the_log_refuses_is_a_row_error():
+    brand = make_brand()
+    rows = [
+        ["客户名称", "external_userid", "添加人", "添加人账号", "添加时间", "添加渠道", "标签"],
+        ["小美", "wmAAA001", "张三", "", "2099-01-05 10:30:00", "门店活码", ""],
+        ["小丽", "wmAAA002", "李四", "", "2026-01-06 11:00:00", "门店活码", ""],
+    ]
+    job = run(brand, "customers", csv_bytes(rows))
+    assert (job.created, job.rejected) == (1, 1)
+    ((row, column, reason),) = errors_of(job)
+    assert (row, column) == ("2", "添加时间")
+    assert reason.startswith("the contact.added event was refused: occurred_at is in the future")
+    # the refused row left nothing behind: neither the customer nor a half-recorded fact
+    assert Customer.objects.filter(brand=brand).count() == 1
+    assert Event.objects.filter(brand=brand, type="contact.added").count() == 1
+
+
+def _many(n: int, bad_at: int | None = None) -> bytes:
+    rows = [["客户姓名", "手机号", "性别", "生日", "省份", "城市", "标签", "来源渠道"]]
+    for i in range(n):
+        birthday = "1990-13-45" if i == bad_at else ""
+        rows.append([f"客{i}", f"139{i:08d}", "女", birthday, "", "", "", ""])
+    return csv_bytes(rows)
+
+
+def _run_watching(brand, data: bytes, **kw) -> tuple[ImportJob, list[tuple[str, int, int]]]:
+    from yutang.customers.imports import run_import
+
+    job = create_import(
+        actor=None, brand=brand, kind="customers", upload=io.BytesIO(data), filename="m.csv", **kw
+    )
+    seen: list[tuple[str, int, int]] = []
+
+    def watch(progress: ImportJob) -> None:
+        stored = ImportJob.objects.get(pk=progress.pk)
+        seen.append((stored.status, stored.rows_done, stored.rejected))
+
+    return run_import(job.pk, on_progress=watch), seen
+
+
+def test_large_import_commits_in_chunks_and_saves_progress_after_each():
+    brand = make_brand()
+    job, seen = _run_watching(brand, _many(2100, bad_at=1500))
+    assert (job.status, job.created, job.rejected, job.rows_done) == ("done", 2099, 1, 2100)
+    # what the console polls: rows and errors so far, saved after every chunk of 1,000
+    assert seen == [("running", 1000, 0), ("running", 2000, 1), ("running", 2100, 1)]
+    assert errors_of(job) == [["1502", "生日", "is not a real calendar date (got '1990-13-45')"]]
+
+
+def test_all_or_nothing_checks_every_row_first_then_applies_in_chunks():
+    brand = make_brand()
+    bad, bad_seen = _run_watching(brand, _many(1200, bad_at=1100), all_or_nothing=True)
+    assert (bad.status, bad.created, bad.rejected) == ("done", 0, 1)
+    assert not Customer.objects.filter(brand=brand).exists()
+    assert all(status == "checking" for status, _, _ in bad_seen)
+    good, good_seen = _run_watching(brand, _many(1200), all_or_nothing=True)
+    assert (good.status, good.created, good.rejected, good.rows_total) == ("done", 1200, 0, 1200)
+    assert good_seen[-2:] == [("running", 1000, 0), ("running", 1200, 0)]
+    assert Customer.objects.filter(brand=brand).count() == 1200

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection, transaction
+from django.db import connection as db_connection
 
 from tests.factories import make_brand
 from yutang.core import clock
@@ -143,3 +146,45 @@ def test_consumers_command_reports_offsets_and_parked(seen, capsys):
     consumers.register_consumer("test.cmd", lambda e: seen.append(e.pk))
     call_command("consumers")
     assert "test.cmd: at event 0" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_committed_late_with_a_lower_id_is_not_skipped(seen):
+    """A long transaction stores an event (lower id) and commits after a quick one stored
+    and committed a later event: the consumer must not move past the slow one's id."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: ids always follow commit order")
+    slow_brand, quick_brand = make_brand(), make_brand()
+    consumers.register_consumer("test.late", lambda e: seen.append(e.pk))
+    stored, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            with transaction.atomic():
+                store(slow_brand, 1)
+                stored.set()
+                release.wait(timeout=30)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            stored.set()
+        finally:
+            db_connection.close()
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    assert stored.wait(timeout=30)
+    store(quick_brand, 1, at=T0 + dt.timedelta(seconds=1))
+    later = T0 + dt.timedelta(minutes=1)
+    with clock.use_clock(clock.FrozenClock(later)):
+        consumers.run_consumer("test.late")
+    quick_id = Event.objects.get(brand=quick_brand).pk
+    assert seen == [], "the quick event waits for the older transaction still running"
+    release.set()
+    worker.join(timeout=30)
+    assert not errors
+    slow_id = Event.objects.get(brand=slow_brand).pk
+    assert slow_id < quick_id
+    with clock.use_clock(clock.FrozenClock(later)):
+        consumers.run_consumer("test.late")
+    assert sorted(seen) == [slow_id, quick_id]
