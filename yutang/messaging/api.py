@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from yutang.core.apiauth import actor
 from yutang.core.apiparams import StrictQuery
@@ -38,7 +38,7 @@ class MessageFilters(Schema):
 @router.post("/messages", response={201: MessageOut})
 def send(request: HttpRequest, payload: SendIn) -> object:
     """Queue one message; the gate decides at send time."""
-    return 201, services.send_message(actor=actor(request), **payload.model_dump())
+    return Status(201, services.send_message(actor=actor(request), **payload.model_dump()))
 
 
 @router.get("/messages", response=MessagePage)
@@ -63,7 +63,7 @@ def preview(request: HttpRequest, payload: PreviewIn) -> object:
 
 @router.post("/broadcasts", response={201: BroadcastOut})
 def broadcast(request: HttpRequest, payload: BroadcastIn) -> object:
-    return 201, services.create_broadcast(actor=actor(request), **payload.model_dump())
+    return Status(201, services.create_broadcast(actor=actor(request), **payload.model_dump()))
 
 
 @router.post("/broadcasts/{broadcast_id}/confirm", response=ConfirmOut)
