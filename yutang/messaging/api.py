@@ -78,6 +78,7 @@ def get_policy(request: HttpRequest) -> object:
 
 
 @router.patch("/messaging/policy", response=PolicySettings)
-def update_policy(request: HttpRequest, payload: dict[str, object]) -> object:
-    """Change some policy settings; unknown or invalid ones are a 422 naming the field."""
-    return services.update_policy(actor=actor(request), changes=payload)
+def update_policy(request: HttpRequest, payload: PolicySettings) -> object:
+    """Change the settings given (others keep their values); unknown or invalid ones are a
+    422 naming the field."""
+    return services.update_policy(actor=actor(request), changes=payload.model_dump(exclude_unset=True))
