@@ -15,10 +15,15 @@ router = Router(tags=["carriers"])
 
 def _out(s: services.AccountStatus) -> dict[str, object]:
     return {
-        "account_id": s.account.pk, "kind": s.account.kind, "display_name": s.account.display_name,
-        "status": s.status, "last_error": s.last_error, "checked_at": s.checked_at,
-        "capabilities": s.capabilities, "configured": s.configured,
-    }  # fmt: skip
+        "account_id": s.account.pk,
+        "kind": s.account.kind,
+        "display_name": s.account.display_name,
+        "status": s.status,
+        "last_error": s.last_error,
+        "checked_at": s.checked_at,
+        "capabilities": s.capabilities,
+        "configured": s.configured,
+    }
 
 
 def _one(request: HttpRequest, account_id: int) -> dict[str, object]:
@@ -37,8 +42,12 @@ def list_carriers(request: HttpRequest) -> object:
 @router.put("/carriers/{account_id}/connection", response=CarrierStatusOut)
 def connect(request: HttpRequest, account_id: int, payload: ConnectIn) -> object:
     """Store credentials (encrypted) and settings for an account."""
-    services.connect_carrier(actor=actor(request), account_id=account_id,
-                             credentials=payload.credentials, settings=payload.settings)  # fmt: skip
+    services.connect_carrier(
+        actor=actor(request),
+        account_id=account_id,
+        credentials=payload.credentials,
+        settings=payload.settings,
+    )
     return _one(request, account_id)
 
 
@@ -49,18 +58,24 @@ def test(request: HttpRequest, account_id: int) -> object:
     return _one(request, account_id)
 
 
-@router.post("/carriers/{account_id}/callback", auth=None, response={200: CallbackOut},
-             include_in_schema=True)  # fmt: skip
+@router.post(
+    "/carriers/{account_id}/callback",
+    auth=None,
+    response={200: CallbackOut},
+    include_in_schema=True,
+)
 def callback(request: HttpRequest, account_id: int) -> HttpResponse:
     """Inbound callback from the carrier (signed; see docs/messaging.md). A failed signature
     is 401 and nothing is stored; a replay is accepted and handled once."""
     try:
         accepted = services.receive_callback(
             account_id=account_id,
-            request=CallbackRequest(headers=dict(request.headers), body=request.body,
-                                    query=request.GET.dict()),
-        )  # fmt: skip
+            request=CallbackRequest(
+                headers=dict(request.headers), body=request.body, query=request.GET.dict()
+            ),
+        )
     except CallbackRejected as exc:
-        return JsonResponse({"code": "callback_rejected", "message": str(exc), "field": None},
-                            status=401)  # fmt: skip
+        return JsonResponse(
+            {"code": "callback_rejected", "message": str(exc), "field": None}, status=401
+        )
     return JsonResponse({"accepted": accepted})

@@ -132,7 +132,7 @@ _WELCOME_PROVIDERS: list[WelcomeProvider] = []
 _CONTACT_ADDED_HANDLERS: list[ContactAddedHandler] = []
 
 
-def _add(registry: list, fn: object) -> None:  # type: ignore[type-arg]
+def _add(registry: list, fn: object) -> None:
     if fn not in registry:  # AppConfig.ready may run twice in tests; register once
         registry.append(fn)
 

@@ -46,15 +46,19 @@ CREDENTIAL_KEYS: dict[str, set[str]] = {
 }
 
 
-def account_config(account: CarrierAccount, connection: CarrierConnection | None = None) -> AccountConfig:
+def account_config(
+    account: CarrierAccount, connection: CarrierConnection | None = None
+) -> AccountConfig:
     if connection is None:
         connection = CarrierConnection.objects.filter(account=account).first()
     return AccountConfig(
-        brand_id=account.brand_id, account_id=account.pk, kind=account.kind,
+        brand_id=account.brand_id,
+        account_id=account.pk,
+        kind=account.kind,
         external_id=account.external_id,
         credentials=connection.credentials if connection else {},
         settings=connection.settings if connection else {},
-    )  # fmt: skip
+    )
 
 
 def adapter_for(account: CarrierAccount) -> Carrier:
@@ -65,27 +69,34 @@ def _account(actor: Staff, account_id: int, action: Action) -> CarrierAccount:
     account = CarrierAccount.objects.for_actor(actor, action).filter(pk=account_id).first()
     if account is None:
         raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
-    return account  # type: ignore[return-value]
+    return account
 
 
-def _check_keys(kind: str, values: Mapping[str, Any], allowed: dict[str, set[str]],
-                field: str) -> None:  # fmt: skip
+def _check_keys(
+    kind: str, values: Mapping[str, Any], allowed: dict[str, set[str]], field: str
+) -> None:
     if kind not in allowed:
         raise ValidationFailed(f"Yutang has no adapter for {kind!r} accounts yet.", field="kind")
     for key, value in values.items():
         if key not in allowed[kind]:
             known = ", ".join(sorted(allowed[kind])) or "none"
-            raise ValidationFailed(f"Unknown {field} {key!r} for {kind} (known: {known}).",
-                                   field=f"{field}.{key}")  # fmt: skip
+            raise ValidationFailed(
+                f"Unknown {field} {key!r} for {kind} (known: {known}).", field=f"{field}.{key}"
+            )
         if key != "templates" and not isinstance(value, str | int | bool):
-            raise ValidationFailed(f"{field}.{key} must be text, a number or true/false.",
-                                   field=f"{field}.{key}")  # fmt: skip
+            raise ValidationFailed(
+                f"{field}.{key} must be text, a number or true/false.", field=f"{field}.{key}"
+            )
 
 
 def connect_carrier(
-    *, actor: Staff | None, account: CarrierAccount | None = None, account_id: int | None = None,
-    credentials: Mapping[str, Any], settings: Mapping[str, Any],
-) -> CarrierConnection:  # fmt: skip
+    *,
+    actor: Staff | None,
+    account: CarrierAccount | None = None,
+    account_id: int | None = None,
+    credentials: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> CarrierConnection:
     """Store an account's credentials (encrypted) and settings; the status returns to "not
     checked" until `test_connection`. Credentials given replace the stored ones key by key."""
     if actor is not None:
@@ -94,15 +105,16 @@ def connect_carrier(
     assert account is not None
     _check_keys(account.kind, settings, SETTINGS_KEYS, "settings")
     _check_keys(account.kind, credentials, CREDENTIAL_KEYS, "credentials")
-    if account.kind == "webhook" and settings.get("url") and not str(settings["url"]).startswith(
-        ("http://", "https://")
+    if (
+        account.kind == "webhook"
+        and settings.get("url")
+        and not str(settings["url"]).startswith(("http://", "https://"))
     ):
         raise ValidationFailed("settings.url must be an http(s) URL.", field="settings.url")
     with transaction.atomic():
-        connection = (
-            CarrierConnection.objects.select_for_update().filter(account=account).first()
-            or CarrierConnection(account=account, brand_id=account.brand_id)
-        )
+        connection = CarrierConnection.objects.select_for_update().filter(
+            account=account
+        ).first() or CarrierConnection(account=account, brand_id=account.brand_id)
         merged = {**connection.credentials, **credentials}
         connection.set_credentials(merged)
         connection.settings = {**connection.settings, **settings}
@@ -111,14 +123,18 @@ def connect_carrier(
         connection.updated_at = clock.now()
         connection.save()
         audit.record(
-            brand=account.brand, actor=actor, action="carrier.connect", target=account,
+            brand=account.brand,
+            actor=actor,
+            action="carrier.connect",
+            target=account,
             changes={"settings": sorted(settings), "credentials": sorted(credentials)},
-        )  # fmt: skip
+        )
     return connection
 
 
-def test_connection(*, actor: Staff | None, account_id: int,
-                    account: CarrierAccount | None = None) -> CarrierConnection:  # fmt: skip
+def test_connection(
+    *, actor: Staff | None, account_id: int, account: CarrierAccount | None = None
+) -> CarrierConnection:
     """Ask the adapter to reach its carrier; record connected or the error."""
     if account is None:
         assert actor is not None
@@ -168,11 +184,16 @@ def list_carriers(*, actor: Staff) -> list[AccountStatus]:
             caps = sorted(build_adapter(account_config(account, c)).capabilities)
         except CarrierError:
             caps = []
-        out.append(AccountStatus(
-            account=account, status=c.status if c else CarrierConnection.Status.UNKNOWN,
-            last_error=c.last_error if c else "", checked_at=c.checked_at if c else None,
-            capabilities=[str(x) for x in caps], configured=sorted(c.settings) if c else [],
-        ))  # fmt: skip
+        out.append(
+            AccountStatus(
+                account=account,
+                status=c.status if c else CarrierConnection.Status.UNKNOWN,
+                last_error=c.last_error if c else "",
+                checked_at=c.checked_at if c else None,
+                capabilities=[str(x) for x in caps],
+                configured=sorted(c.settings) if c else [],
+            )
+        )
     return out
 
 
@@ -194,16 +215,21 @@ def receive_callback(*, account_id: int, request: CallbackRequest) -> int:
     return publish_facts(account=account, facts=parsed.facts)
 
 
-def publish_facts(*, account: CarrierAccount, facts: Iterable[tuple[str, inbound.InboundFact]]) -> int:
+def publish_facts(
+    *, account: CarrierAccount, facts: Iterable[tuple[str, inbound.InboundFact]]
+) -> int:
     new = 0
     with transaction.atomic():
         for key, fact in facts:
             try:
                 with transaction.atomic():
                     InboundReceipt.objects.create(
-                        brand_id=account.brand_id, account=account, dedupe_key=key[:200],
-                        kind=type(fact).__name__, received_at=clock.now(),
-                    )  # fmt: skip
+                        brand_id=account.brand_id,
+                        account=account,
+                        dedupe_key=key[:200],
+                        kind=type(fact).__name__,
+                        received_at=clock.now(),
+                    )
             except IntegrityError:
                 continue  # a replay: handled once already
             for sink in inbound.sinks():
@@ -219,20 +245,31 @@ def contact_hash(account_id: int, external_id: str) -> str:
     return crypto.hash_pii(f"carrier-contact:{account_id}:{external_id}")
 
 
-def record_contact(*, account_id: int, brand_id: int, external_id: str, customer: Customer,
-                   state: str, at: Any) -> CarrierContact:  # fmt: skip
+def record_contact(
+    *, account_id: int, brand_id: int, external_id: str, customer: Customer, state: str, at: Any
+) -> CarrierContact:
     """The customer holds this account (again): active, linked to the resolved customer."""
     h = contact_hash(account_id, external_id)
     contact, created = CarrierContact.objects.get_or_create(
-        account_id=account_id, external_hash=h,
-        defaults={"brand_id": brand_id, "customer": customer, "state": state, "added_at": at,
-                  "external_encrypted": crypto.encrypt_pii(external_id)},
-    )  # fmt: skip
+        account_id=account_id,
+        external_hash=h,
+        defaults={
+            "brand_id": brand_id,
+            "customer": customer,
+            "state": state,
+            "added_at": at,
+            "external_encrypted": crypto.encrypt_pii(external_id),
+        },
+    )
     if not created:
         CarrierContact.objects.filter(pk=contact.pk).update(
-            customer=customer, status=CarrierContact.Status.ACTIVE, state=state, added_at=at,
-            lost_at=None, lost_by="",
-        )  # fmt: skip
+            customer=customer,
+            status=CarrierContact.Status.ACTIVE,
+            state=state,
+            added_at=at,
+            lost_at=None,
+            lost_by="",
+        )
         contact.refresh_from_db()
     return contact
 
@@ -247,7 +284,9 @@ def find_contact(*, account_id: int, external_id: str) -> CarrierContact | None:
     )
 
 
-def mark_contact_lost(*, account_id: int, external_id: str, by: str, at: Any) -> CarrierContact | None:
+def mark_contact_lost(
+    *, account_id: int, external_id: str, by: str, at: Any
+) -> CarrierContact | None:
     contact = find_contact(account_id=account_id, external_id=external_id)
     if contact is None:
         return None
@@ -261,8 +300,9 @@ def mark_contact_lost(*, account_id: int, external_id: str, by: str, at: Any) ->
 IDENTITY_FOR_KIND = {"sms": "phone", "email": "email"}
 
 
-def recipients(*, account: CarrierAccount, capabilities: frozenset[Capability],
-               customer_ids: Iterable[int]) -> dict[int, str]:  # fmt: skip
+def recipients(
+    *, account: CarrierAccount, capabilities: frozenset[Capability], customer_ids: Iterable[int]
+) -> dict[int, str]:
     """Where each customer is reached through this account; a customer missing from the answer
     does not hold this carrier (deleted the contact, never added it, or has no address)."""
     ids = list(set(customer_ids))
@@ -280,14 +320,14 @@ def recipients(*, account: CarrierAccount, capabilities: frozenset[Capability],
     if kind is None:  # webhook: the brand's system resolves the customer itself
         return {cid: str(cid) for cid in ids if cid not in lost}
     found: dict[int, str] = {}
-    for cid, enc in Identity.objects.filter(customer_id__in=ids, kind=kind).order_by(
-        "id"
-    ).values_list("customer_id", "value_encrypted"):
+    for cid, enc in (
+        Identity.objects.filter(customer_id__in=ids, kind=kind)
+        .order_by("id")
+        .values_list("customer_id", "value_encrypted")
+    ):
         if cid not in lost and cid not in found:
             found[cid] = crypto.decrypt_pii(enc)
     return found
-
-
 
 
 def customer_for_sender(*, account: CarrierAccount, external_id: str) -> Customer | None:

@@ -45,8 +45,9 @@ def send(request: HttpRequest, payload: SendIn) -> object:
 def list_messages(request: HttpRequest, filters: StrictQuery[MessageFilters]) -> object:
     data = filters.model_dump()
     cursor, limit = data.pop("cursor"), data.pop("limit")
-    items, next_cursor = services.list_messages(actor=actor(request), filters=data,
-                                                cursor=cursor, limit=limit)  # fmt: skip
+    items, next_cursor = services.list_messages(
+        actor=actor(request), filters=data, cursor=cursor, limit=limit
+    )
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -81,4 +82,6 @@ def get_policy(request: HttpRequest) -> object:
 def update_policy(request: HttpRequest, payload: PolicySettings) -> object:
     """Change the settings given (others keep their values); unknown or invalid ones are a
     422 naming the field."""
-    return services.update_policy(actor=actor(request), changes=payload.model_dump(exclude_unset=True))
+    return services.update_policy(
+        actor=actor(request), changes=payload.model_dump(exclude_unset=True)
+    )

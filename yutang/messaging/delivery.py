@@ -51,8 +51,10 @@ S = Message.Status
 
 def claim_seconds() -> float:
     """How long a claimed message is left alone before another pass may take it over."""
-    return float(os.environ.get("YUTANG_MESSAGING_CLAIM_SECONDS", "") or
-                 getattr(settings, "MESSAGING_CLAIM_SECONDS", 120))  # fmt: skip
+    return float(
+        os.environ.get("YUTANG_MESSAGING_CLAIM_SECONDS", "")
+        or getattr(settings, "MESSAGING_CLAIM_SECONDS", 120)
+    )
 
 
 def _crash_point(name: str) -> None:
@@ -75,8 +77,10 @@ _CRASH_HITS: dict[str, int] = {}
 def backoff(attempts: int) -> dt.timedelta:
     """Exponential backoff with full jitter: up to 30 s, 60 s, 120 s … capped at an hour."""
     ceiling = min(BASE_BACKOFF * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
-    return dt.timedelta(seconds=random.uniform(ceiling.total_seconds() / 2,
-                                               ceiling.total_seconds()))  # fmt: skip
+    return dt.timedelta(
+        # Jitter spreads retries; it needs no cryptographic randomness.
+        seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds())  # noqa: S311
+    )
 
 
 # --- Context ---------------------------------------------------------------------------------
@@ -101,7 +105,9 @@ class Adapters:
         if not missing:
             return
         accounts = {a.pk: a for a in CarrierAccount.objects.filter(pk__in=missing)}
-        connections = {c.account_id: c for c in CarrierConnection.objects.filter(account_id__in=missing)}
+        connections = {
+            c.account_id: c for c in CarrierConnection.objects.filter(account_id__in=missing)
+        }
         for pk, account in accounts.items():
             self.accounts[pk] = account
             self._cache[pk] = build_adapter(carriers.account_config(account, connections.get(pk)))
@@ -114,26 +120,40 @@ def policy_for(brand_id: int) -> PolicySettings:
     return PolicySettings.model_validate(row.settings if row else {})
 
 
-def load_context(*, brand: Brand, candidates: Sequence[gate.Candidate], now: dt.datetime,
-                 adapters: Adapters, policy: PolicySettings | None = None,
-                 lock: bool = False, enabled: bool = True) -> gate.GateContext:  # fmt: skip
+def load_context(
+    *,
+    brand: Brand,
+    candidates: Sequence[gate.Candidate],
+    now: dt.datetime,
+    adapters: Adapters,
+    policy: PolicySettings | None = None,
+    lock: bool = False,
+    enabled: bool = True,
+) -> gate.GateContext:
     policy = policy or policy_for(brand.pk)
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
     customer_ids = sorted({c.customer_id for c in candidates})
     if lock and customer_ids:
-        TouchLock.objects.bulk_create([TouchLock(customer_id=i) for i in customer_ids],
-                                      ignore_conflicts=True)  # fmt: skip
+        TouchLock.objects.bulk_create(
+            [TouchLock(customer_id=i) for i in customer_ids], ignore_conflicts=True
+        )
         # Locked in id order, so two passes over the same customers cannot deadlock.
-        list(TouchLock.objects.select_for_update().filter(customer_id__in=customer_ids)
-             .order_by("customer_id").values_list("customer_id", flat=True))  # fmt: skip
+        list(
+            TouchLock.objects.select_for_update()
+            .filter(customer_id__in=customer_ids)
+            .order_by("customer_id")
+            .values_list("customer_id", flat=True)
+        )
     by_account: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         by_account[c.account_id].add(c.customer_id)
     adapters.load(by_account)
     for account_id, ids in by_account.items():
-        found = carriers.recipients(account=adapters.accounts[account_id],
-                                    capabilities=adapters.get(account_id).capabilities,
-                                    customer_ids=ids)  # fmt: skip
+        found = carriers.recipients(
+            account=adapters.accounts[account_id],
+            capabilities=adapters.get(account_id).capabilities,
+            customer_ids=ids,
+        )
         for cid, address in found.items():
             ctx.recipients[(cid, account_id)] = address
     if not enabled:
@@ -156,9 +176,15 @@ def load_context(*, brand: Brand, candidates: Sequence[gate.Candidate], now: dt.
 
 def candidate_of(m: Message) -> gate.Candidate:
     return gate.Candidate(
-        customer_id=m.customer_id, account_id=m.account_id, carrier=m.carrier, kind=m.kind,
-        content_hash=m.content_hash, not_after=m.not_after, message_id=m.pk, cause=m.cause,
-    )  # fmt: skip
+        customer_id=m.customer_id,
+        account_id=m.account_id,
+        carrier=m.carrier,
+        kind=m.kind,
+        content_hash=m.content_hash,
+        not_after=m.not_after,
+        message_id=m.pk,
+        cause=m.cause,
+    )
 
 
 # --- The pass --------------------------------------------------------------------------------
@@ -170,8 +196,9 @@ class Claimed:
     recipient: str
 
 
-def apply_gate(messages: Sequence[Message], *, now: dt.datetime, adapters: Adapters,
-               gate_enabled: bool = True) -> tuple[list[Claimed], list[Message]]:  # fmt: skip
+def apply_gate(
+    messages: Sequence[Message], *, now: dt.datetime, adapters: Adapters, gate_enabled: bool = True
+) -> tuple[list[Claimed], list[Message]]:
     """Decide fresh messages (inside the caller's transaction, their rows locked). Returns
     those that passed (now `sending`) and every changed row to save."""
     passed: list[Claimed] = []
@@ -183,9 +210,15 @@ def apply_gate(messages: Sequence[Message], *, now: dt.datetime, adapters: Adapt
     for brand_id, group in by_brand.items():
         brand = Brand.objects.get(pk=brand_id)
         policy = policy_for(brand_id)
-        ctx = load_context(brand=brand, candidates=[candidate_of(m) for m in group], now=now,
-                           adapters=adapters, policy=policy, lock=True,
-                           enabled=gate_enabled)  # fmt: skip
+        ctx = load_context(
+            brand=brand,
+            candidates=[candidate_of(m) for m in group],
+            now=now,
+            adapters=adapters,
+            policy=policy,
+            lock=True,
+            enabled=gate_enabled,
+        )
         for m in group:
             c = candidate_of(m)
             d = gate.evaluate(c, ctx)
@@ -207,15 +240,40 @@ def apply_gate(messages: Sequence[Message], *, now: dt.datetime, adapters: Adapt
     return passed, changed
 
 
-FIELDS = ["status", "rule", "reason", "passed_at", "claimed_until", "attempts", "due_at",
-          "not_after", "finished_at"]  # fmt: skip
-LOAD = ["id", "brand_id", "customer_id", "account_id", "carrier", "kind", "content",
-        "content_hash", "cause", "status", "attempts", "not_after", "created_at",
-        "idempotency_key", "due_at", "passed_at"]  # fmt: skip
+FIELDS = [
+    "status",
+    "rule",
+    "reason",
+    "passed_at",
+    "claimed_until",
+    "attempts",
+    "due_at",
+    "not_after",
+    "finished_at",
+]
+LOAD = [
+    "id",
+    "brand_id",
+    "customer_id",
+    "account_id",
+    "carrier",
+    "kind",
+    "content",
+    "content_hash",
+    "cause",
+    "status",
+    "attempts",
+    "not_after",
+    "created_at",
+    "idempotency_key",
+    "due_at",
+    "passed_at",
+]
 
 
-def claim(*, limit: int, now: dt.datetime, adapters: Adapters,
-          gate_enabled: bool = True) -> tuple[list[Claimed], int]:  # fmt: skip
+def claim(
+    *, limit: int, now: dt.datetime, adapters: Adapters, gate_enabled: bool = True
+) -> tuple[list[Claimed], int]:
     """Step 1 of a pass, in one transaction: the messages to send, and how many rows it
     decided in all."""
     due = Q(status__in=[S.QUEUED, S.DEFERRED], due_at__lte=now) | Q(
@@ -224,8 +282,10 @@ def claim(*, limit: int, now: dt.datetime, adapters: Adapters,
     with transaction.atomic():
         rows = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(due).order_by("due_at", "id").only(*LOAD)[:limit]
-        )  # fmt: skip
+            .filter(due)
+            .order_by("due_at", "id")
+            .only(*LOAD)[:limit]
+        )
         if not rows:
             return [], 0
         fresh = [m for m in rows if m.status != S.SENDING]
@@ -239,9 +299,11 @@ def claim(*, limit: int, now: dt.datetime, adapters: Adapters,
                 by_account[m.account_id].add(m.customer_id)
             addresses: dict[tuple[int, int], str] = {}
             for account_id, ids in by_account.items():
-                found = carriers.recipients(account=adapters.accounts[account_id],
-                                            capabilities=adapters.get(account_id).capabilities,
-                                            customer_ids=ids)  # fmt: skip
+                found = carriers.recipients(
+                    account=adapters.accounts[account_id],
+                    capabilities=adapters.get(account_id).capabilities,
+                    customer_ids=ids,
+                )
                 addresses.update({(cid, account_id): a for cid, a in found.items()})
             for m in retries:
                 m.claimed_until, m.attempts = lease, m.attempts + 1
@@ -265,15 +327,28 @@ def send(claimed: Sequence[Claimed], *, adapters: Adapters) -> list[Outcome]:
     for item in claimed:
         m = item.message
         if not item.recipient:
-            outcomes.append(Outcome(m, error=CarrierError(
-                "the customer no longer holds this account", transient=False, code="carrier")))  # fmt: skip
+            outcomes.append(
+                Outcome(
+                    m,
+                    error=CarrierError(
+                        "the customer no longer holds this account", transient=False, code="carrier"
+                    ),
+                )
+            )
             continue
         try:
-            result = adapters.get(m.account_id).send(Outbound(
-                idempotency_key=f"{m.brand_id}:{m.idempotency_key}", brand_id=m.brand_id,
-                account_id=m.account_id, customer_id=m.customer_id, recipient=item.recipient,
-                kind=m.kind, content=m.content, cause=m.cause,
-            ))  # fmt: skip
+            result = adapters.get(m.account_id).send(
+                Outbound(
+                    idempotency_key=f"{m.brand_id}:{m.idempotency_key}",
+                    brand_id=m.brand_id,
+                    account_id=m.account_id,
+                    customer_id=m.customer_id,
+                    recipient=item.recipient,
+                    kind=m.kind,
+                    content=m.content,
+                    cause=m.cause,
+                )
+            )
             outcomes.append(Outcome(m, result=result))
         except CarrierError as exc:
             outcomes.append(Outcome(m, error=exc))
@@ -288,22 +363,35 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
     changed: list[Message] = []
     events: dict[int, list[dict[str, object]]] = defaultdict(list)
     errors: dict[int, str] = {}
-    max_attempts = {bid: policy_for(bid).max_attempts for bid in {o.message.brand_id for o in outcomes}}
+    max_attempts = {
+        bid: policy_for(bid).max_attempts for bid in {o.message.brand_id for o in outcomes}
+    }
     for o in outcomes:
         m = o.message
         if o.result is not None:
             m.carrier_message_id = o.result.carrier_message_id[:200]
             if o.result.pending_confirmation:
                 m.status = S.PENDING_CONFIRMATION
-                m.claimed_until = now + dt.timedelta(hours=policy_for(m.brand_id).confirm_timeout_hours)
+                m.claimed_until = now + dt.timedelta(
+                    hours=policy_for(m.brand_id).confirm_timeout_hours
+                )
             else:
                 m.status, m.sent_at, m.claimed_until = S.SENT, now, None
-                events[m.brand_id].append({
-                    "type": "message.sent", "occurred_at": now, "source": "messaging",
-                    "idempotency_key": f"message.sent:{m.pk}", "customer_id": m.customer_id,
-                    "properties": {"carrier": m.carrier, "account_id": str(m.account_id),
-                                   "message_id": str(m.pk), "kind": m.kind},
-                })  # fmt: skip
+                events[m.brand_id].append(
+                    {
+                        "type": "message.sent",
+                        "occurred_at": now,
+                        "source": "messaging",
+                        "idempotency_key": f"message.sent:{m.pk}",
+                        "customer_id": m.customer_id,
+                        "properties": {
+                            "carrier": m.carrier,
+                            "account_id": str(m.account_id),
+                            "message_id": str(m.pk),
+                            "kind": m.kind,
+                        },
+                    }
+                )
         else:
             assert o.error is not None
             if o.error.transient and m.attempts < max_attempts[m.brand_id]:
@@ -317,14 +405,24 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
                     errors[m.account_id] = o.error.reason
         changed.append(m)
     with transaction.atomic():
-        Message.objects.bulk_update(changed, ["status", "carrier_message_id", "sent_at",
-                                              "claimed_until", "reason", "finished_at", "rule"],
-                                    batch_size=500)  # fmt: skip
+        Message.objects.bulk_update(
+            changed,
+            [
+                "status",
+                "carrier_message_id",
+                "sent_at",
+                "claimed_until",
+                "reason",
+                "finished_at",
+                "rule",
+            ],
+            batch_size=500,
+        )
         if emit_events:
             for brand_id, items in events.items():
                 brand = Brand.objects.get(pk=brand_id)
                 for start in range(0, len(items), 1000):
-                    ingest_events(brand=brand, items=items[start:start + 1000])
+                    ingest_events(brand=brand, items=items[start : start + 1000])
     for account_id, reason in errors.items():
         carriers.record_send_error(account_id=account_id, reason=reason)
 
@@ -332,13 +430,17 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
 def expire_unconfirmed(*, now: dt.datetime) -> int:
     """Broadcasts staff never confirmed on the carrier expire at their timeout."""
     return Message.objects.filter(status=S.PENDING_CONFIRMATION, claimed_until__lte=now).update(
-        status=S.EXPIRED, rule="confirmation", reason="staff did not confirm it in time",
-        finished_at=now, claimed_until=None,
-    )  # fmt: skip
+        status=S.EXPIRED,
+        rule="confirmation",
+        reason="staff did not confirm it in time",
+        finished_at=now,
+        claimed_until=None,
+    )
 
 
-def deliver_due_messages(*, limit: int = BATCH, gate_enabled: bool = True,
-                         emit_events: bool = True) -> int:  # fmt: skip
+def deliver_due_messages(
+    *, limit: int = BATCH, gate_enabled: bool = True, emit_events: bool = True
+) -> int:
     """One bounded pass; returns how many messages it decided or sent."""
     now = clock.now()
     adapters = Adapters()

@@ -29,9 +29,15 @@ from typing import Literal
 from yutang.messaging.policy import PolicySettings
 
 RULES = (
-    "carrier", "consent", "frequency", "quiet_hours", "platform_limit", "marketing_share",
-    "duplicate", "holdout",
-)  # fmt: skip
+    "carrier",
+    "consent",
+    "frequency",
+    "quiet_hours",
+    "platform_limit",
+    "marketing_share",
+    "duplicate",
+    "holdout",
+)
 #: How far back the gate needs touch history (a calendar month, the rolling week, …).
 HISTORY_DAYS = 32
 
@@ -107,8 +113,9 @@ class GateContext:
 # --- Time ----------------------------------------------------------------------------------
 
 
-def is_within_quiet_hours(moment: dt.datetime, tz: zoneinfo.ZoneInfo,
-                          window: tuple[dt.time, dt.time] | None) -> bool:  # fmt: skip
+def is_within_quiet_hours(
+    moment: dt.datetime, tz: zoneinfo.ZoneInfo, window: tuple[dt.time, dt.time] | None
+) -> bool:
     if window is None:
         return False
     start, end = window
@@ -118,8 +125,9 @@ def is_within_quiet_hours(moment: dt.datetime, tz: zoneinfo.ZoneInfo,
     return local >= start or local < end  # the window crosses midnight
 
 
-def quiet_hours_end(moment: dt.datetime, tz: zoneinfo.ZoneInfo,
-                    window: tuple[dt.time, dt.time]) -> dt.datetime:  # fmt: skip
+def quiet_hours_end(
+    moment: dt.datetime, tz: zoneinfo.ZoneInfo, window: tuple[dt.time, dt.time]
+) -> dt.datetime:
     """The first allowed instant after `moment` (inside quiet hours). A local end time that a
     daylight-saving jump skips resolves to the instant just after the jump."""
     _, end = window
@@ -142,12 +150,14 @@ def _local_month_start(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.date
 # --- Rules ---------------------------------------------------------------------------------
 
 
-def _count(touches: Iterable[Touch], since: dt.datetime, kind: str,
-           carrier: str | None = None) -> int:  # fmt: skip
+def _count(
+    touches: Iterable[Touch], since: dt.datetime, kind: str, carrier: str | None = None
+) -> int:
     return sum(
-        1 for t in touches
+        1
+        for t in touches
         if t.at >= since and t.kind == kind and (carrier is None or t.carrier == carrier)
-    )  # fmt: skip
+    )
 
 
 def _consented(c: Candidate, ctx: GateContext) -> bool:
@@ -184,31 +194,46 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
             return Decision("block", "frequency", reason="marketing touches per 7 days")
         cap = p.carrier_caps.get(c.carrier)
         if cap is not None:
-            if cap.per_day is not None and _count(touches, day_start, "marketing",
-                                                  c.carrier) >= cap.per_day:  # fmt: skip
+            if (
+                cap.per_day is not None
+                and _count(touches, day_start, "marketing", c.carrier) >= cap.per_day
+            ):
                 return Decision("block", "frequency", reason=f"{c.carrier} touches per day")
-            if cap.per_week is not None and _count(touches, week_start, "marketing",
-                                                   c.carrier) >= cap.per_week:  # fmt: skip
+            if (
+                cap.per_week is not None
+                and _count(touches, week_start, "marketing", c.carrier) >= cap.per_week
+            ):
                 return Decision("block", "frequency", reason=f"{c.carrier} touches per 7 days")
         window = p.quiet_window()
         if window is not None and is_within_quiet_hours(now, tz, window):
             until = quiet_hours_end(now, tz, window)
             if c.not_after is not None and until > c.not_after:
-                return Decision("expire", "quiet_hours", reason="quiet hours last past its deadline")
+                return Decision(
+                    "expire", "quiet_hours", reason="quiet hours last past its deadline"
+                )
             return Decision("defer", "quiet_hours", until=until)
         limit = p.platform_limits.get(c.carrier)
         if limit is not None:
             month_start, days = _local_month_start(now, tz)
             per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
-            checks = ((limit.per_day, day_start, "day"), (limit.per_week, week_start, "7 days"),
-                      (per_month, month_start, "month"))  # fmt: skip
+            checks = (
+                (limit.per_day, day_start, "day"),
+                (limit.per_week, week_start, "7 days"),
+                (per_month, month_start, "month"),
+            )
             for allowed, since, label in checks:
-                if allowed is not None and _count(touches, since, "marketing", c.carrier) >= allowed:
+                if (
+                    allowed is not None
+                    and _count(touches, since, "marketing", c.carrier) >= allowed
+                ):
                     return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
         if total >= p.marketing_share_min_posts and (mkt + 1) > p.marketing_share_max * (total + 1):
-            return Decision("block", "marketing_share",
-                            reason=f"marketing would exceed {p.marketing_share_max:.0%} of posts")  # fmt: skip
+            return Decision(
+                "block",
+                "marketing_share",
+                reason=f"marketing would exceed {p.marketing_share_max:.0%} of posts",
+            )
     if p.duplicate_window_days:
         since = now - dt.timedelta(days=p.duplicate_window_days)
         if any(t.at >= since and t.content_hash == c.content_hash for t in touches):

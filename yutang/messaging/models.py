@@ -137,8 +137,9 @@ class TouchLock(models.Model):
 class MessagingPolicy(models.Model):
     """The brand's touch policy (validated by yutang.messaging.policy.PolicySettings)."""
 
-    brand = models.OneToOneField(Brand, on_delete=models.CASCADE, primary_key=True,
-                                 related_name="+")  # fmt: skip
+    brand = models.OneToOneField(
+        Brand, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
     settings = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField()
 

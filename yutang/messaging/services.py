@@ -59,8 +59,12 @@ class MessageContent(StrictInput):
 
     @model_validator(mode="after")
     def _complete(self) -> MessageContent:
-        need = {"text": ("text", "template_id"), "image": ("image_url",), "link": ("url",),
-                "miniprogram": ("appid",)}[self.type]  # fmt: skip
+        need = {
+            "text": ("text", "template_id"),
+            "image": ("image_url",),
+            "link": ("url",),
+            "miniprogram": ("appid",),
+        }[self.type]
         if not any(getattr(self, n) for n in need):
             raise ValueError(f"a {self.type} message needs {' or '.join(need)}")
         return self
@@ -79,7 +83,9 @@ def clean_content(content: Any, field_name: str = "content") -> dict[str, Any]:
 
 
 def content_hash(content: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def _kind(kind: str) -> str:
@@ -111,9 +117,17 @@ def update_policy(*, actor: Staff, changes: Mapping[str, Any]) -> PolicySettings
         MessagingPolicy.objects.update_or_create(
             brand=actor.brand, defaults={"settings": policy.model_dump(), "updated_at": clock.now()}
         )
-        audit.record(brand=actor.brand, actor=actor, action="messaging.policy",
-                     target=actor.brand, changes={k: [current.get(k), v] for k, v in
-                                                  policy.model_dump().items() if current.get(k) != v})  # fmt: skip
+        audit.record(
+            brand=actor.brand,
+            actor=actor,
+            action="messaging.policy",
+            target=actor.brand,
+            changes={
+                k: [current.get(k), v]
+                for k, v in policy.model_dump().items()
+                if current.get(k) != v
+            },
+        )
     return policy
 
 
@@ -121,22 +135,33 @@ def update_policy(*, actor: Staff, changes: Mapping[str, Any]) -> PolicySettings
 
 
 def enqueue_message(
-    *, brand: Brand, customer: Customer, account: CarrierAccount, kind: str, content: Any,
-    cause: str, idempotency_key: str, not_after: dt.datetime | None = None,
-    due_at: dt.datetime | None = None, staff: Staff | None = None,
-    broadcast: Broadcast | None = None, cause_ref: str = "",
-) -> Message:  # fmt: skip
+    *,
+    brand: Brand,
+    customer: Customer,
+    account: CarrierAccount,
+    kind: str,
+    content: Any,
+    cause: str,
+    idempotency_key: str,
+    not_after: dt.datetime | None = None,
+    due_at: dt.datetime | None = None,
+    staff: Staff | None = None,
+    broadcast: Broadcast | None = None,
+    cause_ref: str = "",
+) -> Message:
     """Write one outbox row in the caller's transaction; the worker sends it after commit.
     The same idempotency key in the same brand returns the message already written."""
     if customer.brand_id != brand.pk or account.brand_id != brand.pk:
-        raise ValidationFailed("The customer and the account must belong to the brand.",
-                               field="customer_id")  # fmt: skip
+        raise ValidationFailed(
+            "The customer and the account must belong to the brand.", field="customer_id"
+        )
     if cause not in Message.Cause.values:
         raise ValidationFailed(f"Unknown cause {cause!r}.", field="cause")
     key = (idempotency_key or "").strip()
     if not key or len(key) > 200:
-        raise ValidationFailed("idempotency_key is required (1–200 characters).",
-                               field="idempotency_key")  # fmt: skip
+        raise ValidationFailed(
+            "idempotency_key is required (1–200 characters).", field="idempotency_key"
+        )
     body = clean_content(content)
     now = clock.now()
     if not_after is not None and not_after <= now:
@@ -147,11 +172,22 @@ def enqueue_message(
     try:
         with transaction.atomic():
             return Message.objects.create(
-                brand=brand, customer=customer, account=account, carrier=account.kind,
-                kind=_kind(kind), content=body, content_hash=content_hash(body), cause=cause,
-                cause_ref=cause_ref[:120], broadcast=broadcast, staff=staff,
-                idempotency_key=key, due_at=due_at or now, not_after=not_after, created_at=now,
-            )  # fmt: skip
+                brand=brand,
+                customer=customer,
+                account=account,
+                carrier=account.kind,
+                kind=_kind(kind),
+                content=body,
+                content_hash=content_hash(body),
+                cause=cause,
+                cause_ref=cause_ref[:120],
+                broadcast=broadcast,
+                staff=staff,
+                idempotency_key=key,
+                due_at=due_at or now,
+                not_after=not_after,
+                created_at=now,
+            )
     except IntegrityError:
         existing = Message.objects.filter(brand=brand, idempotency_key=key).first()
         if existing is None:
@@ -162,24 +198,34 @@ def enqueue_message(
 def _account(actor: Staff, account_id: int) -> CarrierAccount:
     account = (
         CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW)
-        .filter(pk=account_id, is_active=True).first()
-    )  # fmt: skip
+        .filter(pk=account_id, is_active=True)
+        .first()
+    )
     if account is None:
         raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
-    return account  # type: ignore[return-value]
+    return account
 
 
 def _customers(actor: Staff, ids: Sequence[int]) -> dict[int, Customer]:
-    found = {c.pk: c for c in Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk__in=ids)}
+    found = {
+        c.pk: c for c in Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk__in=ids)
+    }
     for n, cid in enumerate(ids):
         if cid not in found:
             raise NotFound(f"No such customer: {cid}.", field=f"customer_ids.{n}")
     return found
 
 
-def send_message(*, actor: Staff, customer_id: int, account_id: int, kind: str, content: Any,
-                 idempotency_key: str | None = None,
-                 not_after: dt.datetime | None = None) -> Message:  # fmt: skip
+def send_message(
+    *,
+    actor: Staff,
+    customer_id: int,
+    account_id: int,
+    kind: str,
+    content: Any,
+    idempotency_key: str | None = None,
+    not_after: dt.datetime | None = None,
+) -> Message:
     """A staff member's manual message: through the same outbox and gate as everything else."""
     from yutang.core.permissions import require
 
@@ -188,14 +234,29 @@ def send_message(*, actor: Staff, customer_id: int, account_id: int, kind: str, 
     customer = _customers(actor, [customer_id])[customer_id]
     key = idempotency_key or f"manual:{actor.pk}:{clock.now().timestamp()}:{customer_id}"
     with transaction.atomic():
-        return enqueue_message(brand=actor.brand, customer=customer, account=account, kind=kind,
-                               content=content, cause="manual", idempotency_key=key,
-                               not_after=not_after, staff=actor)  # fmt: skip
+        return enqueue_message(
+            brand=actor.brand,
+            customer=customer,
+            account=account,
+            kind=kind,
+            content=content,
+            cause="manual",
+            idempotency_key=key,
+            not_after=not_after,
+            staff=actor,
+        )
 
 
-def create_broadcast(*, actor: Staff, account_id: int, kind: str, content: Any,
-                     customer_ids: Sequence[int], name: str = "",
-                     not_after: dt.datetime | None = None) -> Broadcast:  # fmt: skip
+def create_broadcast(
+    *,
+    actor: Staff,
+    account_id: int,
+    kind: str,
+    content: Any,
+    customer_ids: Sequence[int],
+    name: str = "",
+    not_after: dt.datetime | None = None,
+) -> Broadcast:
     """A 群发 to a list of customers, all or nothing. Each message passes the gate at send
     time; `preview_policy` shows beforehand how many the gate would stop and why."""
     from yutang.core.permissions import require
@@ -210,16 +271,38 @@ def create_broadcast(*, actor: Staff, account_id: int, kind: str, content: Any,
     now = clock.now()
     with transaction.atomic():
         broadcast = Broadcast.objects.create(
-            brand=actor.brand, account=account, staff=actor, name=name[:120], kind=_kind(kind),
-            content=body, target={"customer_ids": ids}, total=len(ids), created_at=now,
-        )  # fmt: skip
-        Message.objects.bulk_create([
-            Message(brand=actor.brand, customer=found[cid], account=account, carrier=account.kind,
-                    kind=kind, content=body, content_hash=content_hash(body), cause="broadcast",
-                    broadcast=broadcast, staff=actor, idempotency_key=f"broadcast:{broadcast.pk}:{cid}",
-                    due_at=now, not_after=not_after, created_at=now)
-            for cid in ids
-        ], batch_size=1000)  # fmt: skip
+            brand=actor.brand,
+            account=account,
+            staff=actor,
+            name=name[:120],
+            kind=_kind(kind),
+            content=body,
+            target={"customer_ids": ids},
+            total=len(ids),
+            created_at=now,
+        )
+        Message.objects.bulk_create(
+            [
+                Message(
+                    brand=actor.brand,
+                    customer=found[cid],
+                    account=account,
+                    carrier=account.kind,
+                    kind=kind,
+                    content=body,
+                    content_hash=content_hash(body),
+                    cause="broadcast",
+                    broadcast=broadcast,
+                    staff=actor,
+                    idempotency_key=f"broadcast:{broadcast.pk}:{cid}",
+                    due_at=now,
+                    not_after=not_after,
+                    created_at=now,
+                )
+                for cid in ids
+            ],
+            batch_size=1000,
+        )
     return broadcast
 
 
@@ -232,19 +315,39 @@ class PolicyPreview:
     expired: dict[str, int] = field(default_factory=dict)
 
 
-def preview_policy(*, brand: Brand, account: CarrierAccount, kind: str, content: Any,
-                   customer_ids: Iterable[int], at: dt.datetime | None = None) -> PolicyPreview:  # fmt: skip
+def preview_policy(
+    *,
+    brand: Brand,
+    account: CarrierAccount,
+    kind: str,
+    content: Any,
+    customer_ids: Iterable[int],
+    at: dt.datetime | None = None,
+) -> PolicyPreview:
     """What the gate would do with a would-be broadcast now (or at `at`): counts per rule.
     Reads only; nothing is locked or written."""
     body = clean_content(content)
     h = content_hash(body)
     ids = list(dict.fromkeys(customer_ids))
     now = at or clock.now()
-    candidates = [gate.Candidate(customer_id=cid, account_id=account.pk, carrier=account.kind,
-                                 kind=_kind(kind), content_hash=h) for cid in ids]  # fmt: skip
-    ctx = delivery.load_context(brand=brand, candidates=candidates, now=now,
-                                adapters=delivery.Adapters())  # fmt: skip
-    outcomes: dict[str, Counter[str]] = {"block": Counter(), "defer": Counter(), "expire": Counter()}
+    candidates = [
+        gate.Candidate(
+            customer_id=cid,
+            account_id=account.pk,
+            carrier=account.kind,
+            kind=_kind(kind),
+            content_hash=h,
+        )
+        for cid in ids
+    ]
+    ctx = delivery.load_context(
+        brand=brand, candidates=candidates, now=now, adapters=delivery.Adapters()
+    )
+    outcomes: dict[str, Counter[str]] = {
+        "block": Counter(),
+        "defer": Counter(),
+        "expire": Counter(),
+    }
     passed = 0
     for c in candidates:
         d = gate.evaluate(c, ctx)
@@ -253,20 +356,27 @@ def preview_policy(*, brand: Brand, account: CarrierAccount, kind: str, content:
             passed += 1
         else:
             outcomes[d.outcome][d.rule] += 1
-    return PolicyPreview(total=len(ids), would_send=passed, blocked=dict(outcomes["block"]),
-                         deferred=dict(outcomes["defer"]), expired=dict(outcomes["expire"]))  # fmt: skip
+    return PolicyPreview(
+        total=len(ids),
+        would_send=passed,
+        blocked=dict(outcomes["block"]),
+        deferred=dict(outcomes["defer"]),
+        expired=dict(outcomes["expire"]),
+    )
 
 
-def preview_for_actor(*, actor: Staff, account_id: int, kind: str, content: Any,
-                      customer_ids: Sequence[int]) -> PolicyPreview:  # fmt: skip
+def preview_for_actor(
+    *, actor: Staff, account_id: int, kind: str, content: Any, customer_ids: Sequence[int]
+) -> PolicyPreview:
     from yutang.core.permissions import require
 
     require(actor, Action.MESSAGE_BROADCAST)
     account = _account(actor, account_id)
     ids = list(dict.fromkeys(customer_ids))
     _customers(actor, ids)
-    return preview_policy(brand=actor.brand, account=account, kind=kind, content=content,
-                          customer_ids=ids)  # fmt: skip
+    return preview_policy(
+        brand=actor.brand, account=account, kind=kind, content=content, customer_ids=ids
+    )
 
 
 def cancel_message(*, actor: Staff, message_id: int) -> Message:
@@ -279,38 +389,68 @@ def cancel_message(*, actor: Staff, message_id: int) -> Message:
     )
     message = Message.objects.get(pk=message_id)
     if not changed:
-        raise Conflict(f"Only queued or deferred messages can be cancelled; this one is "
-                       f"{message.status}.", field="status")  # fmt: skip
+        raise Conflict(
+            f"Only queued or deferred messages can be cancelled; this one is {message.status}.",
+            field="status",
+        )
     return message
 
 
 def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
     """Staff confirmed the mass message on the carrier (WeCom 群发): its waiting messages are
     sent. Returns how many."""
-    broadcast = Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
+    broadcast = (
+        Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
+    )
     if broadcast is None:
         raise NotFound(f"No such broadcast: {broadcast_id}.", field="broadcast_id")
     now = clock.now()
     with transaction.atomic():
-        rows = list(Message.objects.select_for_update().filter(
-            broadcast=broadcast, status=S.PENDING_CONFIRMATION))  # fmt: skip
-        Message.objects.filter(pk__in=[m.pk for m in rows]).update(status=S.SENT, sent_at=now,
-                                                                   claimed_until=None)  # fmt: skip
+        rows = list(
+            Message.objects.select_for_update().filter(
+                broadcast=broadcast, status=S.PENDING_CONFIRMATION
+            )
+        )
+        Message.objects.filter(pk__in=[m.pk for m in rows]).update(
+            status=S.SENT, sent_at=now, claimed_until=None
+        )
         if rows:
-            ingest_events(brand=actor.brand, items=[{
-                "type": "message.sent", "occurred_at": now, "source": "messaging",
-                "idempotency_key": f"message.sent:{m.pk}", "customer_id": m.customer_id,
-                "properties": {"carrier": m.carrier, "account_id": str(m.account_id),
-                               "message_id": str(m.pk), "kind": m.kind},
-            } for m in rows])  # fmt: skip
+            ingest_events(
+                brand=actor.brand,
+                items=[
+                    {
+                        "type": "message.sent",
+                        "occurred_at": now,
+                        "source": "messaging",
+                        "idempotency_key": f"message.sent:{m.pk}",
+                        "customer_id": m.customer_id,
+                        "properties": {
+                            "carrier": m.carrier,
+                            "account_id": str(m.account_id),
+                            "message_id": str(m.pk),
+                            "kind": m.kind,
+                        },
+                    }
+                    for m in rows
+                ],
+            )
     return len(rows)
 
 
-MESSAGE_FILTERS = {"status", "rule", "carrier", "staff_id", "customer_id", "account_id", "broadcast_id"}
+MESSAGE_FILTERS = {
+    "status",
+    "rule",
+    "carrier",
+    "staff_id",
+    "customer_id",
+    "account_id",
+    "broadcast_id",
+}
 
 
-def list_messages(*, actor: Staff, filters: Mapping[str, Any], cursor: str | None = None,
-                  limit: int = 50) -> tuple[list[Message], str | None]:  # fmt: skip
+def list_messages(
+    *, actor: Staff, filters: Mapping[str, Any], cursor: str | None = None, limit: int = 50
+) -> tuple[list[Message], str | None]:
     qs = Message.objects.for_actor(actor, Action.MESSAGE_VIEW).select_related("account", "customer")
     for name, value in filters.items():
         if value in (None, ""):
@@ -329,15 +469,25 @@ def touch_history(*, actor: Staff, customer_id: int, limit: int = 50) -> list[Me
     """The customer's messages, newest first, for the portrait."""
     if not Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk=customer_id).exists():
         raise NotFound(f"No such customer: {customer_id}.", field="customer_id")
-    return list(Message.objects.for_actor(actor, Action.MESSAGE_VIEW).filter(customer_id=customer_id)
-                .select_related("account").order_by("-id")[:limit])  # fmt: skip
+    return list(
+        Message.objects.for_actor(actor, Action.MESSAGE_VIEW)
+        .filter(customer_id=customer_id)
+        .select_related("account")
+        .order_by("-id")[:limit]
+    )
 
 
 def send_test(*, account: CarrierAccount, customer: Customer, text: str) -> Message:
     """`yutang send-test`: a service message through the whole pipeline, delivered now."""
-    message = enqueue_message(brand=account.brand, customer=customer, account=account,
-                              kind="service", content={"type": "text", "text": text},
-                              cause="test", idempotency_key=f"test:{clock.now().timestamp()}")  # fmt: skip
+    message = enqueue_message(
+        brand=account.brand,
+        customer=customer,
+        account=account,
+        kind="service",
+        content={"type": "text", "text": text},
+        cause="test",
+        idempotency_key=f"test:{clock.now().timestamp()}",
+    )
     delivery.deliver_due_messages()
     message.refresh_from_db()
     return message
@@ -364,7 +514,9 @@ def _event(brand_id: int, item: dict[str, Any]) -> None:
         raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
-def _welcome(fact: inbound.ContactAdded, account: CarrierAccount) -> tuple[str, dict[str, Any]] | None:
+def _welcome(
+    fact: inbound.ContactAdded, account: CarrierAccount
+) -> tuple[str, dict[str, Any]] | None:
     """Send the welcome FIRST (WeCom allows it within 20 s, once, before any other call)."""
     content = inbound.welcome_for(fact)
     text = content.text if content else delivery.policy_for(account.brand_id).default_welcome
@@ -376,13 +528,21 @@ def _welcome(fact: inbound.ContactAdded, account: CarrierAccount) -> tuple[str, 
     body = {"type": "text", "text": text}
     if content and content.attachments:
         body["attachments"] = list(content.attachments)  # type: ignore[assignment]
-    key = f"welcome:{account.pk}:{carriers.contact_hash(account.pk, fact.external_id)[:32]}:{fact.occurred_at.timestamp()}"
+    contact = carriers.contact_hash(account.pk, fact.external_id)[:32]
+    key = f"welcome:{account.pk}:{contact}:{fact.occurred_at.timestamp()}"
     try:
-        result = adapter.send(Outbound(
-            idempotency_key=f"{account.brand_id}:{key}", brand_id=account.brand_id,
-            account_id=account.pk, customer_id=0, recipient=fact.external_id, kind="service",
-            content={**body, "welcome_code": fact.welcome_code}, cause="welcome",
-        ))  # fmt: skip
+        result = adapter.send(
+            Outbound(
+                idempotency_key=f"{account.brand_id}:{key}",
+                brand_id=account.brand_id,
+                account_id=account.pk,
+                customer_id=0,
+                recipient=fact.external_id,
+                kind="service",
+                content={**body, "welcome_code": fact.welcome_code},
+                cause="welcome",
+            )
+        )
     except CarrierError as exc:
         carriers.record_send_error(account_id=account.pk, reason=f"welcome: {exc.reason}")
         return None
@@ -395,112 +555,214 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
     at = fact.occurred_at
     if isinstance(fact, inbound.ContactAdded):
         welcome = _welcome(fact, account)
-        identities = [{"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in fact.identities]
+        identities = [
+            {"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in fact.identities
+        ]
         kind = CONTACT_IDENTITY.get(account.kind)
         if kind:
             identities.append({"kind": kind, "value": fact.external_id, "namespace": ""})
         h = carriers.contact_hash(account.pk, fact.external_id)[:24]
         brand = account.brand
-        (result,) = ingest_events(brand=brand, items=[{
-            "type": "contact.added", "occurred_at": at, "source": "carrier",
-            "idempotency_key": f"contact.added:{account.pk}:{h}:{at.timestamp()}",
-            "identities": identities,
-            "properties": {"carrier": account.kind, "account_id": str(account.pk),
-                           **({"live_code": fact.state} if fact.state else {})},
-        }])  # fmt: skip
+        (result,) = ingest_events(
+            brand=brand,
+            items=[
+                {
+                    "type": "contact.added",
+                    "occurred_at": at,
+                    "source": "carrier",
+                    "idempotency_key": f"contact.added:{account.pk}:{h}:{at.timestamp()}",
+                    "identities": identities,
+                    "properties": {
+                        "carrier": account.kind,
+                        "account_id": str(account.pk),
+                        **({"live_code": fact.state} if fact.state else {}),
+                    },
+                }
+            ],
+        )
         if result.status == "rejected" or result.customer_id is None:
             raise ValidationFailed(f"contact.added rejected: {result.error}", field="identities")
         customer = Customer.objects.get(pk=result.customer_id)
-        carriers.record_contact(account_id=account.pk, brand_id=account.brand_id,
-                                external_id=fact.external_id, customer=customer,
-                                state=fact.state, at=at)  # fmt: skip
+        carriers.record_contact(
+            account_id=account.pk,
+            brand_id=account.brand_id,
+            external_id=fact.external_id,
+            customer=customer,
+            state=fact.state,
+            at=at,
+        )
         if welcome is not None:
             key, body = welcome
             mid = body.pop("carrier_message_id")
-            Message.objects.get_or_create(brand=brand, idempotency_key=key, defaults=dict(
-                customer=customer, account=account, carrier=account.kind, kind="service",
-                content=body, content_hash=content_hash(body), cause="welcome", status=S.SENT,
-                due_at=at, passed_at=clock.now(), sent_at=clock.now(), created_at=clock.now(),
-                carrier_message_id=mid, attempts=1))  # fmt: skip
+            Message.objects.get_or_create(
+                brand=brand,
+                idempotency_key=key,
+                defaults=dict(
+                    customer=customer,
+                    account=account,
+                    carrier=account.kind,
+                    kind="service",
+                    content=body,
+                    content_hash=content_hash(body),
+                    cause="welcome",
+                    status=S.SENT,
+                    due_at=at,
+                    passed_at=clock.now(),
+                    sent_at=clock.now(),
+                    created_at=clock.now(),
+                    carrier_message_id=mid,
+                    attempts=1,
+                ),
+            )
         for handler in inbound.contact_added_handlers():
             handler(fact, customer.pk)
         return
     if isinstance(fact, inbound.ContactDeleted):
-        contact = carriers.mark_contact_lost(account_id=account.pk, external_id=fact.external_id,
-                                             by=fact.by, at=at)  # fmt: skip
+        contact = carriers.mark_contact_lost(
+            account_id=account.pk, external_id=fact.external_id, by=fact.by, at=at
+        )
         if contact is not None:
-            _event(account.brand_id, {
-                "type": "contact.deleted", "occurred_at": at, "customer_id": contact.customer_id,
-                "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
-                "properties": {"carrier": account.kind, "account_id": str(account.pk), "by": fact.by},
-            })  # fmt: skip
+            _event(
+                account.brand_id,
+                {
+                    "type": "contact.deleted",
+                    "occurred_at": at,
+                    "customer_id": contact.customer_id,
+                    "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
+                    "properties": {
+                        "carrier": account.kind,
+                        "account_id": str(account.pk),
+                        "by": fact.by,
+                    },
+                },
+            )
         return
     if isinstance(fact, inbound.DeliveryReceipt):
         _receipt(fact, account)
         return
-    customer = carriers.customer_for_sender(account=account, external_id=fact.external_id)
-    if customer is None:
+    sender = carriers.customer_for_sender(account=account, external_id=fact.external_id)
+    if sender is None:
         return  # a sender Yutang does not know: nothing to attach it to
+    customer = sender
     base = {"occurred_at": at, "customer_id": customer.pk}
     if isinstance(fact, inbound.MessageReceived):
-        _event(account.brand_id, {**base, "type": "message.received",
-               "idempotency_key": f"message.received:{account.pk}:{fact.carrier_message_id or at.timestamp()}:{customer.pk}",
-               "properties": {"carrier": account.kind, "account_id": str(account.pk),
-                              "text": fact.text[:4000],
-                              **({"message_id": fact.carrier_message_id} if fact.carrier_message_id else {})}})  # fmt: skip
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": "message.received",
+                "idempotency_key": (
+                    f"message.received:{account.pk}:"
+                    f"{fact.carrier_message_id or at.timestamp()}:{customer.pk}"
+                ),
+                "properties": {
+                    "carrier": account.kind,
+                    "account_id": str(account.pk),
+                    "text": fact.text[:4000],
+                    **({"message_id": fact.carrier_message_id} if fact.carrier_message_id else {}),
+                },
+            },
+        )
         policy = delivery.policy_for(account.brand_id)
         if is_unsubscribe(fact.text, policy.unsubscribe_keywords):
             _unsubscribe(customer, account, fact, policy)
     elif isinstance(fact, inbound.GroupJoined | inbound.GroupLeft):
         kind = "group.joined" if isinstance(fact, inbound.GroupJoined) else "group.left"
-        _event(account.brand_id, {**base, "type": kind,
-               "idempotency_key": f"{kind}:{fact.group_id}:{customer.pk}:{at.timestamp()}",
-               "properties": {"carrier": account.kind, "group_id": fact.group_id}})  # fmt: skip
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": kind,
+                "idempotency_key": f"{kind}:{fact.group_id}:{customer.pk}:{at.timestamp()}",
+                "properties": {"carrier": account.kind, "group_id": fact.group_id},
+            },
+        )
     elif isinstance(fact, inbound.LinkClicked):
-        _event(account.brand_id, {**base, "type": "link.clicked",
-               "idempotency_key": f"link.clicked:{account.pk}:{customer.pk}:{at.timestamp()}",
-               "properties": {"link": fact.link, "channel": account.kind}})  # fmt: skip
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": "link.clicked",
+                "idempotency_key": f"link.clicked:{account.pk}:{customer.pk}:{at.timestamp()}",
+                "properties": {"link": fact.link, "channel": account.kind},
+            },
+        )
 
 
-def _unsubscribe(customer: Customer, account: CarrierAccount, fact: inbound.MessageReceived,
-                 policy: PolicySettings) -> None:  # fmt: skip
+def _unsubscribe(
+    customer: Customer,
+    account: CarrierAccount,
+    fact: inbound.MessageReceived,
+    policy: PolicySettings,
+) -> None:
     """Withdraw marketing consent on this carrier and confirm once."""
     from yutang.customers.models import Consent
 
-    already = Consent.objects.filter(customer=customer, purpose="marketing", carrier=account.kind,
-                                     status="withdrawn").exists()  # fmt: skip
+    already = Consent.objects.filter(
+        customer=customer, purpose="marketing", carrier=account.kind, status="withdrawn"
+    ).exists()
     if already:
         return
-    _event(account.brand_id, {
-        "type": "consent.changed", "occurred_at": fact.occurred_at, "customer_id": customer.pk,
-        "idempotency_key": f"unsubscribe:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}",
-        "properties": {"purpose": "marketing", "status": "withdrawn", "carrier": account.kind,
-                       "proof": f"reply: {fact.text[:100]}"},
-    })  # fmt: skip
+    _event(
+        account.brand_id,
+        {
+            "type": "consent.changed",
+            "occurred_at": fact.occurred_at,
+            "customer_id": customer.pk,
+            "idempotency_key": (
+                f"unsubscribe:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}"
+            ),
+            "properties": {
+                "purpose": "marketing",
+                "status": "withdrawn",
+                "carrier": account.kind,
+                "proof": f"reply: {fact.text[:100]}",
+            },
+        },
+    )
     if policy.unsubscribe_confirmation:
-        enqueue_message(brand=account.brand, customer=customer, account=account, kind="service",
-                        content={"type": "text", "text": policy.unsubscribe_confirmation},
-                        cause="reply", idempotency_key=f"unsubscribe-confirm:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}")  # fmt: skip
+        enqueue_message(
+            brand=account.brand,
+            customer=customer,
+            account=account,
+            kind="service",
+            content={"type": "text", "text": policy.unsubscribe_confirmation},
+            cause="reply",
+            idempotency_key=f"unsubscribe-confirm:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}",
+        )
 
 
 def _receipt(fact: inbound.DeliveryReceipt, account: CarrierAccount) -> None:
-    message = Message.objects.filter(account=account, carrier_message_id=fact.carrier_message_id).first()
+    message = Message.objects.filter(
+        account=account, carrier_message_id=fact.carrier_message_id
+    ).first()
     if message is None:
         return
     at = fact.occurred_at
     if fact.status == "failed":
         Message.objects.filter(pk=message.pk, status=S.SENT).update(
-            status=S.FAILED, reason=fact.reason[:500] or "the carrier reported a failure",
-            finished_at=at)  # fmt: skip
+            status=S.FAILED,
+            reason=fact.reason[:500] or "the carrier reported a failure",
+            finished_at=at,
+        )
         return
     order = [S.SENT, S.DELIVERED, S.READ]
     target = S.DELIVERED if fact.status == "delivered" else S.READ
     before = order[: order.index(target)]
     stamp = {"delivered_at": at} if target == S.DELIVERED else {"read_at": at}
     if Message.objects.filter(pk=message.pk, status__in=before).update(status=target, **stamp):
-        _event(account.brand_id, {
-            "type": f"message.{fact.status}", "occurred_at": at, "customer_id": message.customer_id,
-            "idempotency_key": f"message.{fact.status}:{message.pk}",
-            "properties": {"carrier": account.kind, "account_id": str(account.pk),
-                           "message_id": str(message.pk), "kind": message.kind},
-        })  # fmt: skip
+        _event(
+            account.brand_id,
+            {
+                "type": f"message.{fact.status}",
+                "occurred_at": at,
+                "customer_id": message.customer_id,
+                "idempotency_key": f"message.{fact.status}:{message.pk}",
+                "properties": {
+                    "carrier": account.kind,
+                    "account_id": str(account.pk),
+                    "message_id": str(message.pk),
+                    "kind": message.kind,
+                },
+            },
+        )

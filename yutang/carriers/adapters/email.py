@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import smtplib
-import socket
+from typing import Any
 
 from django.core.mail import EmailMessage, get_connection
 
@@ -40,14 +40,19 @@ class EmailCarrier:
         self.username = str(c.get("username", ""))
         self.password = str(c.get("password", ""))
 
-    def _connection(self):  # type: ignore[no-untyped-def]
+    def _connection(self) -> Any:
         if not self.host or not self.from_email:
             raise CarrierError("host and from_email are required", transient=False)
         return get_connection(
-            "django.core.mail.backends.smtp.EmailBackend", host=self.host, port=self.port,
-            username=self.username or None, password=self.password or None,
-            use_tls=self.use_tls, timeout=10, fail_silently=False,
-        )  # fmt: skip
+            "django.core.mail.backends.smtp.EmailBackend",
+            host=self.host,
+            port=self.port,
+            username=self.username or None,
+            password=self.password or None,
+            use_tls=self.use_tls,
+            timeout=10,
+            fail_silently=False,
+        )
 
     def send(self, message: Outbound) -> SendResult:
         connection = self._connection()
@@ -66,18 +71,24 @@ class EmailCarrier:
                 headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail = EmailMessage(
             subject=str(content.get("subject") or content.get("title") or ""),
-            body=str(content.get("text", "")), from_email=self.from_email,
-            to=[message.recipient], headers=headers, connection=connection,
-        )  # fmt: skip
+            body=str(content.get("text", "")),
+            from_email=self.from_email,
+            to=[message.recipient],
+            headers=headers,
+            connection=connection,
+        )
         try:
             mail.send()
         except smtplib.SMTPRecipientsRefused as exc:
             raise CarrierError(f"recipient refused: {exc.recipients}", transient=False) from None
         except smtplib.SMTPResponseException as exc:
             transient = 400 <= exc.smtp_code < 500
-            raise CarrierError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", transient=transient,
-                               code=str(exc.smtp_code)) from None  # fmt: skip
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise CarrierError(
+                f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+                transient=transient,
+                code=str(exc.smtp_code),
+            ) from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise CarrierError(f"SMTP unreachable: {type(exc).__name__}", transient=True) from None
         return SendResult(carrier_message_id=message_id)
 
@@ -91,5 +102,6 @@ class EmailCarrier:
             connection.close()
 
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
-        return jsonwire.parse(self.config, request,
-                              str(self.config.credentials.get("callback_secret", "")))  # fmt: skip
+        return jsonwire.parse(
+            self.config, request, str(self.config.credentials.get("callback_secret", ""))
+        )

@@ -13,11 +13,15 @@ from yutang.carriers.base import CarrierError
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
-def post_signed(url: str, secret: str, payload: dict[str, Any],
-                extra_headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def post_signed(
+    url: str, secret: str, payload: dict[str, Any], extra_headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", **signing.sign(secret, body),
-               **(extra_headers or {})}  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        **signing.sign(secret, body),
+        **(extra_headers or {}),
+    }
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT)
     except httpx.HTTPError as exc:
@@ -30,7 +34,8 @@ def post_signed(url: str, secret: str, payload: dict[str, Any],
         data = {}
     if response.status_code < 300 or response.status_code == 409:
         return data
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    raw_error = data.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     reason = str(error.get("message") or response.reason_phrase or "error")[:400]
     code = str(error.get("code") or response.status_code)
     transient = response.status_code in (408, 425, 429) or response.status_code >= 500

@@ -34,8 +34,9 @@ from yutang.carriers.inbound import (
 MAX_EVENTS = 500
 
 
-def _text(event: Mapping[str, Any], name: str, where: str, *, required: bool = True,
-          limit: int = 200) -> str:  # fmt: skip
+def _text(
+    event: Mapping[str, Any], name: str, where: str, *, required: bool = True, limit: int = 200
+) -> str:
     value = event.get(name, "")
     if value is None:
         value = ""
@@ -72,47 +73,62 @@ def _fact(config: AccountConfig, event: Mapping[str, Any], where: str) -> Inboun
                 IdentityRef(
                     kind=_text(raw, "kind", f"{where}.identities.{n}", limit=32),
                     value=_text(raw, "value", f"{where}.identities.{n}"),
-                    namespace=_text(raw, "namespace", f"{where}.identities.{n}", required=False,
-                                    limit=64),
-                )  # fmt: skip
+                    namespace=_text(
+                        raw, "namespace", f"{where}.identities.{n}", required=False, limit=64
+                    ),
+                )
             )
         return ContactAdded(
-            **ids, external_id=_text(event, "contact", where), occurred_at=at,
+            **ids,
+            external_id=_text(event, "contact", where),
+            occurred_at=at,
             display_name=_text(event, "display_name", where, required=False, limit=120),
             state=_text(event, "state", where, required=False, limit=MAX_STATE_CHARS),
             welcome_code=_text(event, "welcome_code", where, required=False),
             identities=tuple(identities),
-        )  # fmt: skip
+        )
     if kind == "contact.deleted":
         by = event.get("by", "customer")
         if by not in ("customer", "staff"):
             raise CallbackRejected(f"{where}.by: customer or staff")
-        return ContactDeleted(**ids, external_id=_text(event, "contact", where),
-                              occurred_at=at, by=by)  # fmt: skip
+        return ContactDeleted(
+            **ids, external_id=_text(event, "contact", where), occurred_at=at, by=by
+        )
     if kind == "message.received":
         return MessageReceived(
-            **ids, external_id=_text(event, "contact", where), occurred_at=at,
+            **ids,
+            external_id=_text(event, "contact", where),
+            occurred_at=at,
             text=_text(event, "text", where, required=False, limit=4000),
             carrier_message_id=_text(event, "message_id", where, required=False),
-        )  # fmt: skip
+        )
     if kind == "delivery.receipt":
         status = event.get("status")
         if status not in ("delivered", "read", "failed"):
             raise CallbackRejected(f"{where}.status: delivered, read or failed")
         return DeliveryReceipt(
-            **ids, carrier_message_id=_text(event, "message_id", where), status=status,
-            occurred_at=at, reason=_text(event, "reason", where, required=False, limit=500),
-        )  # fmt: skip
+            **ids,
+            carrier_message_id=_text(event, "message_id", where),
+            status=status,
+            occurred_at=at,
+            reason=_text(event, "reason", where, required=False, limit=500),
+        )
     if kind in ("group.joined", "group.left"):
         cls = GroupJoined if kind == "group.joined" else GroupLeft
-        return cls(**ids, external_id=_text(event, "contact", where),
-                   group_id=_text(event, "group_id", where), occurred_at=at)  # fmt: skip
+        return cls(
+            **ids,
+            external_id=_text(event, "contact", where),
+            group_id=_text(event, "group_id", where),
+            occurred_at=at,
+        )
     if kind == "link.clicked":
         return LinkClicked(
-            **ids, external_id=_text(event, "contact", where), occurred_at=at,
+            **ids,
+            external_id=_text(event, "contact", where),
+            occurred_at=at,
             link=_text(event, "link", where, limit=500),
             carrier_message_id=_text(event, "message_id", where, required=False),
-        )  # fmt: skip
+        )
     raise CallbackRejected(f"{where}.type: unknown inbound type {kind!r}")
 
 

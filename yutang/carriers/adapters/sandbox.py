@@ -44,9 +44,14 @@ def callback_secret(config: AccountConfig) -> str:
 class SandboxCarrier:
     kind = "sandbox"
     capabilities = frozenset(
-        {Capability.DIRECT_MESSAGE, Capability.GROUP_MESSAGE, Capability.WELCOME_MESSAGE,
-         Capability.CONTACT_BASED, Capability.TAG_SYNC}
-    )  # fmt: skip
+        {
+            Capability.DIRECT_MESSAGE,
+            Capability.GROUP_MESSAGE,
+            Capability.WELCOME_MESSAGE,
+            Capability.CONTACT_BASED,
+            Capability.TAG_SYNC,
+        }
+    )
     limits = PlatformLimits(max_text_chars=4000)
 
     def __init__(self, config: AccountConfig):
@@ -60,15 +65,19 @@ class SandboxCarrier:
         from yutang.carriers.models import SandboxDelivery
 
         fields = {
-            "brand_id": message.brand_id, "account_id": message.account_id,
+            "brand_id": message.brand_id,
+            "account_id": message.account_id,
             "idempotency_key": message.idempotency_key,
-        }  # fmt: skip
+        }
         try:
             with transaction.atomic():
                 delivery = SandboxDelivery.objects.create(
-                    **fields, recipient=message.recipient[:200], kind=message.kind,
-                    content=dict(message.content), delivered_at=clock.now(),
-                )  # fmt: skip
+                    **fields,
+                    recipient=message.recipient[:200],
+                    kind=message.kind,
+                    content=dict(message.content),
+                    delivered_at=clock.now(),
+                )
             created = True
         except IntegrityError:
             delivery = SandboxDelivery.objects.get(**fields)
@@ -78,9 +87,10 @@ class SandboxCarrier:
             if events:
                 emit(self.config, events, key_prefix=f"sbx-{delivery.pk}")
         return SendResult(
-            carrier_message_id=f"sbx-{delivery.pk}", duplicate=not created,
+            carrier_message_id=f"sbx-{delivery.pk}",
+            duplicate=not created,
             pending_confirmation=self.confirm_broadcasts and message.cause == "broadcast",
-        )  # fmt: skip
+        )
 
     def check_connection(self) -> None:
         return None

@@ -53,10 +53,17 @@ class SmsCarrier:
         if not template_id and not text:
             raise CarrierError("an SMS needs a template_id or text", transient=False)
         data = post_signed(
-            f"{self.base_url}/messages", self.secret,
-            {"id": message.idempotency_key, "to": message.recipient, "sign_name": self.sign_name,
-             "template_id": template_id, "params": content.get("params") or {}, "text": text},
-        )  # fmt: skip
+            f"{self.base_url}/messages",
+            self.secret,
+            {
+                "id": message.idempotency_key,
+                "to": message.recipient,
+                "sign_name": self.sign_name,
+                "template_id": template_id,
+                "params": content.get("params") or {},
+                "text": text,
+            },
+        )
         message_id = data.get("message_id")
         if not message_id:
             raise CarrierError("the SMS provider answered without message_id", transient=True)
@@ -67,5 +74,6 @@ class SmsCarrier:
         post_signed(f"{self.base_url}/ping", self.secret, {"sign_name": self.sign_name})
 
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
-        return jsonwire.parse(self.config, request,
-                              str(self.config.credentials.get("callback_secret", "")))  # fmt: skip
+        return jsonwire.parse(
+            self.config, request, str(self.config.credentials.get("callback_secret", ""))
+        )

@@ -34,13 +34,20 @@ class WebhookCarrier:
     def send(self, message: Outbound) -> SendResult:
         self._require()
         data = post_signed(
-            self.url, self.secret,
-            {"type": "message", "id": message.idempotency_key, "brand_id": message.brand_id,
-             "account_id": message.account_id, "customer_id": message.customer_id,
-             "recipient": message.recipient, "kind": message.kind,
-             "content": dict(message.content)},
+            self.url,
+            self.secret,
+            {
+                "type": "message",
+                "id": message.idempotency_key,
+                "brand_id": message.brand_id,
+                "account_id": message.account_id,
+                "customer_id": message.customer_id,
+                "recipient": message.recipient,
+                "kind": message.kind,
+                "content": dict(message.content),
+            },
             {"X-Yutang-Idempotency-Key": message.idempotency_key},
-        )  # fmt: skip
+        )
         return SendResult(carrier_message_id=str(data.get("message_id") or message.idempotency_key))
 
     def check_connection(self) -> None:
@@ -48,5 +55,6 @@ class WebhookCarrier:
         post_signed(self.url, self.secret, {"type": "ping"})
 
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
-        return jsonwire.parse(self.config, request, str(self.config.credentials.get(
-            "callback_secret") or self.secret))  # fmt: skip
+        return jsonwire.parse(
+            self.config, request, str(self.config.credentials.get("callback_secret") or self.secret)
+        )

@@ -21,19 +21,34 @@ NOON = dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC)
 
 def sandbox_account(brand: Brand, **settings: Any) -> CarrierAccount:
     account = core_services.create_carrier_account(
-        actor=None, brand=brand, kind="sandbox", external_id=f"sbx-{brand.pk}-{CarrierAccount.objects.count()}",
+        actor=None,
+        brand=brand,
+        kind="sandbox",
+        external_id=f"sbx-{brand.pk}-{CarrierAccount.objects.count()}",
         display_name="小鱼 Sandbox",
-    )  # fmt: skip
-    carriers.connect_carrier(actor=None, account=account, credentials={"callback_secret": SECRET},
-                             settings=settings)  # fmt: skip
+    )
+    carriers.connect_carrier(
+        actor=None, account=account, credentials={"callback_secret": SECRET}, settings=settings
+    )
     return account
 
 
-def add_contact(account: CarrierAccount, external_id: str, *, consent: bool = True,
-                state: str = "") -> Customer:  # fmt: skip
+def add_contact(
+    account: CarrierAccount, external_id: str, *, consent: bool = True, state: str = ""
+) -> Customer:
     config = carriers.account_config(account)
-    sandbox.emit(config, [{"type": "contact.added", "id": f"add-{external_id}",
-                           "contact": external_id, "display_name": external_id, "state": state}])  # fmt: skip
+    sandbox.emit(
+        config,
+        [
+            {
+                "type": "contact.added",
+                "id": f"add-{external_id}",
+                "contact": external_id,
+                "display_name": external_id,
+                "state": state,
+            }
+        ],
+    )
     contact = carriers.find_contact(account_id=account.pk, external_id=external_id)
     assert contact is not None
     customer = contact.customer
@@ -45,11 +60,16 @@ def add_contact(account: CarrierAccount, external_id: str, *, consent: bool = Tr
 def grant(customer: Customer, purpose: str, carrier: str = "", status: str = "granted") -> None:
     from yutang.core import clock
 
-    ingest_one(brand=customer.brand, item={
-        "type": "consent.changed", "occurred_at": clock.now(), "customer_id": customer.pk,
-        "idempotency_key": f"consent:{customer.pk}:{purpose}:{carrier}:{status}:{clock.now().timestamp()}",
-        "properties": {"purpose": purpose, "status": status, "carrier": carrier},
-    })  # fmt: skip
+    ingest_one(
+        brand=customer.brand,
+        item={
+            "type": "consent.changed",
+            "occurred_at": clock.now(),
+            "customer_id": customer.pk,
+            "idempotency_key": f"consent:{customer.pk}:{purpose}:{carrier}:{status}:{clock.now().timestamp()}",
+            "properties": {"purpose": purpose, "status": status, "carrier": carrier},
+        },
+    )
 
 
 def setup(n: int = 3, **settings: Any) -> tuple[Brand, CarrierAccount, list[Customer]]:

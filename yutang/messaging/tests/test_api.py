@@ -25,16 +25,37 @@ def frozen():
 def test_send_list_filter_cancel():
     brand, account, (c1, c2) = setup(2)
     api = Api(make_staff(brand))
-    r = api.post("/messages", {"customer_id": c1.pk, "account_id": account.pk, "kind": "marketing",
-                               "content": {"text": "hi"}})  # fmt: skip
+    r = api.post(
+        "/messages",
+        {
+            "customer_id": c1.pk,
+            "account_id": account.pk,
+            "kind": "marketing",
+            "content": {"text": "hi"},
+        },
+    )
     assert r.status_code == 201 and r.json()["status"] == "queued"
-    bad = api.post("/messages", {"customer_id": c1.pk, "account_id": account.pk, "kind": "marketing",
-                                 "content": {"type": "link"}})  # fmt: skip
+    bad = api.post(
+        "/messages",
+        {
+            "customer_id": c1.pk,
+            "account_id": account.pk,
+            "kind": "marketing",
+            "content": {"type": "link"},
+        },
+    )
     assert bad.status_code == 422 and bad.json()["field"] == "content"
     unknown = api.get("/messages?colour=red")
     assert unknown.status_code == 422 and unknown.json()["field"] == "colour"
-    m2 = api.post("/messages", {"customer_id": c2.pk, "account_id": account.pk, "kind": "service",
-                                "content": {"text": "order"}}).json()  # fmt: skip
+    m2 = api.post(
+        "/messages",
+        {
+            "customer_id": c2.pk,
+            "account_id": account.pk,
+            "kind": "service",
+            "content": {"text": "order"},
+        },
+    ).json()
     assert api.post(f"/messages/{m2['id']}/cancel", {}).json()["status"] == "cancelled"
     again = api.post(f"/messages/{m2['id']}/cancel", {})
     assert again.status_code == 409
@@ -46,9 +67,18 @@ def test_send_list_filter_cancel():
 def test_broadcast_preview_and_policy_settings():
     brand, account, customers = setup(3)
     api = Api(make_staff(brand))
-    body = {"account_id": account.pk, "content": {"text": "新品"}, "customer_ids": [c.pk for c in customers]}
+    body = {
+        "account_id": account.pk,
+        "content": {"text": "新品"},
+        "customer_ids": [c.pk for c in customers],
+    }
     assert api.post("/broadcasts/preview", body).json() == {
-        "total": 3, "would_send": 3, "blocked": {}, "deferred": {}, "expired": {}}  # fmt: skip
+        "total": 3,
+        "would_send": 3,
+        "blocked": {},
+        "deferred": {},
+        "expired": {},
+    }
     assert api.patch("/messaging/policy", {"quiet_start": "25:00"}).json()["field"] == "quiet_start"
     assert api.patch("/messaging/policy", {"marketing_per_day": 0}).status_code == 200
     assert api.post("/broadcasts/preview", body).json()["blocked"] == {"frequency": 3}
@@ -62,13 +92,27 @@ def test_store_roles_see_only_their_stores_messages_and_analysts_cannot_send():
     c1.save()
     admin = Api(make_staff(brand))
     for c in (c1, c2):
-        admin.post("/messages", {"customer_id": c.pk, "account_id": account.pk, "kind": "service",
-                                 "content": {"text": f"to {c.pk}"}})  # fmt: skip
+        admin.post(
+            "/messages",
+            {
+                "customer_id": c.pk,
+                "account_id": account.pk,
+                "kind": "service",
+                "content": {"text": f"to {c.pk}"},
+            },
+        )
     manager = Api(make_staff(brand, Role.STORE_MANAGER, stores=[store]))
     assert [m["customer_id"] for m in manager.get("/messages").json()["items"]] == [c1.pk]
     analyst = Api(make_staff(brand, Role.ANALYST))
-    denied = analyst.post("/messages", {"customer_id": c1.pk, "account_id": account.pk,
-                                        "kind": "service", "content": {"text": "x"}})  # fmt: skip
+    denied = analyst.post(
+        "/messages",
+        {
+            "customer_id": c1.pk,
+            "account_id": account.pk,
+            "kind": "service",
+            "content": {"text": "x"},
+        },
+    )
     assert denied.status_code == 403
     assert Message.objects.count() == 2
 

@@ -11,10 +11,10 @@ from django.db import connection, connections
 
 from tests.factories import Api, make_staff
 from yutang.carriers.models import SandboxDelivery
+from yutang.core.clock import FrozenClock, use_clock
 from yutang.messaging import services
 from yutang.messaging.delivery import deliver_due_messages
 from yutang.messaging.models import Message
-from yutang.core.clock import FrozenClock, use_clock
 from yutang.messaging.tests.helpers import NOON, setup
 
 
@@ -34,9 +34,15 @@ def race() -> None:
     # other in the claim order, so concurrent small batches decide the same customer at once.
     for c in customers:
         for wave in range(3):
-            services.enqueue_message(brand=brand, customer=c, account=account, kind="marketing",
-                                     content={"text": f"wave {wave}"},
-                                     cause="journey", idempotency_key=f"w{wave}-{c.pk}")  # fmt: skip
+            services.enqueue_message(
+                brand=brand,
+                customer=c,
+                account=account,
+                kind="marketing",
+                content={"text": f"wave {wave}"},
+                cause="journey",
+                idempotency_key=f"w{wave}-{c.pk}",
+            )
     api = Api(admin)
     errors: list[BaseException] = []
     start = threading.Barrier(3)
@@ -55,8 +61,15 @@ def race() -> None:
         try:
             start.wait()
             for n in range(3):
-                r = api.post("/broadcasts", {"account_id": account.pk, "kind": "marketing",
-                                             "content": {"text": f"api {n}"}, "customer_ids": ids})  # fmt: skip
+                r = api.post(
+                    "/broadcasts",
+                    {
+                        "account_id": account.pk,
+                        "kind": "marketing",
+                        "content": {"text": f"api {n}"},
+                        "customer_ids": ids,
+                    },
+                )
                 assert r.status_code == 201, r.content
                 deliver_due_messages(limit=3)
         except BaseException as exc:
@@ -64,8 +77,11 @@ def race() -> None:
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=worker), threading.Thread(target=worker),
-               threading.Thread(target=broadcaster)]  # fmt: skip
+    threads = [
+        threading.Thread(target=worker),
+        threading.Thread(target=worker),
+        threading.Thread(target=broadcaster),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -74,7 +90,9 @@ def race() -> None:
     while deliver_due_messages():
         pass
     per_customer = Counter(
-        Message.objects.filter(kind="marketing", passed_at__isnull=False).values_list("customer_id", flat=True)
+        Message.objects.filter(kind="marketing", passed_at__isnull=False).values_list(
+            "customer_id", flat=True
+        )
     )
     assert set(per_customer.values()) == {1}  # the daily cap is 1, whoever won the race
     assert len(per_customer) == 20

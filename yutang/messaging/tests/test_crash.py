@@ -21,9 +21,13 @@ from yutang.messaging.tests.helpers import setup
 def run_worker(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         yutang("worker", "--batch", "--worker-id", f"crash-{os.getpid()}"),
-        env={**database_env(), **env}, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**database_env(), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,9 +36,15 @@ def test_sigkill_mid_batch_then_restart_delivers_each_message_exactly_once(point
     brand, account, customers = setup(12)
     for n, customer in enumerate(customers):
         # Service messages: the real clock may be in the brand's quiet hours.
-        services.enqueue_message(brand=brand, customer=customer, account=account, kind="service",
-                                 content={"text": f"订单 {n} 已发货"}, cause="journey",
-                                 idempotency_key=f"ship-{n}")  # fmt: skip
+        services.enqueue_message(
+            brand=brand,
+            customer=customer,
+            account=account,
+            kind="service",
+            content={"text": f"订单 {n} 已发货"},
+            cause="journey",
+            idempotency_key=f"ship-{n}",
+        )
 
     # Claims last 1 s here (120 s by default), so the restarted worker may take them over.
     crashed = run_worker(YUTANG_MESSAGING_CRASH_AT=point, YUTANG_MESSAGING_CLAIM_SECONDS="1")

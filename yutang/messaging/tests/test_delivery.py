@@ -33,9 +33,16 @@ def frozen():
 
 
 def enqueue(brand, customer, account, key, kind="marketing", text="春季新品", **kw):
-    return services.enqueue_message(brand=brand, customer=customer, account=account, kind=kind,
-                                    content={"type": "text", "text": text}, cause="journey",
-                                    idempotency_key=key, **kw)  # fmt: skip
+    return services.enqueue_message(
+        brand=brand,
+        customer=customer,
+        account=account,
+        kind=kind,
+        content={"type": "text", "text": text},
+        cause="journey",
+        idempotency_key=key,
+        **kw,
+    )
 
 
 def test_enqueued_in_a_rolled_back_transaction_leaves_nothing(frozen):
@@ -75,8 +82,10 @@ def test_second_marketing_message_the_same_day_is_blocked_by_frequency(frozen):
 def test_no_consent_blocks_and_a_deleted_contact_blocks(frozen):
     brand, account, (c1,) = setup(1)
     c2 = add_contact(account, "no-consent", consent=False)
-    sandbox.emit(carriers.account_config(account),
-                 [{"type": "contact.deleted", "contact": f"wm-{brand.pk}-0", "id": "del-1"}])  # fmt: skip
+    sandbox.emit(
+        carriers.account_config(account),
+        [{"type": "contact.deleted", "contact": f"wm-{brand.pk}-0", "id": "del-1"}],
+    )
     enqueue(brand, c1, account, "k1")
     enqueue(brand, c2, account, "k2")
     deliver_due_messages()
@@ -123,15 +132,35 @@ def test_service_messages_pass_quiet_hours(frozen):
 
 def test_signed_callbacks_are_verified_and_replays_stored_once(frozen):
     brand, account, _ = setup(0)
-    body = json.dumps({"events": [{"id": "e1", "type": "contact.added", "contact": "wm-x",
-                                   "occurred_at": NOON.isoformat()}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "events": [
+                {
+                    "id": "e1",
+                    "type": "contact.added",
+                    "contact": "wm-x",
+                    "occurred_at": NOON.isoformat(),
+                }
+            ]
+        }
+    ).encode()
     client = Api(make_staff(brand)).client
     url = f"/api/v1/carriers/{account.pk}/callback"
-    bad = client.post(url, data=body, content_type="application/json",
-                      headers={"X-Yutang-Signature": signing.signature("wrong", int(NOON.timestamp()), body)})  # fmt: skip
+    bad = client.post(
+        url,
+        data=body,
+        content_type="application/json",
+        headers={"X-Yutang-Signature": signing.signature("wrong", int(NOON.timestamp()), body)},
+    )
     assert bad.status_code == 401 and bad.json()["code"] == "callback_rejected"
-    stale = client.post(url, data=body, content_type="application/json",
-                        headers={"X-Yutang-Signature": signing.signature(SECRET, int(NOON.timestamp()) - 600, body)})  # fmt: skip
+    stale = client.post(
+        url,
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-Yutang-Signature": signing.signature(SECRET, int(NOON.timestamp()) - 600, body)
+        },
+    )
     assert stale.status_code == 401 and "window" in stale.json()["message"]
     assert not InboundReceipt.objects.exists() and not Event.objects.exists()
     good = {"X-Yutang-Signature": signing.signature(SECRET, int(NOON.timestamp()), body)}
@@ -146,10 +175,14 @@ def test_signed_callbacks_are_verified_and_replays_stored_once(frozen):
 
 def test_bad_callback_bodies_name_the_path(frozen):
     brand, account, _ = setup(0)
-    body = json.dumps({"events": [{"id": "e1", "type": "contact.added", "occurred_at": "x"}]}).encode()
+    body = json.dumps(
+        {"events": [{"id": "e1", "type": "contact.added", "occurred_at": "x"}]}
+    ).encode()
     with pytest.raises(CallbackRejected, match=r"events\.0\.occurred_at"):
-        carriers.receive_callback(account_id=account.pk, request=CallbackRequest(
-            headers=signing.sign(SECRET, body), body=body))  # fmt: skip
+        carriers.receive_callback(
+            account_id=account.pk,
+            request=CallbackRequest(headers=signing.sign(SECRET, body), body=body),
+        )
     assert not InboundReceipt.objects.exists()
 
 
@@ -157,14 +190,20 @@ def test_replies_become_events_and_unsubscribe_withdraws_once_and_confirms_once(
     brand, account, (c1,) = setup(1)
     config = carriers.account_config(account)
     contact = f"wm-{brand.pk}-0"
-    sandbox.emit(config, [{"type": "message.received", "contact": contact, "text": "在吗", "id": "r0"}])
+    sandbox.emit(
+        config, [{"type": "message.received", "contact": contact, "text": "在吗", "id": "r0"}]
+    )
     assert Event.objects.filter(type="message.received", customer=c1).count() == 1
-    assert services.is_unsubscribe("TD", ["退订", "TD"]) and services.is_unsubscribe(" 退订！", ["退订"])
+    assert services.is_unsubscribe("TD", ["退订", "TD"]) and services.is_unsubscribe(
+        " 退订！", ["退订"]
+    )
     assert not services.is_unsubscribe("不要取消我的订单", ["取消"])
     for n, text in enumerate(["退订", "td", "退订。"]):
         frozen.advance(dt.timedelta(minutes=1))
-        sandbox.emit(config, [{"type": "message.received", "contact": contact, "text": text,
-                               "id": f"r{n + 1}"}])  # fmt: skip
+        sandbox.emit(
+            config,
+            [{"type": "message.received", "contact": contact, "text": text, "id": f"r{n + 1}"}],
+        )
     consent = Consent.objects.get(customer=c1, purpose="marketing", carrier="sandbox")
     assert consent.status == "withdrawn"
     confirmations = Message.objects.filter(cause="reply")
@@ -181,10 +220,23 @@ def test_delivery_receipts_move_status_forward_and_emit_events(frozen):
     deliver_due_messages()
     m.refresh_from_db()
     config = carriers.account_config(account)
-    sandbox.emit(config, [{"type": "delivery.receipt", "message_id": m.carrier_message_id,
-                           "status": "read", "id": "rc1"},
-                          {"type": "delivery.receipt", "message_id": m.carrier_message_id,
-                           "status": "delivered", "id": "rc2"}])  # fmt: skip
+    sandbox.emit(
+        config,
+        [
+            {
+                "type": "delivery.receipt",
+                "message_id": m.carrier_message_id,
+                "status": "read",
+                "id": "rc1",
+            },
+            {
+                "type": "delivery.receipt",
+                "message_id": m.carrier_message_id,
+                "status": "delivered",
+                "id": "rc2",
+            },
+        ],
+    )
     m.refresh_from_db()
     assert m.status == "read"
     assert Event.objects.filter(type="message.read").count() == 1
@@ -207,13 +259,16 @@ def test_welcome_goes_first_from_the_provider_then_default(frozen):
     first = SandboxDelivery.objects.get()
     assert first.content["text"] == "欢迎 from livecode-7"
     welcome = Message.objects.get(cause="welcome")
-    assert welcome.status == "sent" and welcome.customer.pk == CarrierContact.objects.get().customer_id
+    assert (
+        welcome.status == "sent" and welcome.customer.pk == CarrierContact.objects.get().customer_id
+    )
 
 
 def test_sandbox_behaviour_hook_replies_through_the_callback_path(frozen):
     brand, account, (c1,) = setup(1)
-    sandbox.set_behaviour(lambda out: [{"type": "message.received", "contact": out.recipient,
-                                        "text": "TD"}])  # fmt: skip
+    sandbox.set_behaviour(
+        lambda out: [{"type": "message.received", "contact": out.recipient, "text": "TD"}]
+    )
     try:
         enqueue(brand, c1, account, "k1")
         deliver_due_messages()
@@ -226,16 +281,26 @@ def test_sandbox_behaviour_hook_replies_through_the_callback_path(frozen):
 def test_pending_confirmation_then_confirm_or_timeout(frozen):
     brand, account, customers = setup(2, confirm_broadcasts=True)
     admin = make_staff(brand)
-    b = services.create_broadcast(actor=admin, account_id=account.pk, kind="marketing",
-                                  content={"text": "新品"}, customer_ids=[customers[0].pk])  # fmt: skip
+    b = services.create_broadcast(
+        actor=admin,
+        account_id=account.pk,
+        kind="marketing",
+        content={"text": "新品"},
+        customer_ids=[customers[0].pk],
+    )
     deliver_due_messages()
     m = Message.objects.get(broadcast=b)
     assert m.status == "pending_confirmation"
     assert services.confirm_broadcast(actor=admin, broadcast_id=b.pk) == 1
     m.refresh_from_db()
     assert m.status == "sent"
-    b2 = services.create_broadcast(actor=admin, account_id=account.pk, kind="marketing",
-                                   content={"text": "二号"}, customer_ids=[customers[1].pk])  # fmt: skip
+    b2 = services.create_broadcast(
+        actor=admin,
+        account_id=account.pk,
+        kind="marketing",
+        content={"text": "二号"},
+        customer_ids=[customers[1].pk],
+    )
     deliver_due_messages()
     frozen.advance(dt.timedelta(hours=25))
     deliver_due_messages()
@@ -248,12 +313,26 @@ def test_preview_counts_blocked_and_deferred_by_rule(frozen):
     no_consent = add_contact(account, "wm-nc", consent=False)
     enqueue(brand, customers[0], account, "earlier")
     deliver_due_messages()
-    p = services.preview_policy(brand=brand, account=account, kind="marketing",
-                                content={"text": "x"},
-                                customer_ids=[c.pk for c in customers] + [no_consent.pk])  # fmt: skip
-    assert (p.total, p.would_send, p.blocked, p.deferred) == (4, 2, {"frequency": 1, "consent": 1}, {})
-    late = services.preview_policy(brand=brand, account=account, kind="marketing",
-                                   content={"text": "x"}, customer_ids=[customers[1].pk],
-                                   at=dt.datetime(2026, 3, 11, 14, tzinfo=dt.UTC))  # fmt: skip
+    p = services.preview_policy(
+        brand=brand,
+        account=account,
+        kind="marketing",
+        content={"text": "x"},
+        customer_ids=[c.pk for c in customers] + [no_consent.pk],
+    )
+    assert (p.total, p.would_send, p.blocked, p.deferred) == (
+        4,
+        2,
+        {"frequency": 1, "consent": 1},
+        {},
+    )
+    late = services.preview_policy(
+        brand=brand,
+        account=account,
+        kind="marketing",
+        content={"text": "x"},
+        customer_ids=[customers[1].pk],
+        at=dt.datetime(2026, 3, 11, 14, tzinfo=dt.UTC),
+    )
     assert late.deferred == {"quiet_hours": 1}
     assert not Message.objects.filter(idempotency_key__startswith="broadcast").exists()

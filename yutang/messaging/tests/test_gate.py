@@ -24,12 +24,15 @@ def ctx(now: dt.datetime = NOW, tz: zoneinfo.ZoneInfo = SH, **policy: object) ->
 
 
 def cand(kind: str = "marketing", **kw: object) -> gate.Candidate:
-    base: dict[str, object] = dict(customer_id=1, account_id=10, carrier="wecom", kind=kind,
-                                   content_hash="h1")  # fmt: skip
+    base: dict[str, object] = dict(
+        customer_id=1, account_id=10, carrier="wecom", kind=kind, content_hash="h1"
+    )
     return gate.Candidate(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def touch(at: dt.datetime, kind: str = "marketing", carrier: str = "wecom", h: str = "old") -> gate.Touch:
+def touch(
+    at: dt.datetime, kind: str = "marketing", carrier: str = "wecom", h: str = "old"
+) -> gate.Touch:
     return gate.Touch(at, kind, carrier, h)
 
 
@@ -87,9 +90,16 @@ def test_per_carrier_cap():
 
 @pytest.mark.parametrize(
     ("local", "quiet"),
-    [("21:29", False), ("21:30", True), ("23:59", True), ("00:00", True), ("08:29", True),
-     ("08:30", False), ("12:00", False)],
-)  # fmt: skip
+    [
+        ("21:29", False),
+        ("21:30", True),
+        ("23:59", True),
+        ("00:00", True),
+        ("08:29", True),
+        ("08:30", False),
+        ("12:00", False),
+    ],
+)
 def test_quiet_hours_across_midnight(local, quiet):
     h, m = map(int, local.split(":"))
     moment = dt.datetime(2026, 3, 11, h, m, tzinfo=SH)
@@ -111,8 +121,9 @@ def test_marketing_in_quiet_hours_is_deferred_to_the_end_never_dropped():
 
 def test_a_deferral_past_the_deadline_expires():
     late = dt.datetime(2026, 3, 11, 22, 0, tzinfo=SH)
-    d = gate.evaluate(cand(not_after=dt.datetime(2026, 3, 11, 23, 0, tzinfo=SH)),
-                      ctx(now=late.astimezone(dt.UTC)))  # fmt: skip
+    d = gate.evaluate(
+        cand(not_after=dt.datetime(2026, 3, 11, 23, 0, tzinfo=SH)), ctx(now=late.astimezone(dt.UTC))
+    )
     assert (d.outcome, d.rule) == ("expire", "quiet_hours")
 
 
@@ -126,22 +137,26 @@ def test_quiet_hours_in_a_daylight_saving_zone():
     assert not gate.is_within_quiet_hours(end, NY, window)
     # In autumn (fall back on 2026-11-01), 21:30-08:30 ends at 08:30 EST = 13:30 UTC.
     autumn = dt.datetime(2026, 11, 1, 1, 30, tzinfo=NY)
-    assert gate.quiet_hours_end(autumn.astimezone(dt.UTC), NY, (dt.time(21, 30), dt.time(8, 30))) == (
-        dt.datetime(2026, 11, 1, 13, 30, tzinfo=dt.UTC)
-    )
+    assert gate.quiet_hours_end(
+        autumn.astimezone(dt.UTC), NY, (dt.time(21, 30), dt.time(8, 30))
+    ) == (dt.datetime(2026, 11, 1, 13, 30, tzinfo=dt.UTC))
 
 
 def test_platform_limit_days_in_month_and_stricter_policy():
     c = ctx(marketing_per_day=100, marketing_per_week=100)
-    c.touches[1] = [touch(dt.datetime(2026, 2, 1, 2, tzinfo=dt.UTC) + dt.timedelta(hours=i))
-                    for i in range(28)]  # fmt: skip
+    c.touches[1] = [
+        touch(dt.datetime(2026, 2, 1, 2, tzinfo=dt.UTC) + dt.timedelta(hours=i)) for i in range(28)
+    ]
     feb = dt.datetime(2026, 2, 28, 10, tzinfo=dt.UTC)
     c.now = feb
     assert gate.evaluate(cand(), c).rule == "platform_limit"  # 28 days in February
     c.now = NOW  # March: a new month
     assert gate.evaluate(cand(), c).outcome == "pass"
-    strict = ctx(marketing_per_day=100, marketing_per_week=100,
-                 platform_limits={"wecom": PlatformLimit(per_week=7, per_day=1).model_dump()})  # fmt: skip
+    strict = ctx(
+        marketing_per_day=100,
+        marketing_per_week=100,
+        platform_limits={"wecom": PlatformLimit(per_week=7, per_day=1).model_dump()},
+    )
     strict.touches[1] = [touch(NOW - dt.timedelta(hours=2))]
     assert gate.evaluate(cand(), strict).reason == "wecom per day"
 

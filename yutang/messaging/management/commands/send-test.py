@@ -33,6 +33,8 @@ class Command(BaseCommand):
         except YutangError as exc:
             raise CommandError(f"{exc.field or 'error'}: {exc.message}") from None
         detail = message.rule or message.reason
-        self.stdout.write(f"message {message.pk}: {message.status}" + (f" ({detail})" if detail else ""))
+        self.stdout.write(
+            f"message {message.pk}: {message.status}" + (f" ({detail})" if detail else "")
+        )
         if message.status not in ("sent", "pending_confirmation"):
             raise CommandError(f"not sent: {message.status}")
