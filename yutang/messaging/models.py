@@ -121,6 +121,12 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"message #{self.pk} ({self.status})"
 
+    @property
+    def summary(self) -> str:
+        """A one-line description of the content for lists."""
+        c = self.content or {}
+        return str(c.get("text") or c.get("title") or c.get("url") or c.get("image_url") or "")
+
 
 class TouchLock(models.Model):
     """One row per customer; the gate locks the rows of a batch's customers (in id order) so
