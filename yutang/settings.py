@@ -75,6 +75,8 @@ INSTALLED_APPS = [
     "yutang.events",
     "yutang.commerce",
     "yutang.segments",
+    "yutang.carriers",
+    "yutang.messaging",
     "yutang.api",
     "yutang.console",
 ]

@@ -23,6 +23,7 @@ from yutang.customers import imports
 from yutang.customers import services as customers
 from yutang.customers.services import SAVED_VIEW_KEYS
 from yutang.events import services as events
+from yutang.messaging import services as messaging
 from yutang.segments import services as segment_services
 
 FILTER_KEYS = SAVED_VIEW_KEYS
@@ -92,13 +93,15 @@ def saved_view_delete(request: HttpRequest, staff: Staff, view_id: int) -> HttpR
 
 @staff_view(Action.CUSTOMER_VIEW)
 def customer_detail(request: HttpRequest, staff: Staff, customer_id: int) -> HttpResponse:
+    p = events.portrait(actor=staff, customer_id=customer_id)
+    touches = (
+        messaging.touch_history(actor=staff, customer_id=customer_id)
+        if staff.can(Action.MESSAGE_VIEW)
+        else None
+    )
+    seg = segment_services.portrait_extras(actor=staff, customer_id=customer_id)
     return render(
-        request,
-        "console/customers/portrait.html",
-        {
-            "p": events.portrait(actor=staff, customer_id=customer_id),
-            "seg": segment_services.portrait_extras(actor=staff, customer_id=customer_id),
-        },
+        request, "console/customers/portrait.html", {"p": p, "touches": touches, "seg": seg}
     )
 
 

@@ -3,6 +3,7 @@ from django.urls import path
 
 from yutang.console import customer_views as cv
 from yutang.console import segment_views as sv
+from yutang.console import messaging_views as mv
 from yutang.console import views
 
 app_name = "console"
@@ -63,4 +64,10 @@ urlpatterns = [
     path("segments/rfm/", sv.rfm_page, name="segments_rfm"),
     path("segments/auto-tags/", sv.auto_tag_list, name="auto_tags"),
     path("segments/auto-tags/<int:rule_id>/delete/", sv.auto_tag_delete, name="auto_tag_delete"),
+    path("messaging/carriers/", mv.carrier_settings, name="carrier_settings"),
+    path("messaging/carriers/<int:account_id>/", mv.carrier_connect, name="carrier_connect"),
+    path("messaging/outbox/", mv.outbox, name="outbox"),
+    path("messaging/outbox/<int:message_id>/cancel/", mv.outbox_cancel, name="outbox_cancel"),
+    path("messaging/broadcast/", mv.broadcast_composer, name="broadcast"),
+    path("messaging/policy/", mv.policy_settings, name="messaging_policy"),
 ]

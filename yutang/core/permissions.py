@@ -73,6 +73,10 @@ class Action(StrEnum):
     SEGMENT_VIEW = "segment.view"
     SEGMENT_MANAGE = "segment.manage"
     SEGMENT_EXPORT = "segment.export"
+    MESSAGE_VIEW = "message.view"
+    MESSAGE_SEND = "message.send"
+    MESSAGE_BROADCAST = "message.broadcast"
+    MESSAGING_POLICY_MANAGE = "messaging_policy.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -89,6 +93,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
         Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
+        Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
+        Action.MESSAGING_POLICY_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -98,6 +104,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
         Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
+        Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -108,6 +115,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
         Action.SEGMENT_VIEW: S, Action.SEGMENT_EXPORT: S,
+        Action.MESSAGE_VIEW: S, Action.MESSAGE_SEND: S, Action.MESSAGE_BROADCAST: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -118,6 +126,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
         Action.SEGMENT_VIEW: S,
+        Action.MESSAGE_VIEW: Me, Action.MESSAGE_SEND: Me,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -127,6 +136,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
         Action.SEGMENT_VIEW: B, Action.SEGMENT_EXPORT: B,
+        Action.MESSAGE_VIEW: B,
     },
 }
 # fmt: on

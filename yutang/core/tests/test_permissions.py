@@ -41,6 +41,10 @@ EXPECTED = {
     "segment.view":           "brand brand brand store store brand",
     "segment.manage":         "brand brand brand -     -     -",
     "segment.export":         "brand brand brand store -     brand",
+    "message.view":           "brand brand brand store self  brand",
+    "message.send":           "brand brand brand store self  -",
+    "message.broadcast":      "brand brand brand store -     -",
+    "messaging_policy.manage": "brand brand -     -     -     -",
 }  # fmt: skip
 
 
