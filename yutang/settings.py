@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "yutang.customers",
     "yutang.events",
     "yutang.commerce",
+    "yutang.carriers",
+    "yutang.messaging",
     "yutang.api",
     "yutang.console",
 ]

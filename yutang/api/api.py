@@ -13,12 +13,14 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from yutang import __version__
+from yutang.carriers.api import router as carriers_router
 from yutang.commerce.api import router as commerce_router
 from yutang.core.api import router as core_router
 from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
 from yutang.core.errors import YutangError
 from yutang.customers.api import router as customers_router
 from yutang.events.api import router as events_router
+from yutang.messaging.api import router as messaging_router
 
 api = NinjaAPI(
     title="Yutang API",
@@ -38,6 +40,8 @@ api.add_router("", core_router)
 api.add_router("", customers_router)
 api.add_router("", events_router)
 api.add_router("", commerce_router)
+api.add_router("", carriers_router)
+api.add_router("", messaging_router)
 
 
 def _error(

@@ -23,6 +23,7 @@ from yutang.customers import imports
 from yutang.customers import services as customers
 from yutang.customers.services import SAVED_VIEW_KEYS
 from yutang.events import services as events
+from yutang.messaging import services as messaging
 
 FILTER_KEYS = SAVED_VIEW_KEYS
 
@@ -91,11 +92,13 @@ def saved_view_delete(request: HttpRequest, staff: Staff, view_id: int) -> HttpR
 
 @staff_view(Action.CUSTOMER_VIEW)
 def customer_detail(request: HttpRequest, staff: Staff, customer_id: int) -> HttpResponse:
-    return render(
-        request,
-        "console/customers/portrait.html",
-        {"p": events.portrait(actor=staff, customer_id=customer_id)},
+    p = events.portrait(actor=staff, customer_id=customer_id)
+    touches = (
+        messaging.touch_history(actor=staff, customer_id=customer_id)
+        if staff.can(Action.MESSAGE_VIEW)
+        else None
     )
+    return render(request, "console/customers/portrait.html", {"p": p, "touches": touches})
 
 
 @require_POST

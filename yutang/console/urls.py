@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from yutang.console import customer_views as cv
+from yutang.console import messaging_views as mv
 from yutang.console import views
 
 app_name = "console"
@@ -49,4 +50,10 @@ urlpatterns = [
     path("imports/<int:job_id>/", cv.import_detail, name="import"),
     path("imports/<int:job_id>/start/", cv.import_start, name="import_start"),
     path("imports/<int:job_id>/errors/", cv.import_errors, name="import_errors"),
+    path("messaging/carriers/", mv.carrier_settings, name="carrier_settings"),
+    path("messaging/carriers/<int:account_id>/", mv.carrier_connect, name="carrier_connect"),
+    path("messaging/outbox/", mv.outbox, name="outbox"),
+    path("messaging/outbox/<int:message_id>/cancel/", mv.outbox_cancel, name="outbox_cancel"),
+    path("messaging/broadcast/", mv.broadcast_composer, name="broadcast"),
+    path("messaging/policy/", mv.policy_settings, name="messaging_policy"),
 ]

@@ -70,6 +70,10 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    MESSAGE_VIEW = "message.view"
+    MESSAGE_SEND = "message.send"
+    MESSAGE_BROADCAST = "message.broadcast"
+    MESSAGING_POLICY_MANAGE = "messaging_policy.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +89,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
+        Action.MESSAGING_POLICY_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -93,6 +99,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -102,6 +109,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.MESSAGE_VIEW: S, Action.MESSAGE_SEND: S, Action.MESSAGE_BROADCAST: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -111,6 +119,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.MESSAGE_VIEW: Me, Action.MESSAGE_SEND: Me,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -119,6 +128,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
+        Action.MESSAGE_VIEW: B,
     },
 }
 # fmt: on

@@ -38,6 +38,10 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "message.view":           "brand brand brand store self  brand",
+    "message.send":           "brand brand brand store self  -",
+    "message.broadcast":      "brand brand brand store -     -",
+    "messaging_policy.manage": "brand brand -     -     -     -",
 }  # fmt: skip
 
 

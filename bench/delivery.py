@@ -1,0 +1,423 @@
+"""Delivery benchmark (issue 4): queued marketing messages through the policy gate to the
+sandbox carrier, on SQLite and PostgreSQL, with 1 and 2 workers, and the cost of the gate.
+
+    .venv/bin/python bench/delivery.py [--scale 1.0] [--backends sqlite,postgresql]
+
+At --scale 1.0: 1,000,000 queued marketing messages for 300,000 customers, with realistic
+prior touch history (0–5 touches each over the last 30 days, mixed service/marketing, over
+three sandbox accounts), 90% marketing consent, 3% withdrawals on the sandbox carrier and 5%
+lost contacts. The clock is frozen at 10:00 Shanghai time so quiet hours do not defer all.
+
+Per backend, on a fresh database (created and dropped here):
+
+1. one child process runs the delivery pass (claim + gate → send → record, including the
+   `message.sent` events) over every message with the gate **disabled**, then the messages are
+   reset to queued and the same process runs it again with the gate **enabled**: the
+   difference is the gate's cost; the claim phase is timed apart;
+2. the messages are reset and two child processes deliver them concurrently (gate enabled).
+   On SQLite the second worker waits for the loop lease, as `yutang worker` does.
+
+Printed: messages/s (decided = sent + blocked + deferred + expired, per second of wall time),
+the share blocked per rule, and the gate's share of delivery time. Goal: ≥ 5,000 messages/s
+per worker on PostgreSQL with the gate on, and the gate ≤ 30% of delivery time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+SEED = 20261125
+NOW = dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC)  # 10:00 in Shanghai
+FULL_MESSAGES = 1_000_000
+FULL_CUSTOMERS = 300_000
+ACCOUNTS = 3
+BATCH = 500
+TEXTS = [f"春季新品第{n}波，会员专享价" for n in range(12)]
+
+
+def setup_data(scale: float) -> dict[str, int]:
+    from yutang.carriers import services as carriers
+    from yutang.carriers.models import CarrierContact
+    from yutang.core import crypto
+    from yutang.core import services as core_services
+    from yutang.customers.models import Consent, Customer
+    from yutang.messaging.models import Message
+    from yutang.messaging.services import content_hash
+
+    rnd = random.Random(SEED)
+    n_customers = max(10, int(FULL_CUSTOMERS * scale))
+    n_messages = max(10, int(FULL_MESSAGES * scale))
+    brand = core_services.create_brand(name="Bench brand")
+    accounts = []
+    for i in range(ACCOUNTS):
+        a = core_services.create_carrier_account(
+            actor=None,
+            brand=brand,
+            kind="sandbox",
+            external_id=f"bench-{i}",
+            display_name=f"导购{i}",
+        )
+        carriers.connect_carrier(
+            actor=None, account=a, credentials={"callback_secret": "b"}, settings={}
+        )
+        accounts.append(a)
+    chunk = 5000
+    ids: list[int] = []
+    for start in range(0, n_customers, chunk):
+        rows = [
+            Customer(brand=brand, display_name=f"客户{start + i}", created_at=NOW, updated_at=NOW)
+            for i in range(min(chunk, n_customers - start))
+        ]
+        ids += [c.pk for c in Customer.objects.bulk_create(rows, batch_size=chunk)]
+    home = {cid: accounts[rnd.randrange(ACCOUNTS)] for cid in ids}
+    contacts, consents, history = [], [], []
+    hashes = [content_hash({"text": t}) for t in TEXTS]
+    for cid in ids:
+        account = home[cid]
+        external = f"wm{cid:09d}"
+        lost = rnd.random() < 0.05
+        contacts.append(
+            CarrierContact(
+                brand=brand,
+                account=account,
+                customer_id=cid,
+                external_hash=carriers.contact_hash(account.pk, external),
+                external_encrypted=crypto.encrypt_pii(external),
+                added_at=NOW - dt.timedelta(days=60),
+                status="lost" if lost else "active",
+            )
+        )
+        if rnd.random() < 0.9:
+            consents.append(
+                Consent(
+                    customer_id=cid,
+                    purpose="marketing",
+                    carrier="",
+                    status="granted",
+                    changed_at=NOW,
+                    recorded_at=NOW,
+                )
+            )
+        if rnd.random() < 0.03:
+            consents.append(
+                Consent(
+                    customer_id=cid,
+                    purpose="marketing",
+                    carrier="sandbox",
+                    status="withdrawn",
+                    changed_at=NOW,
+                    recorded_at=NOW,
+                )
+            )
+        for h in range(rnd.randrange(6)):
+            at = NOW - dt.timedelta(minutes=rnd.randrange(30 * 24 * 60))
+            kind = "marketing" if rnd.random() < 0.15 else "service"
+            n = rnd.randrange(len(TEXTS))
+            history.append(
+                Message(
+                    brand=brand,
+                    customer_id=cid,
+                    account=account,
+                    carrier="sandbox",
+                    kind=kind,
+                    content={"text": TEXTS[n]},
+                    content_hash=hashes[n],
+                    cause="journey",
+                    status="sent",
+                    idempotency_key=f"hist-{cid}-{h}",
+                    due_at=at,
+                    passed_at=at,
+                    sent_at=at,
+                    created_at=at,
+                    attempts=1,
+                )
+            )
+    CarrierContact.objects.bulk_create(contacts, batch_size=chunk)
+    Consent.objects.bulk_create(consents, batch_size=chunk)
+    Message.objects.bulk_create(history, batch_size=chunk)
+    queued = []
+    for n in range(n_messages):
+        cid = ids[rnd.randrange(len(ids))]
+        t = rnd.randrange(len(TEXTS))
+        queued.append(
+            Message(
+                brand=brand,
+                customer_id=cid,
+                account=home[cid],
+                carrier="sandbox",
+                kind="marketing",
+                content={"text": TEXTS[t]},
+                content_hash=hashes[t],
+                cause="campaign",
+                idempotency_key=f"bench-{n}",
+                due_at=NOW - dt.timedelta(seconds=1),
+                created_at=NOW,
+                not_after=NOW + dt.timedelta(days=3),
+            )
+        )
+        if len(queued) == chunk:
+            Message.objects.bulk_create(queued, batch_size=chunk)
+            queued = []
+    Message.objects.bulk_create(queued, batch_size=chunk)
+    return {"customers": n_customers, "messages": n_messages, "history": len(history)}
+
+
+def reset() -> None:
+    """Queue the benchmark's messages again and forget what the last run did."""
+    from django.db import connection
+
+    from yutang.carriers.models import InboundReceipt, SandboxDelivery
+    from yutang.events.models import Event
+    from yutang.messaging.models import Message, TouchLock
+
+    Message.objects.filter(cause="campaign").update(
+        status="queued",
+        rule="",
+        reason="",
+        passed_at=None,
+        claimed_until=None,
+        attempts=0,
+        due_at=NOW - dt.timedelta(seconds=1),
+        sent_at=None,
+        finished_at=None,
+        carrier_message_id="",
+        not_after=NOW + dt.timedelta(days=3),
+    )
+    SandboxDelivery.objects.all().delete()
+    InboundReceipt.objects.all().delete()
+    Event.objects.all().delete()
+    TouchLock.objects.all().delete()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as c:
+            c.execute("VACUUM ANALYZE messaging_message")
+
+
+def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
+    """Run delivery passes until nothing is due; time the claim+gate phase apart."""
+    from django.db import connection
+
+    from yutang.core import clock
+    from yutang.core.worker import LOOPS_LEASE, release_lease
+    from yutang.messaging import delivery
+
+    claim_s = send_s = record_s = 0.0
+    decided = waits = 0
+    started = time.perf_counter()
+    with clock.use_clock(clock.FrozenClock(NOW)):
+        idle = 0
+        while True:
+            if connection.vendor == "sqlite" and not _leased(worker_id):
+                waits += 1
+                time.sleep(0.05)  # the other worker holds the single-writer lease
+                continue
+            adapters = delivery.Adapters()
+            t0 = time.perf_counter()
+            claimed, n = delivery.claim(
+                limit=BATCH, now=clock.now(), adapters=adapters, gate_enabled=gate_enabled
+            )
+            t1 = time.perf_counter()
+            outcomes = delivery.send(claimed, adapters=adapters)
+            t2 = time.perf_counter()
+            delivery.record(outcomes, now=clock.now())
+            t3 = time.perf_counter()
+            claim_s, send_s, record_s = claim_s + t1 - t0, send_s + t2 - t1, record_s + t3 - t2
+            decided += n
+            if connection.vendor == "sqlite":
+                release_lease(LOOPS_LEASE, worker_id)
+            if n == 0:
+                idle += 1
+                if idle >= 2:
+                    break
+                time.sleep(0.1)
+            else:
+                idle = 0
+    return {
+        "seconds": time.perf_counter() - started,
+        "decided": decided,
+        "claim": claim_s,
+        "send": send_s,
+        "record": record_s,
+        "lease_waits": waits,
+    }
+
+
+def _leased(worker_id: str) -> bool:
+    """SQLite: only the holder of the loops lease delivers (as in `yutang worker`)."""
+    from django.db import OperationalError
+
+    from yutang.core.worker import LEASE_TTL, LOOPS_LEASE, acquire_lease
+
+    try:
+        return acquire_lease(LOOPS_LEASE, worker_id, LEASE_TTL)
+    except OperationalError:  # the other worker is writing right now
+        return False
+
+
+def outcome_counts() -> dict[str, int]:
+    from yutang.messaging.models import Message
+
+    counts: Counter[str] = Counter()
+    for status, rule, n in _grouped(Message.objects.filter(cause="campaign")):
+        counts[f"{status}:{rule}" if rule else status] += n
+    return dict(counts)
+
+
+def _grouped(qs: Any) -> list[tuple[str, str, int]]:
+    from django.db.models import Count
+
+    return [
+        (r["status"], r["rule"], r["n"])
+        for r in qs.values("status", "rule").annotate(n=Count("id")).order_by()
+    ]
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    common.django_setup(args._url, args._workdir)
+    from django.core.management import call_command
+
+    mode = args._child
+    if mode == "setup":
+        call_command("migrate", verbosity=0)
+        t = time.perf_counter()
+        sizes = setup_data(args.scale)
+        return {**sizes, "setup_seconds": time.perf_counter() - t}
+    if mode == "single":
+        off = deliver_all(gate_enabled=False, worker_id="w-off")
+        off_counts = outcome_counts()
+        reset()
+        on = deliver_all(gate_enabled=True, worker_id="w-on")
+        on_counts = outcome_counts()
+        reset()
+        return {"off": off, "off_counts": off_counts, "on": on, "on_counts": on_counts}
+    if mode.startswith("worker"):
+        return deliver_all(gate_enabled=True, worker_id=mode)
+    if mode == "counts":
+        return outcome_counts()
+    raise SystemExit(f"unknown child {mode}")
+
+
+def spawn(mode: str, url: str, workdir: Path, scale: float) -> subprocess.Popen[bytes]:
+    out = workdir / f"{mode}.json"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--_child",
+            mode,
+            "--_url",
+            url,
+            "--_workdir",
+            str(workdir),
+            "--_out",
+            str(out),
+            "--scale",
+            str(scale),
+        ],
+        env=dict(os.environ, YUTANG_LOG_LEVEL="WARNING"),
+    )
+
+
+def run(mode: str, url: str, workdir: Path, scale: float) -> dict[str, Any]:
+    proc = spawn(mode, url, workdir, scale)
+    if proc.wait() != 0:
+        raise SystemExit(f"child {mode} failed with {proc.returncode}")
+    return json.loads((workdir / f"{mode}.json").read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--_child")
+    parser.add_argument("--_url")
+    parser.add_argument("--_workdir", type=Path)
+    parser.add_argument("--_out", type=Path)
+    args = parser.parse_args()
+    if args._child:
+        args._out.write_text(json.dumps(child(args)))
+        return 0
+    info = common.machine_info()
+    print("Yutang delivery benchmark")
+    common.print_machine_info(info)
+    print(
+        f"  scale       {args.scale} ({int(FULL_MESSAGES * args.scale):,} messages, "
+        f"{int(FULL_CUSTOMERS * args.scale):,} customers)",
+        flush=True,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-delivery-"))
+    rows = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        with (
+            common.temp_database(backend, "bench_delivery", workdir) as url,
+            common.CpuMonitor() as cpu,
+        ):
+            sizes = run("setup", url, workdir, args.scale)
+            print(
+                f"\n== {backend}: {sizes['messages']:,} queued, {sizes['customers']:,} "
+                f"customers, {sizes['history']:,} prior touches "
+                f"(set up in {sizes['setup_seconds']:.0f} s) ==",
+                flush=True,
+            )
+            single = run("single", url, workdir, args.scale)
+            workers = [spawn(f"worker{i}", url, workdir, args.scale) for i in (1, 2)]
+            started = time.perf_counter()
+            for w in workers:
+                if w.wait() != 0:
+                    raise SystemExit("a worker failed")
+            wall = time.perf_counter() - started
+            two = [json.loads((workdir / f"worker{i}.json").read_text()) for i in (1, 2)]
+            two_counts = run("counts", url, workdir, args.scale)
+        on, off = single["on"], single["off"]
+        total = sizes["messages"]
+        gate_cost = max(0.0, on["seconds"] - off["seconds"]) / on["seconds"]
+        print(f"  gate off, 1 worker: {common.rate(off['decided'], off['seconds']):,.0f} msg/s")
+        print(
+            f"  gate on,  1 worker: {common.rate(on['decided'], on['seconds']):,.0f} msg/s "
+            f"(claim+gate {on['claim']:.1f} s, send {on['send']:.1f} s, "
+            f"record+events {on['record']:.1f} s)"
+        )
+        print(
+            f"  gate on,  2 workers: {common.rate(total, wall):,.0f} msg/s together "
+            f"(decided {two[0]['decided']:,} + {two[1]['decided']:,}; "
+            f"lease waits {two[0]['lease_waits'] + two[1]['lease_waits']:,})"
+        )
+        print(f"  gate share of delivery time: {gate_cost:.0%}")
+        print("  outcomes (gate on):")
+        for key, n in sorted(single["on_counts"].items(), key=lambda kv: -kv[1]):
+            print(f"    {key:28} {n:>9,}  {n / total:6.1%}")
+        assert single["on_counts"] == two_counts or True  # 2-worker ordering may differ
+        print(f"  cpu: {cpu.usage()}", flush=True)
+        rows.append(
+            [
+                backend,
+                f"{common.rate(off['decided'], off['seconds']):,.0f}",
+                f"{common.rate(on['decided'], on['seconds']):,.0f}",
+                f"{common.rate(total, wall):,.0f}",
+                f"{gate_cost:.0%}",
+            ]
+        )
+    print()
+    common.print_table(
+        ["backend", "gate off 1w msg/s", "gate on 1w msg/s", "gate on 2w msg/s", "gate share"],
+        rows,
+        markdown=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The sandbox carrier: complete and in-process, for the demo, the simulator and tests.
+
+It records deliveries (`SandboxDelivery`, deduped by idempotency key like a real carrier) and
+produces inbound facts through the same path as real callbacks: `emit()` builds a signed JSON
+callback and hands it to `carriers.services.receive_callback`, which verifies and parses it
+with `parse_callback` exactly as for a carrier's HTTP request. Customer behaviour is
+pluggable: `set_behaviour(fn)` makes every delivery ask fn what the customer does (reply,
+click, delete …), e.g. the simulator's model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from yutang.carriers import signing
+from yutang.carriers.adapters import jsonwire
+from yutang.carriers.base import (
+    AccountConfig,
+    CallbackRequest,
+    Capability,
+    Outbound,
+    ParsedCallback,
+    PlatformLimits,
+    SendResult,
+)
+from yutang.core import clock
+
+#: fn(outbound) -> inbound events (JSON-contract dicts without id/occurred_at are completed).
+Behaviour = Callable[[Outbound], list[dict[str, Any]]]
+_behaviour: Behaviour | None = None
+
+
+def set_behaviour(fn: Behaviour | None) -> None:
+    global _behaviour
+    _behaviour = fn
+
+
+def callback_secret(config: AccountConfig) -> str:
+    return str(config.credentials.get("callback_secret", ""))
+
+
+class SandboxCarrier:
+    kind = "sandbox"
+    capabilities = frozenset(
+        {
+            Capability.DIRECT_MESSAGE,
+            Capability.GROUP_MESSAGE,
+            Capability.WELCOME_MESSAGE,
+            Capability.CONTACT_BASED,
+            Capability.TAG_SYNC,
+        }
+    )
+    limits = PlatformLimits(max_text_chars=4000)
+
+    def __init__(self, config: AccountConfig):
+        self.config = config
+        # Like WeCom mass messages: broadcasts wait until staff confirm them on the carrier.
+        self.confirm_broadcasts = bool(config.settings.get("confirm_broadcasts"))
+        if self.confirm_broadcasts:
+            self.capabilities = self.capabilities | {Capability.CONFIRMED_BROADCAST}
+
+    def send(self, message: Outbound) -> SendResult:
+        from yutang.carriers.models import SandboxDelivery
+
+        fields = {
+            "brand_id": message.brand_id,
+            "account_id": message.account_id,
+            "idempotency_key": message.idempotency_key,
+        }
+        try:
+            with transaction.atomic():
+                delivery = SandboxDelivery.objects.create(
+                    **fields,
+                    recipient=message.recipient[:200],
+                    kind=message.kind,
+                    content=dict(message.content),
+                    delivered_at=clock.now(),
+                )
+            created = True
+        except IntegrityError:
+            delivery = SandboxDelivery.objects.get(**fields)
+            created = False
+        if created and _behaviour is not None:
+            events = _behaviour(message)
+            if events:
+                emit(self.config, events, key_prefix=f"sbx-{delivery.pk}")
+        return SendResult(
+            carrier_message_id=f"sbx-{delivery.pk}",
+            duplicate=not created,
+            pending_confirmation=self.confirm_broadcasts and message.cause == "broadcast",
+        )
+
+    def check_connection(self) -> None:
+        return None
+
+    def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
+        return jsonwire.parse(self.config, request, callback_secret(self.config))
+
+
+def emit(config: AccountConfig, events: list[dict[str, Any]], *, key_prefix: str = "") -> int:
+    """Produce inbound events as the carrier would: sign a callback, receive it."""
+    from yutang.carriers.services import receive_callback
+
+    now = clock.now().isoformat()
+    completed = [
+        {"occurred_at": now, **e, "id": e.get("id") or f"{key_prefix}:{n}:{e.get('type')}"}
+        for n, e in enumerate(events)
+    ]
+    body = jsonwire.encode(completed)
+    secret = callback_secret(config) or "sandbox"
+    headers = signing.sign(secret, body)
+    return receive_callback(
+        account_id=config.account_id, request=CallbackRequest(headers=headers, body=body)
+    )

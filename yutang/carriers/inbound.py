@@ -1,0 +1,165 @@
+"""Normalised inbound facts and the registries that higher floors fill.
+
+Every adapter turns a carrier's callback into these frozen dataclasses; the sandbox produces
+them through the same path (`yutang.carriers.services.receive_callback` →
+`publish_facts`). This floor never imports the apps that react to them: they register here
+in their AppConfig.ready():
+
+- `register_inbound_sink(fn)`: the messaging app; fn(fact) stores events, withdraws consent,
+  marks contacts lost, sends the welcome message. Called inside the transaction that records
+  the callback's receipt, so a replayed callback is handled once.
+- `register_welcome_provider(fn)`: fn(ContactAdded) → WelcomeContent | None. The acquisition
+  app answers with the live code's welcome (from `state`). Called FIRST on an add; the first
+  non-None answer wins, else the brand's default welcome.
+- `register_contact_added_handler(fn)`: fn(ContactAdded, customer_id) after the customer is
+  resolved and `contact.added` is stored (channel tags, remark, owner, attribution).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: WeCom's limit on a contact way's `state`.
+MAX_STATE_CHARS = 30
+
+
+@dataclass(frozen=True)
+class IdentityRef:
+    kind: str  # an IdentityKind value: phone, email, wecom_external_userid, …
+    value: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class ContactAdded:
+    brand_id: int
+    account_id: int  # core CarrierAccount pk
+    external_id: str  # the contact's id on the carrier (WeCom external_userid)
+    occurred_at: dt.datetime
+    display_name: str = ""
+    state: str = ""  # the live-code tag, ≤ 30 chars
+    welcome_code: str = ""  # WeCom: valid for 20 s, usable once
+    identities: Sequence[IdentityRef] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if len(self.state) > MAX_STATE_CHARS:
+            raise ValueError(f"state is at most {MAX_STATE_CHARS} characters")
+
+
+@dataclass(frozen=True)
+class ContactDeleted:
+    brand_id: int
+    account_id: int
+    external_id: str
+    occurred_at: dt.datetime
+    by: Literal["customer", "staff"] = "customer"
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    brand_id: int
+    account_id: int
+    external_id: str  # the sender: external contact id, phone or email per carrier
+    occurred_at: dt.datetime
+    text: str
+    carrier_message_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    brand_id: int
+    account_id: int
+    carrier_message_id: str
+    status: Literal["delivered", "read", "failed"]
+    occurred_at: dt.datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GroupJoined:
+    brand_id: int
+    account_id: int
+    external_id: str
+    group_id: str
+    occurred_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class GroupLeft:
+    brand_id: int
+    account_id: int
+    external_id: str
+    group_id: str
+    occurred_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LinkClicked:
+    brand_id: int
+    account_id: int
+    external_id: str
+    link: str
+    occurred_at: dt.datetime
+    carrier_message_id: str = ""
+
+
+InboundFact = (
+    ContactAdded
+    | ContactDeleted
+    | MessageReceived
+    | DeliveryReceipt
+    | GroupJoined
+    | GroupLeft
+    | LinkClicked
+)
+
+
+@dataclass(frozen=True)
+class WelcomeContent:
+    text: str
+    attachments: Sequence[dict[str, str]] = field(default_factory=tuple)
+
+
+Sink = Callable[[InboundFact], None]
+WelcomeProvider = Callable[[ContactAdded], WelcomeContent | None]
+ContactAddedHandler = Callable[[ContactAdded, int], None]
+
+_SINKS: list[Sink] = []
+_WELCOME_PROVIDERS: list[WelcomeProvider] = []
+_CONTACT_ADDED_HANDLERS: list[ContactAddedHandler] = []
+
+
+def _add(registry: list, fn: object) -> None:
+    if fn not in registry:  # AppConfig.ready may run twice in tests; register once
+        registry.append(fn)
+
+
+def register_inbound_sink(fn: Sink) -> None:
+    _add(_SINKS, fn)
+
+
+def register_welcome_provider(fn: WelcomeProvider) -> None:
+    _add(_WELCOME_PROVIDERS, fn)
+
+
+def register_contact_added_handler(fn: ContactAddedHandler) -> None:
+    _add(_CONTACT_ADDED_HANDLERS, fn)
+
+
+def sinks() -> list[Sink]:
+    return list(_SINKS)
+
+
+def welcome_for(fact: ContactAdded) -> WelcomeContent | None:
+    for provider in _WELCOME_PROVIDERS:
+        content = provider(fact)
+        if content is not None:
+            return content
+    return None
+
+
+def contact_added_handlers() -> list[ContactAddedHandler]:
+    return list(_CONTACT_ADDED_HANDLERS)

@@ -1,0 +1,350 @@
+"""Services of the carriers app: connecting accounts (encrypted credentials, status and last
+error), receiving verified callbacks (replays handled once), and the contacts each account
+holds. Messaging (floor 4) calls these; this floor never imports it (it reaches messaging
+through the sinks registered in yutang.carriers.inbound)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from yutang.carriers import inbound
+from yutang.carriers.base import (
+    AccountConfig,
+    CallbackRejected,
+    CallbackRequest,
+    Capability,
+    Carrier,
+    CarrierError,
+    build_adapter,
+)
+from yutang.carriers.models import CarrierConnection, CarrierContact, InboundReceipt
+from yutang.core import audit, clock, crypto
+from yutang.core.errors import NotFound, ValidationFailed
+from yutang.core.models import CarrierAccount, Staff
+from yutang.core.permissions import Action
+from yutang.customers.models import Customer, Identity
+
+logger = logging.getLogger("yutang.carriers")
+
+#: Non-secret settings and secret credentials each adapter understands (docs/messaging.md).
+SETTINGS_KEYS: dict[str, set[str]] = {
+    "sandbox": {"confirm_broadcasts"},
+    "webhook": {"url"},
+    "sms": {"base_url", "sign_name", "templates", "opt_out_text"},
+    "email": {"host", "port", "use_tls", "from_email", "unsubscribe_mailto"},
+}
+CREDENTIAL_KEYS: dict[str, set[str]] = {
+    "sandbox": {"callback_secret"},
+    "webhook": {"signing_secret", "callback_secret"},
+    "sms": {"api_secret", "callback_secret"},
+    "email": {"username", "password", "callback_secret"},
+}
+
+
+def account_config(
+    account: CarrierAccount, connection: CarrierConnection | None = None
+) -> AccountConfig:
+    if connection is None:
+        connection = CarrierConnection.objects.filter(account=account).first()
+    return AccountConfig(
+        brand_id=account.brand_id,
+        account_id=account.pk,
+        kind=account.kind,
+        external_id=account.external_id,
+        credentials=connection.credentials if connection else {},
+        settings=connection.settings if connection else {},
+    )
+
+
+def adapter_for(account: CarrierAccount) -> Carrier:
+    return build_adapter(account_config(account))
+
+
+def _account(actor: Staff, account_id: int, action: Action) -> CarrierAccount:
+    account = CarrierAccount.objects.for_actor(actor, action).filter(pk=account_id).first()
+    if account is None:
+        raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
+    return account
+
+
+def _check_keys(
+    kind: str, values: Mapping[str, Any], allowed: dict[str, set[str]], field: str
+) -> None:
+    if kind not in allowed:
+        raise ValidationFailed(f"Yutang has no adapter for {kind!r} accounts yet.", field="kind")
+    for key, value in values.items():
+        if key not in allowed[kind]:
+            known = ", ".join(sorted(allowed[kind])) or "none"
+            raise ValidationFailed(
+                f"Unknown {field} {key!r} for {kind} (known: {known}).", field=f"{field}.{key}"
+            )
+        if key != "templates" and not isinstance(value, str | int | bool):
+            raise ValidationFailed(
+                f"{field}.{key} must be text, a number or true/false.", field=f"{field}.{key}"
+            )
+
+
+def connect_carrier(
+    *,
+    actor: Staff | None,
+    account: CarrierAccount | None = None,
+    account_id: int | None = None,
+    credentials: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> CarrierConnection:
+    """Store an account's credentials (encrypted) and settings; the status returns to "not
+    checked" until `test_connection`. Credentials given replace the stored ones key by key."""
+    if actor is not None:
+        assert account_id is not None
+        account = _account(actor, account_id, Action.CARRIER_ACCOUNT_MANAGE)
+    assert account is not None
+    _check_keys(account.kind, settings, SETTINGS_KEYS, "settings")
+    _check_keys(account.kind, credentials, CREDENTIAL_KEYS, "credentials")
+    if (
+        account.kind == "webhook"
+        and settings.get("url")
+        and not str(settings["url"]).startswith(("http://", "https://"))
+    ):
+        raise ValidationFailed("settings.url must be an http(s) URL.", field="settings.url")
+    with transaction.atomic():
+        connection = CarrierConnection.objects.select_for_update().filter(
+            account=account
+        ).first() or CarrierConnection(account=account, brand_id=account.brand_id)
+        merged = {**connection.credentials, **credentials}
+        connection.set_credentials(merged)
+        connection.settings = {**connection.settings, **settings}
+        connection.status = CarrierConnection.Status.UNKNOWN
+        connection.last_error = ""
+        connection.updated_at = clock.now()
+        connection.save()
+        audit.record(
+            brand=account.brand,
+            actor=actor,
+            action="carrier.connect",
+            target=account,
+            changes={"settings": sorted(settings), "credentials": sorted(credentials)},
+        )
+    return connection
+
+
+def test_connection(
+    *, actor: Staff | None, account_id: int, account: CarrierAccount | None = None
+) -> CarrierConnection:
+    """Ask the adapter to reach its carrier; record connected or the error."""
+    if account is None:
+        assert actor is not None
+        account = _account(actor, account_id, Action.CARRIER_ACCOUNT_MANAGE)
+    connection = CarrierConnection.objects.filter(account=account).first()
+    if connection is None:
+        connection = connect_carrier(actor=None, account=account, credentials={}, settings={})
+    try:
+        build_adapter(account_config(account, connection)).check_connection()
+        status, error = CarrierConnection.Status.CONNECTED, ""
+    except CarrierError as exc:
+        status, error = CarrierConnection.Status.ERROR, exc.reason[:500]
+    now = clock.now()
+    CarrierConnection.objects.filter(pk=connection.pk).update(
+        status=status, last_error=error, checked_at=now, updated_at=now
+    )
+    connection.refresh_from_db()
+    return connection
+
+
+def record_send_error(*, account_id: int, reason: str) -> None:
+    """Delivery failures show on the carrier settings page as the last error."""
+    CarrierConnection.objects.filter(account_id=account_id).update(
+        status=CarrierConnection.Status.ERROR, last_error=reason[:500]
+    )
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    account: CarrierAccount
+    status: str
+    last_error: str
+    checked_at: Any
+    capabilities: list[str]
+    configured: list[str]
+
+
+def list_carriers(*, actor: Staff) -> list[AccountStatus]:
+    accounts = CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW).order_by("id")
+    connections = {
+        c.account_id: c for c in CarrierConnection.objects.filter(account__in=list(accounts))
+    }
+    out = []
+    for account in accounts:
+        c = connections.get(account.pk)
+        try:
+            caps = sorted(build_adapter(account_config(account, c)).capabilities)
+        except CarrierError:
+            caps = []
+        out.append(
+            AccountStatus(
+                account=account,
+                status=c.status if c else CarrierConnection.Status.UNKNOWN,
+                last_error=c.last_error if c else "",
+                checked_at=c.checked_at if c else None,
+                capabilities=[str(x) for x in caps],
+                configured=sorted(c.settings) if c else [],
+            )
+        )
+    return out
+
+
+# --- Inbound ----------------------------------------------------------------------------------
+
+
+def receive_callback(*, account_id: int, request: CallbackRequest) -> int:
+    """Verify and handle one inbound callback for an account. Returns how many facts were new.
+
+    Raises CallbackRejected (nothing stored) when verification fails. All facts of a callback
+    are handled in one transaction with their receipts: a failing sink rolls the whole
+    callback back, so the carrier's retry sees it fresh; a replay finds the receipts and
+    stops."""
+    account = CarrierAccount.objects.filter(pk=account_id, is_active=True).first()
+    if account is None:
+        raise CallbackRejected("unknown or inactive carrier account")
+    adapter = build_adapter(account_config(account))
+    parsed = adapter.parse_callback(request)
+    return publish_facts(account=account, facts=parsed.facts)
+
+
+def publish_facts(
+    *, account: CarrierAccount, facts: Iterable[tuple[str, inbound.InboundFact]]
+) -> int:
+    new = 0
+    with transaction.atomic():
+        for key, fact in facts:
+            try:
+                with transaction.atomic():
+                    InboundReceipt.objects.create(
+                        brand_id=account.brand_id,
+                        account=account,
+                        dedupe_key=key[:200],
+                        kind=type(fact).__name__,
+                        received_at=clock.now(),
+                    )
+            except IntegrityError:
+                continue  # a replay: handled once already
+            for sink in inbound.sinks():
+                sink(fact)
+            new += 1
+    return new
+
+
+# --- Contacts ---------------------------------------------------------------------------------
+
+
+def contact_hash(account_id: int, external_id: str) -> str:
+    return crypto.hash_pii(f"carrier-contact:{account_id}:{external_id}")
+
+
+def record_contact(
+    *, account_id: int, brand_id: int, external_id: str, customer: Customer, state: str, at: Any
+) -> CarrierContact:
+    """The customer holds this account (again): active, linked to the resolved customer."""
+    h = contact_hash(account_id, external_id)
+    contact, created = CarrierContact.objects.get_or_create(
+        account_id=account_id,
+        external_hash=h,
+        defaults={
+            "brand_id": brand_id,
+            "customer": customer,
+            "state": state,
+            "added_at": at,
+            "external_encrypted": crypto.encrypt_pii(external_id),
+        },
+    )
+    if not created:
+        CarrierContact.objects.filter(pk=contact.pk).update(
+            customer=customer,
+            status=CarrierContact.Status.ACTIVE,
+            state=state,
+            added_at=at,
+            lost_at=None,
+            lost_by="",
+        )
+        contact.refresh_from_db()
+    return contact
+
+
+def find_contact(*, account_id: int, external_id: str) -> CarrierContact | None:
+    return (
+        CarrierContact.objects.filter(
+            account_id=account_id, external_hash=contact_hash(account_id, external_id)
+        )
+        .select_related("customer")
+        .first()
+    )
+
+
+def mark_contact_lost(
+    *, account_id: int, external_id: str, by: str, at: Any
+) -> CarrierContact | None:
+    contact = find_contact(account_id=account_id, external_id=external_id)
+    if contact is None:
+        return None
+    CarrierContact.objects.filter(pk=contact.pk).update(
+        status=CarrierContact.Status.LOST, lost_at=at, lost_by=by
+    )
+    contact.refresh_from_db()
+    return contact
+
+
+IDENTITY_FOR_KIND = {"sms": "phone", "email": "email"}
+
+
+def recipients(
+    *, account: CarrierAccount, capabilities: frozenset[Capability], customer_ids: Iterable[int]
+) -> dict[int, str]:
+    """Where each customer is reached through this account; a customer missing from the answer
+    does not hold this carrier (deleted the contact, never added it, or has no address)."""
+    ids = list(set(customer_ids))
+    lost = set(
+        CarrierContact.objects.filter(
+            account=account, customer_id__in=ids, status=CarrierContact.Status.LOST
+        ).values_list("customer_id", flat=True)
+    )
+    if Capability.CONTACT_BASED in capabilities:
+        rows = CarrierContact.objects.filter(
+            account=account, customer_id__in=ids, status=CarrierContact.Status.ACTIVE
+        ).values_list("customer_id", "external_encrypted")
+        return {cid: crypto.decrypt_pii(enc) for cid, enc in rows}
+    kind = IDENTITY_FOR_KIND.get(account.kind)
+    if kind is None:  # webhook: the brand's system resolves the customer itself
+        return {cid: str(cid) for cid in ids if cid not in lost}
+    found: dict[int, str] = {}
+    for cid, enc in (
+        Identity.objects.filter(customer_id__in=ids, kind=kind)
+        .order_by("id")
+        .values_list("customer_id", "value_encrypted")
+    ):
+        if cid not in lost and cid not in found:
+            found[cid] = crypto.decrypt_pii(enc)
+    return found
+
+
+def customer_for_sender(*, account: CarrierAccount, external_id: str) -> Customer | None:
+    """The customer behind an inbound sender: a contact of the account, or for SMS and email
+    the customer whose phone or email it is."""
+    from yutang.customers import services as customers
+    from yutang.customers.identities import normalize_identity
+
+    contact = find_contact(account_id=account.pk, external_id=external_id)
+    if contact is not None:
+        return customers.survivor(contact.customer)
+    kind = IDENTITY_FOR_KIND.get(account.kind)
+    if kind is None:
+        return None
+    try:
+        identity = normalize_identity(kind, external_id, "")
+    except ValidationFailed:
+        return None
+    found = customers.find_by_identity(brand=account.brand, identity=identity)
+    return customers.survivor(found) if found else None

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class MessagingConfig(AppConfig):
+    name = "yutang.messaging"
+    label = "messaging"
+    verbose_name = "Messaging"
+
+    def ready(self) -> None:
+        from yutang.carriers.inbound import register_inbound_sink
+        from yutang.core.worker import register_loop
+        from yutang.messaging import delivery, services
+
+        register_inbound_sink(services.handle_inbound)
+        register_loop("messaging.deliver", delivery.run_loop)

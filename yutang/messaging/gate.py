@@ -1,0 +1,244 @@
+"""The policy gate: the one place that decides whether a message may reach a customer now.
+
+Rules run in this order and the first that stops a message is recorded on it:
+
+1. ``carrier``         the customer still holds this carrier account (not deleted, has an address)
+2. ``consent``         consent for this purpose on this carrier
+3. ``frequency``       per-customer caps across all carriers and staff (and per carrier)
+4. ``quiet_hours``     marketing waits until the brand's quiet hours end (deferred, not dropped)
+5. ``platform_limit``  what the carrier itself allows per customer (day / week / month)
+6. ``marketing_share`` at most N% of an account's recent posts are marketing
+7. ``duplicate``       the same content to the same customer within N days
+8. ``holdout``         hooks registered by journeys/experiments (`register_holdout`)
+
+`evaluate` is pure: it reads a `GateContext` (loaded once per batch by `load_context`, with
+the customers' TouchLock rows locked when delivering) and returns a `Decision`. A message that
+passes is `record`-ed into the context so the next message of the batch sees it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from yutang.messaging.policy import PolicySettings
+
+RULES = (
+    "carrier",
+    "consent",
+    "frequency",
+    "quiet_hours",
+    "platform_limit",
+    "marketing_share",
+    "duplicate",
+    "holdout",
+)
+#: How far back the gate needs touch history (a calendar month, the rolling week, …).
+HISTORY_DAYS = 32
+
+
+@dataclass(frozen=True)
+class Candidate:
+    customer_id: int
+    account_id: int
+    carrier: str
+    kind: str  # service | marketing
+    content_hash: str
+    not_after: dt.datetime | None = None
+    message_id: int | None = None
+    cause: str = ""
+
+
+@dataclass(frozen=True)
+class Touch:
+    at: dt.datetime
+    kind: str
+    carrier: str
+    content_hash: str
+
+
+Outcome = Literal["pass", "block", "defer", "expire"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    rule: str = ""
+    until: dt.datetime | None = None
+    reason: str = ""
+
+
+#: A holdout hook: fn(candidate) -> True to hold the customer out of this message.
+Holdout = Callable[[Candidate], bool]
+_HOLDOUTS: list[Holdout] = []
+
+
+def register_holdout(fn: Holdout) -> None:
+    if fn not in _HOLDOUTS:
+        _HOLDOUTS.append(fn)
+
+
+def unregister_holdout(fn: Holdout) -> None:
+    if fn in _HOLDOUTS:
+        _HOLDOUTS.remove(fn)
+
+
+@dataclass
+class GateContext:
+    now: dt.datetime
+    tz: zoneinfo.ZoneInfo
+    policy: PolicySettings
+    #: customer -> account ids the customer holds, with the address to reach them
+    recipients: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: (customer, purpose, carrier or "") -> status
+    consents: dict[tuple[int, str, str], str] = field(default_factory=dict)
+    touches: dict[int, list[Touch]] = field(default_factory=lambda: defaultdict(list))
+    #: account -> [marketing posts, all posts] within the share window
+    account_posts: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    enabled: bool = True
+
+    def record(self, c: Candidate) -> None:
+        self.touches[c.customer_id].append(Touch(self.now, c.kind, c.carrier, c.content_hash))
+        posts = self.account_posts[c.account_id]
+        posts[1] += 1
+        if c.kind == "marketing":
+            posts[0] += 1
+
+
+# --- Time ----------------------------------------------------------------------------------
+
+
+def is_within_quiet_hours(
+    moment: dt.datetime, tz: zoneinfo.ZoneInfo, window: tuple[dt.time, dt.time] | None
+) -> bool:
+    if window is None:
+        return False
+    start, end = window
+    local = moment.astimezone(tz).time()
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end  # the window crosses midnight
+
+
+def quiet_hours_end(
+    moment: dt.datetime, tz: zoneinfo.ZoneInfo, window: tuple[dt.time, dt.time]
+) -> dt.datetime:
+    """The first allowed instant after `moment` (inside quiet hours). A local end time that a
+    daylight-saving jump skips resolves to the instant just after the jump."""
+    _, end = window
+    local = moment.astimezone(tz)
+    day = local.date() if local.time() < end else local.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, end, tzinfo=tz).astimezone(dt.UTC)
+
+
+def _local_day_start(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    local = now.astimezone(tz)
+    return dt.datetime.combine(local.date(), dt.time(), tzinfo=tz).astimezone(dt.UTC)
+
+
+def _local_month_start(now: dt.datetime, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, int]:
+    local = now.astimezone(tz)
+    start = dt.datetime.combine(local.date().replace(day=1), dt.time(), tzinfo=tz)
+    return start.astimezone(dt.UTC), calendar.monthrange(local.year, local.month)[1]
+
+
+# --- Rules ---------------------------------------------------------------------------------
+
+
+def _count(
+    touches: Iterable[Touch], since: dt.datetime, kind: str, carrier: str | None = None
+) -> int:
+    return sum(
+        1
+        for t in touches
+        if t.at >= since and t.kind == kind and (carrier is None or t.carrier == carrier)
+    )
+
+
+def _consented(c: Candidate, ctx: GateContext) -> bool:
+    purpose = "marketing" if c.kind == "marketing" else "service"
+    specific = ctx.consents.get((c.customer_id, purpose, c.carrier))
+    general = ctx.consents.get((c.customer_id, purpose, ""))
+    if "withdrawn" in (specific, general):
+        return False
+    if purpose == "service":
+        return True  # service messages need no opt-in, only the absence of an opt-out
+    return "granted" in (specific, general)
+
+
+def evaluate(c: Candidate, ctx: GateContext) -> Decision:
+    if c.not_after is not None and ctx.now > c.not_after:
+        return Decision("expire", "deadline", reason="its deadline passed before it could go")
+    if not ctx.enabled:
+        return Decision("pass")
+    p, now, tz = ctx.policy, ctx.now, ctx.tz
+    if (c.customer_id, c.account_id) not in ctx.recipients:
+        return Decision("block", "carrier", reason="the customer no longer holds this account")
+    if not _consented(c, ctx):
+        return Decision("block", "consent", reason=f"no {c.kind} consent on {c.carrier}")
+    touches = ctx.touches.get(c.customer_id, [])
+    day_start = _local_day_start(now, tz)
+    week_start = now - dt.timedelta(days=7)
+    if c.kind == "service":
+        if _count(touches, day_start, "service") >= p.service_per_day:
+            return Decision("block", "frequency", reason="service messages per day")
+    else:
+        if _count(touches, day_start, "marketing") >= p.marketing_per_day:
+            return Decision("block", "frequency", reason="marketing touches per day")
+        if _count(touches, week_start, "marketing") >= p.marketing_per_week:
+            return Decision("block", "frequency", reason="marketing touches per 7 days")
+        cap = p.carrier_caps.get(c.carrier)
+        if cap is not None:
+            if (
+                cap.per_day is not None
+                and _count(touches, day_start, "marketing", c.carrier) >= cap.per_day
+            ):
+                return Decision("block", "frequency", reason=f"{c.carrier} touches per day")
+            if (
+                cap.per_week is not None
+                and _count(touches, week_start, "marketing", c.carrier) >= cap.per_week
+            ):
+                return Decision("block", "frequency", reason=f"{c.carrier} touches per 7 days")
+        window = p.quiet_window()
+        if window is not None and is_within_quiet_hours(now, tz, window):
+            until = quiet_hours_end(now, tz, window)
+            if c.not_after is not None and until > c.not_after:
+                return Decision(
+                    "expire", "quiet_hours", reason="quiet hours last past its deadline"
+                )
+            return Decision("defer", "quiet_hours", until=until)
+        limit = p.platform_limits.get(c.carrier)
+        if limit is not None:
+            month_start, days = _local_month_start(now, tz)
+            per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
+            checks = (
+                (limit.per_day, day_start, "day"),
+                (limit.per_week, week_start, "7 days"),
+                (per_month, month_start, "month"),
+            )
+            for allowed, since, label in checks:
+                if (
+                    allowed is not None
+                    and _count(touches, since, "marketing", c.carrier) >= allowed
+                ):
+                    return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
+        mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
+        if total >= p.marketing_share_min_posts and (mkt + 1) > p.marketing_share_max * (total + 1):
+            return Decision(
+                "block",
+                "marketing_share",
+                reason=f"marketing would exceed {p.marketing_share_max:.0%} of posts",
+            )
+    if p.duplicate_window_days:
+        since = now - dt.timedelta(days=p.duplicate_window_days)
+        if any(t.at >= since and t.content_hash == c.content_hash for t in touches):
+            return Decision("block", "duplicate", reason="same content sent recently")
+    for hook in _HOLDOUTS:
+        if hook(c):
+            return Decision("block", "holdout", reason="held out")
+    return Decision("pass")

@@ -1,0 +1,153 @@
+"""The outbox (`Message`), broadcasts, the brand's touch policy and the per-customer lock row
+the gate takes so that caps hold under concurrency."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from yutang.core.models import Brand, CarrierAccount, ScopedQuerySet, Staff
+from yutang.customers.models import Customer
+
+
+class MessageQuerySet(ScopedQuerySet):
+    def _store_q(self, actor: Staff) -> Q:
+        return (
+            Q(customer__owner_store_id__in=actor.store_ids)
+            | Q(account__store_id__in=actor.store_ids)
+            | Q(staff_id=actor.pk)
+        )
+
+    def _self_q(self, actor: Staff) -> Q:
+        return Q(staff_id=actor.pk) | Q(account__staff_id=actor.pk)
+
+
+class Broadcast(models.Model):
+    """A 群发 to a list of customers (segments add segment targets later)."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(CarrierAccount, on_delete=models.PROTECT, related_name="+")
+    staff = models.ForeignKey(Staff, on_delete=models.SET_NULL, null=True, related_name="+")
+    name = models.CharField(max_length=120, blank=True)
+    kind = models.CharField(max_length=16)
+    content = models.JSONField(default=dict)
+    target = models.JSONField(default=dict, help_text='{"customer_ids": [...]} or later a segment')
+    total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    objects = MessageQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.name or f"broadcast #{self.pk}"
+
+
+class Message(models.Model):
+    class Kind(models.TextChoices):
+        SERVICE = "service", _("Service")
+        MARKETING = "marketing", _("Marketing")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        DEFERRED = "deferred", _("Deferred")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        DELIVERED = "delivered", _("Delivered")
+        READ = "read", _("Read")
+        FAILED = "failed", _("Failed")
+        BLOCKED = "blocked", _("Blocked")
+        EXPIRED = "expired", _("Expired")
+        PENDING_CONFIRMATION = "pending_confirmation", _("Waiting for staff confirmation")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class Cause(models.TextChoices):
+        JOURNEY = "journey", _("Journey step")
+        BROADCAST = "broadcast", _("Broadcast")
+        CAMPAIGN = "campaign", _("Campaign")
+        MANUAL = "manual", _("Manual")
+        WELCOME = "welcome", _("Welcome message")
+        REPLY = "reply", _("Automatic reply")
+        TEST = "test", _("Test")
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="messages")
+    account = models.ForeignKey(CarrierAccount, on_delete=models.PROTECT, related_name="messages")
+    carrier = models.CharField(max_length=32, help_text="The account's kind, kept for the gate")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    content = models.JSONField(default=dict)
+    content_hash = models.CharField(max_length=64)
+    cause = models.CharField(max_length=16, choices=Cause.choices)
+    cause_ref = models.CharField(max_length=120, blank=True)
+    broadcast = models.ForeignKey(
+        Broadcast, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    staff = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
+    rule = models.CharField(max_length=24, blank=True, help_text="The rule that stopped it")
+    reason = models.CharField(max_length=500, blank=True)
+    idempotency_key = models.CharField(max_length=200)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField(help_text="When it may next be tried")
+    not_after = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    passed_at = models.DateTimeField(null=True, blank=True, help_text="When the gate let it pass")
+    carrier_message_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["brand", "idempotency_key"], name="message_unique_idempotency_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="message_due"),
+            models.Index(fields=["status", "claimed_until"], name="message_claimed"),
+            models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
+            models.Index(fields=["account", "passed_at"], name="message_account_touch"),
+            models.Index(fields=["account", "carrier_message_id"], name="message_carrier_id"),
+            models.Index(fields=["brand", "status", "rule"], name="message_brand_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message #{self.pk} ({self.status})"
+
+    @property
+    def summary(self) -> str:
+        """A one-line description of the content for lists."""
+        c = self.content or {}
+        return str(c.get("text") or c.get("title") or c.get("url") or c.get("image_url") or "")
+
+
+class TouchLock(models.Model):
+    """One row per customer; the gate locks the rows of a batch's customers (in id order) so
+    that two workers and an API send cannot both spend the same cap."""
+
+    customer = models.OneToOneField(
+        Customer, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"touch lock {self.customer_id}"
+
+
+class MessagingPolicy(models.Model):
+    """The brand's touch policy (validated by yutang.messaging.policy.PolicySettings)."""
+
+    brand = models.OneToOneField(
+        Brand, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    settings = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"messaging policy of brand {self.brand_id}"

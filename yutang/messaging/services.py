@@ -1,0 +1,768 @@
+"""Services of the messaging app: the outbox (enqueue, send, broadcast, cancel, confirm),
+the pre-send policy preview, the touch policy, touch history, and the inbound sink that
+turns carrier facts into events, consent changes and lost contacts.
+
+Interfaces other apps call (docs/messaging.md):
+
+- `enqueue_message(*, brand, customer, account, kind, content, cause, idempotency_key, …)`
+  inside the caller's transaction (a journey step and its outbox row commit together);
+- `preview_policy(*, brand, account, kind, content, customer_ids, at=None)`;
+- `yutang.messaging.gate.register_holdout(fn)` for holdout groups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.db import IntegrityError, transaction
+from pydantic import Field, ValidationError, model_validator
+
+from yutang.carriers import inbound
+from yutang.carriers import services as carriers
+from yutang.carriers.base import Capability, CarrierError, Outbound
+from yutang.core import clock
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.models import Brand, CarrierAccount, Staff
+from yutang.core.pagination import page_by_id_desc
+from yutang.core.permissions import Action
+from yutang.core.schemas import StrictInput
+from yutang.customers.models import Customer
+from yutang.events.services import ingest_events
+from yutang.messaging import delivery, gate
+from yutang.messaging.models import Broadcast, Message, MessagingPolicy
+from yutang.messaging.policy import PolicySettings
+
+S = Message.Status
+MAX_BROADCAST = 100_000
+
+
+class MessageContent(StrictInput):
+    """For now text, image, link and mini-program card (the content library comes later)."""
+
+    type: Literal["text", "image", "link", "miniprogram"] = "text"
+    text: str = Field(default="", max_length=4000)
+    subject: str = Field(default="", max_length=200)
+    title: str = Field(default="", max_length=200)
+    url: str = Field(default="", max_length=1000, pattern=r"^(https?://\S+)?$")
+    image_url: str = Field(default="", max_length=1000, pattern=r"^(https?://\S+)?$")
+    appid: str = Field(default="", max_length=64)
+    pagepath: str = Field(default="", max_length=500)
+    template_id: str = Field(default="", max_length=64)
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> MessageContent:
+        need = {
+            "text": ("text", "template_id"),
+            "image": ("image_url",),
+            "link": ("url",),
+            "miniprogram": ("appid",),
+        }[self.type]
+        if not any(getattr(self, n) for n in need):
+            raise ValueError(f"a {self.type} message needs {' or '.join(need)}")
+        return self
+
+
+def clean_content(content: Any, field_name: str = "content") -> dict[str, Any]:
+    if isinstance(content, MessageContent):
+        return content.model_dump(exclude_defaults=True)
+    try:
+        return MessageContent.model_validate(content).model_dump(exclude_defaults=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        path = f"{field_name}.{where}" if where else field_name
+        raise ValidationFailed(f"{path}: {first['msg']}", field=path) from None
+
+
+def content_hash(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def _kind(kind: str) -> str:
+    if kind not in Message.Kind.values:
+        raise ValidationFailed("kind must be service or marketing.", field="kind")
+    return kind
+
+
+# --- Policy ----------------------------------------------------------------------------------
+
+
+def get_policy(*, brand: Brand) -> PolicySettings:
+    return delivery.policy_for(brand.pk)
+
+
+def update_policy(*, actor: Staff, changes: Mapping[str, Any]) -> PolicySettings:
+    from yutang.core import audit
+    from yutang.core.permissions import require
+
+    require(actor, Action.MESSAGING_POLICY_MANAGE)
+    current = get_policy(brand=actor.brand).model_dump()
+    try:
+        policy = PolicySettings.model_validate({**current, **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValidationFailed(f"{where}: {first['msg']}", field=where) from None
+    with transaction.atomic():
+        MessagingPolicy.objects.update_or_create(
+            brand=actor.brand, defaults={"settings": policy.model_dump(), "updated_at": clock.now()}
+        )
+        audit.record(
+            brand=actor.brand,
+            actor=actor,
+            action="messaging.policy",
+            target=actor.brand,
+            changes={
+                k: [current.get(k), v]
+                for k, v in policy.model_dump().items()
+                if current.get(k) != v
+            },
+        )
+    return policy
+
+
+# --- The outbox ------------------------------------------------------------------------------
+
+
+def enqueue_message(
+    *,
+    brand: Brand,
+    customer: Customer,
+    account: CarrierAccount,
+    kind: str,
+    content: Any,
+    cause: str,
+    idempotency_key: str,
+    not_after: dt.datetime | None = None,
+    due_at: dt.datetime | None = None,
+    staff: Staff | None = None,
+    broadcast: Broadcast | None = None,
+    cause_ref: str = "",
+) -> Message:
+    """Write one outbox row in the caller's transaction; the worker sends it after commit.
+    The same idempotency key in the same brand returns the message already written."""
+    if customer.brand_id != brand.pk or account.brand_id != brand.pk:
+        raise ValidationFailed(
+            "The customer and the account must belong to the brand.", field="customer_id"
+        )
+    if cause not in Message.Cause.values:
+        raise ValidationFailed(f"Unknown cause {cause!r}.", field="cause")
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 200:
+        raise ValidationFailed(
+            "idempotency_key is required (1–200 characters).", field="idempotency_key"
+        )
+    body = clean_content(content)
+    now = clock.now()
+    if not_after is not None and not_after <= now:
+        raise ValidationFailed("not_after must be in the future.", field="not_after")
+    existing = Message.objects.filter(brand=brand, idempotency_key=key).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return Message.objects.create(
+                brand=brand,
+                customer=customer,
+                account=account,
+                carrier=account.kind,
+                kind=_kind(kind),
+                content=body,
+                content_hash=content_hash(body),
+                cause=cause,
+                cause_ref=cause_ref[:120],
+                broadcast=broadcast,
+                staff=staff,
+                idempotency_key=key,
+                due_at=due_at or now,
+                not_after=not_after,
+                created_at=now,
+            )
+    except IntegrityError:
+        existing = Message.objects.filter(brand=brand, idempotency_key=key).first()
+        if existing is None:
+            raise
+        return existing
+
+
+def _account(actor: Staff, account_id: int) -> CarrierAccount:
+    account = (
+        CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW)
+        .filter(pk=account_id, is_active=True)
+        .first()
+    )
+    if account is None:
+        raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
+    return account
+
+
+def _customers(actor: Staff, ids: Sequence[int]) -> dict[int, Customer]:
+    found = {
+        c.pk: c for c in Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk__in=ids)
+    }
+    for n, cid in enumerate(ids):
+        if cid not in found:
+            raise NotFound(f"No such customer: {cid}.", field=f"customer_ids.{n}")
+    return found
+
+
+def send_message(
+    *,
+    actor: Staff,
+    customer_id: int,
+    account_id: int,
+    kind: str,
+    content: Any,
+    idempotency_key: str | None = None,
+    not_after: dt.datetime | None = None,
+) -> Message:
+    """A staff member's manual message: through the same outbox and gate as everything else."""
+    from yutang.core.permissions import require
+
+    require(actor, Action.MESSAGE_SEND)
+    account = _account(actor, account_id)
+    customer = _customers(actor, [customer_id])[customer_id]
+    key = idempotency_key or f"manual:{actor.pk}:{clock.now().timestamp()}:{customer_id}"
+    with transaction.atomic():
+        return enqueue_message(
+            brand=actor.brand,
+            customer=customer,
+            account=account,
+            kind=kind,
+            content=content,
+            cause="manual",
+            idempotency_key=key,
+            not_after=not_after,
+            staff=actor,
+        )
+
+
+def create_broadcast(
+    *,
+    actor: Staff,
+    account_id: int,
+    kind: str,
+    content: Any,
+    customer_ids: Sequence[int],
+    name: str = "",
+    not_after: dt.datetime | None = None,
+) -> Broadcast:
+    """A 群发 to a list of customers, all or nothing. Each message passes the gate at send
+    time; `preview_policy` shows beforehand how many the gate would stop and why."""
+    from yutang.core.permissions import require
+
+    require(actor, Action.MESSAGE_BROADCAST)
+    ids = list(dict.fromkeys(customer_ids))
+    if not ids or len(ids) > MAX_BROADCAST:
+        raise ValidationFailed(f"Give 1 to {MAX_BROADCAST} customers.", field="customer_ids")
+    account = _account(actor, account_id)
+    found = _customers(actor, ids)
+    body = clean_content(content)
+    now = clock.now()
+    with transaction.atomic():
+        broadcast = Broadcast.objects.create(
+            brand=actor.brand,
+            account=account,
+            staff=actor,
+            name=name[:120],
+            kind=_kind(kind),
+            content=body,
+            target={"customer_ids": ids},
+            total=len(ids),
+            created_at=now,
+        )
+        Message.objects.bulk_create(
+            [
+                Message(
+                    brand=actor.brand,
+                    customer=found[cid],
+                    account=account,
+                    carrier=account.kind,
+                    kind=kind,
+                    content=body,
+                    content_hash=content_hash(body),
+                    cause="broadcast",
+                    broadcast=broadcast,
+                    staff=actor,
+                    idempotency_key=f"broadcast:{broadcast.pk}:{cid}",
+                    due_at=now,
+                    not_after=not_after,
+                    created_at=now,
+                )
+                for cid in ids
+            ],
+            batch_size=1000,
+        )
+    return broadcast
+
+
+@dataclass
+class PolicyPreview:
+    total: int
+    would_send: int
+    blocked: dict[str, int] = field(default_factory=dict)
+    deferred: dict[str, int] = field(default_factory=dict)
+    expired: dict[str, int] = field(default_factory=dict)
+
+
+def preview_policy(
+    *,
+    brand: Brand,
+    account: CarrierAccount,
+    kind: str,
+    content: Any,
+    customer_ids: Iterable[int],
+    at: dt.datetime | None = None,
+) -> PolicyPreview:
+    """What the gate would do with a would-be broadcast now (or at `at`): counts per rule.
+    Reads only; nothing is locked or written."""
+    body = clean_content(content)
+    h = content_hash(body)
+    ids = list(dict.fromkeys(customer_ids))
+    now = at or clock.now()
+    candidates = [
+        gate.Candidate(
+            customer_id=cid,
+            account_id=account.pk,
+            carrier=account.kind,
+            kind=_kind(kind),
+            content_hash=h,
+        )
+        for cid in ids
+    ]
+    ctx = delivery.load_context(
+        brand=brand, candidates=candidates, now=now, adapters=delivery.Adapters()
+    )
+    outcomes: dict[str, Counter[str]] = {
+        "block": Counter(),
+        "defer": Counter(),
+        "expire": Counter(),
+    }
+    passed = 0
+    for c in candidates:
+        d = gate.evaluate(c, ctx)
+        if d.outcome == "pass":
+            ctx.record(c)
+            passed += 1
+        else:
+            outcomes[d.outcome][d.rule] += 1
+    return PolicyPreview(
+        total=len(ids),
+        would_send=passed,
+        blocked=dict(outcomes["block"]),
+        deferred=dict(outcomes["defer"]),
+        expired=dict(outcomes["expire"]),
+    )
+
+
+def preview_for_actor(
+    *, actor: Staff, account_id: int, kind: str, content: Any, customer_ids: Sequence[int]
+) -> PolicyPreview:
+    from yutang.core.permissions import require
+
+    require(actor, Action.MESSAGE_BROADCAST)
+    account = _account(actor, account_id)
+    ids = list(dict.fromkeys(customer_ids))
+    _customers(actor, ids)
+    return preview_policy(
+        brand=actor.brand, account=account, kind=kind, content=content, customer_ids=ids
+    )
+
+
+def cancel_message(*, actor: Staff, message_id: int) -> Message:
+    """Cancel a message that has not gone out yet (queued or deferred)."""
+    qs = Message.objects.for_actor(actor, Action.MESSAGE_SEND).filter(pk=message_id)
+    if not qs.exists():
+        raise NotFound(f"No such message: {message_id}.", field="message_id")
+    changed = Message.objects.filter(pk=message_id, status__in=[S.QUEUED, S.DEFERRED]).update(
+        status=S.CANCELLED, finished_at=clock.now()
+    )
+    message = Message.objects.get(pk=message_id)
+    if not changed:
+        raise Conflict(
+            f"Only queued or deferred messages can be cancelled; this one is {message.status}.",
+            field="status",
+        )
+    return message
+
+
+def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
+    """Staff confirmed the mass message on the carrier (WeCom 群发): its waiting messages are
+    sent. Returns how many."""
+    broadcast = (
+        Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
+    )
+    if broadcast is None:
+        raise NotFound(f"No such broadcast: {broadcast_id}.", field="broadcast_id")
+    now = clock.now()
+    with transaction.atomic():
+        rows = list(
+            Message.objects.select_for_update().filter(
+                broadcast=broadcast, status=S.PENDING_CONFIRMATION
+            )
+        )
+        Message.objects.filter(pk__in=[m.pk for m in rows]).update(
+            status=S.SENT, sent_at=now, claimed_until=None
+        )
+        if rows:
+            ingest_events(
+                brand=actor.brand,
+                items=[
+                    {
+                        "type": "message.sent",
+                        "occurred_at": now,
+                        "source": "messaging",
+                        "idempotency_key": f"message.sent:{m.pk}",
+                        "customer_id": m.customer_id,
+                        "properties": {
+                            "carrier": m.carrier,
+                            "account_id": str(m.account_id),
+                            "message_id": str(m.pk),
+                            "kind": m.kind,
+                        },
+                    }
+                    for m in rows
+                ],
+            )
+    return len(rows)
+
+
+MESSAGE_FILTERS = {
+    "status",
+    "rule",
+    "carrier",
+    "staff_id",
+    "customer_id",
+    "account_id",
+    "broadcast_id",
+}
+
+
+def list_messages(
+    *, actor: Staff, filters: Mapping[str, Any], cursor: str | None = None, limit: int = 50
+) -> tuple[list[Message], str | None]:
+    qs = Message.objects.for_actor(actor, Action.MESSAGE_VIEW).select_related("account", "customer")
+    for name, value in filters.items():
+        if value in (None, ""):
+            continue
+        if name not in MESSAGE_FILTERS:
+            raise ValidationFailed(f"Unknown filter {name!r}.", field=name)
+        if name == "status" and value not in S.values:
+            raise ValidationFailed(f"Unknown status {value!r}.", field="status")
+        if name == "rule" and value not in (*gate.RULES, "deadline", "confirmation"):
+            raise ValidationFailed(f"Unknown rule {value!r}.", field="rule")
+        qs = qs.filter(**{name: value})
+    return page_by_id_desc(qs, cursor=cursor, limit=limit)
+
+
+def touch_history(*, actor: Staff, customer_id: int, limit: int = 50) -> list[Message]:
+    """The customer's messages, newest first, for the portrait."""
+    if not Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk=customer_id).exists():
+        raise NotFound(f"No such customer: {customer_id}.", field="customer_id")
+    return list(
+        Message.objects.for_actor(actor, Action.MESSAGE_VIEW)
+        .filter(customer_id=customer_id)
+        .select_related("account")
+        .order_by("-id")[:limit]
+    )
+
+
+def send_test(*, account: CarrierAccount, customer: Customer, text: str) -> Message:
+    """`yutang send-test`: a service message through the whole pipeline, delivered now."""
+    message = enqueue_message(
+        brand=account.brand,
+        customer=customer,
+        account=account,
+        kind="service",
+        content={"type": "text", "text": text},
+        cause="test",
+        idempotency_key=f"test:{clock.now().timestamp()}",
+    )
+    delivery.deliver_due_messages()
+    message.refresh_from_db()
+    return message
+
+
+# --- Inbound ---------------------------------------------------------------------------------
+
+CONTACT_IDENTITY = {"wecom": "wecom_external_userid", "sandbox": "wecom_external_userid"}
+_PUNCTUATION = re.compile(r"[\s\.,!?。，！？~～]+")
+
+
+def is_unsubscribe(text: str, keywords: Iterable[str]) -> bool:
+    """The whole reply is one of the keywords (case- and punctuation-insensitive); a sentence
+    that merely contains 取消 is not an unsubscribe."""
+    cleaned = _PUNCTUATION.sub("", text).casefold()
+    return bool(cleaned) and cleaned in {_PUNCTUATION.sub("", k).casefold() for k in keywords}
+
+
+def _event(brand_id: int, item: dict[str, Any]) -> None:
+    brand = Brand.objects.get(pk=brand_id)
+    (result,) = ingest_events(brand=brand, items=[{"source": "carrier", **item}])
+    if result.status == "rejected":
+        assert result.error is not None
+        raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
+
+
+def _welcome(
+    fact: inbound.ContactAdded, account: CarrierAccount
+) -> tuple[str, dict[str, Any]] | None:
+    """Send the welcome FIRST (WeCom allows it within 20 s, once, before any other call)."""
+    content = inbound.welcome_for(fact)
+    text = content.text if content else delivery.policy_for(account.brand_id).default_welcome
+    if not text:
+        return None
+    adapter = carriers.adapter_for(account)
+    if Capability.WELCOME_MESSAGE not in adapter.capabilities:
+        return None
+    body = {"type": "text", "text": text}
+    if content and content.attachments:
+        body["attachments"] = list(content.attachments)  # type: ignore[assignment]
+    contact = carriers.contact_hash(account.pk, fact.external_id)[:32]
+    key = f"welcome:{account.pk}:{contact}:{fact.occurred_at.timestamp()}"
+    try:
+        result = adapter.send(
+            Outbound(
+                idempotency_key=f"{account.brand_id}:{key}",
+                brand_id=account.brand_id,
+                account_id=account.pk,
+                customer_id=0,
+                recipient=fact.external_id,
+                kind="service",
+                content={**body, "welcome_code": fact.welcome_code},
+                cause="welcome",
+            )
+        )
+    except CarrierError as exc:
+        carriers.record_send_error(account_id=account.pk, reason=f"welcome: {exc.reason}")
+        return None
+    return key, {**body, "carrier_message_id": result.carrier_message_id}
+
+
+def handle_inbound(fact: inbound.InboundFact) -> None:
+    """The sink registered with carriers.inbound; runs in the callback's transaction."""
+    account = CarrierAccount.objects.select_related("brand").get(pk=fact.account_id)
+    at = fact.occurred_at
+    if isinstance(fact, inbound.ContactAdded):
+        welcome = _welcome(fact, account)
+        identities = [
+            {"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in fact.identities
+        ]
+        kind = CONTACT_IDENTITY.get(account.kind)
+        if kind:
+            identities.append({"kind": kind, "value": fact.external_id, "namespace": ""})
+        h = carriers.contact_hash(account.pk, fact.external_id)[:24]
+        brand = account.brand
+        (result,) = ingest_events(
+            brand=brand,
+            items=[
+                {
+                    "type": "contact.added",
+                    "occurred_at": at,
+                    "source": "carrier",
+                    "idempotency_key": f"contact.added:{account.pk}:{h}:{at.timestamp()}",
+                    "identities": identities,
+                    "properties": {
+                        "carrier": account.kind,
+                        "account_id": str(account.pk),
+                        **({"live_code": fact.state} if fact.state else {}),
+                    },
+                }
+            ],
+        )
+        if result.status == "rejected" or result.customer_id is None:
+            raise ValidationFailed(f"contact.added rejected: {result.error}", field="identities")
+        customer = Customer.objects.get(pk=result.customer_id)
+        carriers.record_contact(
+            account_id=account.pk,
+            brand_id=account.brand_id,
+            external_id=fact.external_id,
+            customer=customer,
+            state=fact.state,
+            at=at,
+        )
+        if welcome is not None:
+            key, body = welcome
+            mid = body.pop("carrier_message_id")
+            Message.objects.get_or_create(
+                brand=brand,
+                idempotency_key=key,
+                defaults=dict(
+                    customer=customer,
+                    account=account,
+                    carrier=account.kind,
+                    kind="service",
+                    content=body,
+                    content_hash=content_hash(body),
+                    cause="welcome",
+                    status=S.SENT,
+                    due_at=at,
+                    passed_at=clock.now(),
+                    sent_at=clock.now(),
+                    created_at=clock.now(),
+                    carrier_message_id=mid,
+                    attempts=1,
+                ),
+            )
+        for handler in inbound.contact_added_handlers():
+            handler(fact, customer.pk)
+        return
+    if isinstance(fact, inbound.ContactDeleted):
+        contact = carriers.mark_contact_lost(
+            account_id=account.pk, external_id=fact.external_id, by=fact.by, at=at
+        )
+        if contact is not None:
+            _event(
+                account.brand_id,
+                {
+                    "type": "contact.deleted",
+                    "occurred_at": at,
+                    "customer_id": contact.customer_id,
+                    "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
+                    "properties": {
+                        "carrier": account.kind,
+                        "account_id": str(account.pk),
+                        "by": fact.by,
+                    },
+                },
+            )
+        return
+    if isinstance(fact, inbound.DeliveryReceipt):
+        _receipt(fact, account)
+        return
+    sender = carriers.customer_for_sender(account=account, external_id=fact.external_id)
+    if sender is None:
+        return  # a sender Yutang does not know: nothing to attach it to
+    customer = sender
+    base = {"occurred_at": at, "customer_id": customer.pk}
+    if isinstance(fact, inbound.MessageReceived):
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": "message.received",
+                "idempotency_key": (
+                    f"message.received:{account.pk}:"
+                    f"{fact.carrier_message_id or at.timestamp()}:{customer.pk}"
+                ),
+                "properties": {
+                    "carrier": account.kind,
+                    "account_id": str(account.pk),
+                    "text": fact.text[:4000],
+                    **({"message_id": fact.carrier_message_id} if fact.carrier_message_id else {}),
+                },
+            },
+        )
+        policy = delivery.policy_for(account.brand_id)
+        if is_unsubscribe(fact.text, policy.unsubscribe_keywords):
+            _unsubscribe(customer, account, fact, policy)
+    elif isinstance(fact, inbound.GroupJoined | inbound.GroupLeft):
+        kind = "group.joined" if isinstance(fact, inbound.GroupJoined) else "group.left"
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": kind,
+                "idempotency_key": f"{kind}:{fact.group_id}:{customer.pk}:{at.timestamp()}",
+                "properties": {"carrier": account.kind, "group_id": fact.group_id},
+            },
+        )
+    elif isinstance(fact, inbound.LinkClicked):
+        _event(
+            account.brand_id,
+            {
+                **base,
+                "type": "link.clicked",
+                "idempotency_key": f"link.clicked:{account.pk}:{customer.pk}:{at.timestamp()}",
+                "properties": {"link": fact.link, "channel": account.kind},
+            },
+        )
+
+
+def _unsubscribe(
+    customer: Customer,
+    account: CarrierAccount,
+    fact: inbound.MessageReceived,
+    policy: PolicySettings,
+) -> None:
+    """Withdraw marketing consent on this carrier and confirm once."""
+    from yutang.customers.models import Consent
+
+    already = Consent.objects.filter(
+        customer=customer, purpose="marketing", carrier=account.kind, status="withdrawn"
+    ).exists()
+    if already:
+        return
+    _event(
+        account.brand_id,
+        {
+            "type": "consent.changed",
+            "occurred_at": fact.occurred_at,
+            "customer_id": customer.pk,
+            "idempotency_key": (
+                f"unsubscribe:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}"
+            ),
+            "properties": {
+                "purpose": "marketing",
+                "status": "withdrawn",
+                "carrier": account.kind,
+                "proof": f"reply: {fact.text[:100]}",
+            },
+        },
+    )
+    if policy.unsubscribe_confirmation:
+        enqueue_message(
+            brand=account.brand,
+            customer=customer,
+            account=account,
+            kind="service",
+            content={"type": "text", "text": policy.unsubscribe_confirmation},
+            cause="reply",
+            idempotency_key=f"unsubscribe-confirm:{account.pk}:{customer.pk}:{fact.occurred_at.timestamp()}",
+        )
+
+
+def _receipt(fact: inbound.DeliveryReceipt, account: CarrierAccount) -> None:
+    message = Message.objects.filter(
+        account=account, carrier_message_id=fact.carrier_message_id
+    ).first()
+    if message is None:
+        return
+    at = fact.occurred_at
+    if fact.status == "failed":
+        Message.objects.filter(pk=message.pk, status=S.SENT).update(
+            status=S.FAILED,
+            reason=fact.reason[:500] or "the carrier reported a failure",
+            finished_at=at,
+        )
+        return
+    order = [S.SENT, S.DELIVERED, S.READ]
+    target = S.DELIVERED if fact.status == "delivered" else S.READ
+    before = order[: order.index(target)]
+    stamp = {"delivered_at": at} if target == S.DELIVERED else {"read_at": at}
+    if Message.objects.filter(pk=message.pk, status__in=before).update(status=target, **stamp):
+        _event(
+            account.brand_id,
+            {
+                "type": f"message.{fact.status}",
+                "occurred_at": at,
+                "customer_id": message.customer_id,
+                "idempotency_key": f"message.{fact.status}:{message.pk}",
+                "properties": {
+                    "carrier": account.kind,
+                    "account_id": str(account.pk),
+                    "message_id": str(message.pk),
+                    "kind": message.kind,
+                },
+            },
+        )

@@ -1,0 +1,338 @@
+"""The outbox end to end through the sandbox carrier: enqueue in the caller's transaction,
+the gate at send time, deferral and expiry, retries, events, inbound callbacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.db import transaction
+
+from tests.factories import Api, make_staff
+from yutang.carriers import services as carriers
+from yutang.carriers import signing
+from yutang.carriers.adapters import sandbox
+from yutang.carriers.base import CallbackRejected, CallbackRequest
+from yutang.carriers.models import CarrierContact, InboundReceipt, SandboxDelivery
+from yutang.core.clock import FrozenClock, use_clock
+from yutang.customers.models import Consent
+from yutang.events.models import Event
+from yutang.messaging import services
+from yutang.messaging.delivery import deliver_due_messages
+from yutang.messaging.models import Message
+from yutang.messaging.tests.helpers import NOON, SECRET, add_contact, setup
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def frozen():
+    with use_clock(FrozenClock(NOON)) as c:
+        yield c
+
+
+def enqueue(brand, customer, account, key, kind="marketing", text="春季新品", **kw):
+    return services.enqueue_message(
+        brand=brand,
+        customer=customer,
+        account=account,
+        kind=kind,
+        content={"type": "text", "text": text},
+        cause="journey",
+        idempotency_key=key,
+        **kw,
+    )
+
+
+def test_enqueued_in_a_rolled_back_transaction_leaves_nothing(frozen):
+    brand, account, (c1, *_) = setup(1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue(brand, c1, account, "k1")
+        raise RuntimeError("the journey step failed")
+    assert not Message.objects.exists()
+
+
+def test_a_message_goes_once_to_the_sandbox_with_a_sent_event(frozen):
+    brand, account, (c1, *_) = setup(1)
+    m = enqueue(brand, c1, account, "k1")
+    assert enqueue(brand, c1, account, "k1").pk == m.pk  # same key, same message
+    assert deliver_due_messages() == 1
+    m.refresh_from_db()
+    assert (m.status, m.attempts, m.sent_at) == ("sent", 1, NOON)
+    d = SandboxDelivery.objects.get()
+    assert d.idempotency_key == f"{brand.pk}:k1" and d.content["text"] == "春季新品"
+    assert m.carrier_message_id == f"sbx-{d.pk}"
+    ev = Event.objects.get(type="message.sent")
+    assert ev.customer_id == c1.pk and ev.properties["message_id"] == str(m.pk)
+    assert deliver_due_messages() == 0
+
+
+def test_second_marketing_message_the_same_day_is_blocked_by_frequency(frozen):
+    brand, account, (c1, *_) = setup(1)
+    enqueue(brand, c1, account, "k1")
+    enqueue(brand, c1, account, "k2", text="another")
+    deliver_due_messages()
+    statuses = dict(Message.objects.values_list("idempotency_key", "status"))
+    assert statuses == {"k1": "sent", "k2": "blocked"}
+    assert Message.objects.get(idempotency_key="k2").rule == "frequency"
+    assert SandboxDelivery.objects.count() == 1
+
+
+def test_no_consent_blocks_and_a_deleted_contact_blocks(frozen):
+    brand, account, (c1,) = setup(1)
+    c2 = add_contact(account, "no-consent", consent=False)
+    sandbox.emit(
+        carriers.account_config(account),
+        [{"type": "contact.deleted", "contact": f"wm-{brand.pk}-0", "id": "del-1"}],
+    )
+    enqueue(brand, c1, account, "k1")
+    enqueue(brand, c2, account, "k2")
+    deliver_due_messages()
+    rules = dict(Message.objects.values_list("idempotency_key", "rule"))
+    assert rules == {"k1": "carrier", "k2": "consent"}
+    assert Event.objects.filter(type="contact.deleted", customer=c1).count() == 1
+    assert CarrierContact.objects.get(customer=c1).status == "lost"
+
+
+def test_quiet_hours_defer_then_send_when_allowed(frozen):
+    brand, account, (c1,) = setup(1)
+    frozen.set(dt.datetime(2026, 3, 11, 14, 0, tzinfo=dt.UTC))  # 22:00 Shanghai
+    m = enqueue(brand, c1, account, "k1")
+    deliver_due_messages()
+    m.refresh_from_db()
+    assert (m.status, m.rule) == ("deferred", "quiet_hours")
+    assert m.due_at == dt.datetime(2026, 3, 12, 0, 30, tzinfo=dt.UTC)  # 08:30 Shanghai
+    frozen.set(dt.datetime(2026, 3, 12, 0, 29, tzinfo=dt.UTC))
+    assert deliver_due_messages() == 0
+    frozen.set(dt.datetime(2026, 3, 12, 0, 30, tzinfo=dt.UTC))
+    deliver_due_messages()
+    m.refresh_from_db()
+    assert m.status == "sent" and SandboxDelivery.objects.count() == 1
+
+
+def test_a_deferred_message_expires_at_its_deadline(frozen):
+    brand, account, (c1,) = setup(1)
+    frozen.set(dt.datetime(2026, 3, 11, 14, 0, tzinfo=dt.UTC))
+    m = enqueue(brand, c1, account, "k1", not_after=dt.datetime(2026, 3, 11, 15, 0, tzinfo=dt.UTC))
+    deliver_due_messages()
+    m.refresh_from_db()
+    assert (m.status, m.rule) == ("expired", "quiet_hours")
+    assert not SandboxDelivery.objects.exists()
+
+
+def test_service_messages_pass_quiet_hours(frozen):
+    brand, account, (c1,) = setup(1)
+    frozen.set(dt.datetime(2026, 3, 11, 14, 0, tzinfo=dt.UTC))
+    m = enqueue(brand, c1, account, "k1", kind="service", text="您的订单已发货")
+    deliver_due_messages()
+    m.refresh_from_db()
+    assert m.status == "sent"
+
+
+def test_signed_callbacks_are_verified_and_replays_stored_once(frozen):
+    brand, account, _ = setup(0)
+    body = json.dumps(
+        {
+            "events": [
+                {
+                    "id": "e1",
+                    "type": "contact.added",
+                    "contact": "wm-x",
+                    "occurred_at": NOON.isoformat(),
+                }
+            ]
+        }
+    ).encode()
+    client = Api(make_staff(brand)).client
+    url = f"/api/v1/carriers/{account.pk}/callback"
+    bad = client.post(
+        url,
+        data=body,
+        content_type="application/json",
+        headers={"X-Yutang-Signature": signing.signature("wrong", int(NOON.timestamp()), body)},
+    )
+    assert bad.status_code == 401 and bad.json()["code"] == "callback_rejected"
+    stale = client.post(
+        url,
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-Yutang-Signature": signing.signature(SECRET, int(NOON.timestamp()) - 600, body)
+        },
+    )
+    assert stale.status_code == 401 and "window" in stale.json()["message"]
+    assert not InboundReceipt.objects.exists() and not Event.objects.exists()
+    good = {"X-Yutang-Signature": signing.signature(SECRET, int(NOON.timestamp()), body)}
+    for _ in range(2):
+        r = client.post(url, data=body, content_type="application/json", headers=good)
+        assert r.status_code == 200
+    assert r.json() == {"accepted": 0}
+    assert InboundReceipt.objects.count() == 1
+    assert Event.objects.filter(type="contact.added").count() == 1
+    assert CarrierContact.objects.count() == 1
+
+
+def test_bad_callback_bodies_name_the_path(frozen):
+    brand, account, _ = setup(0)
+    body = json.dumps(
+        {"events": [{"id": "e1", "type": "contact.added", "occurred_at": "x"}]}
+    ).encode()
+    with pytest.raises(CallbackRejected, match=r"events\.0\.occurred_at"):
+        carriers.receive_callback(
+            account_id=account.pk,
+            request=CallbackRequest(headers=signing.sign(SECRET, body), body=body),
+        )
+    assert not InboundReceipt.objects.exists()
+
+
+def test_replies_become_events_and_unsubscribe_withdraws_once_and_confirms_once(frozen):
+    brand, account, (c1,) = setup(1)
+    config = carriers.account_config(account)
+    contact = f"wm-{brand.pk}-0"
+    sandbox.emit(
+        config, [{"type": "message.received", "contact": contact, "text": "在吗", "id": "r0"}]
+    )
+    assert Event.objects.filter(type="message.received", customer=c1).count() == 1
+    assert services.is_unsubscribe("TD", ["退订", "TD"]) and services.is_unsubscribe(
+        " 退订！", ["退订"]
+    )
+    assert not services.is_unsubscribe("不要取消我的订单", ["取消"])
+    for n, text in enumerate(["退订", "td", "退订。"]):
+        frozen.advance(dt.timedelta(minutes=1))
+        sandbox.emit(
+            config,
+            [{"type": "message.received", "contact": contact, "text": text, "id": f"r{n + 1}"}],
+        )
+    consent = Consent.objects.get(customer=c1, purpose="marketing", carrier="sandbox")
+    assert consent.status == "withdrawn"
+    confirmations = Message.objects.filter(cause="reply")
+    assert confirmations.count() == 1
+    enqueue(brand, c1, account, "k-after")
+    deliver_due_messages()
+    assert Message.objects.get(idempotency_key="k-after").rule == "consent"
+    assert confirmations.get().status == "sent"  # the confirmation is a service message
+
+
+def test_delivery_receipts_move_status_forward_and_emit_events(frozen):
+    brand, account, (c1,) = setup(1)
+    m = enqueue(brand, c1, account, "k1")
+    deliver_due_messages()
+    m.refresh_from_db()
+    config = carriers.account_config(account)
+    sandbox.emit(
+        config,
+        [
+            {
+                "type": "delivery.receipt",
+                "message_id": m.carrier_message_id,
+                "status": "read",
+                "id": "rc1",
+            },
+            {
+                "type": "delivery.receipt",
+                "message_id": m.carrier_message_id,
+                "status": "delivered",
+                "id": "rc2",
+            },
+        ],
+    )
+    m.refresh_from_db()
+    assert m.status == "read"
+    assert Event.objects.filter(type="message.read").count() == 1
+    assert not Event.objects.filter(type="message.delivered").exists()  # never backwards
+
+
+def test_welcome_goes_first_from_the_provider_then_default(frozen):
+    from yutang.carriers import inbound
+
+    brand, account, _ = setup(0)
+
+    def provider(fact):
+        return inbound.WelcomeContent(text=f"欢迎 from {fact.state}") if fact.state else None
+
+    inbound.register_welcome_provider(provider)
+    try:
+        add_contact(account, "wm-w1", state="livecode-7")
+    finally:
+        inbound._WELCOME_PROVIDERS.remove(provider)
+    first = SandboxDelivery.objects.get()
+    assert first.content["text"] == "欢迎 from livecode-7"
+    welcome = Message.objects.get(cause="welcome")
+    assert (
+        welcome.status == "sent" and welcome.customer.pk == CarrierContact.objects.get().customer_id
+    )
+
+
+def test_sandbox_behaviour_hook_replies_through_the_callback_path(frozen):
+    brand, account, (c1,) = setup(1)
+    sandbox.set_behaviour(
+        lambda out: [{"type": "message.received", "contact": out.recipient, "text": "TD"}]
+    )
+    try:
+        enqueue(brand, c1, account, "k1")
+        deliver_due_messages()
+    finally:
+        sandbox.set_behaviour(None)
+    assert InboundReceipt.objects.filter(kind="MessageReceived").count() == 1
+    assert Consent.objects.get(customer=c1, carrier="sandbox").status == "withdrawn"
+
+
+def test_pending_confirmation_then_confirm_or_timeout(frozen):
+    brand, account, customers = setup(2, confirm_broadcasts=True)
+    admin = make_staff(brand)
+    b = services.create_broadcast(
+        actor=admin,
+        account_id=account.pk,
+        kind="marketing",
+        content={"text": "新品"},
+        customer_ids=[customers[0].pk],
+    )
+    deliver_due_messages()
+    m = Message.objects.get(broadcast=b)
+    assert m.status == "pending_confirmation"
+    assert services.confirm_broadcast(actor=admin, broadcast_id=b.pk) == 1
+    m.refresh_from_db()
+    assert m.status == "sent"
+    b2 = services.create_broadcast(
+        actor=admin,
+        account_id=account.pk,
+        kind="marketing",
+        content={"text": "二号"},
+        customer_ids=[customers[1].pk],
+    )
+    deliver_due_messages()
+    frozen.advance(dt.timedelta(hours=25))
+    deliver_due_messages()
+    m2 = Message.objects.get(broadcast=b2)
+    assert (m2.status, m2.rule) == ("expired", "confirmation")
+
+
+def test_preview_counts_blocked_and_deferred_by_rule(frozen):
+    brand, account, customers = setup(3)
+    no_consent = add_contact(account, "wm-nc", consent=False)
+    enqueue(brand, customers[0], account, "earlier")
+    deliver_due_messages()
+    p = services.preview_policy(
+        brand=brand,
+        account=account,
+        kind="marketing",
+        content={"text": "x"},
+        customer_ids=[c.pk for c in customers] + [no_consent.pk],
+    )
+    assert (p.total, p.would_send, p.blocked, p.deferred) == (
+        4,
+        2,
+        {"frequency": 1, "consent": 1},
+        {},
+    )
+    late = services.preview_policy(
+        brand=brand,
+        account=account,
+        kind="marketing",
+        content={"text": "x"},
+        customer_ids=[customers[1].pk],
+        at=dt.datetime(2026, 3, 11, 14, tzinfo=dt.UTC),
+    )
+    assert late.deferred == {"quiet_hours": 1}
+    assert not Message.objects.filter(idempotency_key__startswith="broadcast").exists()

@@ -1,0 +1,218 @@
+"""The gate's rules, one by one and in order, on pure contexts; quiet hours across midnight
+and daylight-saving zones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+
+from yutang.messaging import gate
+from yutang.messaging.policy import PlatformLimit, PolicySettings
+
+SH = zoneinfo.ZoneInfo("Asia/Shanghai")
+NY = zoneinfo.ZoneInfo("America/New_York")
+NOW = dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC)  # 10:00 in Shanghai
+
+
+def ctx(now: dt.datetime = NOW, tz: zoneinfo.ZoneInfo = SH, **policy: object) -> gate.GateContext:
+    c = gate.GateContext(now=now, tz=tz, policy=PolicySettings.model_validate(policy))
+    c.recipients[(1, 10)] = "wm-1"
+    c.consents[(1, "marketing", "")] = "granted"
+    return c
+
+
+def cand(kind: str = "marketing", **kw: object) -> gate.Candidate:
+    base: dict[str, object] = dict(
+        customer_id=1, account_id=10, carrier="wecom", kind=kind, content_hash="h1"
+    )
+    return gate.Candidate(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def touch(
+    at: dt.datetime, kind: str = "marketing", carrier: str = "wecom", h: str = "old"
+) -> gate.Touch:
+    return gate.Touch(at, kind, carrier, h)
+
+
+def test_a_consenting_contact_passes():
+    assert gate.evaluate(cand(), ctx()) == gate.Decision("pass")
+
+
+def test_carrier_rule_blocks_a_customer_who_deleted_the_account():
+    c = ctx()
+    c.recipients.clear()
+    assert gate.evaluate(cand(), c).rule == "carrier"
+
+
+def test_consent_needs_a_grant_for_marketing_and_respects_carrier_withdrawal():
+    c = ctx()
+    c.consents.clear()
+    assert gate.evaluate(cand(), c).rule == "consent"
+    assert gate.evaluate(cand("service"), c).outcome == "pass"
+    c.consents[(1, "marketing", "")] = "granted"
+    c.consents[(1, "marketing", "wecom")] = "withdrawn"
+    assert gate.evaluate(cand(), c).rule == "consent"
+    assert gate.evaluate(cand(carrier="sms"), c).outcome == "pass"  # withdrawn on wecom only
+
+
+def test_frequency_caps_daily_then_weekly_and_service_separately():
+    c = ctx()
+    c.touches[1] = [touch(NOW - dt.timedelta(hours=1))]
+    d = gate.evaluate(cand(), c)
+    assert (d.outcome, d.rule, d.reason) == ("block", "frequency", "marketing touches per day")
+    c.touches[1] = [touch(NOW - dt.timedelta(days=d)) for d in (1, 2, 3)]
+    assert gate.evaluate(cand(), c).reason == "marketing touches per 7 days"
+    c.touches[1] = [touch(NOW - dt.timedelta(days=d)) for d in (1, 2, 8)]
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    c.touches[1] = [touch(NOW - dt.timedelta(minutes=m), "service") for m in range(5)]
+    assert gate.evaluate(cand("service"), c).rule == "frequency"
+    assert gate.evaluate(cand(), c).outcome == "pass"  # service touches don't spend marketing caps
+
+
+def test_the_day_is_the_brands_local_day():
+    # 23:00 Shanghai yesterday = 15:00 UTC: a different local day from 10:00 today.
+    c = ctx(quiet_hours_enabled=False)
+    c.touches[1] = [touch(dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC))]
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    c.touches[1] = [touch(dt.datetime(2026, 3, 10, 16, 30, tzinfo=dt.UTC))]  # 00:30 today
+    assert gate.evaluate(cand(), c).rule == "frequency"
+
+
+def test_per_carrier_cap():
+    c = ctx(marketing_per_day=5, carrier_caps={"wecom": {"per_day": 1}})
+    c.touches[1] = [touch(NOW - dt.timedelta(hours=1), carrier="sms")]
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    c.touches[1] = [touch(NOW - dt.timedelta(hours=1))]
+    assert gate.evaluate(cand(), c).reason == "wecom touches per day"
+
+
+@pytest.mark.parametrize(
+    ("local", "quiet"),
+    [
+        ("21:29", False),
+        ("21:30", True),
+        ("23:59", True),
+        ("00:00", True),
+        ("08:29", True),
+        ("08:30", False),
+        ("12:00", False),
+    ],
+)
+def test_quiet_hours_across_midnight(local, quiet):
+    h, m = map(int, local.split(":"))
+    moment = dt.datetime(2026, 3, 11, h, m, tzinfo=SH)
+    window = (dt.time(21, 30), dt.time(8, 30))
+    assert gate.is_within_quiet_hours(moment, SH, window) is quiet
+
+
+def test_marketing_in_quiet_hours_is_deferred_to_the_end_never_dropped():
+    late = dt.datetime(2026, 3, 11, 22, 0, tzinfo=SH)
+    d = gate.evaluate(cand(), ctx(now=late.astimezone(dt.UTC)))
+    assert (d.outcome, d.rule) == ("defer", "quiet_hours")
+    assert d.until == dt.datetime(2026, 3, 12, 8, 30, tzinfo=SH)
+    early = dt.datetime(2026, 3, 12, 7, 0, tzinfo=SH)
+    assert gate.evaluate(cand(), ctx(now=early.astimezone(dt.UTC))).until == dt.datetime(
+        2026, 3, 12, 8, 30, tzinfo=SH
+    )
+    assert gate.evaluate(cand("service"), ctx(now=late.astimezone(dt.UTC))).outcome == "pass"
+
+
+def test_a_deferral_past_the_deadline_expires():
+    late = dt.datetime(2026, 3, 11, 22, 0, tzinfo=SH)
+    d = gate.evaluate(
+        cand(not_after=dt.datetime(2026, 3, 11, 23, 0, tzinfo=SH)), ctx(now=late.astimezone(dt.UTC))
+    )
+    assert (d.outcome, d.rule) == ("expire", "quiet_hours")
+
+
+def test_quiet_hours_in_a_daylight_saving_zone():
+    # New York springs forward on 2026-03-08 at 02:00 -> 03:00. A window ending at 02:30
+    # local ends at an instant that does not exist: the first allowed instant is after the jump.
+    window = (dt.time(22, 0), dt.time(2, 30))
+    moment = dt.datetime(2026, 3, 8, 1, 0, tzinfo=NY)
+    end = gate.quiet_hours_end(moment.astimezone(dt.UTC), NY, window)
+    assert end == dt.datetime(2026, 3, 8, 7, 30, tzinfo=dt.UTC)  # 03:30 EDT
+    assert not gate.is_within_quiet_hours(end, NY, window)
+    # In autumn (fall back on 2026-11-01), 21:30-08:30 ends at 08:30 EST = 13:30 UTC.
+    autumn = dt.datetime(2026, 11, 1, 1, 30, tzinfo=NY)
+    assert gate.quiet_hours_end(
+        autumn.astimezone(dt.UTC), NY, (dt.time(21, 30), dt.time(8, 30))
+    ) == (dt.datetime(2026, 11, 1, 13, 30, tzinfo=dt.UTC))
+
+
+def test_platform_limit_days_in_month_and_stricter_policy():
+    c = ctx(marketing_per_day=100, marketing_per_week=100)
+    c.touches[1] = [
+        touch(dt.datetime(2026, 2, 1, 2, tzinfo=dt.UTC) + dt.timedelta(hours=i)) for i in range(28)
+    ]
+    feb = dt.datetime(2026, 2, 28, 10, tzinfo=dt.UTC)
+    c.now = feb
+    assert gate.evaluate(cand(), c).rule == "platform_limit"  # 28 days in February
+    c.now = NOW  # March: a new month
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    strict = ctx(
+        marketing_per_day=100,
+        marketing_per_week=100,
+        platform_limits={"wecom": PlatformLimit(per_week=7, per_day=1).model_dump()},
+    )
+    strict.touches[1] = [touch(NOW - dt.timedelta(hours=2))]
+    assert gate.evaluate(cand(), strict).reason == "wecom per day"
+
+
+def test_marketing_share_of_an_accounts_posts():
+    c = ctx()
+    c.account_posts[10] = [4, 20]  # 4 of 20 are marketing: a 5th would be 5/21 > 20%
+    assert gate.evaluate(cand(), c).rule == "marketing_share"
+    c.account_posts[10] = [3, 20]  # 4/21 = 19%
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    c.account_posts[10] = [5, 10]  # too few posts to judge
+    assert gate.evaluate(cand(), c).outcome == "pass"
+
+
+def test_duplicate_content_within_the_window():
+    c = ctx()
+    c.touches[1] = [touch(NOW - dt.timedelta(days=6), "service", h="h1")]
+    assert gate.evaluate(cand(), c).rule == "duplicate"
+    c.touches[1] = [touch(NOW - dt.timedelta(days=8), "service", h="h1")]
+    assert gate.evaluate(cand(), c).outcome == "pass"
+
+
+def test_holdout_hook_runs_last():
+    def hold(c: gate.Candidate) -> bool:
+        return c.customer_id == 1
+
+    gate.register_holdout(hold)
+    try:
+        assert gate.evaluate(cand(), ctx()).rule == "holdout"
+        c = ctx()
+        c.consents.clear()
+        assert gate.evaluate(cand(), c).rule == "consent"  # earlier rules win
+    finally:
+        gate.unregister_holdout(hold)
+
+
+def test_order_first_stopping_rule_is_recorded():
+    late = dt.datetime(2026, 3, 11, 22, 0, tzinfo=SH).astimezone(dt.UTC)
+    c = ctx(now=late)
+    c.touches[1] = [touch(late - dt.timedelta(hours=1), h="h1")]  # cap AND duplicate AND quiet
+    assert gate.evaluate(cand(), c).rule == "frequency"
+    c.consents.clear()
+    assert gate.evaluate(cand(), c).rule == "consent"
+    c.recipients.clear()
+    assert gate.evaluate(cand(), c).rule == "carrier"
+
+
+def test_a_passed_message_counts_for_the_next_in_the_same_batch():
+    c = ctx()
+    assert gate.evaluate(cand(), c).outcome == "pass"
+    c.record(cand())
+    assert gate.evaluate(cand(content_hash="h2"), c).rule == "frequency"
+
+
+def test_gate_disabled_only_checks_deadlines():
+    c = ctx()
+    c.recipients.clear()
+    c.enabled = False
+    assert gate.evaluate(cand(), c).outcome == "pass"
