@@ -6,11 +6,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
 from yutang.carriers import services
-from yutang.carriers.base import CallbackRejected, CallbackRequest
+from yutang.carriers.base import CallbackRejected, CallbackRequest, ParsedCallback
 from yutang.carriers.schemas import CallbackOut, CarrierStatusOut, ConnectIn
 from yutang.core.apiauth import actor
 
 router = Router(tags=["carriers"])
+CallbackReplyDefault = ParsedCallback(facts=()).reply
 
 
 def _out(s: services.AccountStatus) -> dict[str, object]:
@@ -58,17 +59,9 @@ def test(request: HttpRequest, account_id: int) -> object:
     return _one(request, account_id)
 
 
-@router.post(
-    "/carriers/{account_id}/callback",
-    auth=None,
-    response={200: CallbackOut},
-    include_in_schema=True,
-)
-def callback(request: HttpRequest, account_id: int) -> HttpResponse:
-    """Inbound callback from the carrier (signed; see docs/messaging.md). A failed signature
-    is 401 and nothing is stored; a replay is accepted and handled once."""
+def _answer(request: HttpRequest, account_id: int) -> tuple[int, bytes] | HttpResponse:
     try:
-        accepted = services.receive_callback(
+        return services.answer_callback(
             account_id=account_id,
             request=CallbackRequest(
                 headers=dict(request.headers), body=request.body, query=request.GET.dict()
@@ -78,4 +71,37 @@ def callback(request: HttpRequest, account_id: int) -> HttpResponse:
         return JsonResponse(
             {"code": "callback_rejected", "message": str(exc), "field": None}, status=401
         )
+
+
+@router.post(
+    "/carriers/{account_id}/callback",
+    auth=None,
+    response={200: CallbackOut},
+    include_in_schema=True,
+)
+def callback(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Inbound callback from the carrier (signed; see docs/messaging.md). A failed signature
+    is 401 and nothing is stored; a replay is accepted and handled once. Carriers that expect
+    a particular answer get it (WeCom: ``success``)."""
+    answered = _answer(request, account_id)
+    if isinstance(answered, HttpResponse):
+        return answered
+    accepted, reply = answered
+    if reply != CallbackReplyDefault:
+        return HttpResponse(reply, content_type="text/plain; charset=utf-8")
     return JsonResponse({"accepted": accepted})
+
+
+@router.get("/carriers/{account_id}/callback", auth=None, include_in_schema=True)
+def verify_callback_url(request: HttpRequest, account_id: int) -> HttpResponse:
+    """WeCom checks a callback URL when it is saved: a signed GET with ``echostr``, answered
+    with the decrypted echo as plain text. Other carriers answer 401."""
+    answered = _answer(request, account_id)
+    if isinstance(answered, HttpResponse):
+        return answered
+    _, reply = answered
+    if reply == CallbackReplyDefault:
+        return JsonResponse(
+            {"code": "callback_rejected", "message": "no URL check for this carrier"}, status=401
+        )
+    return HttpResponse(reply, content_type="text/plain; charset=utf-8")

@@ -37,12 +37,14 @@ SETTINGS_KEYS: dict[str, set[str]] = {
     "webhook": {"url"},
     "sms": {"base_url", "sign_name", "templates", "opt_out_text"},
     "email": {"host", "port", "use_tls", "from_email", "unsubscribe_mailto"},
+    "wecom": {"corp_id", "base_url", "agent_id"},
 }
 CREDENTIAL_KEYS: dict[str, set[str]] = {
     "sandbox": {"callback_secret"},
     "webhook": {"signing_secret", "callback_secret"},
     "sms": {"api_secret", "callback_secret"},
     "email": {"username", "password", "callback_secret"},
+    "wecom": {"secret", "token", "encoding_aes_key"},
 }
 
 
@@ -201,7 +203,14 @@ def list_carriers(*, actor: Staff) -> list[AccountStatus]:
 
 
 def receive_callback(*, account_id: int, request: CallbackRequest) -> int:
-    """Verify and handle one inbound callback for an account. Returns how many facts were new.
+    """Verify and handle one inbound callback for an account. Returns how many facts were new
+    (see `answer_callback` for the carrier's expected reply)."""
+    return answer_callback(account_id=account_id, request=request)[0]
+
+
+def answer_callback(*, account_id: int, request: CallbackRequest) -> tuple[int, bytes]:
+    """Verify and handle one inbound callback; returns (new facts, the reply the carrier
+    expects — e.g. WeCom's decrypted echo when it checks the callback URL).
 
     Raises CallbackRejected (nothing stored) when verification fails. All facts of a callback
     are handled in one transaction with their receipts: a failing sink rolls the whole
@@ -212,7 +221,7 @@ def receive_callback(*, account_id: int, request: CallbackRequest) -> int:
         raise CallbackRejected("unknown or inactive carrier account")
     adapter = build_adapter(account_config(account))
     parsed = adapter.parse_callback(request)
-    return publish_facts(account=account, facts=parsed.facts)
+    return publish_facts(account=account, facts=parsed.facts), parsed.reply
 
 
 def publish_facts(

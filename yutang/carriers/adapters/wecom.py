@@ -1,0 +1,364 @@
+"""The WeCom (企业微信) carrier adapter: the Carrier protocol on top of our WeCom client.
+
+One WeCom corp serves a brand; each staff member who holds customers is a `CarrierAccount` of
+kind ``wecom`` whose ``external_id`` is the member's WeCom userid. The corp's credentials
+(``secret``, callback ``token`` and ``encoding_aes_key``; settings ``corp_id``, optional
+``base_url`` and ``agent_id``) are connected on one of those accounts — the callback account
+whose URL is saved in the WeCom admin console — and shared by the brand's other WeCom accounts.
+
+Platform reality shapes what ``send`` does (docs/wecom.md):
+
+- the welcome message (cause ``welcome``) goes out with ``send_welcome_msg`` and the add
+  callback's ``welcome_code``: automatically, within 20 seconds, once (41051 = already sent);
+- everything else becomes a mass-message task (``add_msg_template``) for the staff member to
+  confirm in the WeCom app, so the outbox records it as ``pending_confirmation``.
+
+Callbacks are verified (``msg_signature``) and decrypted, then normalised into the facts of
+`yutang.carriers.inbound`. The callback names the staff member (``UserID``), so a fact is
+attributed to that member's account, whichever account received the callback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from yutang.carriers.base import (
+    AccountConfig,
+    CallbackRejected,
+    CallbackRequest,
+    Capability,
+    CarrierError,
+    Outbound,
+    ParsedCallback,
+    PlatformLimits,
+    SendResult,
+)
+from yutang.carriers.inbound import (
+    ContactAdded,
+    ContactDeleted,
+    GroupJoined,
+    GroupLeft,
+    InboundFact,
+)
+from yutang.carriers.wecom import callbacks as wc
+from yutang.carriers.wecom.client import (
+    DEFAULT_BASE_URL,
+    Attachment,
+    ImageAttachment,
+    LinkAttachment,
+    MiniprogramAttachment,
+    WeComClient,
+)
+from yutang.carriers.wecom.crypto import CallbackCrypto
+from yutang.carriers.wecom.crypto import CallbackRejected as WeComCallbackRejected
+from yutang.carriers.wecom.errors import WeComError, WelcomeMessageAlreadySent
+from yutang.core.errors import ValidationFailed
+
+SETTINGS_KEYS = {"corp_id", "base_url", "agent_id"}
+CREDENTIAL_KEYS = {"secret", "token", "encoding_aes_key"}
+#: External contact ids start with these; anything else in a group is a staff member.
+EXTERNAL_PREFIXES = ("wm", "wo")
+
+
+@dataclass(frozen=True)
+class CorpConfig:
+    corp_id: str
+    secret: str
+    token: str
+    encoding_aes_key: str
+    base_url: str
+    agent_id: int | None
+
+
+def corp_config(config: AccountConfig) -> CorpConfig | None:
+    """The corp credentials for an account: its own, or those connected on another WeCom
+    account of the same brand (and the same corp id, when this account names one)."""
+    if config.credentials.get("secret"):
+        return _corp(config.credentials, config.settings)
+    from yutang.carriers.models import CarrierConnection
+
+    wanted = str(config.settings.get("corp_id", ""))
+    for connection in CarrierConnection.objects.filter(
+        brand_id=config.brand_id, account__kind="wecom", account__is_active=True
+    ).order_by("account_id"):
+        credentials = connection.credentials
+        if credentials.get("secret") and wanted in ("", connection.settings.get("corp_id")):
+            return _corp(credentials, connection.settings)
+    return None
+
+
+def _corp(credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> CorpConfig | None:
+    corp_id = str(settings.get("corp_id", ""))
+    if not corp_id:
+        return None
+    agent = str(settings.get("agent_id") or "")
+    return CorpConfig(
+        corp_id=corp_id,
+        secret=str(credentials.get("secret", "")),
+        token=str(credentials.get("token", "")),
+        encoding_aes_key=str(credentials.get("encoding_aes_key", "")),
+        base_url=str(settings.get("base_url") or DEFAULT_BASE_URL),
+        agent_id=int(agent) if agent.isdigit() else None,
+    )
+
+
+def _attachment(item: Mapping[str, Any]) -> Attachment:
+    kind = item.get("type", "")
+    if kind == "image":
+        return ImageAttachment(
+            media_id=str(item.get("media_id", "")), pic_url=str(item.get("image_url", ""))
+        )
+    if kind == "link":
+        return LinkAttachment(
+            title=str(item.get("title") or item.get("url", "")),
+            url=str(item.get("url", "")),
+            picurl=str(item.get("image_url", "")),
+            desc=str(item.get("text", "")),
+        )
+    if kind == "miniprogram":
+        return MiniprogramAttachment(
+            title=str(item.get("title", "")),
+            pic_media_id=str(item.get("media_id", "")),
+            appid=str(item.get("appid", "")),
+            page=str(item.get("pagepath", "")),
+        )
+    raise CarrierError(f"WeCom cannot send a {kind or 'typeless'} attachment.", transient=False)
+
+
+def message_parts(content: Mapping[str, Any]) -> tuple[str, list[Attachment]]:
+    """Our message content (one text, image, link or mini-program card, plus the welcome's
+    attachments) as WeCom's text and attachment list."""
+    kind = content.get("type", "text")
+    text = str(content.get("text", "")) if kind == "text" else ""
+    attachments = [] if kind == "text" else [_attachment(content)]
+    attachments += [_attachment(a) for a in content.get("attachments", ()) or ()]
+    return text, attachments
+
+
+def _as_carrier_error(exc: WeComError) -> CarrierError:
+    return CarrierError(
+        f"WeCom {exc.api or 'call'} failed: {exc.errcode} {exc.errmsg}".strip(),
+        transient=exc.retryable,
+        code=str(exc.errcode),
+    )
+
+
+class WeComCarrier:
+    kind = "wecom"
+    capabilities = frozenset(
+        {
+            Capability.WELCOME_MESSAGE,
+            Capability.CONFIRMED_BROADCAST,
+            Capability.GROUP_MESSAGE,
+            Capability.MOMENTS_POST,
+            Capability.LIVE_CODE,
+            Capability.GROUP_JOIN_CODE,
+            Capability.TAG_SYNC,
+            Capability.CUSTOMER_HANDOVER,
+            Capability.CONTACT_BASED,
+        }
+    )
+    # WeCom lets a customer receive as many corp mass messages a month as the month has days.
+    limits = PlatformLimits(days_in_month=True, max_text_chars=4000)
+
+    def __init__(self, config: AccountConfig):
+        self.config = config
+        self.corp = corp_config(config)
+        self._client: WeComClient | None = None
+
+    def client(self) -> WeComClient:
+        if self.corp is None or not self.corp.secret:
+            raise CarrierError(
+                "WeCom is not connected: set corp_id and the secret on a WeCom account.",
+                transient=False,
+                code="not_connected",
+            )
+        if self._client is None:
+            self._client = WeComClient(
+                corp_id=self.corp.corp_id,
+                secret=self.corp.secret,
+                base_url=self.corp.base_url,
+                agent_id=self.corp.agent_id,
+            )
+        return self._client
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, message: Outbound) -> SendResult:
+        text, attachments = message_parts(message.content)
+        client = self.client()
+        try:
+            if message.cause == "welcome":
+                code = str(message.content.get("welcome_code", ""))
+                if not code:
+                    raise CarrierError(
+                        "WeCom gave no welcome_code for this add: a welcome message is "
+                        "configured in the WeCom admin console, which sends it instead.",
+                        transient=False,
+                        code="no_welcome_code",
+                    )
+                try:
+                    client.send_welcome_msg(welcome_code=code, text=text, attachments=attachments)
+                except WelcomeMessageAlreadySent:
+                    return SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)
+                return SendResult(carrier_message_id=f"welcome:{code[:24]}")
+            created = client.add_msg_template(
+                chat_type="single",
+                external_userid=[message.recipient],
+                sender=self.config.external_id,
+                text=text,
+                attachments=attachments,
+            )
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+        except ValidationFailed as exc:
+            raise CarrierError(str(exc), transient=False, code="invalid_content") from exc
+        if message.recipient in created.fail_list or not created.msgid:
+            raise CarrierError(
+                "WeCom refused the recipient (not a contact of this staff member).",
+                transient=False,
+                code="fail_list",
+            )
+        # Nothing reaches the customer until the member confirms it in the WeCom app.
+        return SendResult(carrier_message_id=created.msgid, pending_confirmation=True)
+
+    def check_connection(self) -> None:
+        try:
+            self.client().access_token(force_refresh=True)
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+
+    # -- callbacks ----------------------------------------------------------------------------
+
+    def _crypto(self) -> CallbackCrypto:
+        corp = self.corp
+        if corp is None or not corp.token or not corp.encoding_aes_key:
+            raise CallbackRejected("WeCom callbacks are not configured (token, encoding_aes_key)")
+        try:
+            return CallbackCrypto(
+                token=corp.token, encoding_aes_key=corp.encoding_aes_key, receive_id=corp.corp_id
+            )
+        except ValueError as exc:
+            raise CallbackRejected(f"WeCom callback settings are invalid: {exc}") from None
+
+    def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
+        """GET with ``echostr`` is WeCom checking the URL (answered with the decrypted echo);
+        POST is an event. Verification failures raise CallbackRejected; nothing is stored."""
+        crypto = self._crypto()
+        query = request.query
+        try:
+            if query.get("echostr"):
+                echo = crypto.verify_url(
+                    msg_signature=query.get("msg_signature", ""),
+                    timestamp=query.get("timestamp", ""),
+                    nonce=query.get("nonce", ""),
+                    echostr=query["echostr"],
+                )
+                return ParsedCallback(facts=(), reply=echo.encode())
+            xml = crypto.decrypt_body(
+                msg_signature=query.get("msg_signature", ""),
+                timestamp=query.get("timestamp", ""),
+                nonce=query.get("nonce", ""),
+                body=request.body,
+            )
+            event = wc.parse_callback(xml)
+        except WeComCallbackRejected as exc:
+            raise CallbackRejected(str(exc)) from None
+        if event.corp_id != crypto.receive_id:
+            raise CallbackRejected("the callback is for another corp")
+        return ParsedCallback(facts=self._facts(event), reply=b"success")
+
+    def _account_id(self, userid: str) -> int | None:
+        if userid == self.config.external_id:
+            return self.config.account_id
+        from yutang.core.models import CarrierAccount
+
+        return (
+            CarrierAccount.objects.filter(
+                brand_id=self.config.brand_id, kind="wecom", external_id=userid, is_active=True
+            )
+            .values_list("pk", flat=True)
+            .first()
+        )
+
+    def _facts(self, event: wc.AnyCallback) -> list[tuple[str, InboundFact]]:
+        at = dt.datetime.fromtimestamp(event.create_time, tz=dt.UTC)
+        key = f"wecom:{event.dedupe_key}"
+        if isinstance(event, wc.ExternalContactCallback):
+            account_id = self._account_id(event.user_id)
+            if account_id is None:
+                return []  # a member who holds no Yutang account: nothing of ours changed
+            brand_id = self.config.brand_id
+            if isinstance(event, wc.ExternalContactAdded | wc.ExternalContactHalfAdded):
+                fact: InboundFact = ContactAdded(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                    state=event.state[:30],
+                    welcome_code=event.welcome_code,
+                )
+                return [(key, fact)]
+            if isinstance(event, wc.FollowUserDeleted):
+                fact = ContactDeleted(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                    by="customer",
+                )
+                return [(key, fact)]
+            if isinstance(event, wc.ExternalContactDeleted):
+                fact = ContactDeleted(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                    by="staff",
+                )
+                return [(key, fact)]
+            return []
+        if isinstance(event, wc.ExternalChatUpdated) and event.update_detail in (
+            "add_member",
+            "del_member",
+        ):
+            cls = GroupJoined if event.update_detail == "add_member" else GroupLeft
+            return [
+                (
+                    f"{key}:{member}",
+                    cls(
+                        brand_id=self.config.brand_id,
+                        account_id=self.config.account_id,
+                        external_id=member,
+                        group_id=event.chat_id,
+                        occurred_at=at,
+                    ),
+                )
+                for member in event.member_change_list
+                if member.startswith(EXTERNAL_PREFIXES)
+            ]
+        return []  # tag changes, edits, chat creation: stored by WeCom, nothing to act on yet
+
+    # -- live codes ---------------------------------------------------------------------------
+
+    def upsert_contact_way(
+        self, *, config_id: str, user_ids: Sequence[str], state: str, remark: str = ""
+    ) -> tuple[str, str]:
+        """Create or rewrite a multi-person 联系我 contact way; returns (config_id, qr_code)."""
+        client = self.client()
+        try:
+            if config_id:
+                client.update_contact_way(
+                    config_id=config_id, user=list(user_ids), state=state, remark=remark
+                )
+                way = client.get_contact_way(config_id=config_id)
+                return config_id, str(way.get("qr_code", ""))
+            created = client.add_contact_way(
+                type=2, scene=2, user=list(user_ids), state=state, remark=remark
+            )
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+        return created.config_id, created.qr_code
