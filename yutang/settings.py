@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "yutang.commerce",
     "yutang.api",
     "yutang.console",
+    "yutang.simulator",
 ]
 
 MIDDLEWARE = [
