@@ -73,9 +73,7 @@ class SystemDriver:
         existing = set(Store.objects.filter(brand=self.brand).values_list("code", flat=True))
         for code in stores:
             if code not in existing:
-                create_store(
-                    actor=None, brand=self.brand, code=code, name=code, kind="direct"
-                )
+                create_store(actor=None, brand=self.brand, code=code, name=code, kind="direct")
 
     @contextmanager
     def day(self, date: dt.date, simulated_clock: clock.FrozenClock) -> Iterator[None]:
@@ -118,7 +116,7 @@ class SystemDriver:
             chunk = items[start : start + BATCH]
             results = events.ingest_events(brand=self.brand, items=chunk)
             missing = [r.index for r in results if r.customer_id is None]
-            known: dict[str, int] = {}
+            known: dict[str, int | None] = {}
             if missing:  # duplicates (a re-run day): the log knows whose they were
                 keys = [chunk[i]["idempotency_key"] for i in missing]
                 known = dict(
@@ -131,7 +129,9 @@ class SystemDriver:
                     raise ValidationFailed(
                         f"contact.added rejected: {result.error}", field="events"
                     )
-                refs.append(result.customer_id or known[item["idempotency_key"]])
+                ref = result.customer_id or known[str(item["idempotency_key"])]
+                assert ref is not None
+                refs.append(ref)
         return refs
 
     def add_contact(self, *, person: int, channel: int, at: dt.datetime) -> int:
@@ -246,4 +246,6 @@ class SystemDriver:
                 events.ingest_events(brand=self.brand, items=chunk), chunk, strict=True
             ):
                 if result.status == "rejected":
-                    raise ValidationFailed(f"{item['type']} rejected: {result.error}", field="events")
+                    raise ValidationFailed(
+                        f"{item['type']} rejected: {result.error}", field="events"
+                    )

@@ -185,7 +185,7 @@ class World:
 
     def _grow(self, capacity: int) -> None:
         for name, (dtype, fill) in self._SPEC.items():
-            column = np.full(capacity, fill, dtype=dtype)
+            column: np.ndarray = np.full(capacity, fill, dtype=dtype)
             if name in self._columns:
                 column[: self._capacity] = self._columns[name][: self._capacity]
             self._columns[name] = column
@@ -253,7 +253,7 @@ class World:
 
     # --- one day --------------------------------------------------------------------------
 
-    def step(self, day: int) -> DayActions:  # noqa: PLR0915 - one day reads best in one place
+    def step(self, day: int) -> DayActions:
         s, plan, b = self.s, self.s.plan, self.s.behaviour
         t = self.tally
         rng = self.rng
@@ -447,9 +447,7 @@ class World:
             + rng.normal(0.0, 0.15, len(o))
             + 0.2 * (c["trust"][o] - 0.5)
         )
-        c["trust"][o] = np.clip(
-            c["trust"][o] + b.trust_gain_order * (satisfaction - 0.5) * 2, 0, 1
-        )
+        c["trust"][o] = np.clip(c["trust"][o] + b.trust_gain_order * (satisfaction - 0.5) * 2, 0, 1)
         t.add("orders", day, len(o))
         t.add("first_orders", day, int(first_buy.sum()))
         t.add("repeat_orders", day, int((~first_buy).sum()))
@@ -473,7 +471,9 @@ class World:
         # 7. Referrals: delighted buyers refer friends, more so when rewarded.
         delighted = o[(satisfaction > b.delight_threshold) & ~refunded]
         reward = 1 + (b.referral_reward_uplift if plan.referral_reward_fen > 0 else 0.0)
-        refers = delighted[rng.random(len(delighted)) < np.clip(c["referral"][delighted] * reward, 0, 1)]
+        refers = delighted[
+            rng.random(len(delighted)) < np.clip(c["referral"][delighted] * reward, 0, 1)
+        ]
         lags = rng.integers(1, 8, len(refers))
         for person, lag in zip(refers.tolist(), lags.tolist(), strict=True):
             if day + lag < s.days:

@@ -195,7 +195,9 @@ def apply_day(driver: SystemDriver, world: World, a: DayActions, date: dt.date) 
     ):
         driver.refund(person=person, seq=seq, at=driver.at(date, 1439), amount_fen=amount)
     for person, minute in zip(a.delete_idx.tolist(), a.delete_minute.tolist(), strict=True):
-        driver.delete_contact(customer_id=int(refs[person]), person=person, at=driver.at(date, minute))
+        driver.delete_contact(
+            customer_id=int(refs[person]), person=person, at=driver.at(date, minute)
+        )
     for person in a.group_leave_idx.tolist():
         driver.leave_group(
             customer_id=int(refs[person]), person=person, at=driver.at(date, 1439), group=GROUP_ID
@@ -240,12 +242,12 @@ def outcome_of(world: World) -> Outcome:
         orders=int(s["orders"].sum()),
         gmv_fen=int(s["gmv_fen"].sum()),
         refund_fen=int(s["refund_fen"].sum()),
-        cost_fen=int(round(cost)),
+        cost_fen=round(cost),
         cost_per_kept_contact_fen=float(cost / pool_end) if pool_end else 0.0,
         referral_adds=int(s["referral_adds"].sum()),
         blocked_marketing=int(s["blocked_marketing"].sum()),
-        target_pool=int(round(scenario.targets.pool * scenario.scale)),
-        target_gmv_fen=int(round(scenario.targets.gmv_fen * scenario.scale)),
+        target_pool=round(scenario.targets.pool * scenario.scale),
+        target_gmv_fen=round(scenario.targets.gmv_fen * scenario.scale),
     )
 
 

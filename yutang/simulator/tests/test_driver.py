@@ -8,7 +8,7 @@ from yutang.core.models import Brand
 from yutang.customers.models import Customer
 from yutang.events.models import Event
 from yutang.simulator.scenario import load_scenario
-from yutang.simulator.services import simulate
+from yutang.simulator.services import SimulationResult, simulate
 
 pytestmark = pytest.mark.django_db
 
@@ -18,6 +18,11 @@ def tiny(name: str, **overrides: object):
     if overrides:
         scenario = scenario.model_validate({**scenario.model_dump(), **overrides})
     return scenario
+
+
+def brand_id(result: SimulationResult) -> int:
+    assert result.brand_id is not None
+    return result.brand_id
 
 
 def counts(brand: Brand) -> dict[str, int]:
@@ -41,7 +46,7 @@ def counts(brand: Brand) -> dict[str, int]:
 def test_the_database_matches_the_simulators_own_tallies() -> None:
     scenario = tiny("fashion-300k", record_touches=True)
     result = simulate(scenario=scenario)
-    brand = Brand.objects.get(pk=result.brand_id)
+    brand = Brand.objects.get(pk=brand_id(result))
     s = {k: round(sum(v)) for k, v in result.series.items()}
     c = counts(brand)
     assert c["contact.added"] == s["adds"] == result.outcome.adds > 0
@@ -59,17 +64,22 @@ def test_the_database_matches_the_simulators_own_tallies() -> None:
     # Events carry simulated time, inside the scenario's dates.
     first, last = scenario.start_date, result.dates[-1]
     times = Event.objects.filter(brand=brand).values_list("occurred_at", flat=True)
-    assert all(first.isoformat() <= t.astimezone(brand.tz).date().isoformat() <= last.isoformat() for t in times)
+    assert all(
+        first.isoformat() <= t.astimezone(brand.tz).date().isoformat() <= last.isoformat()
+        for t in times
+    )
     # Everything has an idempotency key from the simulator.
-    assert not Event.objects.filter(brand=brand, source="simulator").exclude(
-        idempotency_key__startswith="sim:"
-    ).exists()
+    assert (
+        not Event.objects.filter(brand=brand, source="simulator")
+        .exclude(idempotency_key__startswith="sim:")
+        .exists()
+    )
 
 
 def test_rerunning_the_same_days_changes_nothing() -> None:
     scenario = tiny("steady")
     result = simulate(scenario=scenario)
-    brand = Brand.objects.get(pk=result.brand_id)
+    brand = Brand.objects.get(pk=brand_id(result))
     before = (counts(brand), Customer.objects.filter(brand=brand).count())
     again = simulate(scenario=scenario, brand=brand)
     assert (counts(brand), Customer.objects.filter(brand=brand).count()) == before
@@ -78,10 +88,14 @@ def test_rerunning_the_same_days_changes_nothing() -> None:
 
 def test_store_scenarios_post_orders_to_their_stores() -> None:
     result = simulate(scenario=tiny("coffee-stores"))
-    brand = Brand.objects.get(pk=result.brand_id)
+    brand = Brand.objects.get(pk=brand_id(result))
     orders = Order.objects.filter(brand=brand)
     assert orders.count() == result.outcome.orders > 0
     assert set(orders.values_list("store__code", flat=True)) <= {
-        "sh001", "sh002", "sh003", "sh004", "sh005"
+        "sh001",
+        "sh002",
+        "sh003",
+        "sh004",
+        "sh005",
     }
     assert not orders.filter(store__isnull=True).exists()

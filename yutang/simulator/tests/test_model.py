@@ -28,6 +28,7 @@ def test_spam_drives_deletions_and_loses_gmv_against_steady() -> None:
     steady = simulate(
         scenario=load_scenario("steady").with_overrides(days=180, scale=0.3), drive=False
     )
+
     # Same audience arrives (same seed, same channels): the plans differ, not the luck.
     def public(r):  # adds from public channels; referred friends depend on the plan
         return [a - f for a, f in zip(r.series["adds"], r.series["referral_adds"], strict=True)]
