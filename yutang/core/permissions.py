@@ -70,6 +70,7 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    SIMULATION_RUN = "simulation.run"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +86,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.SIMULATION_RUN: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from yutang.core import clock
-from yutang.core.models import Brand
+from yutang.core.errors import ValidationFailed
+from yutang.core.models import Brand, Staff
+from yutang.core.permissions import Action, require
 from yutang.core.services import create_brand
 from yutang.simulator.driver import SystemDriver
 from yutang.simulator.model import OFFER_FIRST_ORDER_WINDOW, DayActions, World
-from yutang.simulator.scenario import Scenario
+from yutang.simulator.scenario import Scenario, parse_scenario
 
 GROUP_ID = "sim-group"
 
@@ -249,6 +251,50 @@ def outcome_of(world: World) -> Outcome:
         target_pool=round(scenario.targets.pool * scenario.scale),
         target_gmv_fen=round(scenario.targets.gmv_fen * scenario.scale),
     )
+
+
+#: A what-if runs in the request; bigger worlds belong on the command line.
+WHATIF_MAX_CONTACTS = 100_000
+
+
+def expected_adds(scenario: Scenario) -> float:
+    """Contacts the public channels are expected to add over the run (before referrals)."""
+    daily = sum(c.reach_per_day * c.add_rate() for c in scenario.channels) * scenario.scale
+    return daily * scenario.days
+
+
+def whatif(
+    *,
+    actor: Staff,
+    scenario_yaml: str,
+    compare_yaml: str | None = None,
+    days: int | None = None,
+    seed: int | None = None,
+    scale: float | None = None,
+) -> list[SimulationResult]:
+    """Run one scenario, or two on the same seed, through the model only (nothing is
+    written). Errors name the scenario (`scenario` or `compare`) and the path in it."""
+    require(actor, Action.SIMULATION_RUN)
+    scenarios = []
+    for field_name, text in (("scenario", scenario_yaml), ("compare", compare_yaml)):
+        if text is None:
+            continue
+        try:
+            parsed = parse_scenario(text, source=field_name)
+        except ValidationFailed as exc:
+            raise ValidationFailed(exc.message, field=f"{field_name}.{exc.field}") from None
+        scenarios.append(parsed)
+    run_seed = seed if seed is not None else scenarios[0].seed
+    scenarios = [s.with_overrides(days=days, seed=run_seed, scale=scale) for s in scenarios]
+    for scenario in scenarios:
+        if expected_adds(scenario) > WHATIF_MAX_CONTACTS:
+            raise ValidationFailed(
+                f"{scenario.name} would add about {expected_adds(scenario):,.0f} contacts; a "
+                f"what-if takes at most {WHATIF_MAX_CONTACTS:,}: lower scale or days, or run "
+                "`yutang simulate --model-only`.",
+                field="scale",
+            )
+    return [simulate(scenario=s, drive=False) for s in scenarios]
 
 
 __all__ = ["OFFER_FIRST_ORDER_WINDOW", "DayProgress", "Outcome", "SimulationResult", "simulate"]

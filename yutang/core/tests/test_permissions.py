@@ -38,6 +38,7 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "simulation.run":         "brand brand -     -     -     -",
 }  # fmt: skip
 
 
