@@ -453,7 +453,11 @@ class World:
         t.add("repeat_orders", day, int((~first_buy).sum()))
         t.add("gmv_fen", day, int(amount.sum()))
         t.add("discount_fen", day, int(discount.sum()))
-        window = first_buy & (since_add[buys] < OFFER_FIRST_ORDER_WINDOW)
+        window = (
+            first_buy
+            & (since_add[buys] < OFFER_FIRST_ORDER_WINDOW)
+            & (c["added_day"][o] + OFFER_FIRST_ORDER_WINDOW <= s.days)  # as the denominator
+        )
         self.first_order_within_window += int(window.sum())
         ch = c["channel"][o]
         cps = np.array([ch_.cps_share for ch_ in self.channels] + [0.0])[ch]
