@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "yutang.messaging",
     "yutang.api",
     "yutang.console",
+    "yutang.simulator",
 ]
 
 MIDDLEWARE = [

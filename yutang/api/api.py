@@ -22,6 +22,7 @@ from yutang.customers.api import router as customers_router
 from yutang.events.api import router as events_router
 from yutang.segments.api import router as segments_router
 from yutang.messaging.api import router as messaging_router
+from yutang.simulator.api import router as simulator_router
 
 api = NinjaAPI(
     title="Yutang API",
@@ -44,6 +45,7 @@ api.add_router("", commerce_router)
 api.add_router("", segments_router)
 api.add_router("", carriers_router)
 api.add_router("", messaging_router)
+api.add_router("", simulator_router)
 
 
 def _error(

@@ -77,6 +77,7 @@ class Action(StrEnum):
     MESSAGE_SEND = "message.send"
     MESSAGE_BROADCAST = "message.broadcast"
     MESSAGING_POLICY_MANAGE = "messaging_policy.manage"
+    SIMULATION_RUN = "simulation.run"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -95,6 +96,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
         Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
         Action.MESSAGING_POLICY_MANAGE: B,
+        Action.SIMULATION_RUN: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,

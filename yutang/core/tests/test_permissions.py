@@ -45,6 +45,7 @@ EXPECTED = {
     "message.send":           "brand brand brand store self  -",
     "message.broadcast":      "brand brand brand store -     -",
     "messaging_policy.manage": "brand brand -     -     -     -",
+    "simulation.run":         "brand brand -     -     -     -",
 }  # fmt: skip
 
 
