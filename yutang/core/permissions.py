@@ -70,6 +70,11 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    CHANNEL_VIEW = "channel.view"
+    CHANNEL_MANAGE = "channel.manage"
+    LIVE_CODE_MANAGE = "live_code.manage"
+    PARTNER_VIEW = "partner.view"
+    PARTNER_MANAGE = "partner.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +90,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.CHANNEL_VIEW: B, Action.CHANNEL_MANAGE: B, Action.LIVE_CODE_MANAGE: B,
+        Action.PARTNER_VIEW: B, Action.PARTNER_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -93,6 +100,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.CHANNEL_VIEW: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -102,6 +110,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.CHANNEL_VIEW: S, Action.LIVE_CODE_MANAGE: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -119,6 +128,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
+        Action.CHANNEL_VIEW: B, Action.PARTNER_VIEW: B,
     },
 }
 # fmt: on

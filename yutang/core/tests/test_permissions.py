@@ -38,6 +38,11 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "channel.view":           "brand brand brand store -     brand",
+    "channel.manage":         "brand brand -     -     -     -",
+    "live_code.manage":       "brand brand -     store -     -",
+    "partner.view":           "brand brand -     -     -     brand",
+    "partner.manage":         "brand brand -     -     -     -",
 }  # fmt: skip
 
 
