@@ -233,6 +233,10 @@ class LiveCode(models.Model):
     schedule = models.JSONField(default=dict, blank=True)
     welcome_text = models.TextField(blank=True)
     welcome_attachments = models.JSONField(default=list, blank=True)
+    # The unguessable part of the public landing URL (/c/<token>/).
+    public_token = models.CharField(max_length=32, unique=True)
+    # The carrier's own QR link (WeCom contact way qr_code), once the carrier sync sets it.
+    carrier_qr_url = models.URLField(max_length=500, blank=True)
     # A ticket counter: round-robin and weighted rotation read their next position from it.
     rotation = models.BigIntegerField(default=0)
     is_active = models.BooleanField(default=True)
@@ -416,6 +420,7 @@ class AcquisitionSettings(models.Model):
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="+")
     default_welcome_text = models.TextField(blank=True)
+    logo_png = models.BinaryField(blank=True, default=b"", help_text="Centred in QR codes")
 
     def __str__(self) -> str:
         return f"acquisition settings of {self.brand_id}"

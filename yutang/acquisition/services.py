@@ -571,7 +571,10 @@ def create_live_code(*, actor: Staff | None, brand: Brand, **fields: Any) -> Liv
         raise ValidationFailed("The time-slot rule needs a schedule.", field="schedule")
     now = clock.now()
     with transaction.atomic():
-        code = LiveCode.objects.create(brand=brand, created_at=now, updated_at=now, **values)
+        code = LiveCode.objects.create(
+            brand=brand, created_at=now, updated_at=now,
+            public_token=secrets.token_urlsafe(SHORT_CODE_BYTES), **values,
+        )  # fmt: skip
         _write_members(code, members)
         audit.record(brand=brand, actor=actor, action="live_code.create", target=code,
                      store=code.store)  # fmt: skip
@@ -1138,6 +1141,17 @@ def list_short_links(*, actor: Staff) -> list[ShortLink]:
         ShortLink.objects.filter(brand=actor.brand, channel__in=channels)
         .select_related("channel", "live_code")
         .annotate(click_count=models.Count("clicks"))[:500]
+    )
+
+
+def live_code_by_token(*, token: str) -> LiveCode | None:
+    """The active live code behind a public landing URL, or None."""
+    if not isinstance(token, str) or not SHORT_CODE_PATTERN.match(token):
+        return None
+    return (
+        LiveCode.objects.select_related("channel", "brand")
+        .filter(public_token=token, is_active=True)
+        .first()
     )
 
 
