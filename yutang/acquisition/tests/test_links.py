@@ -93,8 +93,7 @@ def test_clicks_are_rate_limited_per_ip():
     client = Client()
     with use_clock(FrozenClock(utc(2026, 11, 2, 4, 0))):
         statuses = [
-            client.get(f"/l/{link.code}", REMOTE_ADDR="198.51.100.1").status_code
-            for _ in range(61)
+            client.get(f"/l/{link.code}", REMOTE_ADDR="198.51.100.1").status_code for _ in range(61)
         ]
         other_ip = client.get(f"/l/{link.code}", REMOTE_ADDR="198.51.100.2").status_code
     assert statuses[:60] == [302] * 60 and statuses[60] == 429 and other_ip == 302

@@ -36,9 +36,10 @@ def test_round_robin_gives_each_account_its_share_within_one_over_10000_adds():
     assert sorted(counts) == sorted(a.pk for a in pool)
     for account in pool:
         assert abs(counts[account.pk] - 10_000 / 3) <= 1
-    assert AccountDay.objects.get(account=pool[0], day=dt.date(2026, 11, 2)).assigned == counts[
-        pool[0].pk
-    ]
+    assert (
+        AccountDay.objects.get(account=pool[0], day=dt.date(2026, 11, 2)).assigned
+        == counts[pool[0].pk]
+    )
 
 
 def test_weighted_rotation_is_proportional_to_the_weights():
@@ -66,7 +67,9 @@ def test_a_full_account_spills_over_to_the_next_then_backups_then_an_alert():
     assert exc.value.field == "live_code"
     alert = Alert.objects.get(live_code=code)
     assert alert.owner == owner and alert.day == dt.date(2026, 11, 2)
-    assert AuditLog.objects.filter(action="live_code.no_capacity", target_id=str(code.pk)).count() == 1
+    assert (
+        AuditLog.objects.filter(action="live_code.no_capacity", target_id=str(code.pk)).count() == 1
+    )
     # A second refusal the same day does not repeat the alert.
     with pytest.raises(services.NoCapacity):
         services.assign_account(live_code=code, at=NOON)
@@ -100,9 +103,13 @@ def test_time_slots_follow_the_brand_time_zone_and_special_dates():
                 {"start": "18:00", "end": "24:00", "accounts": [night_staff.pk]},
             ]
         },
-        "special": {"2026-11-09": [{"start": "00:00", "end": "24:00", "accounts": [holiday_staff.pk]}]},
+        "special": {
+            "2026-11-09": [{"start": "00:00", "end": "24:00", "accounts": [holiday_staff.pk]}]
+        },
     }
-    code = make_code(brand, [day_staff, night_staff, holiday_staff], rule="time_slot", schedule=schedule)
+    code = make_code(
+        brand, [day_staff, night_staff, holiday_staff], rule="time_slot", schedule=schedule
+    )
     # 08:59:59 Monday in Shanghai is 00:59:59 UTC: nobody on duty, no backups -> refused.
     with pytest.raises(services.NoCapacity):
         services.assign_account(live_code=code, at=utc(2026, 11, 2, 0, 59, 59))
@@ -114,7 +121,9 @@ def test_time_slots_follow_the_brand_time_zone_and_special_dates():
     assert services.contact_way_members(live_code=code, at=utc(2026, 11, 2, 16, 0)) == []
     # The special date replaces the weekly Monday.
     assert services.assign_account(live_code=code, at=utc(2026, 11, 9, 4, 0)) == holiday_staff
-    assert services.contact_way_members(live_code=code, at=utc(2026, 11, 9, 4, 0)) == [holiday_staff]
+    assert services.contact_way_members(live_code=code, at=utc(2026, 11, 9, 4, 0)) == [
+        holiday_staff
+    ]
 
 
 def test_schedule_errors_name_the_slot():
@@ -133,8 +142,12 @@ def test_schedule_errors_name_the_slot():
 
 def test_nearest_store_routing_by_coordinates_and_by_city():
     brand = make_brand()
-    shanghai = make_store(brand, city="上海", latitude=Decimal("31.230416"), longitude=Decimal("121.473701"))
-    hangzhou = make_store(brand, city="杭州", latitude=Decimal("30.274084"), longitude=Decimal("120.155070"))
+    shanghai = make_store(
+        brand, city="上海", latitude=Decimal("31.230416"), longitude=Decimal("121.473701")
+    )
+    hangzhou = make_store(
+        brand, city="杭州", latitude=Decimal("30.274084"), longitude=Decimal("120.155070")
+    )
     (sh,) = make_pool(brand, 1, store=shanghai, cap=1)
     (hz,) = make_pool(brand, 1, store=hangzhou)
     code = make_code(brand, [hz, sh], rule="nearest_store")
@@ -158,7 +171,9 @@ def test_exclusive_routing_sends_an_owned_customer_back_to_their_staff():
     for _ in range(3):  # the owner takes them back even past the cap
         assert services.assign_account(live_code=code, at=NOON, customer=customer) == pool[2]
     # A customer nobody owns is rotated like round-robin.
-    assert services.assign_account(live_code=code, at=NOON, customer=make_customer(brand)) in pool[:2]
+    assert (
+        services.assign_account(live_code=code, at=NOON, customer=make_customer(brand)) in pool[:2]
+    )
 
 
 def test_state_encoding_and_lookup_stay_within_the_brand():
@@ -195,7 +210,10 @@ def test_welcome_renders_variables_limits_attachments_and_grants_the_hook_coupon
         attachments=attachments[:2], coupon_code="NEW10", live_code_id=code.pk,
     )  # fmt: skip
     # No live code: the brand default, else nothing.
-    assert services.welcome_for_add(brand=brand, account=account, state=None, customer_name="A") is None
+    assert (
+        services.welcome_for_add(brand=brand, account=account, state=None, customer_name="A")
+        is None
+    )
     admin = make_staff(brand)
     services.set_default_welcome(actor=admin, text="欢迎 {name}")
     fallback = services.welcome_for_add(brand=brand, account=account, state="zz", customer_name="A")
