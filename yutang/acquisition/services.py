@@ -1144,6 +1144,32 @@ def list_short_links(*, actor: Staff) -> list[ShortLink]:
     )
 
 
+def live_code_url(code: LiveCode, *, base: str) -> str:
+    """What the live code's QR encodes: the carrier's own QR link once the carrier sync has
+    set it, else the public landing page (which shows that QR on a phone)."""
+    if code.carrier_qr_url:
+        return code.carrier_qr_url
+    return base.rstrip("/") + f"/c/{code.public_token}/"
+
+
+def brand_logo(*, brand: Brand) -> bytes | None:
+    row = AcquisitionSettings.objects.filter(brand=brand).first()
+    return bytes(row.logo_png) if row and row.logo_png else None
+
+
+def set_brand_logo(*, actor: Staff, data: bytes | None) -> None:
+    """Set (or with None, remove) the logo centred in the brand's QR codes."""
+    from yutang.acquisition import qr
+
+    require(actor, Action.CHANNEL_MANAGE)
+    logo = qr.check_logo(data) if data is not None else b""
+    with transaction.atomic():
+        row, _ = AcquisitionSettings.objects.update_or_create(
+            brand=actor.brand, defaults={"logo_png": logo}
+        )
+        audit.record(brand=actor.brand, actor=actor, action="acquisition.logo", target=row)
+
+
 def live_code_by_token(*, token: str) -> LiveCode | None:
     """The active live code behind a public landing URL, or None."""
     if not isinstance(token, str) or not SHORT_CODE_PATTERN.match(token):
