@@ -119,8 +119,8 @@ def record_reach(request: HttpRequest, channel_id: DbId, payload: ReachIn) -> ob
 
 
 @router.post("/reach/import", response={200: ReachImportOut, 422: ReachImportOut})
-def import_reach(request: HttpRequest, file: UploadedFile = File(...)) -> object:  # noqa: B008
-    result = services.import_reach(actor=actor(request), source=file.file, filename=file.name)
+def import_reach(request: HttpRequest, file: File[UploadedFile]) -> object:
+    result = services.import_reach(actor=actor(request), source=file.file, filename=file.name)  # type: ignore[arg-type]
     return Status(422 if result.errors else 200, result)
 
 

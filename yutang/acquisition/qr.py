@@ -40,10 +40,10 @@ def png(url: str, *, logo: bytes | None = None, scale: int = 10) -> bytes:
     _code(url, logo=logo).save(out, kind="png", scale=scale, border=4)
     if not logo:
         return out.getvalue()
-    with Image.open(io.BytesIO(out.getvalue())) as base, Image.open(io.BytesIO(logo)) as mark:
+    with Image.open(io.BytesIO(out.getvalue())) as base, Image.open(io.BytesIO(logo)) as source:
         canvas = base.convert("RGBA")
         side = canvas.width // 5  # a fifth of the width: well inside what level H recovers
-        mark = mark.convert("RGBA")
+        mark = source.convert("RGBA")
         mark.thumbnail((side, side))
         x, y = (canvas.width - mark.width) // 2, (canvas.height - mark.height) // 2
         canvas.paste(Image.new("RGBA", (mark.width + 8, mark.height + 8), "white"), (x - 4, y - 4))

@@ -328,3 +328,27 @@ def sparkline(*, actor: Staff, channel: Channel, days: int, until: dt.date) -> l
 
 def total_reach(channel: Channel) -> int:
     return int(ReachRecord.objects.filter(channel=channel).aggregate(n=Sum("count"))["n"] or 0)
+
+
+def export_report(report: ChannelReport, fmt: str) -> bytes:
+    """The report table as CSV (UTF-8 with BOM, so Excel opens Chinese names) or XLSX."""
+    import csv
+    import io
+
+    table = report_table(report)
+    if fmt == "csv":
+        text = io.StringIO()
+        csv.writer(text).writerows(table)
+        return ("\ufeff" + text.getvalue()).encode()
+    if fmt == "xlsx":
+        from openpyxl import Workbook
+
+        book = Workbook()
+        sheet = book.active
+        sheet.title = "channels"
+        for line in table:
+            sheet.append(line)
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+    raise ValidationFailed("format is csv or xlsx.", field="format")

@@ -513,10 +513,11 @@ def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any])
     if "rule" in out and out["rule"] not in RoutingRule.values:
         raise ValidationFailed(f"Unknown routing rule {out['rule']!r}.", field="rule")
     if "channel_id" in out:
-        if actor is None:
-            channels = Channel.objects.filter(brand=brand)
-        else:
-            channels = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
+        channels: QuerySet[Channel] = (
+            Channel.objects.filter(brand=brand)
+            if actor is None
+            else Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
+        )
         _scoped(channels, out["channel_id"], what="channel", field="channel_id")
     if out.get("store_id") is not None:
         stores = Store.objects.filter(brand=brand)
