@@ -182,7 +182,8 @@ def _metrics(
 
 def channel_report(
     *,
-    actor: Staff,
+    actor: Staff | None,
+    brand: Brand | None = None,
     date_from: dt.date,
     date_to: dt.date,
     granularity: str = "none",
@@ -199,11 +200,16 @@ def channel_report(
         raise ValidationFailed(f"A report covers at most {MAX_DAYS} days.", field="date_to")
     if granularity not in GRANULARITIES:
         raise ValidationFailed("granularity is none, week or month.", field="granularity")
-    brand = actor.brand
+    if actor is not None:
+        brand = actor.brand
+        channels = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code")
+    elif brand is not None:  # the system itself (the CLI)
+        channels = Channel.objects.filter(brand=brand).order_by("code")
+    else:
+        raise ValidationFailed("Give an actor or a brand.", field="brand")
     tz = brand.tz
     start = dt.datetime.combine(date_from, dt.time.min, tzinfo=tz)
     end = dt.datetime.combine(date_to + DAY, dt.time.min, tzinfo=tz)
-    channels = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code")
     if channel_ids is not None:
         channels = channels.filter(pk__in=list(channel_ids))
     channels_list = list(channels)

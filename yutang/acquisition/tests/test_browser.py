@@ -20,7 +20,9 @@ def test_create_a_live_code_download_its_qr_and_decode_it(chromium, live_server,
     lead = make_staff(brand, "operations_lead", username="browser.lead")
     store = make_store(brand, name="静安店")
     (account,) = make_pool(brand, 1, store=store)
-    channel = make_channel(brand, code="package-card", name="包裹卡", hook_description="加我领 5 元券")
+    channel = make_channel(
+        brand, code="package-card", name="包裹卡", hook_description="加我领 5 元券"
+    )
 
     context = chromium.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900},
                                    accept_downloads=True)  # fmt: skip
@@ -62,13 +64,17 @@ def test_create_a_live_code_download_its_qr_and_decode_it(chromium, live_server,
         try:
             mobile = phone.new_page()
             mobile.goto(landing)
-            assert mobile.locator("[data-testid=landing-qr]").evaluate("img => img.naturalWidth") > 0
+            assert (
+                mobile.locator("[data-testid=landing-qr]").evaluate("img => img.naturalWidth") > 0
+            )
             assert "加我领 5 元券" in mobile.content()
         finally:
             phone.close()
         page.goto(f"{live_server.url}/channels/report/")
         page.locator("#chart-trend canvas").wait_for()
-        page.screenshot(path=str(artifacts_dir / f"channel-report-{connection.vendor}.png"), full_page=True)
+        page.screenshot(
+            path=str(artifacts_dir / f"channel-report-{connection.vendor}.png"), full_page=True
+        )
         assert errors == []
     finally:
         context.close()
