@@ -12,7 +12,7 @@ import hmac
 import math
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any, TypeVar
@@ -43,7 +43,7 @@ from yutang.acquisition.models import (
     ShortLink,
 )
 from yutang.core import audit, clock, crypto, tabular
-from yutang.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, Scope, require
@@ -1566,10 +1566,3 @@ def parse_decimal_yuan(value: str, field: str) -> int:
     if fen != fen.to_integral_value():
         raise ValidationFailed(f"{field} has more than two decimals.", field=field)
     return _fen(int(fen), field)
-
-
-def customers_of(adds: Iterable[ContactAdd]) -> list[int]:
-    return sorted({a.customer_id for a in adds})
-
-
-__all__ = ["NoCapacity", "PermissionDenied", "Welcome"]
