@@ -19,7 +19,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, OperationalError, models, transaction
 from django.db.models import F, QuerySet
 
 from yutang.acquisition.models import (
@@ -43,6 +43,7 @@ from yutang.acquisition.models import (
     ShortLink,
 )
 from yutang.core import audit, clock, crypto, tabular
+from yutang.core.db import is_transient
 from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
@@ -792,8 +793,31 @@ def assign_account(
     owner) when neither the pool nor the backups have room. Call it outside any transaction
     of your own so that the alert survives the refusal."""
     location = _check_location(location)
-    brand = live_code.brand
-    day = local_day(brand, at)
+    day = local_day(live_code.brand, at)
+    for attempt in range(3):
+        try:
+            chosen = _route(live_code, day, at, customer, location)
+        except OperationalError as exc:
+            # A deadlock victim or a busy SQLite file: the transaction rolled back whole.
+            if attempt == 2 or not is_transient(exc):
+                raise
+            continue
+        if chosen is not None:
+            return chosen
+        break
+    _alert_no_capacity(live_code, day)
+    raise NoCapacity(
+        f"Live code {live_code.name!r} has no account with room left today.", field="live_code"
+    )
+
+
+def _route(
+    live_code: LiveCode,
+    day: dt.date,
+    at: dt.datetime,
+    customer: Customer | None,
+    location: Mapping[str, Any] | None,
+) -> CarrierAccount | None:
     with transaction.atomic():
         if customer is not None and live_code.rule == RoutingRule.EXCLUSIVE:
             owner_account = _owner_account(live_code, customer)
@@ -806,10 +830,7 @@ def assign_account(
         for member in [*_candidates(live_code, pool, at, location, ticket), *backups]:
             if _reserve(member.account, day):
                 return member.account
-    _alert_no_capacity(live_code, day)
-    raise NoCapacity(
-        f"Live code {live_code.name!r} has no account with room left today.", field="live_code"
-    )
+    return None
 
 
 def _owner_account(code: LiveCode, customer: Customer) -> CarrierAccount | None:
