@@ -213,6 +213,31 @@ def resolve_alert(request: HttpRequest, alert_id: DbId) -> object:
     return services.resolve_alert(actor=actor(request), alert_id=alert_id)
 
 
+# --- Brand defaults: fallback welcome and QR logo --------------------------------------------
+
+
+class WelcomeDefaultIn(Schema):
+    default_welcome_text: str
+
+
+@router.put("/acquisition/default-welcome", response={204: None})
+def set_default_welcome(request: HttpRequest, payload: WelcomeDefaultIn) -> object:
+    services.set_default_welcome(actor=actor(request), text=payload.default_welcome_text)
+    return Status(204, None)
+
+
+@router.post("/acquisition/logo", response={204: None})
+def set_logo(request: HttpRequest, file: File[UploadedFile]) -> object:
+    services.set_brand_logo(actor=actor(request), data=file.read())
+    return Status(204, None)
+
+
+@router.delete("/acquisition/logo", response={204: None})
+def remove_logo(request: HttpRequest) -> object:
+    services.set_brand_logo(actor=actor(request), data=None)
+    return Status(204, None)
+
+
 # --- Short links ------------------------------------------------------------------------------
 
 

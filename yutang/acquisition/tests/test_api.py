@@ -143,3 +143,41 @@ def test_partners_settlements_short_links_and_report_over_http():
     assert report.status_code == 200 and report.json()["rows"] == []
     backwards = lead.get("/reports/channels?date_from=2026-10-31&date_to=2026-10-01")
     assert backwards.status_code == 422 and backwards.json()["field"] == "date_to"
+
+
+def test_default_welcome_and_logo_over_http():
+    from PIL import Image as PilImage
+
+    from yutang.acquisition import services
+
+    brand = make_brand()
+    lead = Api(make_staff(brand, "operations_lead"))
+    assert (
+        lead.put(
+            "/acquisition/default-welcome", {"default_welcome_text": "欢迎 {name}"}
+        ).status_code
+        == 204
+    )
+    (account,) = make_pool(brand, 1)
+    welcome = services.welcome_for_add(
+        brand=brand, account=account, state=None, customer_name="阿明"
+    )
+    assert welcome is not None and welcome.text == "欢迎 阿明"
+    logo = io.BytesIO()
+    PilImage.new("RGB", (40, 40), "blue").save(logo, format="PNG")
+    logo.seek(0)
+    logo.name = "logo.png"
+    response = lead.client.post("/api/v1/acquisition/logo", {"file": logo}, headers=lead.headers)
+    assert response.status_code == 204, response.content
+    assert services.brand_logo(brand=brand) is not None
+    bad = io.BytesIO(b"not an image")
+    bad.name = "logo.png"
+    response = lead.client.post("/api/v1/acquisition/logo", {"file": bad}, headers=lead.headers)
+    assert response.status_code == 422 and response.json()["field"] == "logo"
+    assert lead.delete("/acquisition/logo").status_code == 204
+    assert services.brand_logo(brand=brand) is None
+    analyst = Api(make_staff(brand, "analyst"))
+    assert (
+        analyst.put("/acquisition/default-welcome", {"default_welcome_text": "x"}).status_code
+        == 403
+    )
