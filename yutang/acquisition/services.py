@@ -468,7 +468,7 @@ def _check_attachments(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _check_members(brand: Brand, members: Any) -> list[dict[str, Any]]:
+def _check_members(brand: Brand, members: Any, actor: Staff | None = None) -> list[dict[str, Any]]:
     if not isinstance(members, list) or not members or len(members) > 200:
         raise ValidationFailed("A live code needs 1 to 200 accounts.", field="members")
     out, seen = [], set()
@@ -485,9 +485,12 @@ def _check_members(brand: Brand, members: Any) -> list[dict[str, Any]]:
         out.append(
             {"account_id": m["account_id"], "weight": weight, "is_backup": bool(m.get("is_backup"))}
         )
-    found = set(
-        CarrierAccount.objects.filter(brand=brand, pk__in=seen).values_list("pk", flat=True)
+    reachable = (
+        CarrierAccount.objects.filter(brand=brand)
+        if actor is None
+        else CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW)
     )
+    found = set(reachable.filter(pk__in=seen).values_list("pk", flat=True))
     for n, m in enumerate(out):
         if m["account_id"] not in found:
             raise ValidationFailed(
@@ -514,9 +517,13 @@ def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any])
     if "rule" in out and out["rule"] not in RoutingRule.values:
         raise ValidationFailed(f"Unknown routing rule {out['rule']!r}.", field="rule")
     if "channel_id" in out:
+        # Store roles may hang their store's live codes on any of the brand's active
+        # channels (they could not see a channel before its first code in their store).
         channels: QuerySet[Channel] = (
             Channel.objects.filter(brand=brand)
             if actor is None
+            else Channel.objects.filter(brand=brand, is_active=True)
+            if require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND
             else Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
         )
         _scoped(channels, out["channel_id"], what="channel", field="channel_id")
@@ -540,7 +547,7 @@ def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any])
     ):
         raise ValidationFailed(f"No such partner: {out['partner_id']}.", field="partner_id")
     if "members" in out:
-        out["members"] = _check_members(brand, out["members"])
+        out["members"] = _check_members(brand, out["members"], actor)
     if "welcome_text" in out:
         out["welcome_text"] = _text(out["welcome_text"] or "", "welcome_text", max_length=2000)
     if "welcome_attachments" in out:
@@ -1157,12 +1164,13 @@ def create_short_link(
 
 
 def list_short_links(*, actor: Staff) -> list[ShortLink]:
-    require(actor, Action.CHANNEL_VIEW)
-    channels = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).values("pk")
+    links = ShortLink.objects.filter(brand=actor.brand)
+    if require(actor, Action.CHANNEL_VIEW) is not Scope.BRAND:
+        links = links.filter(channel__in=Channel.objects.for_actor(actor, Action.CHANNEL_VIEW))
     return list(
-        ShortLink.objects.filter(brand=actor.brand, channel__in=channels)
-        .select_related("channel", "live_code")
-        .annotate(click_count=models.Count("clicks"))[:500]
+        links.select_related("channel", "live_code").annotate(click_count=models.Count("clicks"))[
+            :500
+        ]
     )
 
 

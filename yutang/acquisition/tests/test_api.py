@@ -181,3 +181,31 @@ def test_default_welcome_and_logo_over_http():
         analyst.put("/acquisition/default-welcome", {"default_welcome_text": "x"}).status_code
         == 403
     )
+
+
+def test_a_store_manager_makes_live_codes_for_their_store_with_their_accounts_only():
+    brand = make_brand()
+    mine, theirs = make_store(brand), make_store(brand)
+    channel = make_channel(brand)
+    (own,) = make_pool(brand, 1, store=mine)
+    (other,) = make_pool(brand, 1, store=theirs)
+    manager = Api(make_staff(brand, "store_manager", stores=[mine]))
+    body = {"channel_id": channel.pk, "name": "店内台卡", "rule": "round_robin"}
+    created = manager.post(
+        "/live-codes", {**body, "store_id": mine.pk, "members": [{"account_id": own.pk}]}
+    )
+    assert created.status_code == 201, created.content
+    foreign = manager.post(
+        "/live-codes", {**body, "store_id": mine.pk, "members": [{"account_id": other.pk}]}
+    )
+    assert foreign.status_code == 422 and foreign.json()["field"] == "members.0.account_id"
+    elsewhere = manager.post(
+        "/live-codes", {**body, "store_id": theirs.pk, "members": [{"account_id": own.pk}]}
+    )
+    assert elsewhere.status_code == 422 and elsewhere.json()["field"] == "store_id"
+    nowhere = manager.post("/live-codes", {**body, "members": [{"account_id": own.pk}]})
+    assert nowhere.status_code == 422 and nowhere.json()["field"] == "store_id"
+    assert LiveCode.objects.filter(brand=brand).count() == 1
+    lead = Api(make_staff(brand, "operations_lead"))
+    link = lead.post("/short-links", {"target_url": "https://example.com/"}).json()
+    assert [row["code"] for row in lead.get("/short-links").json()] == [link["code"]]
