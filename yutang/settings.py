@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "yutang.segments",
     "yutang.carriers",
     "yutang.messaging",
+    "yutang.acquisition",
     "yutang.api",
     "yutang.console",
     "yutang.simulator",

@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from yutang.console import acquisition_views as av
 from yutang.console import customer_views as cv
 from yutang.console import segment_views as sv
 from yutang.console import messaging_views as mv
@@ -70,4 +71,18 @@ urlpatterns = [
     path("messaging/outbox/<int:message_id>/cancel/", mv.outbox_cancel, name="outbox_cancel"),
     path("messaging/broadcast/", mv.broadcast_composer, name="broadcast"),
     path("messaging/policy/", mv.policy_settings, name="messaging_policy"),
+    path("channels/", av.channels, name="channels"),
+    path("channels/new/", av.channel_create, name="channel_create"),
+    path("channels/<int:channel_id>/", av.channel_edit, name="channel_edit"),
+    path("channels/report/", av.channel_report, name="channel_report"),
+    path("live-codes/", av.live_codes, name="live_codes"),
+    path("live-codes/new/", av.live_code_create, name="live_code_create"),
+    path("live-codes/preview/", av.live_code_preview, name="live_code_preview"),
+    path("live-codes/<int:live_code_id>/", av.live_code_edit, name="live_code_edit"),
+    path("live-codes/<int:live_code_id>/qr/", av.live_code_qr, name="live_code_qr"),
+    path("live-codes/alerts/<int:alert_id>/resolve/", av.alert_resolve, name="alert_resolve"),
+    path("partners/", av.partners, name="partners"),
+    path("partners/<int:partner_id>/", av.partner_detail, name="partner"),
+    path("settlements/<int:settlement_id>/lock/", av.settlement_lock, name="settlement_lock"),
+    path("settlements/<int:settlement_id>/xlsx/", av.settlement_xlsx, name="settlement_xlsx"),
 ]

@@ -78,6 +78,11 @@ class Action(StrEnum):
     MESSAGE_BROADCAST = "message.broadcast"
     MESSAGING_POLICY_MANAGE = "messaging_policy.manage"
     SIMULATION_RUN = "simulation.run"
+    CHANNEL_VIEW = "channel.view"
+    CHANNEL_MANAGE = "channel.manage"
+    LIVE_CODE_MANAGE = "live_code.manage"
+    PARTNER_VIEW = "partner.view"
+    PARTNER_MANAGE = "partner.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -97,6 +102,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
         Action.MESSAGING_POLICY_MANAGE: B,
         Action.SIMULATION_RUN: B,
+        Action.CHANNEL_VIEW: B, Action.CHANNEL_MANAGE: B, Action.LIVE_CODE_MANAGE: B,
+        Action.PARTNER_VIEW: B, Action.PARTNER_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -107,6 +114,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
         Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
         Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
+        Action.CHANNEL_VIEW: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -118,6 +126,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
         Action.SEGMENT_VIEW: S, Action.SEGMENT_EXPORT: S,
         Action.MESSAGE_VIEW: S, Action.MESSAGE_SEND: S, Action.MESSAGE_BROADCAST: S,
+        Action.CHANNEL_VIEW: S, Action.LIVE_CODE_MANAGE: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -139,6 +148,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CUSTOMER_VIEW: B,
         Action.SEGMENT_VIEW: B, Action.SEGMENT_EXPORT: B,
         Action.MESSAGE_VIEW: B,
+        Action.CHANNEL_VIEW: B, Action.PARTNER_VIEW: B,
     },
 }
 # fmt: on

@@ -46,6 +46,11 @@ EXPECTED = {
     "message.broadcast":      "brand brand brand store -     -",
     "messaging_policy.manage": "brand brand -     -     -     -",
     "simulation.run":         "brand brand -     -     -     -",
+    "channel.view":           "brand brand brand store -     brand",
+    "channel.manage":         "brand brand -     -     -     -",
+    "live_code.manage":       "brand brand -     store -     -",
+    "partner.view":           "brand brand -     -     -     brand",
+    "partner.manage":         "brand brand -     -     -     -",
 }  # fmt: skip
 
 

@@ -1,0 +1,1597 @@
+"""Acquisition services: the only code that changes channels, costs, reach, live codes, adds,
+short links, package-card batches, partners and settlements.
+
+Routing (`assign_account`) and add counting (`record_contact_added`) are the seams the carrier
+pipeline calls; see docs/acquisition.md, "Carrier integration"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, models, transaction
+from django.db.models import F, QuerySet
+
+from yutang.acquisition.models import (
+    AccountDay,
+    AcquisitionSettings,
+    Alert,
+    Channel,
+    ChannelCost,
+    ChannelType,
+    ContactAdd,
+    CpaEvent,
+    LinkClick,
+    LiveCode,
+    LiveCodeMember,
+    PackageCardBatch,
+    Partner,
+    Platform,
+    ReachRecord,
+    RoutingRule,
+    Settlement,
+    ShortLink,
+)
+from yutang.core import audit, clock, crypto, tabular
+from yutang.core.db import is_transient
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.identifiers import normalize_phone
+from yutang.core.models import Brand, CarrierAccount, Staff, Store
+from yutang.core.permissions import Action, Scope, require
+from yutang.core.services import is_valid_id
+from yutang.customers import services as customers
+from yutang.customers.models import Customer
+from yutang.events.services import ingest_one
+
+M = TypeVar("M", bound=models.Model)
+MAX_FEN = 10**12
+MAX_BP = 10_000
+#: WeCom's `state` parameter holds at most 30 characters; ours is "lc" + the id.
+STATE_MAX = 30
+STATE_PATTERN = re.compile(r"^lc([1-9][0-9]{0,17})$")
+ATTACHMENT_TYPES = ("image", "link", "miniprogram")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIME_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
+#: Short-link codes: 12 random bytes = 96 bits, 16 URL-safe characters.
+SHORT_CODE_BYTES = 12
+SHORT_CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16}$")
+
+
+class NoCapacity(Conflict):
+    code = "no_capacity"
+
+
+# --- Shared checks ----------------------------------------------------------------------------
+
+
+def _fen(value: Any, field: str, *, allow_negative: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"{field} must be a whole number of fen.", field=field)
+    if (value < 0 and not allow_negative) or abs(value) > MAX_FEN:
+        raise ValidationFailed(f"{field} must be between 0 and {MAX_FEN} fen.", field=field)
+    return value
+
+
+def _bp(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BP:
+        raise ValidationFailed(
+            f"{field} must be basis points between 0 and {MAX_BP} (1% = 100).", field=field
+        )
+    return value
+
+
+def _window(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 365:
+        raise ValidationFailed(f"{field} must be between 1 and 365 days.", field=field)
+    return value
+
+
+def _text(value: Any, field: str, *, max_length: int, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be text.", field=field)
+    value = value.strip()
+    if required and not value:
+        raise ValidationFailed(f"{field} is required.", field=field)
+    if len(value) > max_length:
+        raise ValidationFailed(f"{field} is longer than {max_length} characters.", field=field)
+    return value
+
+
+def _scoped(queryset: QuerySet[M], pk: object, *, what: str, field: str) -> M:
+    if not is_valid_id(pk):
+        raise NotFound(f"No such {what}: {pk}.", field=field)
+    row = queryset.filter(pk=pk).first()
+    if row is None:
+        raise NotFound(f"No such {what}: {pk}.", field=field)
+    return row
+
+
+def local_day(brand: Brand, at: dt.datetime) -> dt.date:
+    return at.astimezone(brand.tz).date()
+
+
+# --- Channels ---------------------------------------------------------------------------------
+
+CHANNEL_FIELDS = [
+    "code", "name", "type", "platform", "owner_id", "partner_id", "starts_on", "ends_on",
+    "hook_description", "hook_coupon_code", "hook_gift", "tags", "cost_per_reach_fen",
+    "cost_per_add_fen", "cpa_fen", "cpa_event", "cps_bp", "attribution_window_days", "is_active",
+]  # fmt: skip
+CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _check_channel(brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if "code" in out:
+        code = _text(out["code"], "code", max_length=64, required=True).lower()
+        if not CODE_PATTERN.match(code):
+            raise ValidationFailed(
+                "code may hold lower-case letters, digits, - and _ only.", field="code"
+            )
+        out["code"] = code
+    if "name" in out:
+        out["name"] = _text(out["name"], "name", max_length=120, required=True)
+    if "type" in out and out["type"] not in ChannelType.values:
+        raise ValidationFailed(f"Unknown channel type {out['type']!r}.", field="type")
+    if out.get("platform") and out["platform"] not in Platform.values:
+        raise ValidationFailed(f"Unknown platform {out['platform']!r}.", field="platform")
+    if "platform" in out and out["platform"] is None:
+        out["platform"] = ""
+    for name, limit in (("hook_description", 200), ("hook_coupon_code", 64), ("hook_gift", 120)):
+        if name in out:
+            out[name] = _text(out[name] or "", name, max_length=limit)
+    for name in ("cost_per_reach_fen", "cost_per_add_fen", "cpa_fen"):
+        if name in out:
+            _fen(out[name], name)
+    if "cps_bp" in out:
+        _bp(out["cps_bp"], "cps_bp")
+    if "cpa_event" in out and out["cpa_event"] not in CpaEvent.values:
+        raise ValidationFailed("cpa_event must be added or activated.", field="cpa_event")
+    if "attribution_window_days" in out:
+        _window(out["attribution_window_days"], "attribution_window_days")
+    if "tags" in out:
+        tags = out["tags"] or []
+        if not isinstance(tags, list) or len(tags) > 20:
+            raise ValidationFailed("tags must be a list of at most 20.", field="tags")
+        for n, tag in enumerate(tags):
+            group, sep, name = str(tag).partition("/")
+            if not isinstance(tag, str) or not sep or not group.strip() or not name.strip():
+                raise ValidationFailed(
+                    'Each tag is "group/name", e.g. "渠道/包裹卡".', field=f"tags.{n}"
+                )
+        out["tags"] = [t.strip() for t in tags]
+    if (
+        out.get("owner_id") is not None
+        and not Staff.objects.filter(
+            brand=brand, pk=out["owner_id"] if is_valid_id(out["owner_id"]) else 0
+        ).exists()
+    ):
+        raise ValidationFailed(f"No such staff member: {out['owner_id']}.", field="owner_id")
+    if (
+        out.get("partner_id") is not None
+        and not Partner.objects.filter(
+            brand=brand, pk=out["partner_id"] if is_valid_id(out["partner_id"]) else 0
+        ).exists()
+    ):
+        raise ValidationFailed(f"No such partner: {out['partner_id']}.", field="partner_id")
+    return out
+
+
+def create_channel(*, actor: Staff | None, brand: Brand, **fields: Any) -> Channel:
+    if actor is not None:
+        require(actor, Action.CHANNEL_MANAGE)
+    unknown = set(fields) - set(CHANNEL_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    for name in ("code", "name", "type"):
+        if name not in fields:
+            raise ValidationFailed(f"{name} is required.", field=name)
+    values = _check_channel(brand, fields)
+    _check_period(values.get("starts_on"), values.get("ends_on"))
+    with transaction.atomic():
+        if Channel.objects.filter(brand=brand, code=values["code"]).exists():
+            raise Conflict(f"A channel with code {values['code']!r} exists.", field="code")
+        channel = Channel.objects.create(brand=brand, created_at=clock.now(), **values)
+        audit.record(brand=brand, actor=actor, action="channel.create", target=channel)
+    return channel
+
+
+def _check_period(starts_on: dt.date | None, ends_on: dt.date | None) -> None:
+    if starts_on and ends_on and ends_on < starts_on:
+        raise ValidationFailed("ends_on is before starts_on.", field="ends_on")
+
+
+def update_channel(*, actor: Staff, channel_id: int, **changes: Any) -> Channel:
+    channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
+    unknown = set(changes) - set(CHANNEL_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    values = _check_channel(channel.brand, changes)
+    _check_period(
+        values.get("starts_on", channel.starts_on), values.get("ends_on", channel.ends_on)
+    )
+    with transaction.atomic():
+        if (
+            "code" in values
+            and Channel.objects.filter(brand=channel.brand, code=values["code"])
+            .exclude(pk=channel.pk)
+            .exists()
+        ):
+            raise Conflict(f"A channel with code {values['code']!r} exists.", field="code")
+        before = audit.snapshot(channel, list(values))
+        for name, value in values.items():
+            setattr(channel, name, value)
+        channel.save()
+        audit.record(
+            brand=channel.brand, actor=actor, action="channel.update", target=channel,
+            changes=audit.diff(before, audit.snapshot(channel, list(values))),
+        )  # fmt: skip
+    return channel
+
+
+def get_channel(*, actor: Staff, channel_id: int, action: Action = Action.CHANNEL_VIEW) -> Channel:
+    return _scoped(
+        Channel.objects.for_actor(actor, action), channel_id, what="channel", field="channel_id"
+    )
+
+
+def list_channels(*, actor: Staff) -> list[Channel]:
+    return list(Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code"))
+
+
+# --- Costs and reach -------------------------------------------------------------------------
+
+
+def add_cost(
+    *, actor: Staff, channel_id: int, date: dt.date, amount_fen: int, note: str = ""
+) -> ChannelCost:
+    channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
+    _fen(amount_fen, "amount_fen")
+    if not isinstance(date, dt.date):
+        raise ValidationFailed("date must be YYYY-MM-DD.", field="date")
+    with transaction.atomic():
+        cost = ChannelCost.objects.create(
+            brand=channel.brand, channel=channel, date=date, amount_fen=amount_fen,
+            note=_text(note, "note", max_length=200), created_at=clock.now(),
+        )  # fmt: skip
+        audit.record(
+            brand=channel.brand, actor=actor, action="channel.cost", target=channel,
+            changes={"cost": {"after": {"date": date.isoformat(), "amount_fen": amount_fen}}},
+        )  # fmt: skip
+    return cost
+
+
+def list_costs(*, actor: Staff, channel_id: int) -> list[ChannelCost]:
+    channel = get_channel(actor=actor, channel_id=channel_id)
+    return list(channel.costs.all())
+
+
+def _set_reach(
+    channel: Channel, date: dt.date, count: int, batch: PackageCardBatch | None
+) -> ReachRecord:
+    row, _ = ReachRecord.objects.update_or_create(
+        channel=channel, batch=batch, date=date,
+        defaults={"brand": channel.brand, "count": count},
+    )  # fmt: skip
+    return row
+
+
+def _check_count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
+        raise ValidationFailed(f"{field} must be a whole number from 0 to 10^9.", field=field)
+    return value
+
+
+def record_reach(
+    *, actor: Staff, channel_id: int, date: dt.date, count: int, batch_id: int | None = None
+) -> ReachRecord:
+    """Set how many people the channel (or one of its card batches) reached on a date.
+    Posting the same date again replaces the number (a correction, not an addition)."""
+    channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
+    _check_count(count, "count")
+    batch = None
+    if batch_id is not None:
+        batch = _scoped(
+            PackageCardBatch.objects.filter(channel=channel), batch_id, what="batch",
+            field="batch_id",
+        )  # fmt: skip
+    with transaction.atomic():
+        row = _set_reach(channel, date, count, batch)
+        audit.record(
+            brand=channel.brand, actor=actor, action="channel.reach", target=channel,
+            changes={"reach": {"after": {"date": date.isoformat(), "count": count}}},
+        )  # fmt: skip
+    return row
+
+
+@dataclass
+class ReachImport:
+    applied: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def import_reach(
+    *, actor: Staff, source: str | IO[bytes], filename: str | None = None
+) -> ReachImport:
+    """Import reach from CSV/XLSX with columns channel, date, count and optional batch.
+    All or nothing: every bad row is reported (row number, column, reason) and then nothing
+    is applied, so a corrected file can simply be imported again."""
+    require(actor, Action.CHANNEL_MANAGE)
+    result = ReachImport()
+    channels = {c.code: c for c in Channel.objects.for_actor(actor, Action.CHANNEL_MANAGE)}
+    batches = {
+        (b.channel_id, b.code): b for b in PackageCardBatch.objects.filter(brand=actor.brand)
+    }
+    rows: list[tuple[Channel, dt.date, int, PackageCardBatch | None]] = []
+    seen: set[tuple[int, int | None, dt.date]] = set()
+    with tabular.open_table(source, filename=filename) as table:
+        missing = [c for c in ("channel", "date", "count") if c not in table.headers]
+        if missing:
+            raise ValidationFailed(f"The file has no {missing[0]!r} column.", field=missing[0])
+        for row in table.rows():
+            values = row.values
+
+            def bad(column: str, reason: str, row_number: int = row.number) -> None:
+                result.errors.append({"row": row_number, "column": column, "reason": reason})
+
+            channel = channels.get(values.get("channel", "").strip().lower())
+            if channel is None:
+                bad("channel", f"unknown channel {values.get('channel', '')!r}")
+                continue
+            try:
+                date = tabular.parse_date(values.get("date", ""), field="date")
+                count = tabular.parse_int(values.get("count", ""), field="count", minimum=0)
+            except ValidationFailed as exc:
+                bad(exc.field or "", exc.message)
+                continue
+            if count > 10**9:
+                bad("count", "is more than 10^9")
+                continue
+            batch = None
+            if values.get("batch", "").strip():
+                batch = batches.get((channel.pk, values["batch"].strip()))
+                if batch is None:
+                    bad("batch", f"unknown batch {values['batch']!r} of this channel")
+                    continue
+            key = (channel.pk, batch.pk if batch else None, date)
+            if key in seen:
+                bad("date", "the same channel, batch and date appear twice")
+                continue
+            seen.add(key)
+            rows.append((channel, date, count, batch))
+    if result.errors:
+        return result
+    with transaction.atomic():
+        for channel, date, count, batch in rows:
+            _set_reach(channel, date, count, batch)
+        audit.record(
+            brand=actor.brand, actor=actor, action="channel.reach_import", target=actor.brand,
+            changes={"rows": {"after": len(rows)}},
+        )  # fmt: skip
+    result.applied = len(rows)
+    return result
+
+
+# --- Live codes -------------------------------------------------------------------------------
+
+
+def _check_schedule(schedule: Any, pool: set[int]) -> dict[str, Any]:
+    if schedule in (None, {}):
+        return {}
+    if not isinstance(schedule, dict) or set(schedule) - {"weekly", "special"}:
+        raise ValidationFailed(
+            "schedule is {weekly: {mon: [slots]…}, special: {YYYY-MM-DD: [slots]}}.",
+            field="schedule",
+        )
+
+    def slots(value: Any, where: str) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or len(value) > 48:
+            raise ValidationFailed("A day is a list of at most 48 slots.", field=where)
+        out = []
+        for n, slot in enumerate(value):
+            at = f"{where}.{n}"
+            if not isinstance(slot, dict) or set(slot) != {"start", "end", "accounts"}:
+                raise ValidationFailed("A slot is {start, end, accounts}.", field=at)
+            for key in ("start", "end"):
+                if not isinstance(slot[key], str) or not TIME_PATTERN.match(slot[key]):
+                    raise ValidationFailed("Times are HH:MM (00:00–24:00).", field=f"{at}.{key}")
+            if slot["end"] <= slot["start"]:
+                raise ValidationFailed("A slot ends after it starts.", field=f"{at}.end")
+            accounts = slot["accounts"]
+            if not isinstance(accounts, list) or not all(is_valid_id(a) for a in accounts):
+                raise ValidationFailed("accounts is a list of account ids.", field=f"{at}.accounts")
+            outside = [a for a in accounts if a not in pool]
+            if outside:
+                raise ValidationFailed(
+                    f"Account {outside[0]} is not in this live code's pool.",
+                    field=f"{at}.accounts",
+                )
+            out.append({"start": slot["start"], "end": slot["end"], "accounts": list(accounts)})
+        return out
+
+    weekly = schedule.get("weekly", {}) or {}
+    special = schedule.get("special", {}) or {}
+    if not isinstance(weekly, dict) or set(weekly) - set(WEEKDAYS):
+        raise ValidationFailed("weekly days are mon … sun.", field="schedule.weekly")
+    if not isinstance(special, dict) or len(special) > 366:
+        raise ValidationFailed("special is {YYYY-MM-DD: [slots]}.", field="schedule.special")
+    out_special = {}
+    for day, value in special.items():
+        try:
+            dt.date.fromisoformat(day)
+        except (TypeError, ValueError):
+            raise ValidationFailed(
+                f"{day!r} is not a date (YYYY-MM-DD).", field=f"schedule.special.{day}"
+            ) from None
+        out_special[day] = slots(value, f"schedule.special.{day}")
+    return {
+        "weekly": {d: slots(v, f"schedule.weekly.{d}") for d, v in weekly.items()},
+        "special": out_special,
+    }
+
+
+def _check_attachments(value: Any) -> list[dict[str, Any]]:
+    if value in (None, []):
+        return []
+    if not isinstance(value, list) or len(value) > 9:
+        raise ValidationFailed(
+            "welcome_attachments is a list of at most 9.", field="welcome_attachments"
+        )
+    out = []
+    for n, item in enumerate(value):
+        at = f"welcome_attachments.{n}"
+        if not isinstance(item, dict) or item.get("type") not in ATTACHMENT_TYPES:
+            raise ValidationFailed(
+                "An attachment has a type: image, link or miniprogram.", field=f"{at}.type"
+            )
+        required = {"image": ["url"], "link": ["url", "title"], "miniprogram": ["appid", "page"]}
+        for key in required[item["type"]]:
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise ValidationFailed(f"A {item['type']} needs {key}.", field=f"{at}.{key}")
+        if "url" in item and urlsplit(item["url"]).scheme not in ("http", "https"):
+            raise ValidationFailed("url must be http(s).", field=f"{at}.url")
+        allowed = {"type", "url", "title", "description", "appid", "page", "media_id"}
+        extra = set(item) - allowed
+        if extra:
+            raise ValidationFailed(f"Unknown key {sorted(extra)[0]!r}.", field=at)
+        out.append({k: str(v)[:500] if k != "type" else v for k, v in item.items()})
+    return out
+
+
+def _check_members(brand: Brand, members: Any, actor: Staff | None = None) -> list[dict[str, Any]]:
+    if not isinstance(members, list) or not members or len(members) > 200:
+        raise ValidationFailed("A live code needs 1 to 200 accounts.", field="members")
+    out, seen = [], set()
+    for n, m in enumerate(members):
+        at = f"members.{n}"
+        if not isinstance(m, Mapping) or not is_valid_id(m.get("account_id")):
+            raise ValidationFailed("Each member has an account_id.", field=f"{at}.account_id")
+        weight = m.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+            raise ValidationFailed("weight is 1 to 1000.", field=f"{at}.weight")
+        if m["account_id"] in seen:
+            raise ValidationFailed("An account appears twice.", field=f"{at}.account_id")
+        seen.add(m["account_id"])
+        out.append(
+            {"account_id": m["account_id"], "weight": weight, "is_backup": bool(m.get("is_backup"))}
+        )
+    reachable = (
+        CarrierAccount.objects.filter(brand=brand)
+        if actor is None
+        else CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW)
+    )
+    found = set(reachable.filter(pk__in=seen).values_list("pk", flat=True))
+    for n, m in enumerate(out):
+        if m["account_id"] not in found:
+            raise ValidationFailed(
+                f"No such carrier account: {m['account_id']}.", field=f"members.{n}.account_id"
+            )
+    if all(m["is_backup"] for m in out):
+        raise ValidationFailed("At least one account must not be a backup.", field="members")
+    return out
+
+
+LIVE_CODE_FIELDS = [
+    "channel_id", "name", "store_id", "partner_id", "rule", "members", "schedule",
+    "welcome_text", "welcome_attachments", "is_active",
+]  # fmt: skip
+
+
+def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(LIVE_CODE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    out = dict(values)
+    if "name" in out:
+        out["name"] = _text(out["name"], "name", max_length=120, required=True)
+    if "rule" in out and out["rule"] not in RoutingRule.values:
+        raise ValidationFailed(f"Unknown routing rule {out['rule']!r}.", field="rule")
+    if "channel_id" in out:
+        # Store roles may hang their store's live codes on any of the brand's active
+        # channels (they could not see a channel before its first code in their store).
+        channels: QuerySet[Channel] = (
+            Channel.objects.filter(brand=brand)
+            if actor is None
+            else Channel.objects.filter(brand=brand, is_active=True)
+            if require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND
+            else Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
+        )
+        _scoped(channels, out["channel_id"], what="channel", field="channel_id")
+    if out.get("store_id") is not None:
+        stores = Store.objects.filter(brand=brand)
+        if actor is not None and require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND:
+            stores = stores.filter(pk__in=actor.store_ids)
+        if not is_valid_id(out["store_id"]) or not stores.filter(pk=out["store_id"]).exists():
+            raise ValidationFailed(f"No such store: {out['store_id']}.", field="store_id")
+    elif (
+        actor is not None
+        and require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND
+        and ("store_id" in out or "channel_id" in out)
+    ):
+        raise ValidationFailed("Store roles make live codes for their store.", field="store_id")
+    if (
+        out.get("partner_id") is not None
+        and not Partner.objects.filter(
+            brand=brand, pk=out["partner_id"] if is_valid_id(out["partner_id"]) else 0
+        ).exists()
+    ):
+        raise ValidationFailed(f"No such partner: {out['partner_id']}.", field="partner_id")
+    if "members" in out:
+        out["members"] = _check_members(brand, out["members"], actor)
+    if "welcome_text" in out:
+        out["welcome_text"] = _text(out["welcome_text"] or "", "welcome_text", max_length=2000)
+    if "welcome_attachments" in out:
+        out["welcome_attachments"] = _check_attachments(out["welcome_attachments"])
+    return out
+
+
+def _write_members(code: LiveCode, members: list[dict[str, Any]]) -> None:
+    code.members.all().delete()
+    LiveCodeMember.objects.bulk_create(
+        LiveCodeMember(
+            live_code=code, account_id=m["account_id"], weight=m["weight"],
+            is_backup=m["is_backup"], position=n,
+        )
+        for n, m in enumerate(members)
+    )  # fmt: skip
+
+
+def create_live_code(*, actor: Staff | None, brand: Brand, **fields: Any) -> LiveCode:
+    if actor is not None:
+        require(actor, Action.LIVE_CODE_MANAGE)
+    for name in ("channel_id", "name", "rule", "members"):
+        if name not in fields:
+            raise ValidationFailed(f"{name} is required.", field=name)
+    values = _live_code_values(actor, brand, fields)
+    members = values.pop("members")
+    pool = {m["account_id"] for m in members}
+    values["schedule"] = _check_schedule(values.get("schedule"), pool)
+    if values["rule"] == RoutingRule.TIME_SLOT and not values["schedule"]:
+        raise ValidationFailed("The time-slot rule needs a schedule.", field="schedule")
+    now = clock.now()
+    with transaction.atomic():
+        code = LiveCode.objects.create(
+            brand=brand, created_at=now, updated_at=now,
+            public_token=secrets.token_urlsafe(SHORT_CODE_BYTES), **values,
+        )  # fmt: skip
+        _write_members(code, members)
+        audit.record(brand=brand, actor=actor, action="live_code.create", target=code,
+                     store=code.store)  # fmt: skip
+    return code
+
+
+def get_live_code(
+    *, actor: Staff, live_code_id: int, action: Action = Action.CHANNEL_VIEW
+) -> LiveCode:
+    return _scoped(
+        LiveCode.objects.for_actor(actor, action).select_related("channel", "store"),
+        live_code_id, what="live code", field="live_code_id",
+    )  # fmt: skip
+
+
+def update_live_code(*, actor: Staff, live_code_id: int, **changes: Any) -> LiveCode:
+    code = get_live_code(actor=actor, live_code_id=live_code_id, action=Action.LIVE_CODE_MANAGE)
+    values = _live_code_values(actor, code.brand, changes)
+    members = values.pop("members", None)
+    pool = (
+        {m["account_id"] for m in members}
+        if members is not None
+        else set(code.members.values_list("account_id", flat=True))
+    )
+    schedule = values.pop("schedule", code.schedule)
+    values["schedule"] = _check_schedule(schedule, pool)
+    if values.get("rule", code.rule) == RoutingRule.TIME_SLOT and not values["schedule"]:
+        raise ValidationFailed("The time-slot rule needs a schedule.", field="schedule")
+    with transaction.atomic():
+        keys = [k for k in values if k != "schedule"]
+        before = audit.snapshot(code, keys)
+        for name, value in values.items():
+            setattr(code, name, value)
+        code.updated_at = clock.now()
+        code.save()
+        if members is not None:
+            _write_members(code, members)
+        audit.record(
+            brand=code.brand, actor=actor, action="live_code.update", target=code,
+            store=code.store,
+            changes=audit.diff(before, audit.snapshot(code, keys)),
+        )  # fmt: skip
+    return code
+
+
+def list_live_codes(*, actor: Staff, channel_id: int | None = None) -> list[LiveCode]:
+    qs = LiveCode.objects.for_actor(actor, Action.CHANNEL_VIEW).select_related("channel", "store")
+    if channel_id is not None:
+        qs = qs.filter(channel_id=channel_id)
+    return list(qs.order_by("-id"))
+
+
+# --- Routing ---------------------------------------------------------------------------------
+
+
+def _members(code: LiveCode) -> tuple[list[LiveCodeMember], list[LiveCodeMember]]:
+    rows = list(code.members.select_related("account__store").filter(account__is_active=True))
+    return [m for m in rows if not m.is_backup], [m for m in rows if m.is_backup]
+
+
+def _scheduled(code: LiveCode, at: dt.datetime) -> set[int]:
+    """Accounts on duty at `at` in the brand's time zone: a special date replaces the week."""
+    local = at.astimezone(code.brand.tz)
+    special = code.schedule.get("special", {})
+    day_slots = special.get(local.date().isoformat())
+    if day_slots is None:
+        day_slots = code.schedule.get("weekly", {}).get(WEEKDAYS[local.weekday()], [])
+    now = local.strftime("%H:%M")
+    on_duty: set[int] = set()
+    for slot in day_slots:
+        if slot["start"] <= now < slot["end"]:
+            on_duty.update(slot["accounts"])
+    return on_duty
+
+
+def _has_room(day: AccountDay | None, cap: int | None) -> bool:
+    if cap is None:
+        return True
+    if day is None:
+        return cap > 0
+    return day.assigned < cap and day.added < cap
+
+
+def _reserve(account: CarrierAccount, day: dt.date, *, force: bool = False) -> bool:
+    """Count one routed add on the account's day if it has room, atomically (the UPDATE's
+    condition is re-checked under the row lock, so concurrent adds never pass the cap)."""
+    cap = account.daily_add_cap
+    for _attempt in range(2):
+        qs = AccountDay.objects.filter(account=account, day=day)
+        if cap is not None and not force:
+            qs = qs.filter(assigned__lt=cap, added__lt=cap)
+        if qs.update(assigned=F("assigned") + 1) == 1:
+            return True
+        if AccountDay.objects.filter(account=account, day=day).exists():
+            return False
+        AccountDay.objects.bulk_create(
+            [AccountDay(account=account, day=day)], ignore_conflicts=True
+        )
+    return False
+
+
+def _ticket(code: LiveCode) -> int:
+    """The next position of the live code's rotation (serialised by the row's lock)."""
+    LiveCode.objects.filter(pk=code.pk).update(rotation=F("rotation") + 1)
+    return int(LiveCode.objects.filter(pk=code.pk).values_list("rotation", flat=True)[0]) - 1
+
+
+def smooth_weighted_order(weights: Sequence[int]) -> list[int]:
+    """One cycle of smooth weighted round-robin (as nginx does): indexes in an interleaved
+    order where index i appears weights[i] times."""
+    total = sum(weights)
+    current = [0] * len(weights)
+    order = []
+    for _ in range(total):
+        for i, w in enumerate(weights):
+            current[i] += w
+        best = max(range(len(weights)), key=lambda i: (current[i], -i))
+        current[best] -= total
+        order.append(best)
+    return order
+
+
+def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 6371.0 * 2 * math.asin(math.sqrt(min(1.0, h)))
+
+
+def _check_location(location: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if location is None:
+        return None
+    if "latitude" in location or "longitude" in location:
+        try:
+            lat, lon = float(location["latitude"]), float(location["longitude"])
+        except (KeyError, TypeError, ValueError):
+            raise ValidationFailed(
+                "location needs numeric latitude and longitude.", field="location"
+            ) from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ValidationFailed("location is out of range.", field="location")
+        return {"latitude": lat, "longitude": lon}
+    if isinstance(location.get("city"), str) and location["city"].strip():
+        return {"city": location["city"].strip()}
+    raise ValidationFailed("location is {latitude, longitude} or {city}.", field="location")
+
+
+def _by_distance(
+    members: list[LiveCodeMember], location: Mapping[str, Any] | None, ticket: int
+) -> list[LiveCodeMember]:
+    """Nearest store first; accounts of the same store take turns; unknown places last."""
+
+    def rank(m: LiveCodeMember) -> float:
+        store = m.account.store
+        if location is None or store is None:
+            return math.inf
+        if "city" in location:
+            return 0.0 if store.city == location["city"] else math.inf
+        if store.latitude is None or store.longitude is None:
+            return math.inf
+        return _distance_km(
+            location["latitude"], location["longitude"], float(store.latitude),
+            float(store.longitude),
+        )  # fmt: skip
+
+    ranked: dict[float, list[LiveCodeMember]] = {}
+    for m in members:
+        ranked.setdefault(rank(m), []).append(m)
+    out = []
+    for distance in sorted(ranked):
+        group = ranked[distance]
+        shift = ticket % len(group)
+        out.extend(group[shift:] + group[:shift])
+    return out
+
+
+def _candidates(
+    code: LiveCode,
+    members: list[LiveCodeMember],
+    at: dt.datetime,
+    location: Mapping[str, Any] | None,
+    ticket: int,
+) -> list[LiveCodeMember]:
+    if not members:
+        return []
+    if code.rule == RoutingRule.TIME_SLOT:
+        on_duty = _scheduled(code, at)
+        members = [m for m in members if m.account_id in on_duty]
+        if not members:
+            return []
+    if code.rule == RoutingRule.NEAREST_STORE:
+        return _by_distance(members, location, ticket)
+    if code.rule == RoutingRule.WEIGHTED:
+        order = smooth_weighted_order([m.weight for m in members])
+        start = ticket % len(order)
+        out: list[LiveCodeMember] = []
+        for i in order[start:] + order[:start]:
+            if members[i] not in out:
+                out.append(members[i])
+        return out
+    shift = ticket % len(members)
+    return members[shift:] + members[:shift]
+
+
+def assign_account(
+    *,
+    live_code: LiveCode,
+    at: dt.datetime,
+    customer: Customer | None = None,
+    location: Mapping[str, Any] | None = None,
+) -> CarrierAccount:
+    """Choose the carrier account for the next add through `live_code` and count it against
+    that account's daily cap. Raises NoCapacity (after recording an alert for the code's
+    owner) when neither the pool nor the backups have room. Call it outside any transaction
+    of your own so that the alert survives the refusal."""
+    location = _check_location(location)
+    day = local_day(live_code.brand, at)
+    for attempt in range(3):
+        try:
+            chosen = _route(live_code, day, at, customer, location)
+        except OperationalError as exc:
+            # A deadlock victim or a busy SQLite file: the transaction rolled back whole.
+            if attempt == 2 or not is_transient(exc):
+                raise
+            continue
+        if chosen is not None:
+            return chosen
+        break
+    _alert_no_capacity(live_code, day)
+    raise NoCapacity(
+        f"Live code {live_code.name!r} has no account with room left today.", field="live_code"
+    )
+
+
+def _route(
+    live_code: LiveCode,
+    day: dt.date,
+    at: dt.datetime,
+    customer: Customer | None,
+    location: Mapping[str, Any] | None,
+) -> CarrierAccount | None:
+    with transaction.atomic():
+        if customer is not None and live_code.rule == RoutingRule.EXCLUSIVE:
+            owner_account = _owner_account(live_code, customer)
+            if owner_account is not None:
+                # The relationship wins over the cap: the customer goes back to their staff.
+                _reserve(owner_account, day, force=True)
+                return owner_account
+        ticket = _ticket(live_code)
+        pool, backups = _members(live_code)
+        for member in [*_candidates(live_code, pool, at, location, ticket), *backups]:
+            if _reserve(member.account, day):
+                return member.account
+    return None
+
+
+def _owner_account(code: LiveCode, customer: Customer) -> CarrierAccount | None:
+    customer = customers.survivor(customer)
+    if customer.owner_staff_id is None:
+        return None
+    pool_ids = list(code.members.values_list("account_id", flat=True))
+    accounts = CarrierAccount.objects.filter(
+        brand_id=code.brand_id, staff_id=customer.owner_staff_id, is_active=True
+    )
+    return accounts.filter(pk__in=pool_ids).first() or accounts.order_by("id").first()
+
+
+def _alert_no_capacity(code: LiveCode, day: dt.date) -> None:
+    owner = code.channel.owner
+    message = f"Live code {code.name!r} has no capacity left on {day.isoformat()}."
+    with transaction.atomic():
+        _, created = Alert.objects.get_or_create(
+            live_code=code, kind="no_capacity", day=day,
+            defaults={"brand_id": code.brand_id, "owner": owner, "message": message,
+                      "created_at": clock.now()},
+        )  # fmt: skip
+        if created:
+            audit.record(
+                brand=code.brand, actor=None, action="live_code.no_capacity", target=code,
+                store=code.store, changes={"day": {"after": day.isoformat()}},
+            )  # fmt: skip
+
+
+def contact_way_members(*, live_code: LiveCode, at: dt.datetime) -> list[CarrierAccount]:
+    """The accounts a WeCom multi-person contact way should list now: pool accounts on duty
+    (time-slot rule) with room left today, else the backups with room."""
+    day = local_day(live_code.brand, at)
+    pool, backups = _members(live_code)
+    if live_code.rule == RoutingRule.TIME_SLOT:
+        on_duty = _scheduled(live_code, at)
+        pool = [m for m in pool if m.account_id in on_duty]
+    days = {
+        d.account_id: d
+        for d in AccountDay.objects.filter(
+            account_id__in=[m.account_id for m in [*pool, *backups]], day=day
+        )
+    }
+    for group in (pool, backups):
+        room = [
+            m.account for m in group if _has_room(days.get(m.account_id), m.account.daily_add_cap)
+        ]
+        if room:
+            return room
+    return []
+
+
+@dataclass(frozen=True)
+class AccountCapacity:
+    account_id: int
+    display_name: str
+    is_backup: bool
+    weight: int
+    cap: int | None
+    assigned: int
+    added: int
+    has_room: bool
+    on_duty: bool
+
+
+def capacity_status(*, actor: Staff, live_code_id: int, at: dt.datetime) -> list[AccountCapacity]:
+    code = get_live_code(actor=actor, live_code_id=live_code_id)
+    day = local_day(code.brand, at)
+    members = list(code.members.select_related("account"))
+    days = {
+        d.account_id: d
+        for d in AccountDay.objects.filter(account_id__in=[m.account_id for m in members], day=day)
+    }
+    on_duty = _scheduled(code, at) if code.rule == RoutingRule.TIME_SLOT else None
+    out = []
+    for m in members:
+        d = days.get(m.account_id)
+        out.append(
+            AccountCapacity(
+                account_id=m.account_id, display_name=m.account.display_name,
+                is_backup=m.is_backup, weight=m.weight, cap=m.account.daily_add_cap,
+                assigned=d.assigned if d else 0, added=d.added if d else 0,
+                has_room=m.account.is_active and _has_room(d, m.account.daily_add_cap),
+                on_duty=on_duty is None or m.account_id in on_duty,
+            )
+        )  # fmt: skip
+    return out
+
+
+def list_alerts(*, actor: Staff, open_only: bool = True) -> list[Alert]:
+    codes = LiveCode.objects.for_actor(actor, Action.CHANNEL_VIEW).values("pk")
+    qs = Alert.objects.filter(brand=actor.brand, live_code__in=codes).select_related("live_code")
+    if open_only:
+        qs = qs.filter(resolved_at__isnull=True)
+    return list(qs[:200])
+
+
+def resolve_alert(*, actor: Staff, alert_id: int) -> Alert:
+    codes = LiveCode.objects.for_actor(actor, Action.LIVE_CODE_MANAGE).values("pk")
+    alert = _scoped(
+        Alert.objects.filter(brand=actor.brand, live_code__in=codes), alert_id, what="alert",
+        field="alert_id",
+    )  # fmt: skip
+    Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(resolved_at=clock.now())
+    alert.refresh_from_db()
+    return alert
+
+
+# --- The carrier seams ------------------------------------------------------------------------
+
+
+def state_for(live_code: LiveCode) -> str:
+    """The carrier `state` naming a live code: "lc" + its id (at most 21 of WeCom's 30)."""
+    state = f"lc{live_code.pk}"
+    assert len(state) <= STATE_MAX
+    return state
+
+
+def live_code_for_state(*, brand: Brand, state: str | None) -> LiveCode | None:
+    """The brand's live code named by a carrier `state`, or None for anything else."""
+    if not isinstance(state, str) or len(state) > STATE_MAX:
+        return None
+    match = STATE_PATTERN.match(state)
+    if match is None:
+        return None
+    return (
+        LiveCode.objects.select_related("channel", "store", "brand")
+        .filter(brand=brand, pk=int(match.group(1)))
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Welcome:
+    text: str
+    attachments: list[dict[str, Any]]
+    coupon_code: str = ""
+    live_code_id: int | None = None
+
+
+WELCOME_VARIABLES = re.compile(r"\{(name|staff|store)\}")
+FALLBACK_WELCOME = "你好 {name}，我是 {staff}，很高兴认识你！"
+
+
+def render_welcome(template: str, *, name: str, staff: str, store: str) -> str:
+    values = {"name": name, "staff": staff, "store": store}
+    return WELCOME_VARIABLES.sub(lambda m: values[m.group(1)], template)
+
+
+def welcome_for_add(
+    *,
+    brand: Brand,
+    account: CarrierAccount,
+    state: str | None,
+    customer_name: str,
+    attachment_limit: int = 9,
+) -> Welcome | None:
+    """What to send first when a contact is added: the live code's welcome (variables
+    rendered, attachments cut to the carrier's limit, the channel's hook coupon), else the
+    brand's default welcome. None when the brand has neither (then send nothing)."""
+    code = live_code_for_state(brand=brand, state=state)
+    store = (code.store if code and code.store else None) or account.store
+    store_name = store.name if store else ""
+    if code is not None and code.welcome_text.strip():
+        return Welcome(
+            text=render_welcome(
+                code.welcome_text, name=customer_name, staff=account.display_name,
+                store=store_name,
+            ),
+            attachments=[dict(a) for a in code.welcome_attachments[: max(0, attachment_limit)]],
+            coupon_code=code.channel.hook_coupon_code,
+            live_code_id=code.pk,
+        )  # fmt: skip
+    default = AcquisitionSettings.objects.filter(brand=brand).first()
+    template = default.default_welcome_text if default else ""
+    if not template.strip():
+        return None
+    return Welcome(
+        text=render_welcome(template, name=customer_name, staff=account.display_name,
+                            store=store_name),
+        attachments=[],
+        coupon_code=code.channel.hook_coupon_code if code else "",
+        live_code_id=code.pk if code else None,
+    )  # fmt: skip
+
+
+def set_default_welcome(*, actor: Staff, text: str) -> AcquisitionSettings:
+    require(actor, Action.CHANNEL_MANAGE)
+    text = _text(text, "default_welcome_text", max_length=2000)
+    with transaction.atomic():
+        row, _ = AcquisitionSettings.objects.update_or_create(
+            brand=actor.brand, defaults={"default_welcome_text": text}
+        )
+        audit.record(brand=actor.brand, actor=actor, action="welcome.default", target=row)
+    return row
+
+
+def record_contact_added(
+    *,
+    brand: Brand,
+    account: CarrierAccount,
+    customer: Customer,
+    state: str | None,
+    occurred_at: dt.datetime,
+) -> ContactAdd:
+    """Count an add reported by the carrier and attribute it: the channel's tags, the owner
+    (the account's staff and store) when the customer has none, first-touch channel, and the
+    add counted against the account's day. Replaying the same add changes nothing."""
+    if account.brand_id != brand.pk or customer.brand_id != brand.pk:
+        raise ValidationFailed("The account and customer must belong to the brand.", field="brand")
+    if occurred_at.tzinfo is None:
+        raise ValidationFailed("occurred_at needs a UTC offset.", field="occurred_at")
+    customer = customers.survivor(customer)
+    code = live_code_for_state(brand=brand, state=state)
+    channel = code.channel if code else None
+    batch = PackageCardBatch.objects.filter(live_code=code).first() if code else None
+    partner = (code.partner if code and code.partner_id else None) or (
+        channel.partner if channel else None
+    )
+    with transaction.atomic():
+        existing = ContactAdd.objects.filter(
+            account=account, customer=customer, added_at=occurred_at
+        ).first()
+        if existing is not None:
+            return existing
+        first_touch = (
+            channel is not None
+            and not ContactAdd.objects.filter(
+                brand=brand, customer=customer, channel__isnull=False
+            ).exists()
+        )
+        try:
+            with transaction.atomic():
+                add = ContactAdd.objects.create(
+                    brand=brand, customer=customer, account=account, live_code=code,
+                    channel=channel, partner=partner, batch=batch, state=(state or "")[:30],
+                    added_at=occurred_at, is_first_touch=first_touch,
+                )  # fmt: skip
+        except IntegrityError:
+            return ContactAdd.objects.get(account=account, customer=customer, added_at=occurred_at)
+        day = local_day(brand, occurred_at)
+        AccountDay.objects.bulk_create(
+            [AccountDay(account=account, day=day)], ignore_conflicts=True
+        )
+        AccountDay.objects.filter(account=account, day=day).update(added=F("added") + 1)
+        owner_store = (code.store if code and code.store_id else None) or account.store
+        updates: dict[str, Any] = {}
+        if customer.owner_staff_id is None and account.staff_id is not None:
+            updates["owner_staff_id"] = account.staff_id
+        if customer.owner_store_id is None and owner_store is not None:
+            updates["owner_store_id"] = owner_store.pk
+        if updates:
+            Customer.objects.filter(pk=customer.pk).update(updated_at=clock.now(), **updates)
+        if first_touch and channel is not None:
+            # First touch wins: only a customer without a source channel takes this one.
+            Customer.objects.filter(pk=customer.pk, source_channel="").update(
+                source_channel=channel.code
+            )
+        if channel is not None and channel.tags:
+            tag_ids = [
+                customers.create_tag(
+                    actor=None, brand=brand, group=t.split("/", 1)[0], name=t.split("/", 1)[1]
+                ).pk
+                for t in channel.tags
+            ]
+            customers.set_tags(actor=None, customer=customer, add=tag_ids, source="channel")
+    return add
+
+
+# --- Short links and package cards ------------------------------------------------------------
+
+
+def new_short_code() -> str:
+    return secrets.token_urlsafe(SHORT_CODE_BYTES)
+
+
+def create_short_link(
+    *,
+    actor: Staff,
+    channel_id: int | None = None,
+    live_code_id: int | None = None,
+    batch_id: int | None = None,
+    target_url: str = "",
+    expires_at: dt.datetime | None = None,
+    customer_id: int | None = None,
+) -> ShortLink:
+    """A short link to a URL or to a live code's landing page (which shows its QR)."""
+    require(actor, Action.CHANNEL_MANAGE)
+    channel = code = batch = customer = None
+    if live_code_id is not None:
+        code = get_live_code(actor=actor, live_code_id=live_code_id)
+        channel = code.channel
+    if batch_id is not None:
+        batch = _scoped(
+            PackageCardBatch.objects.filter(brand=actor.brand), batch_id, what="batch",
+            field="batch_id",
+        )  # fmt: skip
+        channel = batch.channel
+        code = code or batch.live_code
+    if channel_id is not None:
+        chosen = get_channel(actor=actor, channel_id=channel_id)
+        if channel is not None and chosen.pk != channel.pk:
+            raise ValidationFailed("The live code belongs to another channel.", field="channel_id")
+        channel = chosen
+    target_url = _text(target_url or "", "target_url", max_length=1000)
+    if target_url and urlsplit(target_url).scheme not in ("http", "https"):
+        raise ValidationFailed("target_url must be an http(s) URL.", field="target_url")
+    if not target_url and code is None:
+        raise ValidationFailed("Give a target_url or a live code.", field="target_url")
+    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= clock.now()):
+        raise ValidationFailed(
+            "expires_at must be a future time with an offset.", field="expires_at"
+        )
+    if customer_id is not None:
+        customer = customers.get_customer(actor=actor, customer_id=customer_id)
+    with transaction.atomic():
+        link = ShortLink.objects.create(
+            brand=actor.brand, code=new_short_code(), channel=channel, live_code=code,
+            batch=batch, customer=customer, target_url=target_url, expires_at=expires_at,
+            created_at=clock.now(),
+        )  # fmt: skip
+        audit.record(brand=actor.brand, actor=actor, action="short_link.create", target=link)
+    return link
+
+
+def list_short_links(*, actor: Staff) -> list[ShortLink]:
+    links = ShortLink.objects.filter(brand=actor.brand)
+    if require(actor, Action.CHANNEL_VIEW) is not Scope.BRAND:
+        links = links.filter(channel__in=Channel.objects.for_actor(actor, Action.CHANNEL_VIEW))
+    return list(
+        links.select_related("channel", "live_code").annotate(click_count=models.Count("clicks"))[
+            :500
+        ]
+    )
+
+
+def live_code_url(code: LiveCode, *, base: str) -> str:
+    """What the live code's QR encodes: the carrier's own QR link once the carrier sync has
+    set it, else the public landing page (which shows that QR on a phone)."""
+    if code.carrier_qr_url:
+        return code.carrier_qr_url
+    return base.rstrip("/") + f"/c/{code.public_token}/"
+
+
+def brand_logo(*, brand: Brand) -> bytes | None:
+    row = AcquisitionSettings.objects.filter(brand=brand).first()
+    return bytes(row.logo_png) if row and row.logo_png else None
+
+
+def set_brand_logo(*, actor: Staff, data: bytes | None) -> None:
+    """Set (or with None, remove) the logo centred in the brand's QR codes."""
+    from yutang.acquisition import qr
+
+    require(actor, Action.CHANNEL_MANAGE)
+    logo = qr.check_logo(data) if data is not None else b""
+    with transaction.atomic():
+        row, _ = AcquisitionSettings.objects.update_or_create(
+            brand=actor.brand, defaults={"logo_png": logo}
+        )
+        audit.record(brand=actor.brand, actor=actor, action="acquisition.logo", target=row)
+
+
+def live_code_by_token(*, token: str) -> LiveCode | None:
+    """The active live code behind a public landing URL, or None."""
+    if not isinstance(token, str) or not SHORT_CODE_PATTERN.match(token):
+        return None
+    return (
+        LiveCode.objects.select_related("channel", "brand")
+        .filter(public_token=token, is_active=True)
+        .first()
+    )
+
+
+def agent_class(user_agent: str) -> str:
+    ua = user_agent.lower()
+    if "micromessenger" in ua:
+        return "wechat"
+    if any(bot in ua for bot in ("bot", "spider", "crawl", "curl", "python", "wget")):
+        return "bot"
+    if any(m in ua for m in ("iphone", "android", "mobile", "ipad")):
+        return "mobile"
+    if ua:
+        return "desktop"
+    return "unknown"
+
+
+def ip_hash(ip: str) -> str:
+    """A truncated keyed hash: clicks from one address can be told apart, the address not."""
+    key = hashlib.sha256(("yutang-link-ip:" + settings.SECRET_KEY).encode()).digest()
+    return hmac.new(key, ip.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Redirect:
+    url: str | None
+    live_code: LiveCode | None
+
+
+def follow_short_link(*, code: str, user_agent: str, ip: str) -> Redirect:
+    """Record a click and say where to go. Unknown, malformed and expired codes all raise
+    the same NotFound so a guesser learns nothing."""
+    if not isinstance(code, str) or not SHORT_CODE_PATTERN.match(code):
+        raise NotFound("Not found.")
+    link = (
+        ShortLink.objects.select_related("brand", "channel", "live_code").filter(code=code).first()
+    )
+    now = clock.now()
+    if link is None or (link.expires_at is not None and link.expires_at <= now):
+        raise NotFound("Not found.")
+    kind = agent_class(user_agent)
+    with transaction.atomic():
+        click = LinkClick.objects.create(
+            link=link, clicked_at=now, agent_class=kind, ip_hash=ip_hash(ip)
+        )
+        if link.customer_id is not None:
+            ingest_one(
+                brand=link.brand,
+                item={
+                    "type": "link.clicked",
+                    "occurred_at": now,
+                    "customer_id": link.customer_id,
+                    "idempotency_key": f"link.clicked:{click.pk}",
+                    "source": "short_link",
+                    "properties": {
+                        "link": link.code,
+                        **({"channel": link.channel.code} if link.channel else {}),
+                        "agent_class": kind,
+                    },
+                },
+            )
+    return Redirect(url=link.target_url or None, live_code=link.live_code)
+
+
+def create_batch(
+    *,
+    actor: Staff,
+    channel_id: int,
+    code: str,
+    name: str,
+    cards_printed: int = 0,
+    live_code_id: int | None = None,
+) -> PackageCardBatch:
+    """A package-card batch: its own live code (so adds are attributed to it) and reach."""
+    channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
+    code = _text(code, "code", max_length=32, required=True)
+    if not CODE_PATTERN.match(code.lower()):
+        raise ValidationFailed("code may hold letters, digits, - and _ only.", field="code")
+    _check_count(cards_printed, "cards_printed")
+    live_code = None
+    if live_code_id is not None:
+        live_code = get_live_code(actor=actor, live_code_id=live_code_id)
+        if live_code.channel_id != channel.pk:
+            raise ValidationFailed(
+                "The live code belongs to another channel.", field="live_code_id"
+            )
+        if PackageCardBatch.objects.filter(live_code=live_code).exists():
+            raise Conflict("That live code already serves a batch.", field="live_code_id")
+    with transaction.atomic():
+        if PackageCardBatch.objects.filter(brand=channel.brand, code=code).exists():
+            raise Conflict(f"A batch with code {code!r} exists.", field="code")
+        batch = PackageCardBatch.objects.create(
+            brand=channel.brand, channel=channel, code=code,
+            name=_text(name, "name", max_length=120, required=True),
+            cards_printed=cards_printed, live_code=live_code, created_at=clock.now(),
+        )  # fmt: skip
+        audit.record(brand=channel.brand, actor=actor, action="card_batch.create", target=batch)
+    return batch
+
+
+def list_batches(*, actor: Staff, channel_id: int) -> list[PackageCardBatch]:
+    channel = get_channel(actor=actor, channel_id=channel_id)
+    return list(channel.batches.select_related("live_code"))
+
+
+# --- Partners and settlements ----------------------------------------------------------------
+
+PARTNER_FIELDS = [
+    "name", "kind", "phone", "contact_note", "cps_bp", "cpa_fen", "cpa_event",
+    "fixed_fee_fen", "attribution_window_days", "is_active",
+]  # fmt: skip
+
+
+def _partner_values(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(PARTNER_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    out = dict(values)
+    if "name" in out:
+        out["name"] = _text(out["name"], "name", max_length=120, required=True)
+    if "kind" in out and out["kind"] not in Partner.Kind.values:
+        raise ValidationFailed("kind is kol or koc.", field="kind")
+    if "contact_note" in out:
+        out["contact_note"] = _text(out["contact_note"] or "", "contact_note", max_length=200)
+    for name in ("cpa_fen", "fixed_fee_fen"):
+        if name in out:
+            _fen(out[name], name)
+    if "cps_bp" in out:
+        _bp(out["cps_bp"], "cps_bp")
+    if "cpa_event" in out and out["cpa_event"] not in CpaEvent.values:
+        raise ValidationFailed("cpa_event must be added or activated.", field="cpa_event")
+    if "attribution_window_days" in out:
+        _window(out["attribution_window_days"], "attribution_window_days")
+    if "phone" in out:
+        phone = (out.pop("phone") or "").strip()
+        if phone:
+            normalized = normalize_phone(phone, field="phone")
+            out["phone_encrypted"] = crypto.encrypt_pii(normalized)
+            out["phone_hash"] = crypto.hash_pii(normalized)
+        else:
+            out["phone_encrypted"] = out["phone_hash"] = ""
+    return out
+
+
+def create_partner(*, actor: Staff | None, brand: Brand, **fields: Any) -> Partner:
+    if actor is not None:
+        require(actor, Action.PARTNER_MANAGE)
+    if "name" not in fields:
+        raise ValidationFailed("name is required.", field="name")
+    values = _partner_values(fields)
+    phone = fields.get("phone", "")
+    with transaction.atomic():
+        partner = Partner.objects.create(brand=brand, created_at=clock.now(), **values)
+        audit.record(
+            brand=brand, actor=actor, action="partner.create", target=partner,
+            changes=audit.diff(None, {"phone": phone}, sensitive={"phone": "phone"}),
+        )  # fmt: skip
+    return partner
+
+
+def get_partner(*, actor: Staff, partner_id: int, action: Action = Action.PARTNER_VIEW) -> Partner:
+    return _scoped(
+        Partner.objects.for_actor(actor, action), partner_id, what="partner", field="partner_id"
+    )
+
+
+def update_partner(*, actor: Staff, partner_id: int, **changes: Any) -> Partner:
+    partner = get_partner(actor=actor, partner_id=partner_id, action=Action.PARTNER_MANAGE)
+    values = _partner_values(changes)
+    with transaction.atomic():
+        before = audit.snapshot(partner, [k for k in values if not k.startswith("phone")])
+        for name, value in values.items():
+            setattr(partner, name, value)
+        partner.save()
+        after = audit.snapshot(partner, [k for k in values if not k.startswith("phone")])
+        audit.record(brand=partner.brand, actor=actor, action="partner.update", target=partner,
+                     changes=audit.diff(before, after))  # fmt: skip
+    return partner
+
+
+def list_partners(*, actor: Staff) -> list[Partner]:
+    return list(Partner.objects.for_actor(actor, Action.PARTNER_VIEW))
+
+
+def present_partner(viewer: Staff, partner: Partner) -> dict[str, Any]:
+    phone = partner.phone if viewer.can(Action.IDENTIFIERS_VIEW) else partner.masked_phone
+    return {
+        "id": partner.pk, "name": partner.name, "kind": partner.kind, "phone": phone,
+        "contact_note": partner.contact_note, "cps_bp": partner.cps_bp,
+        "cpa_fen": partner.cpa_fen, "cpa_event": partner.cpa_event,
+        "fixed_fee_fen": partner.fixed_fee_fen,
+        "attribution_window_days": partner.attribution_window_days,
+        "is_active": partner.is_active,
+    }  # fmt: skip
+
+
+def _day_bounds(brand: Brand, start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    tz = brand.tz
+    return (
+        dt.datetime.combine(start, dt.time.min, tzinfo=tz),
+        dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=tz),
+    )
+
+
+def _check_period_dates(start: Any, end: Any) -> None:
+    if not isinstance(start, dt.date) or not isinstance(end, dt.date):
+        raise ValidationFailed("Give the period as dates.", field="period_start")
+    if end < start:
+        raise ValidationFailed("period_end is before period_start.", field="period_end")
+    if (end - start).days > 366:
+        raise ValidationFailed("A period is at most 366 days.", field="period_end")
+
+
+def settlement_figures(
+    *, partner: Partner, period_start: dt.date, period_end: dt.date
+) -> dict[str, Any]:
+    """The partner's figures for a period (dates inclusive, brand time zone):
+
+    - added: adds attributed to the partner in the period (first touch or not);
+    - activated: customers attributed to the partner whose first paid order after their add
+      falls in the period and within the attribution window;
+    - gmv_fen: paid orders in the period, within the window after the customer's add;
+    - refunds_fen: refunds in the period of orders that qualify (whenever they were paid),
+      so a refund of an order settled earlier is reversed in the period it happens;
+    - amount_owed_fen = fixed fee + CPA × (added or activated) + CPS × (gmv − refunds),
+      the CPS part rounded down to the fen; negative when refunds exceed sales (a claw-back).
+    """
+    from yutang.commerce.models import Order, Refund
+
+    start, end = _day_bounds(partner.brand, period_start, period_end)
+    window = dt.timedelta(days=partner.attribution_window_days)
+    adds = ContactAdd.objects.filter(brand_id=partner.brand_id, partner=partner)
+    first_add: dict[int, dt.datetime] = {}
+    for customer_id, added_at in adds.order_by("added_at").values_list("customer_id", "added_at"):
+        first_add.setdefault(customer_id, added_at)
+    added = adds.filter(added_at__gte=start, added_at__lt=end).count()
+
+    def qualifies(customer_id: int, paid_at: dt.datetime) -> bool:
+        added_at = first_add.get(customer_id)
+        return added_at is not None and added_at <= paid_at < added_at + window
+
+    orders = list(
+        Order.objects.filter(brand_id=partner.brand_id, customer_id__in=list(first_add))
+        .order_by("paid_at", "id")
+        .values("id", "customer_id", "paid_at", "amount_fen")
+    )
+    gmv = 0
+    first_paid: dict[int, dt.datetime] = {}
+    qualifying: set[int] = set()
+    for o in orders:
+        if not qualifies(o["customer_id"], o["paid_at"]):
+            continue
+        qualifying.add(o["id"])
+        first_paid.setdefault(o["customer_id"], o["paid_at"])
+        if start <= o["paid_at"] < end:
+            gmv += o["amount_fen"]
+    activated = sum(1 for paid in first_paid.values() if start <= paid < end)
+    refunds = sum(
+        Refund.objects.filter(
+            order_id__in=qualifying, refunded_at__gte=start, refunded_at__lt=end
+        ).values_list("amount_fen", flat=True)
+    )
+    actions = added if partner.cpa_event == CpaEvent.ADDED else activated
+    cps = (gmv - refunds) * partner.cps_bp // MAX_BP
+    amount = partner.fixed_fee_fen + partner.cpa_fen * actions + cps
+    return {
+        "added": added, "activated": activated, "gmv_fen": gmv, "refunds_fen": refunds,
+        "net_gmv_fen": gmv - refunds, "fixed_fee_fen": partner.fixed_fee_fen,
+        "cpa_actions": actions, "cpa_fen": partner.cpa_fen * actions, "cps_fen": cps,
+        "cps_bp": partner.cps_bp, "amount_owed_fen": amount,
+    }  # fmt: skip
+
+
+def compute_settlement(
+    *, actor: Staff, partner_id: int, period_start: dt.date, period_end: dt.date
+) -> Settlement:
+    """Compute (or recompute) a draft settlement. A locked period, or one overlapping a
+    locked settlement of the partner, is refused."""
+    partner = get_partner(actor=actor, partner_id=partner_id, action=Action.PARTNER_MANAGE)
+    _check_period_dates(period_start, period_end)
+    with transaction.atomic():
+        locked = (
+            Settlement.objects.select_for_update()
+            .filter(partner=partner, status=Settlement.Status.LOCKED)
+            .filter(period_start__lte=period_end, period_end__gte=period_start)
+            .first()
+        )
+        if locked is not None:
+            raise Conflict(
+                f"The period overlaps a settled period ({locked.period_start}–"
+                f"{locked.period_end}), which is locked.",
+                field="period_start",
+            )
+        overlapping = (
+            Settlement.objects.filter(partner=partner)
+            .filter(period_start__lte=period_end, period_end__gte=period_start)
+            .exclude(period_start=period_start, period_end=period_end)
+        )
+        if overlapping.exists():
+            raise Conflict("The period overlaps another draft settlement.", field="period_start")
+        figures = settlement_figures(
+            partner=partner, period_start=period_start, period_end=period_end
+        )
+        settlement, _ = Settlement.objects.update_or_create(
+            partner=partner, period_start=period_start, period_end=period_end,
+            defaults={"brand": partner.brand, "figures": figures,
+                      "amount_owed_fen": figures["amount_owed_fen"], "computed_at": clock.now()},
+        )  # fmt: skip
+        audit.record(
+            brand=partner.brand, actor=actor, action="settlement.compute", target=settlement,
+            changes={"amount_owed_fen": {"after": figures["amount_owed_fen"]}},
+        )  # fmt: skip
+    return settlement
+
+
+def lock_settlement(*, actor: Staff, settlement_id: int) -> Settlement:
+    require(actor, Action.PARTNER_MANAGE)
+    settlement = _scoped(
+        Settlement.objects.filter(brand=actor.brand), settlement_id, what="settlement",
+        field="settlement_id",
+    )  # fmt: skip
+    with transaction.atomic():
+        updated = Settlement.objects.filter(
+            pk=settlement.pk, status=Settlement.Status.DRAFT
+        ).update(status=Settlement.Status.LOCKED, locked_at=clock.now(), locked_by=actor)
+        if not updated:
+            raise Conflict("This settlement is already locked.", field="settlement_id")
+        settlement.refresh_from_db()
+        audit.record(brand=actor.brand, actor=actor, action="settlement.lock", target=settlement)
+    return settlement
+
+
+def list_settlements(*, actor: Staff, partner_id: int | None = None) -> list[Settlement]:
+    require(actor, Action.PARTNER_VIEW)
+    qs = Settlement.objects.filter(brand=actor.brand).select_related("partner")
+    if partner_id is not None:
+        qs = qs.filter(partner_id=partner_id)
+    return list(qs)
+
+
+def get_settlement(*, actor: Staff, settlement_id: int) -> Settlement:
+    require(actor, Action.PARTNER_VIEW)
+    return _scoped(
+        Settlement.objects.filter(brand=actor.brand).select_related("partner"), settlement_id,
+        what="settlement", field="settlement_id",
+    )  # fmt: skip
+
+
+SETTLEMENT_COLUMNS = [
+    ("added", "Added contacts 加粉"), ("activated", "Activated 激活"),
+    ("gmv_fen", "GMV (fen)"), ("refunds_fen", "Refunds reversed (fen)"),
+    ("net_gmv_fen", "Net GMV (fen)"), ("fixed_fee_fen", "Fixed fee (fen)"),
+    ("cpa_actions", "CPA actions"), ("cpa_fen", "CPA (fen)"), ("cps_fen", "CPS (fen)"),
+    ("amount_owed_fen", "Amount owed (fen)"),
+]  # fmt: skip
+
+
+def settlement_xlsx(*, actor: Staff, settlement_id: int) -> bytes:
+    import io
+
+    from openpyxl import Workbook
+
+    settlement = get_settlement(actor=actor, settlement_id=settlement_id)
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "settlement"
+    sheet.append(["Partner", settlement.partner.name])
+    sheet.append(["Period", f"{settlement.period_start} – {settlement.period_end}"])
+    sheet.append(["Status", settlement.status])
+    sheet.append([])
+    sheet.append(["Figure", "Value"])
+    for key, label in SETTLEMENT_COLUMNS:
+        sheet.append([label, settlement.figures.get(key, 0)])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def parse_decimal_yuan(value: str, field: str) -> int:
+    """ "12.34" yuan → 1234 fen (used by console forms)."""
+    try:
+        amount = Decimal(value.strip())
+    except (InvalidOperation, AttributeError):
+        raise ValidationFailed(f"{field} must be an amount in yuan.", field=field) from None
+    fen = amount * 100
+    if fen != fen.to_integral_value():
+        raise ValidationFailed(f"{field} has more than two decimals.", field=field)
+    return _fen(int(fen), field)
