@@ -13,6 +13,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from yutang import __version__
+from yutang.analytics.api import router as analytics_router
 from yutang.commerce.api import router as commerce_router
 from yutang.core.api import router as core_router
 from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
@@ -38,6 +39,7 @@ api.add_router("", core_router)
 api.add_router("", customers_router)
 api.add_router("", events_router)
 api.add_router("", commerce_router)
+api.add_router("", analytics_router)
 
 
 def _error(

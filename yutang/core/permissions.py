@@ -70,6 +70,8 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    ANALYTICS_VIEW = "analytics.view"
+    ANALYTICS_EXPORT = "analytics.export"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +87,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -93,6 +96,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.ANALYTICS_VIEW: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -102,6 +106,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.ANALYTICS_VIEW: S, Action.ANALYTICS_EXPORT: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -111,6 +116,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.ANALYTICS_VIEW: S,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -119,6 +125,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
+        Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
     },
 }
 # fmt: on

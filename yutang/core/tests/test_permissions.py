@@ -38,6 +38,8 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "analytics.view":         "brand brand brand store store brand",
+    "analytics.export":       "brand brand -     store -     brand",
 }  # fmt: skip
 
 
