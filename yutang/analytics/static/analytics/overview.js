@@ -35,8 +35,8 @@
     chart("chart-rates", {
       yAxis: { type: "value", axisLabel: { formatter: "{value}%" } },
       series: [
-        { name: t.first_order_rate, type: "line", connectNulls: true, data: data.series.map(function (b) { return rate(b.first_order_rate); }) },
-        { name: t.repurchase_rate, type: "line", connectNulls: true, data: data.series.map(function (b) { return rate(b.repurchase_rate); }) }
+        { name: t.first_order_rate, type: "line", connectNulls: false, data: data.series.map(function (b) { return rate(b.first_order_rate); }) },
+        { name: t.repurchase_rate, type: "line", connectNulls: false, data: data.series.map(function (b) { return rate(b.repurchase_rate); }) }
       ]
     });
     chart("chart-gmv", {
