@@ -298,8 +298,45 @@ def _scope(
 # --- Queries ------------------------------------------------------------------------------------
 
 
-def _bucket(granularity: Granularity, brand: Brand) -> Trunc:
-    return Trunc("occurred_at", granularity, output_field=DateField(), tzinfo=brand.tz)
+class LocalBucket(Trunc):
+    """The local day, week (from Monday) or month an instant falls in.
+
+    On SQLite, Django truncates time-zone-aware values in a Python function called once per
+    row (~60 µs each: 60 s for a million events). When the brand's UTC offset is the same on
+    every day of the period (Asia/Shanghai always is), SQLite's own date functions with that
+    fixed offset give the same dates about ten times faster; otherwise (daylight saving time)
+    the exact Django function is used. PostgreSQL always uses its own time-zone conversion."""
+
+    def __init__(self, granularity: Granularity, brand: Brand, start: dt.date, end: dt.date):
+        super().__init__("occurred_at", granularity, output_field=DateField(), tzinfo=brand.tz)
+        self.fixed_offset_minutes = _fixed_offset_minutes(brand, start, end)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        if self.fixed_offset_minutes is None:
+            return self.as_sql(compiler, connection)
+        sql, params = compiler.compile(self.lhs)
+        shift = f"'{self.fixed_offset_minutes:+d} minutes'"  # an int: nothing to escape
+        if self.kind == "day":
+            return f"date({sql}, {shift})", params
+        if self.kind == "week":
+            return f"date({sql}, {shift}, '-6 days', 'weekday 1')", params
+        return f"strftime('%%Y-%%m-01', {sql}, {shift})", params
+
+
+def _fixed_offset_minutes(brand: Brand, start: dt.date, end: dt.date) -> int | None:
+    offsets = {
+        _midnight(start + dt.timedelta(days=n), brand).astimezone(brand.tz).utcoffset()
+        for n in range(0, (end - start).days + 2)
+    }
+    if len(offsets) != 1:
+        return None
+    (offset,) = offsets
+    assert offset is not None
+    return int(offset.total_seconds() // 60)
+
+
+def _bucket(granularity: Granularity, brand: Brand, start: dt.date, end: dt.date) -> Trunc:
+    return LocalBucket(granularity, brand, start, end)
 
 
 def _as_date(value: Any) -> dt.date | None:
@@ -337,7 +374,11 @@ def _contact_window() -> dict[str, Any]:
 
 
 def _contact_transitions(
-    scope: _Scope, start_at: dt.datetime, end_at: dt.datetime, granularity: Granularity
+    scope: _Scope,
+    start_at: dt.datetime,
+    end_at: dt.datetime,
+    granularity: Granularity,
+    period: tuple[dt.date, dt.date],
 ) -> list[tuple[dt.date | None, str, int, int, int, int]]:
     """(bucket or None for before the period, carrier, adds, re-adds, deletions, removals).
 
@@ -350,7 +391,7 @@ def _contact_transitions(
             prev=Window(Lag("type"), **_contact_window()),
             bucket=Case(
                 When(occurred_at__lt=start_at, then=Value(None, output_field=DateField())),
-                default=_bucket(granularity, scope.brand),
+                default=_bucket(granularity, scope.brand, *period),
                 output_field=DateField(),
             ),
         )
@@ -392,6 +433,7 @@ def _new_people(
     end_at: dt.datetime,
     granularity: Granularity,
     as_of: dt.datetime,
+    period: tuple[dt.date, dt.date],
 ) -> list[dict[str, Any]]:
     """Per bucket: people first added in it, and of those whose 72 hours are over, who paid."""
     earlier_add = Event.objects.filter(customer_id=OuterRef("customer_id"), type=ADDED).filter(
@@ -412,7 +454,9 @@ def _new_people(
         .filter(occurred_at__gte=start_at, occurred_at__lt=end_at)
         .annotate(is_repeat=Exists(earlier_add))
         .filter(is_repeat=False)
-        .annotate(converted=Exists(paid_in_window), bucket=_bucket(granularity, scope.brand))
+        .annotate(
+            converted=Exists(paid_in_window), bucket=_bucket(granularity, scope.brand, *period)
+        )
         .order_by()
         .values("bucket")
         .annotate(
@@ -500,7 +544,7 @@ def overview(
 
     carriers: dict[str, CarrierPool] = {}
     for bucket, carrier, adds, re_adds, deletions, removals in _contact_transitions(
-        scope, start_at, end_at, chosen
+        scope, start_at, end_at, chosen, (start, end)
     ):
         pool = carriers.setdefault(carrier, CarrierPool(carrier))
         net = adds - deletions - removals
@@ -527,7 +571,7 @@ def overview(
         figures.contacts_held = held
     totals.contacts_held = held
 
-    for row in _new_people(scope, start_at, end_at, chosen, as_of):
+    for row in _new_people(scope, start_at, end_at, chosen, as_of, (start, end)):
         figures = by_start[_as_date(row["bucket"])]  # type: ignore[index]
         for target in (figures, totals):
             target.new_people += row["people"]
@@ -537,7 +581,7 @@ def overview(
 
     orders = _order_events(scope, start_at, end_at)
     for row in (
-        orders.annotate(bucket=_bucket(chosen, tz_brand))
+        orders.annotate(bucket=_bucket(chosen, tz_brand, start, end))
         .values("bucket")
         .annotate(**_order_figures())
     ):
