@@ -54,7 +54,9 @@ SOURCES = ["tmall", "taobao", "jd", "mini_program", "youzan", "store_pos"]
 BATCH = 5000
 
 
-def generate(contacts: int) -> tuple[list[dict[str, Any]], list[tuple[int, str, dt.datetime, dict]]]:
+def generate(
+    contacts: int,
+) -> tuple[list[dict[str, Any]], list[tuple[int, str, dt.datetime, dict]]]:
     """(customers, events as (customer index, type, occurred_at, properties))."""
     rng = random.Random(SEED)
     span = (END - START).total_seconds()
@@ -90,8 +92,8 @@ def generate(contacts: int) -> tuple[list[dict[str, Any]], list[tuple[int, str, 
                 fen = rng.randrange(2900, 59900)
                 order_id = f"O{i}-{n}"
                 source = rng.choice(SOURCES)
-                events.append((i, "order.paid", paid,
-                               {"order_id": order_id, "source": source, "amount_fen": fen}))  # fmt: skip
+                paid_props = {"order_id": order_id, "source": source, "amount_fen": fen}
+                events.append((i, "order.paid", paid, paid_props))
                 if rng.random() < 0.04:
                     refunded = at(paid + dt.timedelta(days=rng.random() * 10))
                     if refunded:
@@ -129,23 +131,29 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         brand = core.create_brand(name="Bench brand")
         stores = [
             core.create_store(
-                actor=None, brand=brand, code=f"S{n:02d}", name=f"Store {n}",
+                actor=None,
+                brand=brand,
+                code=f"S{n:02d}",
+                name=f"Store {n}",
                 kind="franchise" if n >= 8 else "direct",
-            )  # fmt: skip
+            )
             for n in range(10)
         ]
         admin = core.create_staff(
             actor=None, brand=brand, username="bench.admin", display_name="Admin",
-            role="brand_admin", store_ids=[], password="bench-password-123",  # noqa: S106
+            role="brand_admin", store_ids=[], password="bench-password-123",
         ).staff  # fmt: skip
     with common.timer() as t:
         ids: list[int] = []
         for start in range(0, len(people), BATCH):
             rows = [
                 Customer(
-                    brand=brand, owner_store=stores[p["store"]], source_channel=p["channel"],
-                    created_at=p["created"], updated_at=p["created"],
-                )  # fmt: skip
+                    brand=brand,
+                    owner_store=stores[p["store"]],
+                    source_channel=p["channel"],
+                    created_at=p["created"],
+                    updated_at=p["created"],
+                )
                 for p in people[start : start + BATCH]
             ]
             ids += [c.pk for c in Customer.objects.bulk_create(rows)]
@@ -153,10 +161,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         for start in range(0, len(raw), BATCH):
             Event.objects.bulk_create(
                 Event(
-                    brand=brand, customer_id=ids[i], type=kind, occurred_at=when,
-                    received_at=received, source="bench",
-                    idempotency_key=f"b{start + n}", properties=props,
-                )  # fmt: skip
+                    brand=brand,
+                    customer_id=ids[i],
+                    type=kind,
+                    occurred_at=when,
+                    received_at=received,
+                    source="bench",
+                    idempotency_key=f"b{start + n}",
+                    properties=props,
+                )
                 for n, (i, kind, when, props) in enumerate(raw[start : start + BATCH])
             )
         if connection.vendor == "postgresql":
@@ -167,7 +180,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     result["events"] = len(raw)
     result["types"] = {
         k: sum(1 for e in raw if e[1] == k)
-        for k in ("contact.added", "contact.deleted", "order.paid", "order.refunded", "message.sent")
+        for k in (
+            "contact.added",
+            "contact.deleted",
+            "order.paid",
+            "order.refunded",
+            "message.sent",
+        )
     }
     admin = Staff.objects.select_related("brand").get(pk=admin.pk)
     cases = [
@@ -233,8 +252,10 @@ def main() -> int:
         except Exception as exc:  # an unreachable PostgreSQL skips its figures
             print(f"{backend}: skipped ({type(exc).__name__}: {exc})", flush=True)
     for r in results:
-        print(f"\n== {r['backend']}: {r['customers']:,} customers, {r['events']:,} events "
-              f"(generated in {r['generate_s']:.0f} s, loaded in {r['load_s']:.0f} s) ==")  # fmt: skip
+        took = f"generated in {r['generate_s']:.0f} s, loaded in {r['load_s']:.0f} s"
+        print(
+            f"\n== {r['backend']}: {r['customers']:,} customers, {r['events']:,} events ({took}) =="
+        )
         print(f"   event types: {r['types']}")
         print(f"   other processes used {r['cpu']['other_share']:.0%} of the machine")
         common.print_table(
