@@ -189,7 +189,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         )
     }
     admin = Staff.objects.select_related("brand").get(pk=admin.pk)
-    cases = [
+    cases: list[tuple[str, dt.date, dt.date, dict[str, Any]]] = [
         ("month (Mar 2026, by day)", dt.date(2026, 3, 1), dt.date(2026, 3, 31), {}),
         ("year (Nov 2025–Oct 2026, by month)", dt.date(2025, 11, 1), dt.date(2026, 10, 31), {}),
         ("month, one store", dt.date(2026, 3, 1), dt.date(2026, 3, 31), {"store": "S03"}),
