@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "yutang.carriers",
     "yutang.messaging",
     "yutang.acquisition",
+    "yutang.analytics",
     "yutang.api",
     "yutang.console",
     "yutang.simulator",

@@ -15,6 +15,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from yutang import __version__
 from yutang.acquisition.api import router as acquisition_router
 from yutang.carriers.api import router as carriers_router
+from yutang.analytics.api import router as analytics_router
 from yutang.commerce.api import router as commerce_router
 from yutang.core.api import router as core_router
 from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
@@ -48,6 +49,7 @@ api.add_router("", carriers_router)
 api.add_router("", messaging_router)
 api.add_router("", simulator_router)
 api.add_router("", acquisition_router)
+api.add_router("", analytics_router)
 
 
 def _error(

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from yutang.analytics import dashboard as analytics_dashboard
 from yutang.console.forms import error_for, form_data, validate
 from yutang.console.middleware import SESSION_BRAND_KEY
 from yutang.core import services
@@ -79,7 +80,10 @@ def switch_brand(request: HttpRequest) -> HttpResponse:
 
 @staff_view(Action.BRAND_VIEW)
 def home(request: HttpRequest, staff: Staff) -> HttpResponse:
-    return render(request, "console/home.html", {"overview": services.brand_overview(actor=staff)})
+    context: dict[str, Any] = {"overview": services.brand_overview(actor=staff)}
+    if staff.can(Action.ANALYTICS_VIEW):  # the operations overview (yutang.analytics)
+        context["dashboard"] = analytics_dashboard.for_console(actor=staff, query=request.GET)
+    return render(request, "console/home.html", context)
 
 
 # --- Stores ---------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class Action(StrEnum):
     LIVE_CODE_MANAGE = "live_code.manage"
     PARTNER_VIEW = "partner.view"
     PARTNER_MANAGE = "partner.manage"
+    ANALYTICS_VIEW = "analytics.view"
+    ANALYTICS_EXPORT = "analytics.export"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -104,6 +106,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SIMULATION_RUN: B,
         Action.CHANNEL_VIEW: B, Action.CHANNEL_MANAGE: B, Action.LIVE_CODE_MANAGE: B,
         Action.PARTNER_VIEW: B, Action.PARTNER_MANAGE: B,
+        Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -115,6 +118,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SEGMENT_VIEW: B, Action.SEGMENT_MANAGE: B, Action.SEGMENT_EXPORT: B,
         Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
         Action.CHANNEL_VIEW: B,
+        Action.ANALYTICS_VIEW: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -127,6 +131,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SEGMENT_VIEW: S, Action.SEGMENT_EXPORT: S,
         Action.MESSAGE_VIEW: S, Action.MESSAGE_SEND: S, Action.MESSAGE_BROADCAST: S,
         Action.CHANNEL_VIEW: S, Action.LIVE_CODE_MANAGE: S,
+        Action.ANALYTICS_VIEW: S, Action.ANALYTICS_EXPORT: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -138,6 +143,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
         Action.SEGMENT_VIEW: S,
         Action.MESSAGE_VIEW: Me, Action.MESSAGE_SEND: Me,
+        Action.ANALYTICS_VIEW: S,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -149,6 +155,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SEGMENT_VIEW: B, Action.SEGMENT_EXPORT: B,
         Action.MESSAGE_VIEW: B,
         Action.CHANNEL_VIEW: B, Action.PARTNER_VIEW: B,
+        Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
     },
 }
 # fmt: on

@@ -51,6 +51,8 @@ EXPECTED = {
     "live_code.manage":       "brand brand -     store -     -",
     "partner.view":           "brand brand -     -     -     brand",
     "partner.manage":         "brand brand -     -     -     -",
+    "analytics.view":         "brand brand brand store store brand",
+    "analytics.export":       "brand brand -     store -     brand",
 }  # fmt: skip
 
 
