@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, QuerySet
 from pydantic import Field, ValidationError, model_validator
 
 from yutang.carriers import inbound
@@ -766,3 +767,30 @@ def _receipt(fact: inbound.DeliveryReceipt, account: CarrierAccount) -> None:
                 },
             },
         )
+
+
+def outcome_counts(
+    *, brand: Brand, customers: QuerySet[Customer], start_at: dt.datetime, end_at: dt.datetime
+) -> list[dict[str, Any]]:
+    """Messages created in [start_at, end_at) for `customers`, by outcome (status) and the
+    rule that blocked or deferred them, split by kind. One aggregate query; the dashboard's
+    "messages sent and blocked by rule" section (docs/metrics.md)."""
+    rows = (
+        Message.objects.filter(
+            brand=brand, customer__in=customers, created_at__gte=start_at, created_at__lt=end_at
+        )
+        .values("status", "rule", "kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        sent = row["status"] in (S.SENT, S.DELIVERED, S.READ)
+        outcome = "sent" if sent else row["status"]
+        entry = table.setdefault(
+            (outcome, row["rule"]),
+            {"outcome": outcome, "rule": row["rule"], "service": 0, "marketing": 0, "total": 0},
+        )
+        entry[row["kind"]] = entry.get(row["kind"], 0) + row["n"]
+        entry["total"] += row["n"]
+    return sorted(table.values(), key=lambda e: (-e["total"], e["outcome"], e["rule"]))

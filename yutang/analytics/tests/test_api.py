@@ -47,7 +47,8 @@ def test_overview_over_rest_has_the_hand_computed_numbers(world):
     assert body["time_zone"] == "Asia/Shanghai" and body["granularity"] == "day"
     assert len(body["series"]) == 31 and body["series"][0]["start"] == "2026-03-01"
     assert body["sources"][0] == {"source": "store_pos", "orders": 1, "buyers": 1, "gmv_fen": 20000}
-    assert [s["status"] for s in body["sections"]] == ["unavailable"] * 3
+    statuses = {s["key"]: s["status"] for s in body["sections"]}
+    assert statuses["messages"] == "ok"  # the messaging app is installed and provides it
 
 
 def test_filters_and_store_scope_over_rest(world):
@@ -98,7 +99,8 @@ def test_xlsx_export_has_every_table(world):
     response = _get(Api(world.admin), f"/analytics/overview/export?{MARCH}&format=xlsx")
     assert response.status_code == 200
     book = load_workbook(io.BytesIO(response.content), read_only=True)
-    assert book.sheetnames == ["kpis", "series", "carriers", "sources"]
+    # one sheet per section that has a provider (messaging is installed)
+    assert book.sheetnames == ["kpis", "series", "carriers", "sources", "section_messages"]
     sources = list(book["sources"].iter_rows(values_only=True))
     assert sources[1] == ("store_pos", 1, 1, 20000)
     book.close()

@@ -13,8 +13,10 @@ from tests.factories import make_staff
 from yutang.analytics import services
 from yutang.analytics.sections import (
     Column,
+    SectionContext,
     SectionTable,
     register_overview_section,
+    registered_sections,
     unregister_overview_section,
 )
 from yutang.analytics.tests.fixtures import MARCH, NOW, World, at, build_world
@@ -243,11 +245,24 @@ def test_the_number_of_queries_does_not_grow_with_the_data(world):
                  "properties": {"order_id": f"M{n}", "source": "tmall", "amount_fen": 100}},
             ])  # fmt: skip
     assert more.brand != world.brand
-    # the brand, the store filter, then six aggregate queries
-    assert small == count() == 8
+    # the brand, the store filter, six aggregate queries, one per installed section (messages)
+    assert small == count() == 9
 
 
-def test_sections_without_a_provider_are_unavailable_and_a_provider_fills_one(world):
+@pytest.fixture
+def no_providers():
+    """Sections as if no app had installed a provider; the installed ones come back after."""
+    installed = {spec.key: spec.provider for spec in registered_sections()}
+    for key in installed:
+        unregister_overview_section(key)
+    yield
+    for key, provider in installed.items():
+        unregister_overview_section(key)
+        if provider is not None:
+            register_overview_section(key, provider)
+
+
+def test_sections_without_a_provider_are_unavailable_and_a_provider_fills_one(world, no_providers):
     o = _overview(world.admin)
     assert {s.key: s.status for s in o.sections} == {
         "channels": "unavailable", "journeys": "unavailable", "messages": "unavailable",
@@ -273,3 +288,33 @@ def test_sections_without_a_provider_are_unavailable_and_a_provider_fills_one(wo
     assert sections["journeys"].table.rows == [{"name": "Welcome", "customers": 4}]  # A's four
     assert sections["messages"].status == "error"
     assert sections["channels"].status == "unavailable"
+
+
+def test_the_messages_section_counts_the_outbox_by_outcome_and_rule():
+    from yutang.analytics.providers.messaging import messages_by_rule
+    from yutang.customers.models import Customer
+    from yutang.messaging import services as messaging
+    from yutang.messaging.delivery import deliver_due_messages
+    from yutang.messaging.tests.helpers import NOON, setup
+
+    with use_clock(FrozenClock(NOON)):
+        brand, account, (c1, c2) = setup(2)
+        for n, customer in enumerate([c1, c1, c2]):  # c1's second is over the daily cap
+            messaging.enqueue_message(
+                brand=brand, customer=customer, account=account, kind="marketing",
+                content={"type": "text", "text": f"新品 {n}"}, cause="campaign",
+                idempotency_key=f"m{n}",
+            )  # fmt: skip
+        deliver_due_messages()
+    ctx = SectionContext(
+        actor=None, brand=brand, start=NOON.date(), end=NOON.date(),
+        start_at=NOON - dt.timedelta(hours=1), end_at=NOON + dt.timedelta(hours=1),
+        store=None, channel=None, customers=Customer.objects.filter(brand=brand),
+    )  # fmt: skip
+    rows = messages_by_rule(ctx).rows
+    assert rows == [
+        {"outcome": "sent", "rule": "", "service": 0, "marketing": 2, "total": 2},
+        {"outcome": "blocked", "rule": "frequency", "service": 0, "marketing": 1, "total": 1},
+    ]
+    only_c2 = SectionContext(**{**ctx.__dict__, "customers": Customer.objects.filter(pk=c2.pk)})
+    assert [r["total"] for r in messages_by_rule(only_c2).rows] == [1]
