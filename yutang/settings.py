@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "yutang.customers",
     "yutang.events",
     "yutang.commerce",
+    "yutang.journeys",
     "yutang.api",
     "yutang.console",
 ]

@@ -70,6 +70,10 @@ class Action(StrEnum):
     IDENTIFIERS_VIEW = "identifiers.view"
     CUSTOMER_VIEW = "customer.view"
     CUSTOMER_MANAGE = "customer.manage"
+    JOURNEY_VIEW = "journey.view"
+    JOURNEY_MANAGE = "journey.manage"
+    TASK_VIEW = "task.view"
+    TASK_MANAGE = "task.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -85,6 +89,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: B,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.JOURNEY_VIEW: B, Action.JOURNEY_MANAGE: B,
+        Action.TASK_VIEW: B, Action.TASK_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -93,6 +99,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B, Action.CUSTOMER_MANAGE: B,
+        Action.JOURNEY_VIEW: B,
+        Action.TASK_VIEW: B, Action.TASK_MANAGE: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -102,6 +110,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.TASK_VIEW: S, Action.TASK_MANAGE: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -111,6 +120,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.TOKEN_MANAGE: Me,
         Action.IDENTIFIERS_VIEW: S,
         Action.CUSTOMER_VIEW: S, Action.CUSTOMER_MANAGE: S,
+        Action.TASK_VIEW: S, Action.TASK_MANAGE: S,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -119,6 +129,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CARRIER_ACCOUNT_VIEW: B,
         Action.TOKEN_MANAGE: Me,
         Action.CUSTOMER_VIEW: B,
+        Action.JOURNEY_VIEW: B,
+        Action.TASK_VIEW: B,
     },
 }
 # fmt: on

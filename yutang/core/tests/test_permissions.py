@@ -38,6 +38,10 @@ EXPECTED = {
     "identifiers.view":       "brand brand -     store store -",
     "customer.view":          "brand brand brand store store brand",
     "customer.manage":        "brand brand brand store store -",
+    "journey.view":           "brand brand brand -     -     brand",
+    "journey.manage":         "brand brand -     -     -     -",
+    "task.view":              "brand brand brand store store brand",
+    "task.manage":            "brand brand brand store store -",
 }  # fmt: skip
 
 
