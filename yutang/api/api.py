@@ -19,6 +19,7 @@ from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
 from yutang.core.errors import YutangError
 from yutang.customers.api import router as customers_router
 from yutang.events.api import router as events_router
+from yutang.journeys.api import router as journeys_router
 
 api = NinjaAPI(
     title="Yutang API",
@@ -38,6 +39,7 @@ api.add_router("", core_router)
 api.add_router("", customers_router)
 api.add_router("", events_router)
 api.add_router("", commerce_router)
+api.add_router("", journeys_router)
 
 
 def _error(
