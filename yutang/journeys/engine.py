@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -614,7 +614,12 @@ class FastForward:
 
 
 def fast_forward(
-    *, until: dt.datetime, start: dt.datetime | None = None, brand_id: int | None = None
+    *,
+    until: dt.datetime,
+    start: dt.datetime | None = None,
+    brand_id: int | None = None,
+    batch: int = BATCH,
+    on_pass: Callable[[int], None] | None = None,
 ) -> FastForward:
     """Run journey time from `start` (default: now) to `until` in seconds: jump the clock to
     each next due moment, run consumers, schedules and due steps. Used by tests, the
@@ -635,8 +640,11 @@ def fast_forward(
         frozen.set(min(current + LAG + dt.timedelta(seconds=1), max(until, current)))
         while True:
             for _ in range(100000):
-                did = run_all() + run_schedules_once() + run_due_once(journey_ids=journey_ids)
+                did = run_all() + run_schedules_once()
+                did += run_due_once(batch=batch, journey_ids=journey_ids)
                 steps += did
+                if on_pass is not None and did:
+                    on_pass(did)
                 if not did:
                     break
             now = frozen.now()

@@ -40,6 +40,9 @@ class Command(BaseCommand):
         ff = sub.add_parser("fast-forward")
         ff.add_argument("--days", type=float, required=True)
         ff.add_argument("--brand", type=int)
+        ff.add_argument("--start", help="ISO time to start from (default: now)")
+        ff.add_argument("--batch", type=int, default=engine.BATCH)
+        ff.add_argument("--progress", action="store_true", help="print a line per pass")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -53,9 +56,22 @@ class Command(BaseCommand):
             from yutang.core import clock
 
             start = clock.now()
+            if options.get("start"):
+                try:
+                    start = dt.datetime.fromisoformat(options["start"])
+                except ValueError:
+                    raise CommandError("--start takes an ISO time with a zone.") from None
+                if start.tzinfo is None:
+                    raise CommandError("--start takes an ISO time with a zone.")
+
+            def progress(done: int) -> None:
+                if options["progress"]:
+                    self.stdout.write(f"pass {done}")
+                    self.stdout.flush()
+
             result = engine.fast_forward(
                 start=start, until=start + dt.timedelta(days=options["days"]),
-                brand_id=options.get("brand"),
+                brand_id=options.get("brand"), batch=options["batch"], on_pass=progress,
             )  # fmt: skip
             self.stdout.write(f"ran {result.steps} steps up to {result.until.isoformat()}")
             return
