@@ -192,8 +192,9 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
 
     kind = step.type
     if kind == "wait":
-        e.state, e.next_due_at = Enrollment.State.WAITING, timing.after(
-            base, brand.tz, days=step.days, hours=step.hours, minutes=step.minutes
+        e.state, e.next_due_at = (
+            Enrollment.State.WAITING,
+            timing.after(base, brand.tz, days=step.days, hours=step.hours, minutes=step.minutes),
         )
         return "waiting"
     if kind == "wait_until":
@@ -517,7 +518,9 @@ def _pending_slots(journey: Journey, trigger: Any, now: dt.datetime) -> list[dt.
     version = journey.live_version
     assert version is not None
     last = (
-        ScheduleSlot.objects.filter(journey=journey).order_by("-slot").values_list("slot", flat=True)
+        ScheduleSlot.objects.filter(journey=journey)
+        .order_by("-slot")
+        .values_list("slot", flat=True)
     ).first()
     start = version.published_at
     if last:
@@ -560,7 +563,9 @@ def run_schedules_once() -> int:
             with transaction.atomic():
                 try:
                     with transaction.atomic():
-                        ScheduleSlot.objects.create(journey=journey, slot=_slot_key(slot), done_at=now)
+                        ScheduleSlot.objects.create(
+                            journey=journey, slot=_slot_key(slot), done_at=now
+                        )
                 except IntegrityError:
                     continue
                 done += 1 + _enrol_slot(journey, trigger, slot)

@@ -180,6 +180,9 @@ class ScheduleSlot(models.Model):
             models.UniqueConstraint(fields=["journey", "slot"], name="schedule_slot_unique")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.journey_id}@{self.slot}"
+
 
 class ActionOutbox(models.Model):
     """STAND-IN for messaging's outbox until the merge (see integrations.send_message)."""
@@ -202,6 +205,9 @@ class ActionOutbox(models.Model):
                 fields=["brand", "idempotency_key"], name="journey_outbox_key_unique"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.pk}"
 
 
 class TaskQuerySet(ScopedQuerySet):
@@ -274,3 +280,6 @@ class StaffNotification(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["staff", "sent_at"], name="staff_notification_rate")]
+
+    def __str__(self) -> str:
+        return f"reminder #{self.pk}"

@@ -34,7 +34,7 @@ MAX_CSV_ROWS = 50_000
 
 
 def _journeys(actor: Staff, action: Action = Action.JOURNEY_VIEW) -> QuerySet[Journey]:
-    return Journey.objects.for_actor(actor, action)  # type: ignore[return-value]
+    return Journey.objects.for_actor(actor, action)
 
 
 def get_journey(*, actor: Staff, journey_id: int, action: Action = Action.JOURNEY_VIEW) -> Journey:
@@ -61,9 +61,7 @@ def validate_definition(data: Any) -> defs.Definition:
     return definition
 
 
-def create_journey(
-    *, actor: Staff, name: str, definition: Any, description: str = ""
-) -> Journey:
+def create_journey(*, actor: Staff, name: str, definition: Any, description: str = "") -> Journey:
     require(actor, Action.JOURNEY_MANAGE)
     if not name.strip():
         raise ValidationFailed("A journey needs a name.", field="name")
@@ -126,13 +124,13 @@ def publish(
                 raise ValidationFailed("Nothing to migrate from.", field="migration")
             old_ids = set(engine.definition_of(previous).index)
             for old, new in migration.items():
+                where = f"migration.{old}"
                 if old not in old_ids:
-                    raise ValidationFailed(f"migration: {old!r} is not a step of version "
-                                           f"{previous.number}.", field=f"migration.{old}")  # fmt: skip
+                    message = f"{old!r} is not a step of version {previous.number}."
+                    raise ValidationFailed(f"{where}: {message}", field=where)
                 if new not in parsed.index:
-                    raise ValidationFailed(f"migration: {new!r} is not a step of the new "
-                                           "version.", field=f"migration.{old}")  # fmt: skip
-        number = (previous.number if previous else 0) + 1
+                    message = f"{new!r} is not a step of the new version."
+                    raise ValidationFailed(f"{where}: {message}", field=where)
         last = journey.versions.order_by("-number").first()
         number = (last.number + 1) if last else 1
         version = JourneyVersion.objects.create(
@@ -202,9 +200,7 @@ def shipped_templates() -> list[dict[str, Any]]:
 def create_from_template(*, actor: Staff, key: str, name: str | None = None) -> Journey:
     for template in shipped_templates():
         if template["key"] == key:
-            return import_journey(
-                actor=actor, data={**template, "name": name or template["name"]}
-            )
+            return import_journey(actor=actor, data={**template, "name": name or template["name"]})
     raise NotFound("No such template.", field="template")
 
 
@@ -331,7 +327,9 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         .annotate(n=Count("id"))
         .values_list("current_step", "n")
     )
-    order = list(engine.definition_of(journey.live_version_id).index) if journey.live_version_id else []
+    order = (
+        list(engine.definition_of(journey.live_version_id).index) if journey.live_version_id else []
+    )
     steps = [
         {"id": s, "runs": sum(step_counts.get(s, {}).values()), "outcomes": step_counts.get(s, {}),
          "current": at_step.get(s, 0)}
@@ -360,12 +358,20 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         "tasks_created": task_counts["created"],
         "tasks_done": task_counts["done"],
         "goal": {
-            "treated": {"n": t_n, "converted": t_x, "rate": round(t_rate, 4),
-                        "ci95": [round(v, 4) for v in wilson(t_x, t_n)]},
-            "holdout": {"n": h_n, "converted": h_x, "rate": round(h_rate, 4),
-                        "ci95": [round(v, 4) for v in wilson(h_x, h_n)]},
+            "treated": {
+                "n": t_n,
+                "converted": t_x,
+                "rate": round(t_rate, 4),
+                "ci95": [round(v, 4) for v in wilson(t_x, t_n)],
+            },
+            "holdout": {
+                "n": h_n,
+                "converted": h_x,
+                "rate": round(h_rate, 4),
+                "ci95": [round(v, 4) for v in wilson(h_x, h_n)],
+            },
             "uplift": round(t_rate - h_rate, 4),
             "uplift_ci95": [round(v, 4) for v in newcombe(t_x, t_n, h_x, h_n)],
-        },  # fmt: skip
+        },
         "steps": steps,
     }

@@ -71,7 +71,7 @@ def slots_between(
 ) -> list[dt.datetime]:
     """Occurrences of HH:MM (on the weekdays) in (start, end]."""
     hour, minute = parse_time(time)
-    found = []
+    found: list[dt.datetime] = []
     day = _local(start, tz).date()
     last = _local(end, tz).date()
     while day <= last and len(found) < limit:

@@ -52,5 +52,7 @@ def event(brand: Brand, who: Customer, type_: str, at: dt.datetime, **props: Any
 def messages(brand: Brand) -> list[tuple[int, str, str]]:
     return [
         (m.customer_id, m.content, m.created_at.isoformat())
-        for m in ActionOutbox.objects.filter(brand=brand).order_by("customer_id", "created_at", "id")
+        for m in ActionOutbox.objects.filter(brand=brand).order_by(
+            "customer_id", "created_at", "id"
+        )
     ]

@@ -83,9 +83,18 @@ def test_roles_and_tasks_inbox_scope():
     assert Api(analyst).post("/journeys", {"name": "x", "definition": DEF}).status_code == 403
     assert Api(advisor).get("/journeys").status_code == 403
     with use_clock(FrozenClock(T0)):
-        r = Api(admin).post("/tasks", {"customer_id": mine.pk, "title": "call back", "due_at": (T0 + dt.timedelta(hours=2)).isoformat()})
+        r = Api(admin).post(
+            "/tasks",
+            {
+                "customer_id": mine.pk,
+                "title": "call back",
+                "due_at": (T0 + dt.timedelta(hours=2)).isoformat(),
+            },
+        )
         assert r.status_code == 201, r.content
-        Api(admin).post("/tasks", {"customer_id": other.pk, "title": "other store", "due_at": T0.isoformat()})
+        Api(admin).post(
+            "/tasks", {"customer_id": other.pk, "title": "other store", "due_at": T0.isoformat()}
+        )
     api = Api(advisor)
     assert [t["title"] for t in api.get("/tasks?box=store").json()] == ["call back"]
     tid = api.get("/tasks").json()[0]["id"]

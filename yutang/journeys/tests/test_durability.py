@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -23,7 +24,7 @@ from yutang.journeys.tests.helpers import T0, customer, live, setup
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[3]
 
-STEPS = [
+STEPS: list[dict[str, Any]] = [
     {"id": "hello", "type": "send_message", "content": "hello {name}"},
     {"id": "w1", "type": "wait", "hours": 20},
     # A branch, not a random split: splits hash the enrolment id, which differs between the
@@ -40,17 +41,27 @@ STEPS = [
 
 def scenario(size: int):
     brand, admin = setup()
-    people = [customer(brand, display_name=f"c{i}", attributes={"vip": i % 3 == 0, "half": i % 2 == 0}) for i in range(size)]
+    people = [
+        customer(brand, display_name=f"c{i}", attributes={"vip": i % 3 == 0, "half": i % 2 == 0})
+        for i in range(size)
+    ]
     journey = live(admin, STEPS)
     with use_clock(FrozenClock(T0)):
-        services.enrol_customers(actor=admin, journey_id=journey.pk, customer_ids=[p.pk for p in people])
+        services.enrol_customers(
+            actor=admin, journey_id=journey.pk, customer_ids=[p.pk for p in people]
+        )
     return brand, journey, people
 
 
 def snapshot(brand, people):
     ordinal = {p.pk: i for i, p in enumerate(people)}
     msgs = sorted(
-        (ordinal[m.customer_id], m.content, m.created_at.isoformat(), m.idempotency_key.split(":", 2)[2])
+        (
+            ordinal[m.customer_id],
+            m.content,
+            m.created_at.isoformat(),
+            m.idempotency_key.split(":", 2)[2],
+        )
         for m in ActionOutbox.objects.filter(brand=brand)
     )
     enrollments = sorted(
@@ -58,10 +69,19 @@ def snapshot(brand, people):
         for e in Enrollment.objects.filter(brand=brand)
     )
     runs = sorted(
-        (ordinal[r.enrollment.customer_id], r.step_id, r.attempt_key, r.outcome, r.due_at.isoformat())
+        (
+            ordinal[r.enrollment.customer_id],
+            r.step_id,
+            r.attempt_key,
+            r.outcome,
+            r.due_at.isoformat(),
+        )
         for r in StepRun.objects.filter(enrollment__brand=brand).select_related("enrollment")
     )
-    tasks = sorted((ordinal[t.customer_id], t.title, t.due_at.isoformat()) for t in StaffTask.objects.filter(brand=brand))
+    tasks = sorted(
+        (ordinal[t.customer_id], t.title, t.due_at.isoformat())
+        for t in StaffTask.objects.filter(brand=brand)
+    )
     return msgs, enrollments, runs, tasks
 
 
@@ -114,7 +134,7 @@ def test_concurrent_workers_never_run_a_step_twice():
         try:
             while engine.run_due_once(batch=5, journey_ids=[journey.pk]):
                 pass
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -129,9 +149,15 @@ def test_concurrent_workers_never_run_a_step_twice():
     assert errors == []
     keys = list(ActionOutbox.objects.filter(brand=brand).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
-    runs = list(StepRun.objects.filter(enrollment__journey=journey).values_list("enrollment_id", "attempt_key"))
+    runs = list(
+        StepRun.objects.filter(enrollment__journey=journey).values_list(
+            "enrollment_id", "attempt_key"
+        )
+    )
     assert len(runs) == len(set(runs))
-    assert set(Enrollment.objects.filter(journey=journey).values_list("state", flat=True)) == {"completed"}
+    assert set(Enrollment.objects.filter(journey=journey).values_list("state", flat=True)) == {
+        "completed"
+    }
     # every customer got hello and bye exactly once
     for p in people:
         contents = list(ActionOutbox.objects.filter(customer=p).values_list("content", flat=True))

@@ -4,6 +4,7 @@ versions. Time comes from the FrozenClock through fast_forward; nothing sleeps."
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -119,11 +120,22 @@ def test_wait_for_event_and_its_timeout_branch():
     enrol(admin, j, buyer, idle)
     ff(T0 + dt.timedelta(hours=1))
     with use_clock(FrozenClock(T0 + dt.timedelta(hours=2))):
-        event(brand, buyer, "order.paid", T0 + dt.timedelta(hours=2), order_id="o1", source="shop", amount_fen=100)
+        event(
+            brand,
+            buyer,
+            "order.paid",
+            T0 + dt.timedelta(hours=2),
+            order_id="o1",
+            source="shop",
+            amount_fen=100,
+        )
     ff(T0 + 5 * DAY, start=T0 + dt.timedelta(hours=2))
     got = {cid: content for cid, content, _ in messages(brand)}
     assert got == {buyer.pk: "thanks", idle.pk: "nudge"}
-    assert messages(brand)[-1][2] == (T0 + 2 * DAY).isoformat() or messages(brand)[0][2] == (T0 + 2 * DAY).isoformat()
+    assert (
+        messages(brand)[-1][2] == (T0 + 2 * DAY).isoformat()
+        or messages(brand)[0][2] == (T0 + 2 * DAY).isoformat()
+    )
 
 
 def test_split_is_deterministic_and_weighted():
@@ -164,7 +176,11 @@ def test_task_tag_attribute_actions_and_waiting_for_task():
     assert c.attributes == {"welcomed": True}
     assert CustomerTag.objects.filter(customer=c, tag__name="新客").exists()
     task = StaffTask.objects.get()
-    assert (task.assignee_id, task.title, task.script) == (admin.pk, f"Call {c.display_name}", f"Hi {c.display_name}")
+    assert (task.assignee_id, task.title, task.script) == (
+        admin.pk,
+        f"Call {c.display_name}",
+        f"Hi {c.display_name}",
+    )
     assert Enrollment.objects.get().state == "waiting"
     with use_clock(FrozenClock(T0 + dt.timedelta(hours=3))):
         from yutang.journeys import tasks
@@ -193,7 +209,7 @@ def test_task_timeout_takes_the_timeout_branch():
 def test_event_trigger_with_filter_and_reentry_never_after_exit_and_goal():
     brand, admin = setup()
     c = customer(brand)
-    j = live(admin, [{"id": "w", "type": "wait", "days": 5}, {"id": "m", "type": "send_message", "content": "x"}],
+    live(admin, [{"id": "w", "type": "wait", "days": 5}, {"id": "m", "type": "send_message", "content": "x"}],
              trigger={"type": "event", "event": "contact.added", "where": {"live_code": "X"}},
              goal={"event": "order.paid", "within_days": 3})  # fmt: skip
     with use_clock(FrozenClock(T0)):
@@ -220,8 +236,14 @@ def test_event_trigger_with_filter_and_reentry_never_after_exit_and_goal():
 def test_reentry_after_days_and_always():
     brand, admin = setup()
     c = customer(brand)
-    after = live(admin, [{"id": "m", "type": "send_message", "content": "a"}], entry={"reentry": "after_days", "after_days": 2})
-    always = live(admin, [{"id": "m", "type": "send_message", "content": "b"}], entry={"reentry": "always"})
+    after = live(
+        admin,
+        [{"id": "m", "type": "send_message", "content": "a"}],
+        entry={"reentry": "after_days", "after_days": 2},
+    )
+    always = live(
+        admin, [{"id": "m", "type": "send_message", "content": "b"}], entry={"reentry": "always"}
+    )
     never = live(admin, [{"id": "e", "type": "exit"}])
     for at in (T0, T0 + DAY, T0 + 3 * DAY):
         enrol(admin, after, c, at=at)
@@ -236,7 +258,11 @@ def test_reentry_after_days_and_always():
 def test_one_open_enrolment_and_entry_condition():
     brand, admin = setup()
     a, b = customer(brand, lifecycle_stage="at_risk"), customer(brand)
-    j = live(admin, [{"id": "w", "type": "wait", "days": 1}], entry={"reentry": "always", "condition": {"lifecycle": {"stage": "at_risk"}}})
+    j = live(
+        admin,
+        [{"id": "w", "type": "wait", "days": 1}],
+        entry={"reentry": "always", "condition": {"lifecycle": {"stage": "at_risk"}}},
+    )
     first = enrol(admin, j, a, b)
     assert [r.status for r in first] == ["enrolled", "condition_false"]
     assert [r.status for r in enrol(admin, j, a)] == ["already_enrolled"]
@@ -249,7 +275,13 @@ def test_one_open_enrolment_and_entry_condition():
 def test_exit_rules(kind, props, reason):
     brand, admin = setup()
     c = customer(brand)
-    j = live(admin, [{"id": "w", "type": "wait", "days": 3}, {"id": "m", "type": "send_message", "content": "x"}])
+    j = live(
+        admin,
+        [
+            {"id": "w", "type": "wait", "days": 3},
+            {"id": "m", "type": "send_message", "content": "x"},
+        ],
+    )
     enrol(admin, j, c)
     ff(T0 + dt.timedelta(hours=1))
     with use_clock(FrozenClock(T0 + DAY)):
@@ -298,12 +330,20 @@ def test_holdout_is_stable_and_counts_conversions():
 def test_versions_enrolled_finish_their_version_unless_migrated():
     brand, admin = setup()
     a, b = customer(brand), customer(brand)
-    steps_v1 = [{"id": "w", "type": "wait", "days": 1}, {"id": "m", "type": "send_message", "content": "v1"}]
+    steps_v1: list[dict[str, Any]] = [
+        {"id": "w", "type": "wait", "days": 1},
+        {"id": "m", "type": "send_message", "content": "v1"},
+    ]
     j = live(admin, steps_v1)
     enrol(admin, j, a)
     ff(T0 + dt.timedelta(hours=1))
-    steps_v2 = [{"id": "w2", "type": "wait", "days": 1}, {"id": "m", "type": "send_message", "content": "v2"}]
-    services.update_journey(actor=admin, journey_id=j.pk, definition={"trigger": {"type": "manual"}, "steps": steps_v2})
+    steps_v2 = [
+        {"id": "w2", "type": "wait", "days": 1},
+        {"id": "m", "type": "send_message", "content": "v2"},
+    ]
+    services.update_journey(
+        actor=admin, journey_id=j.pk, definition={"trigger": {"type": "manual"}, "steps": steps_v2}
+    )
     services.publish(actor=admin, journey_id=j.pk)
     enrol(admin, j, b, at=T0 + dt.timedelta(hours=1))
     ff(T0 + 3 * DAY, start=T0 + dt.timedelta(hours=1))
@@ -313,11 +353,26 @@ def test_versions_enrolled_finish_their_version_unless_migrated():
 def test_publish_with_migration_moves_open_enrolments():
     brand, admin = setup()
     a = customer(brand)
-    j = live(admin, [{"id": "w", "type": "wait", "days": 1}, {"id": "m", "type": "send_message", "content": "v1"}])
+    j = live(
+        admin,
+        [
+            {"id": "w", "type": "wait", "days": 1},
+            {"id": "m", "type": "send_message", "content": "v1"},
+        ],
+    )
     enrol(admin, j, a)
     ff(T0 + dt.timedelta(hours=1))
-    services.update_journey(actor=admin, journey_id=j.pk, definition={"trigger": {"type": "manual"}, "steps": [
-        {"id": "w2", "type": "wait", "days": 1}, {"id": "m", "type": "send_message", "content": "v2"}]})
+    services.update_journey(
+        actor=admin,
+        journey_id=j.pk,
+        definition={
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "w2", "type": "wait", "days": 1},
+                {"id": "m", "type": "send_message", "content": "v2"},
+            ],
+        },
+    )
     with pytest.raises(Exception, match="not a step"):
         services.publish(actor=admin, journey_id=j.pk, migration={"w": "nope"})
     services.publish(actor=admin, journey_id=j.pk, migration={"w": "w2"})
@@ -335,8 +390,12 @@ def test_schedule_trigger_every_monday_and_birthday_trigger():
                       trigger={"type": "schedule", "weekdays": [0], "time": "10:00",
                                "condition": {"attribute": {"name": "vip", "op": "==", "value": True}}},
                       entry={"reentry": "always"})  # fmt: skip
-        live(admin, [{"id": "m", "type": "send_message", "content": "生日快乐"}],
-             trigger={"type": "date", "field": "birthday", "time": "09:00"}, entry={"reentry": "always"})
+        live(
+            admin,
+            [{"id": "m", "type": "send_message", "content": "生日快乐"}],
+            trigger={"type": "date", "field": "birthday", "time": "09:00"},
+            entry={"reentry": "always"},
+        )
     ff(T0 + 8 * DAY, start=T0 - DAY)
     got = messages(brand)
     assert [(c, m) for c, m, _ in got if m == "weekly"] == [(vip.pk, "weekly"), (vip.pk, "weekly")]
@@ -349,10 +408,19 @@ def test_schedule_trigger_every_monday_and_birthday_trigger():
 def test_segment_trigger_and_first_order_trigger():
     brand, admin = setup()
     c = customer(brand)
-    seg = live(admin, [{"id": "m", "type": "send_message", "content": "seg"}],
-               trigger={"type": "segment", "condition": {"aggregate": {"field": "order_count", "op": ">=", "value": 2}}})
-    first = live(admin, [{"id": "m", "type": "send_message", "content": "first"}],
-                 trigger={"type": "event", "event": "order.paid", "first_order_only": True})
+    seg = live(
+        admin,
+        [{"id": "m", "type": "send_message", "content": "seg"}],
+        trigger={
+            "type": "segment",
+            "condition": {"aggregate": {"field": "order_count", "op": ">=", "value": 2}},
+        },
+    )
+    first = live(
+        admin,
+        [{"id": "m", "type": "send_message", "content": "first"}],
+        trigger={"type": "event", "event": "order.paid", "first_order_only": True},
+    )
     for n in (1, 2):
         at = T0 + n * DAY
         with use_clock(FrozenClock(at)):
@@ -384,7 +452,17 @@ def test_failing_extension_retries_then_exits_and_registered_one_runs():
     calls = []
     extensions.register_action("grant_coupon", lambda **kw: calls.append(kw["idempotency_key"]))
     try:
-        j = live(admin, [{"id": "coupon", "type": "extension", "name": "grant_coupon", "params": {"code": "NEW10"}}])
+        j = live(
+            admin,
+            [
+                {
+                    "id": "coupon",
+                    "type": "extension",
+                    "name": "grant_coupon",
+                    "params": {"code": "NEW10"},
+                }
+            ],
+        )
         enrol(admin, j, c)
         ff(T0 + DAY)
         assert calls == [f"journey:{Enrollment.objects.get().pk}:coupon:0"]

@@ -64,8 +64,16 @@ def test_signed_webhook_retried_with_same_key():
     assert (payload["customer_id"], payload["step_id"]) == (c.pk, "hook")
     sent_at = dt.datetime.fromtimestamp(int(h2["X-Yutang-Timestamp"]), dt.UTC)
     assert webhooks.verify(SECRET, h2["X-Yutang-Timestamp"], b2, h2["X-Yutang-Signature"], sent_at)
-    assert not webhooks.verify("other-secret-xxxxxx", h2["X-Yutang-Timestamp"], b2, h2["X-Yutang-Signature"], sent_at)
-    assert not webhooks.verify(SECRET, h2["X-Yutang-Timestamp"], b2, h2["X-Yutang-Signature"], sent_at + dt.timedelta(minutes=6))
+    assert not webhooks.verify(
+        "other-secret-xxxxxx", h2["X-Yutang-Timestamp"], b2, h2["X-Yutang-Signature"], sent_at
+    )
+    assert not webhooks.verify(
+        SECRET,
+        h2["X-Yutang-Timestamp"],
+        b2,
+        h2["X-Yutang-Signature"],
+        sent_at + dt.timedelta(minutes=6),
+    )
     assert Enrollment.objects.get().state == "completed"
     assert StepRun.objects.filter(step_id="hook").count() == 1
 
@@ -80,4 +88,8 @@ def test_webhook_that_keeps_failing_exits_the_customer():
         engine.fast_forward(start=T0, until=T0 + dt.timedelta(days=1))
     assert len(rx.calls) == engine.MAX_FAILURES
     e = Enrollment.objects.get()
-    assert (e.state, e.exit_reason, e.last_error) == ("exited", "step_failed", "WebhookFailed: webhook answered HTTP 500")
+    assert (e.state, e.exit_reason, e.last_error) == (
+        "exited",
+        "step_failed",
+        "WebhookFailed: webhook answered HTTP 500",
+    )

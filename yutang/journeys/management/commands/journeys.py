@@ -81,8 +81,8 @@ class Command(BaseCommand):
                 version = j.live_version.number if j.live_version else "-"
                 self.stdout.write(f"{j.pk}\t{j.status}\tv{version}\t{j.name}")
         elif action == "publish":
-            version = services.publish(actor=staff, journey_id=options["journey_id"])
-            self.stdout.write(f"published version {version.number}")
+            published = services.publish(actor=staff, journey_id=options["journey_id"])
+            self.stdout.write(f"published version {published.number}")
         elif action == "enrol":
             try:
                 ids = [int(x) for x in options["customers"].split(",") if x.strip()]
