@@ -16,6 +16,8 @@ NAVIGATION: list[tuple[str, Any, str, Action]] = [
     ("console:customers", _("Customers"), "person-vcard", Action.CUSTOMER_VIEW),
     ("console:merges", _("Merge review"), "intersect", Action.CUSTOMER_MANAGE),
     ("console:imports", _("Imports"), "upload", Action.CUSTOMER_MANAGE),
+    ("console:journeys", _("Journeys"), "signpost-split", Action.JOURNEY_VIEW),
+    ("console:tasks", _("Task inbox"), "check2-square", Action.TASK_VIEW),
     ("console:stores", _("Stores"), "shop", Action.STORE_VIEW),
     ("console:staff", _("Staff and roles"), "people", Action.STAFF_VIEW),
     ("console:carrier_accounts", _("Carrier accounts"), "chat-dots", Action.CARRIER_ACCOUNT_VIEW),

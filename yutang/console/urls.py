@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from yutang.console import customer_views as cv
+from yutang.console import journey_views as jv
 from yutang.console import views
 
 app_name = "console"
@@ -49,4 +50,11 @@ urlpatterns = [
     path("imports/<int:job_id>/", cv.import_detail, name="import"),
     path("imports/<int:job_id>/start/", cv.import_start, name="import_start"),
     path("imports/<int:job_id>/errors/", cv.import_errors, name="import_errors"),
+    path("journeys/", jv.journey_list, name="journeys"),
+    path("journeys/new/", jv.journey_create, name="journey_create"),
+    path("journeys/<int:journey_id>/", jv.journey_detail, name="journey"),
+    path("journeys/<int:journey_id>/edit/", jv.journey_edit, name="journey_edit"),
+    path("journeys/<int:journey_id>/action/", jv.journey_action, name="journey_action"),
+    path("tasks/", jv.task_inbox, name="tasks"),
+    path("tasks/<int:task_id>/complete/", jv.task_complete, name="task_complete"),
 ]
