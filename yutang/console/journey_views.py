@@ -27,7 +27,8 @@ STEP_TYPES = [
     ("send_message", _lazy("Send message")), ("wait", _lazy("Wait a duration")),
     ("wait_until", _lazy("Wait until a time of day")), ("wait_event", _lazy("Wait for an event")),
     ("branch", _lazy("Branch on a condition")), ("split", _lazy("Random split")),
-    ("create_task", _lazy("Staff task")), ("add_tag", _lazy("Add tag")), ("remove_tag", _lazy("Remove tag")),
+    ("create_task", _lazy("Staff task")), ("add_tag", _lazy("Add tag")),
+    ("remove_tag", _lazy("Remove tag")),
     ("set_attribute", _lazy("Set attribute")), ("webhook", _lazy("Signed webhook")),
     ("extension", _lazy("Extension (coupon, points)")), ("exit", _lazy("Exit")),
 ]  # fmt: skip
@@ -60,7 +61,8 @@ def _step_from_form(post: Any) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ValidationFailed(f"condition: not JSON ({exc.msg}).", field="condition") from None
     if step["type"] == "split":
-        step["paths"] = [{"weight": 1, "next": t} for t in (step.pop("then", None), step.pop("else", None)) if t]  # fmt: skip
+        targets = (step.pop("then", None), step.pop("else", None))
+        step["paths"] = [{"weight": 1, "next": t} for t in targets if t]
     return step
 
 

@@ -12,7 +12,7 @@ from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
 from yutang.journeys import engine, services, tasks
 from yutang.journeys.models import Enrollment, Journey, StaffTask
-from yutang.journeys.tests.helpers import T0, customer, live, setup
+from yutang.journeys.tests.helpers import T0, customer, setup
 
 
 @pytest.mark.django_db
@@ -48,6 +48,7 @@ def test_builder_adds_typed_steps_points_at_bad_step_and_publishes():
     assert 'border-danger border-2" data-step="w"' in page  # the builder marks the step
     r = client.post(f"/journeys/{journey.pk}/action/", {"op": "publish"})
     journey.refresh_from_db()
+    assert journey.live_version is not None
     assert (journey.status, journey.live_version.number) == ("live", 1)
     page = client.get(f"/journeys/{journey.pk}/").content.decode()
     assert 'data-testid="published-flow"' in page and "echarts.min.js" in page
