@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "yutang.messaging",
     "yutang.acquisition",
     "yutang.analytics",
+    "yutang.journeys",
     "yutang.api",
     "yutang.console",
     "yutang.simulator",

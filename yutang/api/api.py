@@ -25,6 +25,7 @@ from yutang.events.api import router as events_router
 from yutang.messaging.api import router as messaging_router
 from yutang.segments.api import router as segments_router
 from yutang.simulator.api import router as simulator_router
+from yutang.journeys.api import router as journeys_router
 
 api = NinjaAPI(
     title="Yutang API",
@@ -50,6 +51,7 @@ api.add_router("", messaging_router)
 api.add_router("", simulator_router)
 api.add_router("", acquisition_router)
 api.add_router("", analytics_router)
+api.add_router("", journeys_router)
 
 
 def _error(

@@ -23,6 +23,8 @@ NAVIGATION: list[tuple[str, Any, str, Action]] = [
     ("console:live_codes", _("Live codes"), "qr-code", Action.CHANNEL_VIEW),
     ("console:channel_report", _("Channel report"), "graph-up", Action.CHANNEL_VIEW),
     ("console:partners", _("Partners"), "person-badge", Action.PARTNER_VIEW),
+    ("console:journeys", _("Journeys"), "signpost-split", Action.JOURNEY_VIEW),
+    ("console:tasks", _("Task inbox"), "check2-square", Action.TASK_VIEW),
     ("console:stores", _("Stores"), "shop", Action.STORE_VIEW),
     ("console:staff", _("Staff and roles"), "people", Action.STAFF_VIEW),
     ("console:carrier_accounts", _("Carrier accounts"), "chat-dots", Action.CARRIER_ACCOUNT_VIEW),

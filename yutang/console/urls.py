@@ -5,6 +5,7 @@ from yutang.console import acquisition_views as av
 from yutang.console import customer_views as cv
 from yutang.console import messaging_views as mv
 from yutang.console import segment_views as sv
+from yutang.console import journey_views as jv
 from yutang.console import views
 
 app_name = "console"
@@ -85,4 +86,11 @@ urlpatterns = [
     path("partners/<int:partner_id>/", av.partner_detail, name="partner"),
     path("settlements/<int:settlement_id>/lock/", av.settlement_lock, name="settlement_lock"),
     path("settlements/<int:settlement_id>/xlsx/", av.settlement_xlsx, name="settlement_xlsx"),
+    path("journeys/", jv.journey_list, name="journeys"),
+    path("journeys/new/", jv.journey_create, name="journey_create"),
+    path("journeys/<int:journey_id>/", jv.journey_detail, name="journey"),
+    path("journeys/<int:journey_id>/edit/", jv.journey_edit, name="journey_edit"),
+    path("journeys/<int:journey_id>/action/", jv.journey_action, name="journey_action"),
+    path("tasks/", jv.task_inbox, name="tasks"),
+    path("tasks/<int:task_id>/complete/", jv.task_complete, name="task_complete"),
 ]

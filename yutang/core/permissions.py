@@ -85,6 +85,10 @@ class Action(StrEnum):
     PARTNER_MANAGE = "partner.manage"
     ANALYTICS_VIEW = "analytics.view"
     ANALYTICS_EXPORT = "analytics.export"
+    JOURNEY_VIEW = "journey.view"
+    JOURNEY_MANAGE = "journey.manage"
+    TASK_VIEW = "task.view"
+    TASK_MANAGE = "task.manage"
 
 
 B, S, Me = Scope.BRAND, Scope.STORE, Scope.SELF
@@ -107,6 +111,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.CHANNEL_VIEW: B, Action.CHANNEL_MANAGE: B, Action.LIVE_CODE_MANAGE: B,
         Action.PARTNER_VIEW: B, Action.PARTNER_MANAGE: B,
         Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
+        Action.JOURNEY_VIEW: B, Action.JOURNEY_MANAGE: B,
+        Action.TASK_VIEW: B, Action.TASK_MANAGE: B,
     },
     Role.COMMUNITY_OPERATOR: {
         Action.BRAND_VIEW: B,
@@ -119,6 +125,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.MESSAGE_VIEW: B, Action.MESSAGE_SEND: B, Action.MESSAGE_BROADCAST: B,
         Action.CHANNEL_VIEW: B,
         Action.ANALYTICS_VIEW: B,
+        Action.JOURNEY_VIEW: B,
+        Action.TASK_VIEW: B, Action.TASK_MANAGE: B,
     },
     Role.STORE_MANAGER: {
         Action.BRAND_VIEW: B,
@@ -132,6 +140,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.MESSAGE_VIEW: S, Action.MESSAGE_SEND: S, Action.MESSAGE_BROADCAST: S,
         Action.CHANNEL_VIEW: S, Action.LIVE_CODE_MANAGE: S,
         Action.ANALYTICS_VIEW: S, Action.ANALYTICS_EXPORT: S,
+        Action.TASK_VIEW: S, Action.TASK_MANAGE: S,
     },
     Role.ADVISOR: {
         Action.BRAND_VIEW: B,
@@ -144,6 +153,7 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.SEGMENT_VIEW: S,
         Action.MESSAGE_VIEW: Me, Action.MESSAGE_SEND: Me,
         Action.ANALYTICS_VIEW: S,
+        Action.TASK_VIEW: S, Action.TASK_MANAGE: S,
     },
     Role.ANALYST: {
         Action.BRAND_VIEW: B,
@@ -156,6 +166,8 @@ MATRIX: dict[Role, dict[Action, Scope]] = {
         Action.MESSAGE_VIEW: B,
         Action.CHANNEL_VIEW: B, Action.PARTNER_VIEW: B,
         Action.ANALYTICS_VIEW: B, Action.ANALYTICS_EXPORT: B,
+        Action.JOURNEY_VIEW: B,
+        Action.TASK_VIEW: B,
     },
 }
 # fmt: on

@@ -53,6 +53,10 @@ EXPECTED = {
     "partner.manage":         "brand brand -     -     -     -",
     "analytics.view":         "brand brand brand store store brand",
     "analytics.export":       "brand brand -     store -     brand",
+    "journey.view":           "brand brand brand -     -     brand",
+    "journey.manage":         "brand brand -     -     -     -",
+    "task.view":              "brand brand brand store store brand",
+    "task.manage":            "brand brand brand store store -",
 }  # fmt: skip
 
 

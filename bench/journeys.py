@@ -1,0 +1,160 @@
+"""Journey engine benchmark (issue 7): enrollments in the shipped new-contact template
+fast-forwarded through every step, on SQLite and PostgreSQL, with 1 and 2 worker processes.
+
+    .venv/bin/python bench/journeys.py [--scale N] [--backends sqlite,postgresql] [--workers 1,2]
+
+Default scale: 1,000,000 enrollments (7 steps each: welcome, wait start/end, content, wait
+start/end, offer; 3 messages). Each (backend, workers) pair gets its own fresh database
+(bench_journeys_* on PostgreSQL, a temp file for SQLite). Set-up (customers, a published
+journey, enrollments due now, written with bulk inserts) is not timed. Then W child processes
+each loop `engine.run_due_once(batch=500)` under a FrozenClock three days later until nothing is
+due; the wall time from the first child's start to the last child's end is timed.
+SQLite has a single writer: `yutang worker` runs journey steps only in the holder of the loops
+lease, so the benchmark runs SQLite with 1 worker only (more are skipped).
+Steps/s = StepRun rows / seconds; messages/s = outbox rows / seconds. The result is checked:
+every enrollment completed, 7 StepRuns and 3 messages each, no duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    REPO,
+    django_setup,
+    fmt_int,
+    print_machine_info,
+    print_table,
+    temp_database,
+)
+
+T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
+
+
+def setup_data(scale: int) -> dict[str, int]:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from yutang.core import services as core
+    from yutang.core.clock import FrozenClock, use_clock
+    from yutang.customers.models import Customer
+    from yutang.journeys import services
+    from yutang.journeys.models import Enrollment
+    from yutang.journeys.tests.helpers import setup
+
+    with use_clock(FrozenClock(T0)):
+        brand, admin = setup()
+        journey = services.create_from_template(actor=admin, key="1_new_contact")
+        version = services.publish(actor=admin, journey_id=journey.pk)
+    del core
+    chunk = 10_000
+    for start in range(0, scale, chunk):
+        size = min(chunk, scale - start)
+        people = Customer.objects.bulk_create(
+            [Customer(brand=brand, display_name=f"c{start + i}", created_at=T0, updated_at=T0)
+             for i in range(size)]
+        )  # fmt: skip
+        Enrollment.objects.bulk_create(
+            [Enrollment(brand=brand, journey=journey, version=version, customer=c,
+                        state="active", current_step="welcome", next_due_at=T0, entered_at=T0)
+             for c in people]
+        )  # fmt: skip
+    return {"journey": journey.pk}
+
+
+def child(url: str, var_dir: str) -> None:
+    django_setup(url, var_dir)
+    from yutang.core.clock import FrozenClock, use_clock
+    from yutang.journeys import engine
+
+    steps = 0
+    with use_clock(FrozenClock(T0 + dt.timedelta(days=3))):
+        while True:
+            did = engine.run_due_once(batch=500)
+            if not did:
+                break
+            steps += did
+    print(json.dumps({"steps": steps}))
+
+
+def run(backend: str, workers: int, scale: int, workdir: Path) -> list[object]:
+    name = f"bench_journeys_{backend[:2]}_{workers}"
+    with temp_database(backend, name, workdir) as url:
+        setup_cmd = [sys.executable, __file__, "--_setup", url, "--scale", str(scale),
+                     "--_var", str(workdir)]  # fmt: skip
+        subprocess.run(setup_cmd, check=True, cwd=REPO)
+        cmd = [sys.executable, __file__, "--_child", url, "--_var", str(workdir)]
+        started = time.perf_counter()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+                 for _ in range(workers)]  # fmt: skip
+        outs = [p.communicate()[0] for p in procs]
+        seconds = time.perf_counter() - started
+        assert all(p.returncode == 0 for p in procs), outs
+        counts = subprocess.run(
+            [sys.executable, __file__, "--_count", url, "--_var", str(workdir)],
+            check=True, capture_output=True, text=True, cwd=REPO,
+        ).stdout  # fmt: skip
+        c = json.loads(counts)
+    ok = c["completed"] == scale and c["runs"] == 7 * scale and c["messages"] == 3 * scale
+    ok = ok and c["distinct_keys"] == c["messages"]
+    per_worker = [json.loads(o)["steps"] for o in outs]
+    return [backend, workers, fmt_int(scale), fmt_int(c["runs"]), f"{seconds:.1f}",
+            fmt_int(c["runs"] / seconds), fmt_int(c["messages"] / seconds),
+            "/".join(fmt_int(s) for s in per_worker), "ok" if ok else f"FAIL {c}"]  # fmt: skip
+
+
+def count(url: str, var_dir: str) -> None:
+    django_setup(url, var_dir)
+    from yutang.journeys.models import ActionOutbox, Enrollment, StepRun
+
+    print(json.dumps({
+        "completed": Enrollment.objects.filter(state="completed").count(),
+        "runs": StepRun.objects.count(),
+        "messages": ActionOutbox.objects.count(),
+        "distinct_keys": ActionOutbox.objects.values("idempotency_key").distinct().count(),
+    }))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=1_000_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--_setup")
+    parser.add_argument("--_child")
+    parser.add_argument("--_count")
+    parser.add_argument("--_var")
+    args = parser.parse_args()
+    if args._setup:
+        django_setup(args._setup, args._var)
+        setup_data(args.scale)
+        return
+    if args._child:
+        child(args._child, args._var)
+        return
+    if args._count:
+        count(args._count, args._var)
+        return
+    print_machine_info()
+    rows = []
+    workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-journeys-"))
+    for backend in args.backends.split(","):
+        for workers in [int(w) for w in args.workers.split(",")]:
+            if backend == "sqlite" and workers > 1:
+                continue  # single writer: a second worker stands by (see the docstring)
+            rows.append(run(backend, workers, args.scale, workdir))
+            print(rows[-1], flush=True)
+    print_table(["backend", "workers", "enrollments", "steps", "seconds", "steps/s",
+                 "messages/s", "steps per worker", "check"], rows, markdown=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,673 @@
+"""The journey engine: enrolment, one step per enrolment per transaction, triggers from the
+event log, schedules, and fast-forward.
+
+Time: every step runs at its *due* time, not at the moment a worker got to it. A step reached
+at T computes its wait from T, so a late or restarted worker catches up to exactly the same
+schedule, and a branch after a wait never waits again (no doubled waits). Real time decides
+only *when* a due step runs (``clock.now()``).
+
+Exactly-once: a step's effects (outbox row, task, tag, StepRun) commit together with the
+enrolment's move to its next step. StepRun is unique on (enrollment, step, attempt key), and
+workers lock the rows they claim (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the single
+worker holding the loop lease on SQLite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Min, Q
+
+from yutang.core import clock
+from yutang.core.clock import FrozenClock, use_clock
+from yutang.core.models import Brand, CarrierAccount, Staff
+from yutang.core.permissions import Role
+from yutang.customers.models import Customer
+from yutang.events.models import Event
+from yutang.journeys import definition as defs
+from yutang.journeys import extensions, integrations, timing, webhooks
+from yutang.journeys.models import (
+    Enrollment,
+    Journey,
+    JourneyVersion,
+    ScheduleSlot,
+    StaffTask,
+    StepRun,
+)
+
+logger = logging.getLogger("yutang.journeys")
+
+OPEN = [Enrollment.State.ACTIVE, Enrollment.State.WAITING]
+MAX_FAILURES = 5
+RETRY_BASE = dt.timedelta(minutes=1)
+BATCH = 500
+
+_DEFINITIONS: dict[int, defs.Definition] = {}
+
+
+def definition_of(version: JourneyVersion | int) -> defs.Definition:
+    """Versions never change once published, so their parsed definitions are cached."""
+    version_id = version if isinstance(version, int) else version.pk
+    found = _DEFINITIONS.get(version_id)
+    if found is None:
+        row = version if isinstance(version, JourneyVersion) else None
+        data = row.definition if row else JourneyVersion.objects.get(pk=version_id).definition
+        found = _DEFINITIONS[version_id] = defs.Definition.model_validate(data)
+    return found
+
+
+def in_holdout(journey_id: int, customer_id: int, percent: int) -> bool:
+    """Deterministic: the same customer is always in or out of a journey's control group,
+    across versions, workers and restarts."""
+    if percent <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout:{journey_id}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10000 < percent * 100
+
+
+def _split_choice(enrollment_id: int, step_id: str, seq: int, weights: list[int]) -> int:
+    digest = hashlib.sha256(f"split:{enrollment_id}:{step_id}:{seq}".encode()).digest()
+    point = int.from_bytes(digest[:4], "big") % sum(weights)
+    for index, weight in enumerate(weights):
+        if point < weight:
+            return index
+        point -= weight
+    return len(weights) - 1
+
+
+# --- Enrolment ------------------------------------------------------------------------------
+
+
+@dataclass
+class EnrolResult:
+    customer_id: int
+    status: str  # enrolled, holdout, already_enrolled, no_reentry, condition_false, not_live
+    enrollment_id: int | None = None
+
+
+def enrol(
+    *, journey: Journey, customer: Customer, at: dt.datetime, source: str = ""
+) -> EnrolResult:
+    """Enter the customer into the journey's live version if the entry rules allow it.
+    Call inside a transaction; a concurrent enrolment of the same person loses cleanly."""
+    if journey.status != Journey.Status.LIVE or journey.live_version_id is None:
+        return EnrolResult(customer.pk, "not_live")
+    definition = definition_of(journey.live_version_id)
+    entry = definition.entry
+    history = Enrollment.objects.filter(journey=journey, customer=customer)
+    if history.filter(state__in=OPEN).exists():
+        return EnrolResult(customer.pk, "already_enrolled")
+    if entry.reentry == "never" and history.exists():
+        return EnrolResult(customer.pk, "no_reentry")
+    if entry.reentry == "after_days":
+        assert entry.after_days is not None
+        since = at - dt.timedelta(days=entry.after_days)
+        if history.filter(entered_at__gt=since).exists():
+            return EnrolResult(customer.pk, "no_reentry")
+    if entry.condition and not integrations.evaluate_condition(
+        brand=journey.brand, customer=customer, rule=entry.condition, at=at
+    ):
+        return EnrolResult(customer.pk, "condition_false")
+    holdout = in_holdout(journey.pk, customer.pk, definition.holdout_percent)
+    try:
+        with transaction.atomic():
+            row = Enrollment.objects.create(
+                brand_id=journey.brand_id,
+                journey=journey,
+                version_id=journey.live_version_id,
+                customer=customer,
+                state=Enrollment.State.HOLDOUT if holdout else Enrollment.State.ACTIVE,
+                current_step="" if holdout else definition.steps[0].id,
+                next_due_at=None if holdout else at,
+                entered_at=at,
+                is_holdout=holdout,
+                source=source[:64],
+            )
+    except IntegrityError:
+        return EnrolResult(customer.pk, "already_enrolled")
+    return EnrolResult(customer.pk, "holdout" if holdout else "enrolled", row.pk)
+
+
+# --- One step -------------------------------------------------------------------------------
+
+
+def _finish(e: Enrollment, state: str, reason: str, at: dt.datetime) -> None:
+    e.state = state
+    e.exit_reason = reason
+    e.exited_at = at
+    e.next_due_at = None
+    e.waiting_for = {}
+
+
+def _goto(e: Enrollment, step_id: str | None, at: dt.datetime) -> None:
+    if step_id is None:
+        _finish(e, Enrollment.State.COMPLETED, "completed", at)
+        return
+    e.state = Enrollment.State.ACTIVE
+    e.current_step = step_id
+    e.next_due_at = at
+    e.waiting_for = {}
+
+
+def _account_for(customer: Customer) -> CarrierAccount | None:
+    if customer.owner_staff_id is None:
+        return None
+    return CarrierAccount.objects.filter(staff_id=customer.owner_staff_id).order_by("pk").first()
+
+
+def _render(text: str, customer: Customer, brand: Brand) -> str:
+    """Script variables: {name}, {brand}, {city}. Unknown braces stay as written."""
+    values = {"name": customer.display_name or "", "brand": brand.name, "city": customer.city}
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def _run(e: Enrollment, now: dt.datetime) -> str:
+    """Execute the enrolment's current step (or end its wait). Returns the outcome."""
+    journey = e.journey
+    brand = journey.brand
+    definition = definition_of(e.version_id)
+    step = definition.step(e.current_step)
+    base = e.next_due_at or now
+    key = f"journey:{e.pk}:{step.id}:{e.seq}"
+
+    if e.state == Enrollment.State.WAITING:  # the wait ran out
+        timed_out = step.type in {"wait_event", "create_task"}
+        target = (step.on_timeout or definition.following(step)) if timed_out else None
+        _goto(e, target if timed_out else definition.following(step), base)
+        return "timeout" if timed_out else "waited"
+
+    exit_rule = definition.exit_rules.condition
+    if exit_rule and integrations.evaluate_condition(
+        brand=brand, customer=e.customer, rule=exit_rule, at=base
+    ):
+        _finish(e, Enrollment.State.EXITED, "exit_condition", base)
+        return "exit_condition"
+
+    kind = step.type
+    if kind == "wait":
+        e.state, e.next_due_at = (
+            Enrollment.State.WAITING,
+            timing.after(base, brand.tz, days=step.days, hours=step.hours, minutes=step.minutes),
+        )
+        return "waiting"
+    if kind == "wait_until":
+        due = timing.next_time_of_day(base, brand.tz, step.time, step.weekdays)
+        if due == base:
+            _goto(e, definition.following(step), base)
+            return "no_wait"
+        e.state, e.next_due_at = Enrollment.State.WAITING, due
+        return "waiting"
+    if kind == "wait_event":
+        e.state = Enrollment.State.WAITING
+        e.next_due_at = base + step.timeout.delta()
+        e.waiting_for = {"event": step.event, "since": base.isoformat()}
+        return "waiting"
+    if kind == "branch":
+        holds = integrations.evaluate_condition(
+            brand=brand, customer=e.customer, rule=step.condition, at=base
+        )
+        chosen = step.then if holds else step.otherwise
+        _goto(e, chosen or definition.following(step), base)
+        return "then" if holds else "else"
+    if kind == "split":
+        index = _split_choice(e.pk, step.id, e.seq, [p.weight for p in step.paths])
+        _goto(e, step.paths[index].next or definition.following(step), base)
+        return f"path{index}"
+    if kind == "send_message":
+        customer = e.customer
+        integrations.send_message(
+            brand=brand,
+            customer=customer,
+            account=_account_for(customer),
+            kind=step.kind,
+            content=_render(step.content, customer, brand),
+            cause=f"journey:{journey.pk}:{step.id}",
+            idempotency_key=key,
+            at=base,
+        )
+        _goto(e, definition.following(step), base)
+        return "sent"
+    if kind == "create_task":
+        task = create_task_for(e, step, base)
+        if step.wait_for_completion:
+            e.state = Enrollment.State.WAITING
+            e.next_due_at = base + step.timeout.delta()
+            e.waiting_for = {"task": task.pk}
+            return "task_waiting"
+        _goto(e, definition.following(step), base)
+        return "task_created"
+    if kind in {"add_tag", "remove_tag"}:
+        from yutang.customers import services as customers
+
+        tag = customers.create_tag(actor=None, brand=brand, group=step.group, name=step.name)
+        change = {"add": [tag.pk]} if kind == "add_tag" else {"remove": [tag.pk]}
+        customers.set_tags(actor=None, customer=e.customer, source="journey", **change)
+        _goto(e, definition.following(step), base)
+        return "tagged" if kind == "add_tag" else "untagged"
+    if kind == "set_attribute":
+        from yutang.customers.services import validate_attributes
+
+        customer = e.customer
+        values = validate_attributes(brand, {step.name: step.value})
+        customer.attributes = {**(customer.attributes or {}), **values}
+        customer.updated_at = now
+        customer.save(update_fields=["attributes", "updated_at"])
+        _goto(e, definition.following(step), base)
+        return "attribute_set"
+    if kind == "webhook":
+        payload = {
+            "journey_id": journey.pk,
+            "version": e.version.number,
+            "enrollment_id": e.pk,
+            "customer_id": e.customer_id,
+            "step_id": step.id,
+            "due_at": base.isoformat(),
+        }
+        webhooks.call(url=step.url, secret=step.secret, payload=payload, key=key, at=now)
+        _goto(e, definition.following(step), base)
+        return "called"
+    if kind == "extension":
+        handler = extensions.action(step.name)
+        if handler is None:
+            raise LookupError(f"no extension action {step.name!r} is registered")
+        handler(brand=brand, customer=e.customer, params=step.params, idempotency_key=key, at=base)
+        _goto(e, definition.following(step), base)
+        return "extension"
+    if kind == "exit":
+        _finish(e, Enrollment.State.EXITED, "exit_step", base)
+        return "exit_step"
+    raise AssertionError(f"unknown step type {kind}")
+
+
+def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
+    customer = e.customer
+    brand = e.journey.brand
+    assignee: Staff | None = None
+    if step.assign_to == "owner" and customer.owner_staff_id is not None:
+        assignee = customer.owner_staff
+    return StaffTask.objects.create(
+        brand=brand,
+        customer=customer,
+        assignee=assignee,
+        store_id=customer.owner_store_id,
+        queue_role="" if assignee else Role.ADVISOR.value,
+        title=_render(step.title, customer, brand),
+        script=_render(step.script, customer, brand),
+        due_at=timing.after(
+            at, brand.tz, days=step.due.days, hours=step.due.hours, minutes=step.due.minutes
+        ),
+        enrollment=e,
+        step_id=step.id,
+        created_at=at,
+    )
+
+
+def tick(e: Enrollment, now: dt.datetime, *, outcome_override: str | None = None) -> str:
+    """Run one step of a locked enrolment and record it; the caller holds the transaction."""
+    step_id, seq, due = e.current_step, e.seq, e.next_due_at or now
+    step_type = definition_of(e.version_id).step(step_id).type
+    outcome = _run(e, now)
+    StepRun.objects.create(
+        enrollment=e,
+        step_id=step_id,
+        step_type=step_type,
+        attempt_key=str(seq),
+        due_at=due,
+        ran_at=now,
+        outcome=outcome,
+    )
+    e.seq = seq + 1
+    e.failures = 0
+    e.save(
+        update_fields=[
+            "state", "current_step", "seq", "next_due_at", "waiting_for", "exited_at",
+            "exit_reason", "failures",
+        ]
+    )  # fmt: skip
+    return outcome
+
+
+def _claim(now: dt.datetime, batch: int, journey_ids: Iterable[int] | None) -> list[Enrollment]:
+    qs = Enrollment.objects.filter(
+        state__in=OPEN, next_due_at__lte=now, journey__status=Journey.Status.LIVE
+    )
+    if journey_ids is not None:
+        qs = qs.filter(journey_id__in=list(journey_ids))
+    qs = qs.order_by("next_due_at", "id")
+    if connection.vendor == "postgresql":
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+    ids = list(qs.values_list("pk", flat=True)[:batch])
+    rows = Enrollment.objects.filter(pk__in=ids).select_related(
+        "journey__brand", "customer", "version"
+    )
+    return sorted(rows, key=lambda r: (r.next_due_at or now, r.pk))
+
+
+def _record_failure(enrollment_id: int, error: str, now: dt.datetime) -> None:
+    e = Enrollment.objects.select_for_update().get(pk=enrollment_id)
+    e.failures += 1
+    e.last_error = error[:300]
+    if e.failures >= MAX_FAILURES:
+        _finish(e, Enrollment.State.EXITED, "step_failed", now)
+    else:
+        e.next_due_at = now + RETRY_BASE * (2 ** (e.failures - 1))
+    e.save(
+        update_fields=[
+            "failures", "last_error", "state", "exit_reason", "exited_at", "next_due_at",
+            "waiting_for",
+        ]
+    )  # fmt: skip
+    logger.warning("journey enrollment %s step failed (%s)", enrollment_id, error[:120])
+
+
+def run_due_once(*, batch: int = BATCH, journey_ids: Iterable[int] | None = None) -> int:
+    """Claim up to `batch` due enrolments and run one step of each; returns steps run."""
+    now = clock.now()
+    done = 0
+    failed: list[tuple[int, str]] = []
+    with transaction.atomic():
+        for e in _claim(now, batch, journey_ids):
+            try:
+                with transaction.atomic():
+                    tick(e, now)
+                done += 1
+            except Exception as exc:
+                failed.append((e.pk, f"{type(exc).__name__}: {exc}"))
+    for enrollment_id, error in failed:
+        with transaction.atomic():
+            _record_failure(enrollment_id, error, now)
+    return done + len(failed)
+
+
+# --- Reacting to events ---------------------------------------------------------------------
+
+
+def _live_journeys(brand_id: int) -> list[tuple[Journey, defs.Definition]]:
+    journeys = Journey.objects.filter(
+        brand_id=brand_id, status=Journey.Status.LIVE, live_version__isnull=False
+    ).select_related("brand")
+    return [(j, definition_of(j.live_version_id)) for j in journeys if j.live_version_id]
+
+
+def _matches(trigger: defs.EventTrigger, event: Event) -> bool:
+    if trigger.event != event.type:
+        return False
+    for key, expected in trigger.where.items():
+        if str(event.properties.get(key)) != str(expected):
+            return False
+    if trigger.first_order_only:
+        earlier = Event.objects.filter(
+            customer_id=event.customer_id, type="order.paid", pk__lt=event.pk
+        )
+        if earlier.exists():
+            return False
+    return True
+
+
+def handle_event(event: Event) -> None:
+    """Consumer of the event log (registered as ``journeys.events``): goals, exits, event
+    waits, then triggers. Idempotent: a replayed event finds nothing left to change."""
+    now = clock.now()
+    customer = Customer.objects.filter(pk=event.customer_id).select_related("brand").first()
+    if customer is None:
+        return
+    props = event.properties or {}
+    open_rows = Enrollment.objects.filter(customer=customer, state__in=OPEN)
+    exits: dict[str, str] = {}
+    if event.type == "contact.deleted":
+        exits["contact_deleted"] = "contact_deleted"
+    if (
+        event.type == "consent.changed"
+        and props.get("status") == "withdrawn"
+        and props.get("purpose") == "marketing"
+    ):
+        exits["consent_withdrawn"] = "consent_withdrawn"
+    rows = list(open_rows.select_for_update().select_related("journey__brand", "version"))
+    for e in rows:
+        definition = definition_of(e.version_id)
+        rules = definition.exit_rules
+        goal = definition.goal
+        if goal and goal.event == event.type and _in_window(e, goal, event):
+            e.converted_at = event.occurred_at
+            _finish(e, Enrollment.State.CONVERTED, "goal", now)
+            _save_end(e)
+            continue
+        reason = None
+        if "contact_deleted" in exits and rules.contact_deleted:
+            reason = "contact_deleted"
+        elif "consent_withdrawn" in exits and rules.consent_withdrawn:
+            reason = "consent_withdrawn"
+        elif rules.condition and integrations.evaluate_condition(
+            brand=customer.brand, customer=customer, rule=rules.condition, at=now
+        ):
+            reason = "exit_condition"
+        if reason:
+            _finish(e, Enrollment.State.EXITED, reason, now)
+            _save_end(e)
+            continue
+        if e.state == Enrollment.State.WAITING and e.waiting_for.get("event") == event.type:
+            since = dt.datetime.fromisoformat(e.waiting_for["since"])
+            if event.occurred_at >= since:
+                resume_waiting(e, now, outcome="event")
+    # Held-out customers convert too (the control group's goal rate).
+    for e in Enrollment.objects.filter(
+        customer=customer, state=Enrollment.State.HOLDOUT, converted_at__isnull=True
+    ).select_related("version"):
+        goal = definition_of(e.version_id).goal
+        if goal and goal.event == event.type and _in_window(e, goal, event):
+            Enrollment.objects.filter(pk=e.pk, converted_at__isnull=True).update(
+                converted_at=event.occurred_at
+            )
+    for journey, definition in _live_journeys(customer.brand_id):
+        trigger = definition.trigger
+        if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
+            enrol(journey=journey, customer=customer, at=now, source=f"event:{event.pk}")
+        elif isinstance(trigger, defs.SegmentTrigger) and integrations.evaluate_condition(
+            brand=customer.brand, customer=customer, rule=trigger.condition, at=now
+        ):
+            enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+
+
+def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
+    return e.entered_at <= event.occurred_at <= e.entered_at + dt.timedelta(days=goal.within_days)
+
+
+def _save_end(e: Enrollment) -> None:
+    e.save(
+        update_fields=[
+            "state", "exit_reason", "exited_at", "next_due_at", "waiting_for", "converted_at",
+        ]
+    )  # fmt: skip
+
+
+def resume_waiting(e: Enrollment, now: dt.datetime, *, outcome: str) -> None:
+    """An event or a task completion ends a wait early: record it as the wait's run and go on
+    to the next step. The caller holds the row lock."""
+    definition = definition_of(e.version_id)
+    step = definition.step(e.current_step)
+    StepRun.objects.create(
+        enrollment=e,
+        step_id=step.id,
+        step_type=step.type,
+        attempt_key=str(e.seq),
+        due_at=now,
+        ran_at=now,
+        outcome=outcome,
+    )
+    e.seq += 1
+    _goto(e, definition.following(step), now)
+    e.save(update_fields=["state", "current_step", "seq", "next_due_at", "waiting_for",
+                          "exited_at", "exit_reason"])  # fmt: skip
+
+
+# --- Schedules and date triggers ------------------------------------------------------------
+
+
+def _slot_key(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y%m%dT%H%M")
+
+
+def _pending_slots(journey: Journey, trigger: Any, now: dt.datetime) -> list[dt.datetime]:
+    version = journey.live_version
+    assert version is not None
+    last = (
+        ScheduleSlot.objects.filter(journey=journey)
+        .order_by("-slot")
+        .values_list("slot", flat=True)
+    ).first()
+    start = version.published_at
+    if last:
+        start = max(start, dt.datetime.strptime(last, "%Y%m%dT%H%M").replace(tzinfo=dt.UTC))
+    weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
+    return timing.slots_between(start, now, journey.brand.tz, trigger.time, weekdays)
+
+
+def _date_matches(customer: Customer, field: str, day: dt.date) -> bool:
+    if field == "birthday":
+        source = customer.birthday
+    else:
+        source = customer.created_at.date() if customer.created_at else None
+    if source is None:
+        return False
+    if field == "membership_anniversary" and source.year >= day.year:
+        return False
+    if (source.month, source.day) == (2, 29) and not _leap(day.year):
+        return (day.month, day.day) == (2, 28)
+    return (source.month, source.day) == (day.month, day.day)
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def run_schedules_once() -> int:
+    """Enrol the audiences of schedule and date triggers whose time has come. Each slot is
+    claimed once (ScheduleSlot is unique), in the same transaction as its enrolments."""
+    now = clock.now()
+    done = 0
+    journeys = Journey.objects.filter(
+        status=Journey.Status.LIVE, live_version__isnull=False
+    ).select_related("brand", "live_version")
+    for journey in journeys:
+        trigger = definition_of(journey.live_version_id or 0).trigger
+        if not isinstance(trigger, defs.ScheduleTrigger | defs.DateTrigger):
+            continue
+        for slot in _pending_slots(journey, trigger, now):
+            with transaction.atomic():
+                try:
+                    with transaction.atomic():
+                        ScheduleSlot.objects.create(
+                            journey=journey, slot=_slot_key(slot), done_at=now
+                        )
+                except IntegrityError:
+                    continue
+                done += 1 + _enrol_slot(journey, trigger, slot)
+    return done
+
+
+def _enrol_slot(journey: Journey, trigger: Any, slot: dt.datetime) -> int:
+    customers = Customer.objects.filter(brand_id=journey.brand_id, merged_into__isnull=True)
+    enrolled = 0
+    if isinstance(trigger, defs.DateTrigger):
+        day = slot.astimezone(journey.brand.tz).date() + dt.timedelta(days=trigger.days_before)
+        if trigger.field == "birthday":
+            customers = customers.filter(birthday__month=day.month)
+        for customer in customers.iterator():
+            if _date_matches(customer, trigger.field, day):
+                result = enrol(journey=journey, customer=customer, at=slot, source="date")
+                enrolled += result.status in {"enrolled", "holdout"}
+        return enrolled
+    for customer in customers.iterator():
+        if trigger.condition and not integrations.evaluate_condition(
+            brand=journey.brand, customer=customer, rule=trigger.condition, at=slot
+        ):
+            continue
+        result = enrol(journey=journey, customer=customer, at=slot, source="schedule")
+        enrolled += result.status in {"enrolled", "holdout"}
+    return enrolled
+
+
+def next_schedule_at(now: dt.datetime) -> dt.datetime | None:
+    soonest = None
+    for journey in Journey.objects.filter(
+        status=Journey.Status.LIVE, live_version__isnull=False
+    ).select_related("brand"):
+        trigger = definition_of(journey.live_version_id or 0).trigger
+        if isinstance(trigger, defs.ScheduleTrigger | defs.DateTrigger):
+            weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
+            moment = timing.next_time_of_day(
+                now + dt.timedelta(seconds=1), journey.brand.tz, trigger.time, weekdays
+            )
+            soonest = moment if soonest is None or moment < soonest else soonest
+    return soonest
+
+
+# --- Fast-forward ---------------------------------------------------------------------------
+
+
+@dataclass
+class FastForward:
+    steps: int
+    until: dt.datetime
+
+
+def fast_forward(
+    *,
+    until: dt.datetime,
+    start: dt.datetime | None = None,
+    brand_id: int | None = None,
+    batch: int = BATCH,
+    on_pass: Callable[[int], None] | None = None,
+) -> FastForward:
+    """Run journey time from `start` (default: now) to `until` in seconds: jump the clock to
+    each next due moment, run consumers, schedules and due steps. Used by tests, the
+    simulator and `yutang journeys fast-forward` (never on a production brand's live data
+    unless you mean it: messages are queued for real)."""
+    from yutang.events.consumers import LAG, run_all
+
+    current = start or clock.now()
+    frozen = FrozenClock(current)
+    steps = 0
+    journey_ids = (
+        list(Journey.objects.filter(brand_id=brand_id).values_list("pk", flat=True))
+        if brand_id is not None
+        else None
+    )
+    with use_clock(frozen):
+        # Let events received just now pass the consumers' read lag.
+        frozen.set(min(current + LAG + dt.timedelta(seconds=1), max(until, current)))
+        while True:
+            for _ in range(100000):
+                did = run_all() + run_schedules_once()
+                did += run_due_once(batch=batch, journey_ids=journey_ids)
+                steps += did
+                if on_pass is not None and did:
+                    on_pass(did)
+                if not did:
+                    break
+            now = frozen.now()
+            pending = Enrollment.objects.filter(state__in=OPEN, next_due_at__gt=now)
+            if journey_ids is not None:
+                pending = pending.filter(journey_id__in=journey_ids)
+            candidates = [
+                pending.aggregate(m=Min("next_due_at"))["m"],
+                next_schedule_at(now),
+            ]
+            upcoming = min((c for c in candidates if c is not None), default=None)
+            if upcoming is None or upcoming > until:
+                frozen.set(max(until, now))
+                run_all()
+                break
+            frozen.set(upcoming)
+    return FastForward(steps=steps, until=until)
+
+
+def open_q() -> Q:
+    return Q(state__in=OPEN)

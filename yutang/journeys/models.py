@@ -1,0 +1,285 @@
+"""Journeys (definitions and their published versions), enrollments and the steps they ran,
+staff tasks, and the stand-in outbox used until the messaging app lands."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from yutang.core.models import Brand, CarrierAccount, ScopedQuerySet, Staff, Store
+from yutang.core.permissions import ROLE_LABELS, Role
+from yutang.customers.models import Customer
+
+
+class BrandQuerySet(ScopedQuerySet):
+    """Rows visible brand-wide only (store roles get no journey scope in the matrix)."""
+
+    def _store_q(self, actor: Staff) -> Q:
+        return Q(pk__in=[])
+
+    def _self_q(self, actor: Staff) -> Q:
+        return Q(pk__in=[])
+
+
+class Journey(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        LIVE = "live", _("Live")
+        PAUSED = "paused", _("Paused")
+        ARCHIVED = "archived", _("Archived")
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # The definition being edited; publishing freezes a copy into a JourneyVersion.
+    draft = models.JSONField(default=dict)
+    live_version = models.ForeignKey(
+        "JourneyVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = BrandQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "name"], name="journey_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JourneyVersion(models.Model):
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    # {old step id: new step id}: enrolments of the previous version move here on publish.
+    migration = models.JSONField(default=dict, blank=True)
+    published_at = models.DateTimeField()
+    published_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["journey", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "number"], name="journey_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id} v{self.number}"
+
+
+class EnrollmentQuerySet(ScopedQuerySet):
+    def _store_q(self, actor: Staff) -> Q:
+        return Q(customer__owner_store__in=actor.store_ids)
+
+    def _self_q(self, actor: Staff) -> Q:
+        return Q(customer__owner_staff=actor)
+
+
+class Enrollment(models.Model):
+    class State(models.TextChoices):
+        ACTIVE = "active", _("Active")  # a step is due at next_due_at
+        WAITING = "waiting", _("Waiting")  # in a wait step until next_due_at (or an event/task)
+        COMPLETED = "completed", _("Completed")
+        CONVERTED = "converted", _("Converted")
+        EXITED = "exited", _("Exited")
+        HOLDOUT = "holdout", _("Held out")  # control group: entered, never runs steps
+
+    OPEN_STATES = (State.ACTIVE, State.WAITING)
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="enrollments")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices)
+    current_step = models.CharField(max_length=40, blank=True)
+    # Steps run so far: the attempt key of the next StepRun, so a step revisited by a loop
+    # gets its own run while a replayed transaction hits the unique constraint.
+    seq = models.PositiveIntegerField(default=0)
+    next_due_at = models.DateTimeField(null=True)
+    # What a waiting enrolment waits for besides time: {"event": "order.paid"} / {"task": id}.
+    waiting_for = models.JSONField(default=dict, blank=True)
+    entered_at = models.DateTimeField()
+    exited_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=32, blank=True)
+    # When the goal happened within its window (also for held-out customers, for uplift).
+    converted_at = models.DateTimeField(null=True, blank=True)
+    is_holdout = models.BooleanField(default=False)
+    failures = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    source = models.CharField(max_length=64, blank=True)  # trigger event id, "api", "csv", …
+
+    objects = EnrollmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["journey", "customer"],
+                condition=Q(state__in=["active", "waiting"]),
+                name="one_open_enrollment_per_journey",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_due_at"],
+                condition=Q(state__in=["active", "waiting"]),
+                name="enrollment_due",
+            ),
+            models.Index(fields=["customer", "state"], name="enrollment_customer_state"),
+            models.Index(fields=["journey", "state"], name="enrollment_journey_state"),
+            models.Index(fields=["journey", "customer", "entered_at"], name="enrollment_history"),
+        ]
+
+    def __str__(self) -> str:
+        return f"enrollment #{self.pk}"
+
+
+class StepRun(models.Model):
+    """One executed step. Unique on (enrollment, step, attempt key): a step whose transaction
+    commits exists once, whatever the number of workers or restarts."""
+
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="runs")
+    step_id = models.CharField(max_length=40)
+    step_type = models.CharField(max_length=16)
+    attempt_key = models.CharField(max_length=40)
+    due_at = models.DateTimeField()
+    ran_at = models.DateTimeField()
+    outcome = models.CharField(max_length=32, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["enrollment", "step_id", "attempt_key"], name="step_run_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["step_id", "outcome"], name="step_run_outcome")]
+
+    def __str__(self) -> str:
+        return f"{self.step_id}#{self.attempt_key}"
+
+
+class ScheduleSlot(models.Model):
+    """A schedule or date trigger's occurrence, claimed once (unique) so two workers or a
+    restart never enrol the same slot twice."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="+")
+    slot = models.CharField(max_length=40)
+    done_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "slot"], name="schedule_slot_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id}@{self.slot}"
+
+
+class ActionOutbox(models.Model):
+    """STAND-IN for messaging's outbox until the merge (see integrations.send_message)."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(
+        CarrierAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=16)
+    content = models.TextField()
+    cause = models.CharField(max_length=120)
+    idempotency_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["brand", "idempotency_key"], name="journey_outbox_key_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.pk}"
+
+
+class TaskQuerySet(ScopedQuerySet):
+    def _store_q(self, actor: Staff) -> Q:
+        return Q(store__in=actor.store_ids) | Q(assignee=actor)
+
+    def _self_q(self, actor: Staff) -> Q:
+        return Q(assignee=actor)
+
+
+class StaffTask(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        DONE = "done", _("Done")
+        SKIPPED = "skipped", _("Skipped")
+        OVERDUE = "overdue", _("Overdue")
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    # Assignee: a person (the customer's owner), or a queue (a store and/or a role).
+    assignee = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    store = models.ForeignKey(
+        Store, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    queue_role = models.CharField(
+        max_length=32, blank=True, choices=[(r.value, ROLE_LABELS[r]) for r in Role]
+    )
+    title = models.CharField(max_length=200)
+    script = models.TextField(blank=True)  # rendered from the step's text with variables
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    outcome_code = models.CharField(max_length=32, blank=True)
+    outcome_note = models.TextField(blank=True)
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
+    )
+    step_id = models.CharField(max_length=40, blank=True)
+    created_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    completed_by = models.ForeignKey(
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        indexes = [
+            models.Index(fields=["brand", "status", "due_at"], name="task_inbox"),
+            models.Index(fields=["assignee", "status"], name="task_assignee"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class StaffNotification(models.Model):
+    """A reminder sent to a staff member (rows, so the 30/min limit is counted in SQL)."""
+
+    staff = models.ForeignKey(Staff, on_delete=models.CASCADE, related_name="+")
+    task = models.ForeignKey(StaffTask, on_delete=models.CASCADE, related_name="+")
+    sent_at = models.DateTimeField()
+    channel = models.CharField(max_length=32)
+
+    class Meta:
+        indexes = [models.Index(fields=["staff", "sent_at"], name="staff_notification_rate")]
+
+    def __str__(self) -> str:
+        return f"reminder #{self.pk}"

@@ -1,0 +1,213 @@
+"""Staff tasks: created by journeys or by hand, completed in the inbox; overdue reminders
+through the registered staff notifier, at most 30 per staff member per minute (WeCom's limit
+for app messages to one member)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+
+from yutang.core import clock
+from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.models import Staff
+from yutang.core.permissions import Action, require
+from yutang.customers.services import get_customer
+from yutang.journeys import extensions
+from yutang.journeys.models import Enrollment, StaffNotification, StaffTask
+
+REMINDERS_PER_MINUTE = 30
+OUTCOME_CODES = ("reached", "no_answer", "purchased", "declined", "sent", "other")
+
+
+def _scoped(actor: Staff, action: Action = Action.TASK_VIEW) -> QuerySet[StaffTask]:
+    return StaffTask.objects.for_actor(actor, action)
+
+
+def list_tasks(
+    *, actor: Staff, box: str = "mine", status: str = "open", limit: int = 200
+) -> list[StaffTask]:
+    """The inbox: `mine` (assigned to me), `store` (my stores' queues and people), `all`.
+    Overdue first, then by due time."""
+    qs = _scoped(actor)
+    if box == "mine":
+        qs = qs.filter(assignee=actor)
+    elif box == "store":
+        qs = qs.filter(Q(store__in=actor.store_ids) | Q(assignee=actor))
+    elif box != "all":
+        raise ValidationFailed("box must be mine, store or all.", field="box")
+    if status == "open":
+        qs = qs.filter(status__in=[StaffTask.Status.OPEN, StaffTask.Status.OVERDUE])
+    elif status in StaffTask.Status.values:
+        qs = qs.filter(status=status)
+    elif status != "any":
+        raise ValidationFailed("Unknown status.", field="status")
+    qs = qs.annotate(
+        overdue_first=Case(
+            When(status=StaffTask.Status.OVERDUE, then=Value(0)),
+            default=Value(1),
+            output_field=IntegerField(),
+        )
+    ).order_by("overdue_first", "due_at", "id")
+    return list(qs.select_related("customer", "assignee", "store")[:limit])
+
+
+def get_task(*, actor: Staff, task_id: int, action: Action = Action.TASK_VIEW) -> StaffTask:
+    task = _scoped(actor, action).filter(pk=task_id).first()
+    if task is None:
+        raise NotFound("No such task.", field="task_id")
+    return task
+
+
+def create_task(
+    *,
+    actor: Staff,
+    customer_id: int,
+    title: str,
+    script: str = "",
+    due_at: dt.datetime,
+    assignee_id: int | None = None,
+) -> StaffTask:
+    require(actor, Action.TASK_MANAGE)
+    customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
+    if not title.strip():
+        raise ValidationFailed("A task needs a title.", field="title")
+    if due_at.tzinfo is None:
+        raise ValidationFailed("due_at needs a time zone.", field="due_at")
+    assignee = None
+    if assignee_id is not None:
+        assignee = Staff.objects.for_actor(actor, Action.STAFF_VIEW).filter(pk=assignee_id).first()
+        if assignee is None:
+            raise ValidationFailed("No such staff member.", field="assignee_id")
+    elif customer.owner_staff_id is not None:
+        assignee = customer.owner_staff
+    return StaffTask.objects.create(
+        brand=customer.brand,
+        customer=customer,
+        assignee=assignee,
+        store_id=customer.owner_store_id,
+        title=title.strip(),
+        script=script,
+        due_at=due_at,
+        created_by=actor,
+        created_at=clock.now(),
+    )
+
+
+def update_task(
+    *, actor: Staff, task_id: int, due_at: dt.datetime | None = None, assignee_id: int | None = None
+) -> StaffTask:
+    task = get_task(actor=actor, task_id=task_id, action=Action.TASK_MANAGE)
+    if task.status in {StaffTask.Status.DONE, StaffTask.Status.SKIPPED}:
+        raise Conflict("This task is closed.", field="status")
+    if due_at is not None:
+        task.due_at = due_at
+        if task.status == StaffTask.Status.OVERDUE and due_at > clock.now():
+            task.status = StaffTask.Status.OPEN
+    if assignee_id is not None:
+        staff = Staff.objects.for_actor(actor, Action.STAFF_VIEW).filter(pk=assignee_id).first()
+        if staff is None:
+            raise ValidationFailed("No such staff member.", field="assignee_id")
+        task.assignee = staff
+    task.save()
+    return task
+
+
+def complete_task(
+    *, actor: Staff, task_id: int, outcome_code: str, outcome_note: str = "", skipped: bool = False
+) -> StaffTask:
+    """Close the task; a journey waiting for it goes on to its next step now."""
+    if outcome_code not in OUTCOME_CODES:
+        raise ValidationFailed(f"outcome_code must be one of {', '.join(OUTCOME_CODES)}.",
+                               field="outcome_code")  # fmt: skip
+    now = clock.now()
+    with transaction.atomic():
+        task = get_task(actor=actor, task_id=task_id, action=Action.TASK_MANAGE)
+        task = StaffTask.objects.select_for_update().get(pk=task.pk)
+        if task.status in {StaffTask.Status.DONE, StaffTask.Status.SKIPPED}:
+            raise Conflict("This task is already closed.", field="status")
+        task.status = StaffTask.Status.SKIPPED if skipped else StaffTask.Status.DONE
+        task.outcome_code = outcome_code
+        task.outcome_note = outcome_note[:4000]
+        task.completed_by = actor
+        task.completed_at = now
+        task.save()
+        if task.enrollment_id is not None:
+            from yutang.journeys.engine import resume_waiting
+
+            e = (
+                Enrollment.objects.select_for_update()
+                .filter(pk=task.enrollment_id, state=Enrollment.State.WAITING)
+                .first()
+            )
+            if e is not None and e.waiting_for.get("task") == task.pk:
+                resume_waiting(e, now, outcome="task_done" if not skipped else "task_skipped")
+    return task
+
+
+def remind_overdue_once(*, batch: int = 500) -> int:
+    """Mark open tasks past due as overdue and remind their assignees once, within the
+    per-member rate limit (a member over the limit is reminded on a later pass)."""
+    now = clock.now()
+    with transaction.atomic():
+        marked = StaffTask.objects.filter(status=StaffTask.Status.OPEN, due_at__lt=now).update(
+            status=StaffTask.Status.OVERDUE
+        )
+    sent = 0
+    due = list(
+        StaffTask.objects.filter(
+            status=StaffTask.Status.OVERDUE, reminded_at__isnull=True, assignee__isnull=False
+        ).select_related("assignee", "customer")[:batch]
+    )
+    window = now - dt.timedelta(minutes=1)
+    for task in due:
+        assert task.assignee is not None
+        with transaction.atomic():
+            staff = Staff.objects.select_for_update().get(pk=task.assignee_id)
+            recent = StaffNotification.objects.filter(staff=staff, sent_at__gt=window).count()
+            if recent >= REMINDERS_PER_MINUTE:
+                continue
+            claimed = StaffTask.objects.filter(pk=task.pk, reminded_at__isnull=True).update(
+                reminded_at=now
+            )
+            if not claimed:
+                continue
+            channel = extensions.notify_staff(
+                staff=staff, task=task, text=f"Overdue: {task.title}", at=now
+            )
+            StaffNotification.objects.create(staff=staff, task=task, sent_at=now, channel=channel)
+            sent += 1
+    return marked + sent
+
+
+def task_metrics(*, actor: Staff) -> dict[str, Any]:
+    """Completion rate and median minutes to completion per staff member and per store."""
+    rows: list[dict[str, Any]] = [
+        dict(row)
+        for row in _scoped(actor).values(
+            "assignee_id", "assignee__display_name", "store_id", "store__name", "status",
+            "created_at", "completed_at",
+        )
+    ]  # fmt: skip
+
+    def summarise(key: str, label: str) -> list[dict[str, Any]]:
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row[key] is not None:
+                groups.setdefault((row[key], row[label]), []).append(row)
+        out = []
+        for (ident, name), items in sorted(groups.items(), key=lambda kv: str(kv[0][1])):
+            done = [r for r in items if r["status"] == StaffTask.Status.DONE]
+            minutes = [(r["completed_at"] - r["created_at"]).total_seconds() / 60 for r in done]
+            out.append({
+                "id": ident, "name": name, "total": len(items), "done": len(done),
+                "completion_rate": round(len(done) / len(items), 4) if items else 0.0,
+                "median_minutes": round(statistics.median(minutes), 1) if minutes else None,
+            })  # fmt: skip
+        return out
+
+    return {"staff": summarise("assignee_id", "assignee__display_name"),
+            "stores": summarise("store_id", "store__name")}  # fmt: skip
