@@ -99,8 +99,10 @@ def test_xlsx_export_has_every_table(world):
     response = _get(Api(world.admin), f"/analytics/overview/export?{MARCH}&format=xlsx")
     assert response.status_code == 200
     book = load_workbook(io.BytesIO(response.content), read_only=True)
-    # one sheet per section that has a provider (messaging is installed)
-    assert book.sheetnames == ["kpis", "series", "carriers", "sources", "section_messages"]
+    # one sheet per section with a provider (acquisition and messaging are installed)
+    assert book.sheetnames == [
+        "kpis", "series", "carriers", "sources", "section_channels", "section_messages",
+    ]  # fmt: skip
     sources = list(book["sources"].iter_rows(values_only=True))
     assert sources[1] == ("store_pos", 1, 1, 20000)
     book.close()
