@@ -24,7 +24,8 @@ from yutang.simulator.scenario import load_scenario
 from yutang.simulator.services import DayProgress, run_key, simulate
 
 SCENARIO = "fashion-300k"
-#: 0.01 of fashion-300k ≈ 3,500 contacts added over a year (pool ≈ 2,900); measured in docs/simulator.md.
+#: 0.01 of fashion-300k ≈ 3,500 contacts added over a year (pool ≈ 2,900); measured in
+#: docs/simulator.md.
 DEFAULT_SCALE = 0.01
 DEFAULT_DAYS = 365
 
