@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Build (or reuse) the sample brand on SQLite and serve the console on http://127.0.0.1:8000.
+# Build (or reuse; FRESH=1 starts over) a simulated year of the sample brand on SQLite and
+# serve the console on http://127.0.0.1:8000.
 demo: $(STAMP)
-	$(VENV)/bin/yutang init --sample-data
-	$(VENV)/bin/yutang serve --bind 127.0.0.1:8000
+	$(VENV)/bin/yutang demo $(if $(FRESH),--fresh,)
 
 # The whole suite, once on SQLite and once on PostgreSQL.
 test: $(STAMP)
