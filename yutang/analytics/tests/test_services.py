@@ -245,8 +245,9 @@ def test_the_number_of_queries_does_not_grow_with_the_data(world):
                  "properties": {"order_id": f"M{n}", "source": "tmall", "amount_fen": 100}},
             ])  # fmt: skip
     assert more.brand != world.brand
-    # the brand, the store filter, six aggregate queries, one per installed section (messages)
-    assert small == count() == 9
+    # the brand, the store filter, six aggregate queries, one per installed section
+    # (messages, journeys)
+    assert small == count() == 10
 
 
 @pytest.fixture
