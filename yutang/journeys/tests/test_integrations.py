@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -51,16 +52,17 @@ def enrol_and_run(admin, journey, people, at=T0) -> None:
 )  # fmt: skip
 def test_a_bad_condition_names_the_json_path_inside_the_definition(where, condition, field):
     _, admin = setup()
-    definition = {"trigger": {"type": "manual"}, "steps": [
+    steps: list[dict[str, Any]] = [
         {"id": "m", "type": "send_message", "content": "x"},
         {"id": "b", "type": "branch", "condition": {}, "then": "m"},
-    ]}  # fmt: skip
+    ]
+    definition: dict[str, Any] = {"trigger": {"type": "manual"}, "steps": steps}
     if where == "trigger":
         definition["trigger"] = {"type": "schedule", "time": "10:00", "condition": condition}
     elif where == "entry":
         definition["entry"] = {"condition": condition}
     elif where == "branch":
-        definition["steps"][1]["condition"] = condition
+        steps[1]["condition"] = condition
     else:
         definition["exit_rules"] = {"condition": condition}
     with pytest.raises(ValidationFailed) as caught:
