@@ -43,17 +43,19 @@ def setup_data(scale: int) -> dict[str, int]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from yutang.carriers.models import CarrierContact
     from yutang.core import services as core
     from yutang.core.clock import FrozenClock, use_clock
     from yutang.customers.models import Customer
     from yutang.journeys import services
     from yutang.journeys.models import Enrollment
-    from yutang.journeys.tests.helpers import setup
+    from yutang.journeys.tests.helpers import sandbox_account, setup
 
     with use_clock(FrozenClock(T0)):
         brand, admin = setup()
         journey = services.create_from_template(actor=admin, key="1_new_contact")
         version = services.publish(actor=admin, journey_id=journey.pk)
+        account = sandbox_account(brand)
     del core
     chunk = 10_000
     for start in range(0, scale, chunk):
@@ -61,6 +63,12 @@ def setup_data(scale: int) -> dict[str, int]:
         people = Customer.objects.bulk_create(
             [Customer(brand=brand, display_name=f"c{start + i}", created_at=T0, updated_at=T0)
              for i in range(size)]
+        )  # fmt: skip
+        # Every customer holds the sandbox account, so each message step writes a Message.
+        CarrierContact.objects.bulk_create(
+            [CarrierContact(brand=brand, account=account, customer=c, external_hash=f"h{c.pk}",
+                            external_encrypted="", added_at=T0)
+             for c in people]
         )  # fmt: skip
         Enrollment.objects.bulk_create(
             [Enrollment(brand=brand, journey=journey, version=version, customer=c,
@@ -113,13 +121,14 @@ def run(backend: str, workers: int, scale: int, workdir: Path) -> list[object]:
 
 def count(url: str, var_dir: str) -> None:
     django_setup(url, var_dir)
-    from yutang.journeys.models import ActionOutbox, Enrollment, StepRun
+    from yutang.journeys.models import Enrollment, StepRun
+    from yutang.messaging.models import Message
 
     print(json.dumps({
         "completed": Enrollment.objects.filter(state="completed").count(),
         "runs": StepRun.objects.count(),
-        "messages": ActionOutbox.objects.count(),
-        "distinct_keys": ActionOutbox.objects.values("idempotency_key").distinct().count(),
+        "messages": Message.objects.count(),
+        "distinct_keys": Message.objects.values("idempotency_key").distinct().count(),
     }))  # fmt: skip
 
 

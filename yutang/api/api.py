@@ -14,18 +14,18 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from yutang import __version__
 from yutang.acquisition.api import router as acquisition_router
-from yutang.carriers.api import router as carriers_router
 from yutang.analytics.api import router as analytics_router
+from yutang.carriers.api import router as carriers_router
 from yutang.commerce.api import router as commerce_router
 from yutang.core.api import router as core_router
 from yutang.core.apiauth import StaffSessionAuth, StaffTokenAuth
 from yutang.core.errors import YutangError
 from yutang.customers.api import router as customers_router
 from yutang.events.api import router as events_router
+from yutang.journeys.api import router as journeys_router
 from yutang.messaging.api import router as messaging_router
 from yutang.segments.api import router as segments_router
 from yutang.simulator.api import router as simulator_router
-from yutang.journeys.api import router as journeys_router
 
 api = NinjaAPI(
     title="Yutang API",

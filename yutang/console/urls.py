@@ -3,9 +3,9 @@ from django.urls import path
 
 from yutang.console import acquisition_views as av
 from yutang.console import customer_views as cv
+from yutang.console import journey_views as jv
 from yutang.console import messaging_views as mv
 from yutang.console import segment_views as sv
-from yutang.console import journey_views as jv
 from yutang.console import views
 
 app_name = "console"

@@ -25,7 +25,7 @@ from django.db.models import Min, Q
 
 from yutang.core import clock
 from yutang.core.clock import FrozenClock, use_clock
-from yutang.core.models import Brand, CarrierAccount, Staff
+from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Role
 from yutang.customers.models import Customer
 from yutang.events.models import Event
@@ -109,8 +109,8 @@ def enrol(
         since = at - dt.timedelta(days=entry.after_days)
         if history.filter(entered_at__gt=since).exists():
             return EnrolResult(customer.pk, "no_reentry")
-    if entry.condition and not integrations.evaluate_condition(
-        brand=journey.brand, customer=customer, rule=entry.condition, at=at
+    if entry.condition and not integrations.condition_holds(
+        customer=customer, rule=entry.condition
     ):
         return EnrolResult(customer.pk, "condition_false")
     holdout = in_holdout(journey.pk, customer.pk, definition.holdout_percent)
@@ -154,12 +154,6 @@ def _goto(e: Enrollment, step_id: str | None, at: dt.datetime) -> None:
     e.waiting_for = {}
 
 
-def _account_for(customer: Customer) -> CarrierAccount | None:
-    if customer.owner_staff_id is None:
-        return None
-    return CarrierAccount.objects.filter(staff_id=customer.owner_staff_id).order_by("pk").first()
-
-
 def _render(text: str, customer: Customer, brand: Brand) -> str:
     """Script variables: {name}, {brand}, {city}. Unknown braces stay as written."""
     values = {"name": customer.display_name or "", "brand": brand.name, "city": customer.city}
@@ -184,9 +178,7 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
         return "timeout" if timed_out else "waited"
 
     exit_rule = definition.exit_rules.condition
-    if exit_rule and integrations.evaluate_condition(
-        brand=brand, customer=e.customer, rule=exit_rule, at=base
-    ):
+    if exit_rule and integrations.condition_holds(customer=e.customer, rule=exit_rule):
         _finish(e, Enrollment.State.EXITED, "exit_condition", base)
         return "exit_condition"
 
@@ -210,9 +202,7 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
         e.waiting_for = {"event": step.event, "since": base.isoformat()}
         return "waiting"
     if kind == "branch":
-        holds = integrations.evaluate_condition(
-            brand=brand, customer=e.customer, rule=step.condition, at=base
-        )
+        holds = integrations.condition_holds(customer=e.customer, rule=step.condition)
         chosen = step.then if holds else step.otherwise
         _goto(e, chosen or definition.following(step), base)
         return "then" if holds else "else"
@@ -222,17 +212,21 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
         return f"path{index}"
     if kind == "send_message":
         customer = e.customer
+        account = integrations.account_for(customer)
+        _goto(e, definition.following(step), base)
+        if account is None:
+            return "skipped_no_account"
         integrations.send_message(
             brand=brand,
             customer=customer,
-            account=_account_for(customer),
+            account=account,
             kind=step.kind,
             content=_render(step.content, customer, brand),
-            cause=f"journey:{journey.pk}:{step.id}",
+            journey_id=journey.pk,
+            step_id=step.id,
             idempotency_key=key,
-            at=base,
+            due_at=base,
         )
-        _goto(e, definition.following(step), base)
         return "sent"
     if kind == "create_task":
         task = create_task_for(e, step, base)
@@ -444,8 +438,8 @@ def handle_event(event: Event) -> None:
             reason = "contact_deleted"
         elif "consent_withdrawn" in exits and rules.consent_withdrawn:
             reason = "consent_withdrawn"
-        elif rules.condition and integrations.evaluate_condition(
-            brand=customer.brand, customer=customer, rule=rules.condition, at=now
+        elif rules.condition and integrations.condition_holds(
+            customer=customer, rule=rules.condition
         ):
             reason = "exit_condition"
         if reason:
@@ -469,8 +463,8 @@ def handle_event(event: Event) -> None:
         trigger = definition.trigger
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             enrol(journey=journey, customer=customer, at=now, source=f"event:{event.pk}")
-        elif isinstance(trigger, defs.SegmentTrigger) and integrations.evaluate_condition(
-            brand=customer.brand, customer=customer, rule=trigger.condition, at=now
+        elif isinstance(trigger, defs.SegmentTrigger) and integrations.condition_holds(
+            customer=customer, rule=trigger.condition
         ):
             enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
 
@@ -584,11 +578,9 @@ def _enrol_slot(journey: Journey, trigger: Any, slot: dt.datetime) -> int:
                 result = enrol(journey=journey, customer=customer, at=slot, source="date")
                 enrolled += result.status in {"enrolled", "holdout"}
         return enrolled
-    for customer in customers.iterator():
-        if trigger.condition and not integrations.evaluate_condition(
-            brand=journey.brand, customer=customer, rule=trigger.condition, at=slot
-        ):
-            continue
+    # One SQL query for the whole brand (segments compiles the rule).
+    matching = integrations.matching_customers(brand=journey.brand, rule=trigger.condition)
+    for customer in matching.iterator():
         result = enrol(journey=journey, customer=customer, at=slot, source="schedule")
         enrolled += result.status in {"enrolled", "holdout"}
     return enrolled

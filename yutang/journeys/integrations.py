@@ -1,162 +1,123 @@
-"""The two seams between journeys and the apps being written beside it.
+"""Where journeys meet the segments rule tree and the messaging outbox.
 
-After the merge the lead points these at the real apps (a few lines each):
+- Conditions (entry, branch, exit, schedule and segment triggers) are segments rules
+  (``yutang.segments.rules``): ``validate_condition`` parses one and names the JSON path inside
+  the journey definition; ``condition_holds`` evaluates it for one customer in memory;
+  ``matching_customers`` is the one SQL query for a whole brand (schedule triggers).
+- Messages go through ``yutang.messaging.services.enqueue_message`` (the outbox and its
+  no-disturb policy gate) in the engine's transaction, with the step's idempotency key.
+  The carrier account is chosen by ``account_for`` (rule documented in docs/journeys.md).
 
-- ``evaluate_condition`` / ``validate_condition`` → ``yutang.segments.rules`` (the one rule tree
-  that compiles to SQL and evaluates one customer in memory).
-- ``send_message`` → ``yutang.messaging.services.enqueue_message`` (the outbox and its
-  no-disturb policy gate).
-
-TEMPORARY STAND-INS until then, clearly marked below. Rules are stored as plain JSON in the
-journey definition, so nothing needs migrating when the real rule tree takes over.
+An empty rule ``{}`` means "always" (no condition).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
+import json
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from yutang.core.errors import ValidationFailed
 from yutang.core.models import Brand, CarrierAccount
-from yutang.customers.models import Customer, CustomerTag
-from yutang.events.models import CustomerAggregate
+from yutang.customers.models import Customer
+from yutang.segments import rules
+from yutang.segments import services as segments
 
-# --- Conditions (STAND-IN for segments.rules) -----------------------------------------------
-#
-# The subset journeys need for its own tests and templates:
-#   {"tag": {"group": "兴趣", "name": "咖啡"}}           customer has the tag (group optional)
-#   {"aggregate": {"field": "order_count", "op": ">=", "value": 1}}
-#   {"attribute": {"name": "vip", "op": "==", "value": true}}
-#   {"lifecycle": {"stage": "at_risk"}}
-#   {"and": [rule, …]}, {"or": [rule, …]}, {"not": rule}
-#   {}                                                    always true
-
-AGGREGATE_FIELDS = {"order_count", "paid_fen", "refunded_fen", "touch_count", "event_count"}
-OPS = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    ">": lambda a, b: a is not None and a > b,
-    ">=": lambda a, b: a is not None and a >= b,
-    "<": lambda a, b: a is not None and a < b,
-    "<=": lambda a, b: a is not None and a <= b,
-}
+# --- Conditions -----------------------------------------------------------------------------
 
 
-def _fail(path: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{path}: {message}", field=path)
-
-
-def validate_condition(rule: dict[str, Any], path: str = "$") -> None:
-    """Raise ValidationFailed naming the JSON path of the first problem."""
-    if not isinstance(rule, dict):
-        raise _fail(path, "a rule must be an object")
-    if not rule:
+def validate_condition(rule: Any, path: str = "$") -> None:
+    """Raise ValidationFailed whose field is the JSON path of the first problem, under `path`
+    (e.g. ``$.steps[2].condition.and[0].value``)."""
+    if rule == {}:
         return
-    if len(rule) != 1:
-        raise _fail(path, f"a rule has exactly one key, got {sorted(rule)}")
-    ((key, body),) = rule.items()
-    here = f"{path}.{key}"
-    if key in {"and", "or"}:
-        if not isinstance(body, list) or not body:
-            raise _fail(here, "must be a non-empty list of rules")
-        for i, child in enumerate(body):
-            validate_condition(child, f"{here}[{i}]")
-    elif key == "not":
-        validate_condition(body, here)
-    elif key == "tag":
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-            raise _fail(f"{here}.name", "a tag rule needs a name")
-        if set(body) - {"name", "group"}:
-            raise _fail(here, f"unknown keys {sorted(set(body) - {'name', 'group'})}")
-    elif key == "aggregate":
-        if not isinstance(body, dict) or body.get("field") not in AGGREGATE_FIELDS:
-            raise _fail(f"{here}.field", f"must be one of {sorted(AGGREGATE_FIELDS)}")
-        if body.get("op") not in OPS:
-            raise _fail(f"{here}.op", f"must be one of {sorted(OPS)}")
-        if not isinstance(body.get("value"), int) or isinstance(body.get("value"), bool):
-            raise _fail(f"{here}.value", "must be an integer")
-    elif key == "attribute":
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-            raise _fail(f"{here}.name", "an attribute rule needs a name")
-        if body.get("op", "==") not in OPS:
-            raise _fail(f"{here}.op", f"must be one of {sorted(OPS)}")
-    elif key == "lifecycle":
-        if not isinstance(body, dict) or not isinstance(body.get("stage"), str):
-            raise _fail(f"{here}.stage", "a lifecycle rule needs a stage")
-    else:
-        raise _fail(here, "unknown rule (use tag, aggregate, attribute, lifecycle, and, or, not)")
+    try:
+        rules.parse_rule(rule, path=path)
+    except ValidationFailed as exc:
+        field = exc.field or path
+        message = exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
+        raise ValidationFailed(message, field=field) from None
 
 
-def evaluate_condition(*, brand: Brand, customer: Customer, rule: dict[str, Any], at: Any) -> bool:
-    """Whether the rule holds for the customer now (`at` is the evaluation time)."""
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str) -> rules.Node:
+    return rules.parse_rule(json.loads(text))
+
+
+def _node(rule: dict[str, Any]) -> rules.Node:
+    return _parsed(json.dumps(rule, sort_keys=True, ensure_ascii=False))
+
+
+def condition_holds(*, customer: Customer, rule: dict[str, Any] | None) -> bool:
+    """Whether the rule holds for the customer now (an empty rule always holds)."""
     if not rule:
         return True
-    ((key, body),) = rule.items()
-    if key == "and":
-        return all(evaluate_condition(brand=brand, customer=customer, rule=r, at=at) for r in body)
-    if key == "or":
-        return any(evaluate_condition(brand=brand, customer=customer, rule=r, at=at) for r in body)
-    if key == "not":
-        return not evaluate_condition(brand=brand, customer=customer, rule=body, at=at)
-    if key == "tag":
-        tags = CustomerTag.objects.filter(customer=customer, tag__name=body["name"])
-        if body.get("group"):
-            tags = tags.filter(tag__group__name=body["group"])
-        return tags.exists()
-    if key == "aggregate":
-        agg = CustomerAggregate.objects.filter(customer=customer).first()
-        value = getattr(agg, body["field"]) if agg else 0
-        return bool(OPS[body["op"]](value, body["value"]))
-    if key == "attribute":
-        value = (customer.attributes or {}).get(body["name"])
-        try:
-            return bool(OPS[body.get("op", "==")](value, body.get("value")))
-        except TypeError:
-            return False
-    if key == "lifecycle":
-        return customer.lifecycle_stage == body["stage"]
-    raise ValidationFailed(f"$.{key}: unknown rule", field=f"$.{key}")
+    return segments.customer_matches(customer=customer, node=_node(rule))
 
 
-# --- Messages (STAND-IN for messaging.services.enqueue_message) ------------------------------
+def matching_customers(*, brand: Brand, rule: dict[str, Any] | None) -> QuerySet[Customer]:
+    """The brand's customers (not merged away) matching the rule: one query."""
+    if not rule:
+        return Customer.objects.filter(brand=brand, merged_into__isnull=True)
+    return segments.customers_matching(brand=brand, node=_node(rule))
+
+
+# --- Messages -------------------------------------------------------------------------------
+
+
+def account_for(customer: Customer) -> CarrierAccount | None:
+    """The account a journey message goes out from: among the carrier accounts the customer
+    holds as an *active* contact (of an account that is not disabled), the account of the
+    customer's owner staff if there is one, else the most recently added contact's account.
+    None when the customer holds no carrier account."""
+    from yutang.carriers.models import CarrierContact
+
+    contacts = CarrierContact.objects.filter(
+        customer=customer, status=CarrierContact.Status.ACTIVE, account__brand_id=customer.brand_id
+    )
+    owner = customer.owner_staff_id
+    order = ["-added_at", "-pk"]
+    if owner is not None:
+        contacts = contacts.annotate(
+            _own=Case(
+                When(account__staff_id=owner, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            )
+        )
+        order = ["_own", *order]
+    contact = contacts.select_related("account").order_by(*order).first()
+    return contact.account if contact is not None else None
 
 
 def send_message(
     *,
     brand: Brand,
     customer: Customer,
-    account: CarrierAccount | None,
+    account: CarrierAccount,
     kind: str,
     content: str,
-    cause: str,
+    journey_id: int,
+    step_id: str,
     idempotency_key: str,
-    at: dt.datetime,
-) -> int:
-    """Queue one message in the caller's transaction and return its outbox id. The same
-    idempotency key returns the existing row: a replayed step never queues a second message.
+    due_at: Any = None,
+) -> Any:
+    """Queue one message through messaging's outbox in the caller's transaction. The same
+    idempotency key returns the message already written: a replayed step never queues a
+    second one. `due_at` is the moment the step was due (the message may go from then on).
+    Returns the messaging Message."""
+    from yutang.messaging.services import enqueue_message
 
-    STAND-IN: writes journeys' own ActionOutbox row; after the merge this calls
-    messaging.services.enqueue_message(brand=…, customer=…, account=…, kind=…, content=…,
-    cause=…, idempotency_key=…), which applies the no-disturb policy gate."""
-    from yutang.journeys.models import ActionOutbox
-
-    existing = ActionOutbox.objects.filter(brand=brand, idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing.pk
-    try:
-        with transaction.atomic():
-            row = ActionOutbox.objects.create(
-                brand=brand,
-                customer=customer,
-                account=account,
-                kind=kind,
-                content=content,
-                cause=cause,
-                idempotency_key=idempotency_key,
-                created_at=at,
-            )
-    except IntegrityError:
-        return ActionOutbox.objects.get(brand=brand, idempotency_key=idempotency_key).pk
-    return row.pk
+    return enqueue_message(
+        brand=brand,
+        customer=customer,
+        account=account,
+        kind=kind,
+        content={"type": "text", "text": content},
+        cause="journey",
+        cause_ref=f"journey:{journey_id}:{step_id}",
+        idempotency_key=idempotency_key,
+        due_at=due_at,
+    )

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from yutang.core.models import Brand, CarrierAccount, ScopedQuerySet, Staff, Store
+from yutang.core.models import Brand, ScopedQuerySet, Staff, Store
 from yutang.core.permissions import ROLE_LABELS, Role
 from yutang.customers.models import Customer
 
@@ -182,32 +182,6 @@ class ScheduleSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.journey_id}@{self.slot}"
-
-
-class ActionOutbox(models.Model):
-    """STAND-IN for messaging's outbox until the merge (see integrations.send_message)."""
-
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
-    account = models.ForeignKey(
-        CarrierAccount, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    kind = models.CharField(max_length=16)
-    content = models.TextField()
-    cause = models.CharField(max_length=120)
-    idempotency_key = models.CharField(max_length=200)
-    created_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["brand", "idempotency_key"], name="journey_outbox_key_unique"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"outbox #{self.pk}"
 
 
 class TaskQuerySet(ScopedQuerySet):

@@ -21,13 +21,13 @@ from yutang.customers.models import Customer
 from yutang.journeys import definition as defs
 from yutang.journeys import engine, extensions
 from yutang.journeys.models import (
-    ActionOutbox,
     Enrollment,
     Journey,
     JourneyVersion,
     StaffTask,
     StepRun,
 )
+from yutang.messaging.models import Message
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_json"
 MAX_CSV_ROWS = 50_000
@@ -339,7 +339,20 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
     task_counts = tasks.aggregate(
         created=Count("id"), done=Count("id", filter=Q(status=StaffTask.Status.DONE))
     )
-    messages = ActionOutbox.objects.filter(cause__startswith=f"journey:{journey.pk}:").count()
+    outbox = (
+        Message.objects.filter(
+            brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
+            cause_ref__startswith=f"journey:{journey.pk}:",
+        )
+        .values("status")
+        .annotate(n=Count("id"))
+    )  # fmt: skip
+    by_status = {row["status"]: row["n"] for row in outbox}
+    blocked = Message.objects.filter(
+        brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
+        cause_ref__startswith=f"journey:{journey.pk}:", status=Message.Status.BLOCKED,
+    ).values("rule").annotate(n=Count("id"))  # fmt: skip
+    sent_states = {"sent", "delivered", "read"}
     t_rate = t_x / t_n if t_n else 0.0
     h_rate = h_x / h_n if h_n else 0.0
     return {
@@ -352,9 +365,15 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         "exited": states.get("exited", 0),
         "exited_by_reason": reasons,
         "holdout": states.get("holdout", 0),
-        "messages_sent": messages,
-        # Blocked-by-rule counts arrive with the messaging app's policy gate.
-        "messages_blocked": None,
+        "messages_queued": sum(by_status.values()),
+        "messages_sent": sum(n for st, n in by_status.items() if st in sent_states),
+        "messages_pending_confirmation": by_status.get("pending_confirmation", 0),
+        "messages_blocked": by_status.get("blocked", 0),
+        "messages_blocked_by_rule": {row["rule"] or "": row["n"] for row in blocked},
+        "messages_by_status": by_status,
+        "messages_skipped_no_account": sum(
+            c.get("skipped_no_account", 0) for c in step_counts.values()
+        ),
         "tasks_created": task_counts["created"],
         "tasks_done": task_counts["done"],
         "goal": {
@@ -375,3 +394,39 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         },
         "steps": steps,
     }
+
+
+def conversions(
+    *, brand: Any, customers: QuerySet[Customer], start_at: Any, end_at: Any
+) -> list[dict[str, Any]]:
+    """Per journey of the brand: customers in `customers` who entered in [start_at, end_at)
+    (held-out customers apart) and of them how many reached the journey's goal. One aggregate
+    query; the dashboard's "journeys" section (docs/metrics.md)."""
+    rows = (
+        Enrollment.objects.filter(
+            brand=brand, customer__in=customers, entered_at__gte=start_at, entered_at__lt=end_at
+        )
+        .values("journey_id", "journey__name")
+        .annotate(
+            entered=Count("customer_id", filter=Q(is_holdout=False), distinct=True),
+            converted=Count(
+                "customer_id", filter=Q(is_holdout=False, converted_at__isnull=False), distinct=True
+            ),
+            holdout=Count("customer_id", filter=Q(is_holdout=True), distinct=True),
+            holdout_converted=Count(
+                "customer_id", filter=Q(is_holdout=True, converted_at__isnull=False), distinct=True
+            ),
+        )
+        .order_by("journey__name", "journey_id")
+    )
+    return [
+        {
+            "journey": r["journey__name"],
+            "entered": r["entered"],
+            "converted": r["converted"],
+            "rate": r["converted"] / r["entered"] if r["entered"] else None,
+            "holdout": r["holdout"],
+            "holdout_rate": r["holdout_converted"] / r["holdout"] if r["holdout"] else None,
+        }
+        for r in rows
+    ]

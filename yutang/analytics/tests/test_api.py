@@ -49,6 +49,7 @@ def test_overview_over_rest_has_the_hand_computed_numbers(world):
     assert body["sources"][0] == {"source": "store_pos", "orders": 1, "buyers": 1, "gmv_fen": 20000}
     statuses = {s["key"]: s["status"] for s in body["sections"]}
     assert statuses["messages"] == "ok"  # the messaging app is installed and provides it
+    assert statuses["journeys"] == "ok"  # so is journeys
 
 
 def test_filters_and_store_scope_over_rest(world):
@@ -99,9 +100,10 @@ def test_xlsx_export_has_every_table(world):
     response = _get(Api(world.admin), f"/analytics/overview/export?{MARCH}&format=xlsx")
     assert response.status_code == 200
     book = load_workbook(io.BytesIO(response.content), read_only=True)
-    # one sheet per section with a provider (acquisition and messaging are installed)
+    # one sheet per section with a provider (acquisition, journeys and messaging are installed)
     assert book.sheetnames == [
-        "kpis", "series", "carriers", "sources", "section_channels", "section_messages",
+        "kpis", "series", "carriers", "sources",
+        "section_channels", "section_journeys", "section_messages",
     ]  # fmt: skip
     sources = list(book["sources"].iter_rows(values_only=True))
     assert sources[1] == ("store_pos", 1, 1, 20000)

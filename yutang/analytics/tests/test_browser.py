@@ -43,11 +43,11 @@ def test_dashboard_shows_the_api_numbers_and_charts(chromium, live_server, artif
             assert shown["gmv_fen"] == "¥379.00" and shown["deletion_rate"] == "14.3%"
             for chart in ("pool", "adds", "rates", "gmv"):
                 page.wait_for_selector(f"[data-testid=chart-{chart}][data-ready='1'] canvas")
-            assert (
-                page.locator("[data-testid=section-journeys]").get_attribute("data-status")
-                == "unavailable"
-            )
-            assert "暂未提供" in page.locator("[data-testid=section-journeys]").inner_text()
+            for section in ("channels", "journeys", "messages"):
+                status = page.locator(f"[data-testid=section-{section}]").get_attribute(
+                    "data-status"
+                )
+                assert status == "ok", section
             assert page.locator("[data-testid=sources-table] tbody tr").count() == 3
             path = artifacts_dir / f"analytics-overview-{connection.vendor}.png"
             page.screenshot(path=str(path), full_page=True)

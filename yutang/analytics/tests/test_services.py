@@ -246,8 +246,8 @@ def test_the_number_of_queries_does_not_grow_with_the_data(world):
             ])  # fmt: skip
     assert more.brand != world.brand
     # the brand, the store filter, six aggregate queries, then one query for each installed
-    # section (messages; channels, with no channels in this world)
-    assert small == count() == 10
+    # section (messages, journeys; channels, with no channels in this world)
+    assert small == count() == 11
 
 
 @pytest.fixture

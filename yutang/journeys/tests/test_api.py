@@ -49,7 +49,7 @@ def test_crud_publish_enrol_metrics_over_http():
     r = api.get(f"/journeys/{jid}/enrollments")
     assert {e["state"] for e in r.json()} == {"completed"}
     m = api.get(f"/journeys/{jid}/metrics").json()
-    assert (m["entered"], m["completed"], m["messages_sent"], m["tasks_created"]) == (3, 3, 3, 3)
+    assert (m["entered"], m["completed"], m["messages_queued"], m["tasks_created"]) == (3, 3, 3, 3)
     assert [s["id"] for s in m["steps"]] == ["hi", "task"]
     r = api.post(f"/journeys/{jid}/status", {"status": "paused"})
     assert r.json()["status"] == "paused"
@@ -66,9 +66,14 @@ def test_validation_errors_name_the_step_path():
     bad = {**DEF, "steps": [*DEF["steps"], {"id": "w", "type": "wait", "days": -2}]}
     r = api.post("/journeys", {"name": "Bad", "definition": bad})
     assert (r.status_code, r.json()["field"]) == (422, "$.steps[2].days")
-    bad = {**DEF, "steps": [{"id": "b", "type": "branch", "condition": {"tag": {"x": 1}}}]}
+    bad = {
+        **DEF,
+        "steps": [
+            {"id": "b", "type": "branch", "condition": {"and": [{"kind": "tag", "tag_ids": "x"}]}}
+        ],
+    }
     r = api.post("/journeys", {"name": "Bad", "definition": bad})
-    assert r.json()["field"] == "$.steps[0].condition.tag.name"
+    assert r.json()["field"] == "$.steps[0].condition.and[0].tag_ids"
     r = api.post("/journeys", {"name": "Bad", "definition": DEF, "extra": 1})
     assert (r.status_code, r.json()["field"]) == (422, "extra")
 

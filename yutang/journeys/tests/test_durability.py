@@ -18,8 +18,9 @@ from django.db import connection
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.tests.test_cli import database_env
 from yutang.journeys import engine, services
-from yutang.journeys.models import ActionOutbox, Enrollment, StaffTask, StepRun
+from yutang.journeys.models import Enrollment, StaffTask, StepRun
 from yutang.journeys.tests.helpers import T0, customer, live, setup
+from yutang.messaging.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,11 +30,11 @@ STEPS: list[dict[str, Any]] = [
     {"id": "w1", "type": "wait", "hours": 20},
     # A branch, not a random split: splits hash the enrolment id, which differs between the
     # two brands compared here (split determinism is tested in test_engine).
-    {"id": "pick", "type": "branch", "condition": {"attribute": {"name": "half", "op": "==", "value": True}}, "then": "a", "else": "b"},
+    {"id": "pick", "type": "branch", "condition": {"kind": "attribute", "key": "half", "type": "boolean", "op": "eq", "value": True}, "then": "a", "else": "b"},
     {"id": "a", "type": "send_message", "content": "path a", "next": "w2"},
     {"id": "b", "type": "create_task", "title": "call {name}"},
     {"id": "w2", "type": "wait_until", "time": "10:00"},
-    {"id": "vip", "type": "branch", "condition": {"attribute": {"name": "vip", "op": "==", "value": True}}, "then": "gift", "else": "bye"},
+    {"id": "vip", "type": "branch", "condition": {"kind": "attribute", "key": "vip", "type": "boolean", "op": "eq", "value": True}, "then": "gift", "else": "bye"},
     {"id": "gift", "type": "send_message", "content": "gift", "next": "bye"},
     {"id": "bye", "type": "send_message", "content": "bye {name}"},
 ]  # fmt: skip
@@ -58,11 +59,14 @@ def snapshot(brand, people):
     msgs = sorted(
         (
             ordinal[m.customer_id],
-            m.content,
-            m.created_at.isoformat(),
+            m.content["text"],
+            m.kind,
+            m.status,
+            m.cause_ref.split(":", 2)[2],
+            m.due_at.isoformat(),
             m.idempotency_key.split(":", 2)[2],
         )
-        for m in ActionOutbox.objects.filter(brand=brand)
+        for m in Message.objects.filter(brand=brand, cause="journey")
     )
     enrollments = sorted(
         (ordinal[e.customer_id], e.state, e.exit_reason, e.current_step, e.seq, str(e.exited_at))
@@ -147,7 +151,7 @@ def test_concurrent_workers_never_run_a_step_twice():
             for t in threads:
                 t.join()
     assert errors == []
-    keys = list(ActionOutbox.objects.filter(brand=brand).values_list("idempotency_key", flat=True))
+    keys = list(Message.objects.filter(brand=brand).values_list("idempotency_key", flat=True))
     assert len(keys) == len(set(keys))
     runs = list(
         StepRun.objects.filter(enrollment__journey=journey).values_list(
@@ -160,6 +164,8 @@ def test_concurrent_workers_never_run_a_step_twice():
     }
     # every customer got hello and bye exactly once
     for p in people:
-        contents = list(ActionOutbox.objects.filter(customer=p).values_list("content", flat=True))
+        contents = [
+            m["text"] for m in Message.objects.filter(customer=p).values_list("content", flat=True)
+        ]
         assert contents.count(f"hello {p.display_name}") == 1
         assert contents.count(f"bye {p.display_name}") == 1

@@ -54,7 +54,7 @@ def test_branch_after_wait_does_not_wait_twice():
     c = customer(brand)
     j = live(admin, [
         {"id": "w", "type": "wait", "hours": 5},
-        {"id": "b", "type": "branch", "condition": {"aggregate": {"field": "order_count", "op": ">=", "value": 1}}, "then": "buyer", "else": "other"},
+        {"id": "b", "type": "branch", "condition": {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1}, "then": "buyer", "else": "other"},
         {"id": "buyer", "type": "send_message", "content": "buyer", "next": "end"},
         {"id": "other", "type": "send_message", "content": "other"},
         {"id": "end", "type": "exit"},
@@ -261,7 +261,7 @@ def test_one_open_enrolment_and_entry_condition():
     j = live(
         admin,
         [{"id": "w", "type": "wait", "days": 1}],
-        entry={"reentry": "always", "condition": {"lifecycle": {"stage": "at_risk"}}},
+        entry={"reentry": "always", "condition": {"kind": "lifecycle", "stages": ["at_risk"]}},
     )
     first = enrol(admin, j, a, b)
     assert [r.status for r in first] == ["enrolled", "condition_false"]
@@ -296,7 +296,7 @@ def test_exit_condition_entering_a_segment():
     brand, admin = setup()
     c = customer(brand)
     j = live(admin, [{"id": "w", "type": "wait", "days": 2}, {"id": "m", "type": "send_message", "content": "x"}],
-             exit_rules={"condition": {"attribute": {"name": "vip", "op": "==", "value": True}}})  # fmt: skip
+             exit_rules={"condition": {"kind": "attribute", "key": "vip", "type": "boolean", "op": "eq", "value": True}})  # fmt: skip
     enrol(admin, j, c)
     ff(T0 + dt.timedelta(hours=1))
     c.attributes = {"vip": True}
@@ -324,7 +324,7 @@ def test_holdout_is_stable_and_counts_conversions():
     metrics = services.journey_metrics(actor=admin, journey_id=j.pk)
     assert metrics["goal"]["holdout"]["converted"] == 1
     assert metrics["goal"]["holdout"]["n"] == len(held)
-    assert metrics["messages_sent"] == 100 - len(held)
+    assert metrics["messages_queued"] == 100 - len(held)
 
 
 def test_versions_enrolled_finish_their_version_unless_migrated():
@@ -388,7 +388,7 @@ def test_schedule_trigger_every_monday_and_birthday_trigger():
     with use_clock(FrozenClock(T0 - DAY)):
         weekly = live(admin, [{"id": "m", "type": "send_message", "content": "weekly"}],
                       trigger={"type": "schedule", "weekdays": [0], "time": "10:00",
-                               "condition": {"attribute": {"name": "vip", "op": "==", "value": True}}},
+                               "condition": {"kind": "attribute", "key": "vip", "type": "boolean", "op": "eq", "value": True}},
                       entry={"reentry": "always"})  # fmt: skip
         live(
             admin,
@@ -413,7 +413,7 @@ def test_segment_trigger_and_first_order_trigger():
         [{"id": "m", "type": "send_message", "content": "seg"}],
         trigger={
             "type": "segment",
-            "condition": {"aggregate": {"field": "order_count", "op": ">=", "value": 2}},
+            "condition": {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 2},
         },
     )
     first = live(
