@@ -988,6 +988,12 @@ def sync_live_code_carrier(*, live_code: LiveCode, at: dt.datetime | None = None
     return CarrierSync("synced", user_ids)
 
 
+def sync_live_code(*, actor: Staff, live_code_id: int) -> CarrierSync:
+    """`sync_live_code_carrier` on behalf of a person (console button, REST, CLI)."""
+    code = get_live_code(actor=actor, live_code_id=live_code_id, action=Action.LIVE_CODE_MANAGE)
+    return sync_live_code_carrier(live_code=code)
+
+
 def sync_carrier_live_codes(*, at: dt.datetime | None = None) -> int:
     """Sync every active live code with a WeCom account in its pool; the contact ways
     rewritten. The worker loop `acquisition.carrier_sync` runs it under a lease so that two

@@ -286,3 +286,55 @@ def test_sandbox_codes_have_no_contact_way(frozen):
     assert result.status == "skipped"
     code.refresh_from_db()
     assert (code.carrier_config_id, code.carrier_qr_url) == ("", "")
+
+
+def test_rest_and_cli_sync_a_live_codes_contact_way(server, frozen):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from tests.factories import Api
+
+    brand = make_brand()
+    zhangsan = connect_wecom(server, brand, "zhangsan")
+    server.fail_next("externalcontact/add_contact_way", 84061, errmsg="not external contact")
+    code = make_code(brand, [zhangsan])
+    lead = make_staff(brand, "operations_lead")
+
+    response = Api(lead).post(f"/live-codes/{code.pk}/carrier-sync", {})
+    assert response.status_code == 200
+    assert response.json()["status"] == "synced"
+    assert response.json()["user_ids"] == ["zhangsan"]
+    shown = Api(lead).get(f"/live-codes/{code.pk}").json()
+    assert shown["carrier_qr_url"].startswith("https://")
+    assert (shown["carrier_members"], shown["carrier_sync_error"]) == (["zhangsan"], "")
+
+    other = make_brand()
+    assert (
+        Api(make_staff(other, "operations_lead"))
+        .post(f"/live-codes/{code.pk}/carrier-sync", {})
+        .status_code
+        == 404
+    )  # another brand's code does not exist for them
+
+    out = io.StringIO()
+    call_command("live_codes", "sync", stdout=out)
+    assert out.getvalue().splitlines() == [f"{code.pk}\tunchanged\tzhangsan"]
+    with pytest.raises(CommandError, match="--live-code"):
+        call_command("live_codes", "sync", "--live-code", "999999", stdout=io.StringIO())
+
+    # The pool changes while WeCom refuses: the update stands, the error is kept, the CLI fails.
+    lisi = connect_wecom(server, brand, "lisi")
+    server.fail_next("externalcontact/update_contact_way", 84061, times=2, errmsg="refused")
+    services.update_live_code(
+        actor=lead, live_code_id=code.pk,
+        members=[{"account_id": zhangsan.pk}, {"account_id": lisi.pk}],
+    )  # fmt: skip
+    code.refresh_from_db()
+    assert code.members.count() == 2 and "84061" in code.carrier_sync_error
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 live code"):
+        call_command("live_codes", "sync", stdout=out)
+    assert out.getvalue().startswith(f"{code.pk}\terror\tzhangsan,lisi\t")
+    call_command("live_codes", "sync", "--live-code", str(code.pk), stdout=io.StringIO())
+    assert server.contact_ways[code.carrier_config_id]["user"] == ["zhangsan", "lisi"]
