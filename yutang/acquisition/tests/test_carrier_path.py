@@ -338,3 +338,25 @@ def test_rest_and_cli_sync_a_live_codes_contact_way(server, frozen):
     assert out.getvalue().startswith(f"{code.pk}\terror\tzhangsan,lisi\t")
     call_command("live_codes", "sync", "--live-code", str(code.pk), stdout=io.StringIO())
     assert server.contact_ways[code.carrier_config_id]["user"] == ["zhangsan", "lisi"]
+
+
+def test_the_console_shows_the_contact_way_and_syncs_it(server, frozen):
+    from tests.factories import console_client
+
+    brand = make_brand()
+    zhangsan = connect_wecom(server, brand, "zhangsan")
+    server.fail_next("externalcontact/add_contact_way", 84061, errmsg="refused")
+    code = make_code(brand, [zhangsan])
+    client = console_client(make_staff(brand, "operations_lead"))
+
+    page = client.get(f"/live-codes/{code.pk}/").content.decode()
+    assert "企业微信联系我" in page and "84061" in page and "立即同步" in page
+
+    response = client.post(f"/live-codes/{code.pk}/carrier-sync/", follow=True)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "企业微信联系我已是最新。" in page and "<code>zhangsan</code>" in page
+    assert 'data-testid="sync-error"' not in page
+
+    advisor = console_client(make_staff(brand, "advisor", stores=[make_store(brand)]))
+    assert advisor.post(f"/live-codes/{code.pk}/carrier-sync/").status_code == 403
