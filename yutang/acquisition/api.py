@@ -14,6 +14,7 @@ from yutang.acquisition.schemas import (
     BatchIn,
     BatchOut,
     CapacityOut,
+    CarrierSyncOut,
     ChannelIn,
     ChannelOut,
     ChannelPatch,
@@ -175,6 +176,12 @@ def deactivate_live_code(request: HttpRequest, live_code_id: DbId) -> object:
 @router.get("/live-codes/{live_code_id}/capacity", response=list[CapacityOut])
 def capacity(request: HttpRequest, live_code_id: DbId) -> object:
     return services.capacity_status(actor=actor(request), live_code_id=live_code_id, at=clock.now())
+
+
+@router.post("/live-codes/{live_code_id}/carrier-sync", response=CarrierSyncOut)
+def sync_live_code(request: HttpRequest, live_code_id: DbId) -> object:
+    """Write the live code's WeCom contact way now (the worker loop also does it)."""
+    return services.sync_live_code(actor=actor(request), live_code_id=live_code_id)
 
 
 @router.get("/live-codes/{live_code_id}/qr")

@@ -7,6 +7,9 @@ class AcquisitionConfig(AppConfig):
     verbose_name = "Acquisition"
 
     def ready(self) -> None:
-        from yutang.acquisition import merging
+        from yutang.acquisition import carrier_hooks, merging, services
+        from yutang.core.worker import register_loop
 
         merging.register()
+        carrier_hooks.register()
+        register_loop("acquisition.carrier_sync", services.carrier_sync_loop)

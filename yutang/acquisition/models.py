@@ -237,6 +237,12 @@ class LiveCode(models.Model):
     public_token = models.CharField(max_length=32, unique=True)
     # The carrier's own QR link (WeCom contact way qr_code), once the carrier sync sets it.
     carrier_qr_url = models.URLField(max_length=500, blank=True)
+    # The WeCom multi-person contact way behind this code (sync_live_code_carrier): its
+    # config_id, the member userids last written to it, when, and the last sync error.
+    carrier_config_id = models.CharField(max_length=64, blank=True)
+    carrier_members = models.JSONField(default=list, blank=True)
+    carrier_synced_at = models.DateTimeField(null=True, blank=True)
+    carrier_sync_error = models.CharField(max_length=300, blank=True)
     # A ticket counter: round-robin and weighted rotation read their next position from it.
     rotation = models.BigIntegerField(default=0)
     is_active = models.BooleanField(default=True)

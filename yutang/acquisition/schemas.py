@@ -188,6 +188,10 @@ class LiveCodeOut(Schema):
     welcome_attachments: list[dict[str, Any]]
     members: list[MemberOut]
     is_active: bool
+    carrier_qr_url: str
+    carrier_members: list[str]
+    carrier_synced_at: dt.datetime | None
+    carrier_sync_error: str
 
     @staticmethod
     def resolve_members(obj: Any) -> list[Any]:
@@ -196,6 +200,12 @@ class LiveCodeOut(Schema):
     @staticmethod
     def resolve_landing_path(obj: Any) -> str:
         return f"/c/{obj.public_token}/"
+
+
+class CarrierSyncOut(Schema):
+    status: str
+    user_ids: list[str]
+    message: str
 
 
 class CapacityOut(Schema):

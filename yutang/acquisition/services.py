@@ -587,6 +587,7 @@ def create_live_code(*, actor: Staff | None, brand: Brand, **fields: Any) -> Liv
         _write_members(code, members)
         audit.record(brand=brand, actor=actor, action="live_code.create", target=code,
                      store=code.store)  # fmt: skip
+    sync_live_code_carrier(live_code=code)
     return code
 
 
@@ -626,6 +627,7 @@ def update_live_code(*, actor: Staff, live_code_id: int, **changes: Any) -> Live
             store=code.store,
             changes=audit.diff(before, audit.snapshot(code, keys)),
         )  # fmt: skip
+    sync_live_code_carrier(live_code=code)  # the pool, schedule or caps may have changed
     return code
 
 
@@ -890,6 +892,136 @@ def contact_way_members(*, live_code: LiveCode, at: dt.datetime) -> list[Carrier
     return []
 
 
+# --- WeCom contact way sync -------------------------------------------------------------------
+
+CARRIER_SYNC_LEASE = "acquisition.carrier_sync"
+CARRIER_SYNC_TTL = dt.timedelta(seconds=120)
+
+
+@dataclass(frozen=True)
+class CarrierSync:
+    """What `sync_live_code_carrier` did: `synced` (WeCom rewritten), `unchanged`, `skipped`
+    (no WeCom account in the pool, or none connected) or `error` (kept in
+    LiveCode.carrier_sync_error and retried by the worker loop)."""
+
+    status: str
+    user_ids: list[str]
+    message: str = ""
+
+
+def _wecom_accounts(code: LiveCode) -> list[CarrierAccount]:
+    return [
+        m.account
+        for m in code.members.select_related("account").order_by("is_backup", "position", "id")
+        if m.account.kind == "wecom"
+    ]
+
+
+def _corp_adapter(code: LiveCode, accounts: list[CarrierAccount]) -> Any | None:
+    """The WeCom adapter holding the corp credentials: a connected pool account, else any
+    connected WeCom account of the brand (docs/wecom.md: one account holds them)."""
+    from yutang.carriers import services as carriers
+    from yutang.carriers.models import CarrierConnection
+
+    connected = set(
+        CarrierConnection.objects.filter(
+            brand_id=code.brand_id, account__kind="wecom", account__is_active=True
+        ).values_list("account_id", flat=True)
+    )
+    ordered = [a for a in accounts if a.pk in connected] + list(
+        CarrierAccount.objects.filter(pk__in=connected).order_by("id")
+    )
+    for account in ordered:
+        adapter = carriers.adapter_for(account)
+        if getattr(adapter, "corp", None) is not None and hasattr(adapter, "upsert_contact_way"):
+            return adapter
+    return None
+
+
+def sync_live_code_carrier(*, live_code: LiveCode, at: dt.datetime | None = None) -> CarrierSync:
+    """Create or rewrite the live code's WeCom multi-person contact way so that its members
+    are `contact_way_members` now (userid = account.external_id, state = state_for(code)),
+    and keep its config_id and QR link (`carrier_qr_url`). Calls WeCom only when the member
+    list differs from the one last written. Carrier failures do not raise: they are kept in
+    `carrier_sync_error` and the worker loop retries."""
+    at = at or clock.now()
+    from yutang.carriers.base import CarrierError
+
+    with transaction.atomic():
+        code = LiveCode.objects.select_for_update().select_related("brand").get(pk=live_code.pk)
+        wecom = _wecom_accounts(code)
+        if not wecom or not code.is_active:
+            return CarrierSync("skipped", [], "no active WeCom account in the pool")
+        wecom_ids = {a.pk for a in wecom}
+        user_ids = [
+            a.external_id for a in contact_way_members(live_code=code, at=at) if a.pk in wecom_ids
+        ]
+        if not user_ids:
+            # WeCom needs at least one member: keep the last list; the no-capacity alert tells
+            # the channel owner, and the next sync after midnight or a slot change fixes it.
+            message = "No WeCom account has room: the contact way keeps its last members."
+            LiveCode.objects.filter(pk=code.pk).update(carrier_sync_error=message)
+            return CarrierSync("unchanged", list(code.carrier_members), message)
+        if code.carrier_config_id and code.carrier_members == user_ids:
+            if code.carrier_sync_error:
+                LiveCode.objects.filter(pk=code.pk).update(carrier_sync_error="")
+            return CarrierSync("unchanged", user_ids)
+        adapter = _corp_adapter(code, wecom)
+        if adapter is None:
+            message = "No connected WeCom account holds the corp credentials."
+            LiveCode.objects.filter(pk=code.pk).update(carrier_sync_error=message)
+            return CarrierSync("skipped", user_ids, message)
+        try:
+            config_id, qr_code = adapter.upsert_contact_way(
+                config_id=code.carrier_config_id, user_ids=user_ids, state=state_for(code),
+                remark=code.name[:30],
+            )  # fmt: skip
+        except CarrierError as exc:
+            message = f"WeCom contact way: {exc.reason}"[:300]
+            LiveCode.objects.filter(pk=code.pk).update(carrier_sync_error=message)
+            return CarrierSync("error", user_ids, message)
+        LiveCode.objects.filter(pk=code.pk).update(
+            carrier_config_id=config_id, carrier_members=user_ids, carrier_qr_url=qr_code[:500],
+            carrier_synced_at=clock.now(), carrier_sync_error="",
+        )  # fmt: skip
+    live_code.refresh_from_db()
+    return CarrierSync("synced", user_ids)
+
+
+def sync_live_code(*, actor: Staff, live_code_id: int) -> CarrierSync:
+    """`sync_live_code_carrier` on behalf of a person (console button, REST, CLI)."""
+    code = get_live_code(actor=actor, live_code_id=live_code_id, action=Action.LIVE_CODE_MANAGE)
+    return sync_live_code_carrier(live_code=code)
+
+
+def sync_carrier_live_codes(*, at: dt.datetime | None = None) -> int:
+    """Sync every active live code with a WeCom account in its pool; the contact ways
+    rewritten. The worker loop `acquisition.carrier_sync` runs it under a lease so that two
+    workers never create the same contact way twice."""
+    codes = LiveCode.objects.filter(is_active=True, members__account__kind="wecom").distinct()
+    done = 0
+    for code in codes.order_by("id"):
+        if sync_live_code_carrier(live_code=code, at=at).status == "synced":
+            done += 1
+    return done
+
+
+def carrier_sync_loop() -> int:
+    """The worker loop: one holder at a time (a lease), a round every worker tick."""
+    import os
+    import socket
+
+    from yutang.core.worker import acquire_lease, release_lease
+
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    if not acquire_lease(CARRIER_SYNC_LEASE, holder, CARRIER_SYNC_TTL):
+        return 0
+    try:
+        return sync_carrier_live_codes()
+    finally:
+        release_lease(CARRIER_SYNC_LEASE, holder)
+
+
 @dataclass(frozen=True)
 class AccountCapacity:
     account_id: int
@@ -1084,18 +1216,15 @@ def record_contact_added(
         )
         AccountDay.objects.filter(account=account, day=day).update(added=F("added") + 1)
         owner_store = (code.store if code and code.store_id else None) or account.store
-        updates: dict[str, Any] = {}
-        if customer.owner_staff_id is None and account.staff_id is not None:
-            updates["owner_staff_id"] = account.staff_id
-        if customer.owner_store_id is None and owner_store is not None:
-            updates["owner_store_id"] = owner_store.pk
-        if updates:
-            Customer.objects.filter(pk=customer.pk).update(updated_at=clock.now(), **updates)
-        if first_touch and channel is not None:
-            # First touch wins: only a customer without a source channel takes this one.
-            Customer.objects.filter(pk=customer.pk, source_channel="").update(
-                source_channel=channel.code
-            )
+        # The owner and first-touch channel go through customers' service, which also writes
+        # the owner history that order attribution reads at paid time.
+        customers.claim_owner_and_first_touch(
+            customer=customer,
+            staff_id=account.staff_id,
+            store_id=owner_store.pk if owner_store is not None else None,
+            channel=channel.code if first_touch and channel is not None else "",
+            reason="contact_added",
+        )
         if channel is not None and channel.tags:
             tag_ids = [
                 customers.create_tag(

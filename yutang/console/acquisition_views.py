@@ -316,6 +316,19 @@ def live_code_qr(request: HttpRequest, staff: Staff, live_code_id: int) -> HttpR
 
 @require_POST
 @staff_view(Action.LIVE_CODE_MANAGE)
+def live_code_carrier_sync(request: HttpRequest, staff: Staff, live_code_id: int) -> HttpResponse:
+    result = services.sync_live_code(actor=staff, live_code_id=live_code_id)
+    if result.status == "error":
+        messages.error(request, _("WeCom refused the contact way: %(m)s") % {"m": result.message})
+    elif result.status == "skipped":
+        messages.warning(request, _("Nothing to sync: %(m)s") % {"m": result.message})
+    else:
+        messages.success(request, _("WeCom contact way is up to date."))
+    return redirect("console:live_code_edit", live_code_id=live_code_id)
+
+
+@require_POST
+@staff_view(Action.LIVE_CODE_MANAGE)
 def alert_resolve(request: HttpRequest, staff: Staff, alert_id: int) -> HttpResponse:
     services.resolve_alert(actor=staff, alert_id=alert_id)
     messages.success(request, _("Alert marked as handled."))

@@ -81,6 +81,11 @@ urlpatterns = [
     path("live-codes/preview/", av.live_code_preview, name="live_code_preview"),
     path("live-codes/<int:live_code_id>/", av.live_code_edit, name="live_code_edit"),
     path("live-codes/<int:live_code_id>/qr/", av.live_code_qr, name="live_code_qr"),
+    path(
+        "live-codes/<int:live_code_id>/carrier-sync/",
+        av.live_code_carrier_sync,
+        name="live_code_carrier_sync",
+    ),
     path("live-codes/alerts/<int:alert_id>/resolve/", av.alert_resolve, name="alert_resolve"),
     path("partners/", av.partners, name="partners"),
     path("partners/<int:partner_id>/", av.partner_detail, name="partner"),
