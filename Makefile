@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 YUTANG_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
+# Two test processes: the suite is CPU-bound and CI machines have two cores.
+PYTEST_WORKERS ?= 2
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
@@ -31,11 +33,11 @@ test: $(STAMP)
 
 test-sqlite: $(STAMP)
 	@echo "== tests on SQLite =="
-	YUTANG_DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS)
+	YUTANG_DATABASE_URL= $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-postgres: $(STAMP)
 	@echo "== tests on PostgreSQL ($(YUTANG_TEST_POSTGRES_URL)) =="
-	YUTANG_DATABASE_URL=$(YUTANG_TEST_POSTGRES_URL) $(PY) -m pytest $(PYTEST_ARGS)
+	YUTANG_DATABASE_URL=$(YUTANG_TEST_POSTGRES_URL) $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -62,7 +62,7 @@ def test_filters_scope_and_english(world):
     assert 'data-testid="overview-error"' in denied
     client.post("/i18n/setlang/", {"language": "en", "next": "/"})
     english = _page(client, f"{MARCH}&channel=package_card")
-    assert "Deletion rate" in english and "Not available yet" in english
+    assert "Deletion rate" in english and "Messages sent and blocked by rule" in english
     assert _kpis(english)["gross_adds"] == "2"
 
 

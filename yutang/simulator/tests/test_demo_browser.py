@@ -32,6 +32,7 @@ EMPTY_STATE = re.compile(
 EMPTY_IN_DEMO = {
     "console:merges",
     "console:imports",
+    "console:journeys",
     "console:segments",
     "console:auto_tags",
     "console:channels",
