@@ -302,22 +302,15 @@ class WeComCarrier:
                     welcome_code=event.welcome_code,
                 )
                 return [(key, fact)]
-            if isinstance(event, wc.FollowUserDeleted):
+            if isinstance(event, wc.FollowUserDeleted | wc.ExternalContactDeleted):
+                # del_follow_user: the customer deleted the member; del_external_contact: the
+                # member deleted the customer.
                 fact = ContactDeleted(
                     brand_id=brand_id,
                     account_id=account_id,
                     external_id=event.external_user_id,
                     occurred_at=at,
-                    by="customer",
-                )
-                return [(key, fact)]
-            if isinstance(event, wc.ExternalContactDeleted):
-                fact = ContactDeleted(
-                    brand_id=brand_id,
-                    account_id=account_id,
-                    external_id=event.external_user_id,
-                    occurred_at=at,
-                    by="staff",
+                    by="customer" if isinstance(event, wc.FollowUserDeleted) else "staff",
                 )
                 return [(key, fact)]
             return []

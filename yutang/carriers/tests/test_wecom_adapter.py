@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 from django.core.cache import cache
@@ -69,13 +70,13 @@ def set_welcome(brand: Brand, text: str) -> None:
     messaging.update_policy(actor=make_staff(brand), changes={"default_welcome": text})
 
 
+def callback_url(account: CarrierAccount, query: dict[str, str]) -> str:
+    return f"/api/v1/carriers/{account.pk}/callback?{urlencode(query)}"
+
+
 def post(account: CarrierAccount, server: WeComTestServer, fields: dict) -> tuple[int, str]:
     query, body = server.callback(fields)
-    response = Client().post(
-        f"/api/v1/carriers/{account.pk}/callback?" + "&".join(f"{k}={v}" for k, v in query.items()),
-        data=body,
-        content_type="text/xml",
-    )
+    response = Client().post(callback_url(account, query), data=body, content_type="text/xml")
     return response.status_code, response.content.decode()
 
 
@@ -159,18 +160,14 @@ def test_a_forged_or_foreign_callback_is_rejected_and_nothing_is_stored(server):
     fields = server.add_customer(userid="zhangsan", external_userid="wm-ext-5")
     query, body = server.callback(fields)
     query["msg_signature"] = "f" * 40
-    url = f"/api/v1/carriers/{account.pk}/callback?" + "&".join(
-        f"{k}={v}" for k, v in query.items()
-    )
+    url = callback_url(account, query)
     response = Client().post(url, data=body, content_type="text/xml")
     assert response.status_code == 401
     assert response.json()["code"] == "callback_rejected"
 
     other = WeComTestServer(corp_id="ww-other-corp", encoding_aes_key=server.encoding_aes_key)
     foreign_query, foreign_body = other.callback({**fields, "ToUserName": "ww-other-corp"})
-    url = f"/api/v1/carriers/{account.pk}/callback?" + "&".join(
-        f"{k}={v}" for k, v in foreign_query.items()
-    )
+    url = callback_url(account, foreign_query)
     assert Client().post(url, data=foreign_body, content_type="text/xml").status_code == 401
     assert not InboundReceipt.objects.exists()
     assert not Event.objects.exists()
