@@ -227,6 +227,16 @@ class WelcomeDefaultIn(Schema):
     default_welcome_text: str
 
 
+class AcquisitionDefaultsOut(Schema):
+    default_welcome_text: str
+    has_logo: bool
+
+
+@router.get("/acquisition/default-welcome", response=AcquisitionDefaultsOut)
+def get_default_welcome(request: HttpRequest) -> object:
+    return services.acquisition_defaults(actor=actor(request))
+
+
 @router.put("/acquisition/default-welcome", response={204: None})
 def set_default_welcome(request: HttpRequest, payload: WelcomeDefaultIn) -> object:
     services.set_default_welcome(actor=actor(request), text=payload.default_welcome_text)
@@ -237,6 +247,11 @@ def set_default_welcome(request: HttpRequest, payload: WelcomeDefaultIn) -> obje
 def set_logo(request: HttpRequest, file: File[UploadedFile]) -> object:
     services.set_brand_logo(actor=actor(request), data=file.read())
     return Status(204, None)
+
+
+@router.get("/acquisition/logo")
+def get_logo(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(services.get_brand_logo(actor=actor(request)), content_type="image/png")
 
 
 @router.delete("/acquisition/logo", response={204: None})

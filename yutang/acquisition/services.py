@@ -245,8 +245,12 @@ def get_channel(*, actor: Staff, channel_id: int, action: Action = Action.CHANNE
     )
 
 
-def list_channels(*, actor: Staff) -> list[Channel]:
-    return list(Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code"))
+def list_channels(*, actor: Staff, partner_id: int | None = None) -> list[Channel]:
+    """The channels the actor may see, by code; with `partner_id`, only that partner's."""
+    rows = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
+    if partner_id is not None:
+        rows = rows.filter(partner_id=partner_id)
+    return list(rows.order_by("code"))
 
 
 # --- Costs and reach -------------------------------------------------------------------------
@@ -1156,6 +1160,24 @@ def welcome_for_add(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AcquisitionDefaults:
+    """The brand's fallback welcome (sent when a live code has no welcome of its own) and
+    whether a logo is set for its QR codes."""
+
+    default_welcome_text: str
+    has_logo: bool
+
+
+def acquisition_defaults(*, actor: Staff) -> AcquisitionDefaults:
+    require(actor, Action.CHANNEL_VIEW)
+    row = AcquisitionSettings.objects.filter(brand=actor.brand).first()
+    return AcquisitionDefaults(
+        default_welcome_text=row.default_welcome_text if row else "",
+        has_logo=bool(row and row.logo_png),
+    )
+
+
 def set_default_welcome(*, actor: Staff, text: str) -> AcquisitionSettings:
     require(actor, Action.CHANNEL_MANAGE)
     text = _text(text, "default_welcome_text", max_length=2000)
@@ -1314,6 +1336,15 @@ def live_code_url(code: LiveCode, *, base: str) -> str:
 def brand_logo(*, brand: Brand) -> bytes | None:
     row = AcquisitionSettings.objects.filter(brand=brand).first()
     return bytes(row.logo_png) if row and row.logo_png else None
+
+
+def get_brand_logo(*, actor: Staff) -> bytes:
+    """The brand's QR logo (PNG) for someone who may see channels; NotFound when unset."""
+    require(actor, Action.CHANNEL_VIEW)
+    logo = brand_logo(brand=actor.brand)
+    if logo is None:
+        raise NotFound("No logo is set.", field="logo")
+    return logo
 
 
 def set_brand_logo(*, actor: Staff, data: bytes | None) -> None:
