@@ -38,7 +38,7 @@ from yutang.acquisition.schemas import (
 from yutang.core import clock
 from yutang.core.apiauth import actor
 from yutang.core.apiparams import StrictQuery
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.schemas import DbId
 
 router = Router(tags=["acquisition"])
@@ -204,7 +204,7 @@ def live_code_qr(
             content_type="text/html; charset=utf-8",
         )
     else:
-        raise ValidationFailed("format is png, svg or poster.", field="format")
+        raise ValidationFailed(N_("format is png, svg or poster."), field="format")
     extension = {"png": "png", "svg": "svg", "poster": "html"}[format]
     response["Content-Disposition"] = f'attachment; filename="live-code-{code.pk}.{extension}"'
     return response

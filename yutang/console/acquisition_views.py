@@ -395,7 +395,7 @@ def channel_report(request: HttpRequest, staff: Staff) -> HttpResponse:
             actor=staff, date_from=date_from, date_to=date_to, granularity=granularity
         )
     except ValidationFailed as exc:
-        error = exc.message
+        error = exc.localized()
         report = reports.channel_report(actor=staff, date_from=date_to, date_to=date_to)
     fmt = request.GET.get("format")
     if fmt in ("csv", "xlsx") and error is None:
@@ -496,7 +496,7 @@ def settlement_lock(request: HttpRequest, staff: Staff, settlement_id: int) -> H
     try:
         settlement = services.lock_settlement(actor=staff, settlement_id=settlement_id)
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         settlement = services.get_settlement(actor=staff, settlement_id=settlement_id)
     else:
         messages.success(request, _("Settlement locked."))
