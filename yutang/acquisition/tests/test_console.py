@@ -119,7 +119,8 @@ def test_partner_pages_compute_lock_and_export_a_settlement():
     again = client.post(
         f"/partners/{partner.pk}/", {"period_start": "2026-10-01", "period_end": "2026-10-31"}
     )
-    assert again.status_code == 200 and "locked" in again.content.decode()
+    # the service's error, in the console's language
+    assert again.status_code == 200 and "与已锁定的结算期" in again.content.decode()
     xlsx = client.get(f"/settlements/{settlement.pk}/xlsx/")
     assert load_workbook(io.BytesIO(xlsx.content)).active["B1"].value == "KOL 阿花"
     assert analyst.post(f"/settlements/{settlement.pk}/lock/").status_code == 403
