@@ -305,7 +305,7 @@ def drop_sqlite_database(path: Path) -> None:
 def temp_database(backend: str, name: str, workdir: Path, *, keep: bool = False) -> Iterator[str]:
     """A fresh, empty database for one benchmark step; yields its YUTANG_DATABASE_URL and drops
     it afterwards. `backend` is `sqlite` (a file under `workdir`, a `tempfile.mkdtemp()`
-    directory) or `postgresql` (a database `name` on PG_ADMIN_URL's server)."""
+    directory) or `postgresql` (a database `name`_<pid> on PG_ADMIN_URL's server)."""
     if backend == "sqlite":
         path = Path(workdir) / f"{name}.sqlite3"
         drop_sqlite_database(path)
@@ -315,6 +315,9 @@ def temp_database(backend: str, name: str, workdir: Path, *, keep: bool = False)
             if not keep:
                 drop_sqlite_database(path)
     elif backend == "postgresql":
+        # The process id keeps two benchmarks running at once (or the same one twice) from
+        # dropping each other's database.
+        name = f"{name}_{os.getpid()}"
         url = create_pg_database(name)
         try:
             yield url

@@ -38,7 +38,7 @@ from yutang.acquisition.schemas import (
 from yutang.core import clock
 from yutang.core.apiauth import actor
 from yutang.core.apiparams import StrictQuery
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.schemas import DbId
 
 router = Router(tags=["acquisition"])
@@ -204,7 +204,7 @@ def live_code_qr(
             content_type="text/html; charset=utf-8",
         )
     else:
-        raise ValidationFailed("format is png, svg or poster.", field="format")
+        raise ValidationFailed(N_("format is png, svg or poster."), field="format")
     extension = {"png": "png", "svg": "svg", "poster": "html"}[format]
     response["Content-Disposition"] = f'attachment; filename="live-code-{code.pk}.{extension}"'
     return response
@@ -227,6 +227,16 @@ class WelcomeDefaultIn(Schema):
     default_welcome_text: str
 
 
+class AcquisitionDefaultsOut(Schema):
+    default_welcome_text: str
+    has_logo: bool
+
+
+@router.get("/acquisition/default-welcome", response=AcquisitionDefaultsOut)
+def get_default_welcome(request: HttpRequest) -> object:
+    return services.acquisition_defaults(actor=actor(request))
+
+
 @router.put("/acquisition/default-welcome", response={204: None})
 def set_default_welcome(request: HttpRequest, payload: WelcomeDefaultIn) -> object:
     services.set_default_welcome(actor=actor(request), text=payload.default_welcome_text)
@@ -237,6 +247,11 @@ def set_default_welcome(request: HttpRequest, payload: WelcomeDefaultIn) -> obje
 def set_logo(request: HttpRequest, file: File[UploadedFile]) -> object:
     services.set_brand_logo(actor=actor(request), data=file.read())
     return Status(204, None)
+
+
+@router.get("/acquisition/logo")
+def get_logo(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(services.get_brand_logo(actor=actor(request)), content_type="image/png")
 
 
 @router.delete("/acquisition/logo", response={204: None})

@@ -10,7 +10,7 @@ from html import escape
 import segno
 from PIL import Image, UnidentifiedImageError
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 MAX_LOGO_BYTES = 512 * 1024
 
@@ -22,16 +22,16 @@ def _code(url: str, *, logo: bytes | None) -> segno.QRCode:
 def check_logo(data: bytes) -> bytes:
     """A PNG or JPEG logo, re-encoded as PNG (so only pixels, never a script, are kept)."""
     if not data or len(data) > MAX_LOGO_BYTES:
-        raise ValidationFailed("The logo must be an image of at most 512 KB.", field="logo")
+        raise ValidationFailed(N_("The logo must be an image of at most 512 KB."), field="logo")
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in ("PNG", "JPEG"):
-                raise ValidationFailed("The logo must be PNG or JPEG.", field="logo")
+                raise ValidationFailed(N_("The logo must be PNG or JPEG."), field="logo")
             image.thumbnail((512, 512))
             out = io.BytesIO()
             image.convert("RGBA").save(out, format="PNG")
     except (UnidentifiedImageError, OSError):
-        raise ValidationFailed("The logo is not a readable image.", field="logo") from None
+        raise ValidationFailed(N_("The logo is not a readable image."), field="logo") from None
     return out.getvalue()
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from django.db.models import Sum
 
 from yutang.acquisition.models import Channel, ChannelCost, ContactAdd, CpaEvent, ReachRecord
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Action
 
@@ -193,20 +193,24 @@ def channel_report(
     from yutang.events.models import Event
 
     if not isinstance(date_from, dt.date) or not isinstance(date_to, dt.date):
-        raise ValidationFailed("Give the period as dates.", field="date_from")
+        raise ValidationFailed(N_("Give the period as dates."), field="date_from")
     if date_to < date_from:
-        raise ValidationFailed("date_to is before date_from.", field="date_to")
+        raise ValidationFailed(N_("date_to is before date_from."), field="date_to")
     if (date_to - date_from).days >= MAX_DAYS:
-        raise ValidationFailed(f"A report covers at most {MAX_DAYS} days.", field="date_to")
+        raise ValidationFailed(
+            N_("A report covers at most {MAX_DAYS} days."),
+            params={"MAX_DAYS": MAX_DAYS},
+            field="date_to",
+        )
     if granularity not in GRANULARITIES:
-        raise ValidationFailed("granularity is none, week or month.", field="granularity")
+        raise ValidationFailed(N_("granularity is none, week or month."), field="granularity")
     if actor is not None:
         brand = actor.brand
         channels = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code")
     elif brand is not None:  # the system itself (the CLI)
         channels = Channel.objects.filter(brand=brand).order_by("code")
     else:
-        raise ValidationFailed("Give an actor or a brand.", field="brand")
+        raise ValidationFailed(N_("Give an actor or a brand."), field="brand")
     tz = brand.tz
     start = dt.datetime.combine(date_from, dt.time.min, tzinfo=tz)
     end = dt.datetime.combine(date_to + DAY, dt.time.min, tzinfo=tz)
@@ -357,4 +361,4 @@ def export_report(report: ChannelReport, fmt: str) -> bytes:
         out = io.BytesIO()
         book.save(out)
         return out.getvalue()
-    raise ValidationFailed("format is csv or xlsx.", field="format")
+    raise ValidationFailed(N_("format is csv or xlsx."), field="format")

@@ -44,7 +44,7 @@ from yutang.acquisition.models import (
 )
 from yutang.core import audit, clock, crypto, tabular
 from yutang.core.db import is_transient
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, Scope, require
@@ -76,43 +76,57 @@ class NoCapacity(Conflict):
 
 def _fen(value: Any, field: str, *, allow_negative: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"{field} must be a whole number of fen.", field=field)
+        raise ValidationFailed(
+            N_("{field} must be a whole number of fen."), params={"field": field}, field=field
+        )
     if (value < 0 and not allow_negative) or abs(value) > MAX_FEN:
-        raise ValidationFailed(f"{field} must be between 0 and {MAX_FEN} fen.", field=field)
+        raise ValidationFailed(
+            N_("{field} must be between 0 and {MAX_FEN} fen."),
+            params={"field": field, "MAX_FEN": MAX_FEN},
+            field=field,
+        )
     return value
 
 
 def _bp(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BP:
         raise ValidationFailed(
-            f"{field} must be basis points between 0 and {MAX_BP} (1% = 100).", field=field
+            N_("{field} must be basis points between 0 and {MAX_BP} (1% = 100)."),
+            params={"field": field, "MAX_BP": MAX_BP},
+            field=field,
         )
     return value
 
 
 def _window(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 365:
-        raise ValidationFailed(f"{field} must be between 1 and 365 days.", field=field)
+        raise ValidationFailed(
+            N_("{field} must be between 1 and 365 days."), params={"field": field}, field=field
+        )
     return value
 
 
 def _text(value: Any, field: str, *, max_length: int, required: bool = False) -> str:
     if not isinstance(value, str):
-        raise ValidationFailed(f"{field} must be text.", field=field)
+        raise ValidationFailed(N_("{field} must be text."), params={"field": field}, field=field)
     value = value.strip()
     if required and not value:
-        raise ValidationFailed(f"{field} is required.", field=field)
+        raise ValidationFailed(N_("{field} is required."), params={"field": field}, field=field)
     if len(value) > max_length:
-        raise ValidationFailed(f"{field} is longer than {max_length} characters.", field=field)
+        raise ValidationFailed(
+            N_("{field} is longer than {max_length} characters."),
+            params={"field": field, "max_length": max_length},
+            field=field,
+        )
     return value
 
 
 def _scoped(queryset: QuerySet[M], pk: object, *, what: str, field: str) -> M:
     if not is_valid_id(pk):
-        raise NotFound(f"No such {what}: {pk}.", field=field)
+        raise NotFound(N_("No such {what}: {pk}."), params={"what": what, "pk": pk}, field=field)
     row = queryset.filter(pk=pk).first()
     if row is None:
-        raise NotFound(f"No such {what}: {pk}.", field=field)
+        raise NotFound(N_("No such {what}: {pk}."), params={"what": what, "pk": pk}, field=field)
     return row
 
 
@@ -136,15 +150,21 @@ def _check_channel(brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
         code = _text(out["code"], "code", max_length=64, required=True).lower()
         if not CODE_PATTERN.match(code):
             raise ValidationFailed(
-                "code may hold lower-case letters, digits, - and _ only.", field="code"
+                N_("code may hold lower-case letters, digits, - and _ only."), field="code"
             )
         out["code"] = code
     if "name" in out:
         out["name"] = _text(out["name"], "name", max_length=120, required=True)
     if "type" in out and out["type"] not in ChannelType.values:
-        raise ValidationFailed(f"Unknown channel type {out['type']!r}.", field="type")
+        raise ValidationFailed(
+            N_("Unknown channel type {type!r}."), params={"type": out["type"]}, field="type"
+        )
     if out.get("platform") and out["platform"] not in Platform.values:
-        raise ValidationFailed(f"Unknown platform {out['platform']!r}.", field="platform")
+        raise ValidationFailed(
+            N_("Unknown platform {platform!r}."),
+            params={"platform": out["platform"]},
+            field="platform",
+        )
     if "platform" in out and out["platform"] is None:
         out["platform"] = ""
     for name, limit in (("hook_description", 200), ("hook_coupon_code", 64), ("hook_gift", 120)):
@@ -156,18 +176,18 @@ def _check_channel(brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
     if "cps_bp" in out:
         _bp(out["cps_bp"], "cps_bp")
     if "cpa_event" in out and out["cpa_event"] not in CpaEvent.values:
-        raise ValidationFailed("cpa_event must be added or activated.", field="cpa_event")
+        raise ValidationFailed(N_("cpa_event must be added or activated."), field="cpa_event")
     if "attribution_window_days" in out:
         _window(out["attribution_window_days"], "attribution_window_days")
     if "tags" in out:
         tags = out["tags"] or []
         if not isinstance(tags, list) or len(tags) > 20:
-            raise ValidationFailed("tags must be a list of at most 20.", field="tags")
+            raise ValidationFailed(N_("tags must be a list of at most 20."), field="tags")
         for n, tag in enumerate(tags):
             group, sep, name = str(tag).partition("/")
             if not isinstance(tag, str) or not sep or not group.strip() or not name.strip():
                 raise ValidationFailed(
-                    'Each tag is "group/name", e.g. "渠道/包裹卡".', field=f"tags.{n}"
+                    N_('Each tag is "group/name", e.g. "渠道/包裹卡".'), field=f"tags.{n}"
                 )
         out["tags"] = [t.strip() for t in tags]
     if (
@@ -176,14 +196,22 @@ def _check_channel(brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
             brand=brand, pk=out["owner_id"] if is_valid_id(out["owner_id"]) else 0
         ).exists()
     ):
-        raise ValidationFailed(f"No such staff member: {out['owner_id']}.", field="owner_id")
+        raise ValidationFailed(
+            N_("No such staff member: {owner_id}."),
+            params={"owner_id": out["owner_id"]},
+            field="owner_id",
+        )
     if (
         out.get("partner_id") is not None
         and not Partner.objects.filter(
             brand=brand, pk=out["partner_id"] if is_valid_id(out["partner_id"]) else 0
         ).exists()
     ):
-        raise ValidationFailed(f"No such partner: {out['partner_id']}.", field="partner_id")
+        raise ValidationFailed(
+            N_("No such partner: {partner_id}."),
+            params={"partner_id": out["partner_id"]},
+            field="partner_id",
+        )
     return out
 
 
@@ -192,15 +220,23 @@ def create_channel(*, actor: Staff | None, brand: Brand, **fields: Any) -> Chann
         require(actor, Action.CHANNEL_MANAGE)
     unknown = set(fields) - set(CHANNEL_FIELDS)
     if unknown:
-        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+        raise ValidationFailed(
+            N_("Unknown field {value!r}."),
+            params={"value": sorted(unknown)[0]},
+            field=sorted(unknown)[0],
+        )
     for name in ("code", "name", "type"):
         if name not in fields:
-            raise ValidationFailed(f"{name} is required.", field=name)
+            raise ValidationFailed(N_("{name} is required."), params={"name": name}, field=name)
     values = _check_channel(brand, fields)
     _check_period(values.get("starts_on"), values.get("ends_on"))
     with transaction.atomic():
         if Channel.objects.filter(brand=brand, code=values["code"]).exists():
-            raise Conflict(f"A channel with code {values['code']!r} exists.", field="code")
+            raise Conflict(
+                N_("A channel with code {code!r} exists."),
+                params={"code": values["code"]},
+                field="code",
+            )
         channel = Channel.objects.create(brand=brand, created_at=clock.now(), **values)
         audit.record(brand=brand, actor=actor, action="channel.create", target=channel)
     return channel
@@ -208,14 +244,18 @@ def create_channel(*, actor: Staff | None, brand: Brand, **fields: Any) -> Chann
 
 def _check_period(starts_on: dt.date | None, ends_on: dt.date | None) -> None:
     if starts_on and ends_on and ends_on < starts_on:
-        raise ValidationFailed("ends_on is before starts_on.", field="ends_on")
+        raise ValidationFailed(N_("ends_on is before starts_on."), field="ends_on")
 
 
 def update_channel(*, actor: Staff, channel_id: int, **changes: Any) -> Channel:
     channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
     unknown = set(changes) - set(CHANNEL_FIELDS)
     if unknown:
-        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+        raise ValidationFailed(
+            N_("Unknown field {value!r}."),
+            params={"value": sorted(unknown)[0]},
+            field=sorted(unknown)[0],
+        )
     values = _check_channel(channel.brand, changes)
     _check_period(
         values.get("starts_on", channel.starts_on), values.get("ends_on", channel.ends_on)
@@ -227,7 +267,11 @@ def update_channel(*, actor: Staff, channel_id: int, **changes: Any) -> Channel:
             .exclude(pk=channel.pk)
             .exists()
         ):
-            raise Conflict(f"A channel with code {values['code']!r} exists.", field="code")
+            raise Conflict(
+                N_("A channel with code {code!r} exists."),
+                params={"code": values["code"]},
+                field="code",
+            )
         before = audit.snapshot(channel, list(values))
         for name, value in values.items():
             setattr(channel, name, value)
@@ -245,8 +289,12 @@ def get_channel(*, actor: Staff, channel_id: int, action: Action = Action.CHANNE
     )
 
 
-def list_channels(*, actor: Staff) -> list[Channel]:
-    return list(Channel.objects.for_actor(actor, Action.CHANNEL_VIEW).order_by("code"))
+def list_channels(*, actor: Staff, partner_id: int | None = None) -> list[Channel]:
+    """The channels the actor may see, by code; with `partner_id`, only that partner's."""
+    rows = Channel.objects.for_actor(actor, Action.CHANNEL_VIEW)
+    if partner_id is not None:
+        rows = rows.filter(partner_id=partner_id)
+    return list(rows.order_by("code"))
 
 
 # --- Costs and reach -------------------------------------------------------------------------
@@ -258,7 +306,7 @@ def add_cost(
     channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
     _fen(amount_fen, "amount_fen")
     if not isinstance(date, dt.date):
-        raise ValidationFailed("date must be YYYY-MM-DD.", field="date")
+        raise ValidationFailed(N_("date must be YYYY-MM-DD."), field="date")
     with transaction.atomic():
         cost = ChannelCost.objects.create(
             brand=channel.brand, channel=channel, date=date, amount_fen=amount_fen,
@@ -288,7 +336,11 @@ def _set_reach(
 
 def _check_count(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
-        raise ValidationFailed(f"{field} must be a whole number from 0 to 10^9.", field=field)
+        raise ValidationFailed(
+            N_("{field} must be a whole number from 0 to 10^9."),
+            params={"field": field},
+            field=field,
+        )
     return value
 
 
@@ -337,7 +389,11 @@ def import_reach(
     with tabular.open_table(source, filename=filename) as table:
         missing = [c for c in ("channel", "date", "count") if c not in table.headers]
         if missing:
-            raise ValidationFailed(f"The file has no {missing[0]!r} column.", field=missing[0])
+            raise ValidationFailed(
+                N_("The file has no {value!r} column."),
+                params={"value": missing[0]},
+                field=missing[0],
+            )
         for row in table.rows():
             values = row.values
 
@@ -390,30 +446,35 @@ def _check_schedule(schedule: Any, pool: set[int]) -> dict[str, Any]:
         return {}
     if not isinstance(schedule, dict) or set(schedule) - {"weekly", "special"}:
         raise ValidationFailed(
-            "schedule is {weekly: {mon: [slots]…}, special: {YYYY-MM-DD: [slots]}}.",
+            N_("schedule is {weekly: {mon: [slots]…}, special: {YYYY-MM-DD: [slots]}}."),
             field="schedule",
         )
 
     def slots(value: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(value, list) or len(value) > 48:
-            raise ValidationFailed("A day is a list of at most 48 slots.", field=where)
+            raise ValidationFailed(N_("A day is a list of at most 48 slots."), field=where)
         out = []
         for n, slot in enumerate(value):
             at = f"{where}.{n}"
             if not isinstance(slot, dict) or set(slot) != {"start", "end", "accounts"}:
-                raise ValidationFailed("A slot is {start, end, accounts}.", field=at)
+                raise ValidationFailed(N_("A slot is {start, end, accounts}."), field=at)
             for key in ("start", "end"):
                 if not isinstance(slot[key], str) or not TIME_PATTERN.match(slot[key]):
-                    raise ValidationFailed("Times are HH:MM (00:00–24:00).", field=f"{at}.{key}")
+                    raise ValidationFailed(
+                        N_("Times are HH:MM (00:00–24:00)."), field=f"{at}.{key}"
+                    )
             if slot["end"] <= slot["start"]:
-                raise ValidationFailed("A slot ends after it starts.", field=f"{at}.end")
+                raise ValidationFailed(N_("A slot ends after it starts."), field=f"{at}.end")
             accounts = slot["accounts"]
             if not isinstance(accounts, list) or not all(is_valid_id(a) for a in accounts):
-                raise ValidationFailed("accounts is a list of account ids.", field=f"{at}.accounts")
+                raise ValidationFailed(
+                    N_("accounts is a list of account ids."), field=f"{at}.accounts"
+                )
             outside = [a for a in accounts if a not in pool]
             if outside:
                 raise ValidationFailed(
-                    f"Account {outside[0]} is not in this live code's pool.",
+                    N_("Account {value} is not in this live code's pool."),
+                    params={"value": outside[0]},
                     field=f"{at}.accounts",
                 )
             out.append({"start": slot["start"], "end": slot["end"], "accounts": list(accounts)})
@@ -422,16 +483,18 @@ def _check_schedule(schedule: Any, pool: set[int]) -> dict[str, Any]:
     weekly = schedule.get("weekly", {}) or {}
     special = schedule.get("special", {}) or {}
     if not isinstance(weekly, dict) or set(weekly) - set(WEEKDAYS):
-        raise ValidationFailed("weekly days are mon … sun.", field="schedule.weekly")
+        raise ValidationFailed(N_("weekly days are mon … sun."), field="schedule.weekly")
     if not isinstance(special, dict) or len(special) > 366:
-        raise ValidationFailed("special is {YYYY-MM-DD: [slots]}.", field="schedule.special")
+        raise ValidationFailed(N_("special is {YYYY-MM-DD: [slots]}."), field="schedule.special")
     out_special = {}
     for day, value in special.items():
         try:
             dt.date.fromisoformat(day)
         except (TypeError, ValueError):
             raise ValidationFailed(
-                f"{day!r} is not a date (YYYY-MM-DD).", field=f"schedule.special.{day}"
+                N_("{day!r} is not a date (YYYY-MM-DD)."),
+                params={"day": day},
+                field=f"schedule.special.{day}",
             ) from None
         out_special[day] = slots(value, f"schedule.special.{day}")
     return {
@@ -445,42 +508,48 @@ def _check_attachments(value: Any) -> list[dict[str, Any]]:
         return []
     if not isinstance(value, list) or len(value) > 9:
         raise ValidationFailed(
-            "welcome_attachments is a list of at most 9.", field="welcome_attachments"
+            N_("welcome_attachments is a list of at most 9."), field="welcome_attachments"
         )
     out = []
     for n, item in enumerate(value):
         at = f"welcome_attachments.{n}"
         if not isinstance(item, dict) or item.get("type") not in ATTACHMENT_TYPES:
             raise ValidationFailed(
-                "An attachment has a type: image, link or miniprogram.", field=f"{at}.type"
+                N_("An attachment has a type: image, link or miniprogram."), field=f"{at}.type"
             )
         required = {"image": ["url"], "link": ["url", "title"], "miniprogram": ["appid", "page"]}
         for key in required[item["type"]]:
             if not isinstance(item.get(key), str) or not item[key].strip():
-                raise ValidationFailed(f"A {item['type']} needs {key}.", field=f"{at}.{key}")
+                raise ValidationFailed(
+                    N_("A {type} needs {key}."),
+                    params={"type": item["type"], "key": key},
+                    field=f"{at}.{key}",
+                )
         if "url" in item and urlsplit(item["url"]).scheme not in ("http", "https"):
-            raise ValidationFailed("url must be http(s).", field=f"{at}.url")
+            raise ValidationFailed(N_("url must be http(s)."), field=f"{at}.url")
         allowed = {"type", "url", "title", "description", "appid", "page", "media_id"}
         extra = set(item) - allowed
         if extra:
-            raise ValidationFailed(f"Unknown key {sorted(extra)[0]!r}.", field=at)
+            raise ValidationFailed(
+                N_("Unknown key {value!r}."), params={"value": sorted(extra)[0]}, field=at
+            )
         out.append({k: str(v)[:500] if k != "type" else v for k, v in item.items()})
     return out
 
 
 def _check_members(brand: Brand, members: Any, actor: Staff | None = None) -> list[dict[str, Any]]:
     if not isinstance(members, list) or not members or len(members) > 200:
-        raise ValidationFailed("A live code needs 1 to 200 accounts.", field="members")
+        raise ValidationFailed(N_("A live code needs 1 to 200 accounts."), field="members")
     out, seen = [], set()
     for n, m in enumerate(members):
         at = f"members.{n}"
         if not isinstance(m, Mapping) or not is_valid_id(m.get("account_id")):
-            raise ValidationFailed("Each member has an account_id.", field=f"{at}.account_id")
+            raise ValidationFailed(N_("Each member has an account_id."), field=f"{at}.account_id")
         weight = m.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
-            raise ValidationFailed("weight is 1 to 1000.", field=f"{at}.weight")
+            raise ValidationFailed(N_("weight is 1 to 1000."), field=f"{at}.weight")
         if m["account_id"] in seen:
-            raise ValidationFailed("An account appears twice.", field=f"{at}.account_id")
+            raise ValidationFailed(N_("An account appears twice."), field=f"{at}.account_id")
         seen.add(m["account_id"])
         out.append(
             {"account_id": m["account_id"], "weight": weight, "is_backup": bool(m.get("is_backup"))}
@@ -494,10 +563,12 @@ def _check_members(brand: Brand, members: Any, actor: Staff | None = None) -> li
     for n, m in enumerate(out):
         if m["account_id"] not in found:
             raise ValidationFailed(
-                f"No such carrier account: {m['account_id']}.", field=f"members.{n}.account_id"
+                N_("No such carrier account: {account_id}."),
+                params={"account_id": m["account_id"]},
+                field=f"members.{n}.account_id",
             )
     if all(m["is_backup"] for m in out):
-        raise ValidationFailed("At least one account must not be a backup.", field="members")
+        raise ValidationFailed(N_("At least one account must not be a backup."), field="members")
     return out
 
 
@@ -510,12 +581,18 @@ LIVE_CODE_FIELDS = [
 def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
     unknown = set(values) - set(LIVE_CODE_FIELDS)
     if unknown:
-        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+        raise ValidationFailed(
+            N_("Unknown field {value!r}."),
+            params={"value": sorted(unknown)[0]},
+            field=sorted(unknown)[0],
+        )
     out = dict(values)
     if "name" in out:
         out["name"] = _text(out["name"], "name", max_length=120, required=True)
     if "rule" in out and out["rule"] not in RoutingRule.values:
-        raise ValidationFailed(f"Unknown routing rule {out['rule']!r}.", field="rule")
+        raise ValidationFailed(
+            N_("Unknown routing rule {rule!r}."), params={"rule": out["rule"]}, field="rule"
+        )
     if "channel_id" in out:
         # Store roles may hang their store's live codes on any of the brand's active
         # channels (they could not see a channel before its first code in their store).
@@ -532,20 +609,28 @@ def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any])
         if actor is not None and require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND:
             stores = stores.filter(pk__in=actor.store_ids)
         if not is_valid_id(out["store_id"]) or not stores.filter(pk=out["store_id"]).exists():
-            raise ValidationFailed(f"No such store: {out['store_id']}.", field="store_id")
+            raise ValidationFailed(
+                N_("No such store: {store_id}."),
+                params={"store_id": out["store_id"]},
+                field="store_id",
+            )
     elif (
         actor is not None
         and require(actor, Action.LIVE_CODE_MANAGE) is not Scope.BRAND
         and ("store_id" in out or "channel_id" in out)
     ):
-        raise ValidationFailed("Store roles make live codes for their store.", field="store_id")
+        raise ValidationFailed(N_("Store roles make live codes for their store."), field="store_id")
     if (
         out.get("partner_id") is not None
         and not Partner.objects.filter(
             brand=brand, pk=out["partner_id"] if is_valid_id(out["partner_id"]) else 0
         ).exists()
     ):
-        raise ValidationFailed(f"No such partner: {out['partner_id']}.", field="partner_id")
+        raise ValidationFailed(
+            N_("No such partner: {partner_id}."),
+            params={"partner_id": out["partner_id"]},
+            field="partner_id",
+        )
     if "members" in out:
         out["members"] = _check_members(brand, out["members"], actor)
     if "welcome_text" in out:
@@ -571,13 +656,13 @@ def create_live_code(*, actor: Staff | None, brand: Brand, **fields: Any) -> Liv
         require(actor, Action.LIVE_CODE_MANAGE)
     for name in ("channel_id", "name", "rule", "members"):
         if name not in fields:
-            raise ValidationFailed(f"{name} is required.", field=name)
+            raise ValidationFailed(N_("{name} is required."), params={"name": name}, field=name)
     values = _live_code_values(actor, brand, fields)
     members = values.pop("members")
     pool = {m["account_id"] for m in members}
     values["schedule"] = _check_schedule(values.get("schedule"), pool)
     if values["rule"] == RoutingRule.TIME_SLOT and not values["schedule"]:
-        raise ValidationFailed("The time-slot rule needs a schedule.", field="schedule")
+        raise ValidationFailed(N_("The time-slot rule needs a schedule."), field="schedule")
     now = clock.now()
     with transaction.atomic():
         code = LiveCode.objects.create(
@@ -612,7 +697,7 @@ def update_live_code(*, actor: Staff, live_code_id: int, **changes: Any) -> Live
     schedule = values.pop("schedule", code.schedule)
     values["schedule"] = _check_schedule(schedule, pool)
     if values.get("rule", code.rule) == RoutingRule.TIME_SLOT and not values["schedule"]:
-        raise ValidationFailed("The time-slot rule needs a schedule.", field="schedule")
+        raise ValidationFailed(N_("The time-slot rule needs a schedule."), field="schedule")
     with transaction.atomic():
         keys = [k for k in values if k != "schedule"]
         before = audit.snapshot(code, keys)
@@ -723,14 +808,14 @@ def _check_location(location: Mapping[str, Any] | None) -> Mapping[str, Any] | N
             lat, lon = float(location["latitude"]), float(location["longitude"])
         except (KeyError, TypeError, ValueError):
             raise ValidationFailed(
-                "location needs numeric latitude and longitude.", field="location"
+                N_("location needs numeric latitude and longitude."), field="location"
             ) from None
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise ValidationFailed("location is out of range.", field="location")
+            raise ValidationFailed(N_("location is out of range."), field="location")
         return {"latitude": lat, "longitude": lon}
     if isinstance(location.get("city"), str) and location["city"].strip():
         return {"city": location["city"].strip()}
-    raise ValidationFailed("location is {latitude, longitude} or {city}.", field="location")
+    raise ValidationFailed(N_("location is {latitude, longitude} or {city}."), field="location")
 
 
 def _by_distance(
@@ -816,7 +901,9 @@ def assign_account(
         break
     _alert_no_capacity(live_code, day)
     raise NoCapacity(
-        f"Live code {live_code.name!r} has no account with room left today.", field="live_code"
+        N_("Live code {name!r} has no account with room left today."),
+        params={"name": live_code.name},
+        field="live_code",
     )
 
 
@@ -1156,6 +1243,24 @@ def welcome_for_add(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AcquisitionDefaults:
+    """The brand's fallback welcome (sent when a live code has no welcome of its own) and
+    whether a logo is set for its QR codes."""
+
+    default_welcome_text: str
+    has_logo: bool
+
+
+def acquisition_defaults(*, actor: Staff) -> AcquisitionDefaults:
+    require(actor, Action.CHANNEL_VIEW)
+    row = AcquisitionSettings.objects.filter(brand=actor.brand).first()
+    return AcquisitionDefaults(
+        default_welcome_text=row.default_welcome_text if row else "",
+        has_logo=bool(row and row.logo_png),
+    )
+
+
 def set_default_welcome(*, actor: Staff, text: str) -> AcquisitionSettings:
     require(actor, Action.CHANNEL_MANAGE)
     text = _text(text, "default_welcome_text", max_length=2000)
@@ -1179,9 +1284,11 @@ def record_contact_added(
     (the account's staff and store) when the customer has none, first-touch channel, and the
     add counted against the account's day. Replaying the same add changes nothing."""
     if account.brand_id != brand.pk or customer.brand_id != brand.pk:
-        raise ValidationFailed("The account and customer must belong to the brand.", field="brand")
+        raise ValidationFailed(
+            N_("The account and customer must belong to the brand."), field="brand"
+        )
     if occurred_at.tzinfo is None:
-        raise ValidationFailed("occurred_at needs a UTC offset.", field="occurred_at")
+        raise ValidationFailed(N_("occurred_at needs a UTC offset."), field="occurred_at")
     customer = customers.survivor(customer)
     code = live_code_for_state(brand=brand, state=state)
     channel = code.channel if code else None
@@ -1269,16 +1376,18 @@ def create_short_link(
     if channel_id is not None:
         chosen = get_channel(actor=actor, channel_id=channel_id)
         if channel is not None and chosen.pk != channel.pk:
-            raise ValidationFailed("The live code belongs to another channel.", field="channel_id")
+            raise ValidationFailed(
+                N_("The live code belongs to another channel."), field="channel_id"
+            )
         channel = chosen
     target_url = _text(target_url or "", "target_url", max_length=1000)
     if target_url and urlsplit(target_url).scheme not in ("http", "https"):
-        raise ValidationFailed("target_url must be an http(s) URL.", field="target_url")
+        raise ValidationFailed(N_("target_url must be an http(s) URL."), field="target_url")
     if not target_url and code is None:
-        raise ValidationFailed("Give a target_url or a live code.", field="target_url")
+        raise ValidationFailed(N_("Give a target_url or a live code."), field="target_url")
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= clock.now()):
         raise ValidationFailed(
-            "expires_at must be a future time with an offset.", field="expires_at"
+            N_("expires_at must be a future time with an offset."), field="expires_at"
         )
     if customer_id is not None:
         customer = customers.get_customer(actor=actor, customer_id=customer_id)
@@ -1314,6 +1423,15 @@ def live_code_url(code: LiveCode, *, base: str) -> str:
 def brand_logo(*, brand: Brand) -> bytes | None:
     row = AcquisitionSettings.objects.filter(brand=brand).first()
     return bytes(row.logo_png) if row and row.logo_png else None
+
+
+def get_brand_logo(*, actor: Staff) -> bytes:
+    """The brand's QR logo (PNG) for someone who may see channels; NotFound when unset."""
+    require(actor, Action.CHANNEL_VIEW)
+    logo = brand_logo(brand=actor.brand)
+    if logo is None:
+        raise NotFound(N_("No logo is set."), field="logo")
+    return logo
 
 
 def set_brand_logo(*, actor: Staff, data: bytes | None) -> None:
@@ -1369,13 +1487,13 @@ def follow_short_link(*, code: str, user_agent: str, ip: str) -> Redirect:
     """Record a click and say where to go. Unknown, malformed and expired codes all raise
     the same NotFound so a guesser learns nothing."""
     if not isinstance(code, str) or not SHORT_CODE_PATTERN.match(code):
-        raise NotFound("Not found.")
+        raise NotFound(N_("Not found."))
     link = (
         ShortLink.objects.select_related("brand", "channel", "live_code").filter(code=code).first()
     )
     now = clock.now()
     if link is None or (link.expires_at is not None and link.expires_at <= now):
-        raise NotFound("Not found.")
+        raise NotFound(N_("Not found."))
     kind = agent_class(user_agent)
     with transaction.atomic():
         click = LinkClick.objects.create(
@@ -1413,20 +1531,22 @@ def create_batch(
     channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
     code = _text(code, "code", max_length=32, required=True)
     if not CODE_PATTERN.match(code.lower()):
-        raise ValidationFailed("code may hold letters, digits, - and _ only.", field="code")
+        raise ValidationFailed(N_("code may hold letters, digits, - and _ only."), field="code")
     _check_count(cards_printed, "cards_printed")
     live_code = None
     if live_code_id is not None:
         live_code = get_live_code(actor=actor, live_code_id=live_code_id)
         if live_code.channel_id != channel.pk:
             raise ValidationFailed(
-                "The live code belongs to another channel.", field="live_code_id"
+                N_("The live code belongs to another channel."), field="live_code_id"
             )
         if PackageCardBatch.objects.filter(live_code=live_code).exists():
-            raise Conflict("That live code already serves a batch.", field="live_code_id")
+            raise Conflict(N_("That live code already serves a batch."), field="live_code_id")
     with transaction.atomic():
         if PackageCardBatch.objects.filter(brand=channel.brand, code=code).exists():
-            raise Conflict(f"A batch with code {code!r} exists.", field="code")
+            raise Conflict(
+                N_("A batch with code {code!r} exists."), params={"code": code}, field="code"
+            )
         batch = PackageCardBatch.objects.create(
             brand=channel.brand, channel=channel, code=code,
             name=_text(name, "name", max_length=120, required=True),
@@ -1452,12 +1572,16 @@ PARTNER_FIELDS = [
 def _partner_values(values: dict[str, Any]) -> dict[str, Any]:
     unknown = set(values) - set(PARTNER_FIELDS)
     if unknown:
-        raise ValidationFailed(f"Unknown field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+        raise ValidationFailed(
+            N_("Unknown field {value!r}."),
+            params={"value": sorted(unknown)[0]},
+            field=sorted(unknown)[0],
+        )
     out = dict(values)
     if "name" in out:
         out["name"] = _text(out["name"], "name", max_length=120, required=True)
     if "kind" in out and out["kind"] not in Partner.Kind.values:
-        raise ValidationFailed("kind is kol or koc.", field="kind")
+        raise ValidationFailed(N_("kind is kol or koc."), field="kind")
     if "contact_note" in out:
         out["contact_note"] = _text(out["contact_note"] or "", "contact_note", max_length=200)
     for name in ("cpa_fen", "fixed_fee_fen"):
@@ -1466,7 +1590,7 @@ def _partner_values(values: dict[str, Any]) -> dict[str, Any]:
     if "cps_bp" in out:
         _bp(out["cps_bp"], "cps_bp")
     if "cpa_event" in out and out["cpa_event"] not in CpaEvent.values:
-        raise ValidationFailed("cpa_event must be added or activated.", field="cpa_event")
+        raise ValidationFailed(N_("cpa_event must be added or activated."), field="cpa_event")
     if "attribution_window_days" in out:
         _window(out["attribution_window_days"], "attribution_window_days")
     if "phone" in out:
@@ -1484,7 +1608,7 @@ def create_partner(*, actor: Staff | None, brand: Brand, **fields: Any) -> Partn
     if actor is not None:
         require(actor, Action.PARTNER_MANAGE)
     if "name" not in fields:
-        raise ValidationFailed("name is required.", field="name")
+        raise ValidationFailed(N_("name is required."), field="name")
     values = _partner_values(fields)
     phone = fields.get("phone", "")
     with transaction.atomic():
@@ -1542,11 +1666,11 @@ def _day_bounds(brand: Brand, start: dt.date, end: dt.date) -> tuple[dt.datetime
 
 def _check_period_dates(start: Any, end: Any) -> None:
     if not isinstance(start, dt.date) or not isinstance(end, dt.date):
-        raise ValidationFailed("Give the period as dates.", field="period_start")
+        raise ValidationFailed(N_("Give the period as dates."), field="period_start")
     if end < start:
-        raise ValidationFailed("period_end is before period_start.", field="period_end")
+        raise ValidationFailed(N_("period_end is before period_start."), field="period_end")
     if (end - start).days > 366:
-        raise ValidationFailed("A period is at most 366 days.", field="period_end")
+        raise ValidationFailed(N_("A period is at most 366 days."), field="period_end")
 
 
 def settlement_figures(
@@ -1625,8 +1749,11 @@ def compute_settlement(
         )
         if locked is not None:
             raise Conflict(
-                f"The period overlaps a settled period ({locked.period_start}–"
-                f"{locked.period_end}), which is locked.",
+                N_(
+                    "The period overlaps a settled period ({period_start}–{period_end}), "
+                    "which is locked."
+                ),
+                params={"period_start": locked.period_start, "period_end": locked.period_end},
                 field="period_start",
             )
         overlapping = (
@@ -1635,7 +1762,9 @@ def compute_settlement(
             .exclude(period_start=period_start, period_end=period_end)
         )
         if overlapping.exists():
-            raise Conflict("The period overlaps another draft settlement.", field="period_start")
+            raise Conflict(
+                N_("The period overlaps another draft settlement."), field="period_start"
+            )
         figures = settlement_figures(
             partner=partner, period_start=period_start, period_end=period_end
         )
@@ -1662,7 +1791,7 @@ def lock_settlement(*, actor: Staff, settlement_id: int) -> Settlement:
             pk=settlement.pk, status=Settlement.Status.DRAFT
         ).update(status=Settlement.Status.LOCKED, locked_at=clock.now(), locked_by=actor)
         if not updated:
-            raise Conflict("This settlement is already locked.", field="settlement_id")
+            raise Conflict(N_("This settlement is already locked."), field="settlement_id")
         settlement.refresh_from_db()
         audit.record(brand=actor.brand, actor=actor, action="settlement.lock", target=settlement)
     return settlement
@@ -1719,8 +1848,12 @@ def parse_decimal_yuan(value: str, field: str) -> int:
     try:
         amount = Decimal(value.strip())
     except (InvalidOperation, AttributeError):
-        raise ValidationFailed(f"{field} must be an amount in yuan.", field=field) from None
+        raise ValidationFailed(
+            N_("{field} must be an amount in yuan."), params={"field": field}, field=field
+        ) from None
     fen = amount * 100
     if fen != fen.to_integral_value():
-        raise ValidationFailed(f"{field} has more than two decimals.", field=field)
+        raise ValidationFailed(
+            N_("{field} has more than two decimals."), params={"field": field}, field=field
+        )
     return _fen(int(fen), field)

@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from yutang.analytics import exports, services
 from yutang.analytics.schemas import overview_dict
 from yutang.core import clock
-from yutang.core.errors import ValidationFailed, YutangError
+from yutang.core.errors import N_, ValidationFailed, YutangError
 from yutang.core.models import Staff, Store
 from yutang.core.permissions import Action
 
@@ -55,14 +55,16 @@ def preset_period(preset: str, today: dt.date) -> tuple[dt.date, dt.date]:
         return last.replace(day=1), last
     if preset == "this_year":
         return today.replace(month=1, day=1), today
-    raise ValidationFailed("Unknown period.", field="preset")
+    raise ValidationFailed(N_("Unknown period."), field="preset")
 
 
 def _date(value: str, name: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ValidationFailed(f"{name} must be a date (YYYY-MM-DD).", field=name) from None
+        raise ValidationFailed(
+            N_("{name} must be a date (YYYY-MM-DD)."), params={"name": name}, field=name
+        ) from None
 
 
 @dataclass

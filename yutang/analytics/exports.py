@@ -221,14 +221,18 @@ def export_overview(
     """The overview export for the API and console: needs ``analytics.export``."""
     from yutang.analytics import services
     from yutang.analytics.schemas import overview_dict
-    from yutang.core.errors import ValidationFailed
+    from yutang.core.errors import N_, ValidationFailed
     from yutang.core.permissions import Action, require
 
     if actor is not None:
         require(actor, Action.ANALYTICS_EXPORT)
     if format not in ("csv", "xlsx"):
-        raise ValidationFailed("format must be csv or xlsx.", field="format")
+        raise ValidationFailed(N_("format must be csv or xlsx."), field="format")
     data = overview_dict(services.overview(actor=actor, **filters))
     if format == "csv" and table not in tables(data):
-        raise ValidationFailed(f"table must be one of {', '.join(tables(data))}.", field="table")
+        raise ValidationFailed(
+            N_("table must be one of {tables}."),
+            params={"tables": ", ".join(tables(data))},
+            field="table",
+        )
     return export(data, format=format, table=table)

@@ -47,7 +47,7 @@ from django.db.models.functions import Cast, Coalesce, Lag, Lead, Trunc
 
 from yutang.analytics.sections import Section, SectionContext, build_sections
 from yutang.core import clock
-from yutang.core.errors import NotFound, ValidationFailed
+from yutang.core.errors import N_, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.permissions import Action, Scope, require
 from yutang.customers.models import Customer
@@ -208,19 +208,28 @@ def bucket_starts(start: dt.date, end: dt.date, granularity: Granularity) -> lis
 def _check_period(start: Any, end: Any, granularity: Any) -> Granularity:
     for name, value in (("start", start), ("end", end)):
         if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
-            raise ValidationFailed(f"{name} must be a date (YYYY-MM-DD).", field=name)
+            raise ValidationFailed(
+                N_("{name} must be a date (YYYY-MM-DD)."), params={"name": name}, field=name
+            )
     if end < start:
-        raise ValidationFailed("The period ends before it starts.", field="end")
+        raise ValidationFailed(N_("The period ends before it starts."), field="end")
     if (end - start).days + 1 > MAX_DAYS:
-        raise ValidationFailed(f"The period is longer than {MAX_DAYS} days.", field="end")
+        raise ValidationFailed(
+            N_("The period is longer than {MAX_DAYS} days."),
+            params={"MAX_DAYS": MAX_DAYS},
+            field="end",
+        )
     if granularity is None:
         granularity = default_granularity(start, end)
     if granularity not in GRANULARITIES:
-        raise ValidationFailed("granularity must be day, week or month.", field="granularity")
+        raise ValidationFailed(N_("granularity must be day, week or month."), field="granularity")
     if len(bucket_starts(start, end, granularity)) > MAX_BUCKETS:
         raise ValidationFailed(
-            f"Too many {granularity}s for one chart (at most {MAX_BUCKETS}); "
-            "choose a coarser granularity.",
+            N_(
+                "Too many {granularity}s for one chart (at most {MAX_BUCKETS}); "
+                "choose a coarser granularity."
+            ),
+            params={"granularity": granularity, "MAX_BUCKETS": MAX_BUCKETS},
             field="granularity",
         )
     return granularity
@@ -271,7 +280,7 @@ def _scope(
         if scope is not Scope.BRAND:
             store_ids = actor.store_ids
     if brand is None:
-        raise ValidationFailed("Say which brand.", field="brand")
+        raise ValidationFailed(N_("Say which brand."), field="brand")
     found: Store | None = None
     if store is not None and store != "":
         stores = (
@@ -286,11 +295,11 @@ def _scope(
         else:
             found = stores.filter(code=store).first()
         if found is None:
-            raise NotFound(f"No such store: {store}.", field="store")
+            raise NotFound(N_("No such store: {store}."), params={"store": store}, field="store")
     if channel is not None:
         channel = channel.strip()
         if len(channel) > 64:
-            raise ValidationFailed("channel is at most 64 characters.", field="channel")
+            raise ValidationFailed(N_("channel is at most 64 characters."), field="channel")
         channel = channel or None
     return _Scope(brand=brand, store=found, channel=channel, store_ids=store_ids)
 

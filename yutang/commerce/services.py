@@ -14,7 +14,7 @@ from django.db.models import F
 
 from yutang.commerce.models import Order, OrderSource, Product, Refund
 from yutang.core import audit, clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require, require_brand_wide
@@ -31,13 +31,21 @@ class OrderResult:
 
 def _check_amount(value: int, field: str, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"{field} must be a whole number of fen.", field=field)
+        raise ValidationFailed(
+            N_("{field} must be a whole number of fen."), params={"field": field}, field=field
+        )
     if value < 0 or (positive and value == 0):
         raise ValidationFailed(
-            f"{field} must be {'positive' if positive else 'zero or more'}.", field=field
+            N_("{field} must be {value}."),
+            params={"field": field, "value": "positive" if positive else "zero or more"},
+            field=field,
         )
     if value > MAX_FEN:
-        raise ValidationFailed(f"{field} is too large (at most {MAX_FEN} fen).", field=field)
+        raise ValidationFailed(
+            N_("{field} is too large (at most {MAX_FEN} fen)."),
+            params={"field": field, "MAX_FEN": MAX_FEN},
+            field=field,
+        )
 
 
 MAX_FEN = 10**12
@@ -45,11 +53,15 @@ MAX_FEN = 10**12
 
 def _check_time(value: dt.datetime, field: str) -> None:
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
-        raise ValidationFailed(f"{field} needs a UTC offset.", field=field)
+        raise ValidationFailed(
+            N_("{field} needs a UTC offset."), params={"field": field}, field=field
+        )
     if value > clock.now() + dt.timedelta(minutes=10):
-        raise ValidationFailed(f"{field} is in the future.", field=field)
+        raise ValidationFailed(
+            N_("{field} is in the future."), params={"field": field}, field=field
+        )
     if value.year < 2000:
-        raise ValidationFailed(f"{field} is before 2000.", field=field)
+        raise ValidationFailed(N_("{field} is before 2000."), params={"field": field}, field=field)
 
 
 def upsert_product(
@@ -66,11 +78,11 @@ def upsert_product(
     if actor is not None:
         require(actor, Action.STORE_CREATE)
     if not sku.strip():
-        raise ValidationFailed("A product needs a SKU.", field="sku")
+        raise ValidationFailed(N_("A product needs a SKU."), field="sku")
     _check_amount(price_fen, "price_fen")
     if usage_cycle_days is not None and not 1 <= usage_cycle_days <= 3650:
         raise ValidationFailed(
-            "usage_cycle_days must be between 1 and 3650.", field="usage_cycle_days"
+            N_("usage_cycle_days must be between 1 and 3650."), field="usage_cycle_days"
         )
     with transaction.atomic():
         product, created = Product.objects.update_or_create(
@@ -120,10 +132,12 @@ def post_order(
     if actor is not None:
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if source not in OrderSource.values:
-        raise ValidationFailed(f"Unknown order source {source!r}.", field="source")
+        raise ValidationFailed(
+            N_("Unknown order source {source!r}."), params={"source": source}, field="source"
+        )
     if not external_id.strip() or len(external_id) > 100:
         raise ValidationFailed(
-            "external_id is required (at most 100 characters).", field="external_id"
+            N_("external_id is required (at most 100 characters)."), field="external_id"
         )
     _check_time(paid_at, "paid_at")
     for name, value in (
@@ -136,14 +150,20 @@ def post_order(
     if existing is not None:
         if existing.amount_fen != amount_fen:
             raise Conflict(
-                f"Order {source}:{external_id} exists with a different amount.", field="external_id"
+                N_("Order {source}:{external_id} exists with a different amount."),
+                params={"source": source, "external_id": external_id},
+                field="external_id",
             )
         return OrderResult(order=existing, created=False)
     store = None
     if store_code:
         store = Store.objects.filter(brand=brand, code=store_code).first()
         if store is None:
-            raise ValidationFailed(f"Unknown store code {store_code!r}.", field="store_code")
+            raise ValidationFailed(
+                N_("Unknown store code {store_code!r}."),
+                params={"store_code": store_code},
+                field="store_code",
+            )
     normalized = [
         normalize_identity(
             i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
@@ -151,12 +171,18 @@ def post_order(
         for n, i in enumerate(identities)
     ]
     if not normalized and customer_id is None:
-        raise ValidationFailed("Give the buyer's identities or a customer_id.", field="identities")
+        raise ValidationFailed(
+            N_("Give the buyer's identities or a customer_id."), field="identities"
+        )
     with transaction.atomic():
         if customer_id is not None and not normalized:
             customer = customers.Customer.objects.filter(brand=brand, pk=customer_id).first()
             if customer is None:
-                raise NotFound(f"No such customer: {customer_id}.", field="customer_id")
+                raise NotFound(
+                    N_("No such customer: {customer_id}."),
+                    params={"customer_id": customer_id},
+                    field="customer_id",
+                )
             customer = customers.survivor(customer)
         else:
             customer = customers.resolve_customer(
@@ -186,7 +212,9 @@ def post_order(
                 )
         except IntegrityError:
             raise Conflict(
-                f"Order {source}:{external_id} is being recorded concurrently.", field="external_id"
+                N_("Order {source}:{external_id} is being recorded concurrently."),
+                params={"source": source, "external_id": external_id},
+                field="external_id",
             ) from None
         ingest_one(
             brand=brand,
@@ -229,7 +257,9 @@ def post_refund(
         ).first()
         if order is None:
             raise NotFound(
-                f"No such order: {source}:{order_external_id}.", field="order_external_id"
+                N_("No such order: {source}:{order_external_id}."),
+                params={"source": source, "order_external_id": order_external_id},
+                field="order_external_id",
             )
         existing = Refund.objects.filter(order=order, external_id=external_id).first()
         if existing is not None:
@@ -239,7 +269,7 @@ def post_refund(
         ).update(refunded_fen=F("refunded_fen") + amount_fen)
         if not updated:
             raise ValidationFailed(
-                "The refund is more than what is left of the order.", field="amount_fen"
+                N_("The refund is more than what is left of the order."), field="amount_fen"
             )
         refund = Refund.objects.create(
             brand=brand,

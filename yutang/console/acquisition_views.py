@@ -327,6 +327,51 @@ def live_code_carrier_sync(request: HttpRequest, staff: Staff, live_code_id: int
     return redirect("console:live_code_edit", live_code_id=live_code_id)
 
 
+@staff_view(Action.CHANNEL_VIEW)
+def acquisition_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
+    """The brand's fallback welcome and the logo in the middle of its QR codes."""
+    errors: dict[str, str] = {}
+    defaults = services.acquisition_defaults(actor=staff)
+    values: dict[str, Any] = {"default_welcome_text": defaults.default_welcome_text}
+    if request.method == "POST":
+        what = request.POST.get("what", "")
+        try:
+            if what == "welcome":
+                values["default_welcome_text"] = request.POST.get("default_welcome_text", "")
+                services.set_default_welcome(actor=staff, text=values["default_welcome_text"])
+                messages.success(request, _("Default welcome saved."))
+            elif what == "logo":
+                upload = request.FILES.get("logo")
+                if upload is None:
+                    raise ValidationFailed(_("Choose an image file."), field="logo")
+                services.set_brand_logo(actor=staff, data=upload.read())
+                messages.success(request, _("Logo saved."))
+            elif what == "remove_logo":
+                services.set_brand_logo(actor=staff, data=None)
+                messages.success(request, _("Logo removed."))
+            else:
+                raise ValidationFailed(_("Unknown form."), field="what")
+        except YutangError as exc:
+            errors = error_for(exc)
+        else:
+            return redirect("console:acquisition_settings")
+    preview = services.render_welcome(
+        values["default_welcome_text"] or services.FALLBACK_WELCOME,
+        name=_("Xiaomei"), staff=_("Advisor"), store="",
+    )  # fmt: skip
+    return render(
+        request,
+        "console/acquisition/settings.html",
+        {"values": values, "errors": errors, "has_logo": defaults.has_logo,
+         "preview": preview, "can_manage": staff.can(Action.CHANNEL_MANAGE)},
+    )  # fmt: skip
+
+
+@staff_view(Action.CHANNEL_VIEW)
+def acquisition_logo(request: HttpRequest, staff: Staff) -> HttpResponse:
+    return HttpResponse(services.get_brand_logo(actor=staff), content_type="image/png")
+
+
 @require_POST
 @staff_view(Action.LIVE_CODE_MANAGE)
 def alert_resolve(request: HttpRequest, staff: Staff, alert_id: int) -> HttpResponse:
@@ -350,7 +395,7 @@ def channel_report(request: HttpRequest, staff: Staff) -> HttpResponse:
             actor=staff, date_from=date_from, date_to=date_to, granularity=granularity
         )
     except ValidationFailed as exc:
-        error = exc.message
+        error = exc.localized()
         report = reports.channel_report(actor=staff, date_from=date_to, date_to=date_to)
     fmt = request.GET.get("format")
     if fmt in ("csv", "xlsx") and error is None:
@@ -438,6 +483,7 @@ def partner_detail(request: HttpRequest, staff: Staff, partner_id: int) -> HttpR
         request,
         "console/acquisition/partner.html",
         {"partner": services.present_partner(staff, partner),
+         "channels": services.list_channels(actor=staff, partner_id=partner.pk),
          "settlements": services.list_settlements(actor=staff, partner_id=partner.pk),
          "columns": services.SETTLEMENT_COLUMNS, "values": values, "errors": errors,
          "can_manage": staff.can(Action.PARTNER_MANAGE)},
@@ -450,7 +496,7 @@ def settlement_lock(request: HttpRequest, staff: Staff, settlement_id: int) -> H
     try:
         settlement = services.lock_settlement(actor=staff, settlement_id=settlement_id)
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         settlement = services.get_settlement(actor=staff, settlement_id=settlement_id)
     else:
         messages.success(request, _("Settlement locked."))

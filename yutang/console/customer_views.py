@@ -51,7 +51,7 @@ def customer_list(request: HttpRequest, staff: Staff) -> HttpResponse:
             limit=50,
         )
     except YutangError as exc:
-        rows, next_cursor, error = [], None, exc.message
+        rows, next_cursor, error = [], None, exc.localized()
     query = urlencode({k: v for k, v in params.items() if v})
     return render(
         request,
@@ -78,7 +78,7 @@ def saved_view_create(request: HttpRequest, staff: Staff) -> HttpResponse:
             actor=staff, name=request.POST.get("name", ""), query=request.POST
         )
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:customers")
     messages.success(request, _("View %(name)s saved.") % {"name": view.name})
     return redirect(reverse("console:customers") + "?" + view.query)
@@ -126,7 +126,7 @@ def customer_tags(request: HttpRequest, staff: Staff, customer_id: int) -> HttpR
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:customer", customer_id=customer_id)
 
 
@@ -138,7 +138,7 @@ def customer_note(request: HttpRequest, staff: Staff, customer_id: int) -> HttpR
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:customer", customer_id=customer_id)
 
 
@@ -159,7 +159,7 @@ def customer_consent(request: HttpRequest, staff: Staff, customer_id: int) -> Ht
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:customer", customer_id=customer_id)
 
 
@@ -189,7 +189,7 @@ def merge_undo(request: HttpRequest, staff: Staff, merge_id: int) -> HttpRespons
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:customers")
     messages.success(request, _("Merge undone."))
     return redirect("console:customer", customer_id=merge.kept_id)
@@ -220,7 +220,7 @@ def import_list(request: HttpRequest, staff: Staff) -> HttpResponse:
                     start=False,
                 )
             except YutangError as exc:
-                error = exc.message
+                error = exc.localized()
             else:
                 return redirect("console:import", job_id=job.pk)
     return render(
@@ -238,7 +238,7 @@ def import_detail(request: HttpRequest, staff: Staff, job_id: int) -> HttpRespon
         try:
             context["preview"] = imports.preview_job(actor=staff, job_id=job.pk)
         except YutangError as exc:
-            context["preview_error"] = exc.message
+            context["preview_error"] = exc.localized()
     template = (
         "console/customers/_import_progress.html"
         if request.headers.get("HX-Request")

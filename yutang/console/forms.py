@@ -49,4 +49,4 @@ def validate(schema: type[M], data: dict[str, Any]) -> tuple[M | None, dict[str,
 
 
 def error_for(exc: YutangError) -> dict[str, str]:
-    return {exc.field or "__all__": exc.message}
+    return {exc.field or "__all__": exc.localized()}

@@ -87,6 +87,8 @@ urlpatterns = [
         name="live_code_carrier_sync",
     ),
     path("live-codes/alerts/<int:alert_id>/resolve/", av.alert_resolve, name="alert_resolve"),
+    path("acquisition/settings/", av.acquisition_settings, name="acquisition_settings"),
+    path("acquisition/logo.png", av.acquisition_logo, name="acquisition_logo"),
     path("partners/", av.partners, name="partners"),
     path("partners/<int:partner_id>/", av.partner_detail, name="partner"),
     path("settlements/<int:settlement_id>/lock/", av.settlement_lock, name="settlement_lock"),

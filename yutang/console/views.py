@@ -55,7 +55,7 @@ def staff_view(action: Action) -> Callable[[View], View]:
                 raise Http404 from None
             except PermissionDenied as exc:
                 return render(
-                    request, "console/forbidden.html", {"message": exc.message}, status=403
+                    request, "console/forbidden.html", {"message": exc.localized()}, status=403
                 )
 
         return wrapped
@@ -177,7 +177,7 @@ def store_delete(request: HttpRequest, staff: Staff, store_id: int) -> HttpRespo
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return _htmx_redirect(request, reverse("console:stores"))
 
 
@@ -302,7 +302,7 @@ def staff_delete(request: HttpRequest, staff: Staff, staff_id: int) -> HttpRespo
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return _htmx_redirect(request, reverse("console:staff"))
 
 
@@ -443,7 +443,7 @@ def audit(request: HttpRequest, staff: Staff) -> HttpResponse:
         rows, next_cursor = [], None
         problem = _("This page link is not valid; start again from the newest entries.")
         if exc.field != "cursor":
-            problem = exc.message
+            problem = exc.localized()
     return render(
         request,
         "console/audit.html",

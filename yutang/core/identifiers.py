@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import phonenumbers
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 
 def normalize_phone(raw: str, *, field: str = "phone", default_region: str = "CN") -> str:
@@ -13,9 +13,13 @@ def normalize_phone(raw: str, *, field: str = "phone", default_region: str = "CN
     try:
         parsed = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise ValidationFailed(f"{raw!r} is not a phone number.", field=field) from exc
+        raise ValidationFailed(
+            N_("{raw!r} is not a phone number."), params={"raw": raw}, field=field
+        ) from exc
     if not phonenumbers.is_valid_number(parsed):
-        raise ValidationFailed(f"{raw!r} is not a valid phone number.", field=field)
+        raise ValidationFailed(
+            N_("{raw!r} is not a valid phone number."), params={"raw": raw}, field=field
+        )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -23,5 +27,7 @@ def normalize_email(raw: str, *, field: str = "email") -> str:
     text = raw.strip()
     local, sep, domain = text.rpartition("@")
     if not sep or not local or "." not in domain or " " in text:
-        raise ValidationFailed(f"{raw!r} is not an email address.", field=field)
+        raise ValidationFailed(
+            N_("{raw!r} is not an email address."), params={"raw": raw}, field=field
+        )
     return f"{local}@{domain.lower()}"

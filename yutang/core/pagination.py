@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from django.db.models import Model, QuerySet
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 M = TypeVar("M", bound=Model)
 
@@ -31,14 +31,20 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(value)
         return last_id
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed("The cursor is not one this API gave out.", field="cursor") from exc
+        raise ValidationFailed(
+            N_("The cursor is not one this API gave out."), field="cursor"
+        ) from exc
 
 
 def page_by_id_desc(
     queryset: QuerySet[M], *, cursor: str | None, limit: int
 ) -> tuple[list[M], str | None]:
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE_SIZE}.", field="limit")
+        raise ValidationFailed(
+            N_("limit must be between 1 and {MAX_PAGE_SIZE}."),
+            params={"MAX_PAGE_SIZE": MAX_PAGE_SIZE},
+            field="limit",
+        )
     qs = queryset.order_by("-pk")
     if cursor:
         qs = qs.filter(pk__lt=decode_cursor(cursor))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from yutang.core.errors import PermissionDenied
+from yutang.core.errors import N_, PermissionDenied
 
 if TYPE_CHECKING:
     from yutang.core.models import Staff
@@ -192,7 +192,9 @@ def require(actor: Staff, action: Action) -> Scope:
     """Return the actor's scope for the action or raise PermissionDenied."""
     scope = scope_for(actor.role, action) if actor.is_active else None
     if scope is None:
-        raise PermissionDenied(f"Your role may not do this ({action}).", code="forbidden")
+        raise PermissionDenied(
+            N_("Your role may not do this ({action})."), params={"action": action}, code="forbidden"
+        )
     return scope
 
 
@@ -206,6 +208,6 @@ def require_brand_wide(actor: Staff, action: Action) -> None:
     identity resolution, so these are for brand-wide roles and integrations only."""
     if require(actor, action) is not Scope.BRAND:
         raise PermissionDenied(
-            "Only brand-wide roles may do this; it can reach customers of every store.",
+            N_("Only brand-wide roles may do this; it can reach customers of every store."),
             code="forbidden",
         )

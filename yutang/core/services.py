@@ -25,7 +25,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import ProtectedError, QuerySet
 
 from yutang.core import audit, clock, crypto
-from yutang.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import ApiToken, AuditLog, Brand, CarrierAccount, Staff, Store
 from yutang.core.pagination import MAX_ID, page_by_id_desc
@@ -86,13 +86,17 @@ def reject_nulls(model: type[models.Model], values: Mapping[str, Any]) -> None:
         except FieldDoesNotExist:
             continue
         if not getattr(column, "null", True):
-            raise ValidationFailed(f"{name} cannot be empty (null).", field=name)
+            raise ValidationFailed(
+                N_("{name} cannot be empty (null)."), params={"name": name}, field=name
+            )
 
 
 def validate_time_zone(value: str, *, field: str = "time_zone") -> str:
     if value not in zoneinfo.available_timezones():
         raise ValidationFailed(
-            f"Unknown time zone {value!r}; use an IANA name such as Asia/Shanghai.", field=field
+            N_("Unknown time zone {value!r}; use an IANA name such as Asia/Shanghai."),
+            params={"value": value},
+            field=field,
         )
     return value
 
@@ -103,7 +107,7 @@ def _check_web_url(value: str | None, *, field: str) -> None:
         return
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValidationFailed("Use an http:// or https:// address.", field=field)
+        raise ValidationFailed(N_("Use an http:// or https:// address."), field=field)
 
 
 # --- Brands ---------------------------------------------------------------------------------
@@ -112,7 +116,7 @@ def _check_web_url(value: str | None, *, field: str) -> None:
 def create_brand(*, name: str, time_zone: str = "Asia/Shanghai", is_sample: bool = False) -> Brand:
     """Create a tenant. Only the system (CLI `yutang init`) creates brands."""
     if not name.strip():
-        raise ValidationFailed("A brand needs a name.", field="name")
+        raise ValidationFailed(N_("A brand needs a name."), field="name")
     validate_time_zone(time_zone)
     BrandSettings.model_validate({})
     with transaction.atomic():
@@ -142,7 +146,7 @@ def update_brand(
 ) -> Brand:
     require(actor, Action.BRAND_MANAGE)
     if name is not None and not name.strip():
-        raise ValidationFailed("A brand needs a name.", field="name")
+        raise ValidationFailed(N_("A brand needs a name."), field="name")
     if time_zone is not None:
         validate_time_zone(time_zone)
     with transaction.atomic():
@@ -188,7 +192,11 @@ def create_store(*, actor: Staff | None, brand: Brand | None = None, **fields: A
     _check_store_fields(fields)
     with transaction.atomic():
         if _store_code_taken(brand_id=brand.pk, code=fields["code"]):
-            raise Conflict(f"A store with code {fields['code']!r} exists.", field="code")
+            raise Conflict(
+                N_("A store with code {code!r} exists."),
+                params={"code": fields["code"]},
+                field="code",
+            )
         store = Store.objects.create(brand=brand, **fields)
         audit.record(
             brand=brand, actor=actor, action="store.create", target=store, store=store,
@@ -207,7 +215,7 @@ def update_store(*, actor: Staff, store_id: int, **changes: Any) -> Store:
         kind_changes = "kind" in changes and changes["kind"] != store.kind
         if kind_changes and not actor.can(Action.BRAND_MANAGE):
             raise PermissionDenied(
-                "Only brand admins may change whether a store is direct or franchise.",
+                N_("Only brand admins may change whether a store is direct or franchise."),
                 field="kind",
             )
         before = audit.snapshot(store, STORE_FIELDS)
@@ -215,7 +223,11 @@ def update_store(*, actor: Staff, store_id: int, **changes: Any) -> Store:
         if new_code != store.code and _store_code_taken(
             brand_id=store.brand_id, code=new_code, exclude_pk=store.pk
         ):
-            raise Conflict(f"A store with code {new_code!r} exists.", field="code")
+            raise Conflict(
+                N_("A store with code {new_code!r} exists."),
+                params={"new_code": new_code},
+                field="code",
+            )
         for name, value in changes.items():
             setattr(store, name, value)
         try:
@@ -224,7 +236,11 @@ def update_store(*, actor: Staff, store_id: int, **changes: Any) -> Store:
         except IntegrityError:
             # Another request took the code between our check and our write.
             if _store_code_taken(brand_id=store.brand_id, code=new_code, exclude_pk=store.pk):
-                raise Conflict(f"A store with code {new_code!r} exists.", field="code") from None
+                raise Conflict(
+                    N_("A store with code {new_code!r} exists."),
+                    params={"new_code": new_code},
+                    field="code",
+                ) from None
             raise
         audit.record(
             brand=actor.brand, actor=actor, action="store.update", target=store, store=store,
@@ -240,8 +256,10 @@ def delete_store(*, actor: Staff, store_id: int) -> None:
         if store.staff.exists():
             # Deleting would silently unbind them, leaving a store role with no store.
             raise Conflict(
-                "Staff still work in this store; move them to another store or remove them "
-                "first, or deactivate the store instead.",
+                N_(
+                    "Staff still work in this store; move them to another store or remove them "
+                    "first, or deactivate the store instead."
+                ),
                 field="store_id",
             )
         before = audit.snapshot(store, STORE_FIELDS)
@@ -251,8 +269,10 @@ def delete_store(*, actor: Staff, store_id: int) -> None:
                 store.delete()
         except ProtectedError:
             raise Conflict(
-                "This store still has carrier accounts or other records; "
-                "deactivate it instead, or move them first.",
+                N_(
+                    "This store still has carrier accounts or other records; "
+                    "deactivate it instead, or move them first."
+                ),
                 field="store_id",
             ) from None
         store.pk = store_id
@@ -266,13 +286,15 @@ def _check_store_fields(fields: dict[str, Any]) -> None:
     unknown = set(fields) - set(STORE_FIELDS)
     if unknown:
         raise ValidationFailed(
-            f"Unknown store field {sorted(unknown)[0]!r}.", field=sorted(unknown)[0]
+            N_("Unknown store field {value!r}."),
+            params={"value": sorted(unknown)[0]},
+            field=sorted(unknown)[0],
         )
     reject_nulls(Store, fields)
     if "kind" in fields:
         fields["kind"] = str(fields["kind"])
         if fields["kind"] not in Store.Kind.values:
-            raise ValidationFailed("kind must be 'direct' or 'franchise'.", field="kind")
+            raise ValidationFailed(N_("kind must be 'direct' or 'franchise'."), field="kind")
 
 
 # --- Staff ----------------------------------------------------------------------------------
@@ -300,17 +322,23 @@ def _resolve_stores(
     ids = sorted(set(store_ids))
     impossible = [i for i in ids if not is_valid_id(i)]
     if impossible:
-        raise ValidationFailed(f"No such store: {impossible[0]}.", field="store_ids")
+        raise ValidationFailed(
+            N_("No such store: {value}."), params={"value": impossible[0]}, field="store_ids"
+        )
     stores = list(Store.objects.filter(brand=brand, pk__in=ids))
     if len(stores) != len(ids):
         missing = sorted(set(ids) - {s.pk for s in stores})
-        raise ValidationFailed(f"No such store: {missing[0]}.", field="store_ids")
+        raise ValidationFailed(
+            N_("No such store: {value}."), params={"value": missing[0]}, field="store_ids"
+        )
     if actor is not None and require(actor, Action.STAFF_MANAGE) is Scope.STORE:
         outside = [s.pk for s in stores if s.pk not in actor.store_ids]
         if outside:
-            raise ValidationFailed(f"No such store: {outside[0]}.", field="store_ids")
+            raise ValidationFailed(
+                N_("No such store: {value}."), params={"value": outside[0]}, field="store_ids"
+            )
     if Role(role) in STORE_ROLES and not stores:
-        raise ValidationFailed("A store role needs at least one store.", field="store_ids")
+        raise ValidationFailed(N_("A store role needs at least one store."), field="store_ids")
     return stores
 
 
@@ -323,7 +351,9 @@ def _check_password(password: str, user: Any = None) -> None:
 
 def _check_assignable(actor: Staff | None, role: Role | str) -> None:
     if actor is not None and not can_assign_role(actor, role):
-        raise PermissionDenied(f"Your role may not grant the role {role}.", field="role")
+        raise PermissionDenied(
+            N_("Your role may not grant the role {role}."), params={"role": role}, field="role"
+        )
 
 
 def assignable_roles(actor: Staff) -> list[Role]:
@@ -388,12 +418,16 @@ def create_staff(
             user = User.objects.create_user(username=username, password=password)
         else:
             if Staff.objects.filter(brand=brand, user=user).exists():
-                raise Conflict(f"{username} is already staff of this brand.", field="username")
+                raise Conflict(
+                    N_("{username} is already staff of this brand."),
+                    params={"username": username},
+                    field="username",
+                )
             if actor is not None and not _controls_user(actor, user):
-                raise Conflict("This username is taken; choose another.", field="username")
+                raise Conflict(N_("This username is taken; choose another."), field="username")
             if password is not None:
                 raise Conflict(
-                    "This username already exists; it keeps its own password.", field="password"
+                    N_("This username already exists; it keeps its own password."), field="password"
                 )
         staff = Staff.objects.create(
             brand=brand,
@@ -427,7 +461,7 @@ def _check_manages(actor: Staff, member: Staff) -> None:
         actor.store_ids
     ):
         raise PermissionDenied(
-            "This person also works in stores you do not manage.", field="staff_id"
+            N_("This person also works in stores you do not manage."), field="staff_id"
         )
 
 
@@ -479,8 +513,10 @@ def update_staff(
             role = store_ids = is_active = None
         if password is not None and not _controls_user(actor, staff.user):
             raise PermissionDenied(
-                "This person also works for a brand you do not administer; they must change "
-                "their password themselves.",
+                N_(
+                    "This person also works for a brand you do not administer; they must change "
+                    "their password themselves."
+                ),
                 field="password",
             )
         if role is not None:
@@ -523,7 +559,7 @@ def delete_staff(*, actor: Staff, staff_id: int) -> None:
     with transaction.atomic():
         staff = get_staff(actor=actor, staff_id=staff_id, action=Action.STAFF_MANAGE)
         if staff.pk == actor.pk:
-            raise Conflict("You cannot remove yourself.", field="staff_id")
+            raise Conflict(N_("You cannot remove yourself."), field="staff_id")
         _check_manages(actor, staff)
         before = _staff_snapshot(staff)
         label = str(staff)
@@ -560,21 +596,31 @@ def _check_carrier_links(
         elif scope is Scope.STORE and actor is not None:
             staff_qs = staff_qs.filter(stores__in=actor.store_ids)
         if not is_valid_id(staff_id) or not staff_qs.filter(pk=staff_id).exists():
-            raise ValidationFailed(f"No such staff member: {staff_id}.", field="staff_id")
+            raise ValidationFailed(
+                N_("No such staff member: {staff_id}."),
+                params={"staff_id": staff_id},
+                field="staff_id",
+            )
     if store_id is not None:
         store_qs = Store.objects.filter(brand=brand)
         if scope is not Scope.BRAND and actor is not None:
             store_qs = store_qs.filter(pk__in=actor.store_ids)
         if not is_valid_id(store_id) or not store_qs.filter(pk=store_id).exists():
-            raise ValidationFailed(f"No such store: {store_id}.", field="store_id")
+            raise ValidationFailed(
+                N_("No such store: {store_id}."), params={"store_id": store_id}, field="store_id"
+            )
     elif scope is Scope.STORE:
-        raise ValidationFailed("Choose one of your stores.", field="store_id")
+        raise ValidationFailed(N_("Choose one of your stores."), field="store_id")
 
 
 def _check_carrier_fields(fields: Mapping[str, Any], allowed: Iterable[str]) -> None:
     unknown = sorted(set(fields) - set(allowed))
     if unknown:
-        raise ValidationFailed(f"Unknown carrier account field {unknown[0]!r}.", field=unknown[0])
+        raise ValidationFailed(
+            N_("Unknown carrier account field {value!r}."),
+            params={"value": unknown[0]},
+            field=unknown[0],
+        )
     reject_nulls(CarrierAccount, fields)
     for name in ("avatar_url", "cover_url"):
         _check_web_url(fields.get(name), field=name)
@@ -601,7 +647,7 @@ def create_carrier_account(
         actor=actor, brand=brand, staff_id=fields.get("staff_id"), store_id=fields.get("store_id")
     )
     duplicate = Conflict(
-        "This carrier account is already registered in this brand.", field="external_id"
+        N_("This carrier account is already registered in this brand."), field="external_id"
     )
     key = {"brand_id": brand.pk, "kind": fields["kind"], "external_id": fields["external_id"]}
     if _carrier_account_taken(**key):
@@ -634,7 +680,7 @@ def update_carrier_account(*, actor: Staff, account_id: int, **changes: Any) -> 
         account = CarrierAccount.objects.select_for_update().get(pk=account.pk)
         scope = require(actor, Action.CARRIER_ACCOUNT_MANAGE)
         if scope is Scope.SELF and changes.get("staff_id", actor.pk) != actor.pk:
-            raise ValidationFailed("You can only hold your own accounts.", field="staff_id")
+            raise ValidationFailed(N_("You can only hold your own accounts."), field="staff_id")
         _check_carrier_links(
             actor=actor,
             brand=actor.brand,
@@ -685,9 +731,9 @@ def create_api_token(*, actor: Staff | None, staff: Staff, name: str) -> tuple[A
     if actor is not None:
         require(actor, Action.TOKEN_MANAGE)
         if staff.pk != actor.pk:
-            raise PermissionDenied("You can only create tokens for yourself.", field="staff_id")
+            raise PermissionDenied(N_("You can only create tokens for yourself."), field="staff_id")
     if not name.strip():
-        raise ValidationFailed("A token needs a name.", field="name")
+        raise ValidationFailed(N_("A token needs a name."), field="name")
     secret = secrets.token_urlsafe(32)
     prefix = secret[:8]
     plain = f"{TOKEN_PREFIX}{secret}"

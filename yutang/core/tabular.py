@@ -33,7 +33,7 @@ from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 if TYPE_CHECKING:
     from openpyxl.workbook.workbook import Workbook
@@ -390,19 +390,27 @@ def open_table(
 def _detect_format(name: str, head: bytes) -> Format:
     extension = os.path.splitext(name)[1].lower()
     if not head:
-        raise TabularError("the file is empty")
+        raise TabularError(N_("the file is empty"))
     if head.startswith(_ZIP_MAGIC):
         return "xlsx"
     if head.startswith(_OLE_MAGIC) or extension in {".xls", ".et"}:
         raise TabularError(
-            "old Excel .xls files are not supported; open the file in Excel or WPS and save it "
-            "as .xlsx or CSV"
+            N_(
+                "old Excel .xls files are not supported; open the file in Excel or WPS and save it "
+                "as .xlsx or CSV"
+            )
         )
     if extension in _XLSX_EXTENSIONS:
-        raise TabularError(f"{os.path.basename(name)} is not a valid .xlsx workbook")
+        raise TabularError(
+            N_("{basename} is not a valid .xlsx workbook"),
+            params={"basename": os.path.basename(name)},
+        )
     if extension in _CSV_EXTENSIONS:
         return "csv"
-    raise TabularError(f"unsupported file type {extension}; use .csv, .txt or .xlsx")
+    raise TabularError(
+        N_("unsupported file type {extension}; use .csv, .txt or .xlsx"),
+        params={"extension": extension},
+    )
 
 
 def _read_header(records: Records) -> tuple[int, list[str]]:
@@ -410,7 +418,7 @@ def _read_header(records: Records) -> tuple[int, list[str]]:
     for number, cells in records:
         if any(cells):
             return number, _validate_headers(cells)
-    raise TabularError("the file has no header row")
+    raise TabularError(N_("the file has no header row"))
 
 
 def _validate_headers(cells: list[str]) -> list[str]:
@@ -423,14 +431,22 @@ def _validate_headers(cells: list[str]) -> list[str]:
     for index, header in enumerate(headers, start=1):
         if not header:
             raise TabularError(
-                f"header row: {column_label(index)} has no name; give it one or delete the column",
+                N_("header row: {column_label} has no name; give it one or delete the column"),
+                params={"column_label": column_label(index)},
                 field="headers",
             )
         key = header.casefold()
         if key in seen:
             raise TabularError(
-                f'header row: {column_label(index)} repeats the header "{header}" of '
-                f"{column_label(seen[key])}; rename one of them",
+                N_(
+                    'header row: {column_label} repeats the header "{header}" of {column_label2}; '
+                    "rename one of them"
+                ),
+                params={
+                    "column_label": column_label(index),
+                    "header": header,
+                    "column_label2": column_label(seen[key]),
+                },
                 field="headers",
             )
         seen[key] = index
@@ -448,7 +464,8 @@ def _open_csv(source: _ByteSource, head: bytes, encoding: str | None) -> Table:
         sample = _decode_sample(head, chosen, truncated)
     except UnicodeDecodeError as exc:
         raise TabularError(
-            f"the file is not valid {chosen} text ({exc.reason} at byte {exc.start})",
+            N_("the file is not valid {chosen} text ({reason} at byte {start})"),
+            params={"chosen": chosen, "reason": exc.reason, "start": exc.start},
             field="encoding",
         ) from None
     delimiter = _sniff_delimiter(sample, truncated)
@@ -472,7 +489,11 @@ def _explicit_encoding(encoding: str, head: bytes) -> str:
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
-        raise TabularError(f'unknown text encoding "{encoding}"', field="encoding") from None
+        raise TabularError(
+            N_('unknown text encoding "{encoding}"'),
+            params={"encoding": encoding},
+            field="encoding",
+        ) from None
     if name == "utf-8" and head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     return name
@@ -492,8 +513,10 @@ def _detect_encoding(head: bytes, truncated: bool) -> str:
             continue
         return candidate
     raise TabularError(
-        "cannot tell the file's text encoding (it is neither UTF-8 nor GBK/GB18030); save it "
-        "as UTF-8 CSV or name the encoding explicitly",
+        N_(
+            "cannot tell the file's text encoding (it is neither UTF-8 nor GBK/GB18030); save it "
+            "as UTF-8 CSV or name the encoding explicitly"
+        ),
         field="encoding",
     )
 
@@ -532,8 +555,11 @@ def _csv_records(source: _ByteSource, stream: IO[bytes], encoding: str, delimite
         number = _first_undecodable_row(source, encoding, delimiter)
         where = f"row {number}: " if number is not None else ""
         raise TabularError(
-            f"{where}the text is not valid {encoding} ({exc.reason}); save the file as UTF-8 "
-            "CSV or name its encoding explicitly",
+            N_(
+                "{where}the text is not valid {encoding} ({reason}); save the file as UTF-8 CSV "
+                "or name its encoding explicitly"
+            ),
+            params={"where": where, "encoding": encoding, "reason": exc.reason},
             field="encoding",
         ) from None
 
@@ -571,7 +597,9 @@ def _decoded_records(stream: IO[bytes], encoding: str, delimiter: str, errors: s
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise TabularError(f"row {number + 1}: {exc}") from None
+                raise TabularError(
+                    N_("row {value}: {exc}"), params={"value": number + 1, "exc": exc}
+                ) from None
             number += 1
             yield number, [_csv_cell(cell) for cell in cells]
     finally:
@@ -626,10 +654,10 @@ def _load_workbook(stream: IO[bytes]) -> Workbook:
             warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl\.")
             workbook = load_workbook(stream, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, zlib.error, KeyError, SyntaxError) as exc:
-        raise TabularError(f"not a valid .xlsx workbook ({exc})") from None
+        raise TabularError(N_("not a valid .xlsx workbook ({exc})"), params={"exc": exc}) from None
     if not workbook.worksheets:
         workbook.close()
-        raise TabularError("the workbook has no worksheet")
+        raise TabularError(N_("the workbook has no worksheet"))
     return workbook
 
 
@@ -655,7 +683,10 @@ def _sheet_records(workbook: Workbook) -> Records:
         except StopIteration:
             return
         except (zipfile.BadZipFile, zlib.error, SyntaxError, ValueError) as exc:
-            raise TabularError(f"row {number + 1}: the workbook is damaged ({exc})") from None
+            raise TabularError(
+                N_("row {value}: the workbook is damaged ({exc})"),
+                params={"value": number + 1, "exc": exc},
+            ) from None
         number += 1
         yield number, [_xlsx_cell(value) for value in values]
 
@@ -853,16 +884,21 @@ def load_mapping_file(path: str | os.PathLike[str]) -> Mapping:
         with open(path, encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except OSError as exc:
-        raise TabularError(f"cannot read mapping file {name}: {exc.strerror}") from None
+        raise TabularError(
+            N_("cannot read mapping file {name}: {strerror}"),
+            params={"name": name, "strerror": exc.strerror},
+        ) from None
     except UnicodeDecodeError:
-        raise TabularError(f"mapping file {name} is not UTF-8 text") from None
+        raise TabularError(
+            N_("mapping file {name} is not UTF-8 text"), params={"name": name}
+        ) from None
     except json.JSONDecodeError as exc:
         raise TabularError(
-            f"mapping file {name} is not valid JSON: line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}"
+            N_("mapping file {name} is not valid JSON: line {lineno} column {colno}: {msg}"),
+            params={"name": name, "lineno": exc.lineno, "colno": exc.colno, "msg": exc.msg},
         ) from None
     if not isinstance(data, dict):
-        raise TabularError(f"mapping file {name} must hold a JSON object")
+        raise TabularError(N_("mapping file {name} must hold a JSON object"), params={"name": name})
     problems = [
         (key, "unknown key; expected kind, columns, constants")
         for key in data
@@ -876,7 +912,11 @@ def load_mapping_file(path: str | os.PathLike[str]) -> Mapping:
         problems += _mapping_problems(data["kind"], columns, constants)
     if problems:
         details = "; ".join(f"{key}: {message}" for key, message in problems)
-        raise TabularError(f"mapping file {name}: {details}", field=problems[0][0])
+        raise TabularError(
+            N_("mapping file {name}: {details}"),
+            params={"name": name, "details": details},
+            field=problems[0][0],
+        )
     return Mapping(
         kind=data["kind"],
         columns={target: header.strip() for target, header in data.get("columns", {}).items()},

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 
 from yutang.core import crypto
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.identifiers import normalize_email, normalize_phone
 from yutang.customers.models import STRONG_KINDS, IdentityKind
 
@@ -49,13 +49,15 @@ def normalize_identity(
     kind: str, value: str, namespace: str = "", *, field: str = "identities"
 ) -> NormalizedIdentity:
     if kind not in _KINDS:
-        raise ValidationFailed(f"Unknown identity kind {kind!r}.", field=f"{field}.kind")
+        raise ValidationFailed(
+            N_("Unknown identity kind {kind!r}."), params={"kind": kind}, field=f"{field}.kind"
+        )
     text = (value or "").strip()
     if not text:
-        raise ValidationFailed("An identity needs a value.", field=f"{field}.value")
+        raise ValidationFailed(N_("An identity needs a value."), field=f"{field}.value")
     if len(text) > 256:
         raise ValidationFailed(
-            "An identity value is at most 256 characters.", field=f"{field}.value"
+            N_("An identity value is at most 256 characters."), field=f"{field}.value"
         )
     namespace = (namespace or "").strip()
     if kind == IdentityKind.PHONE:
@@ -68,7 +70,7 @@ def normalize_identity(
     if kind == IdentityKind.WECHAT_OPENID:
         if not namespace:
             raise ValidationFailed(
-                "A WeChat openid needs the app id it belongs to.", field=f"{field}.namespace"
+                N_("A WeChat openid needs the app id it belongs to."), field=f"{field}.namespace"
             )
     else:
         namespace = ""

@@ -25,7 +25,7 @@ from django.db import transaction
 
 from yutang.core import audit, clock
 from yutang.core.crypto import mask_identifier
-from yutang.core.errors import NotFound, ValidationFailed, YutangError
+from yutang.core.errors import N_, NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, require_brand_wide
 from yutang.core.services import is_valid_id
@@ -112,7 +112,9 @@ def _load_mapping(kind: str, mapping_json: bytes | str | None) -> dict[str, Any]
         scratch.unlink(missing_ok=True)
     if mapping.kind != kind:
         raise ValidationFailed(
-            f"The mapping file is for {mapping.kind}, not {kind}.", field="mapping"
+            N_("The mapping file is for {kind}, not {kind2}."),
+            params={"kind": mapping.kind, "kind2": kind},
+            field="mapping",
         )
     return {
         "kind": mapping.kind,
@@ -139,7 +141,7 @@ def create_import(
     if actor is not None:
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if kind not in KINDS:
-        raise ValidationFailed("kind must be customers or orders.", field="kind")
+        raise ValidationFailed(N_("kind must be customers or orders."), field="kind")
     mapping = _load_mapping(kind, mapping_json)
     suffix = Path(filename).suffix.lower()[:8] if Path(filename).suffix else ".csv"
     target = _storage_dir(brand) / f"{uuid.uuid4().hex}{suffix}"
@@ -268,7 +270,7 @@ def get_import(*, actor: Staff, job_id: int) -> ImportJob:
         else None
     )
     if job is None:
-        raise NotFound("No such import.", field="import_id")
+        raise NotFound(N_("No such import."), field="import_id")
     return job
 
 
@@ -638,7 +640,9 @@ def read_mapping_argument(value: str | None) -> bytes | None:
         return Path(value).read_bytes()
     except OSError as exc:
         raise ValidationFailed(
-            f"Cannot read the mapping file: {exc.strerror}.", field="mapping"
+            N_("Cannot read the mapping file: {strerror}."),
+            params={"strerror": exc.strerror},
+            field="mapping",
         ) from None
 
 
@@ -666,5 +670,5 @@ def job_summary(job: ImportJob) -> dict[str, Any]:
 
 def open_error_file(job: ImportJob) -> IO[bytes]:
     if not job.error_path or not Path(job.error_path).is_file():
-        raise NotFound("This import has no error file.", field="import_id")
+        raise NotFound(N_("This import has no error file."), field="import_id")
     return Path(job.error_path).open("rb")

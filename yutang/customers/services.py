@@ -18,7 +18,7 @@ from django.db.models import Q
 
 from yutang.core import audit, clock, crypto
 from yutang.core.db import lock_brand
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, Scope, require, require_brand_wide
@@ -87,9 +87,11 @@ def define_attribute(
     if actor is not None:
         require(actor, Action.BRAND_MANAGE)
     if type not in AttributeDefinition.Type.values:
-        raise ValidationFailed(f"Unknown attribute type {type!r}.", field="type")
+        raise ValidationFailed(
+            N_("Unknown attribute type {type!r}."), params={"type": type}, field="type"
+        )
     if type == AttributeDefinition.Type.ENUM and not choices:
-        raise ValidationFailed("A choice attribute needs its choices.", field="choices")
+        raise ValidationFailed(N_("A choice attribute needs its choices."), field="choices")
     with transaction.atomic():
         definition, _ = AttributeDefinition.objects.update_or_create(
             brand=brand, key=key, defaults={"label": label, "type": type, "choices": list(choices)}
@@ -114,25 +116,33 @@ def validate_attributes(brand: Brand, values: Mapping[str, Any]) -> dict[str, An
         where = f"attributes.{key}"
         definition = schema.get(key)
         if definition is None:
-            raise ValidationFailed(f"Unknown attribute {key!r}; define it first.", field=where)
+            raise ValidationFailed(
+                N_("Unknown attribute {key!r}; define it first."), params={"key": key}, field=where
+            )
         if value is None:
             clean[key] = None
             continue
         kind = definition.type
         if kind == "string" and not isinstance(value, str):
-            raise ValidationFailed(f"{key} must be text.", field=where)
+            raise ValidationFailed(N_("{key} must be text."), params={"key": key}, field=where)
         if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ValidationFailed(f"{key} must be a number.", field=where)
+            raise ValidationFailed(N_("{key} must be a number."), params={"key": key}, field=where)
         if kind == "boolean" and not isinstance(value, bool):
-            raise ValidationFailed(f"{key} must be true or false.", field=where)
+            raise ValidationFailed(
+                N_("{key} must be true or false."), params={"key": key}, field=where
+            )
         if kind == "date":
             try:
                 value = dt.date.fromisoformat(str(value)).isoformat()
             except ValueError:
-                raise ValidationFailed(f"{key} must be a date (YYYY-MM-DD).", field=where) from None
+                raise ValidationFailed(
+                    N_("{key} must be a date (YYYY-MM-DD)."), params={"key": key}, field=where
+                ) from None
         if kind == "enum" and value not in definition.choices:
             raise ValidationFailed(
-                f"{key} must be one of {', '.join(map(str, definition.choices))}.", field=where
+                N_("{key} must be one of {map}."),
+                params={"key": key, "map": ", ".join(map(str, definition.choices))},
+                field=where,
             )
         clean[key] = value
     return clean
@@ -145,7 +155,7 @@ def get_customer(
     *, actor: Staff, customer_id: int, action: Action = Action.CUSTOMER_VIEW
 ) -> Customer:
     if not is_valid_id(customer_id):
-        raise NotFound("No such customer.", field="customer_id")
+        raise NotFound(N_("No such customer."), field="customer_id")
     try:
         return (
             Customer.objects.for_actor(actor, action)
@@ -153,7 +163,7 @@ def get_customer(
             .get(pk=customer_id)
         )
     except Customer.DoesNotExist:
-        raise NotFound("No such customer.", field="customer_id") from None
+        raise NotFound(N_("No such customer."), field="customer_id") from None
 
 
 def find_by_identity(*, brand: Brand, identity: NormalizedIdentity) -> Customer | None:
@@ -190,10 +200,16 @@ class Resolution:
 def _check_owner(brand: Brand, profile: dict[str, Any]) -> None:
     store_id = profile.get("owner_store_id")
     if store_id is not None and not Store.objects.filter(brand=brand, pk=store_id).exists():
-        raise ValidationFailed(f"No such store: {store_id}.", field="owner_store_id")
+        raise ValidationFailed(
+            N_("No such store: {store_id}."), params={"store_id": store_id}, field="owner_store_id"
+        )
     staff_id = profile.get("owner_staff_id")
     if staff_id is not None and not Staff.objects.filter(brand=brand, pk=staff_id).exists():
-        raise ValidationFailed(f"No such staff member: {staff_id}.", field="owner_staff_id")
+        raise ValidationFailed(
+            N_("No such staff member: {staff_id}."),
+            params={"staff_id": staff_id},
+            field="owner_staff_id",
+        )
 
 
 def _check_owner_in_scope(actor: Staff, changes: Mapping[str, Any]) -> None:
@@ -202,7 +218,9 @@ def _check_owner_in_scope(actor: Staff, changes: Mapping[str, Any]) -> None:
         return
     store_id = changes.get("owner_store_id")
     if "owner_store_id" in changes and store_id not in actor.store_ids:
-        raise ValidationFailed(f"No such store: {store_id}.", field="owner_store_id")
+        raise ValidationFailed(
+            N_("No such store: {store_id}."), params={"store_id": store_id}, field="owner_store_id"
+        )
     staff_id = changes.get("owner_staff_id")
     if (
         staff_id is not None
@@ -210,7 +228,11 @@ def _check_owner_in_scope(actor: Staff, changes: Mapping[str, Any]) -> None:
             brand=actor.brand, pk=staff_id, stores__in=actor.store_ids
         ).exists()
     ):
-        raise ValidationFailed(f"No such staff member: {staff_id}.", field="owner_staff_id")
+        raise ValidationFailed(
+            N_("No such staff member: {staff_id}."),
+            params={"staff_id": staff_id},
+            field="owner_staff_id",
+        )
 
 
 def _add_identities(
@@ -254,7 +276,7 @@ def resolve_customer(
       new customer, queued for review with the one it matched.
     """
     if not identities:
-        raise ValidationFailed("At least one identity is needed.", field="identities")
+        raise ValidationFailed(N_("At least one identity is needed."), field="identities")
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -510,7 +532,7 @@ class BatchResolver:
     def resolve(self, identities: Sequence[NormalizedIdentity], *, source: str) -> int:
         wanted = {i.hash: i for i in identities}
         if not wanted:
-            raise ValidationFailed("At least one identity is needed.", field="identities")
+            raise ValidationFailed(N_("At least one identity is needed."), field="identities")
         owners = {self.customer_id(self._owner[h]) for h in wanted if h in self._owner}
         missing = [i for h, i in wanted.items() if h not in self._owner]
         if len(owners) > 1 or (
@@ -655,7 +677,9 @@ def update_customer(*, actor: Staff, customer_id: int, **changes: Any) -> Custom
         _check_owner_in_scope(actor, changes)
         for name, value in changes.items():
             if name not in PROFILE_FIELDS:
-                raise ValidationFailed(f"Unknown customer field {name!r}.", field=name)
+                raise ValidationFailed(
+                    N_("Unknown customer field {name!r}."), params={"name": name}, field=name
+                )
             setattr(customer, name, value)
         customer.updated_at = clock.now()
         customer.save()
@@ -736,7 +760,7 @@ def merge_customers(
     """Merge `absorb` into `keep`, recording every moved row. Consent never weakens: for each
     purpose and carrier the stricter word of the two stands until the person says otherwise."""
     if keep.pk == absorb.pk:
-        raise Conflict("A customer cannot be merged with itself.", field="absorb_id")
+        raise Conflict(N_("A customer cannot be merged with itself."), field="absorb_id")
     now = clock.now()
     with transaction.atomic():
         locked = {
@@ -747,7 +771,7 @@ def merge_customers(
         }
         if len(locked) != 2 or any(c.merged_into_id for c in locked.values()):
             raise Conflict(
-                "Both customers must exist and not be merged already.", field="absorb_id"
+                N_("Both customers must exist and not be merged already."), field="absorb_id"
             )
         keep, absorb = locked[keep.pk], locked[absorb.pk]
         keep_owner = owner_of(keep)
@@ -869,21 +893,22 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
         try:
             merge = CustomerMerge.objects.select_for_update().get(pk=merge_id, brand=brand)
         except CustomerMerge.DoesNotExist:
-            raise NotFound("No such merge.", field="merge_id") from None
+            raise NotFound(N_("No such merge."), field="merge_id") from None
         if actor is not None:
             get_customer(actor=actor, customer_id=merge.kept_id, action=Action.CUSTOMER_MANAGE)
         if merge.undone_at is not None:
-            raise Conflict("This merge was already undone.", field="merge_id")
+            raise Conflict(N_("This merge was already undone."), field="merge_id")
         keep = Customer.objects.select_for_update().get(pk=merge.kept_id)
         absorb = Customer.objects.select_for_update().get(pk=merge.absorbed_id)
         if keep.merged_into_id is not None:
             raise Conflict(
-                "The surviving customer was merged again; undo that merge first.", field="merge_id"
+                N_("The surviving customer was merged again; undo that merge first."),
+                field="merge_id",
             )
         if CustomerMerge.objects.filter(
             kept=keep, undone_at__isnull=True, pk__gt=merge.pk
         ).exists():
-            raise Conflict("Undo the later merges into this customer first.", field="merge_id")
+            raise Conflict(N_("Undo the later merges into this customer first."), field="merge_id")
         moved = merge.moved
         keep_owner = owner_of(keep)
 
@@ -953,7 +978,7 @@ def decide_candidate(*, actor: Staff, candidate_id: int, merge: bool) -> MergeCa
                 pk=candidate_id, brand=actor.brand, status=MergeCandidate.Status.OPEN
             )
         except MergeCandidate.DoesNotExist:
-            raise NotFound("No such open merge candidate.", field="candidate_id") from None
+            raise NotFound(N_("No such open merge candidate."), field="candidate_id") from None
         first, second = survivor(candidate.first), survivor(candidate.second)
         get_customer(actor=actor, customer_id=first.pk, action=Action.CUSTOMER_MANAGE)
         get_customer(actor=actor, customer_id=second.pk, action=Action.CUSTOMER_MANAGE)
@@ -980,7 +1005,7 @@ def create_tag(*, actor: Staff | None, brand: Brand, group: str, name: str) -> T
     if actor is not None:
         require(actor, Action.CUSTOMER_MANAGE)
     if not group.strip() or not name.strip():
-        raise ValidationFailed("A tag needs a group and a name.", field="name")
+        raise ValidationFailed(N_("A tag needs a group and a name."), field="name")
     with transaction.atomic():
         tag_group, _ = TagGroup.objects.get_or_create(brand=brand, name=group.strip())
         tag, created = Tag.objects.get_or_create(brand=brand, group=tag_group, name=name.strip())
@@ -1003,7 +1028,9 @@ def set_tags(
     tags = {t.pk: t for t in Tag.objects.filter(brand_id=customer.brand_id, pk__in=[*add, *remove])}
     unknown = [t for t in [*add, *remove] if t not in tags]
     if unknown:
-        raise ValidationFailed(f"No such tag: {unknown[0]}.", field="tag_ids")
+        raise ValidationFailed(
+            N_("No such tag: {value}."), params={"value": unknown[0]}, field="tag_ids"
+        )
     now = clock.now()
     with transaction.atomic():
         for tag_id in add:
@@ -1028,7 +1055,7 @@ def set_tags(
 def add_note(*, actor: Staff, customer_id: int, body: str) -> Note:
     customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
     if not body.strip():
-        raise ValidationFailed("A note needs text.", field="body")
+        raise ValidationFailed(N_("A note needs text."), field="body")
     with transaction.atomic():
         note = Note.objects.create(
             brand=actor.brand,
@@ -1061,10 +1088,14 @@ def apply_consent(
     """Record the person's word. Called by the event log's `consent.changed` handling, so a
     change is always an event too; it takes effect immediately."""
     if purpose not in Consent.Purpose.values:
-        raise ValidationFailed(f"Unknown consent purpose {purpose!r}.", field="purpose")
+        raise ValidationFailed(
+            N_("Unknown consent purpose {purpose!r}."), params={"purpose": purpose}, field="purpose"
+        )
     if status not in Consent.Status.values:
         raise ValidationFailed(
-            f"Consent status must be granted or withdrawn, not {status!r}.", field="status"
+            N_("Consent status must be granted or withdrawn, not {status!r}."),
+            params={"status": status},
+            field="status",
         )
     current = (
         Consent.objects.select_for_update()
@@ -1106,7 +1137,9 @@ def apply_profile(
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         name = sorted(unknown)[0]
-        raise ValidationFailed(f"Unknown profile field {name!r}.", field=f"properties.{name}")
+        raise ValidationFailed(
+            N_("Unknown profile field {name!r}."), params={"name": name}, field=f"properties.{name}"
+        )
     before = owner_of(customer)
     for name, value in changes.items():
         setattr(customer, name, value)
@@ -1156,7 +1189,7 @@ def lookup_identity(*, actor: Staff, kind: str, value: str, namespace: str = "")
     identity = normalize_identity(kind, value, namespace, field="value")
     customer = find_by_identity(brand=actor.brand, identity=identity)
     if customer is None:
-        raise NotFound("No customer has this identity.", field="value")
+        raise NotFound(N_("No customer has this identity."), field="value")
     return get_customer(actor=actor, customer_id=customer.pk)
 
 
@@ -1229,7 +1262,7 @@ def save_view(*, actor: Staff, name: str, query: Mapping[str, str]) -> SavedView
     require(actor, Action.CUSTOMER_VIEW)
     name = name.strip()
     if not name or len(name) > 60:
-        raise ValidationFailed("A view needs a name of at most 60 characters.", field="name")
+        raise ValidationFailed(N_("A view needs a name of at most 60 characters."), field="name")
     kept = {k: v for k, v in query.items() if k in SAVED_VIEW_KEYS and v}
     view, _ = SavedView.objects.update_or_create(
         staff=actor,
@@ -1246,7 +1279,7 @@ def list_saved_views(*, actor: Staff) -> list[SavedView]:
 def delete_saved_view(*, actor: Staff, view_id: int) -> None:
     deleted, _ = SavedView.objects.filter(staff=actor, pk=view_id).delete()
     if not deleted:
-        raise NotFound("No such saved view.", field="view_id")
+        raise NotFound(N_("No such saved view."), field="view_id")
 
 
 # --- Written by the segments floor (lifecycle stages, auto-tags) ---------------------------

@@ -13,7 +13,7 @@ from django.db import IntegrityError, OperationalError, transaction
 
 from yutang.core import clock
 from yutang.core.db import is_transient, lock_brand
-from yutang.core.errors import NotFound, ValidationFailed, YutangError
+from yutang.core.errors import N_, NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require_brand_wide
@@ -56,51 +56,53 @@ EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 def _validate(brand: Brand, index: int, item: Any, now: dt.datetime) -> _Valid:
     """Check one event of a batch completely before anything is written."""
     if not isinstance(item, Mapping):
-        raise ValidationFailed("Each event must be an object.", field="events")
+        raise ValidationFailed(N_("Each event must be an object."), field="events")
     key = item.get("idempotency_key")
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
         raise ValidationFailed(
-            "idempotency_key is required (1–200 characters).", field="idempotency_key"
+            N_("idempotency_key is required (1–200 characters)."), field="idempotency_key"
         )
     event_type = item.get("type")
     if not isinstance(event_type, str) or not event_type or len(event_type) > 64:
-        raise ValidationFailed("type is required (at most 64 characters).", field="type")
+        raise ValidationFailed(N_("type is required (at most 64 characters)."), field="type")
     occurred = item.get("occurred_at")
     if isinstance(occurred, str):
         try:
             occurred = dt.datetime.fromisoformat(occurred)
         except ValueError:
             raise ValidationFailed(
-                "occurred_at must be an ISO 8601 time.", field="occurred_at"
+                N_("occurred_at must be an ISO 8601 time."), field="occurred_at"
             ) from None
     if not isinstance(occurred, dt.datetime) or occurred.tzinfo is None:
         raise ValidationFailed(
-            "occurred_at must be an ISO 8601 time with a UTC offset.", field="occurred_at"
+            N_("occurred_at must be an ISO 8601 time with a UTC offset."), field="occurred_at"
         )
     try:
         occurred = occurred.astimezone(dt.UTC)
     except (OverflowError, ValueError):
-        raise ValidationFailed("occurred_at is out of range.", field="occurred_at") from None
+        raise ValidationFailed(N_("occurred_at is out of range."), field="occurred_at") from None
     if occurred < EARLIEST:
-        raise ValidationFailed("occurred_at is before 2000.", field="occurred_at")
+        raise ValidationFailed(N_("occurred_at is before 2000."), field="occurred_at")
     if occurred > now + dt.timedelta(minutes=10):
-        raise ValidationFailed("occurred_at is in the future.", field="occurred_at")
+        raise ValidationFailed(N_("occurred_at is in the future."), field="occurred_at")
     source = item.get("source") or "api"
     if not isinstance(source, str):
-        raise ValidationFailed("source must be text.", field="source")
+        raise ValidationFailed(N_("source must be text."), field="source")
     properties = validate_properties(event_type, item.get("properties") or {})
     if event_type == "profile.updated":
         _check_profile_properties(brand, properties)
     raw_identities = item.get("identities") or []
     if not isinstance(raw_identities, list) or len(raw_identities) > 20:
-        raise ValidationFailed("identities must be a list of at most 20.", field="identities")
+        raise ValidationFailed(N_("identities must be a list of at most 20."), field="identities")
     identities = []
     for n, raw in enumerate(raw_identities):
         where = f"identities.{n}"
         if not isinstance(raw, Mapping) or not all(
             isinstance(raw.get(k, ""), str) for k in ("kind", "value", "namespace")
         ):
-            raise ValidationFailed("An identity is {kind, value, namespace} of text.", field=where)
+            raise ValidationFailed(
+                N_("An identity is {kind, value, namespace} of text."), field=where
+            )
         identities.append(
             normalize_identity(
                 raw.get("kind", ""), raw.get("value", ""), raw.get("namespace", ""), field=where
@@ -108,9 +110,9 @@ def _validate(brand: Brand, index: int, item: Any, now: dt.datetime) -> _Valid:
         )
     customer_id = item.get("customer_id")
     if customer_id is not None and not is_valid_id(customer_id):
-        raise ValidationFailed("customer_id must be a customer's id.", field="customer_id")
+        raise ValidationFailed(N_("customer_id must be a customer's id."), field="customer_id")
     if customer_id is None and not identities:
-        raise ValidationFailed("Give identities or a customer_id.", field="identities")
+        raise ValidationFailed(N_("Give identities or a customer_id."), field="identities")
     return _Valid(
         index=index,
         type=event_type,
@@ -129,7 +131,7 @@ def _check_profile_properties(brand: Brand, properties: dict[str, Any]) -> None:
             dt.date.fromisoformat(properties["birthday"])
         except (TypeError, ValueError):
             raise ValidationFailed(
-                "birthday must be YYYY-MM-DD.", field="properties.birthday"
+                N_("birthday must be YYYY-MM-DD."), field="properties.birthday"
             ) from None
     if properties.get("attributes"):
         try:
@@ -147,7 +149,11 @@ def ingest_events(
     if actor is not None:
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
     if len(items) > MAX_BATCH:
-        raise ValidationFailed(f"At most {MAX_BATCH} events per batch.", field="events")
+        raise ValidationFailed(
+            N_("At most {MAX_BATCH} events per batch."),
+            params={"MAX_BATCH": MAX_BATCH},
+            field="events",
+        )
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -248,7 +254,11 @@ def _resolve(
     if v.customer_id is None:
         return resolver.resolve(v.identities, source=v.source)
     if v.customer_id not in by_id:
-        raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+        raise NotFound(
+            N_("No such customer: {customer_id}."),
+            params={"customer_id": v.customer_id},
+            field="customer_id",
+        )
     if not v.identities:
         if by_id[v.customer_id] is None:
             return resolver.customer_id(v.customer_id)
@@ -258,7 +268,11 @@ def _resolve(
     resolver.flush()
     anchor = Identity.objects.filter(brand=brand, customer_id=v.customer_id).order_by("id").first()
     if anchor is None:
-        raise NotFound(f"No such customer: {v.customer_id}.", field="customer_id")
+        raise NotFound(
+            N_("No such customer: {customer_id}."),
+            params={"customer_id": v.customer_id},
+            field="customer_id",
+        )
     identities = [*v.identities, normalize_identity(anchor.kind, anchor.value, anchor.namespace)]
     resolution = customers.resolve_customer(brand=brand, identities=identities, source=v.source)
     resolver.note_merges(resolution.merges)
@@ -285,7 +299,7 @@ def _apply_side_effects(event: Event, customer: Customer) -> None:
                 changes["birthday"] = dt.date.fromisoformat(changes["birthday"])
             except ValueError:
                 raise ValidationFailed(
-                    "birthday must be YYYY-MM-DD.", field="properties.birthday"
+                    N_("birthday must be YYYY-MM-DD."), field="properties.birthday"
                 ) from None
         customers.apply_profile(customer=customer, changes=changes, attributes=p.get("attributes"))
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Fen = Annotated[int, Field(ge=0, le=10**12)]
@@ -129,13 +129,14 @@ CUSTOM_TYPE = re.compile(r"^custom\.[a-z0-9_]+(\.[a-z0-9_]+)*$")
 def validate_properties(event_type: str, properties: dict[str, Any]) -> dict[str, Any]:
     """Return the properties as stored, or raise ValidationFailed naming the bad field."""
     if not isinstance(properties, dict):
-        raise ValidationFailed("properties must be an object.", field="properties")
+        raise ValidationFailed(N_("properties must be an object."), field="properties")
     schema = STANDARD_TYPES.get(event_type)
     if schema is None:
         if CUSTOM_TYPE.match(event_type) or event_type.startswith(SYSTEM_PREFIXES):
             return properties
         raise ValidationFailed(
-            f"Unknown event type {event_type!r}; use a standard type or custom.<name>.",
+            N_("Unknown event type {event_type!r}; use a standard type or custom.<name>."),
+            params={"event_type": event_type},
             field="type",
         )
     try:
@@ -144,7 +145,9 @@ def validate_properties(event_type: str, properties: dict[str, Any]) -> dict[str
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ValidationFailed(
-            f"properties.{where}: {first['msg']}", field=f"properties.{where}"
+            N_("properties.{where}: {msg}"),
+            params={"where": where, "msg": first["msg"]},
+            field=f"properties.{where}",
         ) from None
     return model.model_dump(exclude_none=True)
 

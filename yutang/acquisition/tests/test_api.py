@@ -170,12 +170,19 @@ def test_default_welcome_and_logo_over_http():
     response = lead.client.post("/api/v1/acquisition/logo", {"file": logo}, headers=lead.headers)
     assert response.status_code == 204, response.content
     assert services.brand_logo(brand=brand) is not None
+    read = lead.get("/acquisition/default-welcome")
+    assert read.json() == {"default_welcome_text": "欢迎 {name}", "has_logo": True}
+    fetched = lead.get("/acquisition/logo")
+    assert fetched["Content-Type"] == "image/png" and fetched.content.startswith(b"\x89PNG")
     bad = io.BytesIO(b"not an image")
     bad.name = "logo.png"
     response = lead.client.post("/api/v1/acquisition/logo", {"file": bad}, headers=lead.headers)
     assert response.status_code == 422 and response.json()["field"] == "logo"
     assert lead.delete("/acquisition/logo").status_code == 204
     assert services.brand_logo(brand=brand) is None
+    missing = lead.get("/acquisition/logo")
+    assert missing.status_code == 404 and missing.json()["field"] == "logo"
+    assert lead.get("/acquisition/default-welcome").json()["has_logo"] is False
     analyst = Api(make_staff(brand, "analyst"))
     assert (
         analyst.put("/acquisition/default-welcome", {"default_welcome_text": "x"}).status_code

@@ -119,7 +119,73 @@ def test_partner_pages_compute_lock_and_export_a_settlement():
     again = client.post(
         f"/partners/{partner.pk}/", {"period_start": "2026-10-01", "period_end": "2026-10-31"}
     )
-    assert again.status_code == 200 and "locked" in again.content.decode()
+    # the service's error, in the console's language
+    assert again.status_code == 200 and "与已锁定的结算期" in again.content.decode()
     xlsx = client.get(f"/settlements/{settlement.pk}/xlsx/")
     assert load_workbook(io.BytesIO(xlsx.content)).active["B1"].value == "KOL 阿花"
     assert analyst.post(f"/settlements/{settlement.pk}/lock/").status_code == 403
+
+
+def test_partner_page_lists_the_partners_channels_only():
+    brand = make_brand()
+    lead = make_staff(brand, "operations_lead")
+    partner = services.create_partner(actor=lead, brand=brand, name="KOC 小桃", kind="koc")
+    other = services.create_partner(actor=lead, brand=brand, name="KOL 阿花", kind="kol")
+    make_channel(brand, code="xhs-taotao", name="小红书 小桃", partner_id=partner.pk)
+    make_channel(brand, code="xhs-ahua", name="小红书 阿花", partner_id=other.pk)
+    page = console_client(lead).get(f"/partners/{partner.pk}/").content.decode()
+    assert 'data-testid="partner-channels"' in page
+    assert "xhs-taotao" in page and "xhs-ahua" not in page
+    empty = services.create_partner(actor=lead, brand=brand, name="新达人", kind="kol")
+    page = console_client(lead).get(f"/partners/{empty.pk}/").content.decode()
+    assert "尚未有渠道关联到该达人" in page
+
+
+def test_default_welcome_and_qr_logo_are_set_in_the_console():
+    from PIL import Image as PilImage
+
+    brand = make_brand()
+    lead = console_client(make_staff(brand, "operations_lead"))
+    page = lead.get("/acquisition/settings/").content.decode()
+    assert "默认欢迎语" in page and 'data-testid="qr-logo-none"' in page
+    saved = lead.post(
+        "/acquisition/settings/",
+        {"what": "welcome", "default_welcome_text": "{name}你好，我是{staff}"},
+    )
+    assert saved.status_code == 302
+    assert services.acquisition_defaults(actor=make_staff(brand, "analyst")) == (
+        services.AcquisitionDefaults(default_welcome_text="{name}你好，我是{staff}", has_logo=False)
+    )
+    page = lead.get("/acquisition/settings/").content.decode()
+    assert "小美你好，我是导购" in page
+    too_long = lead.post(
+        "/acquisition/settings/", {"what": "welcome", "default_welcome_text": "长" * 2001}
+    )
+    assert too_long.status_code == 200 and b'data-field-error="default_welcome_text"' in (
+        too_long.content
+    )
+    bad = io.BytesIO(b"<svg onload=alert(1)>")
+    bad.name = "logo.png"
+    rejected = lead.post("/acquisition/settings/", {"what": "logo", "logo": bad})
+    assert rejected.status_code == 200 and b'data-field-error="logo"' in rejected.content
+    assert services.brand_logo(brand=brand) is None
+    none = lead.post("/acquisition/settings/", {"what": "logo"})
+    assert b'data-field-error="logo"' in none.content
+    image = io.BytesIO()
+    PilImage.new("RGB", (64, 64), "red").save(image, format="JPEG")
+    image.seek(0)
+    image.name = "logo.jpg"
+    assert lead.post("/acquisition/settings/", {"what": "logo", "logo": image}).status_code == 302
+    page = lead.get("/acquisition/settings/").content.decode()
+    assert 'data-testid="qr-logo-image"' in page
+    png = lead.get("/acquisition/logo.png")
+    assert png["Content-Type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    # an analyst sees the settings but cannot change them
+    analyst = console_client(make_staff(brand, "analyst"))
+    view = analyst.get("/acquisition/settings/").content.decode()
+    assert 'data-testid="default-welcome-save"' not in view and "readonly" in view
+    refused = analyst.post("/acquisition/settings/", {"what": "remove_logo"})
+    assert refused.status_code == 200 and services.brand_logo(brand=brand) is not None
+    assert lead.post("/acquisition/settings/", {"what": "remove_logo"}).status_code == 302
+    assert services.brand_logo(brand=brand) is None
+    assert lead.get("/acquisition/logo.png").status_code == 404

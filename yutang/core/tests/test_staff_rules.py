@@ -80,7 +80,7 @@ def test_console_cannot_attach_another_brands_admin(world, who):
     before = _snapshot()
     response = client.post("/staff/new/", _add_body(world, "y.admin"))
     assert response.status_code == 200
-    assert "This username is taken; choose another." in response.content.decode()
+    assert "该用户名已被占用，请换一个。" in response.content.decode()  # the console speaks zh-hans
     assert _snapshot() == before
 
 
@@ -164,6 +164,7 @@ def stores():
 
 
 SHARED = "This person also works in stores you do not manage."
+SHARED_ZH = "此人还在你不管理的门店工作。"  # the same error as the (zh-hans) console shows it
 
 
 @pytest.mark.parametrize(
@@ -199,11 +200,11 @@ def test_console_shows_why_a_shared_person_cannot_be_edited(stores):
     client = console_client(stores["manager"])
     before = _snapshot()
     page = client.get(f"/staff/{stores['both'].pk}/")
-    assert page.status_code == 403 and SHARED in page.content.decode()
+    assert page.status_code == 403 and SHARED_ZH in page.content.decode()
     posted = client.post(f"/staff/{stores['both'].pk}/", {"display_name": "x", "role": "advisor"})
     assert posted.status_code == 403
     removed = client.post(f"/staff/{stores['both'].pk}/delete/", follow=True)
-    assert SHARED in removed.content.decode()
+    assert SHARED_ZH in removed.content.decode()
     assert _snapshot() == before
 
 
