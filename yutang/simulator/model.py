@@ -253,7 +253,11 @@ class World:
 
     # --- one day --------------------------------------------------------------------------
 
-    def step(self, day: int) -> DayActions:
+    def step(self, day: int, delivered: tuple[IntArray, IntArray, int] | None = None) -> DayActions:
+        """One day. `delivered` (when the SystemDriver drives the real system) is what the
+        outbox delivered per person since the previous day's pass — (marketing, service)
+        arrays indexed by person, and the marketing messages the gate blocked — and replaces
+        the stand-in touch plan below: journeys and the policy gate decide the touches."""
         s, plan, b = self.s, self.s.plan, self.s.behaviour
         t = self.tally
         rng = self.rng
@@ -284,7 +288,52 @@ class World:
         # Everyone held before today is touched today; today's adds get the welcome only.
         held = np.flatnonzero(c["active"][: self.n] & (c["added_day"][: self.n] < day))
 
-        # 2. The brand's touch plan (the stand-in for journeys + the policy gate).
+        # 2. The brand's touch plan (the stand-in for journeys + the policy gate), or what
+        # the real outbox delivered when driven.
+        if delivered is not None:
+            sent_marketing, sent_service, blocked_today = delivered
+            marketing = np.zeros(len(held), dtype=np.int64)
+            service = np.zeros(len(held), dtype=np.int64)
+            known = held[held < len(sent_marketing)]
+            marketing[: len(known)] = sent_marketing[known]
+            service[: len(known)] = sent_service[known]
+            t.add("blocked_marketing", day, blocked_today)
+            # A delivered marketing message carries the plan's weekly coupon on its day.
+            coupon_day = (marketing > 0) & (
+                rng.random(len(held)) < min(1.0, plan.coupons.per_week / 7)
+            )
+            due = c["next_due"][held] == day
+            c["reminded_day"][held[due & (service > 0)]] = day
+        else:
+            marketing, service, coupon_day = self._plan_touches(held, day, ring)
+        total = marketing + service
+        quiet = (
+            rng.binomial(total, self.quiet_share)
+            if self.quiet_share > 0 and delivered is None
+            else 0 * total
+        )
+        # Night owls do not mind a late message as much: no extra weight for them.
+        night_owl = self._in_quiet_hours(c["hour"][held])
+        quiet_extra = np.where(night_owl, 0, quiet) * max(0.0, b.quiet_hour_weight - 1)
+        in_group = c["in_group"][held]
+        posts = rng.poisson(plan.groups.posts_per_day, len(held)) * in_group
+        group_marketing = rng.binomial(posts, plan.groups.marketing_share)
+        annoy = marketing + quiet_extra + b.group_touch_weight * group_marketing
+        c["annoy"][held, ring] = annoy
+        c["marketing"][held, ring] = marketing
+        c["useful"][held, ring] = service + b.group_touch_weight * (posts - group_marketing)
+        t.add("marketing_touches", day, int(marketing.sum()))
+        t.add("service_touches", day, int(service.sum()))
+        t.add("group_posts_received", day, int(posts.sum()))
+        return self._behave(day, new, joins, add_minute, held, marketing, service,
+                            group_marketing, coupon_day)  # fmt: skip
+
+    def _plan_touches(
+        self, held: IntArray, day: int, ring: int
+    ) -> tuple[IntArray, IntArray, BoolArray]:
+        """The model-only stand-in for journeys + the policy gate: the plan's touches, capped
+        as the gate's defaults would (1 marketing touch a day, 3 a week)."""
+        plan, t, rng, c = self.s.plan, self.tally, self.rng, self._columns
         n_touch = rng.poisson(plan.touches_per_day, len(held))
         marketing = rng.binomial(n_touch, plan.marketing_share)
         service = n_touch - marketing
@@ -310,21 +359,24 @@ class World:
             t.add("blocked_marketing", day, int(blocked.sum()))
             coupon_day = coupon_day & (marketing <= allowed)
             marketing = marketing - blocked
+        return marketing, service, coupon_day
+
+    def _behave(
+        self,
+        day: int,
+        new: IntArray,
+        joins: IntArray,
+        add_minute: IntArray,
+        held: IntArray,
+        marketing: IntArray,
+        service: IntArray,
+        group_marketing: IntArray,
+        coupon_day: BoolArray,
+    ) -> DayActions:
+        s, plan, b = self.s, self.s.plan, self.s.behaviour
+        t, rng, c = self.tally, self.rng, self._columns
+        ring = day % 7
         total = marketing + service
-        quiet = rng.binomial(total, self.quiet_share) if self.quiet_share > 0 else 0 * total
-        # Night owls do not mind a late message as much: no extra weight for them.
-        night_owl = self._in_quiet_hours(c["hour"][held])
-        quiet_extra = np.where(night_owl, 0, quiet) * max(0.0, b.quiet_hour_weight - 1)
-        in_group = c["in_group"][held]
-        posts = rng.poisson(plan.groups.posts_per_day, len(held)) * in_group
-        group_marketing = rng.binomial(posts, plan.groups.marketing_share)
-        annoy = marketing + quiet_extra + b.group_touch_weight * group_marketing
-        c["annoy"][held, ring] = annoy
-        c["marketing"][held, ring] = marketing
-        c["useful"][held, ring] = service + b.group_touch_weight * (posts - group_marketing)
-        t.add("marketing_touches", day, int(marketing.sum()))
-        t.add("service_touches", day, int(service.sum()))
-        t.add("group_posts_received", day, int(posts.sum()))
 
         # 3. Reading, clicking, replying.
         trust = c["trust"][held]
