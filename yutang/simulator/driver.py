@@ -44,7 +44,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from yutang.acquisition import services as acquisition
-from yutang.acquisition.models import Channel, ChannelType, LiveCode
+from yutang.acquisition.models import Channel, ChannelCost, ChannelType, LiveCode, Partner
 from yutang.carriers import services as carriers
 from yutang.carriers.adapters import jsonwire, sandbox
 from yutang.carriers.models import CarrierConnection, CarrierContact, InboundReceipt
@@ -92,6 +92,7 @@ AUTO_TAG = (
     ("价值", "复购客户"),
     {"kind": "event", "type": "order.paid", "op": "gte", "value": 2},
 )
+FIXED_COST_NOTE = "fixed cost (simulated)"
 CHANNEL_TYPES = {
     "koc": ChannelType.KOC_POST,
     "kol": ChannelType.KOL_POST,
@@ -245,6 +246,19 @@ class SystemDriver:
                     cps_bp=round(spec.cps_share * 10000),
                     hook_description=f"hook strength {spec.hook_strength}",
                 )
+                kind = fields["type"]
+                if kind in (ChannelType.KOC_POST, ChannelType.KOL_POST):
+                    # KOC/KOL channels are paid through a partner (CPA/CPS settlements).
+                    name = f"{spec.name[:100]} 合作方"
+                    partner = Partner.objects.filter(brand=self.brand, name=name).first()
+                    if partner is None:
+                        partner = acquisition.create_partner(
+                            actor=None, brand=self.brand, name=name,
+                            kind="koc" if kind == ChannelType.KOC_POST else "kol",
+                            cpa_fen=round(spec.cost_per_add_fen),
+                            cps_bp=round(spec.cps_share * 10000),
+                        )  # fmt: skip
+                    fields["partner_id"] = partner.pk
             channel = acquisition.create_channel(actor=None, brand=self.brand, **fields)
         code = LiveCode.objects.filter(brand=self.brand, channel=channel).order_by("pk").first()
         if code is None:
@@ -349,6 +363,27 @@ class SystemDriver:
             segments.refresh_segment(segment=segment)
         for rule in AutoTagRule.objects.filter(brand=self.brand, is_active=True):
             autotags.apply_rule(rule)
+
+    def record_reach(self, *, date: dt.date, reach: Sequence[int]) -> None:
+        """The day's reach per public channel (the channel report's funnel top), and the
+        channel's fixed cost of the day when it has one."""
+        assert self.actor is not None
+        specs = self.scenario.channels if self.scenario is not None else []
+        for code, count, spec in zip(self.live_codes, reach, specs, strict=False):
+            acquisition.record_reach(
+                actor=self.actor, channel_id=code.channel_id, date=date, count=count
+            )
+            fixed = round(spec.fixed_cost_per_day_fen * self.scenario.scale) if self.scenario else 0
+            if (
+                fixed > 0
+                and not ChannelCost.objects.filter(
+                    channel_id=code.channel_id, date=date, note=FIXED_COST_NOTE
+                ).exists()
+            ):
+                acquisition.add_cost(
+                    actor=self.actor, channel_id=code.channel_id, date=date, amount_fen=fixed,
+                    note=FIXED_COST_NOTE,
+                )  # fmt: skip
 
     # --- what people do ---------------------------------------------------------------------
 

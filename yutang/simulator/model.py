@@ -77,6 +77,8 @@ class DayActions:
     refund_idx: IntArray
     refund_seq: IntArray
     refund_amount_fen: IntArray
+    #: People each public channel reached today (its reach record), in channel order.
+    reach: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +144,7 @@ class World:
         self.store_codes = list(scenario.stores)
         self.n = 0
         self._capacity = 0
+        self._reach: list[int] = []
         self._columns: dict[str, np.ndarray] = {}
         self._grow(1024)
         self.tally = Tally(scenario.days)
@@ -266,8 +269,10 @@ class World:
 
         # 1. Arrivals from each public channel, then friends referred earlier.
         arrivals: list[IntArray] = []
+        self._reach = []
         for k, channel in enumerate(self.channels):
             reached = self.rng_arrivals.poisson(channel.reach_per_day * s.scale)
+            self._reach.append(int(reached))
             added = self.rng_arrivals.binomial(reached, channel.add_rate())
             arrivals.append(np.full(added, k, dtype=np.int64))
             t.add("acquisition_cost_fen", day, reached * channel.cost_per_reach_fen)
@@ -587,6 +592,7 @@ class World:
             refund_idx=o[refunded],
             refund_seq=seq[refunded],
             refund_amount_fen=amount[refunded],
+            reach=list(self._reach),
         )
 
     def _in_quiet_hours(self, hours: FloatArray) -> BoolArray:

@@ -148,6 +148,7 @@ def simulate(
 def apply_day(driver: SystemDriver, world: World, a: DayActions, date: dt.date) -> None:
     """Hand one day of actions to the driver, in the order they make sense in the log."""
     refs = world._columns["customer_ref"]
+    driver.record_reach(date=date, reach=a.reach)
     if len(a.add_idx):
         ids = driver.add_contacts(
             people=a.add_idx.tolist(),
