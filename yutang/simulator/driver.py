@@ -55,6 +55,7 @@ from yutang.core.errors import ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Role
 from yutang.customers import services as customers
+from yutang.customers.models import Customer
 from yutang.events import services as events
 from yutang.journeys import engine as journeys_engine
 from yutang.journeys import services as journeys
@@ -92,6 +93,8 @@ AUTO_TAG = (
     ("价值", "复购客户"),
     {"kind": "event", "type": "order.paid", "op": "gte", "value": 2},
 )
+PLAN_MARKETING = "本周新品限时优惠，点击查看 https://sim.invalid/offer"
+PLAN_SERVICE = "穿搭小贴士：换季衣物这样收纳更省心。"
 FIXED_COST_NOTE = "fixed cost (simulated)"
 CHANNEL_TYPES = {
     "koc": ChannelType.KOC_POST,
@@ -316,14 +319,23 @@ class SystemDriver:
     def _key(self, what: str, person: int, date: dt.date) -> str:
         return f"sim:{self.run_key}:{what}:{person}:{date.isoformat()}"
 
-    def advance(self, date: dt.date, simulated_clock: clock.FrozenClock, people: int) -> Delivered:
-        """Journeys run up to the day's delivery time, then the outbox delivers what is due
-        through the policy gate. Returns what was delivered (and blocked) since the last pass,
-        per person: the touches the model's people receive today."""
+    def advance(
+        self,
+        date: dt.date,
+        simulated_clock: clock.FrozenClock,
+        people: int,
+        intent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> Delivered:
+        """Journeys run up to the day's delivery time, the plan's own touches (`intent`, when
+        the scenario sends them through the outbox) are enqueued, then the outbox delivers
+        what is due through the policy gate. Returns what was delivered (and blocked) since
+        the last pass, per person: the touches the model's people receive today."""
         until = self.at(date, DELIVERY_MINUTE)
         if clock.now() < until:
             journeys_engine.fast_forward(until=until, brand_id=self.brand.pk)
             simulated_clock.set(until)
+        if intent is not None:
+            self.enqueue_plan(date, *intent)
         for _ in range(1000):
             if not delivery.deliver_due_messages():
                 break
@@ -354,6 +366,36 @@ class SystemDriver:
             finished_at__lte=until,
         ).count()
         return Delivered(marketing, service, blocked, total)
+
+    def enqueue_plan(
+        self, date: dt.date, people: np.ndarray, marketing: np.ndarray, service: np.ndarray
+    ) -> int:
+        """The plan's touches of the day, one outbox message each (cause `campaign`), due
+        now: `messaging.services.enqueue_message`; the gate decides at delivery."""
+        by_person = {p: c for c, p in self.person_of.items()}
+        found = Customer.objects.in_bulk([by_person[p] for p in people.tolist() if p in by_person])
+        accounts = CarrierAccount.objects.in_bulk(list(self.configs))
+        count = 0
+        with transaction.atomic():
+            for person, m, s in zip(
+                people.tolist(), marketing.tolist(), service.tolist(), strict=True
+            ):
+                customer = found.get(by_person.get(person, 0))
+                if customer is None or person not in self.contact_of:
+                    continue
+                account = accounts[self.contact_of[person][0]]
+                for kind, n, text in (
+                    ("marketing", m, PLAN_MARKETING),
+                    ("service", s, PLAN_SERVICE),
+                ):
+                    for k in range(n):
+                        messaging.enqueue_message(
+                            brand=self.brand, customer=customer, account=account, kind=kind,
+                            content={"type": "text", "text": text}, cause="campaign",
+                            idempotency_key=self._key(f"plan-{kind}-{k}", person, date),
+                        )  # fmt: skip
+                        count += 1
+        return count
 
     def refresh_scores(self) -> None:
         """Dynamic segments, RFM, lifecycle stages and auto tags at the simulated time."""

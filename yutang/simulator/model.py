@@ -333,6 +333,17 @@ class World:
         return self._behave(day, new, joins, add_minute, held, marketing, service,
                             group_marketing, coupon_day)  # fmt: skip
 
+    def plan_intent(self, day: int) -> tuple[IntArray, IntArray, IntArray]:
+        """Driven with `touches_through_outbox`: the touches the plan means to send today to
+        each contact held before today — (people, marketing, service) — before any cap; the
+        outbox and its gate decide what is delivered."""
+        c, plan = self._columns, self.s.plan
+        held = np.flatnonzero(c["active"][: self.n] & (c["added_day"][: self.n] < day))
+        n_touch = self.rng.poisson(plan.touches_per_day, len(held))
+        marketing = self.rng.binomial(n_touch, plan.marketing_share)
+        keep = n_touch > 0
+        return held[keep], marketing[keep], (n_touch - marketing)[keep]
+
     def _plan_touches(
         self, held: IntArray, day: int, ring: int
     ) -> tuple[IntArray, IntArray, BoolArray]:

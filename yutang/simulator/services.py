@@ -112,7 +112,8 @@ def simulate(
             else:
                 # Journeys and the outbox run up to today's delivery pass; what was delivered
                 # is what people receive today (the model's touch plan is not applied).
-                sent = driver.advance(date, simulated, world.n)
+                intent = world.plan_intent(day) if scenario.touches_through_outbox else None
+                sent = driver.advance(date, simulated, world.n, intent=intent)
                 actions = world.step(
                     day, delivered=(sent.marketing, sent.service, sent.blocked_marketing)
                 )
