@@ -371,7 +371,9 @@ class SystemDriver:
         self, date: dt.date, people: np.ndarray, marketing: np.ndarray, service: np.ndarray
     ) -> int:
         """The plan's touches of the day, one outbox message each (cause `campaign`), due
-        now: `messaging.services.enqueue_message`; the gate decides at delivery."""
+        now: `messaging.services.enqueue_message`; the gate decides at delivery. Each day's
+        text differs (a brand does not repeat itself daily; the gate's duplicate rule would
+        block it)."""
         by_person = {p: c for c, p in self.person_of.items()}
         found = Customer.objects.in_bulk([by_person[p] for p in people.tolist() if p in by_person])
         accounts = CarrierAccount.objects.in_bulk(list(self.configs))
@@ -391,7 +393,8 @@ class SystemDriver:
                     for k in range(n):
                         messaging.enqueue_message(
                             brand=self.brand, customer=customer, account=account, kind=kind,
-                            content={"type": "text", "text": text}, cause="campaign",
+                            content={"type": "text", "text": f"【{date:%m-%d} #{k + 1}】{text}"},
+                            cause="campaign",
                             idempotency_key=self._key(f"plan-{kind}-{k}", person, date),
                         )  # fmt: skip
                         count += 1

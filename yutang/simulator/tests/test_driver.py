@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from yutang.acquisition.models import ContactAdd, LiveCode
 from yutang.carriers.models import CarrierContact, InboundReceipt
@@ -154,3 +154,32 @@ def test_store_scenarios_post_orders_to_their_stores() -> None:
         "sh005",
     }
     assert not orders.filter(store__isnull=True).exists()
+
+
+def test_the_plans_own_touches_go_through_the_outbox_and_its_gate() -> None:
+    scenario = load_scenario("spam").with_overrides(days=8, scale=0.02)
+    scenario = scenario.model_copy(update={"touches_through_outbox": True})
+    result = simulate(scenario=scenario)
+    brand = Brand.objects.get(pk=brand_id(result))
+    s = {k: round(sum(v)) for k, v in result.series.items()}
+    campaign = Message.objects.filter(brand=brand, cause="campaign")
+    # Five marketing touches a day were asked for; the gate let at most one a day through.
+    assert campaign.count() > campaign.filter(status="sent").count() > 0
+    assert set(campaign.filter(status="blocked").values_list("rule", flat=True)) <= {
+        "frequency",
+        "marketing_share",
+        "duplicate",
+    }
+    last_pass = driver_at(brand, result.dates[-1], DELIVERY_MINUTE)
+    sent = Message.objects.filter(brand=brand, status="sent", sent_at__lte=last_pass)
+    assert s["marketing_touches"] == sent.filter(kind="marketing").count()
+    blocked = Message.objects.filter(brand=brand, status="blocked", kind="marketing")
+    assert s["blocked_marketing"] == blocked.count() > 0
+    # Nobody received more marketing in a day than the policy allows (1).
+    per_day = (
+        sent.filter(kind="marketing")
+        .values_list("customer_id", "sent_at")
+        .annotate(n=Count("pk"))
+        .values_list("n", flat=True)
+    )
+    assert max(per_day, default=0) <= 1
