@@ -150,7 +150,6 @@ class SystemDriver:
         self.person_of: dict[int, int] = {}  # customer id → person
         self._facts: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self._last_delivery: dt.datetime | None = None
-        self.rejected: list[dict[str, Any]] = []
 
     # --- set-up -----------------------------------------------------------------------------
 
