@@ -19,6 +19,7 @@ from yutang.console.context import NAVIGATION
 from yutang.core.models import Staff
 from yutang.core.permissions import Action
 from yutang.customers.models import Customer
+from yutang.journeys.models import Journey
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -112,6 +113,15 @@ def test_every_console_page_of_the_demo(
             text = page.locator("main").inner_text()
             for word in words:
                 assert word in text, (name, word)
+        # the new-contact journey's step metrics: people entered and messages went out
+        journey = Journey.objects.get(brand=admin.brand, name__startswith="新客欢迎")
+        page.goto(f"{live_server.url}{reverse('console:journey', args=[journey.pk])}")
+        assert int(page.locator("[data-testid=m-entered]").inner_text()) > 0
+        assert int(page.locator("[data-testid=m-messages]").inner_text()) > 0
+        page.screenshot(
+            path=str(artifacts_dir / f"demo-journey-new-contact-{connection.vendor}.png"),
+            full_page=True,
+        )
         assert errors == []
     finally:
         context.close()
