@@ -1,79 +1,303 @@
 """SystemDriver: the one module through which the simulated world acts on the real system.
 
-Every method is something a person (or the brand's plan) does; each goes through a real
-service — never a write behind a service's back. Events carry idempotency keys built from
-(run, person, what, day), so re-running a day stores nothing twice.
+Every method is something a person (or the brand) does; each goes through a real service —
+never a write behind a service's back. The same world with `drive=False` runs the model only.
 
-TODAY (this branch: core, customers, events, commerce):
-- add_contact / delete_contact / join_group / leave_group / reply / click_link are events
-  (`contact.added`, `contact.deleted`, `group.joined`, `group.left`, `message.received`,
-  `link.clicked`) stored through `events.services.ingest_events` in batches of ≤ 1,000;
-- place_order / refund go through `commerce.services.post_order` / `post_refund`;
-- the brand's touch plan (how many marketing and useful-content touches each contact gets)
-  is applied by the simulator itself (`model.World.step`, mirroring the policy gate's
-  defaults: 1 marketing touch a day, 3 a week, quiet hours 21:30–08:30) and, when the
-  scenario sets `record_touches: true`, written as `message.sent` events here
-  (`record_touches`). `touches_delivered` returns None: "use the simulator's own plan".
+What goes through which service (docs/simulator.md, "What goes through which service"):
 
-AT INTEGRATION (after carriers, messaging, acquisition, journeys merge) change only this file:
-- add_contacts: create one `acquisition` LiveCode per scenario channel in `prepare` and
-  deliver each add through the sandbox carrier's inbound callback with the live code's
-  `state`, so attribution, welcome messages and journeys run as for a real scan; read the
-  customer id back from the callback's result instead of from `ingest_events`;
-- delete_contacts / join_group / leave_group / reply / click_link: send them through the
-  sandbox carrier's inbound path (it emits the same events);
-- touches_delivered: return, per person, the marketing and service messages the outbox
-  delivered today (read the log's `message.sent` events with their `kind`, or the outbox),
-  so the touches come from journeys through the policy gate; then set the scenario's
-  `plan.touches_per_day` to 0 (or drop the stand-in in `World.step`) so the plan is not
-  applied twice, and advance the journeys' fast-forward clock in `end_day`;
-- record_touches: becomes a no-op (the outbox records real sends).
+- `prepare`: stores and staff (`core.services`), one sandbox carrier account per store (or
+  one for the brand) connected with `carriers.services.connect_carrier`, one acquisition
+  channel per scenario channel (plus `referral`) with one live code each
+  (`acquisition.services`), the brand's touch policy from the scenario's caps
+  (`messaging.services.update_policy`), the shipped journeys `1_new_contact` and
+  `2_after_first_order` (`journeys.services.create_from_template` + `publish`), demo
+  segments and an auto-tag rule (`segments.services`, `segments.autotags`).
+- `add_contacts`: the live code routes each add (`acquisition.services.assign_account`,
+  counting the account's daily cap), then the add arrives as the sandbox carrier's signed
+  callback (`carriers.adapters.sandbox.emit` → `carriers.services.receive_callback` →
+  messaging's sink: welcome message, customer resolution, `contact.added`, carrier contact,
+  acquisition's attribution and owner). The callback's dedupe key is
+  `sim:<run>:add:<person>:<date>`, so a re-run day is handled once.
+- delete / reply / click / join / leave: sandbox callbacks on the account the person added
+  (`contact.deleted`, `message.received`, `link.clicked`, `group.joined`, `group.left`).
+- orders and refunds: `commerce.services.post_order` / `post_refund`.
+- `advance` (before each day's behaviour): journeys' fast-forward clock up to the day's
+  delivery time (`journeys.engine.fast_forward`: consumers, schedules, due steps), then the
+  outbox (`messaging.delivery.deliver_due_messages`: policy gate → sandbox). What the outbox
+  delivered since the last pass, per person and kind, is what the model's people receive.
+- `refresh_scores` (weekly and at the end): dynamic segments, RFM, lifecycle and auto tags.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.db import transaction
+from django.db.models import Count
 
+from yutang.acquisition import services as acquisition
+from yutang.acquisition.models import Channel, ChannelCost, ChannelType, LiveCode, Partner
+from yutang.carriers import services as carriers
+from yutang.carriers.adapters import jsonwire, sandbox
+from yutang.carriers.models import CarrierConnection, CarrierContact, InboundReceipt
 from yutang.commerce import services as commerce
 from yutang.core import clock
+from yutang.core import services as core
 from yutang.core.errors import ValidationFailed
-from yutang.core.models import Brand
-from yutang.core.services import create_store
+from yutang.core.models import Brand, CarrierAccount, Staff, Store
+from yutang.core.permissions import Role
+from yutang.customers import services as customers
+from yutang.customers.models import Customer
 from yutang.events import services as events
-from yutang.events.models import Event
+from yutang.journeys import engine as journeys_engine
+from yutang.journeys import services as journeys
+from yutang.journeys.models import Journey
+from yutang.messaging import delivery
+from yutang.messaging import services as messaging
+from yutang.messaging.models import Message
+from yutang.segments import autotags, scoring
+from yutang.segments import services as segments
+from yutang.segments.models import AutoTagRule, Segment
+from yutang.simulator.scenario import Scenario
 
-BATCH = events.MAX_BATCH
 CARRIER = "sandbox"
+#: How messaging names a sandbox contact's identity (as for WeCom's external_userid).
+CONTACT_IDENTITY = "wecom_external_userid"
+#: A sandbox callback carries at most this many facts (the JSON contract's limit).
+CALLBACK_BATCH = jsonwire.MAX_EVENTS
+#: The shipped journeys the simulated brand runs (journeys/templates_json).
+JOURNEY_TEMPLATES = ("1_new_contact", "2_after_first_order")
+#: Local time of the day's outbox pass: inside every shipped scenario's send window and
+#: outside the default quiet hours, so the gate's quiet-hours rule defers nothing it sends.
+DELIVERY_MINUTE = 12 * 60
+#: Demo segments (docs/segments.md rule syntax).
+SEGMENTS = (
+    ("高价值客户 Important value", {"kind": "rfm", "classes": ["important_value"]}),
+    ("流失风险 At risk", {"kind": "lifecycle", "stages": ["at_risk"]}),
+    (
+        "活跃点击 Clicked ≥2 in 14 days",
+        {"kind": "event", "type": "link.clicked", "window": {"days": 14}, "op": "gte", "value": 2},
+    ),
+    ("复购客户 Repeat buyers", {"kind": "lifecycle", "stages": ["repeat", "loyal"]}),
+)
+AUTO_TAG = (
+    "两单及以上 Two or more orders",
+    ("价值", "复购客户"),
+    {"kind": "event", "type": "order.paid", "op": "gte", "value": 2},
+)
+PLAN_MARKETING = "本周新品限时优惠，点击查看 https://sim.invalid/offer"
+PLAN_SERVICE = "穿搭小贴士：换季衣物这样收纳更省心。"
+FIXED_COST_NOTE = "fixed cost (simulated)"
+CHANNEL_TYPES = {
+    "koc": ChannelType.KOC_POST,
+    "kol": ChannelType.KOL_POST,
+    "store": ChannelType.STORE,
+    "clinic": ChannelType.STORE,
+    "douyin": ChannelType.FEED_AD,
+    "live": ChannelType.LIVESTREAM,
+    "mini": ChannelType.PLATFORM_FOLLOWERS,
+    "referral": ChannelType.REFERRAL,
+}
+
+
+def channel_type(key: str) -> str:
+    if key in ChannelType.values:
+        return key
+    for word, kind in CHANNEL_TYPES.items():
+        if word in key:
+            return str(kind)
+    return str(ChannelType.EVENT)
+
+
+@dataclass
+class Delivered:
+    """What the outbox did since the previous pass, per person (indexed like the model)."""
+
+    marketing: np.ndarray
+    service: np.ndarray
+    blocked_marketing: int
+    sent: int
 
 
 class SystemDriver:
     def __init__(
-        self, *, brand: Brand, run_key: str, order_source: str, channel_keys: Sequence[str]
+        self,
+        *,
+        brand: Brand,
+        run_key: str,
+        order_source: str,
+        channel_keys: Sequence[str],
+        scenario: Scenario | None = None,
     ):
         self.brand = brand
         self.run_key = run_key
         self.order_source = order_source
         self.channel_keys = list(channel_keys)
+        self.scenario = scenario
         self.tz = zoneinfo.ZoneInfo(brand.time_zone)
-        self._buffer: list[dict[str, Any]] = []
-        self.rejected: list[dict[str, Any]] = []
+        self.actor: Staff | None = None
+        self.live_codes: list[LiveCode] = []
+        self.configs: dict[int, Any] = {}  # account id → sandbox AccountConfig
+        self.contact_of: dict[int, tuple[int, str]] = {}  # person → (account id, external id)
+        self.person_of: dict[int, int] = {}  # customer id → person
+        self._facts: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self._last_delivery: dt.datetime | None = None
 
-    # --- set-up and days ------------------------------------------------------------------
+    # --- set-up -----------------------------------------------------------------------------
 
     def prepare(self, *, stores: Sequence[str]) -> None:
-        """Create what the scenario needs before day one (stores; later: live codes)."""
-        from yutang.core.models import Store
-
-        existing = set(Store.objects.filter(brand=self.brand).values_list("code", flat=True))
+        """Create, through the services, what the brand needs before day one. Idempotent: a
+        second run on the same brand finds and reuses everything."""
+        brand = self.brand
+        existing = {s.code: s for s in Store.objects.filter(brand=brand)}
         for code in stores:
             if code not in existing:
-                create_store(actor=None, brand=self.brand, code=code, name=code, kind="direct")
+                existing[code] = core.create_store(
+                    actor=None, brand=brand, code=code, name=code, kind="direct"
+                )
+        self.actor = self._staff("lead", Role.BRAND_ADMIN, [])
+        accounts = []
+        for code in stores or [""]:
+            store = existing.get(code)
+            staff = (
+                self._staff(code, Role.ADVISOR, [store.pk])
+                if store is not None
+                else self._staff("community", Role.COMMUNITY_OPERATOR, [])
+            )
+            accounts.append(self._account(code or "brand", staff, store))
+        self._policy()
+        self.live_codes = [self._live_code(key, accounts, stores) for key in self.channel_keys]
+        self._journeys()
+        self._segments()
+
+    def _username(self, what: str) -> str:
+        return f"sim.{self.brand.pk}.{what}"[:150]
+
+    def _staff(self, what: str, role: Role, store_ids: list[int]) -> Staff:
+        username = self._username(what)
+        found = Staff.objects.filter(brand=self.brand, user__username=username).first()
+        if found is not None:
+            return found
+        return core.create_staff(
+            actor=None, brand=self.brand, username=username,
+            display_name=f"模拟 {what}", role=role, store_ids=store_ids,
+        ).staff  # fmt: skip
+
+    def _account(self, what: str, staff: Staff, store: Store | None) -> CarrierAccount:
+        external_id = f"sim-{what}"
+        account = CarrierAccount.objects.filter(
+            brand=self.brand, kind=CARRIER, external_id=external_id
+        ).first()
+        if account is None:
+            account = core.create_carrier_account(
+                actor=None, brand=self.brand, kind=CARRIER, external_id=external_id,
+                display_name=f"模拟顾问 {what}", staff_id=staff.pk,
+                store_id=store.pk if store else None, daily_add_cap=None,
+            )  # fmt: skip
+        if not CarrierConnection.objects.filter(account=account).exists():
+            carriers.connect_carrier(
+                actor=None, account=account,
+                credentials={"callback_secret": secrets.token_urlsafe(24)}, settings={},
+            )  # fmt: skip
+        self.configs[account.pk] = carriers.account_config(account)
+        return account
+
+    def _policy(self) -> None:
+        """The scenario's caps become the brand's policy. A plan that does not enforce them
+        (spam.yaml) meets the policy defaults: the real gate is not switched off."""
+        assert self.actor is not None
+        if self.scenario is None or not self.scenario.plan.policy.enforce:
+            return
+        p = self.scenario.plan.policy
+        changes = {
+            "marketing_per_day": p.marketing_per_day,
+            "marketing_per_week": p.marketing_per_week,
+            "quiet_start": p.quiet_start,
+            "quiet_end": p.quiet_end,
+        }
+        current = messaging.get_policy(brand=self.brand).model_dump()
+        if any(current.get(k) != v for k, v in changes.items()):
+            messaging.update_policy(actor=self.actor, changes=changes)
+
+    def _live_code(
+        self, key: str, accounts: list[CarrierAccount], stores: Sequence[str]
+    ) -> LiveCode:
+        channel = Channel.objects.filter(brand=self.brand, code=key).first()
+        spec = None
+        if self.scenario is not None:
+            spec = next((c for c in self.scenario.channels if c.key == key), None)
+        if channel is None:
+            fields: dict[str, Any] = {
+                "code": key,
+                "name": spec.name[:120] if spec else key,
+                "type": channel_type(key),
+                "tags": [f"渠道/{key}"],
+            }
+            if spec is not None:
+                fields.update(
+                    cost_per_reach_fen=round(spec.cost_per_reach_fen),
+                    cost_per_add_fen=round(spec.cost_per_add_fen),
+                    cps_bp=round(spec.cps_share * 10000),
+                    hook_description=f"hook strength {spec.hook_strength}",
+                )
+                kind = fields["type"]
+                if kind in (ChannelType.KOC_POST, ChannelType.KOL_POST):
+                    # KOC/KOL channels are paid through a partner (CPA/CPS settlements).
+                    name = f"{spec.name[:100]} 合作方"
+                    partner = Partner.objects.filter(brand=self.brand, name=name).first()
+                    if partner is None:
+                        partner = acquisition.create_partner(
+                            actor=None, brand=self.brand, name=name,
+                            kind="koc" if kind == ChannelType.KOC_POST else "kol",
+                            cpa_fen=round(spec.cost_per_add_fen),
+                            cps_bp=round(spec.cps_share * 10000),
+                        )  # fmt: skip
+                    fields["partner_id"] = partner.pk
+            channel = acquisition.create_channel(actor=None, brand=self.brand, **fields)
+        code = LiveCode.objects.filter(brand=self.brand, channel=channel).order_by("pk").first()
+        if code is None:
+            allowed = set(spec.stores) if spec is not None and spec.stores else set(stores)
+            members = [
+                a for a in accounts if a.store is None or not allowed or a.store.code in allowed
+            ] or accounts
+            code = acquisition.create_live_code(
+                actor=None, brand=self.brand, channel_id=channel.pk,
+                name=f"{channel.name} 活码"[:120],
+                rule="round_robin", members=[{"account_id": a.pk} for a in members],
+                welcome_text="{name}你好，我是{staff}，很高兴认识你！",
+            )  # fmt: skip
+        return code
+
+    def _journeys(self) -> None:
+        assert self.actor is not None
+        templates = {t["key"]: t for t in journeys.shipped_templates()}
+        for key in JOURNEY_TEMPLATES:
+            name = str(templates[key]["name"])
+            journey = Journey.objects.filter(brand=self.brand, name=name).first()
+            if journey is None:
+                journey = journeys.create_from_template(actor=self.actor, key=key)
+            if journey.status != Journey.Status.LIVE:
+                journeys.publish(actor=self.actor, journey_id=journey.pk)
+
+    def _segments(self) -> None:
+        assert self.actor is not None
+        for name, rule in SEGMENTS:
+            if not Segment.objects.filter(brand=self.brand, name=name).exists():
+                segments.create_segment(actor=self.actor, name=name, kind="dynamic", rule=rule)
+        name, (group, tag_name), rule = AUTO_TAG
+        if not AutoTagRule.objects.filter(brand=self.brand, name=name).exists():
+            tag = customers.create_tag(actor=None, brand=self.brand, group=group, name=tag_name)
+            autotags.create_rule(actor=self.actor, name=name, rule=rule, tag_id=tag.pk)
+
+    # --- days -------------------------------------------------------------------------------
 
     @contextmanager
     def day(self, date: dt.date, simulated_clock: clock.FrozenClock) -> Iterator[None]:
@@ -88,86 +312,247 @@ class SystemDriver:
         local = dt.datetime.combine(date, dt.time(minute // 60, minute % 60), tzinfo=self.tz)
         return local.astimezone(dt.UTC)
 
-    def identity(self, person: int) -> dict[str, str]:
-        return {"kind": "wecom_external_userid", "value": f"sim-{self.run_key}-{person}"}
+    def external_id(self, person: int) -> str:
+        return f"sim-{self.run_key}-{person}"
 
     def _key(self, what: str, person: int, date: dt.date) -> str:
         return f"sim:{self.run_key}:{what}:{person}:{date.isoformat()}"
 
-    # --- what people do -------------------------------------------------------------------
+    def advance(
+        self,
+        date: dt.date,
+        simulated_clock: clock.FrozenClock,
+        people: int,
+        intent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> Delivered:
+        """Journeys run up to the day's delivery time, the plan's own touches (`intent`, when
+        the scenario sends them through the outbox) are enqueued, then the outbox delivers
+        what is due through the policy gate. Returns what was delivered (and blocked) since
+        the last pass, per person: the touches the model's people receive today."""
+        until = self.at(date, DELIVERY_MINUTE)
+        if clock.now() < until:
+            journeys_engine.fast_forward(until=until, brand_id=self.brand.pk)
+            simulated_clock.set(until)
+        if intent is not None:
+            self.enqueue_plan(date, *intent)
+        for _ in range(1000):
+            if not delivery.deliver_due_messages():
+                break
+        since = self._last_delivery or until - dt.timedelta(days=1)
+        self._last_delivery = until
+        window = Message.objects.filter(brand=self.brand)
+        sent = (
+            window.filter(sent_at__gt=since, sent_at__lte=until)
+            .values_list("customer_id", "kind")
+            .annotate(n=Count("pk"))
+        )
+        marketing = np.zeros(people, dtype=np.int64)
+        service = np.zeros(people, dtype=np.int64)
+        total = 0
+        for customer_id, kind, n in sent:
+            person = self.person_of.get(customer_id)
+            total += n
+            if person is None or person >= people:
+                continue
+            if kind == Message.Kind.MARKETING:
+                marketing[person] += n
+            else:
+                service[person] += n
+        blocked = window.filter(
+            status=Message.Status.BLOCKED,
+            kind=Message.Kind.MARKETING,
+            finished_at__gt=since,
+            finished_at__lte=until,
+        ).count()
+        return Delivered(marketing, service, blocked, total)
+
+    def enqueue_plan(
+        self, date: dt.date, people: np.ndarray, marketing: np.ndarray, service: np.ndarray
+    ) -> int:
+        """The plan's touches of the day, one outbox message each (cause `campaign`), due
+        now: `messaging.services.enqueue_message`; the gate decides at delivery. Each day's
+        text differs (a brand does not repeat itself daily; the gate's duplicate rule would
+        block it)."""
+        by_person = {p: c for c, p in self.person_of.items()}
+        found = Customer.objects.in_bulk([by_person[p] for p in people.tolist() if p in by_person])
+        accounts = CarrierAccount.objects.in_bulk(list(self.configs))
+        count = 0
+        with transaction.atomic():
+            for person, m, s in zip(
+                people.tolist(), marketing.tolist(), service.tolist(), strict=True
+            ):
+                customer = found.get(by_person.get(person, 0))
+                if customer is None or person not in self.contact_of:
+                    continue
+                account = accounts[self.contact_of[person][0]]
+                for kind, n, text in (
+                    ("marketing", m, PLAN_MARKETING),
+                    ("service", s, PLAN_SERVICE),
+                ):
+                    for k in range(n):
+                        messaging.enqueue_message(
+                            brand=self.brand, customer=customer, account=account, kind=kind,
+                            content={"type": "text", "text": f"【{date:%m-%d} #{k + 1}】{text}"},
+                            cause="campaign",
+                            idempotency_key=self._key(f"plan-{kind}-{k}", person, date),
+                        )  # fmt: skip
+                        count += 1
+        return count
+
+    def refresh_scores(self) -> None:
+        """Dynamic segments, RFM, lifecycle stages and auto tags at the simulated time."""
+        scoring.recompute_rfm(brand=self.brand)
+        scoring.recompute_lifecycle(brand=self.brand)
+        for segment in Segment.objects.filter(brand=self.brand, kind=Segment.Kind.DYNAMIC):
+            segments.refresh_segment(segment=segment)
+        for rule in AutoTagRule.objects.filter(brand=self.brand, is_active=True):
+            autotags.apply_rule(rule)
+
+    def record_reach(self, *, date: dt.date, reach: Sequence[int]) -> None:
+        """The day's reach per public channel (the channel report's funnel top), and the
+        channel's fixed cost of the day when it has one."""
+        assert self.actor is not None
+        specs = self.scenario.channels if self.scenario is not None else []
+        for code, count, spec in zip(self.live_codes, reach, specs, strict=False):
+            acquisition.record_reach(
+                actor=self.actor, channel_id=code.channel_id, date=date, count=count
+            )
+            fixed = round(spec.fixed_cost_per_day_fen * self.scenario.scale) if self.scenario else 0
+            if (
+                fixed > 0
+                and not ChannelCost.objects.filter(
+                    channel_id=code.channel_id, date=date, note=FIXED_COST_NOTE
+                ).exists()
+            ):
+                acquisition.add_cost(
+                    actor=self.actor, channel_id=code.channel_id, date=date, amount_fen=fixed,
+                    note=FIXED_COST_NOTE,
+                )  # fmt: skip
+
+    # --- what people do ---------------------------------------------------------------------
 
     def add_contacts(
         self, *, people: Sequence[int], channels: Sequence[int], ats: Sequence[dt.datetime]
     ) -> list[int]:
-        """People add the brand's contact through a channel; returns their customer ids."""
+        """People scan a channel's live code and add the account it routes them to; the add
+        arrives as the sandbox carrier's callback. Returns their customer ids."""
+        self.flush()
+        keys = [
+            self._key("add", p, at.astimezone(self.tz).date())
+            for p, at in zip(people, ats, strict=True)
+        ]
+        handled = dict(
+            InboundReceipt.objects.filter(brand=self.brand, dedupe_key__in=keys).values_list(
+                "dedupe_key", "account_id"
+            )
+        )
+        order = sorted(range(len(people)), key=lambda i: (ats[i], people[i]))
+        by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for i in order:
+            person, code, at = people[i], self.live_codes[channels[i]], ats[i]
+            account_id = handled.get(keys[i])
+            if account_id is None:
+                account_id = acquisition.assign_account(live_code=code, at=at).pk
+            external = self.external_id(person)
+            self.contact_of[person] = (account_id, external)
+            by_account[account_id].append(
+                {
+                    "id": keys[i],
+                    "type": "contact.added",
+                    "occurred_at": at.isoformat(),
+                    "contact": external,
+                    "display_name": f"顾客{person}",
+                    "state": acquisition.state_for(code),
+                }
+            )
+        for account_id, items in by_account.items():
+            self._emit(account_id, items)
+        hashes = {carriers.contact_hash(*self.contact_of[p]): p for p in people}
+        found = dict(
+            CarrierContact.objects.filter(
+                brand=self.brand, external_hash__in=list(hashes)
+            ).values_list("external_hash", "customer_id")
+        )
+        refs = []
+        for person in people:
+            customer_id = found[carriers.contact_hash(*self.contact_of[person])]
+            self.person_of[customer_id] = person
+            refs.append(customer_id)
+        self._consent(people, ats)
+        return refs
+
+    def _consent(self, people: Sequence[int], ats: Sequence[dt.datetime]) -> None:
+        """Each new contact opts in to member offers when adding (the live code's welcome
+        asks): their word is a `consent.changed` event, which the log applies as consent.
+        Without it the gate blocks every marketing message (rule `consent`)."""
         items = [
             {
-                "type": "contact.added",
-                "occurred_at": at,
-                "idempotency_key": self._key("add", person, at.astimezone(self.tz).date()),
+                "type": "consent.changed",
+                "occurred_at": at + dt.timedelta(seconds=1),
+                "idempotency_key": self._key("consent", person, at.astimezone(self.tz).date()),
                 "source": "simulator",
-                "identities": [self.identity(person)],
-                "properties": {"carrier": CARRIER, "channel": self.channel_keys[channel]},
+                "identities": [{"kind": CONTACT_IDENTITY, "value": self.external_id(person)}],
+                "properties": {
+                    "purpose": "marketing",
+                    "status": "granted",
+                    "carrier": "",
+                    "proof": "opted in to member offers when adding the contact (simulated)",
+                },
             }
-            for person, channel, at in zip(people, channels, ats, strict=True)
+            for person, at in zip(people, ats, strict=True)
         ]
-        refs: list[int] = []
-        for start in range(0, len(items), BATCH):
-            chunk = items[start : start + BATCH]
-            results = events.ingest_events(brand=self.brand, items=chunk)
-            missing = [r.index for r in results if r.customer_id is None]
-            known: dict[str, int | None] = {}
-            if missing:  # duplicates (a re-run day): the log knows whose they were
-                keys = [chunk[i]["idempotency_key"] for i in missing]
-                known = dict(
-                    Event.objects.filter(brand=self.brand, idempotency_key__in=keys).values_list(
-                        "idempotency_key", "customer_id"
-                    )
-                )
-            for result, item in zip(results, chunk, strict=True):
+        for start in range(0, len(items), events.MAX_BATCH):
+            for result in events.ingest_events(
+                brand=self.brand, items=items[start : start + events.MAX_BATCH]
+            ):
                 if result.status == "rejected":
                     raise ValidationFailed(
-                        f"contact.added rejected: {result.error}", field="events"
+                        f"consent.changed rejected: {result.error}", field="events"
                     )
-                ref = result.customer_id or known[str(item["idempotency_key"])]
-                assert ref is not None
-                refs.append(ref)
-        return refs
 
     def add_contact(self, *, person: int, channel: int, at: dt.datetime) -> int:
         return self.add_contacts(people=[person], channels=[channel], ats=[at])[0]
 
+    def _fact(self, person: int, what: str, at: dt.datetime, **fields: Any) -> None:
+        account_id, external = self.contact_of[person]
+        self._facts[account_id].append(
+            {
+                "id": self._key(what, person, at.astimezone(self.tz).date()),
+                "occurred_at": at.isoformat(),
+                "contact": external,
+                **fields,
+            }
+        )
+        if len(self._facts[account_id]) >= CALLBACK_BATCH:
+            self._emit(account_id, self._facts.pop(account_id))
+
     def delete_contact(self, *, customer_id: int, person: int, at: dt.datetime) -> None:
-        self._event("contact.deleted", "delete", customer_id, person, at, {"carrier": CARRIER})
+        self._fact(person, "delete", at, type="contact.deleted", by="customer")
 
     def join_group(self, *, customer_id: int, person: int, at: dt.datetime, group: str) -> None:
-        self._event("group.joined", "join", customer_id, person, at, {"group_id": group})
+        self._fact(person, "join", at, type="group.joined", group_id=group)
 
     def leave_group(self, *, customer_id: int, person: int, at: dt.datetime, group: str) -> None:
-        self._event("group.left", "leave", customer_id, person, at, {"group_id": group})
+        self._fact(person, "leave", at, type="group.left", group_id=group)
 
     def reply(self, *, customer_id: int, person: int, at: dt.datetime, count: int) -> None:
-        self._event(
-            "message.received", "reply", customer_id, person, at,
-            {"carrier": CARRIER, "text": "", "count": count},
-        )  # fmt: skip
+        for n in range(count):
+            self._fact(
+                person, f"reply{n}", at + dt.timedelta(seconds=n), type="message.received",
+                text="好的，谢谢", message_id=self._key(f"reply{n}", person, at.date()),
+            )  # fmt: skip
 
     def click_link(self, *, customer_id: int, person: int, at: dt.datetime, count: int) -> None:
-        self._event(
-            "link.clicked", "click", customer_id, person, at,
-            {"link": "https://sim.invalid/offer", "count": count},
-        )  # fmt: skip
+        for n in range(count):
+            self._fact(
+                person, f"click{n}", at + dt.timedelta(seconds=n), type="link.clicked",
+                link="https://sim.invalid/offer",
+            )  # fmt: skip
 
     def record_touches(
         self, *, customer_id: int, person: int, at: dt.datetime, marketing: int, service: int
     ) -> None:
-        """The stand-in for the outbox: the touches the plan delivered, as message.sent."""
-        for kind, count in (("marketing", marketing), ("service", service)):
-            for n in range(count):
-                self._event(
-                    "message.sent", f"sent-{kind}-{n}", customer_id, person, at,
-                    {"carrier": CARRIER, "message_id": f"sim-{kind}-{n}", "kind": kind},
-                )  # fmt: skip
+        """Driven, the outbox records the real sends: nothing to do."""
 
     def place_order(
         self,
@@ -208,46 +593,13 @@ class SystemDriver:
     def order_id(self, person: int, seq: int) -> str:
         return f"sim-{self.run_key}-{person}-{seq}"
 
-    # --- the pull side --------------------------------------------------------------------
+    # --- batching ---------------------------------------------------------------------------
 
-    def touches_delivered(self, *, date: dt.date) -> Mapping[int, tuple[int, int]] | None:
-        """Per person, (marketing, service) touches delivered today; None means the
-        simulator applies the brand's touch plan itself (until messaging and journeys)."""
-        return None
-
-    # --- batching -------------------------------------------------------------------------
-
-    def _event(
-        self,
-        type_: str,
-        what: str,
-        customer_id: int,
-        person: int,
-        at: dt.datetime,
-        properties: dict[str, Any],
-    ) -> None:
-        self._buffer.append(
-            {
-                "type": type_,
-                "occurred_at": at,
-                "idempotency_key": self._key(what, person, at.astimezone(self.tz).date()),
-                "source": "simulator",
-                # The person's identity rather than customer_id: ingestion resolves a whole
-                # batch of known identities in one query (customer_id costs one per event).
-                "identities": [self.identity(person)],
-                "properties": properties,
-            }
-        )
-        if len(self._buffer) >= BATCH:
-            self.flush()
+    def _emit(self, account_id: int, items: list[dict[str, Any]]) -> None:
+        for start in range(0, len(items), CALLBACK_BATCH):
+            sandbox.emit(self.configs[account_id], items[start : start + CALLBACK_BATCH])
 
     def flush(self) -> None:
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
-            for result, item in zip(
-                events.ingest_events(brand=self.brand, items=chunk), chunk, strict=True
-            ):
-                if result.status == "rejected":
-                    raise ValidationFailed(
-                        f"{item['type']} rejected: {result.error}", field="events"
-                    )
+        while self._facts:
+            account_id, items = self._facts.popitem()
+            self._emit(account_id, items)

@@ -77,6 +77,8 @@ class DayActions:
     refund_idx: IntArray
     refund_seq: IntArray
     refund_amount_fen: IntArray
+    #: People each public channel reached today (its reach record), in channel order.
+    reach: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +144,7 @@ class World:
         self.store_codes = list(scenario.stores)
         self.n = 0
         self._capacity = 0
+        self._reach: list[int] = []
         self._columns: dict[str, np.ndarray] = {}
         self._grow(1024)
         self.tally = Tally(scenario.days)
@@ -253,7 +256,11 @@ class World:
 
     # --- one day --------------------------------------------------------------------------
 
-    def step(self, day: int) -> DayActions:
+    def step(self, day: int, delivered: tuple[IntArray, IntArray, int] | None = None) -> DayActions:
+        """One day. `delivered` (when the SystemDriver drives the real system) is what the
+        outbox delivered per person since the previous day's pass — (marketing, service)
+        arrays indexed by person, and the marketing messages the gate blocked — and replaces
+        the stand-in touch plan below: journeys and the policy gate decide the touches."""
         s, plan, b = self.s, self.s.plan, self.s.behaviour
         t = self.tally
         rng = self.rng
@@ -262,8 +269,10 @@ class World:
 
         # 1. Arrivals from each public channel, then friends referred earlier.
         arrivals: list[IntArray] = []
+        self._reach = []
         for k, channel in enumerate(self.channels):
             reached = self.rng_arrivals.poisson(channel.reach_per_day * s.scale)
+            self._reach.append(int(reached))
             added = self.rng_arrivals.binomial(reached, channel.add_rate())
             arrivals.append(np.full(added, k, dtype=np.int64))
             t.add("acquisition_cost_fen", day, reached * channel.cost_per_reach_fen)
@@ -284,7 +293,63 @@ class World:
         # Everyone held before today is touched today; today's adds get the welcome only.
         held = np.flatnonzero(c["active"][: self.n] & (c["added_day"][: self.n] < day))
 
-        # 2. The brand's touch plan (the stand-in for journeys + the policy gate).
+        # 2. The brand's touch plan (the stand-in for journeys + the policy gate), or what
+        # the real outbox delivered when driven.
+        if delivered is not None:
+            sent_marketing, sent_service, blocked_today = delivered
+            marketing = np.zeros(len(held), dtype=np.int64)
+            service = np.zeros(len(held), dtype=np.int64)
+            known = held[held < len(sent_marketing)]
+            marketing[: len(known)] = sent_marketing[known]
+            service[: len(known)] = sent_service[known]
+            t.add("blocked_marketing", day, blocked_today)
+            # A delivered marketing message carries the plan's weekly coupon on its day.
+            coupon_day = (marketing > 0) & (
+                rng.random(len(held)) < min(1.0, plan.coupons.per_week / 7)
+            )
+            due = c["next_due"][held] == day
+            c["reminded_day"][held[due & (service > 0)]] = day
+        else:
+            marketing, service, coupon_day = self._plan_touches(held, day, ring)
+        total = marketing + service
+        quiet = (
+            rng.binomial(total, self.quiet_share)
+            if self.quiet_share > 0 and delivered is None
+            else 0 * total
+        )
+        # Night owls do not mind a late message as much: no extra weight for them.
+        night_owl = self._in_quiet_hours(c["hour"][held])
+        quiet_extra = np.where(night_owl, 0, quiet) * max(0.0, b.quiet_hour_weight - 1)
+        in_group = c["in_group"][held]
+        posts = rng.poisson(plan.groups.posts_per_day, len(held)) * in_group
+        group_marketing = rng.binomial(posts, plan.groups.marketing_share)
+        annoy = marketing + quiet_extra + b.group_touch_weight * group_marketing
+        c["annoy"][held, ring] = annoy
+        c["marketing"][held, ring] = marketing
+        c["useful"][held, ring] = service + b.group_touch_weight * (posts - group_marketing)
+        t.add("marketing_touches", day, int(marketing.sum()))
+        t.add("service_touches", day, int(service.sum()))
+        t.add("group_posts_received", day, int(posts.sum()))
+        return self._behave(day, new, joins, add_minute, held, marketing, service,
+                            group_marketing, coupon_day)  # fmt: skip
+
+    def plan_intent(self, day: int) -> tuple[IntArray, IntArray, IntArray]:
+        """Driven with `touches_through_outbox`: the touches the plan means to send today to
+        each contact held before today — (people, marketing, service) — before any cap; the
+        outbox and its gate decide what is delivered."""
+        c, plan = self._columns, self.s.plan
+        held = np.flatnonzero(c["active"][: self.n] & (c["added_day"][: self.n] < day))
+        n_touch = self.rng.poisson(plan.touches_per_day, len(held))
+        marketing = self.rng.binomial(n_touch, plan.marketing_share)
+        keep = n_touch > 0
+        return held[keep], marketing[keep], (n_touch - marketing)[keep]
+
+    def _plan_touches(
+        self, held: IntArray, day: int, ring: int
+    ) -> tuple[IntArray, IntArray, BoolArray]:
+        """The model-only stand-in for journeys + the policy gate: the plan's touches, capped
+        as the gate's defaults would (1 marketing touch a day, 3 a week)."""
+        plan, t, rng, c = self.s.plan, self.tally, self.rng, self._columns
         n_touch = rng.poisson(plan.touches_per_day, len(held))
         marketing = rng.binomial(n_touch, plan.marketing_share)
         service = n_touch - marketing
@@ -310,21 +375,24 @@ class World:
             t.add("blocked_marketing", day, int(blocked.sum()))
             coupon_day = coupon_day & (marketing <= allowed)
             marketing = marketing - blocked
+        return marketing, service, coupon_day
+
+    def _behave(
+        self,
+        day: int,
+        new: IntArray,
+        joins: IntArray,
+        add_minute: IntArray,
+        held: IntArray,
+        marketing: IntArray,
+        service: IntArray,
+        group_marketing: IntArray,
+        coupon_day: BoolArray,
+    ) -> DayActions:
+        s, plan, b = self.s, self.s.plan, self.s.behaviour
+        t, rng, c = self.tally, self.rng, self._columns
+        ring = day % 7
         total = marketing + service
-        quiet = rng.binomial(total, self.quiet_share) if self.quiet_share > 0 else 0 * total
-        # Night owls do not mind a late message as much: no extra weight for them.
-        night_owl = self._in_quiet_hours(c["hour"][held])
-        quiet_extra = np.where(night_owl, 0, quiet) * max(0.0, b.quiet_hour_weight - 1)
-        in_group = c["in_group"][held]
-        posts = rng.poisson(plan.groups.posts_per_day, len(held)) * in_group
-        group_marketing = rng.binomial(posts, plan.groups.marketing_share)
-        annoy = marketing + quiet_extra + b.group_touch_weight * group_marketing
-        c["annoy"][held, ring] = annoy
-        c["marketing"][held, ring] = marketing
-        c["useful"][held, ring] = service + b.group_touch_weight * (posts - group_marketing)
-        t.add("marketing_touches", day, int(marketing.sum()))
-        t.add("service_touches", day, int(service.sum()))
-        t.add("group_posts_received", day, int(posts.sum()))
 
         # 3. Reading, clicking, replying.
         trust = c["trust"][held]
@@ -535,6 +603,7 @@ class World:
             refund_idx=o[refunded],
             refund_seq=seq[refunded],
             refund_amount_fen=amount[refunded],
+            reach=list(self._reach),
         )
 
     def _in_quiet_hours(self, hours: FloatArray) -> BoolArray:

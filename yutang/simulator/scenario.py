@@ -184,6 +184,9 @@ class Scenario(Strict):
     scale: Annotated[float, Field(gt=0, le=10)] = 1.0
     time_zone: str = "Asia/Shanghai"
     record_touches: bool = False
+    #: Driven runs: also send the plan's own touches (touches_per_day, marketing_share) as
+    #: one outbox message each, through the policy gate (off: only journeys send).
+    touches_through_outbox: bool = False
     stores: list[Key] = []
     audience: Audience = Audience()
     channels: Annotated[list[Channel], Field(min_length=1)]

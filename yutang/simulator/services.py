@@ -20,6 +20,8 @@ from yutang.simulator.model import OFFER_FIRST_ORDER_WINDOW, DayActions, World
 from yutang.simulator.scenario import Scenario, parse_scenario
 
 GROUP_ID = "sim-group"
+#: Segments, RFM, lifecycle stages and auto tags are recomputed weekly and on the last day.
+SCORES_EVERY_DAYS = 7
 
 
 @dataclass
@@ -93,18 +95,32 @@ def simulate(
             run_key=run_key(scenario),
             order_source=scenario.plan.order_source,
             channel_keys=world.channel_keys,
+            scenario=scenario,
         )
-        driver.prepare(stores=scenario.stores)
+        with clock.use_clock(
+            clock.FrozenClock(dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=dt.UTC))
+        ):
+            driver.prepare(stores=scenario.stores)
     dates = [scenario.start_date + dt.timedelta(days=d) for d in range(scenario.days)]
     simulated = clock.FrozenClock(
         dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=dt.UTC)
     )
     with clock.use_clock(simulated):
         for day, date in enumerate(dates):
-            actions = world.step(day)
-            if driver is not None:
+            if driver is None:
+                actions = world.step(day)
+            else:
+                # Journeys and the outbox run up to today's delivery pass; what was delivered
+                # is what people receive today (the model's touch plan is not applied).
+                intent = world.plan_intent(day) if scenario.touches_through_outbox else None
+                sent = driver.advance(date, simulated, world.n, intent=intent)
+                actions = world.step(
+                    day, delivered=(sent.marketing, sent.service, sent.blocked_marketing)
+                )
                 with driver.day(date, simulated):
                     apply_day(driver, world, actions, date)
+                if (day + 1) % SCORES_EVERY_DAYS == 0 or day + 1 == len(dates):
+                    driver.refresh_scores()
             if progress is not None:
                 s = world.tally.series
                 progress(
@@ -133,6 +149,7 @@ def simulate(
 def apply_day(driver: SystemDriver, world: World, a: DayActions, date: dt.date) -> None:
     """Hand one day of actions to the driver, in the order they make sense in the log."""
     refs = world._columns["customer_ref"]
+    driver.record_reach(date=date, reach=a.reach)
     if len(a.add_idx):
         ids = driver.add_contacts(
             people=a.add_idx.tolist(),

@@ -30,6 +30,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Run the model without writing to the database (fast what-ifs)",
         )
+        parser.add_argument(
+            "--outbox-touches",
+            action="store_true",
+            help="Driven: send the plan's own touches through the outbox and its gate too",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         for name in ("days", "seed"):
@@ -46,6 +51,8 @@ class Command(BaseCommand):
         results: list[SimulationResult] = []
         for scenario in [first, *([second] if second else [])]:
             scenario = scenario.with_overrides(days=opts["days"], seed=seed, scale=opts["scale"])
+            if opts["outbox_touches"]:
+                scenario = scenario.model_copy(update={"touches_through_outbox": True})
             self.stdout.write(
                 f"Simulating {scenario.name}: {scenario.days} days from {scenario.start_date}, "
                 f"seed {scenario.seed}, scale {scenario.scale}"
