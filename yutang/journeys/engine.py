@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ OPEN = [Enrollment.State.ACTIVE, Enrollment.State.WAITING]
 MAX_FAILURES = 5
 RETRY_BASE = dt.timedelta(minutes=1)
 BATCH = 500
+# How often a send step waiting for staff confirmation re-reads its message's status (a
+# confirmation arrives sooner as a message.sent event; failures and expiry do not emit one).
+CONFIRM_CHECK = dt.timedelta(hours=1)
+RECHECK = "recheck"
+CONFIRMED_EVENTS = {"message.sent", "message.delivered", "message.read"}
 
 _DEFINITIONS: dict[int, defs.Definition] = {}
 
@@ -162,8 +168,9 @@ def _render(text: str, customer: Customer, brand: Brand) -> str:
     return text
 
 
-def _run(e: Enrollment, now: dt.datetime) -> str:
-    """Execute the enrolment's current step (or end its wait). Returns the outcome."""
+def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
+    """Execute the enrolment's current step (or end its wait). Returns the outcome.
+    With a batch, conditions, accounts and messages go through the batch's bulk queries."""
     journey = e.journey
     brand = journey.brand
     definition = definition_of(e.version_id)
@@ -172,13 +179,15 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
     key = f"journey:{e.pk}:{step.id}:{e.seq}"
 
     if e.state == Enrollment.State.WAITING:  # the wait ran out
+        if step.type == "send_message" and "message" in (e.waiting_for or {}):
+            return _check_confirmation(e, step, definition, base)
         timed_out = step.type in {"wait_event", "create_task"}
         target = (step.on_timeout or definition.following(step)) if timed_out else None
         _goto(e, target if timed_out else definition.following(step), base)
         return "timeout" if timed_out else "waited"
 
     exit_rule = definition.exit_rules.condition
-    if exit_rule and integrations.condition_holds(customer=e.customer, rule=exit_rule):
+    if exit_rule and _holds(e, exit_rule, batch):
         _finish(e, Enrollment.State.EXITED, "exit_condition", base)
         return "exit_condition"
 
@@ -202,7 +211,7 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
         e.waiting_for = {"event": step.event, "since": base.isoformat()}
         return "waiting"
     if kind == "branch":
-        holds = integrations.condition_holds(customer=e.customer, rule=step.condition)
+        holds = _holds(e, step.condition, batch)
         chosen = step.then if holds else step.otherwise
         _goto(e, chosen or definition.following(step), base)
         return "then" if holds else "else"
@@ -212,22 +221,35 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
         return f"path{index}"
     if kind == "send_message":
         customer = e.customer
-        account = integrations.account_for(customer)
-        _goto(e, definition.following(step), base)
+        account = batch.accounts.get(customer.pk) if batch else integrations.account_for(customer)
+        wait = step.wait_for_confirmation
         if account is None:
+            skip_to = (wait.on_timeout if wait else None) or definition.following(step)
+            _goto(e, skip_to, base)
             return "skipped_no_account"
-        integrations.send_message(
-            brand=brand,
-            customer=customer,
-            account=account,
-            kind=step.kind,
-            content=_render(step.content, customer, brand),
-            journey_id=journey.pk,
-            step_id=step.id,
-            idempotency_key=key,
-            due_at=base,
-        )
-        return "sent"
+        item = {
+            "brand": brand,
+            "customer": customer,
+            "account": account,
+            "kind": step.kind,
+            "content": _render(step.content, customer, brand),
+            "journey_id": journey.pk,
+            "step_id": step.id,
+            "idempotency_key": key,
+            "due_at": base,
+        }
+        if batch is not None:
+            batch.messages.append(item)
+        else:
+            integrations.send_message(**item)
+        if wait is None:
+            _goto(e, definition.following(step), base)
+            return "sent"
+        deadline = base + wait.timeout.delta()
+        e.state = Enrollment.State.WAITING
+        e.next_due_at = min(deadline, base + CONFIRM_CHECK)
+        e.waiting_for = {"message": key, "until": deadline.isoformat()}
+        return "confirming"
     if kind == "create_task":
         task = create_task_for(e, step, base)
         if step.wait_for_completion:
@@ -280,6 +302,94 @@ def _run(e: Enrollment, now: dt.datetime) -> str:
     raise AssertionError(f"unknown step type {kind}")
 
 
+def _check_confirmation(
+    e: Enrollment, step: Any, definition: defs.Definition, at: dt.datetime
+) -> str:
+    """A send step waiting for its message: sent → next step; never to be sent (failed,
+    blocked, expired, cancelled) or still unsent at the deadline → on_timeout; else look
+    again later (RECHECK: no StepRun, the wait goes on)."""
+    wait = step.wait_for_confirmation
+    following = definition.following(step)
+    on_timeout = (wait.on_timeout if wait else None) or following
+    status = integrations.message_status(
+        brand_id=e.brand_id, idempotency_key=e.waiting_for["message"]
+    )
+    if status in integrations.SENT_STATES:
+        _goto(e, following, at)
+        return "confirmed"
+    if status is None or status in integrations.UNSENT_STATES:
+        _goto(e, on_timeout, at)
+        return "not_sent"
+    deadline = dt.datetime.fromisoformat(e.waiting_for["until"])
+    if at >= deadline:
+        _goto(e, on_timeout, at)
+        return "timeout"
+    e.next_due_at = min(deadline, at + CONFIRM_CHECK)
+    return RECHECK
+
+
+def _rule_key(e: Enrollment, rule: dict[str, Any]) -> tuple[int, str]:
+    return e.brand_id, json.dumps(rule, sort_keys=True, ensure_ascii=False)
+
+
+def _holds(e: Enrollment, rule: dict[str, Any], batch: _Batch | None) -> bool:
+    """A condition for the enrolment's customer: from the batch's one-query-per-rule result
+    when it has one, else evaluated for the customer now."""
+    if batch is not None:
+        found = batch.holds.get(_rule_key(e, rule))
+        if found is not None and e.customer_id in found[0]:
+            return e.customer_id in found[1]
+    return integrations.condition_holds(customer=e.customer, rule=rule)
+
+
+# Steps that change what a condition may read: their customers' conditions in the same batch
+# are evaluated one by one, in order, as without a batch.
+_MUTATING = {"add_tag", "remove_tag", "set_attribute", "extension"}
+
+
+class _Batch:
+    """What the steps of one claimed batch share: each rule evaluated with one query for
+    all the batch's customers it concerns, the carrier accounts of the customers at a send
+    step (one query), and the rows written at the end in bulk (outbox messages, StepRuns,
+    enrolments)."""
+
+    def __init__(self, rows: list[Enrollment]) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.runs: list[StepRun] = []
+        self.changed: list[Enrollment] = []
+        # (brand id, rule) -> (customers evaluated, customers it holds for)
+        self.holds: dict[tuple[int, str], tuple[set[int], set[int]]] = {}
+        steps = {e.pk: definition_of(e.version_id).step(e.current_step) for e in rows}
+        active = [e for e in rows if e.state == Enrollment.State.ACTIVE]
+        touched = {e.customer_id for e in active if steps[e.pk].type in _MUTATING}
+        wanted: dict[tuple[int, str], tuple[Enrollment, dict[str, Any], set[int]]] = {}
+        for e in active:
+            if e.customer_id in touched or e.customer.merged_into_id is not None:
+                continue
+            rules = [definition_of(e.version_id).exit_rules.condition]
+            if steps[e.pk].type == "branch":
+                rules.append(steps[e.pk].condition)
+            for rule in rules:
+                if rule:
+                    key = _rule_key(e, rule)
+                    wanted.setdefault(key, (e, rule, set()))[2].add(e.customer_id)
+        for key, (e, rule, ids) in wanted.items():
+            found = integrations.customers_holding(
+                brand=e.journey.brand, rule=rule, customer_ids=sorted(ids)
+            )
+            self.holds[key] = (ids, found)
+        senders = [e.customer for e in active if steps[e.pk].type == "send_message"]
+        self.accounts = integrations.accounts_for(senders)
+
+    def flush(self) -> None:
+        if self.messages:
+            integrations.send_messages(self.messages)
+        if self.runs:
+            StepRun.objects.bulk_create(self.runs, batch_size=500)
+        if self.changed:
+            Enrollment.objects.bulk_update(self.changed, TICK_FIELDS, batch_size=500)
+
+
 def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
     customer = e.customer
     brand = e.journey.brand
@@ -303,12 +413,25 @@ def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
     )
 
 
-def tick(e: Enrollment, now: dt.datetime, *, outcome_override: str | None = None) -> str:
-    """Run one step of a locked enrolment and record it; the caller holds the transaction."""
+TICK_FIELDS = [
+    "state", "current_step", "seq", "next_due_at", "waiting_for", "exited_at", "exit_reason",
+    "failures",
+]  # fmt: skip
+
+
+def tick(e: Enrollment, now: dt.datetime, *, batch: _Batch | None = None) -> str:
+    """Run one step of a locked enrolment and record it; the caller holds the transaction.
+    With a batch, the StepRun and the enrolment are written by the batch's flush."""
     step_id, seq, due = e.current_step, e.seq, e.next_due_at or now
     step_type = definition_of(e.version_id).step(step_id).type
-    outcome = _run(e, now)
-    StepRun.objects.create(
+    outcome = _run(e, now, batch)
+    if outcome == RECHECK:  # a confirmation wait goes on: no step ran
+        if batch is not None:
+            batch.changed.append(e)
+        else:
+            e.save(update_fields=["next_due_at"])
+        return outcome
+    run = StepRun(
         enrollment=e,
         step_id=step_id,
         step_type=step_type,
@@ -319,12 +442,12 @@ def tick(e: Enrollment, now: dt.datetime, *, outcome_override: str | None = None
     )
     e.seq = seq + 1
     e.failures = 0
-    e.save(
-        update_fields=[
-            "state", "current_step", "seq", "next_due_at", "waiting_for", "exited_at",
-            "exit_reason", "failures",
-        ]
-    )  # fmt: skip
+    if batch is not None:
+        batch.runs.append(run)
+        batch.changed.append(e)
+    else:
+        run.save()
+        e.save(update_fields=TICK_FIELDS)
     return outcome
 
 
@@ -337,11 +460,17 @@ def _claim(now: dt.datetime, batch: int, journey_ids: Iterable[int] | None) -> l
     qs = qs.order_by("next_due_at", "id")
     if connection.vendor == "postgresql":
         qs = qs.select_for_update(skip_locked=True, of=("self",))
-    ids = list(qs.values_list("pk", flat=True)[:batch])
-    rows = Enrollment.objects.filter(pk__in=ids).select_related(
-        "journey__brand", "customer", "version"
-    )
-    return sorted(rows, key=lambda r: (r.next_due_at or now, r.pk))
+    rows = list(qs.select_related("customer")[:batch])
+    _attach_journeys(rows)
+    return rows
+
+
+def _attach_journeys(rows: list[Enrollment]) -> None:
+    """One query for the batch's journeys and brands (not one join per row)."""
+    ids = {e.journey_id for e in rows}
+    journeys = Journey.objects.filter(pk__in=ids).select_related("brand").in_bulk()
+    for e in rows:
+        e.journey = journeys[e.journey_id]
 
 
 def _record_failure(enrollment_id: int, error: str, now: dt.datetime) -> None:
@@ -362,12 +491,37 @@ def _record_failure(enrollment_id: int, error: str, now: dt.datetime) -> None:
 
 
 def run_due_once(*, batch: int = BATCH, journey_ids: Iterable[int] | None = None) -> int:
-    """Claim up to `batch` due enrolments and run one step of each; returns steps run."""
+    """Claim up to `batch` due enrolments and run one step of each; returns steps run.
+
+    The whole batch runs in one transaction with bulk reads and writes (`_Batch`). If
+    anything in it fails, the batch is rolled back to its savepoint and run again one
+    enrolment per savepoint, so one bad enrolment cannot hold up the others; its failure is
+    recorded (retry with backoff, then exit)."""
     now = clock.now()
     done = 0
     failed: list[tuple[int, str]] = []
     with transaction.atomic():
-        for e in _claim(now, batch, journey_ids):
+        rows = _claim(now, batch, journey_ids)
+        if not rows:
+            return 0
+        try:
+            with transaction.atomic():
+                shared = _Batch(rows)
+                for e in rows:
+                    tick(e, now, batch=shared)
+                shared.flush()
+            return len(rows)
+        except Exception as exc:
+            logger.info(
+                "journey batch failed (%s: %s); running it one by one", type(exc).__name__, exc
+            )
+        rows = list(
+            Enrollment.objects.filter(pk__in=[e.pk for e in rows])
+            .select_related("customer")
+            .order_by("next_due_at", "id")
+        )
+        _attach_journeys(rows)
+        for e in rows:
             try:
                 with transaction.atomic():
                     tick(e, now)
@@ -424,6 +578,9 @@ def handle_event(event: Event) -> None:
     ):
         exits["consent_withdrawn"] = "consent_withdrawn"
     rows = list(open_rows.select_for_update().select_related("journey__brand", "version"))
+    message_key = None
+    if event.type in CONFIRMED_EVENTS and any("message" in e.waiting_for for e in rows):
+        message_key = integrations.message_key(props.get("message_id"))
     for e in rows:
         definition = definition_of(e.version_id)
         rules = definition.exit_rules
@@ -450,6 +607,13 @@ def handle_event(event: Event) -> None:
             since = dt.datetime.fromisoformat(e.waiting_for["since"])
             if event.occurred_at >= since:
                 resume_waiting(e, now, outcome="event")
+        if (
+            e.state == Enrollment.State.WAITING
+            and event.type in CONFIRMED_EVENTS
+            and "message" in e.waiting_for
+            and e.waiting_for["message"] == message_key
+        ):
+            resume_waiting(e, now, outcome="confirmed")
     # Held-out customers convert too (the control group's goal rate).
     for e in Enrollment.objects.filter(
         customer=customer, state=Enrollment.State.HOLDOUT, converted_at__isnull=True
