@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from yutang.core.errors import ValidationFailed
@@ -136,11 +136,12 @@ class ConfirmationWait(Strict):
     timeout: Duration
     on_timeout: StepId | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ConfirmationWait:
-        if self.timeout.delta() <= dt.timedelta(0):
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if value.delta() <= dt.timedelta(0):
             raise ValueError("timeout must be above zero")
-        return self
+        return value
 
 
 class SendMessageStep(StepBase):
