@@ -15,8 +15,10 @@ Baseline in the same run (``--baseline N``, default 2,000 enrollments, 0 to skip
 with ``run_due_once(bulk=False)``, one savepoint and one set of queries per enrollment (the
 engine before batching, and its fallback when a batch fails).
 ``--profile``: one PostgreSQL worker under cProfile; prints where the time goes.
-Steps/CPU-s: steps per CPU-second used by the benchmark's processes (workers and their
-PostgreSQL backends): what the engine does with the CPU it got, whatever the load.
+Steps/CPU-s: steps per CPU-second used by the workers and the PostgreSQL backends serving
+their connections (read from /proc): what the engine does with the CPU it got, whatever the
+load; "CPU-s worker+db" shows the split. "Other CPU": the share of the machine other
+processes used meanwhile (common.CpuMonitor).
 Messages/s counts the outbox rows the steps wrote (delivery is measured by
 bench/messaging.py). The CPU used by other processes during each run is printed: the machine
 is shared.
@@ -93,10 +95,19 @@ def setup_data(scale: int) -> dict[str, int]:
 
 def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None:
     django_setup(url, var_dir)
+    from django.db import connection
+
     from yutang.core.clock import FrozenClock, use_clock
     from yutang.journeys import engine
 
     steps = 0
+    backend_pid = 0
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend_pid = cursor.fetchone()[0]
+    backend_before = _proc_cpu(backend_pid)
+    cpu_before = time.process_time()
 
     def loop() -> None:
         nonlocal steps
@@ -121,7 +132,22 @@ def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None
         print(out.getvalue(), file=sys.stderr)
     else:
         loop()
-    print(json.dumps({"steps": steps}))
+    cpu = time.process_time() - cpu_before
+    backend = _proc_cpu(backend_pid) - backend_before
+    print(json.dumps({"steps": steps, "cpu": cpu, "backend_cpu": backend}))
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process on this machine, 0 if unknown (e.g. the
+    PostgreSQL backend serving this worker's connection)."""
+    if not pid:
+        return 0.0
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(
@@ -151,14 +177,18 @@ def run(
         c = json.loads(counts)
     ok = c["completed"] == scale and c["runs"] == 7 * scale and c["messages"] == 3 * scale
     ok = ok and c["distinct_keys"] == c["messages"]
-    per_worker = [json.loads(o)["steps"] for o in outs]
+    reports = [json.loads(o) for o in outs]
+    per_worker = [r["steps"] for r in reports]
+    worker_cpu = sum(r["cpu"] for r in reports)
+    backend_cpu = sum(r["backend_cpu"] for r in reports)
     usage = cpu.usage()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     mode = "batch" if bulk else "one by one"
     return [backend, workers, mode, fmt_int(scale), fmt_int(c["runs"]), f"{seconds:.1f}",
             fmt_int(c["runs"] / seconds), fmt_int(c["runs"] / seconds / workers),
             fmt_int(c["messages"] / seconds), "/".join(fmt_int(s) for s in per_worker),
-            fmt_int(c["runs"] / max(usage["ours_cpu_s"], 1e-9)),
+            fmt_int(c["runs"] / max(worker_cpu + backend_cpu, 1e-9)),
+            f"{worker_cpu:.0f}+{backend_cpu:.0f}",
             f"{usage['other_share']:.0%}", f"{load:.2f}",
             "ok" if ok else f"FAIL {c}"]  # fmt: skip
 
@@ -220,7 +250,8 @@ def main() -> None:
             rows.append(run(backend, workers, args.enrollments, workdir, batch=args.batch))
             print(rows[-1], flush=True)
     print_table(["backend", "workers", "mode", "enrollments", "steps", "seconds", "steps/s",
-                 "steps/s/worker", "messages/s", "steps per worker", "steps/CPU-s", "other CPU",
+                 "steps/s/worker", "messages/s", "steps per worker", "steps/CPU-s",
+                 "CPU-s worker+db", "other CPU",
                  "load1",
                  "check"], rows, markdown=True)  # fmt: skip
 
