@@ -364,15 +364,15 @@ class _Batch:
         touched = {e.customer_id for e in active if steps[e.pk].type in _MUTATING}
         wanted: dict[tuple[int, str], tuple[Enrollment, dict[str, Any], set[int]]] = {}
         for e in active:
-            if e.customer_id in touched or e.customer.merged_into_id is not None:
-                continue
             rules = [definition_of(e.version_id).exit_rules.condition]
             if steps[e.pk].type == "branch":
                 rules.append(steps[e.pk].condition)
+            rules = [rule for rule in rules if rule]
+            if not rules or e.customer_id in touched or e.customer.merged_into_id is not None:
+                continue
             for rule in rules:
-                if rule:
-                    key = _rule_key(e, rule)
-                    wanted.setdefault(key, (e, rule, set()))[2].add(e.customer_id)
+                key = _rule_key(e, rule)
+                wanted.setdefault(key, (e, rule, set()))[2].add(e.customer_id)
         for key, (e, rule, ids) in wanted.items():
             found = integrations.customers_holding(
                 brand=e.journey.brand, rule=rule, customer_ids=sorted(ids)

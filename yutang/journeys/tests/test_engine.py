@@ -525,3 +525,25 @@ def test_a_batch_evaluates_a_branch_condition_with_one_query_for_its_customers()
     assert len(queries) <= 12, [q["sql"][:80] for q in queries]
     chosen = dict(StepRun.objects.values_list("enrollment__customer_id", "outcome"))
     assert chosen == {p.pk: "then" if i % 3 == 0 else "else" for i, p in enumerate(people)}
+
+
+def test_a_batch_of_sends_and_waits_takes_a_constant_number_of_queries():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    brand, admin = setup()
+    people = [customer(brand) for _ in range(40)]
+    j = live(admin, [
+        {"id": "hi", "type": "send_message", "content": "hi {name}"},
+        {"id": "w", "type": "wait", "days": 1},
+    ])  # fmt: skip
+    enrol(admin, j, *people)
+    counts = []
+    with use_clock(FrozenClock(T0 + 2 * DAY)):
+        for _ in range(3):  # the sends, the waits' start, the waits' end
+            with CaptureQueriesContext(connection) as queries:
+                assert engine.run_due_once(batch=100) == 40
+            counts.append(len(queries))
+    assert max(counts) <= 20, counts  # one by one: over 100 for the 40 sends
+    assert len(messages(brand)) == 40
+    assert set(Enrollment.objects.values_list("state", flat=True)) == {"completed"}
