@@ -595,12 +595,19 @@ def run_due_once(
         rows = _claim(now, batch, journey_ids)
         if not rows:
             return 0
+        # The enrolment whose step raised in the batch is not run again right away: its
+        # failure is recorded (retry with backoff) and its effects are not repeated.
+        broken: dict[int, str] = {}
         if bulk:
             try:
                 with transaction.atomic():
                     shared = _Batch(rows)
                     for e in rows:
-                        tick(e, now, batch=shared)
+                        try:
+                            tick(e, now, batch=shared)
+                        except Exception as exc:
+                            broken[e.pk] = f"{type(exc).__name__}: {exc}"
+                            raise
                     shared.flush()
                 return len(rows)
             except Exception as exc:
@@ -615,6 +622,9 @@ def run_due_once(
             )
             _attach(rows)
         for e in rows:
+            if e.pk in broken:
+                failed.append((e.pk, broken[e.pk]))
+                continue
             try:
                 with transaction.atomic():
                     tick(e, now)
