@@ -1,14 +1,27 @@
 """Journey engine benchmark (issue 7): enrollments in the shipped new-contact template
 fast-forwarded through every step, on SQLite and PostgreSQL, with 1 and 2 worker processes.
 
-    .venv/bin/python bench/journeys.py [--scale N] [--backends sqlite,postgresql] [--workers 1,2]
+    .venv/bin/python bench/journeys.py [--enrollments N] [--backends sqlite,postgresql]
+        [--workers 1,2] [--batch 500] [--baseline N] [--profile]
 
-Default scale: 1,000,000 enrollments (7 steps each: welcome, wait start/end, content, wait
-start/end, offer; 3 messages). Each (backend, workers) pair gets its own fresh database
-(bench_journeys_* on PostgreSQL, a temp file for SQLite). Set-up (customers, a published
-journey, enrollments due now, written with bulk inserts) is not timed. Then W child processes
-each loop `engine.run_due_once(batch=500)` under a FrozenClock three days later until nothing is
-due; the wall time from the first child's start to the last child's end is timed.
+Default: 20,000 enrollments (a few minutes in all; the issue's goal size is
+``--enrollments 1000000``), 7 steps each: welcome, wait start/end, content, wait start/end,
+offer; 3 messages. Each (backend, workers) pair gets its own fresh database (bench_journeys_*
+on PostgreSQL, a temp file for SQLite). Set-up (customers, a published journey, enrollments
+due now, written with bulk inserts) is not timed. Then W child processes each loop
+`engine.run_due_once(batch=500)` under a FrozenClock three days later until nothing is due; the
+wall time from the first child's start to the last child's end is timed.
+Baseline in the same run (``--baseline N``, default 2,000 enrollments, 0 to skip): one worker
+with ``run_due_once(bulk=False)``, one savepoint and one set of queries per enrollment (the
+engine before batching, and its fallback when a batch fails).
+``--profile``: one PostgreSQL worker under cProfile; prints where the time goes.
+Steps/CPU-s: steps per CPU-second used by the workers and the PostgreSQL backends serving
+their connections (read from /proc): what the engine does with the CPU it got, whatever the
+load; "CPU-s worker+db" shows the split. "Other CPU": the share of the machine other
+processes used meanwhile (common.CpuMonitor).
+Messages/s counts the outbox rows the steps wrote (delivery is measured by
+bench/messaging.py). The CPU used by other processes during each run is printed: the machine
+is shared.
 SQLite has a single writer: `yutang worker` runs journey steps only in the holder of the loops
 lease, so the benchmark runs SQLite with 1 worker only (more are skipped).
 Steps/s = StepRun rows / seconds; messages/s = outbox rows / seconds. The result is checked:
@@ -20,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     REPO,
+    CpuMonitor,
     django_setup,
     fmt_int,
     print_machine_info,
@@ -78,33 +93,82 @@ def setup_data(scale: int) -> dict[str, int]:
     return {"journey": journey.pk}
 
 
-def child(url: str, var_dir: str) -> None:
+def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None:
     django_setup(url, var_dir)
+    from django.db import connection
+
     from yutang.core.clock import FrozenClock, use_clock
     from yutang.journeys import engine
 
     steps = 0
-    with use_clock(FrozenClock(T0 + dt.timedelta(days=3))):
-        while True:
-            did = engine.run_due_once(batch=500)
-            if not did:
-                break
-            steps += did
-    print(json.dumps({"steps": steps}))
+    backend_pid = 0
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend_pid = cursor.fetchone()[0]
+    backend_before = _proc_cpu(backend_pid)
+    cpu_before = time.process_time()
+
+    def loop() -> None:
+        nonlocal steps
+        with use_clock(FrozenClock(T0 + dt.timedelta(days=3))):
+            while True:
+                did = engine.run_due_once(batch=batch, bulk=bulk)
+                if not did:
+                    break
+                steps += did
+
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(loop)
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+        print(out.getvalue(), file=sys.stderr)
+    else:
+        loop()
+    cpu = time.process_time() - cpu_before
+    backend = _proc_cpu(backend_pid) - backend_before
+    print(json.dumps({"steps": steps, "cpu": cpu, "backend_cpu": backend}))
 
 
-def run(backend: str, workers: int, scale: int, workdir: Path) -> list[object]:
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process on this machine, 0 if unknown (e.g. the
+    PostgreSQL backend serving this worker's connection)."""
+    if not pid:
+        return 0.0
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    backend: str, workers: int, scale: int, workdir: Path, *, batch: int = 500,
+    bulk: bool = True, profile: bool = False,
+) -> list[object]:  # fmt: skip
     name = f"bench_journeys_{backend[:2]}_{workers}"
     with temp_database(backend, name, workdir) as url:
-        setup_cmd = [sys.executable, __file__, "--_setup", url, "--scale", str(scale),
+        setup_cmd = [sys.executable, __file__, "--_setup", url, "--enrollments", str(scale),
                      "--_var", str(workdir)]  # fmt: skip
         subprocess.run(setup_cmd, check=True, cwd=REPO)
-        cmd = [sys.executable, __file__, "--_child", url, "--_var", str(workdir)]
-        started = time.perf_counter()
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
-                 for _ in range(workers)]  # fmt: skip
-        outs = [p.communicate()[0] for p in procs]
-        seconds = time.perf_counter() - started
+        cmd = [sys.executable, __file__, "--_child", url, "--_var", str(workdir),
+               "--batch", str(batch)]  # fmt: skip
+        cmd += [] if bulk else ["--_one_by_one"]
+        cmd += ["--_profile"] if profile else []
+        with CpuMonitor() as cpu:
+            started = time.perf_counter()
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+                     for _ in range(workers)]  # fmt: skip
+            outs = [p.communicate()[0] for p in procs]
+            seconds = time.perf_counter() - started
         assert all(p.returncode == 0 for p in procs), outs
         counts = subprocess.run(
             [sys.executable, __file__, "--_count", url, "--_var", str(workdir)],
@@ -113,10 +177,20 @@ def run(backend: str, workers: int, scale: int, workdir: Path) -> list[object]:
         c = json.loads(counts)
     ok = c["completed"] == scale and c["runs"] == 7 * scale and c["messages"] == 3 * scale
     ok = ok and c["distinct_keys"] == c["messages"]
-    per_worker = [json.loads(o)["steps"] for o in outs]
-    return [backend, workers, fmt_int(scale), fmt_int(c["runs"]), f"{seconds:.1f}",
-            fmt_int(c["runs"] / seconds), fmt_int(c["messages"] / seconds),
-            "/".join(fmt_int(s) for s in per_worker), "ok" if ok else f"FAIL {c}"]  # fmt: skip
+    reports = [json.loads(o) for o in outs]
+    per_worker = [r["steps"] for r in reports]
+    worker_cpu = sum(r["cpu"] for r in reports)
+    backend_cpu = sum(r["backend_cpu"] for r in reports)
+    usage = cpu.usage()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    mode = "batch" if bulk else "one by one"
+    return [backend, workers, mode, fmt_int(scale), fmt_int(c["runs"]), f"{seconds:.1f}",
+            fmt_int(c["runs"] / seconds), fmt_int(c["runs"] / seconds / workers),
+            fmt_int(c["messages"] / seconds), "/".join(fmt_int(s) for s in per_worker),
+            fmt_int(c["runs"] / max(worker_cpu + backend_cpu, 1e-9)),
+            f"{worker_cpu:.0f}+{backend_cpu:.0f}",
+            f"{usage['other_share']:.0%}", f"{load:.2f}",
+            "ok" if ok else f"FAIL {c}"]  # fmt: skip
 
 
 def count(url: str, var_dir: str) -> None:
@@ -133,21 +207,27 @@ def count(url: str, var_dir: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--enrollments", "--scale", type=int, default=20_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--_setup")
-    parser.add_argument("--_child")
-    parser.add_argument("--_count")
-    parser.add_argument("--_var")
+    parser.add_argument("--batch", type=int, default=500, help="enrollments per claim")
+    parser.add_argument("--baseline", type=int, default=2_000,
+                        help="enrollments of the one-by-one baseline (0: skip)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true", help="profile one PostgreSQL worker")
+    parser.add_argument("--_setup", help=argparse.SUPPRESS)
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    parser.add_argument("--_count", help=argparse.SUPPRESS)
+    parser.add_argument("--_var", help=argparse.SUPPRESS)
+    parser.add_argument("--_one_by_one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._setup:
         django_setup(args._setup, args._var)
-        setup_data(args.scale)
+        setup_data(args.enrollments)
         return
     if args._child:
-        child(args._child, args._var)
+        child(args._child, args._var, args.batch, not args._one_by_one, args._profile)
         return
     if args._count:
         count(args._count, args._var)
@@ -155,14 +235,25 @@ def main() -> None:
     print_machine_info()
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-journeys-"))
+    if args.profile:
+        rows.append(run("postgresql", 1, args.enrollments, workdir, batch=args.batch,
+                        profile=True))  # fmt: skip
+        print(rows[-1], flush=True)
+        return
     for backend in args.backends.split(","):
+        if args.baseline:
+            rows.append(run(backend, 1, args.baseline, workdir, batch=args.batch, bulk=False))
+            print(rows[-1], flush=True)
         for workers in [int(w) for w in args.workers.split(",")]:
             if backend == "sqlite" and workers > 1:
                 continue  # single writer: a second worker stands by (see the docstring)
-            rows.append(run(backend, workers, args.scale, workdir))
+            rows.append(run(backend, workers, args.enrollments, workdir, batch=args.batch))
             print(rows[-1], flush=True)
-    print_table(["backend", "workers", "enrollments", "steps", "seconds", "steps/s",
-                 "messages/s", "steps per worker", "check"], rows, markdown=True)  # fmt: skip
+    print_table(["backend", "workers", "mode", "enrollments", "steps", "seconds", "steps/s",
+                 "steps/s/worker", "messages/s", "steps per worker", "steps/CPU-s",
+                 "CPU-s worker+db", "other CPU",
+                 "load1",
+                 "check"], rows, markdown=True)  # fmt: skip
 
 
 if __name__ == "__main__":

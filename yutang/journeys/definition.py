@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from yutang.core.errors import ValidationFailed
@@ -127,10 +127,28 @@ class SplitStep(StepBase):
     paths: Annotated[list[SplitPath], Field(min_length=2, max_length=10)]
 
 
+class ConfirmationWait(Strict):
+    """Wait until the message is sent: on carriers where staff confirm each message (WeCom
+    mass-message tasks: the outbox's ``pending_confirmation``), until they do. Sent →
+    the step's next; failed, blocked, expired, or not sent by the timeout → ``on_timeout``
+    (default: the step's next)."""
+
+    timeout: Duration
+    on_timeout: StepId | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if value.delta() <= dt.timedelta(0):
+            raise ValueError("timeout must be above zero")
+        return value
+
+
 class SendMessageStep(StepBase):
     type: Literal["send_message"]
     kind: Literal["service", "marketing"] = "marketing"
     content: Annotated[str, Field(min_length=1, max_length=4000)]
+    wait_for_confirmation: ConfirmationWait | None = None
 
 
 class CreateTaskStep(StepBase):
@@ -352,6 +370,8 @@ def _targets(step: Any) -> list[tuple[str, str | None]]:
         found += [(f"paths[{i}].next", p.next) for i, p in enumerate(step.paths)]
     if isinstance(step, WaitEventStep | CreateTaskStep):
         found.append(("on_timeout", step.on_timeout))
+    if isinstance(step, SendMessageStep) and step.wait_for_confirmation is not None:
+        found.append(("wait_for_confirmation.on_timeout", step.wait_for_confirmation.on_timeout))
     return found
 
 

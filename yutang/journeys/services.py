@@ -376,6 +376,7 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         ),
         "tasks_created": task_counts["created"],
         "tasks_done": task_counts["done"],
+        "confirmations": confirmation_metrics(journey, step_counts),
         "goal": {
             "treated": {
                 "n": t_n,
@@ -393,6 +394,64 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
             "uplift_ci95": [round(v, 4) for v in newcombe(t_x, t_n, h_x, h_n)],
         },
         "steps": steps,
+    }
+
+
+def confirmation_metrics(
+    journey: Journey, step_counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """Send steps that wait for staff confirmation (WeCom): how many messages were asked for,
+    confirmed, not sent (expired, failed, blocked) or timed out, and the confirmation rate
+    overall and per sending staff member and store (of the decided ones)."""
+    asked = sum(c.get("confirming", 0) for c in step_counts.values())
+    done = {
+        k: sum(c.get(k, 0) for c in step_counts.values())
+        for k in ("confirmed", "not_sent", "timeout")
+    }
+    decided = sum(done.values())
+    steps = set()
+    if journey.live_version_id:
+        for step in engine.definition_of(journey.live_version_id).steps:
+            if getattr(step, "wait_for_confirmation", None) is not None:
+                steps.add(step.id)
+    groups: dict[tuple[str, Any], dict[str, Any]] = {}
+    if steps:
+        query = Q()
+        for step_id in steps:
+            query |= Q(cause_ref=f"journey:{journey.pk}:{step_id}")
+        rows = (
+            Message.objects.filter(query, brand_id=journey.brand_id, cause=Message.Cause.JOURNEY)
+            .values("account__staff_id", "account__staff__display_name", "account__store_id",
+                    "account__store__name", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )  # fmt: skip
+        for row in rows:
+            sent = row["status"] in {"sent", "delivered", "read"}
+            keys = [
+                ("staff", (row["account__staff_id"], row["account__staff__display_name"])),
+                ("store", (row["account__store_id"], row["account__store__name"])),
+            ]
+            for kind, (key_id, name) in keys:
+                entry = groups.setdefault(
+                    (kind, key_id),
+                    {"id": key_id, "name": name or "", "asked": 0, "confirmed": 0},
+                )
+                entry["asked"] += row["n"]
+                entry["confirmed"] += row["n"] if sent else 0
+    for entry in groups.values():
+        entry["rate"] = round(entry["confirmed"] / entry["asked"], 4) if entry["asked"] else 0.0
+    return {
+        "asked": asked,
+        "waiting": asked - decided,
+        **done,
+        "rate": round(done["confirmed"] / decided, 4) if decided else 0.0,
+        "by_staff": sorted(
+            (v for (k, _), v in groups.items() if k == "staff"), key=lambda v: -v["asked"]
+        ),
+        "by_store": sorted(
+            (v for (k, _), v in groups.items() if k == "store"), key=lambda v: -v["asked"]
+        ),
     }
 
 

@@ -794,3 +794,109 @@ def outcome_counts(
         entry[row["kind"]] = entry.get(row["kind"], 0) + row["n"]
         entry["total"] += row["n"]
     return sorted(table.values(), key=lambda e: (-e["total"], e["outcome"], e["rule"]))
+
+
+# --- Bulk enqueue and single-message confirmation (appended for journeys, issue 7) ----------
+
+
+@dataclass
+class OutboxItem:
+    """The arguments of `enqueue_message` for one message of a bulk `enqueue_messages`."""
+
+    brand: Brand
+    customer: Customer
+    account: CarrierAccount
+    kind: str
+    content: Any
+    cause: str
+    idempotency_key: str
+    due_at: dt.datetime | None = None
+    cause_ref: str = ""
+
+
+def enqueue_messages(items: Sequence[OutboxItem]) -> list[Message]:
+    """`enqueue_message` for many messages in the caller's transaction: the same checks per
+    item, one query for the keys already written and one bulk insert for the rest. The same
+    idempotency key returns the message already written. Returns the messages in item order.
+    A key written concurrently raises IntegrityError (the caller retries item by item)."""
+    now = clock.now()
+    rows: list[Message] = []
+    for item in items:
+        if item.customer.brand_id != item.brand.pk or item.account.brand_id != item.brand.pk:
+            raise ValidationFailed(
+                "The customer and the account must belong to the brand.", field="customer_id"
+            )
+        if item.cause not in Message.Cause.values:
+            raise ValidationFailed(f"Unknown cause {item.cause!r}.", field="cause")
+        key = (item.idempotency_key or "").strip()
+        if not key or len(key) > 200:
+            raise ValidationFailed(
+                "idempotency_key is required (1–200 characters).", field="idempotency_key"
+            )
+        body = clean_content(item.content)
+        rows.append(
+            Message(
+                brand=item.brand,
+                customer=item.customer,
+                account=item.account,
+                carrier=item.account.kind,
+                kind=_kind(item.kind),
+                content=body,
+                content_hash=content_hash(body),
+                cause=item.cause,
+                cause_ref=item.cause_ref[:120],
+                idempotency_key=key,
+                due_at=item.due_at or now,
+                created_at=now,
+            )
+        )
+    existing: dict[tuple[int, str], Message] = {}
+    by_brand: dict[int, list[str]] = {}
+    for m in rows:
+        by_brand.setdefault(m.brand_id, []).append(m.idempotency_key)
+    for brand_id, keys in by_brand.items():
+        for start in range(0, len(keys), 500):
+            for found in Message.objects.filter(
+                brand_id=brand_id, idempotency_key__in=keys[start : start + 500]
+            ):
+                existing[(brand_id, found.idempotency_key)] = found
+    fresh = [m for m in rows if (m.brand_id, m.idempotency_key) not in existing]
+    if fresh:
+        with transaction.atomic():
+            Message.objects.bulk_create(fresh, batch_size=500)
+    return [existing.get((m.brand_id, m.idempotency_key), m) for m in rows]
+
+
+def confirm_message(*, message_id: int, at: dt.datetime | None = None) -> bool:
+    """Staff confirmed one message on the carrier (a WeCom mass-message task with a single
+    recipient, e.g. a journey step's): it counts as sent and `message.sent` is stored, as
+    `confirm_broadcast` does for a broadcast. False when it was not waiting for confirmation."""
+    now = at or clock.now()
+    with transaction.atomic():
+        m = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, status=S.PENDING_CONFIRMATION)
+            .first()
+        )
+        if m is None:
+            return False
+        Message.objects.filter(pk=m.pk).update(status=S.SENT, sent_at=now, claimed_until=None)
+        ingest_events(
+            brand=Brand.objects.get(pk=m.brand_id),
+            items=[
+                {
+                    "type": "message.sent",
+                    "occurred_at": now,
+                    "source": "messaging",
+                    "idempotency_key": f"message.sent:{m.pk}",
+                    "customer_id": m.customer_id,
+                    "properties": {
+                        "carrier": m.carrier,
+                        "account_id": str(m.account_id),
+                        "message_id": str(m.pk),
+                        "kind": m.kind,
+                    },
+                }
+            ],
+        )
+    return True

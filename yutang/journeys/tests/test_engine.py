@@ -475,3 +475,75 @@ def test_failing_extension_retries_then_exits_and_registered_one_runs():
         assert "grant_coupon" in e.last_error
     finally:
         extensions.unregister_action("grant_coupon")
+
+
+def test_a_failing_enrolment_does_not_hold_up_the_rest_of_its_batch():
+    """The batch fails as a whole, is rolled back and runs again one enrolment at a time."""
+    from yutang.journeys import extensions
+
+    brand, admin = setup()
+    good = [customer(brand, attributes={"bad": False}) for _ in range(3)]
+    bad = customer(brand, attributes={"bad": True})
+    rule = {"kind": "attribute", "key": "bad", "type": "boolean", "op": "eq", "value": True}
+    extensions.register_action("flaky", lambda **kw: None)
+    try:
+        j = live(admin, [
+            {"id": "b", "type": "branch", "condition": rule, "then": "x", "else": "m"},
+            {"id": "x", "type": "extension", "name": "flaky", "next": "m"},
+            {"id": "m", "type": "send_message", "content": "hi {name}"},
+        ])  # fmt: skip
+    finally:
+        extensions.unregister_action("flaky")
+    enrol(admin, j, *good, bad)
+    with use_clock(FrozenClock(T0)):
+        assert engine.run_due_once(batch=50) == 4  # the branch, in one batch
+        assert engine.run_due_once(batch=50) == 4  # 3 messages and 1 failure, one batch
+    assert sorted(c for c, _, _ in messages(brand)) == sorted(g.pk for g in good)
+    e = Enrollment.objects.get(customer=bad)
+    assert (e.state, e.current_step, e.failures) == ("active", "x", 1)
+    assert "flaky" in e.last_error
+    assert StepRun.objects.filter(step_id="m").count() == 3
+
+
+def test_a_batch_evaluates_a_branch_condition_with_one_query_for_its_customers():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    brand, admin = setup()
+    people = [customer(brand, attributes={"vip": i % 3 == 0}) for i in range(30)]
+    rule = {"kind": "attribute", "key": "vip", "type": "boolean", "op": "eq", "value": True}
+    exit_rule = {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 5}
+    j = live(admin, [
+        {"id": "b", "type": "branch", "condition": rule, "then": "vip", "else": "end"},
+        {"id": "vip", "type": "add_tag", "group": "g", "name": "vip"},
+        {"id": "end", "type": "exit"},
+    ], exit_rules={"condition": exit_rule})  # fmt: skip
+    enrol(admin, j, *people)
+    with use_clock(FrozenClock(T0)), CaptureQueriesContext(connection) as queries:
+        assert engine.run_due_once(batch=50) == 30
+    # claim, journeys, one query per rule (branch + exit), StepRuns, enrolments, savepoints
+    assert len(queries) <= 12, [q["sql"][:80] for q in queries]
+    chosen = dict(StepRun.objects.values_list("enrollment__customer_id", "outcome"))
+    assert chosen == {p.pk: "then" if i % 3 == 0 else "else" for i, p in enumerate(people)}
+
+
+def test_a_batch_of_sends_and_waits_takes_a_constant_number_of_queries():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    brand, admin = setup()
+    people = [customer(brand) for _ in range(40)]
+    j = live(admin, [
+        {"id": "hi", "type": "send_message", "content": "hi {name}"},
+        {"id": "w", "type": "wait", "days": 1},
+    ])  # fmt: skip
+    enrol(admin, j, *people)
+    counts = []
+    with use_clock(FrozenClock(T0 + 2 * DAY)):
+        for _ in range(3):  # the sends, the waits' start, the waits' end
+            with CaptureQueriesContext(connection) as queries:
+                assert engine.run_due_once(batch=100) == 40
+            counts.append(len(queries))
+    assert max(counts) <= 20, counts  # one by one: over 100 for the 40 sends
+    assert len(messages(brand)) == 40
+    assert set(Enrollment.objects.values_list("state", flat=True)) == {"completed"}
