@@ -55,6 +55,17 @@ def _step_from_form(post: Any) -> dict[str, Any]:
     if step["type"] == "create_task" and post.get("wait_for_completion"):
         step["wait_for_completion"] = True
         step["timeout"] = {k: step.pop(k) for k in ("days", "hours", "minutes") if k in step}
+    if step["type"] == "send_message":
+        if post.get("kind"):
+            step["kind"] = post["kind"]
+        if post.get("wait_for_confirmation"):
+            # days/hours/minutes are the confirmation's timeout; on_timeout its branch
+            wait: dict[str, Any] = {
+                "timeout": {k: step.pop(k) for k in ("days", "hours", "minutes") if k in step}
+            }
+            if "on_timeout" in step:
+                wait["on_timeout"] = step.pop("on_timeout")
+            step["wait_for_confirmation"] = wait
     if post.get("condition", "").strip():
         try:
             step["condition"] = json.loads(post["condition"])

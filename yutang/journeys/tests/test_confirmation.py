@@ -165,3 +165,39 @@ def test_the_timeout_branch_must_name_a_step():
             }
         )
     assert zero.value.field == "$.steps[0].wait_for_confirmation.timeout"
+
+
+def test_the_console_builder_sets_kind_and_confirmation_wait_and_shows_confirmation_rates(wecom):
+    from tests.factories import console_client
+
+    server, frozen = wecom
+    admin, journey, m = start(server, timeout_hours=48)
+    messaging.confirm_message(message_id=m.pk)
+    engine.fast_forward(until=frozen.now() + dt.timedelta(minutes=1))
+    client = console_client(admin)
+    page = client.get(f"/journeys/{journey.pk}/").content.decode()
+    assert (
+        'data-testid="m-confirmations"' in page
+        and "zhangsan" not in page.split("m-confirmations")[0]
+    )
+    assert "员工确认" in page and "等待员工确认" in page  # metrics block and the flow's badge
+    # a service message that waits up to 2 days for the member, else goes to "call"
+    added = client.post(
+        f"/journeys/{journey.pk}/edit/",
+        {"op": "add", "id": "care", "type": "send_message", "content": "天冷了注意保暖",
+         "kind": "service", "wait_for_confirmation": "1", "days": "2", "on_timeout": "call"},
+    )  # fmt: skip
+    assert added.status_code == 302
+    journey.refresh_from_db()
+    care = next(s for s in journey.draft["steps"] if s["id"] == "care")
+    assert care["kind"] == "service"
+    assert care["wait_for_confirmation"] == {
+        "timeout": {"days": 2, "hours": 0, "minutes": 0},
+        "on_timeout": "call",
+    }
+    bad = client.post(
+        f"/journeys/{journey.pk}/edit/",
+        {"op": "add", "id": "oops", "type": "send_message", "content": "x",
+         "wait_for_confirmation": "1", "days": "1", "on_timeout": "nowhere"},
+    )  # fmt: skip
+    assert bad.status_code == 422 and "on_timeout" in bad.content.decode()
