@@ -158,7 +158,7 @@ def load_context(
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
     customer_ids = sorted({c.customer_id for c in candidates})
     with GateClock():
-        _lock(candidates, customer_ids, lock=lock, enabled=enabled)
+        _lock_customers(customer_ids, lock=lock)
     by_account: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         by_account[c.account_id].add(c.customer_id)
@@ -174,14 +174,12 @@ def load_context(
     if not enabled:
         return ctx
     with GateClock():
-        _load_history(ctx, customer_ids, list(by_account))
+        _load_history(ctx, candidates, customer_ids, list(by_account), lock=lock)
     return ctx
 
 
-def _lock(
-    candidates: Sequence[gate.Candidate], customer_ids: list[int], *, lock: bool, enabled: bool
-) -> None:
-    """The batch's TouchLock rows, then (for marketing) its accounts' rows, in id order."""
+def _lock_customers(customer_ids: list[int], *, lock: bool) -> None:
+    """The batch's TouchLock rows, in id order."""
     if lock and customer_ids:
         TouchLock.objects.bulk_create(
             [TouchLock(customer_id=i) for i in customer_ids], ignore_conflicts=True
@@ -193,23 +191,36 @@ def _lock(
             .order_by("customer_id")
             .values_list("customer_id", flat=True)
         )
-    # Accounts whose marketing share this pass may spend. Service messages only add to an
-    # account's total (they loosen the share), so a batch without marketing locks no account.
+
+
+def _lock_accounts(candidates: Sequence[gate.Candidate]) -> None:
+    """The rows of the accounts whose marketing share this pass may spend, in id order and
+    after the customers' rows (every pass takes them in that order: no deadlock), as late as
+    possible: right before their posts are counted, so passes through the same accounts
+    wait for each other only for the count, the decisions and the write. Service messages
+    only add to an account's total (they loosen the share): they lock no account."""
     share_accounts = sorted({c.account_id for c in candidates if c.kind == "marketing"})
-    if lock and enabled and share_accounts:
-        AccountTouchLock.objects.bulk_create(
-            [AccountTouchLock(account_id=i) for i in share_accounts], ignore_conflicts=True
-        )
-        # After the customers' rows and in id order, like every pass: no deadlock.
-        list(
-            AccountTouchLock.objects.select_for_update()
-            .filter(account_id__in=share_accounts)
-            .order_by("account_id")
-            .values_list("account_id", flat=True)
-        )
+    if not share_accounts:
+        return
+    AccountTouchLock.objects.bulk_create(
+        [AccountTouchLock(account_id=i) for i in share_accounts], ignore_conflicts=True
+    )
+    list(
+        AccountTouchLock.objects.select_for_update()
+        .filter(account_id__in=share_accounts)
+        .order_by("account_id")
+        .values_list("account_id", flat=True)
+    )
 
 
-def _load_history(ctx: gate.GateContext, customer_ids: list[int], account_ids: list[int]) -> None:
+def _load_history(
+    ctx: gate.GateContext,
+    candidates: Sequence[gate.Candidate],
+    customer_ids: list[int],
+    account_ids: list[int],
+    *,
+    lock: bool,
+) -> None:
     """Consents, touch history and every account's post counts, one query each."""
     policy, now = ctx.policy, ctx.now
     for cid, purpose, carrier, status in Consent.objects.filter(
@@ -221,6 +232,8 @@ def _load_history(ctx: gate.GateContext, customer_ids: list[int], account_ids: l
         customer_id__in=customer_ids, passed_at__gte=since
     ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash"):
         ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+    if lock:
+        _lock_accounts(candidates)
     # Every account's posts in the share window, in one grouped query (read after the account
     # rows are locked, so it includes what other workers let through before us).
     window = now - dt.timedelta(days=policy.marketing_share_window_days)
