@@ -70,7 +70,7 @@ class Message(models.Model):
         TEST = "test", _("Test")
 
     # No index of their own: (brand, idempotency_key), (customer, passed_at) and
-    # (account, passed_at) lead with them, and each index costs every outbox update.
+    # (account, passed_at, kind) lead with them, and each index costs every outbox update.
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, related_name="messages", db_index=False
@@ -120,7 +120,8 @@ class Message(models.Model):
             models.Index(fields=["status", "due_at", "id"], name="message_due_order"),
             models.Index(fields=["status", "claimed_until"], name="message_claimed"),
             models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
-            models.Index(fields=["account", "passed_at"], name="message_account_touch"),
+            # Covers the marketing-share count (no table reads for `kind`).
+            models.Index(fields=["account", "passed_at", "kind"], name="message_account_posts"),
             models.Index(fields=["account", "carrier_message_id"], name="message_carrier_id"),
             models.Index(fields=["brand", "status", "rule"], name="message_brand_status"),
         ]
