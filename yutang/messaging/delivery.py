@@ -232,13 +232,15 @@ def _load_history(
         customer_id__in=customer_ids, passed_at__gte=since
     ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash"):
         ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+    for account_id in account_ids:
+        ctx.account_posts[account_id] = [0, 0]
+    if policy.marketing_share_max >= 1:
+        return  # marketing may be every post: the rule never blocks, nothing to count or lock
     if lock:
         _lock_accounts(candidates)
     # Every account's posts in the share window, in one grouped query (read after the account
     # rows are locked, so it includes what other workers let through before us).
     window = now - dt.timedelta(days=policy.marketing_share_window_days)
-    for account_id in account_ids:
-        ctx.account_posts[account_id] = [0, 0]
     for account_id, kind, n in (
         Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
         .values_list("account_id", "kind")
