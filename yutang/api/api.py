@@ -129,3 +129,10 @@ def method_not_allowed(request: HttpRequest, allowed: list[str]) -> HttpResponse
     response = _error(request, 405, "method_not_allowed", message, None)
     response["Allow"] = ", ".join(allowed)
     return response
+
+
+# --- Broadcasts to a segment (resolved on this floor; see yutang/api/segment_broadcasts.py) ---
+
+from yutang.api.segment_broadcasts import router as segment_broadcasts_router  # noqa: E402
+
+api.add_router("", segment_broadcasts_router)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,6 +56,12 @@ class Outbound:
     content: Mapping[str, Any]
     cause: str = "manual"  # journey | broadcast | campaign | manual | welcome | test
     unsubscribe_url: str = ""
+    #: 1 on the first try; more when an earlier try may have reached the carrier (a transient
+    #: error, or a worker killed before it recorded the result).
+    attempt: int = 1
+    #: When the gate let it pass (the first try): where a carrier without idempotency keys
+    #: starts looking for a copy it already accepted (WeCom `add_msg_template`).
+    first_passed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,29 @@ class Carrier(Protocol):
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
         """Verify and normalise an inbound callback, or raise CallbackRejected."""
         ...
+
+
+@runtime_checkable
+class BatchCarrier(Protocol):
+    """An adapter that can send many messages in one call (one round trip, one insert …).
+    Each message keeps its own idempotency key; the answer is one result or error per
+    message, in order. Adapters without it are sent one by one (`send_many`)."""
+
+    def send_batch(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]: ...
+
+
+def send_many(adapter: Carrier, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+    """Send these messages through `adapter`: in one batch when it can, else one by one.
+    A failed message is its CarrierError in the answer; the others still go."""
+    if isinstance(adapter, BatchCarrier):
+        return list(adapter.send_batch(messages))
+    results: list[SendResult | CarrierError] = []
+    for message in messages:
+        try:
+            results.append(adapter.send(message))
+        except CarrierError as exc:
+            results.append(exc)
+    return results
 
 
 @dataclass(frozen=True)

@@ -315,16 +315,16 @@ def recipients(
     """Where each customer is reached through this account; a customer missing from the answer
     does not hold this carrier (deleted the contact, never added it, or has no address)."""
     ids = list(set(customer_ids))
-    lost = set(
-        CarrierContact.objects.filter(
-            account=account, customer_id__in=ids, status=CarrierContact.Status.LOST
-        ).values_list("customer_id", flat=True)
-    )
     if Capability.CONTACT_BASED in capabilities:
         rows = CarrierContact.objects.filter(
             account=account, customer_id__in=ids, status=CarrierContact.Status.ACTIVE
         ).values_list("customer_id", "external_encrypted")
         return {cid: crypto.decrypt_pii(enc) for cid, enc in rows}
+    lost = set(
+        CarrierContact.objects.filter(
+            account=account, customer_id__in=ids, status=CarrierContact.Status.LOST
+        ).values_list("customer_id", flat=True)
+    )
     kind = IDENTITY_FOR_KIND.get(account.kind)
     if kind is None:  # webhook: the brand's system resolves the customer itself
         return {cid: str(cid) for cid in ids if cid not in lost}

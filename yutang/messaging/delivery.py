@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,17 +30,24 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from yutang.carriers import services as carriers
-from yutang.carriers.base import Carrier, CarrierError, Outbound, SendResult, build_adapter
+from yutang.carriers.base import (
+    Carrier,
+    CarrierError,
+    Outbound,
+    SendResult,
+    build_adapter,
+    send_many,
+)
 from yutang.carriers.models import CarrierConnection
 from yutang.core import clock
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
 from yutang.events.services import ingest_events
 from yutang.messaging import gate
-from yutang.messaging.models import Message, TouchLock
+from yutang.messaging.models import AccountTouchLock, Message, TouchLock
 from yutang.messaging.policy import PolicySettings
 
 logger = logging.getLogger("yutang.messaging")
@@ -114,6 +122,21 @@ class Adapters:
             self._cache[pk] = build_adapter(carriers.account_config(account, connections.get(pk)))
 
 
+class GateClock:
+    """Seconds this process spent on the gate's own work (its locks, the consent, history and
+    post-count reads, and the decisions), apart from what sending needs anyway (claiming,
+    recipients, writing outcomes). Read by bench/delivery.py; costs two clock reads a step."""
+
+    seconds = 0.0
+
+    def __enter__(self) -> GateClock:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        GateClock.seconds += time.perf_counter() - self._start
+
+
 def policy_for(brand_id: int) -> PolicySettings:
     from yutang.messaging.models import MessagingPolicy
 
@@ -134,17 +157,8 @@ def load_context(
     policy = policy or policy_for(brand.pk)
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
     customer_ids = sorted({c.customer_id for c in candidates})
-    if lock and customer_ids:
-        TouchLock.objects.bulk_create(
-            [TouchLock(customer_id=i) for i in customer_ids], ignore_conflicts=True
-        )
-        # Locked in id order, so two passes over the same customers cannot deadlock.
-        list(
-            TouchLock.objects.select_for_update()
-            .filter(customer_id__in=customer_ids)
-            .order_by("customer_id")
-            .values_list("customer_id", flat=True)
-        )
+    with GateClock():
+        _lock_customers(customer_ids, lock=lock)
     by_account: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         by_account[c.account_id].add(c.customer_id)
@@ -159,6 +173,56 @@ def load_context(
             ctx.recipients[(cid, account_id)] = address
     if not enabled:
         return ctx
+    with GateClock():
+        _load_history(ctx, candidates, customer_ids, list(by_account), lock=lock)
+    return ctx
+
+
+def _lock_customers(customer_ids: list[int], *, lock: bool) -> None:
+    """The batch's TouchLock rows, in id order."""
+    if lock and customer_ids:
+        TouchLock.objects.bulk_create(
+            [TouchLock(customer_id=i) for i in customer_ids], ignore_conflicts=True
+        )
+        # Locked in id order, so two passes over the same customers cannot deadlock.
+        list(
+            TouchLock.objects.select_for_update()
+            .filter(customer_id__in=customer_ids)
+            .order_by("customer_id")
+            .values_list("customer_id", flat=True)
+        )
+
+
+def _lock_accounts(candidates: Sequence[gate.Candidate]) -> None:
+    """The rows of the accounts whose marketing share this pass may spend, in id order and
+    after the customers' rows (every pass takes them in that order: no deadlock), as late as
+    possible: right before their posts are counted, so passes through the same accounts
+    wait for each other only for the count, the decisions and the write. Service messages
+    only add to an account's total (they loosen the share): they lock no account."""
+    share_accounts = sorted({c.account_id for c in candidates if c.kind == "marketing"})
+    if not share_accounts:
+        return
+    AccountTouchLock.objects.bulk_create(
+        [AccountTouchLock(account_id=i) for i in share_accounts], ignore_conflicts=True
+    )
+    list(
+        AccountTouchLock.objects.select_for_update()
+        .filter(account_id__in=share_accounts)
+        .order_by("account_id")
+        .values_list("account_id", flat=True)
+    )
+
+
+def _load_history(
+    ctx: gate.GateContext,
+    candidates: Sequence[gate.Candidate],
+    customer_ids: list[int],
+    account_ids: list[int],
+    *,
+    lock: bool,
+) -> None:
+    """Consents, touch history and every account's post counts, one query each."""
+    policy, now = ctx.policy, ctx.now
     for cid, purpose, carrier, status in Consent.objects.filter(
         customer_id__in=customer_ids
     ).values_list("customer_id", "purpose", "carrier", "status"):
@@ -168,11 +232,25 @@ def load_context(
         customer_id__in=customer_ids, passed_at__gte=since
     ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash"):
         ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+    for account_id in account_ids:
+        ctx.account_posts[account_id] = [0, 0]
+    if policy.marketing_share_max >= 1:
+        return  # marketing may be every post: the rule never blocks, nothing to count or lock
+    if lock:
+        _lock_accounts(candidates)
+    # Every account's posts in the share window, in one grouped query (read after the account
+    # rows are locked, so it includes what other workers let through before us).
     window = now - dt.timedelta(days=policy.marketing_share_window_days)
-    for account_id in by_account:
-        rows = Message.objects.filter(account_id=account_id, passed_at__gte=window)
-        ctx.account_posts[account_id] = [rows.filter(kind="marketing").count(), rows.count()]
-    return ctx
+    for account_id, kind, n in (
+        Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
+        .values_list("account_id", "kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        posts = ctx.account_posts[account_id]
+        posts[1] += n
+        if kind == "marketing":
+            posts[0] += n
 
 
 def candidate_of(m: Message) -> gate.Candidate:
@@ -220,24 +298,30 @@ def apply_gate(
             lock=True,
             enabled=gate_enabled,
         )
-        for m in group:
-            c = candidate_of(m)
-            d = gate.evaluate(c, ctx)
-            if d.outcome == "pass":
-                ctx.record(c)
-                m.status, m.rule, m.reason = S.SENDING, "", ""
-                m.passed_at, m.claimed_until, m.attempts = now, lease, m.attempts + 1
-                passed.append(Claimed(m, ctx.recipients.get((m.customer_id, m.account_id), "")))
-            elif d.outcome == "defer":
-                if m.not_after is None:
-                    m.not_after = m.created_at + dt.timedelta(days=policy.defer_max_days)
-                    if d.until and d.until > m.not_after:
-                        m.not_after = d.until
-                m.status, m.rule, m.reason, m.due_at = S.DEFERRED, d.rule, d.reason, d.until or now
-            else:
-                m.status = S.BLOCKED if d.outcome == "block" else S.EXPIRED
-                m.rule, m.reason, m.finished_at = d.rule, d.reason[:500], now
-            changed.append(m)
+        with GateClock():  # the decisions, in order: each sees those passed before it
+            for m in group:
+                c = candidate_of(m)
+                d = gate.evaluate(c, ctx)
+                if d.outcome == "pass":
+                    ctx.record(c)
+                    m.status, m.rule, m.reason = S.SENDING, "", ""
+                    m.passed_at, m.claimed_until, m.attempts = now, lease, m.attempts + 1
+                    passed.append(Claimed(m, ctx.recipients.get((m.customer_id, m.account_id), "")))
+                elif d.outcome == "defer":
+                    if m.not_after is None:
+                        m.not_after = m.created_at + dt.timedelta(days=policy.defer_max_days)
+                        if d.until and d.until > m.not_after:
+                            m.not_after = d.until
+                    m.status, m.rule, m.reason, m.due_at = (
+                        S.DEFERRED,
+                        d.rule,
+                        d.reason,
+                        d.until or now,
+                    )
+                else:
+                    m.status = S.BLOCKED if d.outcome == "block" else S.EXPIRED
+                    m.rule, m.reason, m.finished_at = d.rule, d.reason[:500], now
+                changed.append(m)
     return passed, changed
 
 
@@ -279,16 +363,14 @@ LOAD = [
 
 
 def save_rows(messages: Sequence[Message], fields: Sequence[str]) -> None:
-    """Write these fields of these rows with one prepared UPDATE run for every row
-    (`executemany`). Django's bulk_update builds a CASE per field and row, which costs more
-    than the rest of a delivery pass; plain portable SQL, no backend-specific syntax."""
+    """Write these fields of these rows. PostgreSQL: one `UPDATE … FROM (VALUES …)` per 1,000
+    rows. SQLite (in-process, no round trips): one prepared `UPDATE … WHERE id = %s` run for
+    every row (`executemany`). Django's bulk_update builds a CASE per field and row, which
+    costs more than the rest of a delivery pass."""
     if not messages:
         return
     ops = connection.ops
     columns = {f.name: f for f in Message._meta.concrete_fields}
-    # Table and column names come from the model, never from input; values are parameters.
-    assignments = ", ".join(f"{ops.quote_name(columns[name].column)} = %s" for name in fields)
-    sql = f"UPDATE {ops.quote_name(Message._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
     rows = []
     for m in messages:
         values: list[Any] = []
@@ -298,6 +380,28 @@ def save_rows(messages: Sequence[Message], fields: Sequence[str]) -> None:
                 value = ops.adapt_datetimefield_value(value)
             values.append(value)
         rows.append((*values, m.pk))
+    table = ops.quote_name(Message._meta.db_table)
+    # Table, column names and types come from the model, never from input; values are
+    # parameters.
+    if connection.vendor == "postgresql":
+        # One array per column: a short statement whatever the batch size (the driver parses
+        # each statement's text for placeholders, which dominates for long VALUES lists).
+        casts = [columns[name].db_type(connection) for name in fields]
+        aliases = [f"c{i}" for i in range(len(fields))]
+        assignments = ", ".join(
+            f"{ops.quote_name(columns[name].column)} = v.{alias}"
+            for name, alias in zip(fields, aliases, strict=True)
+        )
+        arrays = ", ".join([f"%s::{t}[]" for t in casts] + ["%s::bigint[]"])
+        sql = (
+            f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) "  # noqa: S608
+            f"AS v({', '.join(aliases)}, id) WHERE t.id = v.id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        return
+    assignments = ", ".join(f"{ops.quote_name(columns[name].column)} = %s" for name in fields)
+    sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -307,16 +411,24 @@ def claim(
 ) -> tuple[list[Claimed], int]:
     """Step 1 of a pass, in one transaction: the messages to send, and how many rows it
     decided in all."""
-    due = Q(status__in=[S.QUEUED, S.DEFERRED], due_at__lte=now) | Q(
-        status=S.SENDING, claimed_until__lte=now
+    # One indexed read per kind of due row (an OR of them would scan and sort the outbox):
+    # sends whose lease ran out first, then deferred messages whose time came, then the queue.
+    due = (
+        (Q(status=S.SENDING, claimed_until__lte=now), ("claimed_until", "id")),
+        (Q(status=S.DEFERRED, due_at__lte=now), ("due_at", "id")),
+        (Q(status=S.QUEUED, due_at__lte=now), ("due_at", "id")),
     )
     with transaction.atomic():
-        rows = list(
-            Message.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(due)
-            .order_by("due_at", "id")
-            .only(*LOAD)[:limit]
-        )
+        rows: list[Message] = []
+        for where, order in due:
+            if len(rows) >= limit:
+                break
+            rows += list(
+                Message.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(where)
+                .order_by(*order)
+                .only(*LOAD)[: limit - len(rows)]
+            )
         if not rows:
             return [], 0
         fresh = [m for m in rows if m.status != S.SENDING]
@@ -352,38 +464,53 @@ class Outcome:
     error: CarrierError | None = None
 
 
+#: Messages per adapter call when the adapter sends in batches (`Carrier.send_batch`).
+SEND_CHUNK = 500
+
+
+def outbound_of(m: Message, recipient: str) -> Outbound:
+    return Outbound(
+        idempotency_key=f"{m.brand_id}:{m.idempotency_key}",
+        brand_id=m.brand_id,
+        account_id=m.account_id,
+        customer_id=m.customer_id,
+        recipient=recipient,
+        kind=m.kind,
+        content=m.content,
+        cause=m.cause,
+        attempt=m.attempts,
+        first_passed_at=m.passed_at,
+    )
+
+
 def send(claimed: Sequence[Claimed], *, adapters: Adapters) -> list[Outcome]:
-    """Step 2: every send outside any transaction, with the message's idempotency key."""
+    """Step 2: every send outside any transaction, each with the message's idempotency key;
+    per account in chunks through `send_batch` when the adapter has it, else one by one."""
     outcomes = []
+    by_account: dict[int, list[Claimed]] = defaultdict(list)
     for item in claimed:
-        m = item.message
         if not item.recipient:
             outcomes.append(
                 Outcome(
-                    m,
+                    item.message,
                     error=CarrierError(
                         "the customer no longer holds this account", transient=False, code="carrier"
                     ),
                 )
             )
             continue
-        try:
-            result = adapters.get(m.account_id).send(
-                Outbound(
-                    idempotency_key=f"{m.brand_id}:{m.idempotency_key}",
-                    brand_id=m.brand_id,
-                    account_id=m.account_id,
-                    customer_id=m.customer_id,
-                    recipient=item.recipient,
-                    kind=m.kind,
-                    content=m.content,
-                    cause=m.cause,
-                )
-            )
-            outcomes.append(Outcome(m, result=result))
-        except CarrierError as exc:
-            outcomes.append(Outcome(m, error=exc))
-        _crash_point("after_send")
+        by_account[item.message.account_id].append(item)
+    for account_id, items in by_account.items():
+        adapter = adapters.get(account_id)
+        for start in range(0, len(items), SEND_CHUNK):
+            chunk = items[start : start + SEND_CHUNK]
+            results = send_many(adapter, [outbound_of(i.message, i.recipient) for i in chunk])
+            for item, result in zip(chunk, results, strict=True):
+                if isinstance(result, CarrierError):
+                    outcomes.append(Outcome(item.message, error=result))
+                else:
+                    outcomes.append(Outcome(item.message, result=result))
+                _crash_point("after_send")
     return outcomes
 
 

@@ -69,9 +69,15 @@ class Message(models.Model):
         REPLY = "reply", _("Automatic reply")
         TEST = "test", _("Test")
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="messages")
-    account = models.ForeignKey(CarrierAccount, on_delete=models.PROTECT, related_name="messages")
+    # No index of their own: (brand, idempotency_key), (customer, passed_at) and
+    # (account, passed_at, kind) lead with them, and each index costs every outbox update.
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
+    account = models.ForeignKey(
+        CarrierAccount, on_delete=models.PROTECT, related_name="messages", db_index=False
+    )
     carrier = models.CharField(max_length=32, help_text="The account's kind, kept for the gate")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     content = models.JSONField(default=dict)
@@ -110,10 +116,12 @@ class Message(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["status", "due_at"], name="message_due"),
+            # The claim reads each status in (due_at, id) order straight from this index.
+            models.Index(fields=["status", "due_at", "id"], name="message_due_order"),
             models.Index(fields=["status", "claimed_until"], name="message_claimed"),
             models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
-            models.Index(fields=["account", "passed_at"], name="message_account_touch"),
+            # Covers the marketing-share count (no table reads for `kind`).
+            models.Index(fields=["account", "passed_at", "kind"], name="message_account_posts"),
             models.Index(fields=["account", "carrier_message_id"], name="message_carrier_id"),
             models.Index(fields=["brand", "status", "rule"], name="message_brand_status"),
         ]
@@ -138,6 +146,19 @@ class TouchLock(models.Model):
 
     def __str__(self) -> str:
         return f"touch lock {self.customer_id}"
+
+
+class AccountTouchLock(models.Model):
+    """One row per carrier account; a pass that may let marketing through an account locks its
+    row (after the customers' rows, in id order) so that two workers cannot both count the
+    same marketing-share headroom of that account."""
+
+    account = models.OneToOneField(
+        CarrierAccount, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"account touch lock {self.account_id}"
 
 
 class MessagingPolicy(models.Model):

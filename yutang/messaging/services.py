@@ -257,9 +257,12 @@ def create_broadcast(
     customer_ids: Sequence[int],
     name: str = "",
     not_after: dt.datetime | None = None,
+    target: Mapping[str, Any] | None = None,
 ) -> Broadcast:
     """A 群发 to a list of customers, all or nothing. Each message passes the gate at send
-    time; `preview_policy` shows beforehand how many the gate would stop and why."""
+    time; `preview_policy` shows beforehand how many the gate would stop and why. `target`
+    describes where the list came from (e.g. `{"segment_id": 7, "segment_name": "…"}` when
+    the API or console resolved a segment to its customers); it is kept on the broadcast."""
     from yutang.core.permissions import require
 
     require(actor, Action.MESSAGE_BROADCAST)
@@ -278,7 +281,7 @@ def create_broadcast(
             name=name[:120],
             kind=_kind(kind),
             content=body,
-            target={"customer_ids": ids},
+            target={**(target or {}), "customer_ids": ids},
             total=len(ids),
             created_at=now,
         )

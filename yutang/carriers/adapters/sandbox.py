@@ -9,10 +9,10 @@ click, delete …), e.g. the simulator's model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from yutang.carriers import signing
 from yutang.carriers.adapters import jsonwire
@@ -20,6 +20,7 @@ from yutang.carriers.base import (
     AccountConfig,
     CallbackRequest,
     Capability,
+    CarrierError,
     Outbound,
     ParsedCallback,
     PlatformLimits,
@@ -91,6 +92,87 @@ class SandboxCarrier:
             duplicate=not created,
             pending_confirmation=self.confirm_broadcasts and message.cause == "broadcast",
         )
+
+    def send_batch(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        """Many messages in one `INSERT … ON CONFLICT DO NOTHING RETURNING` (deduped by key
+        exactly as `send`), then one look-up of the keys it had already accepted."""
+        from yutang.carriers.models import SandboxDelivery
+
+        if not messages:
+            return []
+        now = clock.now()
+        first: dict[str, Outbound] = {}
+        for m in messages:
+            first.setdefault(m.idempotency_key, m)
+        meta = SandboxDelivery._meta
+        by_name = {f.name: f for f in meta.concrete_fields}
+        fields = [
+            by_name[n]
+            for n in (
+                "brand",
+                "account",
+                "idempotency_key",
+                "recipient",
+                "kind",
+                "content",
+                "delivered_at",
+            )
+        ]
+        params: list[Any] = []
+        for m in first.values():
+            values = (
+                m.brand_id,
+                self.config.account_id,
+                m.idempotency_key,
+                m.recipient[:200],
+                m.kind,
+                dict(m.content),
+                now,
+            )
+            params += [
+                f.get_db_prep_value(v, connection, prepared=False)
+                for f, v in zip(fields, values, strict=True)
+            ]
+        ops = connection.ops
+        table = ops.quote_name(meta.db_table)
+        columns = ", ".join(ops.quote_name(f.column) for f in fields)
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        key_column = ops.quote_name(by_name["idempotency_key"].column)
+        # Names come from the model; every value is a parameter.
+        sql = (
+            f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+            + ", ".join([row] * len(first))
+            + f" ON CONFLICT DO NOTHING RETURNING id, {key_column}"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            created = {key: pk for pk, key in cursor.fetchall()}
+        ids = dict(created)
+        missing = [k for k in first if k not in ids]
+        if missing:
+            ids.update(
+                SandboxDelivery.objects.filter(
+                    account_id=self.config.account_id, idempotency_key__in=missing
+                ).values_list("idempotency_key", "pk")
+            )
+        results: list[SendResult | CarrierError] = []
+        seen: set[str] = set()
+        for m in messages:
+            key = m.idempotency_key
+            fresh = key in created and key not in seen
+            seen.add(key)
+            if fresh and _behaviour is not None:
+                events = _behaviour(m)
+                if events:
+                    emit(self.config, events, key_prefix=f"sbx-{ids[key]}")
+            results.append(
+                SendResult(
+                    carrier_message_id=f"sbx-{ids[key]}",
+                    duplicate=not fresh,
+                    pending_confirmation=self.confirm_broadcasts and m.cause == "broadcast",
+                )
+            )
+        return results
 
     def check_connection(self) -> None:
         return None

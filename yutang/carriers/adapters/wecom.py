@@ -55,6 +55,7 @@ from yutang.carriers.wecom.client import (
 from yutang.carriers.wecom.crypto import CallbackCrypto
 from yutang.carriers.wecom.crypto import CallbackRejected as WeComCallbackRejected
 from yutang.carriers.wecom.errors import WeComError, WelcomeMessageAlreadySent
+from yutang.core import clock
 from yutang.core.errors import ValidationFailed
 
 SETTINGS_KEYS = {"corp_id", "base_url", "agent_id"}
@@ -205,6 +206,13 @@ class WeComCarrier:
                 except WelcomeMessageAlreadySent:
                     return SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)
                 return SendResult(carrier_message_id=f"welcome:{code[:24]}")
+            earlier = self._earlier_task(client, message, text, attachments)
+            if earlier:
+                # A try before ours reached WeCom (its answer was lost): that task is this
+                # message; a second one would reach the customer twice.
+                return SendResult(
+                    carrier_message_id=earlier, duplicate=True, pending_confirmation=True
+                )
             created = client.add_msg_template(
                 chat_type="single",
                 external_userid=[message.recipient],
@@ -224,6 +232,56 @@ class WeComCarrier:
             )
         # Nothing reaches the customer until the member confirms it in the WeCom app.
         return SendResult(carrier_message_id=created.msgid, pending_confirmation=True)
+
+    def _earlier_task(
+        self,
+        client: WeComClient,
+        message: Outbound,
+        text: str,
+        attachments: Sequence[Attachment],
+    ) -> str:
+        """`add_msg_template` takes no idempotency key, so a retry first looks for a task an
+        earlier try of this message created: one by this member (creator), created since the
+        gate let the message pass, with the same text and number of attachments, whose
+        recipients include this customer. The first try skips the look-up."""
+        if message.attempt <= 1:
+            return ""
+        sender = self.config.external_id
+        end = int(clock.now().timestamp()) + 60
+        since = message.first_passed_at or clock.now() - dt.timedelta(days=1)
+        # A minute of slack for clocks; WeCom lists at most a month at a time.
+        start = max(int(since.timestamp()) - 60, end - 31 * 86400)
+        cursor = ""
+        while True:
+            page = client.get_groupmsg_list_v2(
+                chat_type="single",
+                start_time=start,
+                end_time=end,
+                creator=sender,
+                cursor=cursor,
+                limit=100,
+            )
+            for item in page.items:
+                msgid = str(item.get("msgid", ""))
+                same = str((item.get("text") or {}).get("content", "")) == text and len(
+                    item.get("attachments") or []
+                ) == len(attachments)
+                if msgid and same and self._task_reaches(client, msgid, sender, message.recipient):
+                    return msgid
+            cursor = page.next_cursor
+            if not cursor:
+                return ""
+
+    @staticmethod
+    def _task_reaches(client: WeComClient, msgid: str, sender: str, external_userid: str) -> bool:
+        cursor = ""
+        while True:
+            page = client.get_groupmsg_send_result(msgid=msgid, userid=sender, cursor=cursor)
+            if any(row.get("external_userid") == external_userid for row in page.items):
+                return True
+            cursor = page.next_cursor
+            if not cursor:
+                return False
 
     def check_connection(self) -> None:
         try:

@@ -221,3 +221,28 @@ def test_email_through_a_local_smtp_server_with_list_unsubscribe():
     assert envelope.rcpt_tos == ["lin@example.com"]
     assert "List-Unsubscribe: <mailto:unsubscribe@brand.example?subject=unsubscribe>" in raw
     assert f"Message-ID: {result.carrier_message_id}" in raw
+
+
+def test_sandbox_batch_send_dedupes_by_key_like_single_sends():
+    from yutang.carriers.base import send_many
+    from yutang.carriers.models import SandboxDelivery
+
+    acc = account("sandbox", credentials={"callback_secret": "s"}, settings={})
+    adapter = services.adapter_for(acc)
+    earlier = adapter.send(out(acc, key="a", recipient="wm-a"))
+    results = send_many(
+        adapter,
+        [
+            out(acc, key="a", recipient="wm-a"),  # accepted before: a duplicate
+            out(acc, key="b", recipient="wm-b", text="你好"),
+            out(acc, key="b", recipient="wm-b", text="你好"),  # twice in one batch
+            out(acc, key="c", recipient="wm-c"),
+        ],
+    )
+    assert [r.duplicate for r in results] == [True, False, True, False]  # type: ignore[union-attr]
+    ids = [r.carrier_message_id for r in results]  # type: ignore[union-attr]
+    assert ids[0] == earlier.carrier_message_id and ids[1] == ids[2] != ids[3]
+    rows = {d.idempotency_key: d for d in SandboxDelivery.objects.filter(account=acc)}
+    assert sorted(rows) == ["a", "b", "c"]
+    assert rows["b"].content == {"text": "你好"} and rows["b"].recipient == "wm-b"
+    assert ids[1] == f"sbx-{rows['b'].pk}"

@@ -46,6 +46,38 @@ def test_outbox_filters_and_portrait_history(frozen):
 
 
 @pytest.mark.django_db
+def test_composer_previews_and_queues_a_broadcast_to_a_segment(frozen):
+    import io
+
+    from yutang.segments import services as segments
+
+    brand, account, (a, b, c) = setup(3)
+    admin = make_staff(brand)
+    seg = segments.create_segment(actor=admin, name="老客", kind="static")
+    segments.upload_static_members(
+        actor=admin,
+        segment_id=seg.pk,
+        upload=io.BytesIO(f"customer_id\n{a.pk}\n{b.pk}\n".encode()),
+        filename="m.csv",
+    )
+    client = console_client(admin)
+    page = client.get("/messaging/broadcast/").content.decode()
+    assert 'data-testid="broadcast-segment"' in page and "老客" in page
+    form = {"account_id": account.pk, "kind": "marketing", "text": "回馈", "segment_id": seg.pk}
+    preview = client.post(
+        "/messaging/broadcast/", {**form, "action": "preview"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert 'data-testid="preview-segment"' in preview and "老客" in preview
+    assert "2" in preview and not Broadcast.objects.exists()
+    sent = client.post("/messaging/broadcast/", {**form, "action": "send"})
+    assert sent.status_code == 302
+    assert Broadcast.objects.get().target["segment_id"] == seg.pk
+    assert set(Message.objects.values_list("customer_id", flat=True)) == {a.pk, b.pk}
+    wrong = client.post("/messaging/broadcast/", {**form, "segment_id": "x", "action": "send"})
+    assert wrong.status_code == 200 and Broadcast.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_composer_preview_then_queue_and_policy_page(frozen):
     brand, account, customers = setup(2)
     client = console_client(make_staff(brand))

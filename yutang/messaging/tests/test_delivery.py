@@ -79,6 +79,30 @@ def test_second_marketing_message_the_same_day_is_blocked_by_frequency(frozen):
     assert SandboxDelivery.objects.count() == 1
 
 
+def test_the_marketing_share_blocks_at_its_ceiling_and_not_when_set_to_100_percent(frozen):
+    from yutang.messaging.models import AccountTouchLock
+
+    brand, account, (c1, c2, posted) = setup(3)
+    # 20 marketing posts of the account already in the window (all to one other customer): at
+    # the default 20% the next marketing message is blocked; at 100% the rule cannot block,
+    # and a pass neither counts nor locks the account.
+    for n in range(20):
+        m = enqueue(brand, posted, account, f"old-{n}", text=f"old {n}")
+        Message.objects.filter(pk=m.pk).update(status="sent", passed_at=NOON)
+    enqueue(brand, c1, account, "capped", text="新品 A")
+    deliver_due_messages()
+    capped = Message.objects.get(idempotency_key="capped")
+    assert (capped.status, capped.rule) == ("blocked", "marketing_share")
+    assert AccountTouchLock.objects.filter(account=account).exists()
+
+    AccountTouchLock.objects.all().delete()
+    services.update_policy(actor=make_staff(brand), changes={"marketing_share_max": 1})
+    enqueue(brand, c2, account, "free", text="新品 B")
+    deliver_due_messages()
+    assert Message.objects.get(idempotency_key="free").status == "sent"
+    assert not AccountTouchLock.objects.exists()
+
+
 def test_no_consent_blocks_and_a_deleted_contact_blocks(frozen):
     brand, account, (c1,) = setup(1)
     c2 = add_contact(account, "no-consent", consent=False)
