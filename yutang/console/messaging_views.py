@@ -182,6 +182,6 @@ def policy_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
 SIMPLE_POLICY_FIELDS = [
     "marketing_per_day", "marketing_per_week", "service_per_day", "quiet_start", "quiet_end",
     "marketing_share_max", "marketing_share_window_days", "marketing_share_min_posts",
-    "duplicate_window_days", "defer_max_days", "max_attempts", "confirm_timeout_hours",
-    "unsubscribe_confirmation", "default_welcome",
+    "marketing_share_scope", "duplicate_window_days", "defer_max_days", "max_attempts",
+    "confirm_timeout_hours", "unsubscribe_confirmation", "default_welcome",
 ]  # fmt: skip

@@ -193,13 +193,19 @@ def _lock_customers(customer_ids: list[int], *, lock: bool) -> None:
         )
 
 
-def _lock_accounts(candidates: Sequence[gate.Candidate]) -> None:
+def _lock_accounts(policy: PolicySettings, candidates: Sequence[gate.Candidate]) -> None:
     """The rows of the accounts whose marketing share this pass may spend, in id order and
     after the customers' rows (every pass takes them in that order: no deadlock), as late as
     possible: right before their posts are counted, so passes through the same accounts
     wait for each other only for the count, the decisions and the write. Service messages
     only add to an account's total (they loosen the share): they lock no account."""
-    share_accounts = sorted({c.account_id for c in candidates if c.kind == "marketing"})
+    share_accounts = sorted(
+        {
+            c.account_id
+            for c in candidates
+            if c.kind == "marketing" and gate.in_share_scope(policy, c.cause)
+        }
+    )
     if not share_accounts:
         return
     AccountTouchLock.objects.bulk_create(
@@ -236,16 +242,20 @@ def _load_history(
         ctx.account_posts[account_id] = [0, 0]
     if policy.marketing_share_max >= 1:
         return  # marketing may be every post: the rule never blocks, nothing to count or lock
+    if policy.marketing_share_scope != "all" and not any(
+        c.cause in gate.POST_CAUSES for c in candidates
+    ):
+        return  # no post in this pass: the share neither limits it nor needs counting
     if lock:
-        _lock_accounts(candidates)
+        _lock_accounts(policy, candidates)
     # Every account's posts in the share window, in one grouped query (read after the account
     # rows are locked, so it includes what other workers let through before us).
     window = now - dt.timedelta(days=policy.marketing_share_window_days)
+    counted = Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
+    if policy.marketing_share_scope != "all":
+        counted = counted.filter(cause__in=gate.POST_CAUSES)
     for account_id, kind, n in (
-        Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
-        .values_list("account_id", "kind")
-        .annotate(n=Count("id"))
-        .order_by()
+        counted.values_list("account_id", "kind").annotate(n=Count("id")).order_by()
     ):
         posts = ctx.account_posts[account_id]
         posts[1] += n

@@ -7,7 +7,9 @@ Rules run in this order and the first that stops a message is recorded on it:
 3. ``frequency``       per-customer caps across all carriers and staff (and per carrier)
 4. ``quiet_hours``     marketing waits until the brand's quiet hours end (deferred, not dropped)
 5. ``platform_limit``  what the carrier itself allows per customer (day / week / month)
-6. ``marketing_share`` at most N% of an account's recent posts are marketing
+6. ``marketing_share`` at most N% of an account's recent posts are marketing (posts: its
+                       broadcasts by default, or every message with ``marketing_share_scope``
+                       ``all``; see `in_share_scope`)
 7. ``duplicate``       the same content to the same customer within N days
 8. ``holdout``         hooks registered by journeys/experiments (`register_holdout`)
 
@@ -104,10 +106,26 @@ class GateContext:
 
     def record(self, c: Candidate) -> None:
         self.touches[c.customer_id].append(Touch(self.now, c.kind, c.carrier, c.content_hash))
+        if not in_share_scope(self.policy, c.cause):
+            return
         posts = self.account_posts[c.account_id]
         posts[1] += 1
         if c.kind == "marketing":
             posts[0] += 1
+
+
+#: The causes of the messages that are an account's posts: a broadcast (群发) or a campaign
+#: puts the same text in front of many of the account's customers, as a moments or group post
+#: does. Journey steps, manual sends, welcomes and replies are one-to-one.
+POST_CAUSES = frozenset({"broadcast", "campaign"})
+
+
+def in_share_scope(policy: PolicySettings, cause: str) -> bool:
+    """Whether a message of this cause counts towards (and is limited by) the marketing share.
+    Seed 003's "at most 20% marketing" is about what an account posts; one-to-one messages
+    (journeys, manual sends) are limited per customer by the frequency caps instead, unless
+    the brand sets ``marketing_share_scope`` to ``all``."""
+    return policy.marketing_share_scope == "all" or cause in POST_CAUSES
 
 
 # --- Time ----------------------------------------------------------------------------------
@@ -228,7 +246,11 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
                 ):
                     return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
-        if total >= p.marketing_share_min_posts and (mkt + 1) > p.marketing_share_max * (total + 1):
+        if (
+            in_share_scope(p, c.cause)
+            and total >= p.marketing_share_min_posts
+            and (mkt + 1) > p.marketing_share_max * (total + 1)
+        ):
             return Decision(
                 "block",
                 "marketing_share",

@@ -4,7 +4,7 @@ window, unsubscribe keywords. Defaults follow docs/messaging.md (seeds 001, 003,
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -44,6 +44,15 @@ class PolicySettings(StrictInput):
     marketing_share_max: Annotated[float, Field(ge=0, le=1)] = 0.2
     marketing_share_window_days: Annotated[int, Field(ge=1, le=90)] = 7
     marketing_share_min_posts: Annotated[int, Field(ge=0, le=100000)] = 20
+    marketing_share_scope: Literal["broadcasts", "all"] = Field(
+        default="broadcasts",
+        description=(
+            "Which of an account's messages the marketing share counts and limits: its posts "
+            "(broadcasts 群发 and campaigns: one text to many customers), or every message it "
+            "sends. "
+            "One-to-one messages (journeys, manual) are limited by the frequency caps."
+        ),
+    )
     duplicate_window_days: Annotated[int, Field(ge=0, le=365)] = 7
     defer_max_days: Annotated[int, Field(ge=1, le=30)] = Field(
         default=3, description="A deferred message without its own deadline expires after this."

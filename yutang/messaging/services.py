@@ -341,6 +341,7 @@ def preview_policy(
             carrier=account.kind,
             kind=_kind(kind),
             content_hash=h,
+            cause="broadcast",
         )
         for cid in ids
     ]

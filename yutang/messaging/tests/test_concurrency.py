@@ -113,6 +113,7 @@ def share_race() -> None:
     import datetime as dt
 
     brand, account, customers = setup(30)
+    # Broadcasts are the account's posts (the share's default scope).
     # 40 service posts in the window: marketing may pass while (marketing + 1) stays within
     # 20% of (posts + 1), i.e. exactly 10 more marketing posts (10 of 50 posts).
     earlier = NOON - dt.timedelta(hours=1)
@@ -126,7 +127,7 @@ def share_race() -> None:
                 kind="service",
                 content={"text": f"订单 {n}"},
                 content_hash=f"service-{n}",
-                cause="journey",
+                cause="broadcast",
                 status="sent",
                 idempotency_key=f"earlier-{n}",
                 due_at=earlier,
@@ -144,7 +145,7 @@ def share_race() -> None:
             account=account,
             kind="marketing",
             content={"text": "春季上新"},
-            cause="journey",
+            cause="broadcast",
             idempotency_key=f"spring-{c.pk}",
         )
     # Each worker stops at its first decision, with its batch's counts loaded, until the other

@@ -83,6 +83,8 @@ def test_the_marketing_share_blocks_at_its_ceiling_and_not_when_set_to_100_perce
     from yutang.messaging.models import AccountTouchLock
 
     brand, account, (c1, c2, posted) = setup(3)
+    # the share over every message the account sends (not only its broadcasts)
+    services.update_policy(actor=make_staff(brand), changes={"marketing_share_scope": "all"})
     # 20 marketing posts of the account already in the window (all to one other customer): at
     # the default 20% the next marketing message is blocked; at 100% the rule cannot block,
     # and a pass neither counts nor locks the account.
@@ -360,3 +362,23 @@ def test_preview_counts_blocked_and_deferred_by_rule(frozen):
     )
     assert late.deferred == {"quiet_hours": 1}
     assert not Message.objects.filter(idempotency_key__startswith="broadcast").exists()
+
+
+def test_by_default_the_marketing_share_counts_and_limits_broadcasts_only(frozen):
+    brand, account, (c1, c2, posted) = setup(3)
+    for n in range(20):  # 20 marketing one-to-one messages: not posts
+        m = enqueue(brand, posted, account, f"old-{n}", text=f"old {n}")
+        Message.objects.filter(pk=m.pk).update(status="sent", passed_at=NOON)
+    enqueue(brand, c1, account, "journey-offer", text="新人首单立减")
+    deliver_due_messages()
+    assert Message.objects.get(idempotency_key="journey-offer").status == "sent"
+    # 20 marketing broadcasts in the window: the next marketing broadcast is over 20%
+    Message.objects.filter(idempotency_key__startswith="old-").update(cause="broadcast")
+    services.enqueue_message(
+        brand=brand, customer=c2, account=account, kind="marketing",
+        content={"type": "text", "text": "双11 会员日"}, cause="broadcast",
+        idempotency_key="broadcast-sale",
+    )  # fmt: skip
+    deliver_due_messages()
+    post = Message.objects.get(idempotency_key="broadcast-sale")
+    assert (post.status, post.rule) == ("blocked", "marketing_share")

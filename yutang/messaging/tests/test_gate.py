@@ -163,12 +163,28 @@ def test_platform_limit_days_in_month_and_stricter_policy():
 
 def test_marketing_share_of_an_accounts_posts():
     c = ctx()
+    post = cand(cause="broadcast")
     c.account_posts[10] = [4, 20]  # 4 of 20 are marketing: a 5th would be 5/21 > 20%
-    assert gate.evaluate(cand(), c).rule == "marketing_share"
+    assert gate.evaluate(post, c).rule == "marketing_share"
     c.account_posts[10] = [3, 20]  # 4/21 = 19%
-    assert gate.evaluate(cand(), c).outcome == "pass"
+    assert gate.evaluate(post, c).outcome == "pass"
     c.account_posts[10] = [5, 10]  # too few posts to judge
-    assert gate.evaluate(cand(), c).outcome == "pass"
+    assert gate.evaluate(post, c).outcome == "pass"
+
+
+def test_the_marketing_share_limits_posts_unless_the_brand_extends_it_to_every_message():
+    c = ctx()
+    c.account_posts[10] = [4, 20]
+    one_to_one = cand(cause="journey")
+    assert gate.evaluate(one_to_one, c).outcome == "pass"  # the frequency caps govern it
+    c.record(one_to_one)
+    assert c.account_posts[10] == [4, 20]  # not a post: the share's counts are unchanged
+    every = ctx(marketing_share_scope="all")
+    every.account_posts[10] = [4, 20]
+    assert gate.evaluate(one_to_one, every).rule == "marketing_share"
+    every.account_posts[10] = [3, 20]
+    every.record(one_to_one)
+    assert every.account_posts[10] == [4, 21]
 
 
 def test_duplicate_content_within_the_window():
