@@ -17,7 +17,7 @@ from ninja import Router, Status
 from pydantic import Field
 
 from yutang.core.apiauth import actor
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Staff
 from yutang.core.schemas import DbId, StrictInput
 from yutang.messaging import services as messaging
@@ -39,12 +39,17 @@ def segment_customer_ids(*, actor: Staff, segment_id: int) -> tuple[Segment, lis
     )
     if not ids:
         raise ValidationFailed(
-            f"The segment {segment.name!r} has no customers you may reach.", field="segment_id"
+            N_("The segment {name!r} has no customers you may reach."),
+            params={"name": segment.name},
+            field="segment_id",
         )
     if len(ids) > limit:
         raise ValidationFailed(
-            f"The segment {segment.name!r} has more than {limit:,} customers; "
-            "narrow it before broadcasting.",
+            N_(
+                "The segment {name!r} has more than {limit:,} customers; "
+                "narrow it before broadcasting."
+            ),
+            params={"name": segment.name, "limit": limit},
             field="segment_id",
         )
     return segment, ids

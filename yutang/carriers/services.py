@@ -24,7 +24,7 @@ from yutang.carriers.base import (
 )
 from yutang.carriers.models import CarrierConnection, CarrierContact, InboundReceipt
 from yutang.core import audit, clock, crypto
-from yutang.core.errors import NotFound, ValidationFailed
+from yutang.core.errors import N_, NotFound, ValidationFailed
 from yutang.core.models import CarrierAccount, Staff
 from yutang.core.permissions import Action
 from yutang.customers.models import Customer, Identity
@@ -70,7 +70,11 @@ def adapter_for(account: CarrierAccount) -> Carrier:
 def _account(actor: Staff, account_id: int, action: Action) -> CarrierAccount:
     account = CarrierAccount.objects.for_actor(actor, action).filter(pk=account_id).first()
     if account is None:
-        raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
+        raise NotFound(
+            N_("No such carrier account: {account_id}."),
+            params={"account_id": account_id},
+            field="account_id",
+        )
     return account
 
 
@@ -78,16 +82,24 @@ def _check_keys(
     kind: str, values: Mapping[str, Any], allowed: dict[str, set[str]], field: str
 ) -> None:
     if kind not in allowed:
-        raise ValidationFailed(f"Yutang has no adapter for {kind!r} accounts yet.", field="kind")
+        raise ValidationFailed(
+            N_("Yutang has no adapter for {kind!r} accounts yet."),
+            params={"kind": kind},
+            field="kind",
+        )
     for key, value in values.items():
         if key not in allowed[kind]:
             known = ", ".join(sorted(allowed[kind])) or "none"
             raise ValidationFailed(
-                f"Unknown {field} {key!r} for {kind} (known: {known}).", field=f"{field}.{key}"
+                N_("Unknown {field} {key!r} for {kind} (known: {known})."),
+                params={"field": field, "key": key, "kind": kind, "known": known},
+                field=f"{field}.{key}",
             )
         if key != "templates" and not isinstance(value, str | int | bool):
             raise ValidationFailed(
-                f"{field}.{key} must be text, a number or true/false.", field=f"{field}.{key}"
+                N_("{field}.{key} must be text, a number or true/false."),
+                params={"field": field, "key": key},
+                field=f"{field}.{key}",
             )
 
 
@@ -112,7 +124,7 @@ def connect_carrier(
         and settings.get("url")
         and not str(settings["url"]).startswith(("http://", "https://"))
     ):
-        raise ValidationFailed("settings.url must be an http(s) URL.", field="settings.url")
+        raise ValidationFailed(N_("settings.url must be an http(s) URL."), field="settings.url")
     with transaction.atomic():
         connection = CarrierConnection.objects.select_for_update().filter(
             account=account

@@ -106,7 +106,7 @@ def journey_create(request: HttpRequest, staff: Staff) -> HttpResponse:
         messages.error(request, _("The import is not JSON: %(error)s") % {"error": exc.msg})
         return redirect("console:journeys")
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:journeys")
     return redirect("console:journey", journey_id=journey.pk)
 
@@ -162,7 +162,7 @@ def journey_edit(request: HttpRequest, staff: Staff, journey_id: int) -> HttpRes
                 raise ValidationFailed(f"$: not JSON ({exc.msg})", field="$") from None
         services.update_journey(actor=staff, journey_id=journey_id, definition=data)
     except YutangError as exc:
-        context = _journey_context(staff, journey_id, error=exc.message,
+        context = _journey_context(staff, journey_id, error=exc.localized(),
                                    error_step=_error_step(exc))  # fmt: skip
         return render(request, "console/journeys/detail.html", context, status=422)
     messages.success(request, _("Draft saved."))
@@ -189,7 +189,7 @@ def journey_action(request: HttpRequest, staff: Staff, journey_id: int) -> HttpR
             enrolled = sum(r.status in {"enrolled", "holdout"} for r in results)
             messages.success(request, _("%(n)s customers enrolled.") % {"n": enrolled})
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:journey", journey_id=journey_id)
 
 
@@ -217,7 +217,7 @@ def task_complete(request: HttpRequest, staff: Staff, task_id: int) -> HttpRespo
         )  # fmt: skip
         messages.success(request, _("Task closed."))
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     box = request.POST.get("box", "mine")
     return redirect(
         f"{reverse('console:tasks')}?box={box if box in {'mine', 'store', 'all'} else 'mine'}"

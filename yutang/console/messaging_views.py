@@ -53,7 +53,7 @@ def carrier_connect(request: HttpRequest, staff: Staff, account_id: int) -> Http
                                  settings=settings)  # fmt: skip
         connection = carriers.test_connection(actor=staff, account_id=account_id)
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:carrier_settings")
     if connection.status == "connected":
         messages.success(request, _("Connected."))
@@ -71,7 +71,7 @@ def outbox(request: HttpRequest, staff: Staff) -> HttpResponse:
             actor=staff, filters=params, cursor=request.GET.get("cursor") or None, limit=50
         )
     except YutangError as exc:
-        rows, next_cursor, error = [], None, exc.message
+        rows, next_cursor, error = [], None, exc.localized()
     return render(request, "console/messaging/outbox.html", {
         "rows": rows, "params": params, "next_cursor": next_cursor, "error": error,
         "statuses": Message.Status.choices, "rules": gate.RULES,
@@ -87,7 +87,7 @@ def outbox_cancel(request: HttpRequest, staff: Staff, message_id: int) -> HttpRe
         messaging.cancel_message(actor=staff, message_id=message_id)
         messages.success(request, _("Message cancelled."))
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:outbox")
 
 
@@ -143,7 +143,7 @@ def broadcast_composer(request: HttpRequest, staff: Staff) -> HttpResponse:
                     return redirect("console:outbox")
                 preview = messaging.preview_for_actor(actor=staff, **data)
         except YutangError as exc:
-            error = exc.message
+            error = exc.localized()
     template = "console/messaging/_preview.html" if request.headers.get("HX-Request") else (
         "console/messaging/broadcast.html")  # fmt: skip
     return render(request, template, {
@@ -171,7 +171,7 @@ def policy_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
             messages.success(request, _("Policy saved."))
             return redirect("console:messaging_policy")
         except YutangError as exc:
-            error = exc.message
+            error = exc.localized()
     return render(request, "console/messaging/policy.html", {
         "policy": policy, "error": error, "fields": SIMPLE_POLICY_FIELDS,
         "can_manage": staff.can(Action.MESSAGING_POLICY_MANAGE),

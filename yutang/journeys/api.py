@@ -7,7 +7,7 @@ from ninja import File, Router, Status
 from ninja.files import UploadedFile
 
 from yutang.core.apiauth import actor
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.journeys import services, tasks
 from yutang.journeys.schemas import (
     EnrolIn,
@@ -90,7 +90,7 @@ def enrol_csv(request: HttpRequest, journey_id: int, file: UploadedFile = File(.
     try:
         text = file.read().decode("utf-8")
     except UnicodeDecodeError:
-        raise ValidationFailed("The file is not UTF-8 text.", field="file") from None
+        raise ValidationFailed(N_("The file is not UTF-8 text."), field="file") from None
     return services.enrol_csv(actor=actor(request), journey_id=journey_id, text=text)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.journeys import integrations
 
 StepId = Annotated[str, Field(pattern=r"^[a-z0-9_\-]{1,40}$")]
@@ -399,7 +399,7 @@ def _json_path(loc: tuple[Any, ...]) -> str:
 def parse(data: Any) -> Definition:
     """Validate a definition; raise ValidationFailed whose field is the JSON path."""
     if not isinstance(data, dict):
-        raise ValidationFailed("A journey definition must be a JSON object.", field="$")
+        raise ValidationFailed(N_("A journey definition must be a JSON object."), field="$")
     try:
         return Definition.model_validate(data)
     except PydanticValidationError as exc:
@@ -407,14 +407,22 @@ def parse(data: Any) -> Definition:
         ctx_error = (first.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _PathError):
             raise ValidationFailed(
-                f"{ctx_error.path}: {ctx_error.message}", field=ctx_error.path
+                N_("{path}: {message}"),
+                params={"path": ctx_error.path, "message": ctx_error.message},
+                field=ctx_error.path,
             ) from None
         if isinstance(ctx_error, _RuleError):
             full = _json_path(tuple(first["loc"])) + ctx_error.path[1:]
-            raise ValidationFailed(f"{full}: {ctx_error.message}", field=full) from None
+            raise ValidationFailed(
+                N_("{full}: {message}"),
+                params={"full": full, "message": ctx_error.message},
+                field=full,
+            ) from None
         path = _json_path(tuple(first["loc"]))
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise ValidationFailed(f"{path}: {message}", field=path) from None
+        raise ValidationFailed(
+            N_("{path}: {message}"), params={"path": path, "message": message}, field=path
+        ) from None
 
 
 def dump(definition: Definition) -> dict[str, Any]:

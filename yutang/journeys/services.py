@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 
 from yutang.core import audit, clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Staff
 from yutang.core.permissions import Action, require
 from yutang.customers.models import Customer
@@ -40,7 +40,7 @@ def _journeys(actor: Staff, action: Action = Action.JOURNEY_VIEW) -> QuerySet[Jo
 def get_journey(*, actor: Staff, journey_id: int, action: Action = Action.JOURNEY_VIEW) -> Journey:
     journey = _journeys(actor, action).filter(pk=journey_id).select_related("live_version").first()
     if journey is None:
-        raise NotFound("No such journey.", field="journey_id")
+        raise NotFound(N_("No such journey."), field="journey_id")
     return journey
 
 
@@ -55,7 +55,8 @@ def validate_definition(data: Any) -> defs.Definition:
             path = f"$.steps[{index}].name"
             known = ", ".join(extensions.action_names()) or "none yet"
             raise ValidationFailed(
-                f"{path}: no extension action {step.name!r} is registered (have: {known})",
+                N_("{path}: no extension action {name!r} is registered (have: {known})"),
+                params={"path": path, "name": step.name, "known": known},
                 field=path,
             )
     return definition
@@ -64,7 +65,7 @@ def validate_definition(data: Any) -> defs.Definition:
 def create_journey(*, actor: Staff, name: str, definition: Any, description: str = "") -> Journey:
     require(actor, Action.JOURNEY_MANAGE)
     if not name.strip():
-        raise ValidationFailed("A journey needs a name.", field="name")
+        raise ValidationFailed(N_("A journey needs a name."), field="name")
     parsed = validate_definition(definition)
     now = clock.now()
     try:
@@ -75,7 +76,7 @@ def create_journey(*, actor: Staff, name: str, definition: Any, description: str
             )  # fmt: skip
             audit.record(brand=actor.brand, actor=actor, action="journey.create", target=journey)
     except IntegrityError:
-        raise Conflict("A journey with this name exists.", field="name") from None
+        raise Conflict(N_("A journey with this name exists."), field="name") from None
     return journey
 
 
@@ -93,7 +94,7 @@ def update_journey(
         journey.draft = defs.dump(validate_definition(definition))
     if name is not None:
         if not name.strip():
-            raise ValidationFailed("A journey needs a name.", field="name")
+            raise ValidationFailed(N_("A journey needs a name."), field="name")
         journey.name = name.strip()[:120]
     if description is not None:
         journey.description = description
@@ -102,7 +103,7 @@ def update_journey(
         with transaction.atomic():
             journey.save()
     except IntegrityError:
-        raise Conflict("A journey with this name exists.", field="name") from None
+        raise Conflict(N_("A journey with this name exists."), field="name") from None
     return journey
 
 
@@ -121,16 +122,24 @@ def publish(
         migration = migration or {}
         if migration:
             if previous is None:
-                raise ValidationFailed("Nothing to migrate from.", field="migration")
+                raise ValidationFailed(N_("Nothing to migrate from."), field="migration")
             old_ids = set(engine.definition_of(previous).index)
             for old, new in migration.items():
                 where = f"migration.{old}"
                 if old not in old_ids:
                     message = f"{old!r} is not a step of version {previous.number}."
-                    raise ValidationFailed(f"{where}: {message}", field=where)
+                    raise ValidationFailed(
+                        N_("{where}: {message}"),
+                        params={"where": where, "message": message},
+                        field=where,
+                    )
                 if new not in parsed.index:
                     message = f"{new!r} is not a step of the new version."
-                    raise ValidationFailed(f"{where}: {message}", field=where)
+                    raise ValidationFailed(
+                        N_("{where}: {message}"),
+                        params={"where": where, "message": message},
+                        field=where,
+                    )
         last = journey.versions.order_by("-number").first()
         number = (last.number + 1) if last else 1
         version = JourneyVersion.objects.create(
@@ -154,11 +163,11 @@ def publish(
 def set_status(*, actor: Staff, journey_id: int, status: str) -> Journey:
     """Pause (no steps run, no one enters; waits keep their due times) or resume."""
     if status not in {Journey.Status.PAUSED, Journey.Status.LIVE, Journey.Status.ARCHIVED}:
-        raise ValidationFailed("status must be live, paused or archived.", field="status")
+        raise ValidationFailed(N_("status must be live, paused or archived."), field="status")
     with transaction.atomic():
         journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
         if journey.live_version_id is None:
-            raise Conflict("Publish the journey first.", field="status")
+            raise Conflict(N_("Publish the journey first."), field="status")
         journey.status = status
         journey.updated_at = clock.now()
         journey.save(update_fields=["status", "updated_at"])
@@ -169,7 +178,7 @@ def set_status(*, actor: Staff, journey_id: int, status: str) -> Journey:
 def delete_journey(*, actor: Staff, journey_id: int) -> None:
     journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
     if journey.live_version_id is not None:
-        raise Conflict("A published journey is archived, not deleted.", field="journey_id")
+        raise Conflict(N_("A published journey is archived, not deleted."), field="journey_id")
     journey.delete()
 
 
@@ -180,7 +189,7 @@ def export_journey(*, actor: Staff, journey_id: int) -> dict[str, Any]:
 
 def import_journey(*, actor: Staff, data: Any) -> Journey:
     if not isinstance(data, dict) or "definition" not in data:
-        raise ValidationFailed("Expected {name, description, definition}.", field="definition")
+        raise ValidationFailed(N_("Expected {name, description, definition}."), field="definition")
     return create_journey(
         actor=actor,
         name=str(data.get("name", "")),
@@ -201,7 +210,7 @@ def create_from_template(*, actor: Staff, key: str, name: str | None = None) -> 
     for template in shipped_templates():
         if template["key"] == key:
             return import_journey(actor=actor, data={**template, "name": name or template["name"]})
-    raise NotFound("No such template.", field="template")
+    raise NotFound(N_("No such template."), field="template")
 
 
 # --- Enrolment by hand ----------------------------------------------------------------------
@@ -214,14 +223,18 @@ def enrol_customers(
     is enrolled (the error names the first bad one)."""
     require(actor, Action.JOURNEY_MANAGE)
     if not customer_ids:
-        raise ValidationFailed("Give at least one customer id.", field="customer_ids")
+        raise ValidationFailed(N_("Give at least one customer id."), field="customer_ids")
     if len(customer_ids) > MAX_CSV_ROWS:
-        raise ValidationFailed(f"At most {MAX_CSV_ROWS} customers at once.", field="customer_ids")
+        raise ValidationFailed(
+            N_("At most {MAX_CSV_ROWS} customers at once."),
+            params={"MAX_CSV_ROWS": MAX_CSV_ROWS},
+            field="customer_ids",
+        )
     now = clock.now()
     with transaction.atomic():
         journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
         if journey.status != Journey.Status.LIVE:
-            raise Conflict("Only a live journey takes enrolments.", field="journey_id")
+            raise Conflict(N_("Only a live journey takes enrolments."), field="journey_id")
         found = {
             c.pk: c
             for c in Customer.objects.for_actor(actor, Action.CUSTOMER_MANAGE).filter(
@@ -230,8 +243,11 @@ def enrol_customers(
         }
         for index, cid in enumerate(customer_ids):
             if cid not in found:
-                raise ValidationFailed(f"customer_ids[{index}]: no such customer {cid}.",
-                                       field=f"customer_ids[{index}]")  # fmt: skip
+                raise ValidationFailed(
+                    N_("customer_ids[{index}]: no such customer {cid}."),
+                    params={"index": index, "cid": cid},
+                    field=f"customer_ids[{index}]",
+                )
         return [
             engine.enrol(journey=journey, customer=found[cid], at=now, source=source)
             for cid in dict.fromkeys(customer_ids)
@@ -242,21 +258,27 @@ def enrol_csv(*, actor: Staff, journey_id: int, text: str) -> list[engine.EnrolR
     """A CSV with a `customer_id` column. A bad row names its line; nothing is enrolled."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     if not reader.fieldnames or "customer_id" not in [f.strip() for f in reader.fieldnames]:
-        raise ValidationFailed("The CSV needs a customer_id column.", field="file")
+        raise ValidationFailed(N_("The CSV needs a customer_id column."), field="file")
     ids = []
     for line, row in enumerate(reader, start=2):
         value = (row.get("customer_id") or "").strip()
         if not value.isdigit() or not 0 < int(value) < 2**63:
-            raise ValidationFailed(f"Line {line}: customer_id {value!r} is not an id.",
-                                   field=f"line {line}")  # fmt: skip
+            raise ValidationFailed(
+                N_("Line {line}: customer_id {value!r} is not an id."),
+                params={"line": line, "value": value},
+                field=f"line {line}",
+            )
         ids.append(int(value))
     try:
         return enrol_customers(actor=actor, journey_id=journey_id, customer_ids=ids, source="csv")
     except ValidationFailed as exc:
         if exc.field and exc.field.startswith("customer_ids["):
             index = int(exc.field[13:-1])
-            raise ValidationFailed(f"Line {index + 2}: no such customer {ids[index]}.",
-                                   field=f"line {index + 2}") from None  # fmt: skip
+            raise ValidationFailed(
+                N_("Line {line}: no such customer {cid}."),
+                params={"line": index + 2, "cid": ids[index]},
+                field=f"line {index + 2}",
+            ) from None
         raise
 
 
@@ -268,7 +290,7 @@ def list_enrollments(
     qs = Enrollment.objects.filter(journey=journey, customer__in=visible)
     if state:
         if state not in Enrollment.State.values:
-            raise ValidationFailed("Unknown state.", field="state")
+            raise ValidationFailed(N_("Unknown state."), field="state")
         qs = qs.filter(state=state)
     return list(qs.select_related("customer", "version").order_by("-id")[: max(1, min(limit, 500))])
 

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
 from yutang.core import clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Staff
 from yutang.core.permissions import Action, require
 from yutang.customers.services import get_customer
@@ -38,13 +38,13 @@ def list_tasks(
     elif box == "store":
         qs = qs.filter(Q(store__in=actor.store_ids) | Q(assignee=actor))
     elif box != "all":
-        raise ValidationFailed("box must be mine, store or all.", field="box")
+        raise ValidationFailed(N_("box must be mine, store or all."), field="box")
     if status == "open":
         qs = qs.filter(status__in=[StaffTask.Status.OPEN, StaffTask.Status.OVERDUE])
     elif status in StaffTask.Status.values:
         qs = qs.filter(status=status)
     elif status != "any":
-        raise ValidationFailed("Unknown status.", field="status")
+        raise ValidationFailed(N_("Unknown status."), field="status")
     qs = qs.annotate(
         overdue_first=Case(
             When(status=StaffTask.Status.OVERDUE, then=Value(0)),
@@ -58,7 +58,7 @@ def list_tasks(
 def get_task(*, actor: Staff, task_id: int, action: Action = Action.TASK_VIEW) -> StaffTask:
     task = _scoped(actor, action).filter(pk=task_id).first()
     if task is None:
-        raise NotFound("No such task.", field="task_id")
+        raise NotFound(N_("No such task."), field="task_id")
     return task
 
 
@@ -74,14 +74,14 @@ def create_task(
     require(actor, Action.TASK_MANAGE)
     customer = get_customer(actor=actor, customer_id=customer_id, action=Action.CUSTOMER_MANAGE)
     if not title.strip():
-        raise ValidationFailed("A task needs a title.", field="title")
+        raise ValidationFailed(N_("A task needs a title."), field="title")
     if due_at.tzinfo is None:
-        raise ValidationFailed("due_at needs a time zone.", field="due_at")
+        raise ValidationFailed(N_("due_at needs a time zone."), field="due_at")
     assignee = None
     if assignee_id is not None:
         assignee = Staff.objects.for_actor(actor, Action.STAFF_VIEW).filter(pk=assignee_id).first()
         if assignee is None:
-            raise ValidationFailed("No such staff member.", field="assignee_id")
+            raise ValidationFailed(N_("No such staff member."), field="assignee_id")
     elif customer.owner_staff_id is not None:
         assignee = customer.owner_staff
     return StaffTask.objects.create(
@@ -102,7 +102,7 @@ def update_task(
 ) -> StaffTask:
     task = get_task(actor=actor, task_id=task_id, action=Action.TASK_MANAGE)
     if task.status in {StaffTask.Status.DONE, StaffTask.Status.SKIPPED}:
-        raise Conflict("This task is closed.", field="status")
+        raise Conflict(N_("This task is closed."), field="status")
     if due_at is not None:
         task.due_at = due_at
         if task.status == StaffTask.Status.OVERDUE and due_at > clock.now():
@@ -110,7 +110,7 @@ def update_task(
     if assignee_id is not None:
         staff = Staff.objects.for_actor(actor, Action.STAFF_VIEW).filter(pk=assignee_id).first()
         if staff is None:
-            raise ValidationFailed("No such staff member.", field="assignee_id")
+            raise ValidationFailed(N_("No such staff member."), field="assignee_id")
         task.assignee = staff
     task.save()
     return task
@@ -121,14 +121,17 @@ def complete_task(
 ) -> StaffTask:
     """Close the task; a journey waiting for it goes on to its next step now."""
     if outcome_code not in OUTCOME_CODES:
-        raise ValidationFailed(f"outcome_code must be one of {', '.join(OUTCOME_CODES)}.",
-                               field="outcome_code")  # fmt: skip
+        raise ValidationFailed(
+            N_("outcome_code must be one of {codes}."),
+            params={"codes": ", ".join(OUTCOME_CODES)},
+            field="outcome_code",
+        )
     now = clock.now()
     with transaction.atomic():
         task = get_task(actor=actor, task_id=task_id, action=Action.TASK_MANAGE)
         task = StaffTask.objects.select_for_update().get(pk=task.pk)
         if task.status in {StaffTask.Status.DONE, StaffTask.Status.SKIPPED}:
-            raise Conflict("This task is already closed.", field="status")
+            raise Conflict(N_("This task is already closed."), field="status")
         task.status = StaffTask.Status.SKIPPED if skipped else StaffTask.Status.DONE
         task.outcome_code = outcome_code
         task.outcome_note = outcome_note[:4000]

@@ -29,7 +29,7 @@ from yutang.carriers import inbound
 from yutang.carriers import services as carriers
 from yutang.carriers.base import Capability, CarrierError, Outbound
 from yutang.core import clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action
@@ -80,7 +80,9 @@ def clean_content(content: Any, field_name: str = "content") -> dict[str, Any]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         path = f"{field_name}.{where}" if where else field_name
-        raise ValidationFailed(f"{path}: {first['msg']}", field=path) from None
+        raise ValidationFailed(
+            N_("{path}: {msg}"), params={"path": path, "msg": first["msg"]}, field=path
+        ) from None
 
 
 def content_hash(content: Mapping[str, Any]) -> str:
@@ -91,7 +93,7 @@ def content_hash(content: Mapping[str, Any]) -> str:
 
 def _kind(kind: str) -> str:
     if kind not in Message.Kind.values:
-        raise ValidationFailed("kind must be service or marketing.", field="kind")
+        raise ValidationFailed(N_("kind must be service or marketing."), field="kind")
     return kind
 
 
@@ -113,7 +115,9 @@ def update_policy(*, actor: Staff, changes: Mapping[str, Any]) -> PolicySettings
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ValidationFailed(f"{where}: {first['msg']}", field=where) from None
+        raise ValidationFailed(
+            N_("{where}: {msg}"), params={"where": where, "msg": first["msg"]}, field=where
+        ) from None
     with transaction.atomic():
         MessagingPolicy.objects.update_or_create(
             brand=actor.brand, defaults={"settings": policy.model_dump(), "updated_at": clock.now()}
@@ -154,19 +158,21 @@ def enqueue_message(
     The same idempotency key in the same brand returns the message already written."""
     if customer.brand_id != brand.pk or account.brand_id != brand.pk:
         raise ValidationFailed(
-            "The customer and the account must belong to the brand.", field="customer_id"
+            N_("The customer and the account must belong to the brand."), field="customer_id"
         )
     if cause not in Message.Cause.values:
-        raise ValidationFailed(f"Unknown cause {cause!r}.", field="cause")
+        raise ValidationFailed(
+            N_("Unknown cause {cause!r}."), params={"cause": cause}, field="cause"
+        )
     key = (idempotency_key or "").strip()
     if not key or len(key) > 200:
         raise ValidationFailed(
-            "idempotency_key is required (1–200 characters).", field="idempotency_key"
+            N_("idempotency_key is required (1–200 characters)."), field="idempotency_key"
         )
     body = clean_content(content)
     now = clock.now()
     if not_after is not None and not_after <= now:
-        raise ValidationFailed("not_after must be in the future.", field="not_after")
+        raise ValidationFailed(N_("not_after must be in the future."), field="not_after")
     existing = Message.objects.filter(brand=brand, idempotency_key=key).first()
     if existing is not None:
         return existing
@@ -203,7 +209,11 @@ def _account(actor: Staff, account_id: int) -> CarrierAccount:
         .first()
     )
     if account is None:
-        raise NotFound(f"No such carrier account: {account_id}.", field="account_id")
+        raise NotFound(
+            N_("No such carrier account: {account_id}."),
+            params={"account_id": account_id},
+            field="account_id",
+        )
     return account
 
 
@@ -213,7 +223,9 @@ def _customers(actor: Staff, ids: Sequence[int]) -> dict[int, Customer]:
     }
     for n, cid in enumerate(ids):
         if cid not in found:
-            raise NotFound(f"No such customer: {cid}.", field=f"customer_ids.{n}")
+            raise NotFound(
+                N_("No such customer: {cid}."), params={"cid": cid}, field=f"customer_ids.{n}"
+            )
     return found
 
 
@@ -268,7 +280,11 @@ def create_broadcast(
     require(actor, Action.MESSAGE_BROADCAST)
     ids = list(dict.fromkeys(customer_ids))
     if not ids or len(ids) > MAX_BROADCAST:
-        raise ValidationFailed(f"Give 1 to {MAX_BROADCAST} customers.", field="customer_ids")
+        raise ValidationFailed(
+            N_("Give 1 to {MAX_BROADCAST} customers."),
+            params={"MAX_BROADCAST": MAX_BROADCAST},
+            field="customer_ids",
+        )
     account = _account(actor, account_id)
     found = _customers(actor, ids)
     body = clean_content(content)
@@ -388,14 +404,19 @@ def cancel_message(*, actor: Staff, message_id: int) -> Message:
     """Cancel a message that has not gone out yet (queued or deferred)."""
     qs = Message.objects.for_actor(actor, Action.MESSAGE_SEND).filter(pk=message_id)
     if not qs.exists():
-        raise NotFound(f"No such message: {message_id}.", field="message_id")
+        raise NotFound(
+            N_("No such message: {message_id}."),
+            params={"message_id": message_id},
+            field="message_id",
+        )
     changed = Message.objects.filter(pk=message_id, status__in=[S.QUEUED, S.DEFERRED]).update(
         status=S.CANCELLED, finished_at=clock.now()
     )
     message = Message.objects.get(pk=message_id)
     if not changed:
         raise Conflict(
-            f"Only queued or deferred messages can be cancelled; this one is {message.status}.",
+            N_("Only queued or deferred messages can be cancelled; this one is {status}."),
+            params={"status": message.status},
             field="status",
         )
     return message
@@ -408,7 +429,11 @@ def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
         Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
     )
     if broadcast is None:
-        raise NotFound(f"No such broadcast: {broadcast_id}.", field="broadcast_id")
+        raise NotFound(
+            N_("No such broadcast: {broadcast_id}."),
+            params={"broadcast_id": broadcast_id},
+            field="broadcast_id",
+        )
     now = clock.now()
     with transaction.atomic():
         rows = list(
@@ -461,11 +486,17 @@ def list_messages(
         if value in (None, ""):
             continue
         if name not in MESSAGE_FILTERS:
-            raise ValidationFailed(f"Unknown filter {name!r}.", field=name)
+            raise ValidationFailed(
+                N_("Unknown filter {name!r}."), params={"name": name}, field=name
+            )
         if name == "status" and value not in S.values:
-            raise ValidationFailed(f"Unknown status {value!r}.", field="status")
+            raise ValidationFailed(
+                N_("Unknown status {value!r}."), params={"value": value}, field="status"
+            )
         if name == "rule" and value not in (*gate.RULES, "deadline", "confirmation"):
-            raise ValidationFailed(f"Unknown rule {value!r}.", field="rule")
+            raise ValidationFailed(
+                N_("Unknown rule {value!r}."), params={"value": value}, field="rule"
+            )
         qs = qs.filter(**{name: value})
     return page_by_id_desc(qs, cursor=cursor, limit=limit)
 
@@ -473,7 +504,11 @@ def list_messages(
 def touch_history(*, actor: Staff, customer_id: int, limit: int = 50) -> list[Message]:
     """The customer's messages, newest first, for the portrait."""
     if not Customer.objects.for_actor(actor, Action.CUSTOMER_VIEW).filter(pk=customer_id).exists():
-        raise NotFound(f"No such customer: {customer_id}.", field="customer_id")
+        raise NotFound(
+            N_("No such customer: {customer_id}."),
+            params={"customer_id": customer_id},
+            field="customer_id",
+        )
     return list(
         Message.objects.for_actor(actor, Action.MESSAGE_VIEW)
         .filter(customer_id=customer_id)
@@ -586,7 +621,11 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
             ],
         )
         if result.status == "rejected" or result.customer_id is None:
-            raise ValidationFailed(f"contact.added rejected: {result.error}", field="identities")
+            raise ValidationFailed(
+                N_("contact.added rejected: {error}"),
+                params={"error": result.error},
+                field="identities",
+            )
         customer = Customer.objects.get(pk=result.customer_id)
         carriers.record_contact(
             account_id=account.pk,
@@ -828,14 +867,16 @@ def enqueue_messages(items: Sequence[OutboxItem]) -> list[Message]:
     for item in items:
         if item.customer.brand_id != item.brand.pk or item.account.brand_id != item.brand.pk:
             raise ValidationFailed(
-                "The customer and the account must belong to the brand.", field="customer_id"
+                N_("The customer and the account must belong to the brand."), field="customer_id"
             )
         if item.cause not in Message.Cause.values:
-            raise ValidationFailed(f"Unknown cause {item.cause!r}.", field="cause")
+            raise ValidationFailed(
+                N_("Unknown cause {cause!r}."), params={"cause": item.cause}, field="cause"
+            )
         key = (item.idempotency_key or "").strip()
         if not key or len(key) > 200:
             raise ValidationFailed(
-                "idempotency_key is required (1–200 characters).", field="idempotency_key"
+                N_("idempotency_key is required (1–200 characters)."), field="idempotency_key"
             )
         body = clean_content(item.content)
         rows.append(

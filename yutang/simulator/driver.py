@@ -51,7 +51,7 @@ from yutang.carriers.models import CarrierConnection, CarrierContact, InboundRec
 from yutang.commerce import services as commerce
 from yutang.core import clock
 from yutang.core import services as core
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Role
 from yutang.customers import services as customers
@@ -507,7 +507,9 @@ class SystemDriver:
             ):
                 if result.status == "rejected":
                     raise ValidationFailed(
-                        f"consent.changed rejected: {result.error}", field="events"
+                        N_("consent.changed rejected: {error}"),
+                        params={"error": result.error},
+                        field="events",
                     )
 
     def add_contact(self, *, person: int, channel: int, at: dt.datetime) -> int:

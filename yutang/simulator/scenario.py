@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -277,11 +277,14 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ValidationFailed(
-            f"{source}:{where.strip() or ' '}: YAML syntax error: {problem}",
+            N_("{source}:{value}: YAML syntax error: {problem}"),
+            params={"source": source, "value": where.strip() or " ", "problem": problem},
             field="yaml" + (f":{mark.line + 1}" if mark is not None else ""),
         ) from None
     if not isinstance(data, dict):
-        raise ValidationFailed(f"{source}: a scenario is a YAML mapping.", field="yaml")
+        raise ValidationFailed(
+            N_("{source}: a scenario is a YAML mapping."), params={"source": source}, field="yaml"
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -305,7 +308,11 @@ def load_scenario(path: str | Path) -> Scenario:
         if candidate.parent == Path(".") and shipped.exists():
             candidate = shipped
         else:
-            raise ValidationFailed(f"No scenario file {str(path)!r}.", field="scenario")
+            raise ValidationFailed(
+                N_("No scenario file {path_str!r}."),
+                params={"path_str": str(path)},
+                field="scenario",
+            )
     return parse_scenario(candidate.read_text(encoding="utf-8"), source=candidate.name)
 
 

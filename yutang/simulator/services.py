@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from yutang.core import clock
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Action, require
 from yutang.core.services import create_brand
@@ -306,9 +306,16 @@ def whatif(
     for scenario in scenarios:
         if expected_adds(scenario) > WHATIF_MAX_CONTACTS:
             raise ValidationFailed(
-                f"{scenario.name} would add about {expected_adds(scenario):,.0f} contacts; a "
-                f"what-if takes at most {WHATIF_MAX_CONTACTS:,}: lower scale or days, or run "
-                "`yutang simulate --model-only`.",
+                N_(
+                    "{name} would add about {expected_adds:,.0f} contacts; a what-if takes at "
+                    "most {WHATIF_MAX_CONTACTS:,}: lower scale or days, or run "
+                    "`yutang simulate --model-only`."
+                ),
+                params={
+                    "name": scenario.name,
+                    "expected_adds": expected_adds(scenario),
+                    "WHATIF_MAX_CONTACTS": WHATIF_MAX_CONTACTS,
+                },
                 field="scale",
             )
     return [simulate(scenario=s, drive=False) for s in scenarios]
