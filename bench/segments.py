@@ -196,70 +196,78 @@ def generate(scale: float, out: Path) -> dict[str, int]:
         _write(files["identities"], str(BRAND_ID), id_s[wecom], "wecom_external_userid", "",
                _join("enc:w", id_s[wecom]), _join("hw", id_s[wecom]), "wecom", created_s)  # fmt: skip
 
-    # Per-customer aggregates, folded as the events are generated.
-    order_count = np.zeros(n + 1, np.int64)
-    paid = np.zeros(n + 1, np.int64)
-    event_count = np.zeros(n + 1, np.int64)
-    first_order = np.full(n + 1, np.iinfo(np.int64).max)
-    last: dict[str, Any] = {
-        k: np.full(n + 1, -1, np.int64)
-        for k in ("order", "event", "link.clicked", "message.sent", "message.received")
-    }
-    touch_count = np.zeros(n + 1, np.int64)
-    touch_cids: list[Any] = []
-    touch_days: list[Any] = []
+    # Orders (each also an order.paid event) over the last year, skewed to a minority of heavy
+    # buyers; clicks, messages sent and received over the last 120 days. Drawn whole, then
+    # numbered in time order, as an append-only log and an order table fill up in real life
+    # (a window of recent events is a contiguous stretch of the table, not scattered rows).
+    heavy = np.minimum(rng.pareto(1.2, n_orders) + 1, 1e15).astype(np.int64) * 7 % n + 1
+    order_cid = np.where(rng.random(n_orders) < 0.5, rng.integers(1, n + 1, n_orders), heavy)
+    order_at = NOW_TS - rng.integers(0, 365 * 86400 + 1, n_orders)
     amounts = np.array([990, 4900, 9900, 19_900, 39_900])
+    order_amount = amounts[rng.integers(0, len(amounts), n_orders)]
+    order_category = rng.integers(0, len(CATEGORIES), n_orders).astype(np.int8)
+    by_time = np.argsort(order_at, kind="stable")
+    order_cid, order_at = order_cid[by_time], order_at[by_time]
+    order_amount, order_category = order_amount[by_time], order_category[by_time]
+    other_cid = rng.integers(1, n + 1, n_other)
+    other_kind = rng.integers(0, len(OTHER_EVENTS), n_other).astype(np.int8)
+    other_at = NOW_TS - rng.integers(0, 120 * 86400 + 1, n_other)
+    # The log: kind -1 is order.paid (its order's index in `ref`), else an OTHER_EVENTS index.
+    ev_at = np.concatenate([order_at, other_at])
+    by_time = np.argsort(ev_at, kind="stable")
+    ev_at = ev_at[by_time]
+    ev_cid = np.concatenate([order_cid, other_cid])[by_time]
+    ev_kind = np.concatenate([np.full(n_orders, -1, np.int8), other_kind])[by_time]
+    ev_ref = np.concatenate([np.arange(n_orders), np.zeros(n_other, np.int64)])[by_time]
+    del heavy, other_cid, other_kind, other_at, by_time
+
     categories = np.array(CATEGORIES, dtype=S)
-
-    # Orders, each also an order.paid event. They skew to a minority of heavy buyers.
-    for start in range(1, n_orders + 1, CHUNK):
-        oid = np.arange(start, min(start + CHUNK, n_orders + 1))
-        m = len(oid)
-        heavy = np.minimum(rng.pareto(1.2, m) + 1, 1e15).astype(np.int64) * 7 % n + 1
-        cid = np.where(rng.random(m) < 0.5, rng.integers(1, n + 1, m), heavy)
-        at = NOW_TS - rng.integers(0, 365 * 86400 + 1, m)
-        amount = amounts[rng.integers(0, len(amounts), m)]
-        category = categories[rng.integers(0, len(CATEGORIES), m)]
-        oid_s, cid_s, at_s, amount_s = _text(oid), _text(cid), _times(at), _text(amount)
-        _write(files["orders"], oid_s, str(BRAND_ID), "tmall", _join("o", oid_s), cid_s, at_s,
-               amount_s, "0", "0", "0", _join('"[{""sku"": ""', category, '"", ""qty"": 1}]"'),
+    for start in range(0, n_orders, CHUNK):
+        part = slice(start, min(start + CHUNK, n_orders))
+        oid_s = _text(np.arange(part.start + 1, part.stop + 1))
+        at_s = _times(order_at[part])
+        _write(files["orders"], oid_s, str(BRAND_ID), "tmall", _join("o", oid_s),
+               _text(order_cid[part]), at_s, _text(order_amount[part]), "0", "0", "0",
+               _join('"[{""sku"": ""', categories[order_category[part]], '"", ""qty"": 1}]"'),
                "", "", at_s)  # fmt: skip
-        props = _join('"{""order_id"": ""o', oid_s, '"", ""source"": ""tmall"", ""amount_fen"": ',
-                      amount_s, ', ""category"": ""', category, '""}"')  # fmt: skip
-        _write(files["events"], oid_s, str(BRAND_ID), cid_s, "order.paid", at_s, at_s, "bench",
-               _join("e", oid_s), props, "0")  # fmt: skip
-        order_count += np.bincount(cid, minlength=n + 1)
-        paid += np.bincount(cid, weights=amount, minlength=n + 1).astype(np.int64)
-        event_count += np.bincount(cid, minlength=n + 1)
-        np.minimum.at(first_order, cid, at)
-        np.maximum.at(last["order"], cid, at)
-        np.maximum.at(last["event"], cid, at)
-
-    # Clicks, messages sent and received over the last 120 days.
-    kinds = np.array(OTHER_EVENTS, dtype=S)
-    for start in range(n_orders + 1, n_orders + n_other + 1, CHUNK):
-        eid = np.arange(start, min(start + CHUNK, n_orders + n_other + 1))
-        m = len(eid)
-        cid = rng.integers(1, n + 1, m)
-        kind = rng.integers(0, len(OTHER_EVENTS), m)
-        at = NOW_TS - rng.integers(0, 120 * 86400 + 1, m)
-        eid_s, at_s = _text(eid), _times(at)
+    kinds = np.array(["order.paid", *OTHER_EVENTS], dtype=S)
+    n_events = n_orders + n_other
+    for start in range(0, n_events, CHUNK):
+        part = slice(start, min(start + CHUNK, n_events))
+        eid_s, at_s = _text(np.arange(part.start + 1, part.stop + 1)), _times(ev_at[part])
+        kind, ref = ev_kind[part], ev_ref[part]
         props = np.where(
-            kind == 0,
-            np.array('"{""link"": ""https://x.cn/a""}"', dtype=S),
-            _join('"{""carrier"": ""wecom"", ""message_id"": ""m', eid_s, '""}"'),
-        )
-        _write(files["events"], eid_s, str(BRAND_ID), _text(cid), kinds[kind], at_s, at_s,
-               "bench", _join("e", eid_s), props, "0")  # fmt: skip
-        event_count += np.bincount(cid, minlength=n + 1)
-        np.maximum.at(last["event"], cid, at)
-        for k, name in enumerate(OTHER_EVENTS):
-            sel = kind == k
-            np.maximum.at(last[name], cid[sel], at[sel])
-            if name == "message.sent":
-                touch_count += np.bincount(cid[sel], minlength=n + 1)
-                touch_cids.append(cid[sel])
-                touch_days.append((at[sel] + TZ_OFFSET) // 86400)
+            kind == -1,
+            _join('"{""order_id"": ""o', _text(ref + 1), '"", ""source"": ""tmall"", ""amount_fen"": ',
+                  _text(order_amount[ref]), ', ""category"": ""', categories[order_category[ref]],
+                  '""}"'),
+            np.where(
+                kind == 0,
+                np.array('"{""link"": ""https://x.cn/a""}"', dtype=S),
+                _join('"{""carrier"": ""wecom"", ""message_id"": ""m', eid_s, '""}"'),
+            ),
+        )  # fmt: skip
+        _write(files["events"], eid_s, str(BRAND_ID), _text(ev_cid[part]), kinds[kind + 1],
+               at_s, at_s, "bench", _join("e", eid_s), props, "0")  # fmt: skip
+
+    # Per-customer aggregates, folded from the log as events.aggregates.fold does.
+    order_count = np.bincount(order_cid, minlength=n + 1)
+    paid = np.bincount(order_cid, weights=order_amount, minlength=n + 1).astype(np.int64)
+    event_count = np.bincount(ev_cid, minlength=n + 1)
+    first_order = np.full(n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_order, order_cid, order_at)
+    last: dict[str, Any] = {}
+    for name, (cids, ats) in {
+        "order": (order_cid, order_at),
+        "event": (ev_cid, ev_at),
+        **{k: (ev_cid[ev_kind == i], ev_at[ev_kind == i]) for i, k in enumerate(OTHER_EVENTS)},
+    }.items():
+        last[name] = np.full(n + 1, -1, np.int64)
+        np.maximum.at(last[name], cids, ats)
+    sent = ev_kind == OTHER_EVENTS.index("message.sent")
+    touch_count = np.bincount(ev_cid[sent], minlength=n + 1)
+    touch_cids = [ev_cid[sent]]
+    touch_days = [(ev_at[sent] + TZ_OFFSET) // 86400]
 
     # touches_by_day: {"YYYY-MM-DD": n} for the 30 local days up to each customer's latest touch.
     by_day = np.full(n + 1, "{}", dtype=object)
@@ -285,7 +293,7 @@ def generate(scale: float, out: Path) -> dict[str, int]:
     )  # fmt: skip
     for f in files.values():
         f.close()
-    return {"customers": n, "orders": n_orders, "events": n_orders + n_other}
+    return {"customers": n, "orders": n_orders, "events": n_events}
 
 
 COLUMNS = {
@@ -426,7 +434,7 @@ def run_child(
         from yutang.core import clock
         from yutang.core.models import Brand
         from yutang.customers.models import Tag, TagGroup
-        from yutang.segments import rules, scoring
+        from yutang.segments import rules, scoring, services
 
         brand = Brand.objects.create(name="Bench", time_zone="Asia/Shanghai")
         assert brand.pk == BRAND_ID
@@ -446,10 +454,12 @@ def run_child(
             counts, lists, count = [], [], 0
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                count = qs.count()
+                with services.rule_query():  # what the console, API and refresh run in
+                    count = qs.count()
                 counts.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                members = list(qs.order_by().values_list("pk", flat=True))
+                with services.rule_query():
+                    members = list(qs.order_by().values_list("pk", flat=True))
                 lists.append(time.perf_counter() - t0)
                 assert len(members) == count
             results["segments"][name] = {

@@ -52,6 +52,7 @@ from yutang.segments.sqlfuncs import (
     JsonNumber,
     JsonStringIs,
     JsonText,
+    MemberOf,
     StrPos,
 )
 
@@ -495,10 +496,12 @@ class TagCondition(Condition):
 
     def compile(self, ctx: Context) -> Q:
         if self.match == "any":
-            return Q(pk__in=CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
+            return Q(
+                MemberOf(CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
+            )
         q = Q()
         for tag_id in sorted(set(self.tag_ids)):
-            q &= Q(pk__in=CustomerTag.objects.filter(tag_id=tag_id).values("customer"))
+            q &= Q(MemberOf(CustomerTag.objects.filter(tag_id=tag_id).values("customer")))
         return q
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
@@ -519,7 +522,7 @@ class IdentityCondition(Condition):
         rows = Identity.objects.filter(brand_id=ctx.brand_id, kind=self.identity_kind)
         if self.namespace is not None:
             rows = rows.filter(namespace=self.namespace)
-        return Q(pk__in=rows.values("customer"))
+        return Q(MemberOf(rows.values("customer")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         return any(
@@ -559,7 +562,7 @@ class GroupCondition(Condition):
             .filter(same_group)
             .filter(~Exists(later))
         )
-        return Q(pk__in=joins.values("customer_id"))
+        return Q(MemberOf(joins.values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         mine = [
@@ -582,8 +585,8 @@ class ConsentCondition(Condition):
     def compile(self, ctx: Context) -> Q:
         rows = Consent.objects.filter(purpose=self.purpose, carrier=self.carrier)
         if self.status == "unset":
-            return ~Q(pk__in=rows.values("customer"))
-        return Q(pk__in=rows.filter(status=self.status).values("customer"))
+            return ~Q(MemberOf(rows.values("customer")))
+        return Q(MemberOf(rows.filter(status=self.status).values("customer")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         status = facts.consents.get((self.purpose, self.carrier))
@@ -674,7 +677,7 @@ class RfmCondition(Condition):
         else:
             assert self.score is not None and self.op is not None
             rows = rows.filter(compare_q(F(self.score), self.op, self.value))
-        return Q(pk__in=rows.values("customer_id"))
+        return Q(MemberOf(rows.values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         if facts.rfm is None:
@@ -749,8 +752,8 @@ class AggregateCondition(Condition):
         matches = compare_q(counter, self.op, self._value())
         if compare_py(0, self.op, self._value()):
             # Customers without an aggregate row have zero of everything and match too.
-            return ~Q(pk__in=rows.filter(~matches).values("customer_id"))
-        return Q(pk__in=rows.filter(matches).values("customer_id"))
+            return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
+        return Q(MemberOf(rows.filter(matches).values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         agg = facts.aggregate
@@ -819,20 +822,20 @@ class EventCondition(Condition):
             if self.measure == "last" and self.op != "ne" and low is None and high is not None:
                 # "last at most N days ago" is "some event since then": no grouping needed.
                 since = ctx.day_start(ctx.today - dt.timedelta(days=high))
-                return Q(pk__in=rows.filter(occurred_at__gte=since))
+                return Q(MemberOf(rows.filter(occurred_at__gte=since)))
             if self.measure == "first" and self.op != "ne" and high is None and low is not None:
                 # "first at least N days ago" is "some event before then".
                 before = ctx.day_start(ctx.today - dt.timedelta(days=low - 1))
-                return Q(pk__in=rows.filter(occurred_at__lt=before))
+                return Q(MemberOf(rows.filter(occurred_at__lt=before)))
             moment = Min("occurred_at") if self.measure == "first" else Max("occurred_at")
             having = rows.annotate(moment=moment).filter(
                 days_ago_q(F("moment"), self.op, value, ctx)
             )
-            return Q(pk__in=having.values("customer_id"))
+            return Q(MemberOf(having.values("customer_id")))
         if self.measure == "count":
             if self.op == "gte" and value == 1:
-                return Q(pk__in=rows)  # plain existence: no grouping needed
-            measure: Any = Count("id")
+                return Q(MemberOf(rows))  # plain existence: no grouping needed
+            measure: Any = Count("*")
         else:
             assert self.property is not None
             measure = Coalesce(Sum(JsonNumber(F("properties"), self.property)), Value(0.0))
@@ -840,8 +843,8 @@ class EventCondition(Condition):
         matches = compare_q(F("measure"), self.op, value)
         if compare_py(0, self.op, value):
             # No event at all also gives 0: exclude those whose measure fails instead.
-            return ~Q(pk__in=grouped.filter(~matches).values("customer_id"))
-        return Q(pk__in=grouped.filter(matches).values("customer_id"))
+            return ~Q(MemberOf(grouped.filter(~matches).values("customer_id")))
+        return Q(MemberOf(grouped.filter(matches).values("customer_id")))
 
     def _matching(self, facts: Facts, ctx: Context) -> list[Event]:
         types = set(self._types())

@@ -3,6 +3,7 @@ materialise on a schedule with segment.entered / segment.exited events."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from yutang.core import audit, clock
@@ -40,6 +41,24 @@ EVENT_BATCH = 500
 
 
 # --- Rules --------------------------------------------------------------------------------
+
+
+#: Memory for each hash or sort step of a rule query on PostgreSQL. A rule's subqueries hash up
+#: to a whole brand's customer ids (~50 MB per million); with the server default (4 MB) a
+#: subquery under OR or NOT no longer fits and the planner falls back to per-customer lookups,
+#: seconds instead of a quarter second at a million customers (bench/segments.py).
+RULE_WORK_MEM = "128MB"
+
+
+@contextlib.contextmanager
+def rule_query() -> Iterator[None]:
+    """Run rule queries (counts, member lists, exports, refreshes) inside this: one
+    transaction, with RULE_WORK_MEM on PostgreSQL for its duration only."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('work_mem', %s, true)", [RULE_WORK_MEM])
+        yield
 
 
 def context_for(brand: Brand) -> rules.Context:
@@ -88,10 +107,11 @@ def preview_rule(*, actor: Staff, rule: Any, sample: int = SAMPLE_SIZE) -> Previ
     node = parse_rule(rule)
     started = time.perf_counter()
     qs = customers_matching(brand=actor.brand, node=node, actor=actor)
-    count = qs.count()
-    rows = list(
-        qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[:sample]
-    )
+    with rule_query():
+        count = qs.count()
+        rows = list(
+            qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[:sample]
+        )
     elapsed = (time.perf_counter() - started) * 1000
     return Preview(
         count=count,
@@ -233,17 +253,21 @@ def list_members(
     qs = members_queryset(actor=actor, segment=segment).prefetch_related(
         "identities", "customer_tags__tag__group"
     )
-    return page_by_id_desc(qs, cursor=cursor, limit=limit)
+    with rule_query():
+        return page_by_id_desc(qs, cursor=cursor, limit=limit)
 
 
 def preview_segment(*, actor: Staff, segment_id: int) -> Preview:
     segment = get_segment(actor=actor, segment_id=segment_id)
     started = time.perf_counter()
     qs = members_queryset(actor=actor, segment=segment)
-    count = qs.count()
-    rows = list(
-        qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[:SAMPLE_SIZE]
-    )
+    with rule_query():
+        count = qs.count()
+        rows = list(
+            qs.order_by("-pk").prefetch_related("identities", "customer_tags__tag__group")[
+                :SAMPLE_SIZE
+            ]
+        )
     return Preview(
         count=count,
         sample=[customers.present_customer(actor, c) for c in rows],
@@ -327,7 +351,9 @@ def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tup
         brand=actor.brand, actor=actor, action="segment.export", target=segment,
         changes={"format": {"after": format}},
     )  # fmt: skip
-    return write_export(rows, format), f"segment-{segment.pk}-{stamp}.{format}"
+    with rule_query():
+        content = write_export(rows, format)
+    return content, f"segment-{segment.pk}-{stamp}.{format}"
 
 
 # --- Without a staff member: the CLI and the worker act for the whole brand ---------------
@@ -353,13 +379,15 @@ def count_for_brand(*, brand: Brand, rule: Any) -> tuple[int, float]:
     """Count a rule's customers across the brand; returns (count, milliseconds)."""
     node = parse_rule(rule)
     started = time.perf_counter()
-    count = customers_matching(brand=brand, node=node).count()
+    with rule_query():
+        count = customers_matching(brand=brand, node=node).count()
     return count, round((time.perf_counter() - started) * 1000, 1)
 
 
 def export_for_brand(*, segment: Segment, format: str, clear: bool = False) -> bytes:
     _check_format(format)
-    return write_export(_export_rows(brand_members(segment), clear=clear), format)
+    with rule_query():
+        return write_export(_export_rows(brand_members(segment), clear=clear), format)
 
 
 # --- Static segments ----------------------------------------------------------------------
@@ -476,7 +504,7 @@ def refresh_segment(*, segment: Segment) -> RefreshResult:
     brand = segment.brand
     node = rules.parse_rule(segment.rule)
     now = clock.now()
-    with transaction.atomic():
+    with rule_query():
         locked = Segment.objects.select_for_update().get(pk=segment.pk)
         current = set(customers_matching(brand=brand, node=node).values_list("pk", flat=True))
         stored = set(
