@@ -44,6 +44,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from yutang.core.errors import ValidationFailed
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, IdentityKind
+from yutang.events.aggregates import TIME_FIELDS as AGGREGATE_TIME_FIELDS
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
 from yutang.segments.sqlfuncs import (
@@ -282,6 +283,12 @@ class Condition(BaseModel):
     #: Event types the evaluator must load for this condition (None: none needed).
     def event_types(self) -> set[str] | None:
         return None
+
+    def trigger_types(self) -> set[str] | None:
+        """The event types whose arrival can change this condition's answer for a customer
+        (None: it may change with any event, or without one — evaluate on every event). The
+        auto-tag consumer skips rules that no condition ties to the event's type."""
+        return self.event_types()
 
     def compile(self, ctx: Context) -> Q:
         raise NotImplementedError
@@ -578,6 +585,10 @@ class ConsentCondition(Condition):
     granted, withdrawn, or unset (no statement)."""
 
     kind: Literal["consent"]
+
+    def trigger_types(self) -> set[str] | None:
+        return {"consent.changed"}
+
     purpose: Literal["marketing", "service"]
     carrier: Annotated[str, Field(max_length=32)] = ""
     status: Literal["granted", "withdrawn", "unset"]
@@ -737,13 +748,28 @@ class AggregateCondition(Condition):
             return [int(v) for v in self.value] if isinstance(self.value, list) else int(self.value)
         return self.value
 
+    def trigger_types(self) -> set[str] | None:
+        # The event types events.aggregates.fold reads for this figure.
+        column = MOMENT_FIELDS.get(self.field, self.field)
+        if column in ("event_count", "last_event_at"):
+            return None
+        if column in ("order_count", "paid_fen", "first_order_at", "last_order_at"):
+            return {"order.paid"}
+        if column == "refunded_fen":
+            return {"order.refunded"}
+        if column == "net_fen":
+            return {"order.paid", "order.refunded"}
+        if column in ("touch_count", "last_touch_at"):
+            return set(TOUCH_TYPES)
+        return {kind for kind, name in AGGREGATE_TIME_FIELDS.items() if name == column}
+
     def compile(self, ctx: Context) -> Q:
         rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
         if self.field in MOMENT_FIELDS:
             expr = F(MOMENT_FIELDS[self.field])
             return Q(
-                pk__in=rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values(
-                    "customer_id"
+                MemberOf(
+                    rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values("customer_id")
                 )
             )
         counter: Any = (
@@ -1081,6 +1107,18 @@ def evaluate(node: Node, facts: Facts, ctx: Context) -> bool:
     if isinstance(node, Not):
         return not evaluate(node.child, facts, ctx)
     return node.evaluate(facts, ctx)
+
+
+def trigger_types(node: Node) -> set[str] | None:
+    """The event types whose arrival can change the rule's answer for a customer; None when
+    some condition may change with any event (or none: profile, tags, RFM…)."""
+    types: set[str] = set()
+    for condition in walk(node):
+        found = condition.trigger_types()
+        if found is None:
+            return None
+        types |= found
+    return types
 
 
 def needed_event_types(node: Node) -> set[str]:
