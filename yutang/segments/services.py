@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -310,15 +311,26 @@ def _defuse_row(row: list[str]) -> list[str]:
     return [_defuse(cell) if n in FREE_TEXT else cell for n, cell in enumerate(row)]
 
 
-def write_export(rows: Iterator[list[str]], format: str) -> bytes:
-    """CSV (UTF-8 with BOM, for Excel) or XLSX bytes of the export columns and rows."""
+EXPORT_CHUNK_ROWS = 2000
+
+
+def write_export_to(rows: Iterator[list[str]], format: str, out: IO[bytes]) -> None:
+    """Write the export columns and rows to `out` as they are read: CSV (UTF-8 with BOM, for
+    Excel) in chunks of EXPORT_CHUNK_ROWS rows, XLSX through openpyxl's write-only mode (rows
+    go to a temporary file, never a workbook in memory)."""
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
+        buffer.write("\ufeff")
         writer.writerow(EXPORT_COLUMNS)
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             writer.writerow(_defuse_row(row))
-        return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+            if n % EXPORT_CHUNK_ROWS == 0:
+                out.write(buffer.getvalue().encode("utf-8"))
+                buffer.seek(0)
+                buffer.truncate()
+        out.write(buffer.getvalue().encode("utf-8"))
+        return
     from openpyxl import Workbook
 
     workbook = Workbook(write_only=True)
@@ -326,9 +338,18 @@ def write_export(rows: Iterator[list[str]], format: str) -> bytes:
     sheet.append(EXPORT_COLUMNS)
     for row in rows:
         sheet.append(_defuse_row(row))
-    out = io.BytesIO()
     workbook.save(out)
+
+
+def write_export(rows: Iterator[list[str]], format: str) -> bytes:
+    """The export as bytes (small exports; see write_export_to for files and responses)."""
+    out = io.BytesIO()
+    write_export_to(rows, format, out)
     return out.getvalue()
+
+
+#: Exports above this size spill from memory to a temporary file.
+EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 
 
 def _check_format(format: str) -> None:
@@ -336,9 +357,12 @@ def _check_format(format: str) -> None:
         raise ValidationFailed("format must be csv or xlsx.", field="format")
 
 
-def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tuple[bytes, str]:
-    """The members the actor may see as CSV or XLSX; identifiers masked unless the role may
-    see them. Returns the bytes and the file name."""
+def export_members_file(
+    *, actor: Staff, segment_id: int, format: str = "csv"
+) -> tuple[IO[bytes], str]:
+    """The members the actor may see as CSV or XLSX, identifiers masked unless the role may
+    see them, written in chunks to a spooled temporary file (memory up to
+    EXPORT_SPOOL_BYTES, then disk). Returns the file, at its start, and the file name."""
     require(actor, Action.SEGMENT_EXPORT)
     _check_format(format)
     segment = get_segment(actor=actor, segment_id=segment_id)
@@ -351,9 +375,18 @@ def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tup
         brand=actor.brand, actor=actor, action="segment.export", target=segment,
         changes={"format": {"after": format}},
     )  # fmt: skip
+    out = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115
     with rule_query():
-        content = write_export(rows, format)
-    return content, f"segment-{segment.pk}-{stamp}.{format}"
+        write_export_to(rows, format, out)
+    out.seek(0)
+    return out, f"segment-{segment.pk}-{stamp}.{format}"
+
+
+def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tuple[bytes, str]:
+    """export_members_file as bytes (the console's small downloads)."""
+    out, filename = export_members_file(actor=actor, segment_id=segment_id, format=format)
+    with out:
+        return out.read(), filename
 
 
 # --- Without a staff member: the CLI and the worker act for the whole brand ---------------
@@ -384,10 +417,11 @@ def count_for_brand(*, brand: Brand, rule: Any) -> tuple[int, float]:
     return count, round((time.perf_counter() - started) * 1000, 1)
 
 
-def export_for_brand(*, segment: Segment, format: str, clear: bool = False) -> bytes:
+def export_for_brand(*, segment: Segment, format: str, out: IO[bytes], clear: bool = False) -> None:
+    """Write the segment's members to `out` in chunks (the CLI writes straight to its file)."""
     _check_format(format)
     with rule_query():
-        return write_export(_export_rows(brand_members(segment), clear=clear), format)
+        write_export_to(_export_rows(brand_members(segment), clear=clear), format, out)
 
 
 # --- Static segments ----------------------------------------------------------------------
