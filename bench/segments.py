@@ -471,6 +471,19 @@ def run_child(
             rfm = scoring.recompute_rfm(brand=brand)
             results["rfm_s"] = time.perf_counter() - t0
             results["rfm_customers"] = rfm.customers
+        # The nightly run: a day later, after a day of new orders for 0.5% of the buyers.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE events_customeraggregate SET order_count = order_count + 1,"
+                " paid_fen = paid_fen + 9900, last_order_at = %s"
+                " WHERE order_count > 0 AND customer_id %% 200 = 0",
+                [NOW + dt.timedelta(hours=12)],
+            )
+        with clock.use_clock(clock.FrozenClock(NOW + dt.timedelta(days=1))):
+            t0 = time.perf_counter()
+            rfm = scoring.recompute_rfm(brand=brand)
+            results["rfm_again_s"] = time.perf_counter() - t0
+            results["rfm_again_changed"] = rfm.changed
         connection.close()
     shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -627,8 +640,10 @@ def main() -> None:
         headers += [f"{b} count ms", f"{b} list ms", f"{b}/duckdb"]
     common.print_table(headers, rows)
     for b in backends:
-        print(f"RFM recompute on {b}: {results[b]['rfm_s']:.2f} s for "
-              f"{results[b]['rfm_customers']:,} scored customers")  # fmt: skip
+        print(f"RFM on {b}: first computation {results[b]['rfm_s']:.2f} s for "
+              f"{results[b]['rfm_customers']:,} scored customers; the next night (0.5% of "
+              f"buyers ordered again) {results[b]['rfm_again_s']:.2f} s, "
+              f"{results[b]['rfm_again_changed']:,} rows rewritten")  # fmt: skip
     if "postgresql" in results:
         worst = max(s["count_s"] for s in results["postgresql"]["segments"].values())
         ratio = max(results["postgresql"]["segments"][n]["count_s"]
@@ -636,7 +651,8 @@ def main() -> None:
         print(
             f"Goal (full size): every PostgreSQL count <= 1 s: worst {worst:.2f} s "
             f"({'PASS' if worst <= 1 else 'MISS'}); within 3x of DuckDB: worst {ratio:.1f}x "
-            f"({'PASS' if ratio <= 3 else 'MISS'}); RFM <= 10 s: {results['postgresql']['rfm_s']:.1f} s"
+            f"({'PASS' if ratio <= 3 else 'MISS'}); RFM <= 10 s: {results['postgresql']['rfm_s']:.1f} s first, "
+            f"{results['postgresql']['rfm_again_s']:.1f} s nightly"
         )
 
 

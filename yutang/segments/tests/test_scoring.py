@@ -12,7 +12,7 @@ from tests.factories import Api, make_brand, make_staff, make_store
 from yutang.commerce.models import Order, Product
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
-from yutang.customers.models import CustomerTag
+from yutang.customers.models import Customer, CustomerTag
 from yutang.events import consumers
 from yutang.events.models import CustomerAggregate, Event
 from yutang.segments import autotags, rules, scoring
@@ -64,6 +64,29 @@ def test_rfm_quintiles_on_a_hand_checked_fixture():
     assert got[people[4].pk] == (2, 4, 4, "important_keep")
     assert got[people[5].pk] == (1, 1, 1, "general_retain")
     assert nobody.pk not in got
+    assert result.changed == 6
+
+    # The next night nothing changed: nothing is written, computed_at stays.
+    with use_clock(FrozenClock(T0 + DAY)):
+        same = scoring.recompute_rfm(brand=brand)
+    assert (same.customers, same.changed) == (6, 0) and scores(brand) == got
+    assert set(CustomerRfm.objects.filter(brand=brand).values_list("computed_at", flat=True)) == {
+        T0
+    }
+    # Then the oldest buyer is merged away and `nobody` orders: their rows go and come, and
+    # only the rows whose scores moved are rewritten.
+    Customer.objects.filter(pk=people[5].pk).update(merged_into=people[3])
+    CustomerAggregate.objects.filter(customer=nobody).update(
+        order_count=1, paid_fen=100, last_order_at=T0 - 2 * DAY
+    )
+    with use_clock(FrozenClock(T0 + 2 * DAY)):
+        again = scoring.recompute_rfm(brand=brand)
+    after = scores(brand)
+    assert again.customers == 6 and people[5].pk not in after and nobody.pk in after
+    moved = {pk for pk, row in after.items() if got.get(pk) != row}
+    assert again.changed == len(moved) and nobody.pk in moved
+    for pk, at in CustomerRfm.objects.filter(brand=brand).values_list("customer_id", "computed_at"):
+        assert at == (T0 + 2 * DAY if pk in moved else T0)
 
 
 def test_rfm_brand_thresholds():
