@@ -150,12 +150,12 @@ class MemberOf(Expression):
     """The row's primary key is among the customer ids a subquery selects (its first
     column): the shape of almost every condition ("has a tag", "an event in the window"…).
 
-    PostgreSQL: ``EXISTS (SELECT 1 FROM (subquery) m WHERE m.id = pk)``. The planner turns it
-    into a semi join and its negation into an anti join (hashing that spills to disk when big),
-    even when the subquery groups. ``pk [NOT] IN (subquery)`` becomes a per-row subplan once
-    the subquery's rows exceed work_mem, which made "NOT (an order in 60 days)" quadratic at
-    100,000 customers. SQLite: ``pk IN (subquery)``, which it answers with one temporary
-    index whatever the size."""
+    PostgreSQL: ``EXISTS (SELECT 1 FROM (subquery OFFSET 0) m WHERE m.id = pk)``. The planner
+    turns it into a semi join and its negation into an anti join (hashing that spills to disk
+    when big), even when the subquery groups. ``pk [NOT] IN (subquery)`` becomes a per-row
+    subplan once the subquery's rows exceed work_mem, which made "NOT (an order in 60 days)"
+    quadratic at 100,000 customers. SQLite: ``pk IN (subquery)``, which it answers with one
+    temporary index whatever the size."""
 
     output_field = BooleanField()
 
@@ -176,7 +176,15 @@ class MemberOf(Expression):
         column, column_params = compiler.compile(self.column)
         rows, rows_params = compiler.compile(self.rows)
         if connection.vendor == "postgresql":
+            assert rows.startswith("(") and rows.endswith(")")
+            # OFFSET 0 keeps the subquery whole: the join is then a hash or merge join against
+            # its rows, never a loop of per-customer index probes into the event log (which
+            # the planner underestimates when the log is in time order: 1.2 s against 0.4 s
+            # for "no order in 60 days" at 100,000 customers).
             # Only compiled SQL fragments are formatted in; their values stay parameters.
-            sql = f"EXISTS (SELECT 1 FROM {rows} AS _member (id) WHERE _member.id = {column})"  # noqa: S608
+            sql = (
+                f"EXISTS (SELECT 1 FROM ({rows[1:-1]} OFFSET 0) AS _member (id)"  # noqa: S608
+                f" WHERE _member.id = {column})"
+            )
             return sql, (*rows_params, *column_params)
         return f"{column} IN {rows}", (*column_params, *rows_params)
