@@ -7,6 +7,7 @@ string "40" on one backend and not on the other: both follow the in-memory evalu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import (
@@ -163,13 +164,13 @@ class MemberOf(Expression):
         super().__init__()
         if hasattr(rows, "order_by"):
             rows = rows.order_by()  # a model's default ordering would sort the ids for nothing
-        self.rows = rows if isinstance(rows, Subquery) else Subquery(rows)
-        self.column = F(column)
+        self.rows: Any = rows if isinstance(rows, Subquery) else Subquery(rows)
+        self.column: Any = F(column)  # resolved to the column when the filter is built
 
     def get_source_expressions(self) -> list[Any]:
         return [self.column, self.rows]
 
-    def set_source_expressions(self, exprs: list[Any]) -> None:
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
         self.column, self.rows = exprs
 
     def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
