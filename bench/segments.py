@@ -4,17 +4,24 @@ PostgreSQL through the real rule compiler, the same questions asked of DuckDB ov
 data in memory (the limit), and the RFM recompute.
 
     .venv/bin/python bench/segments.py [--scale 1.0] [--backends sqlite,postgresql] [--repeat 3]
+        [--data DIR] [--keep-db]
 
 Full size (--scale 1): 1,000,000 customers, 10,000,000 orders and 20,000,000 events for one
 brand (each order is also an order.paid event; the other half of the events are clicks,
 messages sent and received). --scale 0.01 is 10,000 / 100,000 / 200,000.
 
-The generator is deterministic (random.Random(6)); it writes CSV files once, which are loaded
-with the fastest raw path of each store: PostgreSQL COPY, SQLite executemany in one
-transaction, DuckDB read_csv. Aggregates (CustomerAggregate) are computed by the generator, as
-the event log's consumers would have. Each backend runs in its own child process against its
-own fresh database (common.temp_database), dropped afterwards. Times are the median of
---repeat runs; every backend must give the same count for each segment (checked).
+The generator is NumPy, deterministic (default_rng(6), fixed chunk sizes) and fast (the full
+size in minutes): events and orders are numbered in time order, as an append-only log fills
+up; aggregates (CustomerAggregate, touches_by_day included) are folded from the generated log
+as events.aggregates.fold does; identities and tags come with the customers. It writes CSV
+files once (reused with --data DIR), loaded with the fastest raw path of each store:
+PostgreSQL COPY (FK triggers off), SQLite executemany in one transaction, DuckDB read_csv;
+secondary indexes and unique constraints are dropped before and built after the load.
+Each backend runs in its own child process against its own fresh database
+(common.temp_database), dropped afterwards unless --keep-db. Counts and lists run inside
+segments.services.rule_query() like the console and API. Times are the median of --repeat
+runs; every backend must give the same count for each segment (checked). RFM is timed twice:
+the first computation, and the next night after 0.5% of the buyers ordered again.
 
 The ten segments (rule JSON in SEGMENTS below):
 
