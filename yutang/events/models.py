@@ -31,7 +31,11 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["customer", "occurred_at"], name="event_customer_time"),
-            models.Index(fields=["brand", "type", "occurred_at"], name="event_brand_type_time"),
+            # customer_id last: windowed event conditions of segments read only this index.
+            models.Index(
+                fields=["brand", "type", "occurred_at", "customer"],
+                name="event_brand_type_time_cust",
+            ),
             models.Index(fields=["txid", "id"], name="event_commit_order"),
         ]
 

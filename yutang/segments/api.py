@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
 from ninja import File, Router, Schema, Status
 from ninja.files import UploadedFile
 
@@ -107,9 +108,9 @@ def list_members(
 @router.get("/segments/{segment_id}/export")
 def export_members(
     request: HttpRequest, segment_id: int, filters: StrictQuery[ExportFilters]
-) -> HttpResponse:
+) -> HttpResponseBase:
     """The members as CSV or XLSX; identifiers masked unless your role may see them."""
-    body, filename = services.export_members(
+    body, filename = services.export_members_file(
         actor=actor(request), segment_id=segment_id, format=filters.format
     )
     content_type = (
@@ -117,9 +118,8 @@ def export_members(
         if filters.format == "csv"
         else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     )
-    response = HttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    # Streamed from the spooled file in blocks; the response closes it.
+    return FileResponse(body, as_attachment=True, filename=filename, content_type=content_type)
 
 
 @router.post("/segments/{segment_id}/refresh", response=RefreshOut)

@@ -22,7 +22,13 @@ from yutang.customers.models import Customer, CustomerTag, Tag
 from yutang.events.models import Event
 from yutang.segments import rules
 from yutang.segments.models import AutoTagRule
-from yutang.segments.services import context_for, customers_matching, lease_holder, parse_rule
+from yutang.segments.services import (
+    context_for,
+    customers_matching,
+    lease_holder,
+    parse_rule,
+    rule_query,
+)
 
 logger = logging.getLogger("yutang.segments.autotags")
 SCHEDULE = dt.timedelta(minutes=60)
@@ -129,7 +135,7 @@ def apply_rule(rule: AutoTagRule) -> ApplyResult:
     """Bring the rule's tag in line with the rule for the whole brand (one query to match)."""
     node = rules.parse_rule(rule.rule)
     now = clock.now()
-    with transaction.atomic():
+    with rule_query():
         matching = set(customers_matching(brand=rule.brand, node=node).values_list("pk", flat=True))
         has_tag = set(
             CustomerTag.objects.filter(tag=rule.tag).values_list("customer_id", flat=True)
@@ -157,8 +163,11 @@ def apply_now(*, actor: Staff, rule_id: int) -> ApplyResult:
     return apply_rule(get_rule(actor=actor, rule_id=rule_id, action=Action.SEGMENT_MANAGE))
 
 
-def apply_for_customer(customer: Customer) -> None:
-    """Evaluate every active rule of the brand for one customer in memory and tag/untag."""
+def apply_for_customer(customer: Customer, event_type: str | None = None) -> None:
+    """Evaluate the brand's active rules for one customer in memory and tag/untag. With
+    `event_type` (the consumer), only the rules that event can affect (rules.trigger_types):
+    a click does not re-evaluate "spent 500 in 30 days"; time-based changes are the
+    scheduled pass's job."""
     active = list(AutoTagRule.objects.filter(brand_id=customer.brand_id, is_active=True))
     if not active:
         return
@@ -166,6 +175,10 @@ def apply_for_customer(customer: Customer) -> None:
     now = clock.now()
     for rule in active:
         node = rules.parse_rule(rule.rule)
+        if event_type is not None:
+            triggers = rules.trigger_types(node)
+            if triggers is not None and event_type not in triggers:
+                continue
         matches = rules.evaluate(node, rules.load_facts(customer, node), ctx)
         if matches:
             CustomerTag.objects.get_or_create(
@@ -188,7 +201,7 @@ def handle_event(event: Event) -> None:
         return
     if customer.merged_into_id is not None:
         customer = customers.survivor(customer)
-    apply_for_customer(customer)
+    apply_for_customer(customer, event.type)
 
 
 def apply_due_rules() -> int:

@@ -44,6 +44,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from yutang.core.errors import ValidationFailed
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, IdentityKind
+from yutang.events.aggregates import TIME_FIELDS as AGGREGATE_TIME_FIELDS
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
 from yutang.segments.sqlfuncs import (
@@ -52,6 +53,7 @@ from yutang.segments.sqlfuncs import (
     JsonNumber,
     JsonStringIs,
     JsonText,
+    MemberOf,
     StrPos,
 )
 
@@ -282,6 +284,12 @@ class Condition(BaseModel):
     def event_types(self) -> set[str] | None:
         return None
 
+    def trigger_types(self) -> set[str] | None:
+        """The event types whose arrival can change this condition's answer for a customer
+        (None: it may change with any event, or without one — evaluate on every event). The
+        auto-tag consumer skips rules that no condition ties to the event's type."""
+        return self.event_types()
+
     def compile(self, ctx: Context) -> Q:
         raise NotImplementedError
 
@@ -495,10 +503,12 @@ class TagCondition(Condition):
 
     def compile(self, ctx: Context) -> Q:
         if self.match == "any":
-            return Q(pk__in=CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
+            return Q(
+                MemberOf(CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
+            )
         q = Q()
         for tag_id in sorted(set(self.tag_ids)):
-            q &= Q(pk__in=CustomerTag.objects.filter(tag_id=tag_id).values("customer"))
+            q &= Q(MemberOf(CustomerTag.objects.filter(tag_id=tag_id).values("customer")))
         return q
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
@@ -519,7 +529,7 @@ class IdentityCondition(Condition):
         rows = Identity.objects.filter(brand_id=ctx.brand_id, kind=self.identity_kind)
         if self.namespace is not None:
             rows = rows.filter(namespace=self.namespace)
-        return Q(pk__in=rows.values("customer"))
+        return Q(MemberOf(rows.values("customer")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         return any(
@@ -559,7 +569,7 @@ class GroupCondition(Condition):
             .filter(same_group)
             .filter(~Exists(later))
         )
-        return Q(pk__in=joins.values("customer_id"))
+        return Q(MemberOf(joins.values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         mine = [
@@ -575,6 +585,10 @@ class ConsentCondition(Condition):
     granted, withdrawn, or unset (no statement)."""
 
     kind: Literal["consent"]
+
+    def trigger_types(self) -> set[str] | None:
+        return {"consent.changed"}
+
     purpose: Literal["marketing", "service"]
     carrier: Annotated[str, Field(max_length=32)] = ""
     status: Literal["granted", "withdrawn", "unset"]
@@ -582,8 +596,8 @@ class ConsentCondition(Condition):
     def compile(self, ctx: Context) -> Q:
         rows = Consent.objects.filter(purpose=self.purpose, carrier=self.carrier)
         if self.status == "unset":
-            return ~Q(pk__in=rows.values("customer"))
-        return Q(pk__in=rows.filter(status=self.status).values("customer"))
+            return ~Q(MemberOf(rows.values("customer")))
+        return Q(MemberOf(rows.filter(status=self.status).values("customer")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         status = facts.consents.get((self.purpose, self.carrier))
@@ -674,7 +688,7 @@ class RfmCondition(Condition):
         else:
             assert self.score is not None and self.op is not None
             rows = rows.filter(compare_q(F(self.score), self.op, self.value))
-        return Q(pk__in=rows.values("customer_id"))
+        return Q(MemberOf(rows.values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         if facts.rfm is None:
@@ -734,13 +748,28 @@ class AggregateCondition(Condition):
             return [int(v) for v in self.value] if isinstance(self.value, list) else int(self.value)
         return self.value
 
+    def trigger_types(self) -> set[str] | None:
+        # The event types events.aggregates.fold reads for this figure.
+        column = MOMENT_FIELDS.get(self.field, self.field)
+        if column in ("event_count", "last_event_at"):
+            return None
+        if column in ("order_count", "paid_fen", "first_order_at", "last_order_at"):
+            return {"order.paid"}
+        if column == "refunded_fen":
+            return {"order.refunded"}
+        if column == "net_fen":
+            return {"order.paid", "order.refunded"}
+        if column in ("touch_count", "last_touch_at"):
+            return set(TOUCH_TYPES)
+        return {kind for kind, name in AGGREGATE_TIME_FIELDS.items() if name == column}
+
     def compile(self, ctx: Context) -> Q:
         rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
         if self.field in MOMENT_FIELDS:
             expr = F(MOMENT_FIELDS[self.field])
             return Q(
-                pk__in=rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values(
-                    "customer_id"
+                MemberOf(
+                    rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values("customer_id")
                 )
             )
         counter: Any = (
@@ -749,8 +778,8 @@ class AggregateCondition(Condition):
         matches = compare_q(counter, self.op, self._value())
         if compare_py(0, self.op, self._value()):
             # Customers without an aggregate row have zero of everything and match too.
-            return ~Q(pk__in=rows.filter(~matches).values("customer_id"))
-        return Q(pk__in=rows.filter(matches).values("customer_id"))
+            return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
+        return Q(MemberOf(rows.filter(matches).values("customer_id")))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         agg = facts.aggregate
@@ -819,20 +848,20 @@ class EventCondition(Condition):
             if self.measure == "last" and self.op != "ne" and low is None and high is not None:
                 # "last at most N days ago" is "some event since then": no grouping needed.
                 since = ctx.day_start(ctx.today - dt.timedelta(days=high))
-                return Q(pk__in=rows.filter(occurred_at__gte=since))
+                return Q(MemberOf(rows.filter(occurred_at__gte=since)))
             if self.measure == "first" and self.op != "ne" and high is None and low is not None:
                 # "first at least N days ago" is "some event before then".
                 before = ctx.day_start(ctx.today - dt.timedelta(days=low - 1))
-                return Q(pk__in=rows.filter(occurred_at__lt=before))
+                return Q(MemberOf(rows.filter(occurred_at__lt=before)))
             moment = Min("occurred_at") if self.measure == "first" else Max("occurred_at")
             having = rows.annotate(moment=moment).filter(
                 days_ago_q(F("moment"), self.op, value, ctx)
             )
-            return Q(pk__in=having.values("customer_id"))
+            return Q(MemberOf(having.values("customer_id")))
         if self.measure == "count":
             if self.op == "gte" and value == 1:
-                return Q(pk__in=rows)  # plain existence: no grouping needed
-            measure: Any = Count("id")
+                return Q(MemberOf(rows))  # plain existence: no grouping needed
+            measure: Any = Count("*")
         else:
             assert self.property is not None
             measure = Coalesce(Sum(JsonNumber(F("properties"), self.property)), Value(0.0))
@@ -840,8 +869,8 @@ class EventCondition(Condition):
         matches = compare_q(F("measure"), self.op, value)
         if compare_py(0, self.op, value):
             # No event at all also gives 0: exclude those whose measure fails instead.
-            return ~Q(pk__in=grouped.filter(~matches).values("customer_id"))
-        return Q(pk__in=grouped.filter(matches).values("customer_id"))
+            return ~Q(MemberOf(grouped.filter(~matches).values("customer_id")))
+        return Q(MemberOf(grouped.filter(matches).values("customer_id")))
 
     def _matching(self, facts: Facts, ctx: Context) -> list[Event]:
         types = set(self._types())
@@ -1078,6 +1107,18 @@ def evaluate(node: Node, facts: Facts, ctx: Context) -> bool:
     if isinstance(node, Not):
         return not evaluate(node.child, facts, ctx)
     return node.evaluate(facts, ctx)
+
+
+def trigger_types(node: Node) -> set[str] | None:
+    """The event types whose arrival can change the rule's answer for a customer; None when
+    some condition may change with any event (or none: profile, tags, RFM…)."""
+    types: set[str] = set()
+    for condition in walk(node):
+        found = condition.trigger_types()
+        if found is None:
+            return None
+        types |= found
+    return types
 
 
 def needed_event_types(node: Node) -> set[str]:

@@ -97,12 +97,11 @@ def update_settings(*, actor: Staff, **changes: Any) -> SegmentSettings:
 # --- RFM ------------------------------------------------------------------------------------
 
 
-def _quintile(expr: str) -> str:
+def _quintile(rank: str) -> str:
+    # `rank` is a PERCENT_RANK computed once per customer in the inner query.
     return (
-        f"CASE WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.2 THEN 1 "
-        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.4 THEN 2 "
-        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.6 THEN 3 "
-        f"WHEN PERCENT_RANK() OVER (ORDER BY {expr}) < 0.8 THEN 4 ELSE 5 END"
+        f"CASE WHEN {rank} < 0.2 THEN 1 WHEN {rank} < 0.4 THEN 2 "
+        f"WHEN {rank} < 0.6 THEN 3 WHEN {rank} < 0.8 THEN 4 ELSE 5 END"
     )
 
 
@@ -118,12 +117,24 @@ def _thresholds(expr: str) -> str:
 class RfmResult:
     customers: int
     elapsed_ms: float
+    changed: int = 0  # rows written: new customers and changed scores
+
+
+#: Sort memory for the three window sorts on PostgreSQL (a million rows sort in memory).
+RFM_WORK_MEM = "256MB"
 
 
 def recompute_rfm(*, brand: Brand) -> RfmResult:
     """Score every customer with at least one order: recency (last order), frequency (orders)
     and monetary (paid minus refunded), 1–5 each, and the class. Quintiles by percent rank
-    (ties share a score), or the brand's thresholds."""
+    (ties share a score), or the brand's thresholds.
+
+    One set-based statement (MERGE on PostgreSQL, an upsert on SQLite): the scores of the
+    whole brand are computed by window functions and only rows whose scores changed are
+    written (a row's computed_at is when its scores last
+    changed; SegmentSettings.rfm_computed_at is the last run). Most customers keep their
+    scores from one night to the next, so the nightly run writes little; customers who no
+    longer qualify (merged, no order left) lose their row."""
     import time
 
     started = time.perf_counter()
@@ -145,39 +156,101 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
         params += sorted(conf.frequency_orders, reverse=True)
         m_sql = _thresholds("m")
         params += sorted(conf.monetary_fen, reverse=True)
+        ranks = ""
     else:
-        r_sql, f_sql, m_sql = _quintile("r"), _quintile("f"), _quintile("m")
+        r_sql, f_sql, m_sql = _quintile("r_rank"), _quintile("f_rank"), _quintile("m_rank")
+        ranks = (
+            ", PERCENT_RANK() OVER (ORDER BY a.last_order_at) AS r_rank"
+            ", PERCENT_RANK() OVER (ORDER BY a.order_count) AS f_rank"
+            ", PERCENT_RANK() OVER (ORDER BY a.paid_fen - a.refunded_fen) AS m_rank"
+        )
     classes = " ".join(
         f"WHEN r_score {'>=' if r else '<'} {HIGH} AND f_score {'>=' if f else '<'} {HIGH} "
         f"AND m_score {'>=' if m else '<'} {HIGH} THEN '{code}'"
         for (r, f, m), code in RFM_CLASS_OF.items()
     )
     table = CustomerRfm._meta.db_table
+    base = f"""
+        FROM {CustomerAggregate._meta.db_table} a
+        JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
+        WHERE a.brand_id = %s AND a.order_count > 0 AND a.last_order_at IS NOT NULL
+          AND c.merged_into_id IS NULL
+    """
     # Only table names and fixed fragments are formatted in; every value is a bound parameter.
-    sql = f"""
-        INSERT INTO {table} (customer_id, brand_id, recency, frequency, monetary, rfm_class,
-                             computed_at)
-        SELECT customer_id, %s, r_score, f_score, m_score, CASE {classes} END, %s
+    scored = f"""
+        SELECT customer_id, r_score, f_score, m_score, CASE {classes} END AS rfm_class
         FROM (
             SELECT customer_id, {r_sql} AS r_score, {f_sql} AS f_score, {m_sql} AS m_score
             FROM (
                 SELECT a.customer_id AS customer_id, a.last_order_at AS r,
-                       a.order_count AS f, a.paid_fen - a.refunded_fen AS m
-                FROM {CustomerAggregate._meta.db_table} a
-                JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
-                WHERE a.brand_id = %s AND a.order_count > 0 AND a.last_order_at IS NOT NULL
-                  AND c.merged_into_id IS NULL
+                       a.order_count AS f, a.paid_fen - a.refunded_fen AS m {ranks}
+                {base}
             ) base
-        ) scored
+        ) scores
+    """  # noqa: S608
+    changed_row = (
+        "t.recency <> s.r_score OR t.frequency <> s.f_score OR t.monetary <> s.m_score"
+        " OR t.brand_id <> %s"
+    )
+    if connection.vendor == "postgresql":
+        # MERGE joins the scores with the stored rows in one hash join; an upsert would probe
+        # the primary key once per customer (23 s against 9 s for a million, measured).
+        write = f"""
+            MERGE INTO {table} t USING ({scored}) s ON t.customer_id = s.customer_id
+            WHEN MATCHED AND ({changed_row}) THEN UPDATE SET
+                brand_id = %s, recency = s.r_score, frequency = s.f_score,
+                monetary = s.m_score, rfm_class = s.rfm_class, computed_at = %s
+            WHEN NOT MATCHED THEN INSERT (customer_id, brand_id, recency, frequency, monetary,
+                                          rfm_class, computed_at)
+                VALUES (s.customer_id, %s, s.r_score, s.f_score, s.m_score, s.rfm_class, %s)
+        """  # noqa: S608
+        write_params = [*params, brand.pk, brand.pk, brand.pk, now, brand.pk, now]
+    else:
+        # SQLite has no MERGE: an upsert (the WHERE true tells it from a join).
+        write = f"""
+            INSERT INTO {table} (customer_id, brand_id, recency, frequency, monetary,
+                                 rfm_class, computed_at)
+            SELECT customer_id, %s, r_score, f_score, m_score, rfm_class, %s
+            FROM ({scored}) s WHERE true
+            ON CONFLICT (customer_id) DO UPDATE SET
+                brand_id = excluded.brand_id, recency = excluded.recency,
+                frequency = excluded.frequency, monetary = excluded.monetary,
+                rfm_class = excluded.rfm_class, computed_at = excluded.computed_at
+            WHERE {table}.recency <> excluded.recency OR {table}.frequency <> excluded.frequency
+               OR {table}.monetary <> excluded.monetary OR {table}.brand_id <> excluded.brand_id
+        """  # noqa: S608
+        write_params = [brand.pk, now, *params, brand.pk]
+    # Rows of customers who no longer qualify: merged away, or no aggregate with an order.
+    # Two hashed sets (OFFSET 0 keeps PostgreSQL from probing per row: 43 s for a million).
+    fence = " OFFSET 0" if connection.vendor == "postgresql" else ""
+    stale = f"""
+        DELETE FROM {table} WHERE brand_id = %s AND (
+            customer_id IN (SELECT id FROM {Customer._meta.db_table}
+                            WHERE merged_into_id IS NOT NULL)
+            OR NOT EXISTS (
+                SELECT 1 FROM (
+                    SELECT a.customer_id AS customer_id
+                    FROM {CustomerAggregate._meta.db_table} a
+                    WHERE a.brand_id = %s AND a.order_count > 0
+                      AND a.last_order_at IS NOT NULL{fence}
+                ) q
+                WHERE q.customer_id = {table}.customer_id))
     """  # noqa: S608
     with transaction.atomic():
-        CustomerRfm.objects.filter(brand=brand).delete()
         with connection.cursor() as cursor:
-            cursor.execute(sql, [brand.pk, now, *params, brand.pk])
-            count = cursor.rowcount
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT set_config('work_mem', %s, true)", [RFM_WORK_MEM])
+            cursor.execute(stale, [brand.pk, brand.pk])
+            cursor.execute(write, write_params)
+            changed = cursor.rowcount
+        count = CustomerRfm.objects.filter(brand=brand).count()
         conf.rfm_computed_at = now
         conf.save(update_fields=["rfm_computed_at"])
-    return RfmResult(customers=count, elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
+    return RfmResult(
+        customers=count,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+        changed=changed,
+    )
 
 
 def recompute_rfm_for(*, actor: Staff) -> RfmResult:

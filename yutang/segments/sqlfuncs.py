@@ -7,9 +7,19 @@ string "40" on one backend and not on the other: both follow the in-memory evalu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.db.models import BooleanField, Expression, FloatField, Func, IntegerField, TextField
+from django.db.models import (
+    BooleanField,
+    Expression,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    Subquery,
+    TextField,
+)
 from django.db.models.sql.compiler import SQLCompiler
 
 
@@ -135,3 +145,47 @@ class JsonStringIs(Func):
         path = _sqlite_path(self.key)
         sql = f"COALESCE(json_type({column}, %s) = 'text' AND json_extract({column}, %s) = %s, 0)"
         return sql, (*params, path, *params, path, self.value)
+
+
+class MemberOf(Expression):
+    """The row's primary key is among the customer ids a subquery selects (its first
+    column): the shape of almost every condition ("has a tag", "an event in the window"…).
+
+    PostgreSQL: ``EXISTS (SELECT 1 FROM (subquery OFFSET 0) m WHERE m.id = pk)``. The planner
+    turns it into a semi join and its negation into an anti join (hashing that spills to disk
+    when big), even when the subquery groups. ``pk [NOT] IN (subquery)`` becomes a per-row
+    subplan once the subquery's rows exceed work_mem, which made "NOT (an order in 60 days)"
+    quadratic at 100,000 customers. SQLite: ``pk IN (subquery)``, which it answers with one
+    temporary index whatever the size."""
+
+    output_field = BooleanField()
+
+    def __init__(self, rows: Any, column: str = "pk"):
+        super().__init__()
+        if hasattr(rows, "order_by"):
+            rows = rows.order_by()  # a model's default ordering would sort the ids for nothing
+        self.rows: Any = rows if isinstance(rows, Subquery) else Subquery(rows)
+        self.column: Any = F(column)  # resolved to the column when the filter is built
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.column, self.rows]
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        self.column, self.rows = exprs
+
+    def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, column_params = compiler.compile(self.column)
+        rows, rows_params = compiler.compile(self.rows)
+        if connection.vendor == "postgresql":
+            assert rows.startswith("(") and rows.endswith(")")
+            # OFFSET 0 keeps the subquery whole: the join is then a hash or merge join against
+            # its rows, never a loop of per-customer index probes into the event log (which
+            # the planner underestimates when the log is in time order: 1.2 s against 0.4 s
+            # for "no order in 60 days" at 100,000 customers).
+            # Only compiled SQL fragments are formatted in; their values stay parameters.
+            sql = (
+                f"EXISTS (SELECT 1 FROM ({rows[1:-1]} OFFSET 0) AS _member (id)"  # noqa: S608
+                f" WHERE _member.id = {column})"
+            )
+            return sql, (*rows_params, *column_params)
+        return f"{column} IN {rows}", (*column_params, *rows_params)

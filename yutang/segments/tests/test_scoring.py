@@ -12,10 +12,10 @@ from tests.factories import Api, make_brand, make_staff, make_store
 from yutang.commerce.models import Order, Product
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
-from yutang.customers.models import CustomerTag
+from yutang.customers.models import Customer, CustomerTag
 from yutang.events import consumers
 from yutang.events.models import CustomerAggregate, Event
-from yutang.segments import autotags, scoring
+from yutang.segments import autotags, rules, scoring
 from yutang.segments.models import CustomerRfm
 from yutang.segments.tests.builders import T0, aggregate, customer, event, tag, tag_customer
 
@@ -64,6 +64,29 @@ def test_rfm_quintiles_on_a_hand_checked_fixture():
     assert got[people[4].pk] == (2, 4, 4, "important_keep")
     assert got[people[5].pk] == (1, 1, 1, "general_retain")
     assert nobody.pk not in got
+    assert result.changed == 6
+
+    # The next night nothing changed: nothing is written, computed_at stays.
+    with use_clock(FrozenClock(T0 + DAY)):
+        same = scoring.recompute_rfm(brand=brand)
+    assert (same.customers, same.changed) == (6, 0) and scores(brand) == got
+    assert set(CustomerRfm.objects.filter(brand=brand).values_list("computed_at", flat=True)) == {
+        T0
+    }
+    # Then the oldest buyer is merged away and `nobody` orders: their rows go and come, and
+    # only the rows whose scores moved are rewritten.
+    Customer.objects.filter(pk=people[5].pk).update(merged_into=people[3])
+    CustomerAggregate.objects.filter(customer=nobody).update(
+        order_count=1, paid_fen=100, last_order_at=T0 - 2 * DAY
+    )
+    with use_clock(FrozenClock(T0 + 2 * DAY)):
+        again = scoring.recompute_rfm(brand=brand)
+    after = scores(brand)
+    assert again.customers == 6 and people[5].pk not in after and nobody.pk in after
+    moved = {pk for pk, row in after.items() if got.get(pk) != row}
+    assert again.changed == len(moved) and nobody.pk in moved
+    for pk, at in CustomerRfm.objects.filter(brand=brand).values_list("customer_id", "computed_at"):
+        assert at == (T0 + 2 * DAY if pk in moved else T0)
 
 
 def test_rfm_brand_thresholds():
@@ -186,6 +209,63 @@ def test_auto_tag_added_and_removed_incrementally_and_on_schedule():
         assert not CustomerTag.objects.filter(tag=vip, customer=clicker).exists()
         assert CustomerTag.objects.filter(tag=vip, customer=manual).exists()
         assert autotags.apply_due_rules() == 0  # not due again within the hour
+
+
+def test_trigger_types_follow_the_conditions():
+    parse = rules.parse_rule
+    assert rules.trigger_types(parse({"kind": "event", "type": "link.clicked"})) == {"link.clicked"}
+    assert rules.trigger_types(
+        parse({"or": [
+            {"kind": "aggregate", "field": "paid_fen", "op": "gte", "value": 1},
+            {"not": {"kind": "touches", "window": {"days": 7}, "op": "gte", "value": 1}},
+            {"kind": "aggregate", "field": "days_since_last_click", "op": "lte", "value": 3},
+            {"kind": "consent", "purpose": "marketing", "status": "granted"},
+        ]})
+    ) == {"order.paid", "message.sent", "link.clicked", "consent.changed"}  # fmt: skip
+    # A profile condition may change without a matching event type: every event counts.
+    assert (
+        rules.trigger_types(
+            parse({"and": [
+                {"kind": "event", "type": "order.paid"},
+                {"kind": "profile", "field": "city", "op": "eq", "value": "上海"},
+            ]})
+        )
+        is None
+    )  # fmt: skip
+    assert (
+        rules.trigger_types(
+            parse({"kind": "aggregate", "field": "event_count", "op": "gte", "value": 2})
+        )
+        is None
+    )
+
+
+def test_the_consumer_evaluates_only_the_rules_an_event_can_change():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    clicked_tag, any_tag = tag(brand, "clicked"), tag(brand, "anyone")
+    with use_clock(FrozenClock(T0)):
+        c = customer(brand, city="上海")
+        autotags.create_rule(
+            actor=admin, name="clicked", tag_id=clicked_tag.pk,
+            rule={"kind": "event", "type": "link.clicked", "window": {"days": 7}},
+        )  # fmt: skip
+        autotags.create_rule(
+            actor=admin, name="in Shanghai", tag_id=any_tag.pk,
+            rule={"kind": "profile", "field": "city", "op": "eq", "value": "上海"},
+        )  # fmt: skip
+        # The click is in the log, but the consumer sees a message first: the click rule is
+        # not evaluated (nothing a message changes can make it match); the profile rule is.
+        event(c, "link.clicked", T0, link="x")
+        autotags.handle_event(event(c, "message.sent", T0, carrier="wecom", message_id="m"))
+        assert set(CustomerTag.objects.filter(customer=c).values_list("tag_id", flat=True)) == {
+            any_tag.pk
+        }
+        autotags.handle_event(event(c, "link.clicked", T0, link="y"))
+        assert set(CustomerTag.objects.filter(customer=c).values_list("tag_id", flat=True)) == {
+            any_tag.pk,
+            clicked_tag.pk,
+        }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -81,9 +81,10 @@ class Command(BaseCommand):
         output = Path(opts["output"])
         format = output.suffix.lstrip(".").lower()
         segment = services.brand_segment(brand=brand, segment_id=opts["segment"])
-        output.write_bytes(
-            services.export_for_brand(segment=segment, format=format, clear=opts["unmasked"])
-        )
+        with output.open("wb") as out:
+            services.export_for_brand(
+                segment=segment, format=format, out=out, clear=opts["unmasked"]
+            )
         self.stdout.write(f"Wrote {output}")
 
     def do_refresh(self, brand: Brand, opts: dict[str, Any]) -> None:
