@@ -231,7 +231,7 @@ def segment_preview(request: HttpRequest, staff: Staff) -> HttpResponse:
     except json.JSONDecodeError as exc:
         context["error"] = _("The rule is not valid JSON: %(error)s") % {"error": exc}
     except YutangError as exc:
-        context["error"] = exc.message
+        context["error"] = exc.localized()
     return render(request, "console/segments/_preview.html", context)
 
 
@@ -245,7 +245,7 @@ def segment_members(request: HttpRequest, staff: Staff, segment_id: int) -> Http
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         rows, next_cursor = [], None
     return render(
         request,
@@ -263,7 +263,7 @@ def segment_export(request: HttpRequest, staff: Staff, segment_id: int) -> HttpR
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:segment", segment_id=segment_id)
     content_type = (
         "text/csv; charset=utf-8"
@@ -288,7 +288,7 @@ def segment_refresh(request: HttpRequest, staff: Staff, segment_id: int) -> Http
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:segment", segment_id=segment_id)
 
 
@@ -307,7 +307,7 @@ def segment_upload(request: HttpRequest, staff: Staff, segment_id: int) -> HttpR
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
     return redirect("console:segment", segment_id=segment_id)
 
 
@@ -321,7 +321,7 @@ def segment_snapshot(request: HttpRequest, staff: Staff, segment_id: int) -> Htt
     except NotFound:
         raise
     except YutangError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, exc.localized())
         return redirect("console:segment", segment_id=segment_id)
     messages.success(request, _("Snapshot %(name)s saved.") % {"name": copy.name})
     return redirect("console:segment", segment_id=copy.pk)
@@ -352,7 +352,7 @@ def rfm_page(request: HttpRequest, staff: Staff) -> HttpResponse:
                 % {"rfm": rfm.customers, "ms": rfm.elapsed_ms, "changed": stages.changed},
             )
         except YutangError as exc:
-            messages.error(request, exc.message)
+            messages.error(request, exc.localized())
         return redirect("console:segments_rfm")
     return render(
         request,

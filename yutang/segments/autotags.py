@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from yutang.core import audit, clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Action, require
 from yutang.core.services import is_valid_id
@@ -37,7 +37,9 @@ SCHEDULE = dt.timedelta(minutes=60)
 def _tag(brand: Brand, tag_id: Any) -> Tag:
     tag = Tag.objects.filter(brand=brand, pk=tag_id).first() if is_valid_id(tag_id) else None
     if tag is None:
-        raise ValidationFailed(f"No such tag: {tag_id}.", field="tag_id")
+        raise ValidationFailed(
+            N_("No such tag: {tag_id}."), params={"tag_id": tag_id}, field="tag_id"
+        )
     return tag
 
 
@@ -48,7 +50,7 @@ def create_rule(
     name = (name or "").strip()
     if not name or len(name) > 80:
         raise ValidationFailed(
-            "An auto-tag rule needs a name of at most 80 characters.", field="name"
+            N_("An auto-tag rule needs a name of at most 80 characters."), field="name"
         )
     node = parse_rule(rule)
     tag = _tag(actor.brand, tag_id)
@@ -61,7 +63,11 @@ def create_rule(
             )  # fmt: skip
             audit.record(brand=actor.brand, actor=actor, action="auto_tag.create", target=created)
     except IntegrityError:
-        raise Conflict(f"An auto-tag rule named {name!r} exists already.", field="name") from None
+        raise Conflict(
+            N_("An auto-tag rule named {name!r} exists already."),
+            params={"name": name},
+            field="name",
+        ) from None
     return created
 
 
@@ -72,7 +78,7 @@ def get_rule(*, actor: Staff, rule_id: int, action: Action = Action.SEGMENT_VIEW
         else None
     )
     if found is None:
-        raise NotFound("No such auto-tag rule.", field="rule_id")
+        raise NotFound(N_("No such auto-tag rule."), field="rule_id")
     return found
 
 
@@ -88,7 +94,7 @@ def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
         if name == "name":
             value = (value or "").strip()
             if not value or len(value) > 80:
-                raise ValidationFailed("name: at most 80 characters.", field="name")
+                raise ValidationFailed(N_("name: at most 80 characters."), field="name")
             found.name = value
         elif name == "rule":
             found.rule = rules.to_json(parse_rule(value))
@@ -97,7 +103,7 @@ def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
         elif name == "is_active":
             found.is_active = bool(value)
         else:
-            raise ValidationFailed(f"Unknown field {name!r}.", field=name)
+            raise ValidationFailed(N_("Unknown field {name!r}."), params={"name": name}, field=name)
     found.updated_at = clock.now()
     try:
         with transaction.atomic():
@@ -105,7 +111,9 @@ def update_rule(*, actor: Staff, rule_id: int, **changes: Any) -> AutoTagRule:
             audit.record(brand=actor.brand, actor=actor, action="auto_tag.update", target=found)
     except IntegrityError:
         raise Conflict(
-            f"An auto-tag rule named {found.name!r} exists already.", field="name"
+            N_("An auto-tag rule named {name!r} exists already."),
+            params={"name": found.name},
+            field="name",
         ) from None
     return found
 

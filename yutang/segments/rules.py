@@ -42,7 +42,7 @@ from django.db.models.lookups import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, IdentityKind
 from yutang.events.aggregates import TIME_FIELDS as AGGREGATE_TIME_FIELDS
 from yutang.events.models import CustomerAggregate, Event
@@ -998,7 +998,9 @@ def _data_loc(data: Any, loc: Iterable[Any]) -> list[Any]:
 
 
 def _fail(path: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{path}: {message}", field=path)
+    return ValidationFailed(
+        N_("{path}: {message}"), params={"path": path, "message": message}, field=path
+    )
 
 
 def parse_rule(data: Any, *, path: str = "$") -> Node:

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from yutang.core import clock
-from yutang.core.errors import ValidationFailed
+from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Action, require
 from yutang.customers import services as customers
@@ -63,7 +63,9 @@ def update_settings(*, actor: Staff, **changes: Any) -> SegmentSettings:
     current = settings_for(actor.brand)
     for name, value in changes.items():
         if name not in SETTING_FIELDS:
-            raise ValidationFailed(f"Unknown setting {name!r}.", field=name)
+            raise ValidationFailed(
+                N_("Unknown setting {name!r}."), params={"name": name}, field=name
+            )
         if name in ("recency_days", "frequency_orders", "monetary_fen"):
             if not (
                 isinstance(value, list)
@@ -72,22 +74,27 @@ def update_settings(*, actor: Staff, **changes: Any) -> SegmentSettings:
                 and value == sorted(value)
             ):
                 raise ValidationFailed(
-                    f"{name} must be four ascending whole numbers (cut points for scores 2–5).",
+                    N_("{name} must be four ascending whole numbers (cut points for scores 2–5)."),
+                    params={"name": name},
                     field=name,
                 )
         elif name == "rfm_method":
             if value not in ("quintile", "thresholds"):
-                raise ValidationFailed("rfm_method must be quintile or thresholds.", field=name)
+                raise ValidationFailed(N_("rfm_method must be quintile or thresholds."), field=name)
         elif name == "default_cycle_days" and value is None:
             pass
         elif not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 3650):
-            raise ValidationFailed(f"{name} must be a whole number from 1 to 3650.", field=name)
+            raise ValidationFailed(
+                N_("{name} must be a whole number from 1 to 3650."),
+                params={"name": name},
+                field=name,
+            )
         setattr(current, name, value)
     if current.rfm_method == "thresholds" and not (
         current.recency_days and current.frequency_orders and current.monetary_fen
     ):
         raise ValidationFailed(
-            "The thresholds method needs recency_days, frequency_orders and monetary_fen.",
+            N_("The thresholds method needs recency_days, frequency_orders and monetary_fen."),
             field="rfm_method",
         )
     current.save()

@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from yutang.core import audit, clock
-from yutang.core.errors import Conflict, NotFound, ValidationFailed
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require
@@ -127,7 +127,7 @@ def preview_rule(*, actor: Staff, rule: Any, sample: int = SAMPLE_SIZE) -> Previ
 def _clean_name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 80:
-        raise ValidationFailed("A segment needs a name of at most 80 characters.", field="name")
+        raise ValidationFailed(N_("A segment needs a name of at most 80 characters."), field="name")
     return name
 
 
@@ -136,11 +136,11 @@ def _check_refresh(kind: str, minutes: int | None) -> None:
         return
     if kind != Segment.Kind.DYNAMIC:
         raise ValidationFailed(
-            "Only dynamic segments refresh on a schedule.", field="refresh_minutes"
+            N_("Only dynamic segments refresh on a schedule."), field="refresh_minutes"
         )
     if not 5 <= minutes <= 7 * 24 * 60:
         raise ValidationFailed(
-            "refresh_minutes must be between 5 and 10080.", field="refresh_minutes"
+            N_("refresh_minutes must be between 5 and 10080."), field="refresh_minutes"
         )
 
 
@@ -156,13 +156,13 @@ def create_segment(
     require(actor, Action.SEGMENT_MANAGE)
     name = _clean_name(name)
     if kind not in Segment.Kind.values:
-        raise ValidationFailed("kind must be dynamic or static.", field="kind")
+        raise ValidationFailed(N_("kind must be dynamic or static."), field="kind")
     if kind == Segment.Kind.DYNAMIC:
         rule = rules.to_json(parse_rule(rule))
     elif rule is not None:
-        raise ValidationFailed("A static segment has no rule.", field="rule")
+        raise ValidationFailed(N_("A static segment has no rule."), field="rule")
     if len(description) > 500:
-        raise ValidationFailed("description: at most 500 characters.", field="description")
+        raise ValidationFailed(N_("description: at most 500 characters."), field="description")
     _check_refresh(kind, refresh_minutes)
     now = clock.now()
     try:
@@ -180,16 +180,18 @@ def create_segment(
             )
             audit.record(brand=actor.brand, actor=actor, action="segment.create", target=segment)
     except IntegrityError:
-        raise Conflict(f"A segment named {name!r} exists already.", field="name") from None
+        raise Conflict(
+            N_("A segment named {name!r} exists already."), params={"name": name}, field="name"
+        ) from None
     return segment
 
 
 def get_segment(*, actor: Staff, segment_id: int, action: Action = Action.SEGMENT_VIEW) -> Segment:
     if not is_valid_id(segment_id):
-        raise NotFound("No such segment.", field="segment_id")
+        raise NotFound(N_("No such segment."), field="segment_id")
     segment = Segment.objects.for_actor(actor, action).filter(pk=segment_id).first()
     if segment is None:
-        raise NotFound("No such segment.", field="segment_id")
+        raise NotFound(N_("No such segment."), field="segment_id")
     return segment
 
 
@@ -204,16 +206,18 @@ def update_segment(*, actor: Staff, segment_id: int, **changes: Any) -> Segment:
     segment = get_segment(actor=actor, segment_id=segment_id, action=Action.SEGMENT_MANAGE)
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
-        raise ValidationFailed(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+        raise ValidationFailed(
+            N_("Unknown field {value!r}."), params={"value": unknown[0]}, field=unknown[0]
+        )
     if "name" in changes:
         segment.name = _clean_name(changes["name"])
     if "rule" in changes:
         if segment.kind != Segment.Kind.DYNAMIC:
-            raise ValidationFailed("A static segment has no rule.", field="rule")
+            raise ValidationFailed(N_("A static segment has no rule."), field="rule")
         segment.rule = rules.to_json(parse_rule(changes["rule"]))
     if "description" in changes:
         if len(changes["description"] or "") > 500:
-            raise ValidationFailed("description: at most 500 characters.", field="description")
+            raise ValidationFailed(N_("description: at most 500 characters."), field="description")
         segment.description = changes["description"] or ""
     if "refresh_minutes" in changes:
         _check_refresh(segment.kind, changes["refresh_minutes"])
@@ -224,7 +228,11 @@ def update_segment(*, actor: Staff, segment_id: int, **changes: Any) -> Segment:
             segment.save()
             audit.record(brand=actor.brand, actor=actor, action="segment.update", target=segment)
     except IntegrityError:
-        raise Conflict(f"A segment named {segment.name!r} exists already.", field="name") from None
+        raise Conflict(
+            N_("A segment named {name!r} exists already."),
+            params={"name": segment.name},
+            field="name",
+        ) from None
     return segment
 
 
@@ -354,7 +362,7 @@ EXPORT_SPOOL_BYTES = 8 * 1024 * 1024
 
 def _check_format(format: str) -> None:
     if format not in ("csv", "xlsx"):
-        raise ValidationFailed("format must be csv or xlsx.", field="format")
+        raise ValidationFailed(N_("format must be csv or xlsx."), field="format")
 
 
 def export_members_file(
@@ -395,7 +403,7 @@ def export_members(*, actor: Staff, segment_id: int, format: str = "csv") -> tup
 def brand_segment(*, brand: Brand, segment_id: int) -> Segment:
     segment = Segment.objects.filter(brand=brand, pk=segment_id).first()
     if segment is None:
-        raise NotFound("No such segment.", field="segment_id")
+        raise NotFound(N_("No such segment."), field="segment_id")
     return segment
 
 
@@ -438,7 +446,7 @@ def upload_static_members(
     and the error names the first bad row. Returns the member count."""
     segment = get_segment(actor=actor, segment_id=segment_id, action=Action.SEGMENT_MANAGE)
     if segment.kind != Segment.Kind.STATIC:
-        raise ValidationFailed("Only static segments take a member list.", field="file")
+        raise ValidationFailed(N_("Only static segments take a member list."), field="file")
     try:
         table = open_table(upload, filename=filename)
     except TabularError as exc:
@@ -449,18 +457,24 @@ def upload_static_members(
         id_col = next((headers[h.lower()] for h in ID_HEADERS if h.lower() in headers), None)
         if phone_col is None and id_col is None:
             raise ValidationFailed(
-                "The file needs a column named phone (手机号) or customer_id.", field="file"
+                N_("The file needs a column named phone (手机号) or customer_id."), field="file"
             )
         wanted_ids: dict[int, int] = {}
         wanted_hashes: dict[str, int] = {}
         for row in table.rows():
             if row.number > MAX_STATIC_ROWS + 1:
-                raise ValidationFailed(f"At most {MAX_STATIC_ROWS} rows.", field="file")
+                raise ValidationFailed(
+                    N_("At most {MAX_STATIC_ROWS} rows."),
+                    params={"MAX_STATIC_ROWS": MAX_STATIC_ROWS},
+                    field="file",
+                )
             if id_col is not None and row.values.get(id_col, "").strip():
                 raw = row.values[id_col].strip()
                 if not raw.isdigit() or not is_valid_id(int(raw)):
                     raise ValidationFailed(
-                        f"Row {row.number}: {id_col} {raw!r} is not a customer id.", field="file"
+                        N_("Row {number}: {id_col} {raw!r} is not a customer id."),
+                        params={"number": row.number, "id_col": id_col, "raw": raw},
+                        field="file",
                     )
                 wanted_ids.setdefault(int(raw), row.number)
             elif phone_col is not None and row.values.get(phone_col, "").strip():
@@ -468,16 +482,24 @@ def upload_static_members(
                     ident = normalize_identity("phone", row.values[phone_col], field="phone")
                 except ValidationFailed as exc:
                     raise ValidationFailed(
-                        f"Row {row.number}: {exc.message}", field="file"
+                        N_("Row {number}: {message}"),
+                        params={"number": row.number, "message": exc.message},
+                        field="file",
                     ) from None
                 wanted_hashes.setdefault(ident.hash, row.number)
             else:
-                raise ValidationFailed(f"Row {row.number}: no phone or id.", field="file")
+                raise ValidationFailed(
+                    N_("Row {number}: no phone or id."), params={"number": row.number}, field="file"
+                )
     visible = Customer.objects.for_actor(actor)
     found: set[int] = set(visible.filter(pk__in=list(wanted_ids)).values_list("pk", flat=True))
     for missing, number in sorted(wanted_ids.items(), key=lambda kv: kv[1]):
         if missing not in found:
-            raise ValidationFailed(f"Row {number}: no customer #{missing}.", field="file")
+            raise ValidationFailed(
+                N_("Row {number}: no customer #{missing}."),
+                params={"number": number, "missing": missing},
+                field="file",
+            )
     by_hash = dict(
         Identity.objects.filter(
             brand=actor.brand, kind="phone", value_hash__in=list(wanted_hashes),
@@ -486,7 +508,11 @@ def upload_static_members(
     )  # fmt: skip
     for h, number in sorted(wanted_hashes.items(), key=lambda kv: kv[1]):
         if h not in by_hash:
-            raise ValidationFailed(f"Row {number}: no customer has this phone.", field="file")
+            raise ValidationFailed(
+                N_("Row {number}: no customer has this phone."),
+                params={"number": number},
+                field="file",
+            )
     members = found | set(by_hash.values())
     _replace_members(segment, members)
     return len(members)
@@ -534,7 +560,7 @@ def refresh_segment(*, segment: Segment) -> RefreshResult:
     too: "no order in 60 days" gains people as days pass) and record each change as a
     segment.entered / segment.exited event, in one transaction."""
     if segment.kind != Segment.Kind.DYNAMIC:
-        raise ValidationFailed("Only dynamic segments are refreshed.", field="segment_id")
+        raise ValidationFailed(N_("Only dynamic segments are refreshed."), field="segment_id")
     brand = segment.brand
     node = rules.parse_rule(segment.rule)
     now = clock.now()
@@ -569,7 +595,9 @@ def refresh_segment(*, segment: Segment) -> RefreshResult:
             for result in events.ingest_events(brand=brand, items=items):
                 if result.status == "rejected":
                     raise ValidationFailed(
-                        f"A membership event was refused: {result.error}", field="segment_id"
+                        N_("A membership event was refused: {error}"),
+                        params={"error": result.error},
+                        field="segment_id",
                     )
         locked.refresh_count = run
         locked.refreshed_at = now
