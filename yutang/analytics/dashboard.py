@@ -128,7 +128,7 @@ def for_console(*, actor: Staff, query: Mapping[str, str]) -> Dashboard:
             granularity=board.granularity or None,  # type: ignore[arg-type]
         )
     except YutangError as exc:
-        board.error = exc.as_dict()
+        board.error = {**exc.as_dict(), "message": exc.localized()}  # shown in the console
         board.preset, board.store, board.channel, board.granularity = DEFAULT_PRESET, "", "", ""
         board.start, board.end = preset_period(DEFAULT_PRESET, today)
         result = services.overview(actor=actor, start=board.start, end=board.end)
