@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test test-sqlite test-postgres lint bench vendor messages clean
+.PHONY: demo test test-sqlite test-postgres lint bench bench-quick vendor messages clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON_BIN) -c 'import sys; assert sys.version_info >= (3, 11), "Yutang needs Python 3.11 or newer"'
@@ -49,6 +49,18 @@ bench: $(STAMP)
 	@if ls bench/*.py >/dev/null 2>&1; then \
 		for b in bench/*.py; do echo "== $$b =="; $(PY) $$b || exit 1; done; \
 	else echo "No benchmarks yet: they arrive with the issues that set performance goals."; fi
+
+# Every benchmark at a small size (minutes, not hours): checks that each runs end to end and
+# prints its figures against its in-run baseline. The issues' sizes are `make bench`.
+bench-quick: $(STAMP)
+	$(PY) bench/ingest.py --events 20000
+	$(PY) bench/import.py --rows 2000
+	$(PY) bench/routing.py --adds 1000
+	$(PY) bench/delivery.py --scale 0.01
+	$(PY) bench/journeys.py --enrollments 2000 --baseline 500
+	$(PY) bench/segments.py --scale 0.01 --repeat 1
+	$(PY) bench/analytics.py --contacts 3000 --repeat 1
+	$(PY) bench/simulate.py --scale 0.002 --days 30
 
 # Re-fetch the vendored front-end files by exact version and verify their SHA-256.
 vendor:
