@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, Q
 
 from yutang.carriers import services as carriers
@@ -178,19 +178,23 @@ def load_context(
     return ctx
 
 
+def _lock_rows(model: type[models.Model], key: str, ids: list[int]) -> None:
+    """Create the missing lock rows of `ids` and lock them all, in id order, so that two
+    passes over the same ids cannot deadlock."""
+    manager = model._default_manager
+    manager.bulk_create([model(**{key: i}) for i in ids], ignore_conflicts=True)
+    list(
+        manager.select_for_update()
+        .filter(**{f"{key}__in": ids})
+        .order_by(key)
+        .values_list(key, flat=True)
+    )
+
+
 def _lock_customers(customer_ids: list[int], *, lock: bool) -> None:
     """The batch's TouchLock rows, in id order."""
     if lock and customer_ids:
-        TouchLock.objects.bulk_create(
-            [TouchLock(customer_id=i) for i in customer_ids], ignore_conflicts=True
-        )
-        # Locked in id order, so two passes over the same customers cannot deadlock.
-        list(
-            TouchLock.objects.select_for_update()
-            .filter(customer_id__in=customer_ids)
-            .order_by("customer_id")
-            .values_list("customer_id", flat=True)
-        )
+        _lock_rows(TouchLock, "customer_id", customer_ids)
 
 
 def _lock_accounts(policy: PolicySettings, candidates: Sequence[gate.Candidate]) -> None:
@@ -206,17 +210,8 @@ def _lock_accounts(policy: PolicySettings, candidates: Sequence[gate.Candidate])
             if c.kind == "marketing" and gate.in_share_scope(policy, c.cause)
         }
     )
-    if not share_accounts:
-        return
-    AccountTouchLock.objects.bulk_create(
-        [AccountTouchLock(account_id=i) for i in share_accounts], ignore_conflicts=True
-    )
-    list(
-        AccountTouchLock.objects.select_for_update()
-        .filter(account_id__in=share_accounts)
-        .order_by("account_id")
-        .values_list("account_id", flat=True)
-    )
+    if share_accounts:
+        _lock_rows(AccountTouchLock, "account_id", share_accounts)
 
 
 def _load_history(
@@ -261,6 +256,24 @@ def _load_history(
         posts[1] += n
         if kind == "marketing":
             posts[0] += n
+
+
+def sent_event(m: Message, at: dt.datetime) -> dict[str, Any]:
+    """The `message.sent` event of a message that reached the customer (or that staff
+    confirmed): the one shape every path stores, keyed so it is stored once."""
+    return {
+        "type": "message.sent",
+        "occurred_at": at,
+        "source": "messaging",
+        "idempotency_key": f"message.sent:{m.pk}",
+        "customer_id": m.customer_id,
+        "properties": {
+            "carrier": m.carrier,
+            "account_id": str(m.account_id),
+            "message_id": str(m.pk),
+            "kind": m.kind,
+        },
+    }
 
 
 def candidate_of(m: Message) -> gate.Candidate:
@@ -545,21 +558,7 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
                 )
             else:
                 m.status, m.sent_at, m.claimed_until = S.SENT, now, None
-                events[m.brand_id].append(
-                    {
-                        "type": "message.sent",
-                        "occurred_at": now,
-                        "source": "messaging",
-                        "idempotency_key": f"message.sent:{m.pk}",
-                        "customer_id": m.customer_id,
-                        "properties": {
-                            "carrier": m.carrier,
-                            "account_id": str(m.account_id),
-                            "message_id": str(m.pk),
-                            "kind": m.kind,
-                        },
-                    }
-                )
+                events[m.brand_id].append(sent_event(m, now))
         else:
             assert o.error is not None
             if o.error.transient and m.attempts < max_attempts[m.brand_id]:

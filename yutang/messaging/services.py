@@ -447,22 +447,7 @@ def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
         if rows:
             ingest_events(
                 brand=actor.brand,
-                items=[
-                    {
-                        "type": "message.sent",
-                        "occurred_at": now,
-                        "source": "messaging",
-                        "idempotency_key": f"message.sent:{m.pk}",
-                        "customer_id": m.customer_id,
-                        "properties": {
-                            "carrier": m.carrier,
-                            "account_id": str(m.account_id),
-                            "message_id": str(m.pk),
-                            "kind": m.kind,
-                        },
-                    }
-                    for m in rows
-                ],
+                items=[delivery.sent_event(m, now) for m in rows],
             )
     return len(rows)
 
@@ -926,22 +911,5 @@ def confirm_message(*, message_id: int, at: dt.datetime | None = None) -> bool:
         if m is None:
             return False
         Message.objects.filter(pk=m.pk).update(status=S.SENT, sent_at=now, claimed_until=None)
-        ingest_events(
-            brand=Brand.objects.get(pk=m.brand_id),
-            items=[
-                {
-                    "type": "message.sent",
-                    "occurred_at": now,
-                    "source": "messaging",
-                    "idempotency_key": f"message.sent:{m.pk}",
-                    "customer_id": m.customer_id,
-                    "properties": {
-                        "carrier": m.carrier,
-                        "account_id": str(m.account_id),
-                        "message_id": str(m.pk),
-                        "kind": m.kind,
-                    },
-                }
-            ],
-        )
+        ingest_events(brand=Brand.objects.get(pk=m.brand_id), items=[delivery.sent_event(m, now)])
     return True
