@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from yutang.api import segment_broadcasts
@@ -176,8 +177,27 @@ def policy_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
         "policy": policy, "error": error, "fields": SIMPLE_POLICY_FIELDS,
         "can_manage": staff.can(Action.MESSAGING_POLICY_MANAGE),
         "descriptions": {n: f.description for n, f in PolicySettings.model_fields.items()},
+        "labels": POLICY_LABELS,
     })  # fmt: skip
 
+
+POLICY_LABELS = {
+    "marketing_per_day": _lazy("Marketing messages per customer per day"),
+    "marketing_per_week": _lazy("Marketing messages per customer per 7 days"),
+    "service_per_day": _lazy("Service messages per customer per day"),
+    "quiet_start": _lazy("Quiet hours start"),
+    "quiet_end": _lazy("Quiet hours end"),
+    "marketing_share_max": _lazy("Highest marketing share of an account's posts (0–1)"),
+    "marketing_share_window_days": _lazy("Marketing share window (days)"),
+    "marketing_share_min_posts": _lazy("Posts before the marketing share is judged"),
+    "marketing_share_scope": _lazy("Marketing share counts (broadcasts or all)"),
+    "duplicate_window_days": _lazy("No repeated content within (days)"),
+    "defer_max_days": _lazy("A deferred message expires after (days)"),
+    "max_attempts": _lazy("Delivery attempts"),
+    "confirm_timeout_hours": _lazy("Staff confirmation expires after (hours)"),
+    "unsubscribe_confirmation": _lazy("Unsubscribe confirmation text"),
+    "default_welcome": _lazy("Default welcome"),
+}
 
 SIMPLE_POLICY_FIELDS = [
     "marketing_per_day", "marketing_per_week", "service_per_day", "quiet_start", "quiet_end",

@@ -133,6 +133,8 @@ def test_composer_preview_then_queue_and_policy_page(frozen):
         "22:00",
         ["退订", "TD"],
     )
+    page = client.get("/messaging/policy/").content.decode()
+    assert "每位客户每天营销消息上限" in page and "营销占比统计范围" in page  # labels in zh-hans
     wrong = client.post("/messaging/policy/", {"quiet_start": "9pm"})
     assert 'data-testid="policy-error"' in wrong.content.decode()
     assert services.get_policy(brand=brand).quiet_start == "22:00"
