@@ -68,7 +68,7 @@ vendor:
 
 # Refresh and compile the console's translations (needs GNU gettext).
 messages: $(STAMP)
-	cd yutang && ../$(VENV)/bin/django-admin makemessages -l zh_Hans --ignore "static/*" --no-location
+	cd yutang && DJANGO_SETTINGS_MODULE=yutang.settings ../$(VENV)/bin/django-admin makemessages -l zh_Hans --ignore "static/*" --no-location
 	cd yutang && ../$(VENV)/bin/django-admin compilemessages
 
 clean:
