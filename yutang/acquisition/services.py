@@ -48,7 +48,7 @@ from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.identifiers import normalize_phone
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Action, Scope, require
-from yutang.core.services import is_valid_id
+from yutang.core.services import is_valid_id, reject_unknown_fields
 from yutang.customers import services as customers
 from yutang.customers.models import Customer
 from yutang.events.services import ingest_one
@@ -218,13 +218,7 @@ def _check_channel(brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
 def create_channel(*, actor: Staff | None, brand: Brand, **fields: Any) -> Channel:
     if actor is not None:
         require(actor, Action.CHANNEL_MANAGE)
-    unknown = set(fields) - set(CHANNEL_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown field {value!r}."),
-            params={"value": sorted(unknown)[0]},
-            field=sorted(unknown)[0],
-        )
+    reject_unknown_fields(fields, CHANNEL_FIELDS)
     for name in ("code", "name", "type"):
         if name not in fields:
             raise ValidationFailed(N_("{name} is required."), params={"name": name}, field=name)
@@ -249,13 +243,7 @@ def _check_period(starts_on: dt.date | None, ends_on: dt.date | None) -> None:
 
 def update_channel(*, actor: Staff, channel_id: int, **changes: Any) -> Channel:
     channel = get_channel(actor=actor, channel_id=channel_id, action=Action.CHANNEL_MANAGE)
-    unknown = set(changes) - set(CHANNEL_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown field {value!r}."),
-            params={"value": sorted(unknown)[0]},
-            field=sorted(unknown)[0],
-        )
+    reject_unknown_fields(changes, CHANNEL_FIELDS)
     values = _check_channel(channel.brand, changes)
     _check_period(
         values.get("starts_on", channel.starts_on), values.get("ends_on", channel.ends_on)
@@ -579,13 +567,7 @@ LIVE_CODE_FIELDS = [
 
 
 def _live_code_values(actor: Staff | None, brand: Brand, values: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(values) - set(LIVE_CODE_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown field {value!r}."),
-            params={"value": sorted(unknown)[0]},
-            field=sorted(unknown)[0],
-        )
+    reject_unknown_fields(values, LIVE_CODE_FIELDS)
     out = dict(values)
     if "name" in out:
         out["name"] = _text(out["name"], "name", max_length=120, required=True)
@@ -1570,13 +1552,7 @@ PARTNER_FIELDS = [
 
 
 def _partner_values(values: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(values) - set(PARTNER_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown field {value!r}."),
-            params={"value": sorted(unknown)[0]},
-            field=sorted(unknown)[0],
-        )
+    reject_unknown_fields(values, PARTNER_FIELDS)
     out = dict(values)
     if "name" in out:
         out["name"] = _text(out["name"], "name", max_length=120, required=True)

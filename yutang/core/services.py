@@ -91,6 +91,16 @@ def reject_nulls(model: type[models.Model], values: Mapping[str, Any]) -> None:
             )
 
 
+def reject_unknown_fields(
+    given: Iterable[str], allowed: Iterable[str], *, message: str = N_("Unknown field {value!r}.")
+) -> None:
+    """Refuse input that names a field the caller does not take, naming the first (sorted)
+    unknown one; `message` is an N_ template with `{value}`."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValidationFailed(message, params={"value": unknown[0]}, field=unknown[0])
+
+
 def validate_time_zone(value: str, *, field: str = "time_zone") -> str:
     if value not in zoneinfo.available_timezones():
         raise ValidationFailed(
@@ -283,13 +293,7 @@ def delete_store(*, actor: Staff, store_id: int) -> None:
 
 
 def _check_store_fields(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - set(STORE_FIELDS)
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown store field {value!r}."),
-            params={"value": sorted(unknown)[0]},
-            field=sorted(unknown)[0],
-        )
+    reject_unknown_fields(fields, STORE_FIELDS, message=N_("Unknown store field {value!r}."))
     reject_nulls(Store, fields)
     if "kind" in fields:
         fields["kind"] = str(fields["kind"])
@@ -614,13 +618,7 @@ def _check_carrier_links(
 
 
 def _check_carrier_fields(fields: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    unknown = sorted(set(fields) - set(allowed))
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown carrier account field {value!r}."),
-            params={"value": unknown[0]},
-            field=unknown[0],
-        )
+    reject_unknown_fields(fields, allowed, message=N_("Unknown carrier account field {value!r}."))
     reject_nulls(CarrierAccount, fields)
     for name in ("avatar_url", "cover_url"):
         _check_web_url(fields.get(name), field=name)

@@ -25,7 +25,7 @@ from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require
-from yutang.core.services import is_valid_id
+from yutang.core.services import is_valid_id, reject_unknown_fields
 from yutang.core.tabular import TabularError, open_table
 from yutang.customers import services as customers
 from yutang.customers.identities import normalize_identity
@@ -204,11 +204,7 @@ UPDATABLE = ("name", "rule", "description", "refresh_minutes")
 
 def update_segment(*, actor: Staff, segment_id: int, **changes: Any) -> Segment:
     segment = get_segment(actor=actor, segment_id=segment_id, action=Action.SEGMENT_MANAGE)
-    unknown = sorted(set(changes) - set(UPDATABLE))
-    if unknown:
-        raise ValidationFailed(
-            N_("Unknown field {value!r}."), params={"value": unknown[0]}, field=unknown[0]
-        )
+    reject_unknown_fields(changes, UPDATABLE)
     if "name" in changes:
         segment.name = _clean_name(changes["name"])
     if "rule" in changes:
