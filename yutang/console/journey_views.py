@@ -32,9 +32,14 @@ STEP_TYPES = [
     ("set_attribute", _lazy("Set attribute")), ("webhook", _lazy("Signed webhook")),
     ("extension", _lazy("Extension (coupon, points)")), ("exit", _lazy("Exit")),
 ]  # fmt: skip
-INT_FIELDS = {"days", "hours", "minutes"}
+INT_FIELDS = ("days", "hours", "minutes")
 TEXT_FIELDS = ["content", "time", "event", "title", "script", "group", "name", "url", "secret",
                "then", "else", "next", "on_timeout"]  # fmt: skip
+
+
+def _pop_duration(step: dict[str, Any]) -> dict[str, int]:
+    """The days/hours/minutes boxes, taken out of the step as one duration (a timeout)."""
+    return {k: step.pop(k) for k in INT_FIELDS if k in step}
 
 
 def _step_from_form(post: Any) -> dict[str, Any]:
@@ -51,18 +56,16 @@ def _step_from_form(post: Any) -> dict[str, Any]:
                 raise ValidationFailed(f"{name}: a whole number, please.", field=name)
             step[name] = int(value)
     if step["type"] == "wait_event":
-        step["timeout"] = {k: step.pop(k) for k in ("days", "hours", "minutes") if k in step}
+        step["timeout"] = _pop_duration(step)
     if step["type"] == "create_task" and post.get("wait_for_completion"):
         step["wait_for_completion"] = True
-        step["timeout"] = {k: step.pop(k) for k in ("days", "hours", "minutes") if k in step}
+        step["timeout"] = _pop_duration(step)
     if step["type"] == "send_message":
         if post.get("kind"):
             step["kind"] = post["kind"]
         if post.get("wait_for_confirmation"):
             # days/hours/minutes are the confirmation's timeout; on_timeout its branch
-            wait: dict[str, Any] = {
-                "timeout": {k: step.pop(k) for k in ("days", "hours", "minutes") if k in step}
-            }
+            wait: dict[str, Any] = {"timeout": _pop_duration(step)}
             if "on_timeout" in step:
                 wait["on_timeout"] = step.pop("on_timeout")
             step["wait_for_confirmation"] = wait
