@@ -237,9 +237,7 @@ def _load_history(
         ctx.account_posts[account_id] = [0, 0]
     if policy.marketing_share_max >= 1:
         return  # marketing may be every post: the rule never blocks, nothing to count or lock
-    if policy.marketing_share_scope != "all" and not any(
-        c.cause in gate.POST_CAUSES for c in candidates
-    ):
+    if not any(gate.in_share_scope(policy, c.cause) for c in candidates):
         return  # no post in this pass: the share neither limits it nor needs counting
     if lock:
         _lock_accounts(policy, candidates)
