@@ -840,7 +840,44 @@ class EventCondition(Condition):
             rows = rows.filter(occurred_at__gte=ctx.window_start(self.window))
         return rows.values("customer_id")
 
+    def _rollup_q(self, ctx: Context) -> Q | None:
+        """The count from segments.EventPropertyCount when it answers exactly this question:
+        a count over all time of one event type with one text eq / in filter on a counted
+        property (the table holds the same numbers as the log; see segments.rollup)."""
+        from yutang.segments import rollup
+        from yutang.segments.models import EventPropertyCount
+
+        if self.measure != "count" or self.window is not None or len(self.filters) != 1:
+            return None
+        types = self._types()
+        f = self.filters[0]
+        if (
+            len(types) != 1
+            or f.op not in ("eq", "in")
+            or f.value_type() != "string"
+            or not rollup.covers(types[0], f.property)
+        ):
+            return None
+        values = sorted(set(_value_list(f.value)))
+        rows = EventPropertyCount.objects.filter(
+            brand_id=ctx.brand_id, type=types[0], key=f.property, value__in=values
+        )
+        value = self._value()
+        if self.op == "gte" and value == 1:
+            return Q(MemberOf(rows.values("customer_id"), column="pk"))
+        measure: Any = F("events")
+        if len(values) > 1:
+            rows = rows.values("customer_id").annotate(total=Sum("events")).order_by()
+            measure = F("total")
+        matches = compare_q(measure, self.op, value)
+        if compare_py(0, self.op, value):
+            return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
+        return Q(MemberOf(rows.filter(matches).values("customer_id")))
+
     def compile(self, ctx: Context) -> Q:
+        rolled = self._rollup_q(ctx)
+        if rolled is not None:
+            return rolled
         rows = self._events_q(ctx)
         value = self._value()
         if self.measure in ("first", "last"):
