@@ -429,7 +429,7 @@ def load_django(backend: str, data: Path) -> dict[str, float]:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         if backend == "postgresql":
-            for table in [*(t for t, _ in COLUMNS.values()), rollup.TABLE]:
+            for table in [*(t for t, _ in COLUMNS.values()), rollup.TABLE, rollup.NUMBER_TABLE]:
                 cursor.execute(f"VACUUM (ANALYZE) {table}")
         else:
             cursor.execute("ANALYZE")

@@ -152,7 +152,7 @@ class AutoTagRule(models.Model):
 
 class EventPropertyCount(models.Model):
     """How many events of `type` a customer has whose property `key` holds the JSON text
-    `value`, for the few (type, key) pairs in segments.rollup.ROLLED_UP (an order's
+    `value`, for the few (type, key) pairs in segments.rollup.TEXTS (an order's
     category…). Database triggers on events_event keep it in step with the log inside the
     same statement (insert, update, delete), on SQLite and PostgreSQL, so a count read from
     here always equals a count of the log; rule conditions like "order.paid with category 护肤
@@ -176,3 +176,32 @@ class EventPropertyCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.type}.{self.key}={self.value}: {self.events}"
+
+
+class EventNumber(models.Model):
+    """One row per event of a type in segments.rollup.NUMBERS whose property `key` is a JSON
+    number (an order's amount_fen…), typed: sums over a window read an index instead of the
+    JSON of every event. Kept by the same triggers as EventPropertyCount."""
+
+    event_id = models.BigIntegerField()
+    brand_id = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    key = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    customer_id = models.BigIntegerField()
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "key"], name="event_number_unique")
+        ]
+        indexes = [
+            # Every column a windowed sum reads: index-only scans.
+            models.Index(
+                fields=["brand_id", "type", "key", "occurred_at", "customer_id", "value"],
+                name="event_number_window",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.key}={self.value}"
