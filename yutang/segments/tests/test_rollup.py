@@ -35,14 +35,14 @@ def counted() -> Counter[tuple[int, int, str, str, str]]:
     )
 
 
-def numbers() -> set[tuple[int, int, int, str, str, object, float]]:
+def numbers() -> set[tuple[int, int, int, str, str, dt.datetime, float]]:
     return {
         (r.event_id, r.brand_id, r.customer_id, r.type, r.key, r.occurred_at, r.value)
         for r in EventNumber.objects.all()
     }
 
 
-def renumber() -> set[tuple[int, int, int, str, str, object, float]]:
+def renumber() -> set[tuple[int, int, int, str, str, dt.datetime, float]]:
     """What EventNumber must hold, from the log."""
     out = set()
     for e in Event.objects.all():
