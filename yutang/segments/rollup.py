@@ -292,8 +292,11 @@ def rebuild_statements(vendor: str, texts: Pairs, numbers: Pairs) -> list[str]:
     return out
 
 
-def _run(schema_editor: Any, statements: list[str]) -> None:
+def _run(schema_editor: Any, build: Any, texts: Pairs | None, numbers: Pairs | None) -> None:
     conn = schema_editor.connection if schema_editor is not None else connection
+    statements = build(
+        conn.vendor, TEXTS if texts is None else texts, NUMBERS if numbers is None else numbers
+    )
     with conn.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
@@ -303,19 +306,11 @@ def install(
     schema_editor: Any = None, texts: Pairs | None = None, numbers: Pairs | None = None
 ) -> None:
     """Create (or replace) the triggers (default: TEXTS and NUMBERS)."""
-    conn = schema_editor.connection if schema_editor is not None else connection
-    statements = install_statements(
-        conn.vendor, TEXTS if texts is None else texts, NUMBERS if numbers is None else numbers
-    )
-    _run(schema_editor, statements)
+    _run(schema_editor, install_statements, texts, numbers)
 
 
 def rebuild(
     schema_editor: Any = None, texts: Pairs | None = None, numbers: Pairs | None = None
 ) -> None:
     """Refill both tables from the event log (after a load that bypassed the triggers)."""
-    conn = schema_editor.connection if schema_editor is not None else connection
-    statements = rebuild_statements(
-        conn.vendor, TEXTS if texts is None else texts, NUMBERS if numbers is None else numbers
-    )
-    _run(schema_editor, statements)
+    _run(schema_editor, rebuild_statements, texts, numbers)
