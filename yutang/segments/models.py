@@ -148,3 +148,60 @@ class AutoTagRule(models.Model):
     def source(self) -> str:
         """CustomerTag.source of the tags this rule added (manual tags are never removed)."""
         return f"auto:{self.pk}"
+
+
+class EventPropertyCount(models.Model):
+    """How many events of `type` a customer has whose property `key` holds the JSON text
+    `value`, for the few (type, key) pairs in segments.rollup.TEXTS (an order's
+    category…). Database triggers on events_event keep it in step with the log inside the
+    same statement (insert, update, delete), on SQLite and PostgreSQL, so a count read from
+    here always equals a count of the log; rule conditions like "order.paid with category 护肤
+    more than once" read it instead of every order's JSON. Written only by those triggers and
+    by segments.rollup.rebuild() (after a raw bulk load that bypassed them)."""
+
+    brand_id = models.BigIntegerField()
+    customer_id = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    key = models.CharField(max_length=64)
+    value = models.CharField(max_length=200)
+    events = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["brand_id", "type", "key", "value", "customer_id"],
+                name="event_property_count_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.type}.{self.key}={self.value}: {self.events}"
+
+
+class EventNumber(models.Model):
+    """One row per event of a type in segments.rollup.NUMBERS whose property `key` is a JSON
+    number (an order's amount_fen…), typed: sums over a window read an index instead of the
+    JSON of every event. Kept by the same triggers as EventPropertyCount."""
+
+    event_id = models.BigIntegerField()
+    brand_id = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    key = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    customer_id = models.BigIntegerField()
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "key"], name="event_number_unique")
+        ]
+        indexes = [
+            # Every column a windowed sum reads: index-only scans.
+            models.Index(
+                fields=["brand_id", "type", "key", "occurred_at", "customer_id", "value"],
+                name="event_number_window",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.key}={self.value}"

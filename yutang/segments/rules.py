@@ -840,7 +840,63 @@ class EventCondition(Condition):
             rows = rows.filter(occurred_at__gte=ctx.window_start(self.window))
         return rows.values("customer_id")
 
+    def _rollup_q(self, ctx: Context) -> Q | None:
+        """The same question asked of segments.rollup's typed tables when they hold exactly
+        its facts (triggers keep them in step with the log): a count over all time of one
+        event type with one text eq / in filter on a counted property, or a sum of a kept
+        numeric property of one event type without filters. None otherwise."""
+        from yutang.segments import rollup
+        from yutang.segments.models import EventNumber, EventPropertyCount
+
+        types = self._types()
+        if len(types) != 1:
+            return None
+        rows: Any
+        value = self._value()
+        if self.measure == "sum":
+            assert self.property is not None
+            if self.filters or not rollup.keeps_number(types[0], self.property):
+                return None
+            rows = EventNumber.objects.filter(
+                brand_id=ctx.brand_id, type=types[0], key=self.property
+            )
+            if self.window is not None:
+                rows = rows.filter(occurred_at__gte=ctx.window_start(self.window))
+            rows = rows.values("customer_id").annotate(measure=Coalesce(Sum("value"), Value(0.0)))
+            return self._measured_q(rows, F("measure"), value)
+        if self.measure != "count" or self.window is not None or len(self.filters) != 1:
+            return None
+        f = self.filters[0]
+        if (
+            f.op not in ("eq", "in")
+            or f.value_type() != "string"
+            or not rollup.counts_text(types[0], f.property)
+        ):
+            return None
+        values = sorted(set(_value_list(f.value)))
+        rows = EventPropertyCount.objects.filter(
+            brand_id=ctx.brand_id, type=types[0], key=f.property, value__in=values
+        )
+        if self.op == "gte" and value == 1:
+            return Q(MemberOf(rows.values("customer_id")))
+        if len(values) == 1:
+            return self._measured_q(rows, F("events"), value)
+        rows = rows.values("customer_id").annotate(measure=Sum("events"))
+        return self._measured_q(rows, F("measure"), value)
+
+    def _measured_q(self, rows: Any, measure: Any, value: Any) -> Q:
+        """Customers whose measure (one row per customer in `rows`) satisfies op value; a
+        customer without a row has 0."""
+        matches = compare_q(measure, self.op, value)
+        if compare_py(0, self.op, value):
+            # No row at all also gives 0: exclude those whose measure fails instead.
+            return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
+        return Q(MemberOf(rows.filter(matches).values("customer_id")))
+
     def compile(self, ctx: Context) -> Q:
+        rolled = self._rollup_q(ctx)
+        if rolled is not None:
+            return rolled
         rows = self._events_q(ctx)
         value = self._value()
         if self.measure in ("first", "last"):
