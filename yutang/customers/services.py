@@ -1111,15 +1111,19 @@ def add_tags(
     stores = Store.objects.in_bulk({c.owner_store_id for c, _ in wanted if c.owner_store_id})
     with transaction.atomic():
         _insert_customer_tags(wanted, source=source, actor=actor)
-        for customer, tag_ids in wanted:
-            audit.record(
-                brand=brand,
-                actor=actor,
-                action="customer.tags",
-                target=customer,
-                store=stores.get(customer.owner_store_id or 0),
-                changes={"tags": {"after": {"added": tag_ids, "removed": []}}},
-            )
+        audit.record_many(
+            brand=brand,
+            actor=actor,
+            action="customer.tags",
+            entries=[
+                (
+                    customer,
+                    {"tags": {"after": {"added": tag_ids, "removed": []}}},
+                    stores.get(customer.owner_store_id or 0),
+                )
+                for customer, tag_ids in wanted
+            ],
+        )
 
 
 def _check_tags(brand_id: int, tag_ids: list[int]) -> None:
