@@ -3,7 +3,7 @@ in the same transaction as the change. Sensitive fields are stored masked, never
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import models
@@ -71,7 +71,38 @@ def record(
     store: Store | None = None,
     target_label: str | None = None,
 ) -> AuditLog:
-    return AuditLog.objects.create(
+    entry = _entry(brand, actor, action, target, changes, store, target_label)
+    entry.save(force_insert=True)
+    return entry
+
+
+def record_many(
+    *,
+    brand: Brand,
+    actor: Staff | None,
+    action: str,
+    entries: Iterable[tuple[models.Model, dict[str, Any] | None, Store | None]],
+) -> None:
+    """`record` for many targets of one action at once (an import chunk): one INSERT.
+    Each entry is (target, changes, store)."""
+    AuditLog.objects.bulk_create(
+        [
+            _entry(brand, actor, action, target, changes, store, None)
+            for target, changes, store in entries
+        ]
+    )
+
+
+def _entry(
+    brand: Brand,
+    actor: Staff | None,
+    action: str,
+    target: models.Model,
+    changes: dict[str, Any] | None,
+    store: Store | None,
+    target_label: str | None,
+) -> AuditLog:
+    return AuditLog(
         brand=brand,
         actor=actor,
         actor_label=actor_label(actor),

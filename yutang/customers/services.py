@@ -493,6 +493,19 @@ def _queue_candidate(
     return candidate
 
 
+#: The columns of an identity row as BatchResolver.flush writes them (all but the id).
+IDENTITY_COLUMNS = [
+    ("brand_id", "int"),
+    ("customer_id", "int"),
+    ("kind", "text"),
+    ("namespace", "text"),
+    ("value_encrypted", "text"),
+    ("value_hash", "text"),
+    ("source", "text"),
+    ("created_at", "time"),
+]
+
+
 class BatchResolver:
     """Identity resolution for a whole batch of records (events, import rows) with the same
     outcome as resolving them one by one with `resolve_customer`, in far fewer statements.
@@ -517,19 +530,33 @@ class BatchResolver:
         self.review_policy = brand.policy.merge_policy == "review"
         hashes = {i.hash for i in identities}
         self._owner: dict[str, int] = dict(
-            Identity.objects.filter(brand=brand, value_hash__in=hashes).values_list(
-                "value_hash", "customer_id"
+            bulk.lookup(
+                Identity._meta.db_table,
+                ["value_hash", "customer_id"],
+                where={"brand_id": brand.pk},
+                key="value_hash",
+                values=sorted(hashes),
             )
-            if hashes
-            else []
         )
         self._new_customers: list[int] = []  # placeholders, in order of creation
+        self._profiles: dict[int, dict[str, Any]] = {}  # placeholder -> profile to create with
+        #: References (placeholders, or ids from resolve_customer) of customers this batch
+        #: created, so a caller can tell a created record from one that found its customer.
+        self.created: set[int] = set()
         self._new_identities: list[tuple[int, NormalizedIdentity, str]] = []
         self._placeholder: dict[int, int] = {}  # placeholder -> id, once flushed
         self._redirect: dict[int, int] = {}  # absorbed -> kept, from merges in this batch
         self.used_slow_path = False
 
-    def resolve(self, identities: Sequence[NormalizedIdentity], *, source: str) -> int:
+    def resolve(
+        self,
+        identities: Sequence[NormalizedIdentity],
+        *,
+        source: str,
+        profile: Mapping[str, Any] | None = None,
+    ) -> int:
+        """`profile` (checked already: PROFILE_FIELDS, owner ids of this brand) is what a
+        customer created for this record starts with, as with `resolve_customer`."""
         wanted = {i.hash: i for i in identities}
         if not wanted:
             raise ValidationFailed(N_("At least one identity is needed."), field="identities")
@@ -538,12 +565,15 @@ class BatchResolver:
         if len(owners) > 1 or (
             len(owners) == 1 and missing and self._needs_review(wanted, missing)
         ):
-            return self._resolve_in_database(list(wanted.values()), source)
+            return self._resolve_in_database(list(wanted.values()), source, profile)
         if owners:
             (ref,) = owners
         else:
             ref = -(len(self._placeholder) + len(self._new_customers) + 1)
             self._new_customers.append(ref)
+            self.created.add(ref)
+            if profile:
+                self._profiles[ref] = dict(profile)
         for i in missing:
             self._owner[i.hash] = ref
             self._new_identities.append((ref, i, source))
@@ -560,10 +590,19 @@ class BatchResolver:
             and not any(i.is_strong for h, i in wanted.items() if h in self._owner)
         )
 
-    def _resolve_in_database(self, identities: list[NormalizedIdentity], source: str) -> int:
+    def _resolve_in_database(
+        self,
+        identities: list[NormalizedIdentity],
+        source: str,
+        profile: Mapping[str, Any] | None = None,
+    ) -> int:
         self.used_slow_path = True
         self.flush()
-        result = resolve_customer(brand=self.brand, identities=identities, source=source)
+        result = resolve_customer(
+            brand=self.brand, identities=identities, source=source, profile=profile
+        )
+        if result.created:
+            self.created.add(result.customer.pk)
         self.note_merges(result.merges)
         self.note_identities(identities, result.customer.pk)
         return result.customer.pk
@@ -571,36 +610,53 @@ class BatchResolver:
     def flush(self) -> None:
         """Write the pending new customers and identities (two or three statements)."""
         if self._new_customers:
+            # One instance for every row without a profile (they are alike): model instances
+            # are costly.
+            blank = Customer(brand=self.brand, created_at=self.now, updated_at=self.now)
             rows = [
-                Customer(brand=self.brand, created_at=self.now, updated_at=self.now)
-                for _ in self._new_customers
+                blank if ref not in self._profiles else self._with_profile(ref)
+                for ref in self._new_customers
             ]
             # Ids are drawn in row order within the one statement: the oldest placeholder
             # gets the smallest id, as if the customers had been created one by one.
             ids = sorted(pk for (pk,) in bulk.insert_models(Customer, rows))
             self._placeholder.update(zip(self._new_customers, ids, strict=True))
+            for row, pk in zip(rows, ids, strict=True):
+                if row is not blank and owner_of(row) != (None, None):
+                    row.pk = pk
+                    record_owner(row, None, reason="created")
             self._new_customers = []
         if self._new_identities:
             # Sorted by hash: concurrent writers lock unique-index entries in one order.
             pending = sorted(self._new_identities, key=lambda item: item[1].hash)
-            bulk.insert_models(
-                Identity,
+            bulk.insert_rows(
+                Identity._meta.db_table,
+                IDENTITY_COLUMNS,
                 [
-                    Identity(
-                        brand_id=self.brand.pk,
-                        customer_id=self._placeholder.get(ref, ref),
-                        kind=i.kind,
-                        namespace=i.namespace,
-                        value_encrypted=crypto.encrypt_pii(i.value),
-                        value_hash=i.hash,
-                        source=source,
-                        created_at=self.now,
+                    (
+                        self.brand.pk,
+                        self._placeholder.get(ref, ref),
+                        i.kind,
+                        i.namespace,
+                        crypto.encrypt_pii(i.value),
+                        i.hash,
+                        source,
+                        self.now,
                     )
                     for ref, i, source in pending
                 ],
-                returning=(),
             )
             self._new_identities = []
+
+    def _with_profile(self, ref: int) -> Customer:
+        profile = self._profiles.pop(ref)
+        return Customer(
+            brand=self.brand,
+            created_at=self.now,
+            updated_at=self.now,
+            attributes={},
+            **{k: v for k, v in profile.items() if k in PROFILE_FIELDS and v not in (None, "")},
+        )
 
     def customer_id(self, ref: int) -> int:
         """The surviving customer of a reference returned by `resolve` (a placeholder until
@@ -1025,20 +1081,9 @@ def set_tags(
     if actor is not None:
         get_customer(actor=actor, customer_id=customer.pk, action=Action.CUSTOMER_MANAGE)
     add, remove = sorted(set(add)), sorted(set(remove))
-    tags = {t.pk: t for t in Tag.objects.filter(brand_id=customer.brand_id, pk__in=[*add, *remove])}
-    unknown = [t for t in [*add, *remove] if t not in tags]
-    if unknown:
-        raise ValidationFailed(
-            N_("No such tag: {value}."), params={"value": unknown[0]}, field="tag_ids"
-        )
-    now = clock.now()
+    _check_tags(customer.brand_id, [*add, *remove])
     with transaction.atomic():
-        for tag_id in add:
-            CustomerTag.objects.get_or_create(
-                customer=customer,
-                tag_id=tag_id,
-                defaults={"source": source, "created_by": actor, "created_at": now},
-            )
+        _insert_customer_tags([(customer, add)], source=source, actor=actor)
         CustomerTag.objects.filter(customer=customer, tag_id__in=remove).delete()
         if add or remove:
             audit.record(
@@ -1050,6 +1095,68 @@ def set_tags(
                 changes={"tags": {"after": {"added": add, "removed": remove}}},
             )
     return list(Tag.objects.filter(customer_tags__customer=customer).select_related("group"))
+
+
+def add_tags(
+    *, items: Sequence[tuple[Customer, Iterable[int]]], source: str, actor: Staff | None = None
+) -> None:
+    """`set_tags(add=…)` for many customers at once (an import chunk): the same rows and one
+    audit entry per customer, with one query for the tags they have and one insert."""
+    wanted = [(customer, sorted(set(tag_ids))) for customer, tag_ids in items]
+    wanted = [(customer, tag_ids) for customer, tag_ids in wanted if tag_ids]
+    if not wanted:
+        return
+    brand = wanted[0][0].brand
+    _check_tags(brand.pk, sorted({t for _, tag_ids in wanted for t in tag_ids}))
+    stores = Store.objects.in_bulk({c.owner_store_id for c, _ in wanted if c.owner_store_id})
+    with transaction.atomic():
+        _insert_customer_tags(wanted, source=source, actor=actor)
+        audit.record_many(
+            brand=brand,
+            actor=actor,
+            action="customer.tags",
+            entries=[
+                (
+                    customer,
+                    {"tags": {"after": {"added": tag_ids, "removed": []}}},
+                    stores.get(customer.owner_store_id or 0),
+                )
+                for customer, tag_ids in wanted
+            ],
+        )
+
+
+def _check_tags(brand_id: int, tag_ids: list[int]) -> None:
+    known = set(Tag.objects.filter(brand_id=brand_id, pk__in=tag_ids).values_list("pk", flat=True))
+    unknown = [t for t in tag_ids if t not in known]
+    if unknown:
+        raise ValidationFailed(
+            N_("No such tag: {value}."), params={"value": unknown[0]}, field="tag_ids"
+        )
+
+
+def _insert_customer_tags(
+    items: Sequence[tuple[Customer, Sequence[int]]], *, source: str, actor: Staff | None
+) -> None:
+    """Give customers the tags they lack (one query for what they have, one insert)."""
+    have = set(
+        CustomerTag.objects.filter(customer__in=[c for c, _ in items]).values_list(
+            "customer_id", "tag_id"
+        )
+    )
+    now = clock.now()
+    rows: dict[tuple[int, int], CustomerTag] = {}
+    for customer, tag_ids in items:
+        for tag_id in tag_ids:
+            if (customer.pk, tag_id) not in have:
+                rows[(customer.pk, tag_id)] = CustomerTag(
+                    customer=customer,
+                    tag_id=tag_id,
+                    source=source,
+                    created_by=actor,
+                    created_at=now,
+                )
+    CustomerTag.objects.bulk_create(rows.values(), ignore_conflicts=True)
 
 
 def add_note(*, actor: Staff, customer_id: int, body: str) -> Note:

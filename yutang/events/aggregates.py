@@ -4,8 +4,8 @@ and to rebuild from the log, so the two cannot disagree."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zoneinfo
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -56,30 +56,60 @@ def _earlier(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
     return b if a is None or b < a else a
 
 
+class _Figures:
+    """A batch's figures for one customer: the fields of CustomerAggregate, without the
+    cost of a model instance."""
+
+    __slots__ = ("customer_id", "brand_id", *AGGREGATE_FIELDS)
+
+    def __init__(self, customer_id: int, brand_id: int) -> None:
+        self.customer_id, self.brand_id = customer_id, brand_id
+        for name in AGGREGATE_FIELDS:
+            setattr(self, name, None if name.endswith("_at") else 0)
+        self.touches_by_day: dict[str, int] = {}
+
+
+def _blank(customer_id: int, brand_id: int) -> Any:
+    return _Figures(customer_id, brand_id)
+
+
 def fold(agg: CustomerAggregate, event: Event, tz: zoneinfo.ZoneInfo) -> None:
     """Add one event to an aggregate. Order-independent: sums, minima and maxima only."""
-    at = event.occurred_at
+    _fold(agg, event.type, event.occurred_at, event.properties, tz)
+
+
+def _fold(
+    agg: Any, kind: str, at: dt.datetime, properties: dict[str, Any], tz: zoneinfo.ZoneInfo
+) -> None:
     agg.event_count += 1
     agg.last_event_at = _later(agg.last_event_at, at)
-    kind = event.type
     if kind == "order.paid":
         agg.order_count += 1
-        agg.paid_fen += int(event.properties.get("amount_fen", 0))
+        agg.paid_fen += int(properties.get("amount_fen", 0))
         agg.first_order_at = _earlier(agg.first_order_at, at)
         agg.last_order_at = _later(agg.last_order_at, at)
     elif kind == "order.refunded":
-        agg.refunded_fen += int(event.properties.get("amount_fen", 0))
+        agg.refunded_fen += int(properties.get("amount_fen", 0))
     elif kind == "message.sent":
         agg.touch_count += 1
         agg.last_touch_at = _later(agg.last_touch_at, at)
         day = at.astimezone(tz).date().isoformat()
-        days = dict(agg.touches_by_day)
-        days[day] = days.get(day, 0) + 1
-        newest = dt.date.fromisoformat(max(days))
-        oldest_kept = (newest - dt.timedelta(days=TOUCH_WINDOW_DAYS - 1)).isoformat()
-        agg.touches_by_day = {d: n for d, n in sorted(days.items()) if d >= oldest_kept}
+        agg.touches_by_day = _merge_days(agg.touches_by_day, {day: 1})
     elif kind in TIME_FIELDS:
         setattr(agg, TIME_FIELDS[kind], _later(getattr(agg, TIME_FIELDS[kind]), at))
+
+
+def _merge_days(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Two per-day touch counts added up, kept to the TOUCH_WINDOW_DAYS days up to the
+    latest (the same result whatever order the touches came in)."""
+    days = dict(a)
+    for day, n in b.items():
+        days[day] = days.get(day, 0) + n
+    if not days:
+        return days
+    newest = dt.date.fromisoformat(max(days))
+    oldest_kept = (newest - dt.timedelta(days=TOUCH_WINDOW_DAYS - 1)).isoformat()
+    return {d: n for d, n in sorted(days.items()) if d >= oldest_kept}
 
 
 def touches_in_last(agg: CustomerAggregate, days: int, today: dt.date) -> int:
@@ -89,31 +119,79 @@ def touches_in_last(agg: CustomerAggregate, days: int, today: dt.date) -> int:
     return sum(n for d, n in agg.touches_by_day.items() if first <= d <= last)
 
 
+#: How each aggregate field combines a batch's figures with the stored ones.
+COMBINE = {
+    "first_order_at": "min",
+    "last_order_at": "max",
+    "order_count": "add",
+    "paid_fen": "add",
+    "refunded_fen": "add",
+    "last_contact_added_at": "max",
+    "last_contact_deleted_at": "max",
+    "last_inbound_at": "max",
+    "last_click_at": "max",
+    "last_touch_at": "max",
+    "touch_count": "add",
+    "touches_by_day": "replace_json_unless_empty",  # merged under a row lock, see apply_facts
+    "event_count": "add",
+    "last_event_at": "max",
+}
+
+#: One event as the aggregates see it: (customer id, type, occurred_at, properties).
+Fact = tuple[int, str, dt.datetime, dict[str, Any]]
+
+
 def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
-    """Fold freshly stored events into their customers' aggregates: the touched rows are
-    read and locked in one statement, folded in memory and written back in one multi-row
-    upsert (INSERT … ON CONFLICT DO UPDATE on both backends)."""
-    by_customer: dict[int, list[Event]] = defaultdict(list)
-    for event in events:
-        by_customer[event.customer_id].append(event)
+    """Fold freshly stored events into their customers' aggregates (see `apply_facts`)."""
+    if events:
+        apply_facts(
+            events[0].brand_id,
+            [(e.customer_id, e.type, e.occurred_at, e.properties) for e in events],
+            tz,
+        )
+
+
+def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> None:
+    """Fold freshly stored events into their customers' aggregates without reading them:
+    each customer's figures for this batch alone are folded in memory (the same `fold` a
+    rebuild uses), then written in one multi-row upsert that combines them with the stored
+    row in SQL (counts add up, first times take the minimum, last times the maximum). Only
+    the per-day touch counts need the stored value: those rows (customers touched in this
+    batch) are read under a row lock and merged here."""
+    by_customer: dict[int, CustomerAggregate] = {}
+    for customer_id, kind, at, properties in facts:
+        agg = by_customer.get(customer_id)
+        if agg is None:
+            agg = by_customer[customer_id] = _blank(customer_id, brand_id)
+        _fold(agg, kind, at, properties, tz)
     if not by_customer:
         return
     with transaction.atomic():
-        ids = sorted(by_customer)
-        existing = {
-            a.customer_id: a
-            for a in CustomerAggregate.objects.select_for_update().filter(customer_id__in=ids)
-        }
-        brand_id = events[0].brand_id
-        rows = []
-        for customer_id in ids:
-            agg = existing.get(customer_id) or CustomerAggregate(
-                customer_id=customer_id, brand_id=brand_id
+        touched = sorted(c for c, agg in by_customer.items() if agg.touches_by_day)
+        if touched:
+            stored = bulk.lookup(
+                CustomerAggregate._meta.db_table,
+                ["customer_id", "touches_by_day"],
+                where={},
+                key="customer_id",
+                values=touched,
+                for_update=True,
             )
-            for event in by_customer[customer_id]:
-                fold(agg, event, tz)
-            rows.append(agg)
-        write(rows)
+            for customer_id, days in stored:
+                if isinstance(days, str):  # SQLite hands JSON back as text
+                    days = json.loads(days)
+                agg = by_customer[customer_id]
+                agg.touches_by_day = _merge_days(days, agg.touches_by_day)
+        bulk.upsert_combining(
+            CustomerAggregate._meta.db_table,
+            COLUMNS,
+            [
+                (agg.customer_id, agg.brand_id, *(getattr(agg, name) for name in AGGREGATE_FIELDS))
+                for agg in by_customer.values()
+            ],
+            conflict="customer_id",
+            combine=COMBINE,
+        )
 
 
 def write(rows: Sequence[CustomerAggregate]) -> None:

@@ -4,6 +4,7 @@ transaction per batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -154,10 +155,23 @@ def ingest_events(
             params={"MAX_BATCH": MAX_BATCH},
             field="events",
         )
+    # Validation reads nothing that a concurrent batch writes: it runs once, before the
+    # transaction and its brand lock, so two API workers validate while the other writes.
+    now = clock.now()
+    checked: list[EventResult] = []
+    valid: list[_Valid] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(_validate(brand, index, item, now))
+            checked.append(EventResult(index=index, status="pending"))
+        except YutangError as exc:
+            checked.append(EventResult(index=index, status="rejected", error=exc.as_dict()))
     for attempt in range(5):
+        results = [dataclasses.replace(r) for r in checked]
         try:
             with transaction.atomic():
-                return _ingest(brand, items)
+                _store(brand, valid, results, now)
+                return results
         except (IntegrityError, OperationalError) as exc:
             # A concurrent batch stored one of these keys first (the retry sees a duplicate),
             # or the database chose this transaction as a deadlock victim.
@@ -168,23 +182,32 @@ def ingest_events(
     raise AssertionError("unreachable")
 
 
-def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResult]:
-    lock_brand(brand.pk)
-    now = clock.now()
-    results: list[EventResult] = []
-    valid: list[_Valid] = []
-    for index, item in enumerate(items):
-        try:
-            valid.append(_validate(brand, index, item, now))
-            results.append(EventResult(index=index, status="pending"))
-        except YutangError as exc:
-            results.append(EventResult(index=index, status="rejected", error=exc.as_dict()))
+#: The columns of an event row as `_store` writes them (every Event field but the id).
+EVENT_COLUMNS = [
+    ("txid", "int"),
+    ("brand_id", "int"),
+    ("customer_id", "int"),
+    ("type", "text"),
+    ("occurred_at", "time"),
+    ("received_at", "time"),
+    ("source", "text"),
+    ("idempotency_key", "text"),
+    ("properties", "json"),
+]
 
-    known_keys = set(
-        Event.objects.filter(brand=brand, idempotency_key__in=[v.key for v in valid]).values_list(
-            "idempotency_key", flat=True
+
+def _store(brand: Brand, valid: list[_Valid], results: list[EventResult], now: dt.datetime) -> None:
+    lock_brand(brand.pk)
+    known_keys = {
+        key
+        for (key,) in bulk.lookup(
+            Event._meta.db_table,
+            ["idempotency_key"],
+            where={"brand_id": brand.pk},
+            key="idempotency_key",
+            values=[v.key for v in valid],
         )
-    )
+    }
     # Set-based resolution: one query finds every identity of the batch; events resolve in
     # memory in batch order, and only those that link two customers touch the database on
     # their own (see BatchResolver). The outcome equals resolving the events one by one.
@@ -215,32 +238,35 @@ def _ingest(brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResul
     # this batch merged the customer an earlier one resolved to.
     to_store = [(v, resolver.customer_id(ref)) for v, ref in resolved]
     txid = txids.current_txid()
-    events = [
-        Event(
-            txid=txid,
-            brand_id=brand.pk,
-            customer_id=customer_id,
-            type=v.type,
-            occurred_at=v.occurred_at,
-            received_at=now,
-            source=v.source,
-            idempotency_key=v.key,
-            properties=v.properties,
-        )
-        for v, customer_id in to_store
-    ]
-    ids = dict(
-        (key, pk)
-        for pk, key in bulk.insert_models(Event, events, returning=("id", "idempotency_key"))
+    ids = bulk.insert_numbered(
+        Event._meta.db_table,
+        EVENT_COLUMNS,
+        [
+            (txid, brand.pk, c, v.type, v.occurred_at, now, v.source, v.key, v.properties)
+            for v, c in to_store
+        ],
+        unique="idempotency_key",
     )
-    for (v, customer_id), event in zip(to_store, events, strict=True):
-        event.pk = ids[v.key]
+    for (v, customer_id), pk in zip(to_store, ids, strict=True):
         result = results[v.index]
-        result.status, result.event_id, result.customer_id = "stored", event.pk, customer_id
-        if event.type in SIDE_EFFECT_TYPES:
+        result.status, result.event_id, result.customer_id = "stored", pk, customer_id
+        if v.type in SIDE_EFFECT_TYPES:
+            event = Event(
+                pk=pk,
+                txid=txid,
+                brand_id=brand.pk,
+                customer_id=customer_id,
+                type=v.type,
+                occurred_at=v.occurred_at,
+                received_at=now,
+                source=v.source,
+                idempotency_key=v.key,
+                properties=v.properties,
+            )
             _apply_side_effects(event, Customer.objects.get(pk=customer_id))
-    aggregates.apply_events(events, brand.tz)
-    return results
+    aggregates.apply_facts(
+        brand.pk, [(c, v.type, v.occurred_at, v.properties) for v, c in to_store], brand.tz
+    )
 
 
 #: Event types that change the customer's rows as well as being logged.

@@ -6,10 +6,14 @@ carry their own context. Brand-defined types are `custom.<name>` with free prope
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
+from pydantic.fields import FieldInfo
 
 from yutang.core.errors import N_, ValidationFailed
 
@@ -139,6 +143,11 @@ def validate_properties(event_type: str, properties: dict[str, Any]) -> dict[str
             params={"event_type": event_type},
             field="type",
         )
+    fast = _FAST[event_type]
+    if fast is not None:
+        stored = fast(properties)
+        if stored is not None:
+            return stored
     try:
         model = schema.model_validate(properties)
     except PydanticValidationError as exc:
@@ -150,6 +159,106 @@ def validate_properties(event_type: str, properties: dict[str, Any]) -> dict[str
             field=f"properties.{where}",
         ) from None
     return model.model_dump(exclude_none=True)
+
+
+# --- A fast path for properties that are already exactly as stored --------------------------
+#
+# Pydantic builds a model and dumps it again for every event (a tenth of ingestion's time).
+# Most events arrive canonical: every declared field of its plain type, within its limits,
+# without surrounding spaces, and nothing None. For those the stored properties can be
+# written down directly; anything else — including every invalid input — goes to pydantic, so
+# errors and coercions stay exactly pydantic's. Each schema's checker is derived from its
+# declared fields; a schema with a field of another shape has none (always pydantic).
+# yutang/events/tests/test_property_fast_path.py holds the two paths to the same outcome.
+
+_Check = Callable[[Any], bool]
+
+
+def _field_check(info: FieldInfo) -> _Check | None:
+    annotation, metadata = info.annotation, list(info.metadata)
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    if get_origin(annotation) is Annotated:
+        annotation, *extra = get_args(annotation)
+        for item in extra:
+            metadata += item.metadata if isinstance(item, FieldInfo) else [item]
+    low: int = 0
+    high: int | None = None
+    ge: Any = None
+    le: Any = None
+    gt: Any = None
+    for item in metadata:
+        if isinstance(item, MinLen):
+            low = item.min_length
+        elif isinstance(item, MaxLen):
+            high = item.max_length
+        elif isinstance(item, Ge):
+            ge = item.ge
+        elif isinstance(item, Le):
+            le = item.le
+        elif isinstance(item, Gt):
+            gt = item.gt
+        else:
+            return None
+    if annotation is str:
+        return lambda v: (
+            type(v) is str
+            and low <= len(v)
+            and (high is None or len(v) <= high)
+            and (not v or (not v[0].isspace() and not v[-1].isspace()))
+        )
+    if annotation is int:
+        return lambda v: (
+            type(v) is int
+            and (ge is None or v >= ge)
+            and (le is None or v <= le)
+            and (gt is None or v > gt)
+        )
+    if get_origin(annotation) is Literal and not metadata:
+        choices = frozenset(get_args(annotation))
+        return lambda v: type(v) is str and v in choices
+    return None
+
+
+def _fast_path(schema: type[Props]) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+    if schema.model_config.get("extra") != "allow":
+        return None
+    fields = []
+    for name, info in schema.model_fields.items():
+        check = _field_check(info)
+        if check is None or info.alias is not None:
+            return None
+        required = info.is_required()
+        default = None if required else info.get_default(call_default_factory=True)
+        fields.append((name, check, required, default))
+    declared = frozenset(schema.model_fields)
+
+    def stored(properties: dict[str, Any]) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        for name, check, required, default in fields:
+            if name in properties:
+                value = properties[name]
+                if not check(value):
+                    return None
+                out[name] = value
+            elif required:
+                return None
+            elif default is not None:
+                out[name] = default
+        for name, value in properties.items():
+            if name not in declared:
+                if value is None or type(name) is not str:
+                    return None
+                out[name] = value
+        return out
+
+    return stored
+
+
+_FAST = {name: _fast_path(schema) for name, schema in STANDARD_TYPES.items()}
 
 
 #: Event types that count as a touch of the customer by the brand (one place for it: the

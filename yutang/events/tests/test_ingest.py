@@ -220,3 +220,63 @@ def test_every_aggregate_field_is_written_back():
 
     model_fields = {f.name for f in CustomerAggregate._meta.fields} - {"customer", "brand"}
     assert set(AGGREGATE_FIELDS) == model_fields
+    from yutang.events.aggregates import COMBINE
+
+    assert set(COMBINE) == model_fields  # and each says how a batch combines with the row
+
+
+def test_hot_path_writers_name_every_column():
+    """Events and identities are written from column lists, not model instances; a field
+    added to the model but not to the list would silently keep its database default."""
+    from yutang.customers.models import Identity
+    from yutang.customers.services import IDENTITY_COLUMNS
+    from yutang.events.services import EVENT_COLUMNS
+
+    for model, columns in ((Event, EVENT_COLUMNS), (Identity, IDENTITY_COLUMNS)):
+        fields = {f.column for f in model._meta.concrete_fields if not f.primary_key}
+        assert {name for name, _ in columns} == fields
+
+
+def test_a_batch_adds_to_aggregates_stored_by_earlier_batches():
+    """Aggregates are combined in the database (counts add up, first/last times take the
+    minimum/maximum, touch days merge): nothing of an earlier batch is lost."""
+    brand = make_brand()
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(days=40))):
+        ingest_events(
+            brand=brand,
+            items=[
+                ev("p1", "order.paid", at=T0, order_id="O1", source="tmall", amount_fen=100),
+                ev("s1", "message.sent", at=T0, carrier="wecom", message_id="m1"),
+            ],
+        )
+        ingest_events(
+            brand=brand,
+            items=[
+                ev(
+                    "p2",
+                    "order.paid",
+                    at=T0 - dt.timedelta(days=2),
+                    order_id="O2",
+                    source="jd",
+                    amount_fen=50,
+                ),
+                ev(
+                    "s2",
+                    "message.sent",
+                    at=T0 + dt.timedelta(days=35),
+                    carrier="wecom",
+                    message_id="m2",
+                ),
+                ev("c1", "link.clicked", at=T0 + dt.timedelta(days=1)),
+            ],
+        )
+    agg = CustomerAggregate.objects.get(customer__brand=brand)
+    assert (agg.order_count, agg.paid_fen, agg.event_count, agg.touch_count) == (2, 150, 5, 2)
+    assert agg.first_order_at == T0 - dt.timedelta(days=2)
+    assert agg.last_order_at == T0
+    assert agg.last_click_at == T0 + dt.timedelta(days=1)
+    # The first touch fell out of the 30-day window the second one opened.
+    assert list(agg.touches_by_day) == [(T0 + dt.timedelta(days=35)).date().isoformat()]
+    incremental = as_dict(agg)
+    rebuild_aggregates(brand=brand)
+    assert as_dict(CustomerAggregate.objects.get(customer__brand=brand)) == incremental
