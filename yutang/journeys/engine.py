@@ -736,6 +736,52 @@ def handle_event(event: Event) -> None:
             enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
 
 
+def handle_events(batch: list[Event]) -> None:
+    """The consumer's batch form: the same effect as `handle_event` on each event in order.
+    The batch's open and held-out enrolments and each brand's live journeys are read once;
+    an event whose customer has no open enrolment, no held-out enrolment its goal converts,
+    and that no live trigger matches changes nothing and costs no further query. Every
+    other event — and every later event of that customer in the batch, since an enrolment
+    made now must see them — goes through `handle_event`."""
+    customer_ids = {event.customer_id for event in batch}
+    busy = set(
+        Enrollment.objects.filter(customer_id__in=customer_ids, state__in=OPEN).values_list(
+            "customer_id", flat=True
+        )
+    )
+    held: dict[int, list[Enrollment]] = {}
+    for e in Enrollment.objects.filter(
+        customer_id__in=customer_ids, state=Enrollment.State.HOLDOUT, converted_at__isnull=True
+    ):
+        held.setdefault(e.customer_id, []).append(e)
+    live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
+    for event in batch:
+        if event.customer_id not in busy:
+            if event.brand_id not in live:
+                live[event.brand_id] = _live_journeys(event.brand_id)
+            if _may_change(event, live[event.brand_id], held.get(event.customer_id, [])):
+                busy.add(event.customer_id)
+        if event.customer_id in busy:
+            handle_event(event)
+
+
+def _may_change(
+    event: Event, live: list[tuple[Journey, defs.Definition]], held: list[Enrollment]
+) -> bool:
+    """Whether `handle_event` could change anything for a customer without open enrolments."""
+    for e in held:
+        goal = definition_of(e.version_id).goal
+        if goal and goal.event == event.type and _in_window(e, goal, event):
+            return True
+    for _journey, definition in live:
+        trigger = definition.trigger
+        if isinstance(trigger, defs.SegmentTrigger):
+            return True
+        if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
+            return True
+    return False
+
+
 def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
     return e.entered_at <= event.occurred_at <= e.entered_at + dt.timedelta(days=goal.within_days)
 
