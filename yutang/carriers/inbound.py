@@ -13,8 +13,9 @@ in their AppConfig.ready():
 - `register_welcome_provider(fn)`: fn(ContactAdded) → WelcomeContent | None. The acquisition
   app answers with the live code's welcome (from `state`). Called FIRST on an add; the first
   non-None answer wins, else the brand's default welcome.
-- `register_contact_added_handler(fn)`: fn(ContactAdded, customer_id) after the customer is
-  resolved and `contact.added` is stored (channel tags, remark, owner, attribution).
+- `register_contact_added_handler(fn, batch=None)`: fn(ContactAdded, customer_id) after the
+  customer is resolved and `contact.added` is stored (channel tags, remark, owner,
+  attribution); `batch([(fact, customer_id), …])` is its form for a run of adds.
 """
 
 from __future__ import annotations
@@ -129,11 +130,13 @@ Sink = Callable[[InboundFact], None]
 BatchSink = Callable[[Sequence[InboundFact]], None]
 WelcomeProvider = Callable[[ContactAdded], WelcomeContent | None]
 ContactAddedHandler = Callable[[ContactAdded, int], None]
+ContactAddedBatch = Callable[[Sequence[tuple[ContactAdded, int]]], None]
 
 _SINKS: list[Sink] = []
 _BATCH_SINKS: dict[Sink, BatchSink] = {}
 _WELCOME_PROVIDERS: list[WelcomeProvider] = []
 _CONTACT_ADDED_HANDLERS: list[ContactAddedHandler] = []
+_CONTACT_ADDED_BATCHES: dict[ContactAddedHandler, ContactAddedBatch] = {}
 
 
 def _add(registry: list, fn: object) -> None:
@@ -151,8 +154,12 @@ def register_welcome_provider(fn: WelcomeProvider) -> None:
     _add(_WELCOME_PROVIDERS, fn)
 
 
-def register_contact_added_handler(fn: ContactAddedHandler) -> None:
+def register_contact_added_handler(
+    fn: ContactAddedHandler, *, batch: ContactAddedBatch | None = None
+) -> None:
     _add(_CONTACT_ADDED_HANDLERS, fn)
+    if batch is not None:
+        _CONTACT_ADDED_BATCHES[fn] = batch
 
 
 def sinks() -> list[Sink]:
@@ -181,3 +188,15 @@ def welcome_for(fact: ContactAdded) -> WelcomeContent | None:
 
 def contact_added_handlers() -> list[ContactAddedHandler]:
     return list(_CONTACT_ADDED_HANDLERS)
+
+
+def contacts_added(adds: Sequence[tuple[ContactAdded, int]]) -> None:
+    """Hand a run of adds (fact, customer id), in order, to every contact-added handler (its
+    batch form when it has one)."""
+    for handler in contact_added_handlers():
+        batch = _CONTACT_ADDED_BATCHES.get(handler)
+        if batch is not None:
+            batch(adds)
+        else:
+            for fact, customer_id in adds:
+                handler(fact, customer_id)

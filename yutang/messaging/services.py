@@ -1018,9 +1018,7 @@ def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> Non
                         **row["defaults"]),
             )  # fmt: skip
     Message.objects.bulk_create(list(fresh.values()))
-    for fact, customer_id in zip(facts, ids, strict=True):
-        for handler in inbound.contact_added_handlers():
-            handler(fact, customer_id)
+    inbound.contacts_added(list(zip(facts, ids, strict=True)))
 
 
 def _sender_events(facts: Sequence[SenderFact], account: CarrierAccount) -> None:
