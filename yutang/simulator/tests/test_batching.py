@@ -29,6 +29,7 @@ def scenario() -> Any:
 
 
 def rows(result: SimulationResult) -> dict[str, Any]:
+    assert result.brand_id is not None
     brand = Brand.objects.get(pk=result.brand_id)
 
     def tally(qs: Any, *fields: str) -> list[tuple[Any, ...]]:
