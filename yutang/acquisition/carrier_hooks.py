@@ -12,6 +12,7 @@ Carriers sit below acquisition: they only see these two functions through their 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -100,8 +101,34 @@ def contact_added_handler(fact: ContactAdded, customer_id: int) -> None:
         services.sync_live_code_carrier(live_code=add.live_code, at=fact.occurred_at)
 
 
+def contacts_added_handler(adds: Sequence[tuple[ContactAdded, int]]) -> None:
+    """The batch form of `contact_added_handler` for a run of adds on one account (as
+    messaging hands them over); mixed accounts go one by one."""
+    if not adds or len({fact.account_id for fact, _ in adds}) > 1:
+        for fact, customer_id in adds:
+            contact_added_handler(fact, customer_id)
+        return
+    account = _account(adds[0][0])
+    if account is None:
+        return
+    found = Customer.objects.filter(
+        pk__in=[c for _, c in adds], brand_id=account.brand_id
+    ).in_bulk()
+    chosen = [(fact, found[c]) for fact, c in adds if c in found]
+    services.record_contacts_added(
+        brand=account.brand,
+        account=account,
+        adds=[(customer, fact.state, fact.occurred_at) for fact, customer in chosen],
+    )
+    if account.kind == "wecom":
+        for fact, _customer in chosen:
+            code = services.live_code_for_state(brand=account.brand, state=fact.state)
+            if code is not None:
+                services.sync_live_code_carrier(live_code=code, at=fact.occurred_at)
+
+
 def register() -> None:
     from yutang.carriers import inbound
 
     inbound.register_welcome_provider(welcome_provider)
-    inbound.register_contact_added_handler(contact_added_handler)
+    inbound.register_contact_added_handler(contact_added_handler, batch=contacts_added_handler)

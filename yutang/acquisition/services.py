@@ -12,6 +12,7 @@ import hmac
 import math
 import re
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -1323,6 +1324,112 @@ def record_contact_added(
             ]
             customers.set_tags(actor=None, customer=customer, add=tag_ids, source="channel")
     return add
+
+
+def record_contacts_added(
+    *,
+    brand: Brand,
+    account: CarrierAccount,
+    adds: Sequence[tuple[Customer, str | None, dt.datetime]],
+) -> None:
+    """The batch form of `record_contact_added` for one account's adds (customer, state,
+    occurred_at), with the same outcome as calling it for each in order: live codes, batches,
+    prior adds and first touches are read once, the adds inserted together and each day's
+    count moved once. A batch that names a customer twice, a merged customer or an add
+    already recorded (a replay) goes one by one."""
+    for customer, _state, occurred_at in adds:
+        if account.brand_id != brand.pk or customer.brand_id != brand.pk:
+            raise ValidationFailed(
+                N_("The account and customer must belong to the brand."), field="brand"
+            )
+        if occurred_at.tzinfo is None:
+            raise ValidationFailed(N_("occurred_at needs a UTC offset."), field="occurred_at")
+    ids = [customer.pk for customer, _s, _a in adds]
+    fresh = Customer.objects.in_bulk(ids)
+    simple = len(set(ids)) == len(ids) and all(
+        c.pk in fresh and fresh[c.pk].merged_into_id is None for c, _s, _a in adds
+    )
+    if (
+        simple
+        and ContactAdd.objects.filter(
+            account=account, customer_id__in=ids, added_at__in=[a for _c, _s, a in adds]
+        ).exists()
+    ):
+        simple = False
+    if simple:
+        try:
+            with transaction.atomic():
+                _record_adds(brand, account, [(fresh[c.pk], s, a) for c, s, a in adds])
+            return
+        except IntegrityError:
+            pass  # a concurrent add of one of them: the one-by-one path sorts it out
+    for customer, state, occurred_at in adds:
+        record_contact_added(
+            brand=brand, account=account, customer=customer, state=state, occurred_at=occurred_at
+        )
+
+
+def _record_adds(
+    brand: Brand, account: CarrierAccount, adds: list[tuple[Customer, str | None, dt.datetime]]
+) -> None:
+    codes: dict[str | None, LiveCode | None] = {}
+    batches: dict[int, PackageCardBatch | None] = {}
+    for _c, state, _a in adds:
+        if state not in codes:
+            code = codes[state] = live_code_for_state(brand=brand, state=state)
+            if code is not None and code.pk not in batches:
+                batches[code.pk] = PackageCardBatch.objects.filter(live_code=code).first()
+    touched = set(
+        ContactAdd.objects.filter(
+            brand=brand, customer_id__in=[c.pk for c, _s, _a in adds], channel__isnull=False
+        ).values_list("customer_id", flat=True)
+    )
+    rows = []
+    days: Counter[dt.date] = Counter()
+    for customer, state, occurred_at in adds:
+        code = codes[state]
+        channel = code.channel if code else None
+        partner = (code.partner if code and code.partner_id else None) or (
+            channel.partner if channel else None
+        )
+        rows.append(
+            ContactAdd(
+                brand=brand, customer=customer, account=account, live_code=code,
+                channel=channel, partner=partner, batch=batches.get(code.pk) if code else None,
+                state=(state or "")[:30], added_at=occurred_at,
+                is_first_touch=channel is not None and customer.pk not in touched,
+            )
+        )  # fmt: skip
+        days[local_day(brand, occurred_at)] += 1
+    ContactAdd.objects.bulk_create(rows)
+    AccountDay.objects.bulk_create(
+        [AccountDay(account=account, day=day) for day in sorted(days)], ignore_conflicts=True
+    )
+    for day, n in sorted(days.items()):
+        AccountDay.objects.filter(account=account, day=day).update(added=F("added") + n)
+    tags: dict[int, list[int]] = {}
+    for add in rows:
+        code, channel = add.live_code, add.channel
+        owner_store = (code.store if code and code.store_id else None) or account.store
+        customers.claim_owner_and_first_touch(
+            customer=add.customer,
+            staff_id=account.staff_id,
+            store_id=owner_store.pk if owner_store is not None else None,
+            channel=channel.code if add.is_first_touch and channel is not None else "",
+            reason="contact_added",
+        )
+        if channel is not None and channel.tags:
+            if channel.pk not in tags:
+                tags[channel.pk] = [
+                    customers.create_tag(
+                        actor=None, brand=brand, group=t.split("/", 1)[0],
+                        name=t.split("/", 1)[1],
+                    ).pk
+                    for t in channel.tags
+                ]  # fmt: skip
+            customers.set_tags(
+                actor=None, customer=add.customer, add=tags[channel.pk], source="channel"
+            )
 
 
 # --- Short links and package cards ------------------------------------------------------------

@@ -5,14 +5,17 @@ them through the same path (`yutang.carriers.services.receive_callback` →
 `publish_facts`). This floor never imports the apps that react to them: they register here
 in their AppConfig.ready():
 
-- `register_inbound_sink(fn)`: the messaging app; fn(fact) stores events, withdraws consent,
-  marks contacts lost, sends the welcome message. Called inside the transaction that records
-  the callback's receipt, so a replayed callback is handled once.
+- `register_inbound_sink(fn, batch=None)`: the messaging app; fn(fact) stores events,
+  withdraws consent, marks contacts lost, sends the welcome message. Called inside the
+  transaction that records the callback's receipt, so a replayed callback is handled once.
+  `batch(facts)`, when given, takes all of a callback's new facts at once with the same
+  effect as fn on each in order (set-based: one ingest, one lookup per kind).
 - `register_welcome_provider(fn)`: fn(ContactAdded) → WelcomeContent | None. The acquisition
   app answers with the live code's welcome (from `state`). Called FIRST on an add; the first
   non-None answer wins, else the brand's default welcome.
-- `register_contact_added_handler(fn)`: fn(ContactAdded, customer_id) after the customer is
-  resolved and `contact.added` is stored (channel tags, remark, owner, attribution).
+- `register_contact_added_handler(fn, batch=None)`: fn(ContactAdded, customer_id) after the
+  customer is resolved and `contact.added` is stored (channel tags, remark, owner,
+  attribution); `batch([(fact, customer_id), …])` is its form for a run of adds.
 """
 
 from __future__ import annotations
@@ -124,12 +127,16 @@ class WelcomeContent:
 
 
 Sink = Callable[[InboundFact], None]
+BatchSink = Callable[[Sequence[InboundFact]], None]
 WelcomeProvider = Callable[[ContactAdded], WelcomeContent | None]
 ContactAddedHandler = Callable[[ContactAdded, int], None]
+ContactAddedBatch = Callable[[Sequence[tuple[ContactAdded, int]]], None]
 
 _SINKS: list[Sink] = []
+_BATCH_SINKS: dict[Sink, BatchSink] = {}
 _WELCOME_PROVIDERS: list[WelcomeProvider] = []
 _CONTACT_ADDED_HANDLERS: list[ContactAddedHandler] = []
+_CONTACT_ADDED_BATCHES: dict[ContactAddedHandler, ContactAddedBatch] = {}
 
 
 def _add(registry: list, fn: object) -> None:
@@ -137,20 +144,38 @@ def _add(registry: list, fn: object) -> None:
         registry.append(fn)
 
 
-def register_inbound_sink(fn: Sink) -> None:
+def register_inbound_sink(fn: Sink, *, batch: BatchSink | None = None) -> None:
     _add(_SINKS, fn)
+    if batch is not None:
+        _BATCH_SINKS[fn] = batch
 
 
 def register_welcome_provider(fn: WelcomeProvider) -> None:
     _add(_WELCOME_PROVIDERS, fn)
 
 
-def register_contact_added_handler(fn: ContactAddedHandler) -> None:
+def register_contact_added_handler(
+    fn: ContactAddedHandler, *, batch: ContactAddedBatch | None = None
+) -> None:
     _add(_CONTACT_ADDED_HANDLERS, fn)
+    if batch is not None:
+        _CONTACT_ADDED_BATCHES[fn] = batch
 
 
 def sinks() -> list[Sink]:
     return list(_SINKS)
+
+
+def publish(facts: Sequence[InboundFact]) -> None:
+    """Hand a callback's new facts, in order, to every sink (its batch form when it has
+    one)."""
+    for sink in sinks():
+        batch = _BATCH_SINKS.get(sink)
+        if batch is not None:
+            batch(facts)
+        else:
+            for fact in facts:
+                sink(fact)
 
 
 def welcome_for(fact: ContactAdded) -> WelcomeContent | None:
@@ -163,3 +188,15 @@ def welcome_for(fact: ContactAdded) -> WelcomeContent | None:
 
 def contact_added_handlers() -> list[ContactAddedHandler]:
     return list(_CONTACT_ADDED_HANDLERS)
+
+
+def contacts_added(adds: Sequence[tuple[ContactAdded, int]]) -> None:
+    """Hand a run of adds (fact, customer id), in order, to every contact-added handler (its
+    batch form when it has one)."""
+    for handler in contact_added_handlers():
+        batch = _CONTACT_ADDED_BATCHES.get(handler)
+        if batch is not None:
+            batch(adds)
+        else:
+            for fact, customer_id in adds:
+                handler(fact, customer_id)

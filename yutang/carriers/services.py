@@ -239,7 +239,7 @@ def answer_callback(*, account_id: int, request: CallbackRequest) -> tuple[int, 
 def publish_facts(
     *, account: CarrierAccount, facts: Iterable[tuple[str, inbound.InboundFact]]
 ) -> int:
-    new = 0
+    fresh: list[inbound.InboundFact] = []
     with transaction.atomic():
         for key, fact in facts:
             try:
@@ -253,10 +253,9 @@ def publish_facts(
                     )
             except IntegrityError:
                 continue  # a replay: handled once already
-            for sink in inbound.sinks():
-                sink(fact)
-            new += 1
-    return new
+            fresh.append(fact)
+        inbound.publish(fresh)
+    return len(fresh)
 
 
 # --- Contacts ---------------------------------------------------------------------------------

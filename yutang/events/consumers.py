@@ -41,6 +41,7 @@ from yutang.events.models import ConsumerFailure, ConsumerOffset, Event
 logger = logging.getLogger("yutang.events.consumers")
 
 Handler = Callable[[Event], None]
+BatchHandler = Callable[[list[Event]], None]
 MAX_ATTEMPTS = 6
 BASE_BACKOFF = dt.timedelta(seconds=30)
 LAG = dt.timedelta(seconds=5)
@@ -51,6 +52,7 @@ class Consumer:
     name: str
     handler: Handler
     types: frozenset[str] | None = None
+    batch_handler: BatchHandler | None = None
 
 
 @dataclass
@@ -65,9 +67,21 @@ class PassResult:
 _CONSUMERS: dict[str, Consumer] = {}
 
 
-def register_consumer(name: str, handler: Handler, *, types: Collection[str] | None = None) -> None:
+def register_consumer(
+    name: str,
+    handler: Handler,
+    *,
+    types: Collection[str] | None = None,
+    batch_handler: BatchHandler | None = None,
+) -> None:
+    """`batch_handler`, when given, handles a pass's whole window at once (it must have the
+    same effect as `handler` on each event in order); if it raises, the window is rolled
+    back and handed to `handler` one event at a time, so failures are still per event."""
     _CONSUMERS[name] = Consumer(
-        name=name, handler=handler, types=frozenset(types) if types else None
+        name=name,
+        handler=handler,
+        types=frozenset(types) if types else None,
+        batch_handler=batch_handler,
     )
 
 
@@ -127,6 +141,19 @@ def _handle(consumer: Consumer, event: Event, now: dt.datetime, result: PassResu
     return True
 
 
+def _handle_batch(consumer: Consumer, chosen: list[Event], result: PassResult) -> bool:
+    if consumer.batch_handler is None or not chosen:
+        return False
+    try:
+        with transaction.atomic():
+            consumer.batch_handler(chosen)
+    except Exception:
+        logger.info("consumer %s: batch failed, handling one by one", consumer.name)
+        return False
+    result.handled += len(chosen)
+    return True
+
+
 def run_consumer(name: str, *, batch: int = 500) -> PassResult:
     """One pass: retry due failures, then handle up to `batch` new events."""
     consumer = _CONSUMERS[name]
@@ -161,8 +188,9 @@ def run_consumer(name: str, *, batch: int = 500) -> PassResult:
         chosen = Event.objects.filter(pk__in=[pk for _, pk in window]).order_by("txid", "pk")
         if consumer.types is not None:
             chosen = chosen.filter(type__in=consumer.types)
-        for event in chosen:
-            _handle(consumer, event, now, result)
+        if not _handle_batch(consumer, list(chosen), result):
+            for event in chosen:
+                _handle(consumer, event, now, result)
         offset.txid, offset.position = window[-1]
         offset.updated_at = now
         offset.save(update_fields=["txid", "position", "updated_at"])

@@ -11,7 +11,9 @@ class JourneysConfig(AppConfig):
         from yutang.events.consumers import register_consumer
         from yutang.journeys import engine, tasks
 
-        register_consumer("journeys.events", engine.handle_event)
+        register_consumer(
+            "journeys.events", engine.handle_event, batch_handler=engine.handle_events
+        )
         register_loop("journeys.steps", engine.run_due_once)
         register_loop("journeys.schedules", engine.run_schedules_once)
         register_loop("journeys.task_reminders", tasks.remind_overdue_once)

@@ -736,6 +736,88 @@ def handle_event(event: Event) -> None:
             enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
 
 
+def handle_events(batch: list[Event]) -> None:
+    """The consumer's batch form: the same effect as `handle_event` on each event in order.
+    The batch's open and held-out enrolments and each brand's live journeys are read once;
+    an event that no live trigger matches, no held-out goal converts and no open enrolment
+    reacts to (its goal, exit rules, exit condition, or a wait for that event or message)
+    changes nothing and costs no further query. Every other event goes through
+    `handle_event`, after which that customer's enrolments are read again."""
+    ids = {event.customer_id for event in batch}
+    open_rows: dict[int, list[Enrollment]] = {i: [] for i in ids}
+    held: dict[int, list[Enrollment]] = {i: [] for i in ids}
+    _load_enrollments(ids, open_rows, held)
+    live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
+    stale: set[int] = set()
+    for event in batch:
+        cid = event.customer_id
+        if cid in stale:
+            _load_enrollments({cid}, open_rows, held)
+            stale.discard(cid)
+        if event.brand_id not in live:
+            live[event.brand_id] = _live_journeys(event.brand_id)
+        if _may_change(event, live[event.brand_id], open_rows[cid], held[cid]):
+            handle_event(event)
+            stale.add(cid)
+
+
+def _load_enrollments(
+    ids: set[int], open_rows: dict[int, list[Enrollment]], held: dict[int, list[Enrollment]]
+) -> None:
+    for i in ids:
+        open_rows[i], held[i] = [], []
+    rows = Enrollment.objects.filter(customer_id__in=ids).filter(
+        Q(state__in=OPEN) | Q(state=Enrollment.State.HOLDOUT, converted_at__isnull=True)
+    )
+    for e in rows:
+        (held if e.state == Enrollment.State.HOLDOUT else open_rows)[e.customer_id].append(e)
+
+
+def _may_change(
+    event: Event,
+    live: list[tuple[Journey, defs.Definition]],
+    open_rows: list[Enrollment],
+    held: list[Enrollment],
+) -> bool:
+    """Whether `handle_event` could change anything, given the customer's open and held-out
+    enrolments (each condition mirrors one branch of `handle_event`)."""
+    props = event.properties or {}
+    for e in open_rows:
+        definition = definition_of(e.version_id)
+        rules = definition.exit_rules
+        goal = definition.goal
+        if goal and goal.event == event.type:
+            return True
+        if event.type == "contact.deleted" and rules.contact_deleted:
+            return True
+        if (
+            event.type == "consent.changed"
+            and rules.consent_withdrawn
+            and props.get("status") == "withdrawn"
+            and props.get("purpose") == "marketing"
+        ):
+            return True
+        if rules.condition:
+            return True
+        waiting = e.waiting_for or {}
+        if e.state == Enrollment.State.WAITING and (
+            waiting.get("event") == event.type
+            or (event.type in CONFIRMED_EVENTS and "message" in waiting)
+        ):
+            return True
+    for e in held:
+        goal = definition_of(e.version_id).goal
+        if goal and goal.event == event.type and _in_window(e, goal, event):
+            return True
+    for _journey, definition in live:
+        trigger = definition.trigger
+        if isinstance(trigger, defs.SegmentTrigger):
+            return True
+        if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
+            return True
+    return False
+
+
 def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
     return e.entered_at <= event.occurred_at <= e.entered_at + dt.timedelta(days=goal.within_days)
 

@@ -11,5 +11,5 @@ class MessagingConfig(AppConfig):
         from yutang.core.worker import register_loop
         from yutang.messaging import delivery, services
 
-        register_inbound_sink(services.handle_inbound)
+        register_inbound_sink(services.handle_inbound, batch=services.handle_inbound_batch)
         register_loop("messaging.deliver", delivery.run_loop)

@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError, model_validator
 from yutang.carriers import inbound
 from yutang.carriers import services as carriers
 from yutang.carriers.base import Capability, CarrierError, Outbound
+from yutang.carriers.models import CarrierContact
 from yutang.core import clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff
@@ -580,69 +581,11 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
     at = fact.occurred_at
     if isinstance(fact, inbound.ContactAdded):
         welcome = _welcome(fact, account)
-        identities = [
-            {"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in fact.identities
-        ]
-        kind = CONTACT_IDENTITY.get(account.kind)
-        if kind:
-            identities.append({"kind": kind, "value": fact.external_id, "namespace": ""})
-        h = carriers.contact_hash(account.pk, fact.external_id)[:24]
-        brand = account.brand
-        (result,) = ingest_events(
-            brand=brand,
-            items=[
-                {
-                    "type": "contact.added",
-                    "occurred_at": at,
-                    "source": "carrier",
-                    "idempotency_key": f"contact.added:{account.pk}:{h}:{at.timestamp()}",
-                    "identities": identities,
-                    "properties": {
-                        "carrier": account.kind,
-                        "account_id": str(account.pk),
-                        **({"live_code": fact.state} if fact.state else {}),
-                    },
-                }
-            ],
-        )
-        if result.status == "rejected" or result.customer_id is None:
-            raise ValidationFailed(
-                N_("contact.added rejected: {error}"),
-                params={"error": result.error},
-                field="identities",
-            )
-        customer = Customer.objects.get(pk=result.customer_id)
-        carriers.record_contact(
-            account_id=account.pk,
-            brand_id=account.brand_id,
-            external_id=fact.external_id,
-            customer=customer,
-            state=fact.state,
-            at=at,
-        )
+        (result,) = ingest_events(brand=account.brand, items=[_added_item(fact, account)])
+        customer = Customer.objects.get(pk=_added_customer(result))
+        _record_contact(fact, account, customer)
         if welcome is not None:
-            key, body = welcome
-            mid = body.pop("carrier_message_id")
-            Message.objects.get_or_create(
-                brand=brand,
-                idempotency_key=key,
-                defaults=dict(
-                    customer=customer,
-                    account=account,
-                    carrier=account.kind,
-                    kind="service",
-                    content=body,
-                    content_hash=content_hash(body),
-                    cause="welcome",
-                    status=S.SENT,
-                    due_at=at,
-                    passed_at=clock.now(),
-                    sent_at=clock.now(),
-                    created_at=clock.now(),
-                    carrier_message_id=mid,
-                    attempts=1,
-                ),
-            )
+            Message.objects.get_or_create(**_welcome_message(fact, account, customer, welcome))
         for handler in inbound.contact_added_handlers():
             handler(fact, customer.pk)
         return
@@ -672,50 +615,130 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
     sender = carriers.customer_for_sender(account=account, external_id=fact.external_id)
     if sender is None:
         return  # a sender Yutang does not know: nothing to attach it to
-    customer = sender
-    base = {"occurred_at": at, "customer_id": customer.pk}
+    _event(account.brand_id, _sender_item(fact, account, sender))
     if isinstance(fact, inbound.MessageReceived):
-        _event(
-            account.brand_id,
-            {
-                **base,
-                "type": "message.received",
-                "idempotency_key": (
-                    f"message.received:{account.pk}:"
-                    f"{fact.carrier_message_id or at.timestamp()}:{customer.pk}"
-                ),
-                "properties": {
-                    "carrier": account.kind,
-                    "account_id": str(account.pk),
-                    "text": fact.text[:4000],
-                    **({"message_id": fact.carrier_message_id} if fact.carrier_message_id else {}),
-                },
-            },
-        )
         policy = delivery.policy_for(account.brand_id)
         if is_unsubscribe(fact.text, policy.unsubscribe_keywords):
-            _unsubscribe(customer, account, fact, policy)
-    elif isinstance(fact, inbound.GroupJoined | inbound.GroupLeft):
+            _unsubscribe(sender, account, fact, policy)
+
+
+def _added_item(fact: inbound.ContactAdded, account: CarrierAccount) -> dict[str, Any]:
+    """The `contact.added` event of an add (resolving the customer by its identities)."""
+    identities = [
+        {"kind": i.kind, "value": i.value, "namespace": i.namespace} for i in fact.identities
+    ]
+    kind = CONTACT_IDENTITY.get(account.kind)
+    if kind:
+        identities.append({"kind": kind, "value": fact.external_id, "namespace": ""})
+    h = carriers.contact_hash(account.pk, fact.external_id)[:24]
+    at = fact.occurred_at
+    return {
+        "type": "contact.added",
+        "occurred_at": at,
+        "source": "carrier",
+        "idempotency_key": f"contact.added:{account.pk}:{h}:{at.timestamp()}",
+        "identities": identities,
+        "properties": {
+            "carrier": account.kind,
+            "account_id": str(account.pk),
+            **({"live_code": fact.state} if fact.state else {}),
+        },
+    }
+
+
+def _added_customer(result: Any) -> int:
+    if result.status == "rejected" or result.customer_id is None:
+        raise ValidationFailed(
+            N_("contact.added rejected: {error}"),
+            params={"error": result.error},
+            field="identities",
+        )
+    return int(result.customer_id)
+
+
+def _record_contact(
+    fact: inbound.ContactAdded, account: CarrierAccount, customer: Customer
+) -> None:
+    carriers.record_contact(
+        account_id=account.pk,
+        brand_id=account.brand_id,
+        external_id=fact.external_id,
+        customer=customer,
+        state=fact.state,
+        at=fact.occurred_at,
+    )
+
+
+def _welcome_message(
+    fact: inbound.ContactAdded,
+    account: CarrierAccount,
+    customer: Customer,
+    welcome: tuple[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The outbox row that records the welcome sent (lookup and defaults for
+    get_or_create)."""
+    key, body = welcome
+    body = dict(body)
+    mid = body.pop("carrier_message_id")
+    now = clock.now()
+    return {
+        "brand": account.brand,
+        "idempotency_key": key,
+        "defaults": dict(
+            customer=customer,
+            account=account,
+            carrier=account.kind,
+            kind="service",
+            content=body,
+            content_hash=content_hash(body),
+            cause="welcome",
+            status=S.SENT,
+            due_at=fact.occurred_at,
+            passed_at=now,
+            sent_at=now,
+            created_at=now,
+            carrier_message_id=mid,
+            attempts=1,
+        ),
+    }
+
+
+SenderFact = inbound.MessageReceived | inbound.GroupJoined | inbound.GroupLeft | inbound.LinkClicked
+
+
+def _sender_item(fact: SenderFact, account: CarrierAccount, customer: Customer) -> dict[str, Any]:
+    """The event a known sender's reply, click or group change becomes."""
+    at = fact.occurred_at
+    base = {"occurred_at": at, "customer_id": customer.pk}
+    if isinstance(fact, inbound.MessageReceived):
+        return {
+            **base,
+            "type": "message.received",
+            "idempotency_key": (
+                f"message.received:{account.pk}:"
+                f"{fact.carrier_message_id or at.timestamp()}:{customer.pk}"
+            ),
+            "properties": {
+                "carrier": account.kind,
+                "account_id": str(account.pk),
+                "text": fact.text[:4000],
+                **({"message_id": fact.carrier_message_id} if fact.carrier_message_id else {}),
+            },
+        }
+    if isinstance(fact, inbound.GroupJoined | inbound.GroupLeft):
         kind = "group.joined" if isinstance(fact, inbound.GroupJoined) else "group.left"
-        _event(
-            account.brand_id,
-            {
-                **base,
-                "type": kind,
-                "idempotency_key": f"{kind}:{fact.group_id}:{customer.pk}:{at.timestamp()}",
-                "properties": {"carrier": account.kind, "group_id": fact.group_id},
-            },
-        )
-    elif isinstance(fact, inbound.LinkClicked):
-        _event(
-            account.brand_id,
-            {
-                **base,
-                "type": "link.clicked",
-                "idempotency_key": f"link.clicked:{account.pk}:{customer.pk}:{at.timestamp()}",
-                "properties": {"link": fact.link, "channel": account.kind},
-            },
-        )
+        return {
+            **base,
+            "type": kind,
+            "idempotency_key": f"{kind}:{fact.group_id}:{customer.pk}:{at.timestamp()}",
+            "properties": {"carrier": account.kind, "group_id": fact.group_id},
+        }
+    return {
+        **base,
+        "type": "link.clicked",
+        "idempotency_key": f"link.clicked:{account.pk}:{customer.pk}:{at.timestamp()}",
+        "properties": {"link": fact.link, "channel": account.kind},
+    }
 
 
 def _unsubscribe(
@@ -913,3 +936,107 @@ def confirm_message(*, message_id: int, at: dt.datetime | None = None) -> bool:
         Message.objects.filter(pk=m.pk).update(status=S.SENT, sent_at=now, claimed_until=None)
         ingest_events(brand=Brand.objects.get(pk=m.brand_id), items=[delivery.sent_event(m, now)])
     return True
+
+
+# --- Inbound, set-based ---------------------------------------------------------------------
+
+
+def handle_inbound_batch(facts: Sequence[inbound.InboundFact]) -> None:
+    """The batch form of `handle_inbound` (carriers.inbound calls it with a callback's new
+    facts): the same effect as `handle_inbound` on each fact in order. Consecutive adds on
+    one account are stored with one `ingest_events` call, their contacts and welcome rows
+    looked up together; consecutive replies, clicks and group changes on one account
+    likewise. Deletions, receipts and unsubscribe replies go one by one."""
+    accounts: dict[int, CarrierAccount] = {}
+    i = 0
+    while i < len(facts):
+        fact = facts[i]
+        kind = _batch_kind(fact, accounts)
+        j = i + 1
+        while (
+            kind is not None
+            and j < len(facts)
+            and facts[j].account_id == fact.account_id
+            and _batch_kind(facts[j], accounts) == kind
+        ):
+            j += 1
+        if kind == "added":
+            _adds(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
+        elif kind == "sender":
+            _sender_events(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
+        else:
+            handle_inbound(fact)
+        i = j
+
+
+def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) -> str | None:
+    if fact.account_id not in accounts:
+        accounts[fact.account_id] = CarrierAccount.objects.select_related("brand").get(
+            pk=fact.account_id
+        )
+    if isinstance(fact, inbound.ContactAdded):
+        return "added"
+    if isinstance(fact, inbound.MessageReceived):
+        policy = delivery.policy_for(fact.brand_id)
+        return None if is_unsubscribe(fact.text, policy.unsubscribe_keywords) else "sender"
+    if isinstance(fact, inbound.GroupJoined | inbound.GroupLeft | inbound.LinkClicked):
+        return "sender"
+    return None
+
+
+def _ingest(brand: Brand, items: list[dict[str, Any]]) -> list[Any]:
+    from yutang.events.services import MAX_BATCH
+
+    results = []
+    for start in range(0, len(items), MAX_BATCH):
+        results.extend(ingest_events(brand=brand, items=items[start : start + MAX_BATCH]))
+    return results
+
+
+def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> None:
+    welcomes = [_welcome(fact, account) for fact in facts]
+    results = _ingest(account.brand, [_added_item(fact, account) for fact in facts])
+    ids = [_added_customer(result) for result in results]
+    found = Customer.objects.in_bulk(ids)
+    rows = []
+    for fact, welcome, customer_id in zip(facts, welcomes, ids, strict=True):
+        _record_contact(fact, account, found[customer_id])
+        if welcome is not None:
+            rows.append(_welcome_message(fact, account, found[customer_id], welcome))
+    keys = {row["idempotency_key"] for row in rows}
+    have = set(
+        Message.objects.filter(brand=account.brand, idempotency_key__in=keys).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    fresh: dict[str, Message] = {}
+    for row in rows:
+        if row["idempotency_key"] not in have:
+            fresh.setdefault(
+                row["idempotency_key"],
+                Message(brand=row["brand"], idempotency_key=row["idempotency_key"],
+                        **row["defaults"]),
+            )  # fmt: skip
+    Message.objects.bulk_create(list(fresh.values()))
+    inbound.contacts_added(list(zip(facts, ids, strict=True)))
+
+
+def _sender_events(facts: Sequence[SenderFact], account: CarrierAccount) -> None:
+    hashes = {carriers.contact_hash(account.pk, f.external_id): f.external_id for f in facts}
+    contacts = {
+        hashes[c.external_hash]: c.customer
+        for c in CarrierContact.objects.filter(
+            account=account, external_hash__in=list(hashes)
+        ).select_related("customer")
+    }
+    items = []
+    for fact in facts:
+        sender = contacts.get(fact.external_id)
+        if sender is None or sender.merged_into_id is not None:  # SMS, email, a merge
+            sender = carriers.customer_for_sender(account=account, external_id=fact.external_id)
+        if sender is not None:
+            items.append({"source": "carrier", **_sender_item(fact, account, sender)})
+    for result in _ingest(account.brand, items):
+        if result.status == "rejected":
+            assert result.error is not None
+            raise ValidationFailed(str(result.error["message"]), field=result.error["field"])

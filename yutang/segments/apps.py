@@ -14,4 +14,6 @@ class SegmentsConfig(AppConfig):
         register_loop("segments.refresh", services.refresh_due_segments)
         register_loop("segments.auto_tags", autotags.apply_due_rules)
         register_loop("segments.nightly", scoring.run_nightly)
-        register_consumer("segments.auto_tags", autotags.handle_event)
+        register_consumer(
+            "segments.auto_tags", autotags.handle_event, batch_handler=autotags.handle_events
+        )

@@ -176,17 +176,33 @@ def apply_for_customer(customer: Customer, event_type: str | None = None) -> Non
     `event_type` (the consumer), only the rules that event can affect (rules.trigger_types):
     a click does not re-evaluate "spent 500 in 30 days"; time-based changes are the
     scheduled pass's job."""
-    active = list(AutoTagRule.objects.filter(brand_id=customer.brand_id, is_active=True))
+    active = _active_rules(customer.brand_id)
     if not active:
         return
-    ctx = context_for(customer.brand)
-    now = clock.now()
-    for rule in active:
+    _apply_rules(customer, _rules_for(active, event_type), context_for(customer.brand))
+
+
+ActiveRule = tuple[AutoTagRule, rules.Node, set[str] | None]
+
+
+def _active_rules(brand_id: int) -> list[ActiveRule]:
+    """The brand's active rules, parsed, with the event types that can change each."""
+    found = []
+    for rule in AutoTagRule.objects.filter(brand_id=brand_id, is_active=True):
         node = rules.parse_rule(rule.rule)
-        if event_type is not None:
-            triggers = rules.trigger_types(node)
-            if triggers is not None and event_type not in triggers:
-                continue
+        found.append((rule, node, rules.trigger_types(node)))
+    return found
+
+
+def _rules_for(active: list[ActiveRule], event_type: str | None) -> list[ActiveRule]:
+    if event_type is None:
+        return active
+    return [r for r in active if r[2] is None or event_type in r[2]]
+
+
+def _apply_rules(customer: Customer, chosen: list[ActiveRule], ctx: rules.Context) -> None:
+    now = clock.now()
+    for rule, node, _types in chosen:
         matches = rules.evaluate(node, rules.load_facts(customer, node), ctx)
         if matches:
             CustomerTag.objects.get_or_create(
@@ -199,10 +215,14 @@ def apply_for_customer(customer: Customer, event_type: str | None = None) -> Non
             )
 
 
+def _skipped(event: Event) -> bool:
+    return event.type.startswith(("segment.", "lifecycle."))
+
+
 def handle_event(event: Event) -> None:
     """The event-log consumer: re-evaluate the rules for the event's (surviving) customer.
     Idempotent: tagging and untagging converge on the rule's answer."""
-    if event.type.startswith(("segment.", "lifecycle.")):
+    if _skipped(event):
         return  # our own outputs; nothing a rule reads changes with them
     customer = Customer.objects.select_related("brand").filter(pk=event.customer_id).first()
     if customer is None:
@@ -210,6 +230,38 @@ def handle_event(event: Event) -> None:
     if customer.merged_into_id is not None:
         customer = customers.survivor(customer)
     apply_for_customer(customer, event.type)
+
+
+def handle_events(batch: list[Event]) -> None:
+    """The consumer's batch form (same effect as `handle_event` on each event in order):
+    the rules are loaded and parsed once per brand, and only the events some rule can react
+    to load their customer and evaluate — a click does not cost a query when no rule reads
+    clicks."""
+    by_brand: dict[int, list[ActiveRule]] = {}
+    wanted: list[tuple[Event, list[ActiveRule]]] = []
+    for event in batch:
+        if _skipped(event) or event.customer_id is None:
+            continue
+        if event.brand_id not in by_brand:
+            by_brand[event.brand_id] = _active_rules(event.brand_id)
+        chosen = _rules_for(by_brand[event.brand_id], event.type)
+        if chosen:
+            wanted.append((event, chosen))
+    if not wanted:
+        return
+    found = Customer.objects.select_related("brand").in_bulk(
+        {event.customer_id for event, _ in wanted}
+    )
+    contexts: dict[int, rules.Context] = {}
+    for event, chosen in wanted:
+        customer = found.get(event.customer_id)
+        if customer is None:
+            continue
+        if customer.merged_into_id is not None:
+            customer = customers.survivor(customer)
+        if customer.brand_id not in contexts:
+            contexts[customer.brand_id] = context_for(customer.brand)
+        _apply_rules(customer, chosen, contexts[customer.brand_id])
 
 
 def apply_due_rules() -> int:
