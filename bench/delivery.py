@@ -231,6 +231,8 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
     claim_s = send_s = record_s = 0.0
     decided = waits = 0
     gate_before = delivery.GateClock.seconds
+    backend = common.backend_pid()
+    backend_before, cpu_before = common.proc_cpu(backend), time.process_time()
     started = time.perf_counter()
     with clock.use_clock(clock.FrozenClock(NOW)):
         idle = 0
@@ -268,7 +270,19 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
         "record": record_s,
         "lease_waits": waits,
         "gate": delivery.GateClock.seconds - gate_before,
+        "cpu": time.process_time() - cpu_before,
+        "backend_cpu": common.proc_cpu(backend) - backend_before,
     }
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    """CPU seconds of a delivery run (the worker + the PostgreSQL backend serving it) and the
+    messages per CPU-second: what the code does with the CPU it got, whatever the load."""
+    total = run["cpu"] + run["backend_cpu"]
+    return (
+        f"{run['cpu']:.1f}+{run['backend_cpu']:.1f} s = "
+        f"{common.rate(run['decided'], total):,.0f} msg/CPU-s"
+    )
 
 
 def profile_pass() -> dict[str, Any]:
@@ -463,19 +477,20 @@ def main() -> int:
         print(
             f"  gate off, 1 worker: {common.rate(off['decided'], off['seconds']):,.0f} msg/s "
             f"(claim {off['claim']:.1f} s, send {off['send']:.1f} s, "
-            f"record+events {off['record']:.1f} s)"
+            f"record+events {off['record']:.1f} s; CPU worker+db {_cpu(off)})"
         )
         print(
             f"  gate on,  1 worker: {common.rate(on['decided'], on['seconds']):,.0f} msg/s "
             f"(claim+gate {on['claim']:.1f} s, send {on['send']:.1f} s, "
-            f"record+events {on['record']:.1f} s)"
+            f"record+events {on['record']:.1f} s; CPU worker+db {_cpu(on)})"
         )
         per_worker = ", ".join(f"{common.rate(w['decided'], w['seconds']):,.0f}" for w in two)
         print(
             f"  gate on,  2 workers: {common.rate(total, wall):,.0f} msg/s together, "
             f"{per_worker} msg/s each "
             f"(decided {two[0]['decided']:,} + {two[1]['decided']:,}; "
-            f"lease waits {two[0]['lease_waits'] + two[1]['lease_waits']:,})"
+            f"lease waits {two[0]['lease_waits'] + two[1]['lease_waits']:,}; "
+            f"CPU worker+db {_cpu(two[0])} and {_cpu(two[1])})"
         )
         print(
             f"  gate: {gate_s:.1f} s of its own work = {gate_cost:.0%} of the gate-on run; "
