@@ -2,7 +2,7 @@
 sandbox carrier, on SQLite and PostgreSQL, with 1 and 2 workers, and the cost of the gate.
 
     .venv/bin/python bench/delivery.py [--scale 0.1] [--backends sqlite,postgresql]
-        [--policy '{"marketing_share_max": 1}'] [--profile]
+        [--policy '{"marketing_share_max": 1}'] [--service-share 0.5] [--profile]
 
 The default --scale 0.1 (100,000 messages, 30,000 customers) runs in a few minutes per
 backend; --scale 1.0 is the issue's size: 1,000,000 queued marketing messages for 300,000
@@ -10,6 +10,9 @@ customers, with realistic
 prior touch history (0–5 touches each over the last 30 days, mixed service/marketing, over
 three sandbox accounts), 90% marketing consent, 3% withdrawals on the sandbox carrier and 5%
 lost contacts. The clock is frozen at 10:00 Shanghai time so quiet hours do not defer all.
+The queue is all marketing campaign posts (the issue's "queued marketing messages"), so the
+marketing share blocks most of it; `--service-share 0.5` makes half of it one-to-one service
+messages (journey notices), which mostly go out: the expensive path (send, record, event).
 
 Per backend, on a fresh database (created and dropped here):
 
@@ -54,6 +57,7 @@ ACCOUNTS = 3
 BATCH = 500
 TEXTS = [f"春季新品第{n}波，会员专享价" for n in range(12)]
 POLICY = ""  # --policy, handed to the child processes
+SERVICE_SHARE = 0.0  # --service-share, handed to the child processes
 
 
 def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, int]:
@@ -167,16 +171,19 @@ def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, 
     for n in range(n_messages):
         cid = ids[rnd.randrange(len(ids))]
         t = rnd.randrange(len(TEXTS))
+        # --service-share: that share of the queue is one-to-one service messages (order and
+        # shipping notices from journeys); the rest are the campaign's marketing posts.
+        service = SERVICE_SHARE > 0 and rnd.random() < SERVICE_SHARE
         queued.append(
             Message(
                 brand=brand,
                 customer_id=cid,
                 account=home[cid],
                 carrier="sandbox",
-                kind="marketing",
+                kind="service" if service else "marketing",
                 content={"text": TEXTS[t]},
                 content_hash=hashes[t],
-                cause="campaign",
+                cause="journey" if service else "campaign",
                 idempotency_key=f"bench-{n}",
                 due_at=NOW - dt.timedelta(seconds=1),
                 created_at=NOW,
@@ -198,7 +205,7 @@ def reset() -> None:
     from yutang.events.models import Event
     from yutang.messaging.models import Message, TouchLock
 
-    Message.objects.filter(cause="campaign").update(
+    Message.objects.filter(idempotency_key__startswith="bench-").update(
         status="queued",
         rule="",
         reason="",
@@ -337,7 +344,7 @@ def outcome_counts() -> dict[str, int]:
     from yutang.messaging.models import Message
 
     counts: Counter[str] = Counter()
-    for status, rule, n in _grouped(Message.objects.filter(cause="campaign")):
+    for status, rule, n in _grouped(Message.objects.filter(idempotency_key__startswith="bench-")):
         counts[f"{status}:{rule}" if rule else status] += n
     return dict(counts)
 
@@ -396,6 +403,8 @@ def spawn(mode: str, url: str, workdir: Path, scale: float) -> subprocess.Popen[
             str(scale),
             "--policy",
             POLICY,
+            "--service-share",
+            str(SERVICE_SHARE),
         ],
         env=dict(os.environ, YUTANG_LOG_LEVEL="WARNING"),
     )
@@ -418,13 +427,19 @@ def main() -> int:
         "--policy", default="", help="touch policy settings as JSON (default: the brand defaults)"
     )
     parser.add_argument("--profile", action="store_true", help="also profile a gate-on pass")
+    parser.add_argument(
+        "--service-share",
+        type=float,
+        default=0.0,
+        help="share of the queue that is service messages (default 0: all marketing posts)",
+    )
     parser.add_argument("--_child")
     parser.add_argument("--_url")
     parser.add_argument("--_workdir", type=Path)
     parser.add_argument("--_out", type=Path)
     args = parser.parse_args()
-    global POLICY
-    POLICY = args.policy
+    global POLICY, SERVICE_SHARE
+    POLICY, SERVICE_SHARE = args.policy, args.service_share
     if args._child:
         args._out.write_text(json.dumps(child(args)))
         return 0
@@ -433,7 +448,8 @@ def main() -> int:
     common.print_machine_info(info)
     print(
         f"  scale       {args.scale} ({int(FULL_MESSAGES * args.scale):,} messages, "
-        f"{int(FULL_CUSTOMERS * args.scale):,} customers)",
+        f"{int(FULL_CUSTOMERS * args.scale):,} customers; service share of the queue "
+        f"{args.service_share:.0%})",
         flush=True,
     )
     workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-delivery-"))

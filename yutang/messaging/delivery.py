@@ -311,9 +311,10 @@ def apply_gate(
     for brand_id, group in by_brand.items():
         brand = Brand.objects.get(pk=brand_id)
         policy = policy_for(brand_id)
+        candidates = [candidate_of(m) for m in group]
         ctx = load_context(
             brand=brand,
-            candidates=[candidate_of(m) for m in group],
+            candidates=candidates,
             now=now,
             adapters=adapters,
             policy=policy,
@@ -321,8 +322,7 @@ def apply_gate(
             enabled=gate_enabled,
         )
         with GateClock():  # the decisions, in order: each sees those passed before it
-            for m in group:
-                c = candidate_of(m)
+            for m, c in zip(group, candidates, strict=True):
                 d = gate.evaluate(c, ctx)
                 if d.outcome == "pass":
                     ctx.record(c)
