@@ -237,6 +237,7 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
 
     claim_s = send_s = record_s = 0.0
     decided = waits = 0
+    ingest_before = INGEST["seconds"]
     gate_before = delivery.GateClock.seconds
     backend = common.backend_pid()
     backend_before, cpu_before = common.proc_cpu(backend), time.process_time()
@@ -278,8 +279,29 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
         "lease_waits": waits,
         "gate": delivery.GateClock.seconds - gate_before,
         "cpu": time.process_time() - cpu_before,
+        "ingest": INGEST["seconds"] - ingest_before,
         "backend_cpu": common.proc_cpu(backend) - backend_before,
     }
+
+
+#: Wall seconds inside events.services.ingest_events (the `message.sent` events of the messages
+#: that went out), counted by a wrapper installed in each child process (`_time_ingest`).
+INGEST = {"seconds": 0.0}
+
+
+def _time_ingest() -> None:
+    from yutang.messaging import delivery
+
+    inner = delivery.ingest_events
+
+    def timed(**kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return inner(**kwargs)
+        finally:
+            INGEST["seconds"] += time.perf_counter() - t
+
+    delivery.ingest_events = timed  # type: ignore[assignment]
 
 
 def _cpu(run: dict[str, Any]) -> str:
@@ -360,6 +382,7 @@ def _grouped(qs: Any) -> list[tuple[str, str, int]]:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     common.django_setup(args._url, args._workdir)
+    _time_ingest()
     from django.core.management import call_command
 
     mode = args._child
@@ -493,12 +516,14 @@ def main() -> int:
         print(
             f"  gate off, 1 worker: {common.rate(off['decided'], off['seconds']):,.0f} msg/s "
             f"(claim {off['claim']:.1f} s, send {off['send']:.1f} s, "
-            f"record+events {off['record']:.1f} s; CPU worker+db {_cpu(off)})"
+            f"record+events {off['record']:.1f} s, of it ingest_events {off['ingest']:.1f} s; "
+            f"CPU worker+db {_cpu(off)})"
         )
         print(
             f"  gate on,  1 worker: {common.rate(on['decided'], on['seconds']):,.0f} msg/s "
             f"(claim+gate {on['claim']:.1f} s, send {on['send']:.1f} s, "
-            f"record+events {on['record']:.1f} s; CPU worker+db {_cpu(on)})"
+            f"record+events {on['record']:.1f} s, of it ingest_events {on['ingest']:.1f} s; "
+            f"CPU worker+db {_cpu(on)})"
         )
         per_worker = ", ".join(f"{common.rate(w['decided'], w['seconds']):,.0f}" for w in two)
         print(
