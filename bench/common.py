@@ -353,3 +353,27 @@ def server_command() -> list[str]:
 if __name__ == "__main__":
     # `make bench` runs every bench/*.py; for this helper module that means: show the machine.
     print_machine_info()
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process on this machine, 0 if unknown (e.g. the
+    PostgreSQL backend serving a worker's connection, `SELECT pg_backend_pid()`)."""
+    if not pid:
+        return 0.0
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pid() -> int:
+    """The PostgreSQL backend process serving Django's default connection (0 on SQLite)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])

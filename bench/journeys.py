@@ -44,10 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     REPO,
     CpuMonitor,
+    backend_pid,
     django_setup,
     fmt_int,
     print_machine_info,
     print_table,
+    proc_cpu,
     temp_database,
 )
 
@@ -95,18 +97,13 @@ def setup_data(scale: int) -> dict[str, int]:
 
 def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None:
     django_setup(url, var_dir)
-    from django.db import connection
 
     from yutang.core.clock import FrozenClock, use_clock
     from yutang.journeys import engine
 
     steps = 0
-    backend_pid = 0
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            backend_pid = cursor.fetchone()[0]
-    backend_before = _proc_cpu(backend_pid)
+    backend = backend_pid()
+    backend_before = proc_cpu(backend)
     cpu_before = time.process_time()
 
     def loop() -> None:
@@ -133,21 +130,8 @@ def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None
     else:
         loop()
     cpu = time.process_time() - cpu_before
-    backend = _proc_cpu(backend_pid) - backend_before
-    print(json.dumps({"steps": steps, "cpu": cpu, "backend_cpu": backend}))
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process on this machine, 0 if unknown (e.g. the
-    PostgreSQL backend serving this worker's connection)."""
-    if not pid:
-        return 0.0
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    backend_cpu = proc_cpu(backend) - backend_before
+    print(json.dumps({"steps": steps, "cpu": cpu, "backend_cpu": backend_cpu}))
 
 
 def run(

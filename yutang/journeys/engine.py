@@ -26,6 +26,7 @@ from django.db.models import Min, Q
 
 from yutang.core import clock
 from yutang.core.clock import FrozenClock, use_clock
+from yutang.core.db import insert_rows, update_rows
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Role
 from yutang.customers.models import Customer
@@ -396,76 +397,14 @@ RUN_FIELDS = [
 
 
 def insert_runs(runs: list[tuple[Any, ...]]) -> None:
-    """Insert StepRuns (RUN_FIELDS tuples) with one multi-row INSERT per 500 on PostgreSQL,
-    one executemany on SQLite: no model instances (bulk_create's per-field preparation was a
-    tenth of a batch). A duplicate (enrollment, step, attempt) raises IntegrityError."""
-    meta = StepRun._meta
-    by_attname = {f.attname: f for f in meta.concrete_fields}
-    quote = connection.ops.quote_name
-    # Table and column names come from the model, never from input; values are parameters.
-    table = quote(meta.db_table)
-    columns = ", ".join(quote(by_attname[name].column) for name in RUN_FIELDS)
-    columns += ", " + quote(by_attname["detail"].column)
-    one = "(" + ", ".join(["%s"] * len(RUN_FIELDS)) + ", '{}')"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            for start in range(0, len(runs), 500):
-                chunk = runs[start : start + 500]
-                listed = ", ".join([one] * len(chunk))
-                sql = f"INSERT INTO {table} ({columns}) VALUES {listed}"  # noqa: S608
-                cursor.execute(sql, [value for run in chunk for value in run])
-        else:
-            adapt = connection.ops.adapt_datetimefield_value
-            rows = [[adapt(v) if isinstance(v, dt.datetime) else v for v in run] for run in runs]
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {one}", rows)  # noqa: S608
+    """Insert StepRuns (RUN_FIELDS tuples) in one statement (`core.db.insert_rows`), no
+    model instances. A duplicate (enrollment, step, attempt) raises IntegrityError."""
+    insert_rows(StepRun, [*RUN_FIELDS, "detail"], [(*run, {}) for run in runs])
 
 
 def save_ticks(rows: list[Enrollment]) -> None:
-    """Write TICK_FIELDS of many enrolments: one UPDATE … FROM (VALUES …) on PostgreSQL, one
-    executemany on SQLite. (Django's bulk_update builds a CASE per field and row: it took 85%
-    of a batch's time in the profile, docs/journeys.md.)"""
-    meta = Enrollment._meta
-    by_name = {f.name: f for f in meta.concrete_fields}
-    fields = [by_name[name] for name in TICK_FIELDS]
-    quote = connection.ops.quote_name
-    # Table and column names come from the model, never from input; values are parameters.
-    table = quote(meta.db_table)
-    columns = [quote(f.column) for f in fields]
-    pg = connection.vendor == "postgresql"
-    adapt = connection.ops.adapt_datetimefield_value
-
-    def prep(value: Any) -> Any:
-        # The fields are text, integers, datetimes and one JSON object (waiting_for).
-        if isinstance(value, dict):
-            return json.dumps(value)
-        if isinstance(value, dt.datetime) and not pg:
-            return adapt(value)
-        return value
-
-    values = [[prep(getattr(e, f.attname)) for f in fields] for e in rows]
-    with connection.cursor() as cursor:
-        if pg:
-            sets = ", ".join(
-                f"{col} = v.c{i}::{f.db_type(connection)}"
-                for i, (col, f) in enumerate(zip(columns, fields, strict=True))
-            )
-            names = ", ".join(f"c{i}" for i in range(len(fields)))
-            row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
-            for start in range(0, len(rows), 500):
-                chunk = rows[start : start + 500]
-                params: list[Any] = []
-                for e, row in zip(chunk, values[start : start + 500], strict=True):
-                    params += [e.pk, *row]
-                listed = ", ".join([row_sql] * len(chunk))
-                source = f"(VALUES {listed}) AS v(id, {names})"
-                sql = f"UPDATE {table} AS t SET {sets} FROM {source} WHERE t.id = v.id::bigint"  # noqa: S608
-                cursor.execute(sql, params)
-        else:
-            sets = ", ".join(f"{col} = %s" for col in columns)
-            cursor.executemany(
-                f"UPDATE {table} SET {sets} WHERE id = %s",  # noqa: S608
-                [[*row, e.pk] for e, row in zip(rows, values, strict=True)],
-            )
+    """Write TICK_FIELDS of many enrolments in one statement (`core.db.update_rows`)."""
+    update_rows(Enrollment, rows, TICK_FIELDS)
 
 
 def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:

@@ -103,20 +103,23 @@ def accounts_for(customers: Sequence[Customer]) -> dict[int, CarrierAccount | No
         return found
     brand_of = {c.pk: c.brand_id for c in customers}
     owner_of = {c.pk: c.owner_staff_id for c in customers}
+    # Plain values and each account once (a model instance per contact and account was a
+    # tenth of a journey batch).
     contacts = CarrierContact.objects.filter(
         customer_id__in=list(found), status=CarrierContact.Status.ACTIVE
-    ).select_related("account")
+    ).values_list("customer_id", "account_id", "added_at", "pk")
+    rows = list(contacts)
+    accounts = CarrierAccount.objects.in_bulk({account_id for _, account_id, _, _ in rows})
     best: dict[int, tuple[int, float, int]] = {}
-    for contact in contacts:
-        account = contact.account
-        cid = contact.customer_id
+    for cid, account_id, added_at, pk in rows:
+        account = accounts[account_id]
         if cid is None or account.brand_id != brand_of[cid]:
             continue
         owner = owner_of[cid]
         rank = (
             0 if owner is not None and account.staff_id == owner else 1,
-            -contact.added_at.timestamp(),
-            -contact.pk,
+            -added_at.timestamp(),
+            -pk,
         )
         if cid not in best or rank < best[cid]:
             best[cid] = rank
@@ -158,7 +161,7 @@ def send_message(
 def send_messages(items: Sequence[dict[str, Any]]) -> list[Any]:
     """`send_message` for a batch of steps: one bulk write to messaging's outbox in the
     caller's transaction (same idempotency keys, so a replay writes nothing new). Each item
-    holds send_message's arguments. Returns the messaging Messages in item order."""
+    holds send_message's arguments. Returns the outbox message ids in item order."""
     from yutang.messaging.services import OutboxItem, enqueue_messages
 
     return enqueue_messages(

@@ -94,9 +94,15 @@ class Enrollment(models.Model):
     OPEN_STATES = (State.ACTIVE, State.WAITING)
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="enrollments")
+    # No index of their own: (journey, state) and (customer, state) lead with them, and every
+    # step rewrites the row outside HOT (next_due_at is indexed), so each index costs a step.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
     version = models.ForeignKey(JourneyVersion, on_delete=models.PROTECT, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     state = models.CharField(max_length=16, choices=State.choices)
     current_step = models.CharField(max_length=40, blank=True)
     # Steps run so far: the attempt key of the next StepRun, so a step revisited by a loop
@@ -145,7 +151,10 @@ class StepRun(models.Model):
     """One executed step. Unique on (enrollment, step, attempt key): a step whose transaction
     commits exists once, whatever the number of workers or restarts."""
 
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: the unique (enrollment, step, attempt) leads with it.
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     step_id = models.CharField(max_length=40)
     step_type = models.CharField(max_length=16)
     attempt_key = models.CharField(max_length=40)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.db.models import Count, Q
 
 from yutang.carriers import services as carriers
@@ -43,6 +43,7 @@ from yutang.carriers.base import (
 )
 from yutang.carriers.models import CarrierConnection
 from yutang.core import clock
+from yutang.core.db import update_rows
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
 from yutang.events.services import ingest_events
@@ -310,9 +311,10 @@ def apply_gate(
     for brand_id, group in by_brand.items():
         brand = Brand.objects.get(pk=brand_id)
         policy = policy_for(brand_id)
+        candidates = [candidate_of(m) for m in group]
         ctx = load_context(
             brand=brand,
-            candidates=[candidate_of(m) for m in group],
+            candidates=candidates,
             now=now,
             adapters=adapters,
             policy=policy,
@@ -320,8 +322,7 @@ def apply_gate(
             enabled=gate_enabled,
         )
         with GateClock():  # the decisions, in order: each sees those passed before it
-            for m in group:
-                c = candidate_of(m)
+            for m, c in zip(group, candidates, strict=True):
                 d = gate.evaluate(c, ctx)
                 if d.outcome == "pass":
                     ctx.record(c)
@@ -384,47 +385,8 @@ LOAD = [
 
 
 def save_rows(messages: Sequence[Message], fields: Sequence[str]) -> None:
-    """Write these fields of these rows. PostgreSQL: one `UPDATE … FROM (VALUES …)` per 1,000
-    rows. SQLite (in-process, no round trips): one prepared `UPDATE … WHERE id = %s` run for
-    every row (`executemany`). Django's bulk_update builds a CASE per field and row, which
-    costs more than the rest of a delivery pass."""
-    if not messages:
-        return
-    ops = connection.ops
-    columns = {f.name: f for f in Message._meta.concrete_fields}
-    rows = []
-    for m in messages:
-        values: list[Any] = []
-        for name in fields:
-            value = getattr(m, columns[name].attname)
-            if isinstance(value, dt.datetime):
-                value = ops.adapt_datetimefield_value(value)
-            values.append(value)
-        rows.append((*values, m.pk))
-    table = ops.quote_name(Message._meta.db_table)
-    # Table, column names and types come from the model, never from input; values are
-    # parameters.
-    if connection.vendor == "postgresql":
-        # One array per column: a short statement whatever the batch size (the driver parses
-        # each statement's text for placeholders, which dominates for long VALUES lists).
-        casts = [columns[name].db_type(connection) for name in fields]
-        aliases = [f"c{i}" for i in range(len(fields))]
-        assignments = ", ".join(
-            f"{ops.quote_name(columns[name].column)} = v.{alias}"
-            for name, alias in zip(fields, aliases, strict=True)
-        )
-        arrays = ", ".join([f"%s::{t}[]" for t in casts] + ["%s::bigint[]"])
-        sql = (
-            f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) "  # noqa: S608
-            f"AS v({', '.join(aliases)}, id) WHERE t.id = v.id"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-        return
-    assignments = ", ".join(f"{ops.quote_name(columns[name].column)} = %s" for name in fields)
-    sql = f"UPDATE {table} SET {assignments} WHERE id = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    """Write these fields of these rows in one statement (`core.db.update_rows`)."""
+    update_rows(Message, messages, fields)
 
 
 def claim(

@@ -30,6 +30,7 @@ from yutang.carriers import services as carriers
 from yutang.carriers.base import Capability, CarrierError, Outbound
 from yutang.carriers.models import CarrierContact
 from yutang.core import clock
+from yutang.core.db import insert_rows
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff
 from yutang.core.pagination import page_by_id_desc
@@ -865,15 +866,17 @@ class OutboxItem:
     cause_ref: str = ""
 
 
-def enqueue_messages(items: Sequence[OutboxItem]) -> list[Message]:
+def enqueue_messages(items: Sequence[OutboxItem]) -> list[int]:
     """`enqueue_message` for many messages in the caller's transaction: the same checks per
-    item, one query for the keys already written and one bulk insert for the rest. The same
-    idempotency key returns the message already written. Returns the messages in item order.
-    A key written concurrently raises IntegrityError (the caller retries item by item)."""
+    item, one query for the keys already written and one multi-row insert for the rest (no
+    model instances: `core.db.insert_rows`). The same idempotency key returns the message
+    already written. Returns the message ids in item order. A key written concurrently
+    raises IntegrityError (the caller retries item by item)."""
     now = clock.now()
-    rows: list[Message] = []
+    rows: list[tuple[Any, ...]] = []
     for item in items:
-        if item.customer.brand_id != item.brand.pk or item.account.brand_id != item.brand.pk:
+        brand_id = item.brand.pk
+        if item.customer.brand_id != brand_id or item.account.brand_id != brand_id:
             raise ValidationFailed(
                 N_("The customer and the account must belong to the brand."), field="customer_id"
             )
@@ -886,38 +889,77 @@ def enqueue_messages(items: Sequence[OutboxItem]) -> list[Message]:
             raise ValidationFailed(
                 N_("idempotency_key is required (1–200 characters)."), field="idempotency_key"
             )
-        body = clean_content(item.content)
-        rows.append(
-            Message(
-                brand=item.brand,
-                customer=item.customer,
-                account=item.account,
-                carrier=item.account.kind,
-                kind=_kind(item.kind),
-                content=body,
-                content_hash=content_hash(body),
-                cause=item.cause,
-                cause_ref=item.cause_ref[:120],
-                idempotency_key=key,
-                due_at=item.due_at or now,
-                created_at=now,
-            )
-        )
-    existing: dict[tuple[int, str], Message] = {}
+        body = _plain_text(item.content) or clean_content(item.content)
+        values = list(_OUTBOX_DEFAULTS)
+        for name, value in (
+            ("brand_id", brand_id),
+            ("customer_id", item.customer.pk),
+            ("account_id", item.account.pk),
+            ("carrier", item.account.kind),
+            ("kind", _kind(item.kind)),
+            ("content", body),
+            ("content_hash", content_hash(body)),
+            ("cause", item.cause),
+            ("cause_ref", item.cause_ref[:120]),
+            ("idempotency_key", key),
+            ("due_at", item.due_at or now),
+            ("created_at", now),
+        ):
+            values[_OUTBOX_AT[name]] = value
+        rows.append(tuple(values))
+    key_at, brand_at = _OUTBOX_AT["idempotency_key"], _OUTBOX_AT["brand_id"]
+    ids: dict[tuple[int, str], int] = {}
     by_brand: dict[int, list[str]] = {}
-    for m in rows:
-        by_brand.setdefault(m.brand_id, []).append(m.idempotency_key)
+    for row in rows:
+        by_brand.setdefault(row[brand_at], []).append(row[key_at])
     for brand_id, keys in by_brand.items():
         for start in range(0, len(keys), 500):
-            for found in Message.objects.filter(
+            for pk, found in Message.objects.filter(
                 brand_id=brand_id, idempotency_key__in=keys[start : start + 500]
-            ):
-                existing[(brand_id, found.idempotency_key)] = found
-    fresh = [m for m in rows if (m.brand_id, m.idempotency_key) not in existing]
+            ).values_list("pk", "idempotency_key"):
+                ids[(brand_id, found)] = pk
+    fresh: dict[tuple[int, str], tuple[Any, ...]] = {}
+    for row in rows:  # a key twice in the items is written once
+        if (row[brand_at], row[key_at]) not in ids:
+            fresh.setdefault((row[brand_at], row[key_at]), row)
     if fresh:
         with transaction.atomic():
-            Message.objects.bulk_create(fresh, batch_size=500)
-    return [existing.get((m.brand_id, m.idempotency_key), m) for m in rows]
+            written = insert_rows(
+                Message,
+                list(_OUTBOX_AT),
+                list(fresh.values()),
+                returning=("id", "brand_id", "idempotency_key"),
+            )
+        for pk, brand_id, key in written:
+            ids[(brand_id, key)] = pk
+    return [ids[(row[brand_at], row[key_at])] for row in rows]
+
+
+def _plain_text(content: Any) -> dict[str, Any] | None:
+    """What `clean_content` makes of a plain text message ({"text": "…"} with an optional
+    "type": "text"), without building the schema: journeys write one per step. None for
+    anything else (the schema checks it)."""
+    if type(content) is not dict or not content.keys() <= {"type", "text"}:
+        return None
+    text = content.get("text")
+    if content.get("type", "text") != "text" or type(text) is not str:
+        return None
+    text = text.strip()
+    return {"text": text} if 0 < len(text) <= 4000 else None
+
+
+def _outbox_columns() -> list[tuple[str, Any]]:
+    """(attname, default) of every Message column but the id."""
+    return [
+        (f.attname, str(d) if isinstance(d := f.get_default(), str) else d)
+        for f in Message._meta.concrete_fields
+        if not f.primary_key
+    ]
+
+
+_OUTBOX_COLUMNS = _outbox_columns()
+_OUTBOX_AT = {name: n for n, (name, _) in enumerate(_OUTBOX_COLUMNS)}
+_OUTBOX_DEFAULTS = tuple(default for _, default in _OUTBOX_COLUMNS)
 
 
 def confirm_message(*, message_id: int, at: dt.datetime | None = None) -> bool:
