@@ -16,14 +16,13 @@ from urllib.parse import urlencode
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from yutang.core import audit, clock, crypto
+from yutang.core import audit, bulk, clock, crypto
 from yutang.core.db import lock_brand
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, Scope, require, require_brand_wide
 from yutang.core.services import is_valid_id, reject_nulls
-from yutang.customers import bulk
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import (
     AttributeDefinition,

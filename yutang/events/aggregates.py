@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
-from yutang.customers import bulk
+from yutang.core import bulk
 from yutang.events.models import CustomerAggregate, Event
 
 TOUCH_WINDOW_DAYS = 30

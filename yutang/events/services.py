@@ -12,14 +12,13 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, transaction
 
-from yutang.core import clock
+from yutang.core import bulk, clock
 from yutang.core.db import is_transient, lock_brand
 from yutang.core.errors import N_, NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require_brand_wide
 from yutang.core.services import is_valid_id
-from yutang.customers import bulk
 from yutang.customers import services as customers
 from yutang.customers.identities import NormalizedIdentity, normalize_identity
 from yutang.customers.models import Consent, Customer, Identity

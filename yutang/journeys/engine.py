@@ -25,8 +25,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q
 
 from yutang.core import clock
+from yutang.core.bulk import insert_model_rows, update_rows
 from yutang.core.clock import FrozenClock, use_clock
-from yutang.core.db import insert_rows, update_rows
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Role
 from yutang.customers.models import Customer
@@ -397,13 +397,13 @@ RUN_FIELDS = [
 
 
 def insert_runs(runs: list[tuple[Any, ...]]) -> None:
-    """Insert StepRuns (RUN_FIELDS tuples) in one statement (`core.db.insert_rows`), no
+    """Insert StepRuns (RUN_FIELDS tuples) in one statement (`core.bulk.insert_model_rows`), no
     model instances. A duplicate (enrollment, step, attempt) raises IntegrityError."""
-    insert_rows(StepRun, [*RUN_FIELDS, "detail"], [(*run, {}) for run in runs])
+    insert_model_rows(StepRun, [*RUN_FIELDS, "detail"], [(*run, {}) for run in runs])
 
 
 def save_ticks(rows: list[Enrollment]) -> None:
-    """Write TICK_FIELDS of many enrolments in one statement (`core.db.update_rows`)."""
+    """Write TICK_FIELDS of many enrolments in one statement (`core.bulk.update_rows`)."""
     update_rows(Enrollment, rows, TICK_FIELDS)
 
 

@@ -43,7 +43,7 @@ from yutang.carriers.base import (
 )
 from yutang.carriers.models import CarrierConnection
 from yutang.core import clock
-from yutang.core.db import update_rows
+from yutang.core.bulk import update_rows
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
 from yutang.events.services import ingest_events
@@ -385,7 +385,7 @@ LOAD = [
 
 
 def save_rows(messages: Sequence[Message], fields: Sequence[str]) -> None:
-    """Write these fields of these rows in one statement (`core.db.update_rows`)."""
+    """Write these fields of these rows in one statement (`core.bulk.update_rows`)."""
     update_rows(Message, messages, fields)
 
 

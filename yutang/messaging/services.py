@@ -30,7 +30,7 @@ from yutang.carriers import services as carriers
 from yutang.carriers.base import Capability, CarrierError, Outbound
 from yutang.carriers.models import CarrierContact
 from yutang.core import clock
-from yutang.core.db import insert_rows
+from yutang.core.bulk import insert_model_rows
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff
 from yutang.core.pagination import page_by_id_desc
@@ -869,7 +869,7 @@ class OutboxItem:
 def enqueue_messages(items: Sequence[OutboxItem]) -> list[int]:
     """`enqueue_message` for many messages in the caller's transaction: the same checks per
     item, one query for the keys already written and one multi-row insert for the rest (no
-    model instances: `core.db.insert_rows`). The same idempotency key returns the message
+    model instances: `core.bulk.insert_model_rows`). The same idempotency key returns the message
     already written. Returns the message ids in item order. A key written concurrently
     raises IntegrityError (the caller retries item by item)."""
     now = clock.now()
@@ -924,7 +924,7 @@ def enqueue_messages(items: Sequence[OutboxItem]) -> list[int]:
             fresh.setdefault((row[brand_at], row[key_at]), row)
     if fresh:
         with transaction.atomic():
-            written = insert_rows(
+            written = insert_model_rows(
                 Message,
                 list(_OUTBOX_AT),
                 list(fresh.values()),

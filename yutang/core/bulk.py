@@ -3,12 +3,13 @@
 Django's bulk_create spends most of its time preparing each value of each row; at 1,000
 events per batch that cost more than the database's own work. These functions bind whole
 columns instead: on PostgreSQL one array per column (`INSERT … SELECT … FROM unnest(…)`),
-on SQLite a multi-row `VALUES` list. Like yutang/core/db.py (where this module belongs once
-the lead merges it; it lives on the customers floor so customers and events can both use it),
-each statement has a PostgreSQL and a SQLite branch, and nothing else writes such SQL.
+on SQLite a multi-row `VALUES` list. Each statement has a PostgreSQL and a SQLite branch, and
+nothing else writes such SQL: event ingestion, aggregates and identity resolution use the
+table-level functions, journeys' step runs and the outbox the model-level ones
+(`insert_model_rows`, `update_rows`).
 
 Columns are given as (name, kind) with kind one of `int`, `text`, `time`, `date`, `json`,
-`bool`, `float`."""
+`bool`, `float`; `model_columns` derives them from a model's fields."""
 
 from __future__ import annotations
 
@@ -77,9 +78,12 @@ def _pg_value(kind: str, value: Any) -> Any:
 
 
 def _pg_column(kind: str, values: list[Any]) -> list[Any]:
-    """A column's values as _pg_value gives them (a plain column as it is)."""
-    if kind in ("int", "text", "bool", "float"):
+    """A column's values as _pg_value gives them (a plain column as it is; a text column's
+    TextChoices members as their plain values)."""
+    if kind in ("int", "bool", "float"):
         return values
+    if kind == "text":
+        return [v if v is None or type(v) is str else str(v) for v in values]
     return [_pg_value(kind, v) for v in values]
 
 
@@ -94,6 +98,14 @@ def _sqlite_value(kind: str, value: Any) -> Any:
     if kind == "json":
         return json.dumps(value)
     return value
+
+
+def model_columns(model: type[Model], fields: Sequence[str]) -> list[Column]:
+    """(column, kind) of these fields of a model, named by attname (`customer_id`)."""
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    return [
+        (by_attname[name].column, _KINDS[by_attname[name].get_internal_type()]) for name in fields
+    ]
 
 
 def insert_models(
@@ -299,3 +311,64 @@ def lookup(
             cursor.execute(sql, [*fixed, *chunk])
             out.extend(cursor.fetchall())
     return out
+
+
+def insert_model_rows(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """`insert_rows` for a model: rows are tuples of these fields' values (by attname). No
+    model instances, no signals; a unique violation raises IntegrityError."""
+    return insert_rows(
+        model._meta.db_table, model_columns(model, fields), rows, returning=returning
+    )
+
+
+def update_rows(model: type[Model], objs: Sequence[Model], fields: Sequence[str]) -> None:
+    """Write these fields of these model instances (by primary key) in one statement.
+
+    PostgreSQL: one `UPDATE … FROM unnest(…)` with one array per column and server-side
+    binding, a short statement whatever the number of rows. SQLite (in-process, no round
+    trips): one prepared `UPDATE … WHERE id = %s` run for every row (`executemany`).
+    Django's bulk_update builds a CASE per field and row, which cost more than the rest of a
+    delivery pass or a journey batch. No signals, no `auto_now`."""
+    if not objs:
+        return
+    qn = connection.ops.quote_name
+    by_name = {f.name: f for f in model._meta.concrete_fields}
+    columns = [by_name[name] for name in fields]
+    kinds = [_KINDS[f.get_internal_type()] for f in columns]
+    pk = model._meta.pk
+    assert pk is not None
+    table = qn(model._meta.db_table)
+    values = [[getattr(obj, f.attname) for obj in objs] for f in columns]
+    ids = [obj.pk for obj in objs]
+    # Table, column names and types come from the model, never from input; values are
+    # parameters.
+    if connection.vendor == "postgresql":
+        aliases = [f"c{i}" for i in range(len(columns))]
+        assignments = ", ".join(
+            f"{qn(f.column)} = v.{alias}" + (f"::{_PG_CAST[kind]}" if kind in _PG_CAST else "")
+            for f, alias, kind in zip(columns, aliases, kinds, strict=True)
+        )
+        arrays = ", ".join([f"%b::{_PG_ARRAY[kind]}" for kind in kinds] + ["%b::bigint[]"])
+        sql = (
+            f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) "  # noqa: S608
+            f"AS v({', '.join(aliases)}, id) WHERE t.{qn(pk.column)} = v.id"
+        )
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                sql, [*(_pg_column(k, v) for k, v in zip(kinds, values, strict=True)), ids]
+            )
+        return
+    assignments = ", ".join(f"{qn(f.column)} = %s" for f in columns)
+    sql = f"UPDATE {table} SET {assignments} WHERE {qn(pk.column)} = %s"  # noqa: S608
+    params = [
+        [*(_sqlite_value(k, column[n]) for k, column in zip(kinds, values, strict=True)), pk_]
+        for n, pk_ in enumerate(ids)
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
