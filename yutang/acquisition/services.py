@@ -1266,19 +1266,12 @@ def record_contact_added(
     """Count an add reported by the carrier and attribute it: the channel's tags, the owner
     (the account's staff and store) when the customer has none, first-touch channel, and the
     add counted against the account's day. Replaying the same add changes nothing."""
-    if account.brand_id != brand.pk or customer.brand_id != brand.pk:
-        raise ValidationFailed(
-            N_("The account and customer must belong to the brand."), field="brand"
-        )
-    if occurred_at.tzinfo is None:
-        raise ValidationFailed(N_("occurred_at needs a UTC offset."), field="occurred_at")
+    _check_add(brand, account, customer, occurred_at)
     customer = customers.survivor(customer)
     code = live_code_for_state(brand=brand, state=state)
     channel = code.channel if code else None
     batch = PackageCardBatch.objects.filter(live_code=code).first() if code else None
-    partner = (code.partner if code and code.partner_id else None) or (
-        channel.partner if channel else None
-    )
+    partner = _partner_of(code, channel)
     with transaction.atomic():
         existing = ContactAdd.objects.filter(
             account=account, customer=customer, added_at=occurred_at
@@ -1305,25 +1298,56 @@ def record_contact_added(
             [AccountDay(account=account, day=day)], ignore_conflicts=True
         )
         AccountDay.objects.filter(account=account, day=day).update(added=F("added") + 1)
-        owner_store = (code.store if code and code.store_id else None) or account.store
-        # The owner and first-touch channel go through customers' service, which also writes
-        # the owner history that order attribution reads at paid time.
-        customers.claim_owner_and_first_touch(
-            customer=customer,
-            staff_id=account.staff_id,
-            store_id=owner_store.pk if owner_store is not None else None,
-            channel=channel.code if first_touch and channel is not None else "",
-            reason="contact_added",
+        _attribute(brand, account, add, {})
+    return add
+
+
+def _check_add(
+    brand: Brand, account: CarrierAccount, customer: Customer, occurred_at: dt.datetime
+) -> None:
+    if account.brand_id != brand.pk or customer.brand_id != brand.pk:
+        raise ValidationFailed(
+            N_("The account and customer must belong to the brand."), field="brand"
         )
-        if channel is not None and channel.tags:
-            tag_ids = [
+    if occurred_at.tzinfo is None:
+        raise ValidationFailed(N_("occurred_at needs a UTC offset."), field="occurred_at")
+
+
+def _partner_of(code: LiveCode | None, channel: Channel | None) -> Partner | None:
+    """The partner an add is credited to: the live code's, else its channel's."""
+    return (code.partner if code and code.partner_id else None) or (
+        channel.partner if channel else None
+    )
+
+
+def _attribute(
+    brand: Brand, account: CarrierAccount, add: ContactAdd, tag_ids: dict[int, list[int]]
+) -> None:
+    """The customer side of a new add: owner (the live code's store, else the account's) and
+    first-touch channel, and the channel's tags. `tag_ids` caches each channel's tag ids
+    across a batch's adds."""
+    code, channel = add.live_code, add.channel
+    owner_store = (code.store if code and code.store_id else None) or account.store
+    # The owner and first-touch channel go through customers' service, which also writes
+    # the owner history that order attribution reads at paid time.
+    customers.claim_owner_and_first_touch(
+        customer=add.customer,
+        staff_id=account.staff_id,
+        store_id=owner_store.pk if owner_store is not None else None,
+        channel=channel.code if add.is_first_touch and channel is not None else "",
+        reason="contact_added",
+    )
+    if channel is not None and channel.tags:
+        if channel.pk not in tag_ids:
+            tag_ids[channel.pk] = [
                 customers.create_tag(
                     actor=None, brand=brand, group=t.split("/", 1)[0], name=t.split("/", 1)[1]
                 ).pk
                 for t in channel.tags
             ]
-            customers.set_tags(actor=None, customer=customer, add=tag_ids, source="channel")
-    return add
+        customers.set_tags(
+            actor=None, customer=add.customer, add=tag_ids[channel.pk], source="channel"
+        )
 
 
 def record_contacts_added(
@@ -1338,12 +1362,7 @@ def record_contacts_added(
     count moved once. A batch that names a customer twice, a merged customer or an add
     already recorded (a replay) goes one by one."""
     for customer, _state, occurred_at in adds:
-        if account.brand_id != brand.pk or customer.brand_id != brand.pk:
-            raise ValidationFailed(
-                N_("The account and customer must belong to the brand."), field="brand"
-            )
-        if occurred_at.tzinfo is None:
-            raise ValidationFailed(N_("occurred_at needs a UTC offset."), field="occurred_at")
+        _check_add(brand, account, customer, occurred_at)
     ids = [customer.pk for customer, _s, _a in adds]
     fresh = Customer.objects.in_bulk(ids)
     simple = len(set(ids)) == len(ids) and all(
@@ -1389,9 +1408,7 @@ def _record_adds(
     for customer, state, occurred_at in adds:
         code = codes[state]
         channel = code.channel if code else None
-        partner = (code.partner if code and code.partner_id else None) or (
-            channel.partner if channel else None
-        )
+        partner = _partner_of(code, channel)
         rows.append(
             ContactAdd(
                 brand=brand, customer=customer, account=account, live_code=code,
@@ -1407,29 +1424,9 @@ def _record_adds(
     )
     for day, n in sorted(days.items()):
         AccountDay.objects.filter(account=account, day=day).update(added=F("added") + n)
-    tags: dict[int, list[int]] = {}
+    tag_ids: dict[int, list[int]] = {}
     for add in rows:
-        code, channel = add.live_code, add.channel
-        owner_store = (code.store if code and code.store_id else None) or account.store
-        customers.claim_owner_and_first_touch(
-            customer=add.customer,
-            staff_id=account.staff_id,
-            store_id=owner_store.pk if owner_store is not None else None,
-            channel=channel.code if add.is_first_touch and channel is not None else "",
-            reason="contact_added",
-        )
-        if channel is not None and channel.tags:
-            if channel.pk not in tags:
-                tags[channel.pk] = [
-                    customers.create_tag(
-                        actor=None, brand=brand, group=t.split("/", 1)[0],
-                        name=t.split("/", 1)[1],
-                    ).pk
-                    for t in channel.tags
-                ]  # fmt: skip
-            customers.set_tags(
-                actor=None, customer=add.customer, add=tags[channel.pk], source="channel"
-            )
+        _attribute(brand, account, add, tag_ids)
 
 
 # --- Short links and package cards ------------------------------------------------------------

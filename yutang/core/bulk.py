@@ -114,14 +114,13 @@ def insert_models(
     """Insert model instances (every concrete field but an auto primary key) in one
     statement; returns the `returning` columns. Unlike bulk_create it neither sets the
     instances' primary keys nor sends signals."""
-    fields = [
-        f
+    names = [
+        f.attname
         for f in model._meta.concrete_fields
         if not (f.primary_key and f.get_internal_type().endswith("AutoField"))
     ]
-    columns = [(f.column, _KINDS[f.get_internal_type()]) for f in fields]
-    rows = [tuple(getattr(obj, f.attname) for f in fields) for obj in objs]
-    return insert_rows(model._meta.db_table, columns, rows, returning=returning)
+    rows = [tuple(getattr(obj, name) for name in names) for obj in objs]
+    return insert_model_rows(model, names, rows, returning=returning)
 
 
 def insert_rows(

@@ -329,6 +329,15 @@ def _apply_side_effects(event: Event, customer: Customer) -> None:
         customers.apply_profile(customer=customer, changes=changes, attributes=p.get("attributes"))
 
 
+def ingest_in_batches(*, brand: Brand, items: Sequence[Mapping[str, Any]]) -> list[EventResult]:
+    """`ingest_events` for any number of events, MAX_BATCH at a time (each batch its own
+    transaction); the results in item order, `index` counting within each batch."""
+    results: list[EventResult] = []
+    for start in range(0, len(items), MAX_BATCH):
+        results.extend(ingest_events(brand=brand, items=items[start : start + MAX_BATCH]))
+    return results
+
+
 # --- Convenience writers used by the API and higher floors ------------------------------------
 
 

@@ -610,15 +610,7 @@ def handle_event(event: Event) -> None:
         return
     props = event.properties or {}
     open_rows = Enrollment.objects.filter(customer=customer, state__in=OPEN)
-    exits: dict[str, str] = {}
-    if event.type == "contact.deleted":
-        exits["contact_deleted"] = "contact_deleted"
-    if (
-        event.type == "consent.changed"
-        and props.get("status") == "withdrawn"
-        and props.get("purpose") == "marketing"
-    ):
-        exits["consent_withdrawn"] = "consent_withdrawn"
+    exits = _exits_of(event)
     rows = list(open_rows.select_for_update().select_related("journey__brand", "version"))
     message_key = None
     if event.type in CONFIRMED_EVENTS and any("message" in e.waiting_for for e in rows):
@@ -632,13 +624,11 @@ def handle_event(event: Event) -> None:
             _finish(e, Enrollment.State.CONVERTED, "goal", now)
             _save_end(e)
             continue
-        reason = None
-        if "contact_deleted" in exits and rules.contact_deleted:
-            reason = "contact_deleted"
-        elif "consent_withdrawn" in exits and rules.consent_withdrawn:
-            reason = "consent_withdrawn"
-        elif rules.condition and integrations.condition_holds(
-            customer=customer, rule=rules.condition
+        reason = _exit_rule_hit(exits, rules)
+        if (
+            reason is None
+            and rules.condition
+            and integrations.condition_holds(customer=customer, rule=rules.condition)
         ):
             reason = "exit_condition"
         if reason:
@@ -673,6 +663,30 @@ def handle_event(event: Event) -> None:
             customer=customer, rule=trigger.condition
         ):
             enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+
+
+def _exits_of(event: Event) -> set[str]:
+    """The exit rules this event can fire: `contact_deleted`, `consent_withdrawn` (marketing)."""
+    props = event.properties or {}
+    exits: set[str] = set()
+    if event.type == "contact.deleted":
+        exits.add("contact_deleted")
+    if (
+        event.type == "consent.changed"
+        and props.get("status") == "withdrawn"
+        and props.get("purpose") == "marketing"
+    ):
+        exits.add("consent_withdrawn")
+    return exits
+
+
+def _exit_rule_hit(exits: set[str], rules: defs.ExitRules) -> str | None:
+    """The first of the event's exits that the journey's exit rules act on."""
+    if "contact_deleted" in exits and rules.contact_deleted:
+        return "contact_deleted"
+    if "consent_withdrawn" in exits and rules.consent_withdrawn:
+        return "consent_withdrawn"
+    return None
 
 
 def handle_events(batch: list[Event]) -> None:
@@ -720,21 +734,14 @@ def _may_change(
 ) -> bool:
     """Whether `handle_event` could change anything, given the customer's open and held-out
     enrolments (each condition mirrors one branch of `handle_event`)."""
-    props = event.properties or {}
+    exits = _exits_of(event)
     for e in open_rows:
         definition = definition_of(e.version_id)
         rules = definition.exit_rules
         goal = definition.goal
         if goal and goal.event == event.type:
             return True
-        if event.type == "contact.deleted" and rules.contact_deleted:
-            return True
-        if (
-            event.type == "consent.changed"
-            and rules.consent_withdrawn
-            and props.get("status") == "withdrawn"
-            and props.get("purpose") == "marketing"
-        ):
+        if _exit_rule_hit(exits, rules) is not None:
             return True
         if rules.condition:
             return True

@@ -46,7 +46,7 @@ from yutang.core import clock
 from yutang.core.bulk import update_rows
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
-from yutang.events.services import ingest_events
+from yutang.events.services import ingest_in_batches
 from yutang.messaging import gate
 from yutang.messaging.models import AccountTouchLock, Message, TouchLock
 from yutang.messaging.policy import PolicySettings
@@ -547,8 +547,7 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
         if emit_events:
             for brand_id, items in events.items():
                 brand = Brand.objects.get(pk=brand_id)
-                for start in range(0, len(items), 1000):
-                    ingest_events(brand=brand, items=items[start : start + 1000])
+                ingest_in_batches(brand=brand, items=items)
     for account_id, reason in errors.items():
         carriers.record_send_error(account_id=account_id, reason=reason)
 

@@ -37,7 +37,7 @@ from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action
 from yutang.core.schemas import StrictInput
 from yutang.customers.models import Customer
-from yutang.events.services import ingest_events
+from yutang.events.services import ingest_events, ingest_in_batches
 from yutang.messaging import delivery, gate
 from yutang.messaging.models import Broadcast, Message, MessagingPolicy
 from yutang.messaging.policy import PolicySettings
@@ -1026,18 +1026,11 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
     return None
 
 
-def _ingest(brand: Brand, items: list[dict[str, Any]]) -> list[Any]:
-    from yutang.events.services import MAX_BATCH
-
-    results = []
-    for start in range(0, len(items), MAX_BATCH):
-        results.extend(ingest_events(brand=brand, items=items[start : start + MAX_BATCH]))
-    return results
-
-
 def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> None:
     welcomes = [_welcome(fact, account) for fact in facts]
-    results = _ingest(account.brand, [_added_item(fact, account) for fact in facts])
+    results = ingest_in_batches(
+        brand=account.brand, items=[_added_item(fact, account) for fact in facts]
+    )
     ids = [_added_customer(result) for result in results]
     found = Customer.objects.in_bulk(ids)
     rows = []
@@ -1078,7 +1071,7 @@ def _sender_events(facts: Sequence[SenderFact], account: CarrierAccount) -> None
             sender = carriers.customer_for_sender(account=account, external_id=fact.external_id)
         if sender is not None:
             items.append({"source": "carrier", **_sender_item(fact, account, sender)})
-    for result in _ingest(account.brand, items):
+    for result in ingest_in_batches(brand=account.brand, items=items):
         if result.status == "rejected":
             assert result.error is not None
             raise ValidationFailed(str(result.error["message"]), field=result.error["field"])

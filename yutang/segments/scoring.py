@@ -398,8 +398,7 @@ def recompute_lifecycle(*, brand: Brand, chunk: int = 5000) -> LifecycleResult:
                 }
                 for c, s in moves.items()
             ]
-            for batch in range(0, len(items), events.MAX_BATCH):
-                events.ingest_events(brand=brand, items=items[batch : batch + events.MAX_BATCH])
+            events.ingest_in_batches(brand=brand, items=items)
         changed += len(moves)
     conf.lifecycle_computed_at = now
     conf.save(update_fields=["lifecycle_computed_at"])
