@@ -284,15 +284,15 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
     }
 
 
-#: Wall seconds inside events.services.ingest_events (the `message.sent` events of the messages
-#: that went out), counted by a wrapper installed in each child process (`_time_ingest`).
+#: Wall seconds inside events.services.ingest_in_batches (the `message.sent` events of the
+#: messages that went out), counted by a wrapper installed in each child process (`_time_ingest`).
 INGEST = {"seconds": 0.0}
 
 
 def _time_ingest() -> None:
     from yutang.messaging import delivery
 
-    inner = delivery.ingest_events
+    inner = delivery.ingest_in_batches
 
     def timed(**kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -301,7 +301,7 @@ def _time_ingest() -> None:
         finally:
             INGEST["seconds"] += time.perf_counter() - t
 
-    delivery.ingest_events = timed  # type: ignore[assignment]
+    delivery.ingest_in_batches = timed  # type: ignore[assignment]
 
 
 def _cpu(run: dict[str, Any]) -> str:
