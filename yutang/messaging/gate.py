@@ -13,9 +13,10 @@ Rules run in this order and the first that stops a message is recorded on it:
 7. ``duplicate``       the same content to the same customer within N days
 8. ``holdout``         hooks registered by journeys/experiments (`register_holdout`)
 
-`evaluate` is pure: it reads a `GateContext` (loaded once per batch by `load_context`, with
-the customers' TouchLock rows locked when delivering) and returns a `Decision`. A message that
-passes is `record`-ed into the context so the next message of the batch sees it.
+`evaluate` is pure: it reads a `GateContext` (loaded once per batch by `delivery.load_context`;
+`delivery.decide` decides again, with the customers' TouchLock rows locked, what would pass)
+and returns a `Decision`. A message that passes is `record`-ed into the context so the next
+message of the batch sees it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from yutang.messaging.policy import PolicySettings
 
@@ -95,8 +96,9 @@ class GateContext:
     now: dt.datetime
     tz: zoneinfo.ZoneInfo
     policy: PolicySettings
-    #: customer -> account ids the customer holds, with the address to reach them
-    recipients: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: (customer, account) -> the address that reaches the customer there (as the loader
+    #: keeps it: delivery keeps it sealed until the message passes); absent: not held
+    recipients: dict[tuple[int, int], Any] = field(default_factory=dict)
     #: (customer, purpose, carrier or "") -> status
     consents: dict[tuple[int, str, str], str] = field(default_factory=dict)
     touches: dict[int, list[Touch]] = field(default_factory=lambda: defaultdict(list))
@@ -176,6 +178,12 @@ def _count(
         for t in touches
         if t.at >= since and t.kind == kind and (carrier is None or t.carrier == carrier)
     )
+
+
+def reaches(c: Candidate, ctx: GateContext) -> bool:
+    """Whether rules 1 and 2 (the carrier, consent) let the candidate through to the rules
+    that read its customer's touch history."""
+    return (c.customer_id, c.account_id) in ctx.recipients and _consented(c, ctx)
 
 
 def _consented(c: Candidate, ctx: GateContext) -> bool:
