@@ -20,6 +20,7 @@ it), without passing the gate twice; the sent events carry per-message idempoten
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Count, Q, TextField
+from django.db.models import Count, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 
 from yutang.carriers import services as carriers
@@ -101,11 +102,13 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 class Adapters:
-    """Adapters of the accounts a pass touches, built once per pass."""
+    """What a pass reads once: the adapters of the accounts it touches, and each brand with
+    its touch policy."""
 
     def __init__(self) -> None:
         self._cache: dict[int, Carrier] = {}
         self.accounts: dict[int, CarrierAccount] = {}
+        self._brands: dict[int, tuple[Brand, PolicySettings]] = {}
 
     def get(self, account_id: int) -> Carrier:
         if account_id not in self._cache:
@@ -115,16 +118,50 @@ class Adapters:
         return self._cache[account_id]
 
     def load(self, account_ids: Iterable[int]) -> None:
+        """The accounts and their connections, in one query."""
         missing = set(account_ids) - set(self.accounts)
         if not missing:
             return
-        accounts = {a.pk: a for a in CarrierAccount.objects.filter(pk__in=missing)}
-        connections = {
-            c.account_id: c for c in CarrierConnection.objects.filter(account_id__in=missing)
-        }
-        for pk, account in accounts.items():
-            self.accounts[pk] = account
-            self._cache[pk] = build_adapter(carriers.account_config(account, connections.get(pk)))
+        for account in CarrierAccount.objects.filter(pk__in=missing).select_related("connection"):
+            try:
+                connection_: CarrierConnection | None = account.connection
+            except CarrierConnection.DoesNotExist:
+                connection_ = None
+            self.accounts[account.pk] = account
+            self._cache[account.pk] = build_adapter(carriers.account_config(account, connection_))
+
+    def brand(self, brand_id: int) -> tuple[Brand, PolicySettings]:
+        """The brand and its touch policy, read together once per pass."""
+        if brand_id not in self._brands:
+            from yutang.messaging.models import MessagingPolicy
+
+            brand = (
+                Brand.objects.filter(pk=brand_id)
+                .annotate(
+                    policy_settings=Subquery(
+                        MessagingPolicy.objects.filter(brand_id=OuterRef("pk")).values("settings")[
+                            :1
+                        ]
+                    )
+                )
+                .get()
+            )
+            settings_ = getattr(brand, "policy_settings", None)
+            self._brands[brand_id] = (brand, _policy_of(settings_))
+        return self._brands[brand_id]
+
+
+def _policy_of(settings_: Any) -> PolicySettings:
+    """A brand's stored policy settings (JSON, or None without a row), validated."""
+    if isinstance(settings_, str):  # a JSON column read through a subquery may stay text
+        settings_ = json.loads(settings_)
+    return _validated_policy(json.dumps(settings_ or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_policy(settings_json: str) -> PolicySettings:
+    """Validated once per distinct settings text: the gate only reads a policy."""
+    return PolicySettings.model_validate(json.loads(settings_json))
 
 
 class GateClock:
@@ -491,8 +528,7 @@ def apply_gate(
     for m in rows:
         by_brand[m.brand_id].append(m)
     for brand_id, group in by_brand.items():
-        brand = Brand.objects.get(pk=brand_id)
-        policy = policy_for(brand_id)
+        brand, policy = adapters.brand(brand_id)
         candidates = [candidate_of(m) for m in group]
         ctx, decisions = decide(
             brand=brand,
@@ -643,14 +679,22 @@ def send(claimed: Sequence[Claimed], *, adapters: Adapters) -> list[Outcome]:
     return outcomes
 
 
-def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool = True) -> None:
-    """Step 3: results and `message.sent` events, in one transaction."""
+def record(
+    outcomes: Sequence[Outcome],
+    *,
+    now: dt.datetime,
+    emit_events: bool = True,
+    adapters: Adapters | None = None,
+) -> None:
+    """Step 3: results and `message.sent` events, in one transaction (`adapters`: the pass's,
+    whose brands and policies it reuses)."""
     if not outcomes:
         return
+    adapters = adapters or Adapters()
     writes = Writes()
     events: dict[int, list[dict[str, object]]] = defaultdict(list)
     errors: dict[int, str] = {}
-    policies = {bid: policy_for(bid) for bid in {o.message.brand_id for o in outcomes}}
+    policies = {bid: adapters.brand(bid)[1] for bid in {o.message.brand_id for o in outcomes}}
     for o in outcomes:
         m = o.message
         if o.result is not None:
@@ -682,8 +726,7 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
         writes.save()
         if emit_events:
             for brand_id, items in events.items():
-                brand = Brand.objects.get(pk=brand_id)
-                ingest_in_batches(brand=brand, items=items)
+                ingest_in_batches(brand=adapters.brand(brand_id)[0], items=items)
     for account_id, reason in errors.items():
         carriers.record_send_error(account_id=account_id, reason=reason)
 
@@ -708,7 +751,7 @@ def deliver_due_messages(
     claimed, decided = claim(limit=limit, now=now, adapters=adapters, gate_enabled=gate_enabled)
     outcomes = send(claimed, adapters=adapters)
     _crash_point("before_record")
-    record(outcomes, now=clock.now(), emit_events=emit_events)
+    record(outcomes, now=clock.now(), emit_events=emit_events, adapters=adapters)
     return decided + expire_unconfirmed(now=now)
 
 

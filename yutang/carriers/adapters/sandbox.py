@@ -9,10 +9,11 @@ click, delete …), e.g. the simulator's model."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from yutang.carriers import signing
 from yutang.carriers.adapters import jsonwire
@@ -129,7 +130,8 @@ class SandboxCarrier:
             )
             for m in first.values()
         ]
-        with transaction.atomic():
+        # One statement: atomic by itself (a savepoint only inside a caller's transaction).
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             created = {
                 key: pk
                 for pk, key in bulk.insert_new_rows(
