@@ -34,7 +34,8 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Count, OuterRef, Q, Subquery, TextField
+from django.db.models import BooleanField, Count, OuterRef, Q, Subquery, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
 from yutang.carriers import services as carriers
@@ -269,9 +270,12 @@ def _count_posts(ctx: gate.GateContext, account_ids: list[int]) -> None:
     for account_id in account_ids:
         ctx.account_posts[account_id] = [0, 0]
     window = ctx.now - dt.timedelta(days=policy.marketing_share_window_days)
-    counted = Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
-    if policy.marketing_share_scope != "all":
-        counted = counted.filter(cause__in=gate.POST_CAUSES)
+    # The causes are named even for scope `all`: the count then reads one index range per
+    # (account, cause) of `message_passed_posts` instead of every message the account sent.
+    causes = gate.POST_CAUSES if policy.marketing_share_scope != "all" else Message.Cause.values
+    counted = Message.objects.filter(
+        account_id__in=account_ids, cause__in=sorted(causes), passed_at__gte=window
+    )
     for account_id, kind, n in (
         counted.values_list("account_id", "kind").annotate(n=Count("id")).order_by()
     ):
@@ -349,11 +353,11 @@ class Row:
     created_at: dt.datetime
     passed_at: dt.datetime | None
     idempotency_key: str
+    due_at: dt.datetime
+    claimed_until: dt.datetime | None
     content_json: str
     rule: str = ""
     reason: str = ""
-    due_at: dt.datetime | None = None
-    claimed_until: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     carrier_message_id: str = ""
     sent_at: dt.datetime | None = None
@@ -384,6 +388,8 @@ CLAIM = [
     "created_at",
     "passed_at",
     "idempotency_key",
+    "due_at",
+    "claimed_until",
 ]
 
 
@@ -560,28 +566,71 @@ def apply_gate(
     return passed
 
 
+#: Where this process's last claim of each kind of due row stopped, per database:
+#: (status, database alias) -> (due column value, id) of the last row it took.
+_SWEEP: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
+
+
 def _claim_rows(*, limit: int, now: dt.datetime) -> list[Row]:
     """Lock up to `limit` due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL), one indexed read
     per kind of due row (an OR of them would scan and sort the outbox): sends whose lease ran
-    out first, then deferred messages whose time came, then the queue."""
-    due = (
-        (Q(status=S.SENDING, claimed_until__lte=now), ("claimed_until", "id")),
-        (Q(status=S.DEFERRED, due_at__lte=now), ("due_at", "id")),
-        (Q(status=S.QUEUED, due_at__lte=now), ("due_at", "id")),
+    out first, then deferred messages whose time came, then the queue.
+
+    Each kind is read as a sweep: a claim starts after the last row this process took of that
+    kind, and the sweep starts over once a read finds fewer rows than it wants (the backlog
+    is drained). On PostgreSQL every row a pass decides leaves a dead entry in the index,
+    which stays until a vacuum (a long transaction anywhere on the server delays it); read
+    from the start each time, a claim would walk every row decided so far, so a backlog of a
+    million would cost O(n²). Rows behind the sweep (taken by another worker and given back,
+    or queued late with an earlier due time) are read when it starts over."""
+    alias = connection.alias
+    kinds = (
+        (S.SENDING, Q(status=S.SENDING, claimed_until__lte=now), "claimed_until"),
+        (S.DEFERRED, Q(status=S.DEFERRED, due_at__lte=now), "due_at"),
+        (S.QUEUED, Q(status=S.QUEUED, due_at__lte=now), "due_at"),
     )
     rows: list[Row] = []
-    for where, order in due:
+    for status, where, column in kinds:
         if len(rows) >= limit:
             break
-        due_rows = (
-            Message.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(where)
-            .order_by(*order)
-            .annotate(content_json=Cast("content", TextField()))
-            .values_list(*CLAIM, "content_json")[: limit - len(rows)]
-        )
-        rows += [Row(*values) for values in bulk.fetch_values(due_rows)]
+        key = (str(status), alias)
+        after = _SWEEP.get(key)
+        got = _due_rows(where, column, limit - len(rows), after=after)
+        if len(got) < limit - len(rows) and after is not None:
+            # The end of the sweep: start over for the rest (without the rows just taken).
+            taken = [r.id for r in got]
+            got += _due_rows(where, column, limit - len(rows) - len(got), exclude=taken)
+            _SWEEP.pop(key, None)
+        if got and len(got) == limit - len(rows):
+            last = got[-1]
+            _SWEEP[key] = (getattr(last, column), last.id)
+        rows += got
     return rows
+
+
+def _due_rows(
+    where: Q,
+    column: str,
+    limit: int,
+    *,
+    after: tuple[dt.datetime, int] | None = None,
+    exclude: Sequence[int] = (),
+) -> list[Row]:
+    qs = Message.objects.select_for_update(skip_locked=True, of=("self",)).filter(where)
+    if after is not None:
+        # Row comparison: the index range starts right after the last row taken.
+        # `column` is one of ours (never input); the values are bound.
+        sql = f"({column}, id) > (%s, %s)"
+        bound = (connection.ops.adapt_datetimefield_value(after[0]), after[1])
+        qs = qs.filter(RawSQL(sql, bound, output_field=BooleanField()))  # noqa: S611
+    if exclude:
+        qs = qs.exclude(id__in=exclude)
+    due = (
+        qs.order_by(column, "id")
+        .annotate(content_json=Cast("content", TextField()))
+        .values_list(*CLAIM, "content_json")[:limit]
+    )
+    return [Row(*values) for values in bulk.fetch_values(due)]
 
 
 def claim(

@@ -134,10 +134,12 @@ class Message(models.Model):
                 condition=Q(claimed_until__isnull=False),
             ),
             models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
-            # Covers the marketing-share count (no table reads for `kind`); only messages
-            # that passed the gate count. Account-only reads use message_carrier_id.
+            # Covers the marketing-share count: an index-only range per (account, cause) of
+            # the messages that passed the gate (the count names the causes it counts), so it
+            # reads the account's posts in the window and nothing else. Account-only reads
+            # use message_carrier_id.
             models.Index(
-                fields=["account", "passed_at", "kind"],
+                fields=["account", "cause", "passed_at", "kind"],
                 name="message_passed_posts",
                 condition=Q(passed_at__isnull=False),
             ),

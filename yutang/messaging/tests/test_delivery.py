@@ -402,3 +402,23 @@ def test_by_default_the_marketing_share_counts_and_limits_broadcasts_only(frozen
     deliver_due_messages()
     post = Message.objects.get(idempotency_key="broadcast-sale")
     assert (post.status, post.rule) == ("blocked", "marketing_share")
+
+
+def test_the_claim_sweeps_the_queue_and_starts_over_for_rows_behind_it(frozen):
+    import datetime as dt
+
+    brand, account, customers = setup(5)
+    for n, c in enumerate(customers[:4]):
+        enqueue(brand, c, account, f"q{n}", kind="service", text=f"通知 {n}")
+    assert deliver_due_messages(limit=2) == 2  # a full read: the sweep goes on after it
+    # Queued late with an earlier due time: behind the sweep.
+    early = enqueue(
+        brand, customers[4], account, "early", kind="service", text="早",
+        due_at=NOON - dt.timedelta(hours=1),
+    )  # fmt: skip
+    assert deliver_due_messages(limit=2) == 2  # the two after the sweep's last row
+    assert Message.objects.get(pk=early.pk).status == "queued"
+    assert deliver_due_messages(limit=2) == 1  # the end of the sweep: it starts over
+    assert Message.objects.get(pk=early.pk).status == "sent"
+    assert Message.objects.filter(status="sent").count() == 5
+    assert SandboxDelivery.objects.count() == 5
