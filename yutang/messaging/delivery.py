@@ -533,7 +533,9 @@ def apply_gate(
     by_brand: dict[int, list[Row]] = defaultdict(list)
     for m in rows:
         by_brand[m.brand_id].append(m)
-    for brand_id, group in by_brand.items():
+    # Brands in id order: a pass locks (brand, customers then accounts, ids) in one global
+    # order, so two passes over several brands cannot deadlock either.
+    for brand_id, group in sorted(by_brand.items()):
         brand, policy = adapters.brand(brand_id)
         candidates = [candidate_of(m) for m in group]
         ctx, decisions = decide(
