@@ -2,39 +2,65 @@
 sandbox carrier, on SQLite and PostgreSQL, with 1 and 2 workers, and the cost of the gate.
 
     .venv/bin/python bench/delivery.py [--scale 0.1] [--backends sqlite,postgresql]
-        [--policy '{"marketing_share_max": 1}'] [--service-share 0.5] [--profile]
+        [--mix campaign|journey] [--service-share 0.5] [--policy '{…}']
+        [--one-worker] [--off-limit N] [--batch 500] [--profile]
 
 The default --scale 0.1 (100,000 messages, 30,000 customers) runs in a few minutes per
 backend; --scale 1.0 is the issue's size: 1,000,000 queued marketing messages for 300,000
-customers, with realistic
-prior touch history (0–5 touches each over the last 30 days, mixed service/marketing, over
-three sandbox accounts), 90% marketing consent, 3% withdrawals on the sandbox carrier and 5%
-lost contacts. The clock is frozen at 10:00 Shanghai time so quiet hours do not defer all.
-The queue is all marketing campaign posts (the issue's "queued marketing messages"), so the
-marketing share blocks most of it; `--service-share 0.5` makes half of it one-to-one service
-messages (journey notices), which mostly go out: the expensive path (send, record, event).
+customers (at that size `--off-limit 100000` takes the gate-off figures from the first
+100,000 messages: the gate-off run sends every message and is by far the longest part).
+
+What the database holds (both mixes): three sandbox accounts (each customer is the contact
+of one), 5% of the contacts lost (deleted), 90% of the customers with a marketing consent,
+3% with it withdrawn on the sandbox carrier, and a realistic prior touch history: 0–5
+one-to-one touches per customer (2.5 on average) spread over the last 30 days, 85% service
+and 15% marketing, sent by journeys. The clock is frozen at 10:00 Shanghai time (outside
+quiet hours). The brand keeps the default policy (1 marketing touch a day and 3 a week per
+customer; marketing at most 20% of an account's posts over 7 days; duplicates within 7 days).
+
+What is queued — the two mixes, and why both are reported:
+
+- `--mix campaign` (default): every message is a marketing **campaign post** (one text sent
+  to many of an account's customers), the issue's "queued marketing messages" taken
+  literally. Posts are what the marketing share limits (seed 003); the accounts have no
+  posts in the window, so after 20 campaign posts per account every further one would make
+  the account's posts more than 20% marketing: the rule blocks ~81%, consent ~12%, lost
+  contacts ~5%, the daily cap ~1%, and 0.2% is sent. This measures the gate **deciding**,
+  not messages going out.
+- `--mix journey`: every message is one-to-one marketing from journeys (no account posts, so
+  the share does not apply; the frequency caps do). 3.3 messages per customer against
+  1/day and 3/week: ~24% is **sent** (≈ 237,000 at the issue's size, about one per
+  customer), ~58% blocked by the daily cap, ~12% consent, ~5% lost contacts, ~1% duplicate
+  content. Each sent message costs what a real send costs: the sandbox's delivery row, the
+  outbox rewritten twice (sending, sent), the `message.sent` event and the customer's
+  aggregates. This is the mix where a realistic share goes out.
+- `--service-share 0.5` makes that share of either queue one-to-one service messages.
 
 Per backend, on a fresh database (created and dropped here):
 
 1. one child process runs the delivery pass (claim + gate → send → record, including the
    `message.sent` events) over every message with the gate **disabled**, then the messages are
-   reset to queued and the same process runs it again with the gate **enabled**: the
-   difference is the gate's cost; the claim phase is timed apart;
-2. the messages are reset and two child processes deliver them concurrently (gate enabled).
-   On SQLite the second worker waits for the loop lease, as `yutang worker` does.
+   reset to queued and the same process runs it again with the gate **enabled**;
+2. the messages are reset and two child processes deliver them concurrently (gate enabled;
+   `--one-worker` skips this). On SQLite the second worker waits for the loop lease, as
+   `yutang worker` does.
 
 Printed: messages/s (decided = sent + blocked + deferred + expired, per second of wall time),
-per worker and together, the share blocked per rule, the gate's share of delivery time and
-the load average before and after each backend (the machine may be shared). `--profile` runs
-one more gate-on pass under cProfile and prints where the time goes (functions by own time,
-SQL statements by total time). Goal: ≥ 5,000 messages/s
-per worker on PostgreSQL with the gate on, and the gate ≤ 30% of delivery time.
+per worker and together; the CPU seconds of the worker and of the PostgreSQL backend serving
+it, in all and per phase (claim+gate, send, record+events), and messages per CPU-second (the
+figure that does not depend on how much of a shared machine the run got); the share of each
+outcome; the gate's own work (`delivery.GateClock`: its lock rows, its reads of consents,
+history and post counts, its decisions) as a share of the gate-on run and per message
+against the gate-off run; the load average. `--profile` runs one more gate-on pass under
+cProfile. Goal: ≥ 5,000 messages/s per worker on PostgreSQL with the gate on, and the gate
+≤ 30% of delivery time.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import os
 import random
@@ -54,10 +80,12 @@ NOW = dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC)  # 10:00 in Shanghai
 FULL_MESSAGES = 1_000_000
 FULL_CUSTOMERS = 300_000
 ACCOUNTS = 3
-BATCH = 500
+BATCH = 500  # --batch: messages per delivery pass (delivery.BATCH by default)
 TEXTS = [f"春季新品第{n}波，会员专享价" for n in range(12)]
 POLICY = ""  # --policy, handed to the child processes
 SERVICE_SHARE = 0.0  # --service-share, handed to the child processes
+MIX = "campaign"  # --mix, handed to the child processes
+OFF_LIMIT = 0  # --off-limit, handed to the child processes
 
 
 def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, int]:
@@ -166,13 +194,14 @@ def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, 
             )
     CarrierContact.objects.bulk_create(contacts, batch_size=chunk)
     Consent.objects.bulk_create(consents, batch_size=chunk)
-    Message.objects.bulk_create(history, batch_size=chunk)
+    _insert(history)
     queued = []
     for n in range(n_messages):
         cid = ids[rnd.randrange(len(ids))]
         t = rnd.randrange(len(TEXTS))
         # --service-share: that share of the queue is one-to-one service messages (order and
-        # shipping notices from journeys); the rest are the campaign's marketing posts.
+        # shipping notices from journeys); the rest is the mix's marketing: the campaign's
+        # posts (--mix campaign) or journeys' one-to-one messages (--mix journey).
         service = SERVICE_SHARE > 0 and rnd.random() < SERVICE_SHARE
         queued.append(
             Message(
@@ -183,7 +212,7 @@ def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, 
                 kind="service" if service else "marketing",
                 content={"text": TEXTS[t]},
                 content_hash=hashes[t],
-                cause="journey" if service else "campaign",
+                cause="journey" if service or MIX == "journey" else "campaign",
                 idempotency_key=f"bench-{n}",
                 due_at=NOW - dt.timedelta(seconds=1),
                 created_at=NOW,
@@ -191,10 +220,28 @@ def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, 
             )
         )
         if len(queued) == chunk:
-            Message.objects.bulk_create(queued, batch_size=chunk)
+            _insert(queued)
             queued = []
-    Message.objects.bulk_create(queued, batch_size=chunk)
+    _insert(queued)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # Statistics, as any database in use has them: without them (autovacuum may not have
+        # analyzed the fresh tables yet) the planner guesses a few hundred queued rows and
+        # sorts the whole queue for every claim instead of reading the due index.
+        with connection.cursor() as c:
+            c.execute("ANALYZE")
     return {"customers": n_customers, "messages": n_messages, "history": len(history)}
+
+
+def _insert(messages: list[Any]) -> None:
+    """Outbox rows in chunks, one statement each (`core.bulk.insert_models`: arrays bound on
+    the server; Django's bulk_create prepares every value on the client)."""
+    from yutang.core.bulk import insert_models
+    from yutang.messaging.models import Message
+
+    for start in range(0, len(messages), 5000):
+        insert_models(Message, messages[start : start + 5000])
 
 
 def reset() -> None:
@@ -227,15 +274,21 @@ def reset() -> None:
             c.execute("VACUUM ANALYZE messaging_message")
 
 
-def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
-    """Run delivery passes until nothing is due; time the claim+gate phase apart."""
+def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[str, Any]:
+    """Run delivery passes until nothing is due (or `limit` messages are decided); time the
+    claim+gate phase apart."""
     from django.db import connection
 
     from yutang.core import clock
     from yutang.core.worker import LOOPS_LEASE, release_lease
     from yutang.messaging import delivery
 
+    # The pass's brands and policies are reused by record() where it takes them (older code
+    # read them again: the bench also runs against older checkouts for comparison).
+    record_kw: dict[str, Any] = {}
     claim_s = send_s = record_s = 0.0
+    #: CPU seconds of each phase: [worker, PostgreSQL backend] (the backend's in 10 ms ticks)
+    phases = {"claim": [0.0, 0.0], "send": [0.0, 0.0], "record": [0.0, 0.0]}
     decided = waits = 0
     ingest_before = INGEST["seconds"]
     gate_before = delivery.GateClock.seconds
@@ -250,17 +303,24 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
                 time.sleep(0.05)  # the other worker holds the single-writer lease
                 continue
             adapters = delivery.Adapters()
-            t0 = time.perf_counter()
+            if "adapters" in inspect.signature(delivery.record).parameters:
+                record_kw = {"adapters": adapters}
+            t0, c0 = time.perf_counter(), _cpus(backend)
             claimed, n = delivery.claim(
                 limit=BATCH, now=clock.now(), adapters=adapters, gate_enabled=gate_enabled
             )
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), _cpus(backend)
             outcomes = delivery.send(claimed, adapters=adapters)
-            t2 = time.perf_counter()
-            delivery.record(outcomes, now=clock.now())
-            t3 = time.perf_counter()
+            t2, c2 = time.perf_counter(), _cpus(backend)
+            delivery.record(outcomes, now=clock.now(), **record_kw)
+            t3, c3 = time.perf_counter(), _cpus(backend)
             claim_s, send_s, record_s = claim_s + t1 - t0, send_s + t2 - t1, record_s + t3 - t2
+            for phase, (a, b) in (("claim", (c0, c1)), ("send", (c1, c2)), ("record", (c2, c3))):
+                phases[phase][0] += b[0] - a[0]
+                phases[phase][1] += b[1] - a[1]
             decided += n
+            if limit and decided >= limit:
+                break
             if connection.vendor == "sqlite":
                 release_lease(LOOPS_LEASE, worker_id)
             if n == 0:
@@ -281,7 +341,12 @@ def deliver_all(*, gate_enabled: bool, worker_id: str) -> dict[str, float]:
         "cpu": time.process_time() - cpu_before,
         "ingest": INGEST["seconds"] - ingest_before,
         "backend_cpu": common.proc_cpu(backend) - backend_before,
+        "phases": phases,
     }
+
+
+def _cpus(backend: int) -> tuple[float, float]:
+    return time.process_time(), common.proc_cpu(backend)
 
 
 #: Wall seconds inside events.services.ingest_in_batches (the `message.sent` events of the
@@ -308,9 +373,11 @@ def _cpu(run: dict[str, Any]) -> str:
     """CPU seconds of a delivery run (the worker + the PostgreSQL backend serving it) and the
     messages per CPU-second: what the code does with the CPU it got, whatever the load."""
     total = run["cpu"] + run["backend_cpu"]
+    phases = run.get("phases") or {}
+    split = ", ".join(f"{name} {w:.1f}+{b:.1f}" for name, (w, b) in phases.items())
     return (
         f"{run['cpu']:.1f}+{run['backend_cpu']:.1f} s = "
-        f"{common.rate(run['decided'], total):,.0f} msg/CPU-s"
+        f"{common.rate(run['decided'], total):,.0f} msg/CPU-s" + (f" [{split}]" if split else "")
     )
 
 
@@ -341,7 +408,9 @@ def profile_pass() -> dict[str, Any]:
         result = deliver_all(gate_enabled=True, worker_id="w-profile")
         profiler.disable()
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats("yutang/", 40)
     top = sorted(statements.items(), key=lambda kv: -kv[1][1])[:15]
     return {
         "pass": result,
@@ -392,7 +461,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         sizes = setup_data(args.scale, json.loads(args.policy) if args.policy else None)
         return {**sizes, "setup_seconds": time.perf_counter() - t}
     if mode == "single":
-        off = deliver_all(gate_enabled=False, worker_id="w-off")
+        off = deliver_all(gate_enabled=False, worker_id="w-off", limit=OFF_LIMIT)
         off_counts = outcome_counts()
         reset()
         on = deliver_all(gate_enabled=True, worker_id="w-on")
@@ -428,6 +497,12 @@ def spawn(mode: str, url: str, workdir: Path, scale: float) -> subprocess.Popen[
             POLICY,
             "--service-share",
             str(SERVICE_SHARE),
+            "--mix",
+            MIX,
+            "--batch",
+            str(BATCH),
+            "--off-limit",
+            str(OFF_LIMIT),
         ],
         env=dict(os.environ, YUTANG_LOG_LEVEL="WARNING"),
     )
@@ -451,18 +526,38 @@ def main() -> int:
     )
     parser.add_argument("--profile", action="store_true", help="also profile a gate-on pass")
     parser.add_argument(
+        "--one-worker", action="store_true", help="skip the two-worker run (quick comparisons)"
+    )
+    parser.add_argument(
         "--service-share",
         type=float,
         default=0.0,
         help="share of the queue that is service messages (default 0: all marketing posts)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=["campaign", "journey"],
+        default="campaign",
+        help="what the marketing in the queue is: campaign posts (default) or journeys' "
+        "one-to-one messages",
+    )
+    parser.add_argument("--batch", type=int, default=0, help="messages per pass (default 500)")
+    parser.add_argument(
+        "--off-limit",
+        type=int,
+        default=0,
+        help="stop the gate-off run after this many messages (its rate and per-message time "
+        "are taken from them; at the issue's size the full gate-off run takes the longest)",
     )
     parser.add_argument("--_child")
     parser.add_argument("--_url")
     parser.add_argument("--_workdir", type=Path)
     parser.add_argument("--_out", type=Path)
     args = parser.parse_args()
-    global POLICY, SERVICE_SHARE
-    POLICY, SERVICE_SHARE = args.policy, args.service_share
+    global POLICY, SERVICE_SHARE, MIX, BATCH, OFF_LIMIT
+    POLICY, SERVICE_SHARE, MIX = args.policy, args.service_share, args.mix
+    OFF_LIMIT = args.off_limit
+    BATCH = args.batch or BATCH
     if args._child:
         args._out.write_text(json.dumps(child(args)))
         return 0
@@ -471,8 +566,8 @@ def main() -> int:
     common.print_machine_info(info)
     print(
         f"  scale       {args.scale} ({int(FULL_MESSAGES * args.scale):,} messages, "
-        f"{int(FULL_CUSTOMERS * args.scale):,} customers; service share of the queue "
-        f"{args.service_share:.0%})",
+        f"{int(FULL_CUSTOMERS * args.scale):,} customers; mix {args.mix}, service share of "
+        f"the queue {args.service_share:.0%})",
         flush=True,
     )
     workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-delivery-"))
@@ -491,14 +586,16 @@ def main() -> int:
                 flush=True,
             )
             single = run("single", url, workdir, args.scale)
-            workers = [spawn(f"worker{i}", url, workdir, args.scale) for i in (1, 2)]
             started = time.perf_counter()
-            for w in workers:
-                if w.wait() != 0:
-                    raise SystemExit("a worker failed")
+            if args.one_worker:
+                two = [single["on"], {**single["on"], "decided": 0}]
+            else:
+                workers = [spawn(f"worker{i}", url, workdir, args.scale) for i in (1, 2)]
+                for w in workers:
+                    if w.wait() != 0:
+                        raise SystemExit("a worker failed")
+                two = [json.loads((workdir / f"worker{i}.json").read_text()) for i in (1, 2)]
             wall = time.perf_counter() - started
-            two = [json.loads((workdir / f"worker{i}.json").read_text()) for i in (1, 2)]
-            two_counts = run("counts", url, workdir, args.scale)
             load_after = os.getloadavg()
             profiled = run("profile", url, workdir, args.scale) if args.profile else None
         on, off = single["on"], single["off"]
@@ -526,13 +623,16 @@ def main() -> int:
             f"CPU worker+db {_cpu(on)})"
         )
         per_worker = ", ".join(f"{common.rate(w['decided'], w['seconds']):,.0f}" for w in two)
-        print(
-            f"  gate on,  2 workers: {common.rate(total, wall):,.0f} msg/s together, "
-            f"{per_worker} msg/s each "
-            f"(decided {two[0]['decided']:,} + {two[1]['decided']:,}; "
-            f"lease waits {two[0]['lease_waits'] + two[1]['lease_waits']:,}; "
-            f"CPU worker+db {_cpu(two[0])} and {_cpu(two[1])})"
-        )
+        if args.one_worker:
+            print("  gate on,  2 workers: not run (--one-worker)")
+        else:
+            print(
+                f"  gate on,  2 workers: {common.rate(total, wall):,.0f} msg/s together, "
+                f"{per_worker} msg/s each "
+                f"(decided {two[0]['decided']:,} + {two[1]['decided']:,}; "
+                f"lease waits {two[0]['lease_waits'] + two[1]['lease_waits']:,}; "
+                f"CPU worker+db {_cpu(two[0])} and {_cpu(two[1])})"
+            )
         print(
             f"  gate: {gate_s:.1f} s of its own work = {gate_cost:.0%} of the gate-on run; "
             f"{gate_vs_off:.0%} of the gate-off run's time per message (claim phase on − off: "
@@ -545,7 +645,6 @@ def main() -> int:
         print("  outcomes (gate on):")
         for key, n in sorted(single["on_counts"].items(), key=lambda kv: -kv[1]):
             print(f"    {key:28} {n:>9,}  {n / total:6.1%}")
-        assert single["on_counts"] == two_counts or True  # 2-worker ordering may differ
         print(f"  cpu: {cpu.usage()}", flush=True)
         if profiled is not None:
             p = profiled["pass"]
@@ -561,7 +660,7 @@ def main() -> int:
                 backend,
                 f"{common.rate(off['decided'], off['seconds']):,.0f}",
                 f"{common.rate(on['decided'], on['seconds']):,.0f}",
-                f"{common.rate(total, wall):,.0f}",
+                "—" if args.one_worker else f"{common.rate(total, wall):,.0f}",
                 f"{gate_cost:.0%}",
             ]
         )

@@ -23,7 +23,7 @@ from yutang.carriers.base import (
     build_adapter,
 )
 from yutang.carriers.models import CarrierConnection, CarrierContact, InboundReceipt
-from yutang.core import audit, clock, crypto
+from yutang.core import audit, bulk, clock, crypto
 from yutang.core.errors import N_, NotFound, ValidationFailed
 from yutang.core.models import CarrierAccount, Staff
 from yutang.core.permissions import Action
@@ -325,12 +325,35 @@ def recipients(
 ) -> dict[int, str]:
     """Where each customer is reached through this account; a customer missing from the answer
     does not hold this carrier (deleted the contact, never added it, or has no address)."""
+    found = sealed_recipients(account=account, capabilities=capabilities, customer_ids=customer_ids)
+    return {cid: open_address(sealed) for cid, sealed in found.items()}
+
+
+#: An address as `sealed_recipients` gives it: (True, ciphertext) or (False, plain text).
+Sealed = tuple[bool, str]
+
+
+def open_address(sealed: Sealed) -> str:
+    encrypted, value = sealed
+    return crypto.decrypt_pii(value) if encrypted else value
+
+
+def sealed_recipients(
+    *, account: CarrierAccount, capabilities: frozenset[Capability], customer_ids: Iterable[int]
+) -> dict[int, Sealed]:
+    """`recipients` without decrypting: who holds this account, each address still sealed
+    (`open_address` opens one). The delivery gate needs only who holds it; it opens the
+    addresses of the messages that pass."""
     ids = list(set(customer_ids))
     if Capability.CONTACT_BASED in capabilities:
-        rows = CarrierContact.objects.filter(
-            account=account, customer_id__in=ids, status=CarrierContact.Status.ACTIVE
-        ).values_list("customer_id", "external_encrypted")
-        return {cid: crypto.decrypt_pii(enc) for cid, enc in rows}
+        rows = bulk.lookup(  # the ids as one array, bound on the server (a batch is 500)
+            CarrierContact._meta.db_table,
+            ["customer_id", "external_encrypted"],
+            where={"account_id": account.pk, "status": CarrierContact.Status.ACTIVE.value},
+            key="customer_id",
+            values=ids,
+        )
+        return {cid: (True, enc) for cid, enc in rows}
     lost = set(
         CarrierContact.objects.filter(
             account=account, customer_id__in=ids, status=CarrierContact.Status.LOST
@@ -338,15 +361,15 @@ def recipients(
     )
     kind = IDENTITY_FOR_KIND.get(account.kind)
     if kind is None:  # webhook: the brand's system resolves the customer itself
-        return {cid: str(cid) for cid in ids if cid not in lost}
-    found: dict[int, str] = {}
+        return {cid: (False, str(cid)) for cid in ids if cid not in lost}
+    found: dict[int, Sealed] = {}
     for cid, enc in (
         Identity.objects.filter(customer_id__in=ids, kind=kind)
         .order_by("id")
         .values_list("customer_id", "value_encrypted")
     ):
         if cid not in lost and cid not in found:
-            found[cid] = crypto.decrypt_pii(enc)
+            found[cid] = (True, enc)
     return found
 
 

@@ -371,3 +371,104 @@ def update_rows(model: type[Model], objs: Sequence[Model], fields: Sequence[str]
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def insert_new_rows(
+    table: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert rows, leaving out those that conflict with a row already there (`INSERT … ON
+    CONFLICT DO NOTHING`); returns the `returning` columns of the rows written, in no
+    guaranteed order. PostgreSQL binds one array per column on the server (as `insert_rows`);
+    SQLite a multi-row VALUES list."""
+    if not rows:
+        return []
+    qn = connection.ops.quote_name
+    names = ", ".join(qn(name) for name, _ in columns)
+    tail = " ON CONFLICT DO NOTHING"
+    if returning:
+        tail += " RETURNING " + ", ".join(qn(n) for n in returning)
+    out: list[tuple[Any, ...]] = []
+    if connection.vendor == "postgresql":
+        aliases = [f"c{n}" for n in range(len(columns))]
+        select = ", ".join(
+            f"{a}::{_PG_CAST[kind]}" if kind in _PG_CAST else a
+            for a, (_, kind) in zip(aliases, columns, strict=True)
+        )
+        arrays = ", ".join(f"%b::{_PG_ARRAY[kind]}" for _, kind in columns)
+        # Table and column names come from model metadata; every value is bound.
+        sql = (
+            f"INSERT INTO {qn(table)} ({names}) SELECT {select} "  # noqa: S608
+            f"FROM unnest({arrays}) AS t({', '.join(aliases)}){tail}"
+        )
+        params = [_pg_column(kind, [row[n] for row in rows]) for n, (_, kind) in enumerate(columns)]
+        with _pg_cursor() as cursor:
+            cursor.execute(sql, params)
+            if returning:
+                out.extend(cursor.fetchall())
+        return out
+    with connection.cursor() as cursor:
+        per_chunk = max(1, _SQLITE_PARAMS // len(columns))
+        one = "(" + ", ".join("%s" for _ in columns) + ")"
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            sql = f"INSERT INTO {qn(table)} ({names}) VALUES {', '.join(one for _ in chunk)}{tail}"  # noqa: S608
+            params = [
+                _sqlite_value(kind, row[n]) for row in chunk for n, (_, kind) in enumerate(columns)
+            ]
+            cursor.execute(sql, params)
+            if returning:
+                out.extend(cursor.fetchall())
+    return out
+
+
+def lookup_since(
+    table: str,
+    columns: Sequence[str],
+    *,
+    key: str,
+    values: Sequence[Any],
+    since: tuple[str, dt.datetime],
+) -> list[tuple[Any, ...]]:
+    """`SELECT columns FROM table WHERE key IN values AND <since column> >= <since time>`,
+    with the values bound as one array on PostgreSQL (see `lookup`) and in chunks of
+    `IN (…)` on SQLite. PostgreSQL sends the rows in binary: its times load in C, not
+    through the text loader Django installs (several µs per time). Times come back in UTC
+    (SQLite's driver: naive, in UTC)."""
+    if not values:
+        return []
+    qn = connection.ops.quote_name
+    column, at = since
+    select = f"SELECT {', '.join(qn(c) for c in columns)} FROM {qn(table)} WHERE "  # noqa: S608
+    if connection.vendor == "postgresql":
+        sql = select + f"{qn(key)} = ANY(%s) AND {qn(column)} >= %s::timestamptz"
+        with _pg_cursor() as cursor:
+            cursor.execute(sql, [list(values), at.isoformat()], binary=True)
+            return cursor.fetchall()
+    out: list[tuple[Any, ...]] = []
+    per_chunk = _SQLITE_PARAMS - 1
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), per_chunk):
+            chunk = values[start : start + per_chunk]
+            marks = ", ".join("%s" for _ in chunk)
+            sql = select + f"{qn(key)} IN ({marks}) AND {qn(column)} >= %s"
+            cursor.execute(sql, [*chunk, _sqlite_value("time", at)])
+            out.extend(cursor.fetchall())
+    return out
+
+
+def fetch_values(queryset: Any) -> list[tuple[Any, ...]]:
+    """The rows of a `values_list` queryset. On PostgreSQL its SQL runs with the rows sent in
+    binary (parameters bound on the server): times load in C instead of through the text
+    loader Django installs, which costs several µs per time. Only for querysets whose fields
+    need no conversion from the database (no JSON, decimals, or expressions with a
+    `from_db_value`); times come back in UTC. SQLite: the queryset as Django runs it."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    sql, params = queryset.query.get_compiler(connection=connection).as_sql()
+    with _pg_cursor() as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()

@@ -4,9 +4,11 @@ One pass (`deliver_due_messages`):
 
 1. In one transaction: claim up to `limit` due rows (`SELECT … FOR UPDATE SKIP LOCKED` on
    PostgreSQL through the ORM's `select_for_update(skip_locked=True)`; SQLite has one writer
-   and its transactions are IMMEDIATE), lock the TouchLock rows of their customers in id
-   order, load the gate context, decide each message, and write the outcome. A message that
-   passes becomes `sending` with `passed_at` (it now counts toward caps) and a claim lease.
+   and its transactions are IMMEDIATE), load the gate context, decide each message (see
+   `decide`: the messages that would pass are decided again with their customers' TouchLock
+   rows, and the accounts' rows their marketing share spends, locked in id order), and
+   write the outcome. A message that passes becomes `sending` with `passed_at` (it now
+   counts toward caps) and a claim lease.
 2. Outside any transaction: send each through its adapter with the message's idempotency key.
 3. In one transaction: record the results and store `message.sent` events.
 
@@ -18,6 +20,8 @@ it), without passing the gate twice; the sent events carry per-message idempoten
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import logging
 import os
 import random
@@ -26,11 +30,13 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import Count, Q
+from django.db import connection, models, transaction
+from django.db.models import BooleanField, Count, OuterRef, Q, Subquery, TextField
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast
 
 from yutang.carriers import services as carriers
 from yutang.carriers.base import (
@@ -42,7 +48,7 @@ from yutang.carriers.base import (
     send_many,
 )
 from yutang.carriers.models import CarrierConnection
-from yutang.core import clock
+from yutang.core import bulk, clock
 from yutang.core.bulk import update_rows
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
@@ -97,11 +103,13 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 class Adapters:
-    """Adapters of the accounts a pass touches, built once per pass."""
+    """What a pass reads once: the adapters of the accounts it touches, and each brand with
+    its touch policy."""
 
     def __init__(self) -> None:
         self._cache: dict[int, Carrier] = {}
         self.accounts: dict[int, CarrierAccount] = {}
+        self._brands: dict[int, tuple[Brand, PolicySettings]] = {}
 
     def get(self, account_id: int) -> Carrier:
         if account_id not in self._cache:
@@ -111,16 +119,50 @@ class Adapters:
         return self._cache[account_id]
 
     def load(self, account_ids: Iterable[int]) -> None:
+        """The accounts and their connections, in one query."""
         missing = set(account_ids) - set(self.accounts)
         if not missing:
             return
-        accounts = {a.pk: a for a in CarrierAccount.objects.filter(pk__in=missing)}
-        connections = {
-            c.account_id: c for c in CarrierConnection.objects.filter(account_id__in=missing)
-        }
-        for pk, account in accounts.items():
-            self.accounts[pk] = account
-            self._cache[pk] = build_adapter(carriers.account_config(account, connections.get(pk)))
+        for account in CarrierAccount.objects.filter(pk__in=missing).select_related("connection"):
+            try:
+                connection_: CarrierConnection | None = account.connection
+            except CarrierConnection.DoesNotExist:
+                connection_ = None
+            self.accounts[account.pk] = account
+            self._cache[account.pk] = build_adapter(carriers.account_config(account, connection_))
+
+    def brand(self, brand_id: int) -> tuple[Brand, PolicySettings]:
+        """The brand and its touch policy, read together once per pass."""
+        if brand_id not in self._brands:
+            from yutang.messaging.models import MessagingPolicy
+
+            brand = (
+                Brand.objects.filter(pk=brand_id)
+                .annotate(
+                    policy_settings=Subquery(
+                        MessagingPolicy.objects.filter(brand_id=OuterRef("pk")).values("settings")[
+                            :1
+                        ]
+                    )
+                )
+                .get()
+            )
+            settings_ = getattr(brand, "policy_settings", None)
+            self._brands[brand_id] = (brand, _policy_of(settings_))
+        return self._brands[brand_id]
+
+
+def _policy_of(settings_: Any) -> PolicySettings:
+    """A brand's stored policy settings (JSON, or None without a row), validated."""
+    if isinstance(settings_, str):  # a JSON column read through a subquery may stay text
+        settings_ = json.loads(settings_)
+    return _validated_policy(json.dumps(settings_ or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_policy(settings_json: str) -> PolicySettings:
+    """Validated once per distinct settings text: the gate only reads a policy."""
+    return PolicySettings.model_validate(json.loads(settings_json))
 
 
 class GateClock:
@@ -152,102 +194,88 @@ def load_context(
     now: dt.datetime,
     adapters: Adapters,
     policy: PolicySettings | None = None,
-    lock: bool = False,
     enabled: bool = True,
 ) -> gate.GateContext:
+    """What the gate reads for these candidates, without locking anything: who holds each
+    account (addresses still sealed), consents, the touch history of the customers the first
+    two rules do not stop already, and the accounts' post counts."""
     policy = policy or policy_for(brand.pk)
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
-    customer_ids = sorted({c.customer_id for c in candidates})
-    with GateClock():
-        _lock_customers(customer_ids, lock=lock)
     by_account: dict[int, set[int]] = defaultdict(set)
     for c in candidates:
         by_account[c.account_id].add(c.customer_id)
     adapters.load(by_account)
     for account_id, ids in by_account.items():
-        found = carriers.recipients(
+        found = carriers.sealed_recipients(
             account=adapters.accounts[account_id],
             capabilities=adapters.get(account_id).capabilities,
             customer_ids=ids,
         )
-        for cid, address in found.items():
-            ctx.recipients[(cid, account_id)] = address
+        for cid, sealed in found.items():
+            ctx.recipients[(cid, account_id)] = sealed
     if not enabled:
         return ctx
     with GateClock():
-        _load_history(ctx, candidates, customer_ids, list(by_account), lock=lock)
+        _read_consents(ctx, sorted({c.customer_id for c in candidates}))
+        # Rules 1 and 2 (the carrier, consent) read no history: their customers need none.
+        _read_touches(ctx, sorted({c.customer_id for c in candidates if gate.reaches(c, ctx)}))
+        if _share_applies(policy, candidates):
+            _count_posts(ctx, sorted(by_account))
     return ctx
 
 
-def _lock_rows(model: type[models.Model], key: str, ids: list[int]) -> None:
-    """Create the missing lock rows of `ids` and lock them all, in id order, so that two
-    passes over the same ids cannot deadlock."""
-    manager = model._default_manager
-    manager.bulk_create([model(**{key: i}) for i in ids], ignore_conflicts=True)
-    list(
-        manager.select_for_update()
-        .filter(**{f"{key}__in": ids})
-        .order_by(key)
-        .values_list(key, flat=True)
-    )
-
-
-def _lock_customers(customer_ids: list[int], *, lock: bool) -> None:
-    """The batch's TouchLock rows, in id order."""
-    if lock and customer_ids:
-        _lock_rows(TouchLock, "customer_id", customer_ids)
-
-
-def _lock_accounts(policy: PolicySettings, candidates: Sequence[gate.Candidate]) -> None:
-    """The rows of the accounts whose marketing share this pass may spend, in id order and
-    after the customers' rows (every pass takes them in that order: no deadlock), as late as
-    possible: right before their posts are counted, so passes through the same accounts
-    wait for each other only for the count, the decisions and the write. Service messages
-    only add to an account's total (they loosen the share): they lock no account."""
-    share_accounts = sorted(
-        {
-            c.account_id
-            for c in candidates
-            if c.kind == "marketing" and gate.in_share_scope(policy, c.cause)
-        }
-    )
-    if share_accounts:
-        _lock_rows(AccountTouchLock, "account_id", share_accounts)
-
-
-def _load_history(
-    ctx: gate.GateContext,
-    candidates: Sequence[gate.Candidate],
-    customer_ids: list[int],
-    account_ids: list[int],
-    *,
-    lock: bool,
-) -> None:
-    """Consents, touch history and every account's post counts, one query each."""
-    policy, now = ctx.policy, ctx.now
-    for cid, purpose, carrier, status in Consent.objects.filter(
-        customer_id__in=customer_ids
-    ).values_list("customer_id", "purpose", "carrier", "status"):
+def _read_consents(ctx: gate.GateContext, customer_ids: list[int]) -> None:
+    for cid, purpose, carrier, status in bulk.lookup(
+        Consent._meta.db_table,
+        ["customer_id", "purpose", "carrier", "status"],
+        where={},
+        key="customer_id",
+        values=customer_ids,
+    ):
         ctx.consents[(cid, purpose, carrier)] = status
+
+
+def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
+    """The customers' touches in the window the rules look back over (replacing any read
+    before)."""
+    policy, now = ctx.policy, ctx.now
     since = now - dt.timedelta(days=max(gate.HISTORY_DAYS, policy.duplicate_window_days))
-    for cid, at, kind, carrier, h in Message.objects.filter(
-        customer_id__in=customer_ids, passed_at__gte=since
-    ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash"):
+    for cid in customer_ids:
+        ctx.touches.pop(cid, None)
+    for cid, at, kind, carrier, h in bulk.lookup_since(
+        Message._meta.db_table,
+        ["customer_id", "passed_at", "kind", "carrier", "content_hash"],
+        key="customer_id",
+        values=customer_ids,
+        since=("passed_at", since),
+    ):
+        if at.tzinfo is None:  # SQLite's driver gives the stored UTC time without its zone
+            at = at.replace(tzinfo=dt.UTC)
         ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+
+
+def _share_applies(policy: PolicySettings, candidates: Iterable[gate.Candidate]) -> bool:
+    """Whether the marketing share can stop any of these: not at 100% (marketing may be every
+    post: nothing to count or lock), and only for messages in its scope (an account's posts
+    by default)."""
+    return policy.marketing_share_max < 1 and any(
+        c.kind == "marketing" and gate.in_share_scope(policy, c.cause) for c in candidates
+    )
+
+
+def _count_posts(ctx: gate.GateContext, account_ids: list[int]) -> None:
+    """These accounts' posts in the share window, in one grouped query (replacing any count
+    made before)."""
+    policy = ctx.policy
     for account_id in account_ids:
         ctx.account_posts[account_id] = [0, 0]
-    if policy.marketing_share_max >= 1:
-        return  # marketing may be every post: the rule never blocks, nothing to count or lock
-    if not any(gate.in_share_scope(policy, c.cause) for c in candidates):
-        return  # no post in this pass: the share neither limits it nor needs counting
-    if lock:
-        _lock_accounts(policy, candidates)
-    # Every account's posts in the share window, in one grouped query (read after the account
-    # rows are locked, so it includes what other workers let through before us).
-    window = now - dt.timedelta(days=policy.marketing_share_window_days)
-    counted = Message.objects.filter(account_id__in=account_ids, passed_at__gte=window)
-    if policy.marketing_share_scope != "all":
-        counted = counted.filter(cause__in=gate.POST_CAUSES)
+    window = ctx.now - dt.timedelta(days=policy.marketing_share_window_days)
+    # The causes are named even for scope `all`: the count then reads one index range per
+    # (account, cause) of `message_passed_posts` instead of every message the account sent.
+    causes = gate.POST_CAUSES if policy.marketing_share_scope != "all" else Message.Cause.values
+    counted = Message.objects.filter(
+        account_id__in=account_ids, cause__in=sorted(causes), passed_at__gte=window
+    )
     for account_id, kind, n in (
         counted.values_list("account_id", "kind").annotate(n=Count("id")).order_by()
     ):
@@ -257,7 +285,22 @@ def _load_history(
             posts[0] += n
 
 
-def sent_event(m: Message, at: dt.datetime) -> dict[str, Any]:
+def _lock_rows(model: type[models.Model], key: str, ids: list[int]) -> None:
+    """Create the missing lock rows of `ids` (one `INSERT … ON CONFLICT DO NOTHING`) and lock
+    them all, in id order, so that two passes over the same ids cannot deadlock."""
+    table = model._meta.db_table
+    bulk.insert_new_rows(table, [(key, "int")], [(i,) for i in ids])
+    bulk.lookup(table, [key], where={}, key=key, values=ids, for_update=True)
+
+
+def _concurrent() -> bool:
+    """Whether another pass can decide at the same time as this one (PostgreSQL). On SQLite
+    the claim's transaction is IMMEDIATE: it is the only writer from its first statement,
+    so what it read is current until it commits, and no lock rows are needed."""
+    return connection.vendor == "postgresql"
+
+
+def sent_event(m: Message | Row, at: dt.datetime) -> dict[str, Any]:
     """The `message.sent` event of a message that reached the customer (or that staff
     confirmed): the one shape every path stores, keyed so it is stored once."""
     return {
@@ -275,7 +318,7 @@ def sent_event(m: Message, at: dt.datetime) -> dict[str, Any]:
     }
 
 
-def candidate_of(m: Message) -> gate.Candidate:
+def candidate_of(m: Row) -> gate.Candidate:
     return gate.Candidate(
         customer_id=m.customer_id,
         account_id=m.account_id,
@@ -291,102 +334,305 @@ def candidate_of(m: Message) -> gate.Candidate:
 # --- The pass --------------------------------------------------------------------------------
 
 
-@dataclass
-class Claimed:
-    message: Message
-    recipient: str
+@dataclass(slots=True, eq=False)
+class Row:
+    """A claimed outbox row: the columns a pass reads (`CLAIM`) and writes, without the cost
+    of a `Message` instance. `content` stays JSON text until the message goes out."""
+
+    id: int
+    brand_id: int
+    customer_id: int
+    account_id: int
+    carrier: str
+    kind: str
+    cause: str
+    content_hash: str
+    status: str
+    attempts: int
+    not_after: dt.datetime | None
+    created_at: dt.datetime
+    passed_at: dt.datetime | None
+    idempotency_key: str
+    due_at: dt.datetime
+    claimed_until: dt.datetime | None
+    content_json: str
+    rule: str = ""
+    reason: str = ""
+    finished_at: dt.datetime | None = None
+    carrier_message_id: str = ""
+    sent_at: dt.datetime | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+    @property
+    def content(self) -> dict[str, Any]:
+        value = json.loads(self.content_json) if self.content_json else {}
+        return value if isinstance(value, dict) else {}
 
 
-def apply_gate(
-    messages: Sequence[Message], *, now: dt.datetime, adapters: Adapters, gate_enabled: bool = True
-) -> tuple[list[Claimed], list[Message]]:
-    """Decide fresh messages (inside the caller's transaction, their rows locked). Returns
-    those that passed (now `sending`) and every changed row to save."""
-    passed: list[Claimed] = []
-    changed: list[Message] = []
-    lease = now + dt.timedelta(seconds=claim_seconds())
-    by_brand: dict[int, list[Message]] = defaultdict(list)
-    for m in messages:
-        by_brand[m.brand_id].append(m)
-    for brand_id, group in by_brand.items():
-        brand = Brand.objects.get(pk=brand_id)
-        policy = policy_for(brand_id)
-        candidates = [candidate_of(m) for m in group]
-        ctx = load_context(
-            brand=brand,
-            candidates=candidates,
-            now=now,
-            adapters=adapters,
-            policy=policy,
-            lock=True,
-            enabled=gate_enabled,
-        )
-        with GateClock():  # the decisions, in order: each sees those passed before it
-            for m, c in zip(group, candidates, strict=True):
-                d = gate.evaluate(c, ctx)
-                if d.outcome == "pass":
-                    ctx.record(c)
-                    m.status, m.rule, m.reason = S.SENDING, "", ""
-                    m.passed_at, m.claimed_until, m.attempts = now, lease, m.attempts + 1
-                    passed.append(Claimed(m, ctx.recipients.get((m.customer_id, m.account_id), "")))
-                elif d.outcome == "defer":
-                    if m.not_after is None:
-                        m.not_after = m.created_at + dt.timedelta(days=policy.defer_max_days)
-                        if d.until and d.until > m.not_after:
-                            m.not_after = d.until
-                    m.status, m.rule, m.reason, m.due_at = (
-                        S.DEFERRED,
-                        d.rule,
-                        d.reason,
-                        d.until or now,
-                    )
-                else:
-                    m.status = S.BLOCKED if d.outcome == "block" else S.EXPIRED
-                    m.rule, m.reason, m.finished_at = d.rule, d.reason[:500], now
-                changed.append(m)
-    return passed, changed
-
-
-FIELDS = [
-    "status",
-    "rule",
-    "reason",
-    "passed_at",
-    "claimed_until",
-    "attempts",
-    "due_at",
-    "not_after",
-    "finished_at",
-]
-LOAD = [
+#: The columns a claim reads (`Row`'s fields up to `content_json`, which is `content` as text).
+CLAIM = [
     "id",
     "brand_id",
     "customer_id",
     "account_id",
     "carrier",
     "kind",
-    "content",
-    "content_hash",
     "cause",
+    "content_hash",
     "status",
     "attempts",
     "not_after",
     "created_at",
+    "passed_at",
     "idempotency_key",
     "due_at",
-    "passed_at",
-    "rule",
-    "reason",
     "claimed_until",
-    "finished_at",
-    "carrier_message_id",
-    "sent_at",
 ]
 
 
-def save_rows(messages: Sequence[Message], fields: Sequence[str]) -> None:
-    """Write these fields of these rows in one statement (`core.bulk.update_rows`)."""
-    update_rows(Message, messages, fields)
+@dataclass
+class Claimed:
+    message: Row
+    recipient: str
+
+
+class Writes:
+    """A pass's row changes, grouped by the columns each kind of change sets: one UPDATE per
+    group (`core.bulk.update_rows`), and no column written that the change leaves alone."""
+
+    PASSED = ("status", "rule", "reason", "passed_at", "claimed_until", "attempts")
+    DEFERRED = ("status", "rule", "reason", "due_at", "not_after")
+    FINISHED = ("status", "rule", "reason", "finished_at")
+    RETRIED = ("claimed_until", "attempts")
+    SENT = ("status", "carrier_message_id", "sent_at", "claimed_until")
+    PENDING = ("status", "carrier_message_id", "claimed_until")
+    BACKED_OFF = ("claimed_until", "reason")
+    FAILED = ("status", "reason", "finished_at", "rule", "claimed_until")
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, ...], list[Row]] = defaultdict(list)
+
+    def add(self, fields: tuple[str, ...], row: Row) -> None:
+        self.groups[fields].append(row)
+
+    def save(self) -> None:
+        for fields, rows in self.groups.items():
+            save_rows(rows, fields)
+
+
+def save_rows(rows: Sequence[Row], fields: Sequence[str]) -> None:
+    """Write these fields of these rows in one statement (`core.bulk.update_rows`, which
+    reads only each row's `pk` and the fields' attributes)."""
+    update_rows(Message, cast("Sequence[Message]", rows), fields)
+
+
+def _decide_all(
+    candidates: Sequence[gate.Candidate], ctx: gate.GateContext, decisions: list[gate.Decision]
+) -> None:
+    """Decide candidates in order (each sees those passed before it); `decisions` is filled
+    in place, where it is None."""
+    for n, c in enumerate(candidates):
+        if decisions[n] is not None:
+            continue
+        d = decisions[n] = gate.evaluate(c, ctx)
+        if d.outcome == "pass":
+            ctx.record(c)
+
+
+def decide(
+    *,
+    brand: Brand,
+    policy: PolicySettings,
+    candidates: Sequence[gate.Candidate],
+    now: dt.datetime,
+    adapters: Adapters,
+    enabled: bool = True,
+) -> tuple[gate.GateContext, list[gate.Decision]]:
+    """The gate's decisions for a batch, each as if the batch ran alone, and no cap or share
+    exceeded by concurrent passes.
+
+    First every candidate is decided on what is committed now, without locks. A block,
+    deferral or expiry needs no lock: what it rests on (a missing contact or consent, touches
+    already made, posts already counted, the clock) only stays true or tightens while other
+    passes spend caps. Only a pass spends: when some passed, their customers' TouchLock rows
+    are locked (in id order, then the rows of the accounts whose marketing share they may
+    spend), those customers' history and those accounts' posts are read again, and their
+    messages decided again in batch order. On SQLite the first decision is final (the pass
+    is the only writer)."""
+    ctx = load_context(
+        brand=brand,
+        candidates=candidates,
+        now=now,
+        adapters=adapters,
+        policy=policy,
+        enabled=enabled,
+    )
+    posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
+    decisions: list[gate.Decision] = [None] * len(candidates)  # type: ignore[list-item]
+    with GateClock():  # the decisions, in order: each sees those passed before it
+        _decide_all(candidates, ctx, decisions)
+    if not enabled or not _concurrent():
+        return ctx, decisions
+    passing = sorted(
+        {c.customer_id for c, d in zip(candidates, decisions, strict=True) if d.outcome == "pass"}
+    )
+    if not passing:
+        return ctx, decisions
+    again = set(passing)
+    # The accounts whose share these customers' marketing may spend (service messages only
+    # loosen a share: they lock no account).
+    share: list[int] = []
+    if _share_applies(policy, candidates):
+        share = sorted(
+            {
+                c.account_id
+                for c in candidates
+                if c.customer_id in again
+                and c.kind == "marketing"
+                and gate.in_share_scope(policy, c.cause)
+            }
+        )
+    with GateClock():
+        _lock_rows(TouchLock, "customer_id", passing)
+        if share:
+            _lock_rows(AccountTouchLock, "account_id", share)
+        fresh = gate.GateContext(
+            now=now,
+            tz=ctx.tz,
+            policy=policy,
+            recipients=ctx.recipients,
+            consents=ctx.consents,
+            touches=ctx.touches,
+            account_posts=defaultdict(lambda: [0, 0], posts_before),
+        )
+        _read_touches(fresh, passing)
+        if share:
+            _count_posts(fresh, share)
+        for n, c in enumerate(candidates):
+            if c.customer_id in again:
+                decisions[n] = None  # type: ignore[call-overload]
+        _decide_all(candidates, fresh, decisions)
+    return fresh, decisions
+
+
+def apply_gate(
+    rows: Sequence[Row],
+    *,
+    now: dt.datetime,
+    adapters: Adapters,
+    writes: Writes,
+    gate_enabled: bool = True,
+) -> list[Claimed]:
+    """Decide fresh messages (inside the caller's transaction, their rows locked): those
+    that passed become `sending` and are returned; every change is added to `writes`."""
+    passed: list[Claimed] = []
+    lease = now + dt.timedelta(seconds=claim_seconds())
+    by_brand: dict[int, list[Row]] = defaultdict(list)
+    for m in rows:
+        by_brand[m.brand_id].append(m)
+    # Brands in id order: a pass locks (brand, customers then accounts, ids) in one global
+    # order, so two passes over several brands cannot deadlock either.
+    for brand_id, group in sorted(by_brand.items()):
+        brand, policy = adapters.brand(brand_id)
+        candidates = [candidate_of(m) for m in group]
+        ctx, decisions = decide(
+            brand=brand,
+            policy=policy,
+            candidates=candidates,
+            now=now,
+            adapters=adapters,
+            enabled=gate_enabled,
+        )
+        for m, d in zip(group, decisions, strict=True):
+            if d.outcome == "pass":
+                m.status, m.rule, m.reason = S.SENDING, "", ""
+                m.passed_at, m.claimed_until, m.attempts = now, lease, m.attempts + 1
+                sealed = ctx.recipients.get((m.customer_id, m.account_id))
+                passed.append(Claimed(m, carriers.open_address(sealed) if sealed else ""))
+                writes.add(Writes.PASSED, m)
+            elif d.outcome == "defer":
+                if m.not_after is None:
+                    m.not_after = m.created_at + dt.timedelta(days=policy.defer_max_days)
+                    if d.until and d.until > m.not_after:
+                        m.not_after = d.until
+                m.status, m.rule, m.reason = S.DEFERRED, d.rule, d.reason
+                m.due_at = d.until or now
+                writes.add(Writes.DEFERRED, m)
+            else:
+                m.status = S.BLOCKED if d.outcome == "block" else S.EXPIRED
+                m.rule, m.reason, m.finished_at = d.rule, d.reason[:500], now
+                writes.add(Writes.FINISHED, m)
+    return passed
+
+
+#: Where this process's last claim of each kind of due row stopped, per database:
+#: (status, database alias) -> (due column value, id) of the last row it took.
+_SWEEP: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
+
+
+def _claim_rows(*, limit: int, now: dt.datetime) -> list[Row]:
+    """Lock up to `limit` due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL), one indexed read
+    per kind of due row (an OR of them would scan and sort the outbox): sends whose lease ran
+    out first, then deferred messages whose time came, then the queue.
+
+    Each kind is read as a sweep: a claim starts after the last row this process took of that
+    kind, and the sweep starts over once a read finds fewer rows than it wants (the backlog
+    is drained). On PostgreSQL every row a pass decides leaves a dead entry in the index,
+    which stays until a vacuum (a long transaction anywhere on the server delays it); read
+    from the start each time, a claim would walk every row decided so far, so a backlog of a
+    million would cost O(n²). Rows behind the sweep (taken by another worker and given back,
+    or queued late with an earlier due time) are read when it starts over."""
+    alias = connection.alias
+    kinds = (
+        (S.SENDING, Q(status=S.SENDING, claimed_until__lte=now), "claimed_until"),
+        (S.DEFERRED, Q(status=S.DEFERRED, due_at__lte=now), "due_at"),
+        (S.QUEUED, Q(status=S.QUEUED, due_at__lte=now), "due_at"),
+    )
+    rows: list[Row] = []
+    for status, where, column in kinds:
+        if len(rows) >= limit:
+            break
+        key = (str(status), alias)
+        after = _SWEEP.get(key)
+        got = _due_rows(where, column, limit - len(rows), after=after)
+        if len(got) < limit - len(rows) and after is not None:
+            # The end of the sweep: start over for the rest (without the rows just taken).
+            taken = [r.id for r in got]
+            got += _due_rows(where, column, limit - len(rows) - len(got), exclude=taken)
+            _SWEEP.pop(key, None)
+        if got and len(got) == limit - len(rows):
+            last = got[-1]
+            _SWEEP[key] = (getattr(last, column), last.id)
+        rows += got
+    return rows
+
+
+def _due_rows(
+    where: Q,
+    column: str,
+    limit: int,
+    *,
+    after: tuple[dt.datetime, int] | None = None,
+    exclude: Sequence[int] = (),
+) -> list[Row]:
+    qs = Message.objects.select_for_update(skip_locked=True, of=("self",)).filter(where)
+    if after is not None:
+        # Row comparison: the index range starts right after the last row taken.
+        # `column` is one of ours (never input); the values are bound.
+        sql = f"({column}, id) > (%s, %s)"
+        bound = (connection.ops.adapt_datetimefield_value(after[0]), after[1])
+        qs = qs.filter(RawSQL(sql, bound, output_field=BooleanField()))  # noqa: S611
+    if exclude:
+        qs = qs.exclude(id__in=exclude)
+    due = (
+        qs.order_by(column, "id")
+        .annotate(content_json=Cast("content", TextField()))
+        .values_list(*CLAIM, "content_json")[:limit]
+    )
+    return [Row(*values) for values in bulk.fetch_values(due)]
 
 
 def claim(
@@ -394,29 +640,16 @@ def claim(
 ) -> tuple[list[Claimed], int]:
     """Step 1 of a pass, in one transaction: the messages to send, and how many rows it
     decided in all."""
-    # One indexed read per kind of due row (an OR of them would scan and sort the outbox):
-    # sends whose lease ran out first, then deferred messages whose time came, then the queue.
-    due = (
-        (Q(status=S.SENDING, claimed_until__lte=now), ("claimed_until", "id")),
-        (Q(status=S.DEFERRED, due_at__lte=now), ("due_at", "id")),
-        (Q(status=S.QUEUED, due_at__lte=now), ("due_at", "id")),
-    )
     with transaction.atomic():
-        rows: list[Message] = []
-        for where, order in due:
-            if len(rows) >= limit:
-                break
-            rows += list(
-                Message.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(where)
-                .order_by(*order)
-                .only(*LOAD)[: limit - len(rows)]
-            )
+        rows = _claim_rows(limit=limit, now=now)
         if not rows:
             return [], 0
+        writes = Writes()
         fresh = [m for m in rows if m.status != S.SENDING]
         retries = [m for m in rows if m.status == S.SENDING]
-        passed, changed = apply_gate(fresh, now=now, adapters=adapters, gate_enabled=gate_enabled)
+        passed = apply_gate(
+            fresh, now=now, adapters=adapters, writes=writes, gate_enabled=gate_enabled
+        )
         lease = now + dt.timedelta(seconds=claim_seconds())
         if retries:
             adapters.load({m.account_id for m in retries})
@@ -433,16 +666,16 @@ def claim(
                 addresses.update({(cid, account_id): a for cid, a in found.items()})
             for m in retries:
                 m.claimed_until, m.attempts = lease, m.attempts + 1
-                changed.append(m)
+                writes.add(Writes.RETRIED, m)
                 passed.append(Claimed(m, addresses.get((m.customer_id, m.account_id), "")))
-        save_rows(changed, FIELDS)
+        writes.save()
     _crash_point("after_claim")
     return passed, len(rows)
 
 
 @dataclass
 class Outcome:
-    message: Message
+    message: Row
     result: SendResult | None = None
     error: CarrierError | None = None
 
@@ -451,7 +684,7 @@ class Outcome:
 SEND_CHUNK = 500
 
 
-def outbound_of(m: Message, recipient: str) -> Outbound:
+def outbound_of(m: Row, recipient: str) -> Outbound:
     return Outbound(
         idempotency_key=f"{m.brand_id}:{m.idempotency_key}",
         brand_id=m.brand_id,
@@ -497,16 +730,22 @@ def send(claimed: Sequence[Claimed], *, adapters: Adapters) -> list[Outcome]:
     return outcomes
 
 
-def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool = True) -> None:
-    """Step 3: results and `message.sent` events, in one transaction."""
+def record(
+    outcomes: Sequence[Outcome],
+    *,
+    now: dt.datetime,
+    emit_events: bool = True,
+    adapters: Adapters | None = None,
+) -> None:
+    """Step 3: results and `message.sent` events, in one transaction (`adapters`: the pass's,
+    whose brands and policies it reuses)."""
     if not outcomes:
         return
-    changed: list[Message] = []
+    adapters = adapters or Adapters()
+    writes = Writes()
     events: dict[int, list[dict[str, object]]] = defaultdict(list)
     errors: dict[int, str] = {}
-    max_attempts = {
-        bid: policy_for(bid).max_attempts for bid in {o.message.brand_id for o in outcomes}
-    }
+    policies = {bid: adapters.brand(bid)[1] for bid in {o.message.brand_id for o in outcomes}}
     for o in outcomes:
         m = o.message
         if o.result is not None:
@@ -514,40 +753,31 @@ def record(outcomes: Sequence[Outcome], *, now: dt.datetime, emit_events: bool =
             if o.result.pending_confirmation:
                 m.status = S.PENDING_CONFIRMATION
                 m.claimed_until = now + dt.timedelta(
-                    hours=policy_for(m.brand_id).confirm_timeout_hours
+                    hours=policies[m.brand_id].confirm_timeout_hours
                 )
+                writes.add(Writes.PENDING, m)
             else:
                 m.status, m.sent_at, m.claimed_until = S.SENT, now, None
                 events[m.brand_id].append(sent_event(m, now))
+                writes.add(Writes.SENT, m)
         else:
             assert o.error is not None
-            if o.error.transient and m.attempts < max_attempts[m.brand_id]:
+            if o.error.transient and m.attempts < policies[m.brand_id].max_attempts:
                 m.claimed_until = now + backoff(m.attempts)
                 m.reason = o.error.reason[:500]
+                writes.add(Writes.BACKED_OFF, m)
             else:
                 m.status, m.reason, m.finished_at = S.FAILED, o.error.reason[:500], now
                 m.rule = "carrier" if o.error.code == "carrier" else ""
                 m.claimed_until = None
                 if o.error.code != "carrier":
                     errors[m.account_id] = o.error.reason
-        changed.append(m)
+                writes.add(Writes.FAILED, m)
     with transaction.atomic():
-        save_rows(
-            changed,
-            [
-                "status",
-                "carrier_message_id",
-                "sent_at",
-                "claimed_until",
-                "reason",
-                "finished_at",
-                "rule",
-            ],
-        )
+        writes.save()
         if emit_events:
             for brand_id, items in events.items():
-                brand = Brand.objects.get(pk=brand_id)
-                ingest_in_batches(brand=brand, items=items)
+                ingest_in_batches(brand=adapters.brand(brand_id)[0], items=items)
     for account_id, reason in errors.items():
         carriers.record_send_error(account_id=account_id, reason=reason)
 
@@ -572,7 +802,7 @@ def deliver_due_messages(
     claimed, decided = claim(limit=limit, now=now, adapters=adapters, gate_enabled=gate_enabled)
     outcomes = send(claimed, adapters=adapters)
     _crash_point("before_record")
-    record(outcomes, now=clock.now(), emit_events=emit_events)
+    record(outcomes, now=clock.now(), emit_events=emit_events, adapters=adapters)
     return decided + expire_unconfirmed(now=now)
 
 

@@ -13,9 +13,10 @@ Rules run in this order and the first that stops a message is recorded on it:
 7. ``duplicate``       the same content to the same customer within N days
 8. ``holdout``         hooks registered by journeys/experiments (`register_holdout`)
 
-`evaluate` is pure: it reads a `GateContext` (loaded once per batch by `load_context`, with
-the customers' TouchLock rows locked when delivering) and returns a `Decision`. A message that
-passes is `record`-ed into the context so the next message of the batch sees it.
+`evaluate` is pure: it reads a `GateContext` (loaded once per batch by `delivery.load_context`;
+`delivery.decide` decides again, with the customers' TouchLock rows locked, what would pass)
+and returns a `Decision`. A message that passes is `record`-ed into the context so the next
+message of the batch sees it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from yutang.messaging.policy import PolicySettings
 
@@ -90,19 +91,56 @@ def unregister_holdout(fn: Holdout) -> None:
         _HOLDOUTS.remove(fn)
 
 
+@dataclass(frozen=True)
+class Instants:
+    key: tuple[object, ...]
+    day_start: dt.datetime
+    week_start: dt.datetime
+    month_start: dt.datetime
+    days_in_month: int
+    #: When the quiet hours we are in end; None outside them (or without any).
+    quiet_until: dt.datetime | None
+
+    @classmethod
+    def of(
+        cls, key: tuple[object, ...], now: dt.datetime, tz: zoneinfo.ZoneInfo, p: PolicySettings
+    ) -> Instants:
+        window = p.quiet_window()
+        quiet = window is not None and is_within_quiet_hours(now, tz, window)
+        month_start, days = _local_month_start(now, tz)
+        return cls(
+            key=key,
+            day_start=_local_day_start(now, tz),
+            week_start=now - dt.timedelta(days=7),
+            month_start=month_start,
+            days_in_month=days,
+            quiet_until=quiet_hours_end(now, tz, window) if quiet and window else None,
+        )
+
+
 @dataclass
 class GateContext:
     now: dt.datetime
     tz: zoneinfo.ZoneInfo
     policy: PolicySettings
-    #: customer -> account ids the customer holds, with the address to reach them
-    recipients: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: (customer, account) -> the address that reaches the customer there (as the loader
+    #: keeps it: delivery keeps it sealed until the message passes); absent: not held
+    recipients: dict[tuple[int, int], Any] = field(default_factory=dict)
     #: (customer, purpose, carrier or "") -> status
     consents: dict[tuple[int, str, str], str] = field(default_factory=dict)
     touches: dict[int, list[Touch]] = field(default_factory=lambda: defaultdict(list))
     #: account -> [marketing posts, all posts] within the share window
     account_posts: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     enabled: bool = True
+
+    _instants: Instants | None = field(default=None, repr=False, compare=False)
+
+    def instants(self) -> Instants:
+        """The instants every decision compares with, computed once per (now, tz, policy)."""
+        key = (self.now, self.tz, id(self.policy))
+        if self._instants is None or self._instants.key != key:
+            self._instants = Instants.of(key, self.now, self.tz, self.policy)
+        return self._instants
 
     def record(self, c: Candidate) -> None:
         self.touches[c.customer_id].append(Touch(self.now, c.kind, c.carrier, c.content_hash))
@@ -178,6 +216,12 @@ def _count(
     )
 
 
+def reaches(c: Candidate, ctx: GateContext) -> bool:
+    """Whether rules 1 and 2 (the carrier, consent) let the candidate through to the rules
+    that read its customer's touch history."""
+    return (c.customer_id, c.account_id) in ctx.recipients and _consented(c, ctx)
+
+
 def _consented(c: Candidate, ctx: GateContext) -> bool:
     purpose = "marketing" if c.kind == "marketing" else "service"
     specific = ctx.consents.get((c.customer_id, purpose, c.carrier))
@@ -194,14 +238,14 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
         return Decision("expire", "deadline", reason="its deadline passed before it could go")
     if not ctx.enabled:
         return Decision("pass")
-    p, now, tz = ctx.policy, ctx.now, ctx.tz
+    p, now = ctx.policy, ctx.now
     if (c.customer_id, c.account_id) not in ctx.recipients:
         return Decision("block", "carrier", reason="the customer no longer holds this account")
     if not _consented(c, ctx):
         return Decision("block", "consent", reason=f"no {c.kind} consent on {c.carrier}")
     touches = ctx.touches.get(c.customer_id, [])
-    day_start = _local_day_start(now, tz)
-    week_start = now - dt.timedelta(days=7)
+    at = ctx.instants()
+    day_start, week_start = at.day_start, at.week_start
     if c.kind == "service":
         if _count(touches, day_start, "service") >= p.service_per_day:
             return Decision("block", "frequency", reason="service messages per day")
@@ -222,9 +266,8 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
                 and _count(touches, week_start, "marketing", c.carrier) >= cap.per_week
             ):
                 return Decision("block", "frequency", reason=f"{c.carrier} touches per 7 days")
-        window = p.quiet_window()
-        if window is not None and is_within_quiet_hours(now, tz, window):
-            until = quiet_hours_end(now, tz, window)
+        until = at.quiet_until
+        if until is not None:
             if c.not_after is not None and until > c.not_after:
                 return Decision(
                     "expire", "quiet_hours", reason="quiet hours last past its deadline"
@@ -232,7 +275,7 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
             return Decision("defer", "quiet_hours", until=until)
         limit = p.platform_limits.get(c.carrier)
         if limit is not None:
-            month_start, days = _local_month_start(now, tz)
+            month_start, days = at.month_start, at.days_in_month
             per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
             checks = (
                 (limit.per_day, day_start, "day"),

@@ -115,13 +115,34 @@ class Message(models.Model):
                 fields=["brand", "idempotency_key"], name="message_unique_idempotency_key"
             )
         ]
+        # Every change of status rewrites the row outside HOT and adds an entry to each index
+        # whose condition the new row meets: the three partial indexes hold only the rows
+        # their readers look for, so a blocked message adds 5 index entries, not 8, and a
+        # queued one 6 (delivery decides most messages once and blocks many; journeys insert
+        # them).
         indexes = [
-            # The claim reads each status in (due_at, id) order straight from this index.
-            models.Index(fields=["status", "due_at", "id"], name="message_due_order"),
-            models.Index(fields=["status", "claimed_until"], name="message_claimed"),
+            # The claim reads queued and deferred rows in (due_at, id) order from this index.
+            models.Index(
+                fields=["status", "due_at", "id"],
+                name="message_due_waiting",
+                condition=Q(status__in=["queued", "deferred"]),
+            ),
+            # Leases (sending, pending confirmation) that run out.
+            models.Index(
+                fields=["status", "claimed_until"],
+                name="message_lease",
+                condition=Q(claimed_until__isnull=False),
+            ),
             models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
-            # Covers the marketing-share count (no table reads for `kind`).
-            models.Index(fields=["account", "passed_at", "kind"], name="message_account_posts"),
+            # Covers the marketing-share count: an index-only range per (account, cause) of
+            # the messages that passed the gate (the count names the causes it counts), so it
+            # reads the account's posts in the window and nothing else. Account-only reads
+            # use message_carrier_id.
+            models.Index(
+                fields=["account", "cause", "passed_at", "kind"],
+                name="message_passed_posts",
+                condition=Q(passed_at__isnull=False),
+            ),
             models.Index(fields=["account", "carrier_message_id"], name="message_carrier_id"),
             models.Index(fields=["brand", "status", "rule"], name="message_brand_status"),
         ]

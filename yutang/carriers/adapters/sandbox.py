@@ -9,6 +9,7 @@ click, delete …), e.g. the simulator's model."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +27,18 @@ from yutang.carriers.base import (
     PlatformLimits,
     SendResult,
 )
-from yutang.core import clock
+from yutang.core import bulk, clock
+
+#: The columns `send_batch` writes, in its rows' order.
+DELIVERY_FIELDS = [
+    "brand_id",
+    "account_id",
+    "idempotency_key",
+    "recipient",
+    "kind",
+    "content",
+    "delivered_at",
+]
 
 #: fn(outbound) -> inbound events (JSON-contract dicts without id/occurred_at are completed).
 Behaviour = Callable[[Outbound], list[dict[str, Any]]]
@@ -95,7 +107,8 @@ class SandboxCarrier:
 
     def send_batch(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
         """Many messages in one `INSERT … ON CONFLICT DO NOTHING RETURNING` (deduped by key
-        exactly as `send`), then one look-up of the keys it had already accepted."""
+        exactly as `send`; `core.bulk.insert_new_rows`, bound one array per column), then one
+        look-up of the keys it had already accepted."""
         from yutang.carriers.models import SandboxDelivery
 
         if not messages:
@@ -104,23 +117,9 @@ class SandboxCarrier:
         first: dict[str, Outbound] = {}
         for m in messages:
             first.setdefault(m.idempotency_key, m)
-        meta = SandboxDelivery._meta
-        by_name = {f.name: f for f in meta.concrete_fields}
-        fields = [
-            by_name[n]
-            for n in (
-                "brand",
-                "account",
-                "idempotency_key",
-                "recipient",
-                "kind",
-                "content",
-                "delivered_at",
-            )
-        ]
-        params: list[Any] = []
-        for m in first.values():
-            values = (
+        columns = bulk.model_columns(SandboxDelivery, DELIVERY_FIELDS)
+        rows = [
+            (
                 m.brand_id,
                 self.config.account_id,
                 m.idempotency_key,
@@ -129,24 +128,19 @@ class SandboxCarrier:
                 dict(m.content),
                 now,
             )
-            params += [
-                f.get_db_prep_value(v, connection, prepared=False)
-                for f, v in zip(fields, values, strict=True)
-            ]
-        ops = connection.ops
-        table = ops.quote_name(meta.db_table)
-        columns = ", ".join(ops.quote_name(f.column) for f in fields)
-        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        key_column = ops.quote_name(by_name["idempotency_key"].column)
-        # Names come from the model; every value is a parameter.
-        sql = (
-            f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-            + ", ".join([row] * len(first))
-            + f" ON CONFLICT DO NOTHING RETURNING id, {key_column}"
-        )
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            created = {key: pk for pk, key in cursor.fetchall()}
+            for m in first.values()
+        ]
+        # One statement: atomic by itself (a savepoint only inside a caller's transaction).
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            created = {
+                key: pk
+                for pk, key in bulk.insert_new_rows(
+                    SandboxDelivery._meta.db_table,
+                    columns,
+                    rows,
+                    returning=("id", "idempotency_key"),
+                )
+            }
         ids = dict(created)
         missing = [k for k in first if k not in ids]
         if missing:

@@ -148,19 +148,17 @@ def share_race() -> None:
             cause="broadcast",
             idempotency_key=f"spring-{c.pk}",
         )
-    # Each worker stops at its first decision, with its batch's counts loaded, until the other
-    # worker is there too. Without the account's lock both get there with the same counts and
-    # together pass 20; with it the second waits for the first to commit (the rendezvous
-    # times out) and then sees the 10 the first let through.
+    # Each worker stops at every decision that reaches the holdout hook, with its batch's
+    # counts loaded, until the other worker is there too: the two decide in lockstep, also
+    # when a pass decides again under its locks (delivery.decide). Without the account's lock
+    # both pass 10 with the same counts, 20 together; with it the second waits for the first
+    # to commit (the rendezvous times out once and is broken from then on) and then sees the
+    # 10 the first let through.
     rendezvous = threading.Barrier(2)
-    waited: set[int] = set()
 
     def meet(candidate: gate.Candidate) -> bool:
-        me = threading.get_ident()
-        if me not in waited:
-            waited.add(me)
-            with contextlib.suppress(threading.BrokenBarrierError):
-                rendezvous.wait(timeout=3)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            rendezvous.wait(timeout=3)
         return False  # holds nobody out
 
     errors: list[BaseException] = []

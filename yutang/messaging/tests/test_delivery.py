@@ -95,14 +95,34 @@ def test_the_marketing_share_blocks_at_its_ceiling_and_not_when_set_to_100_perce
     deliver_due_messages()
     capped = Message.objects.get(idempotency_key="capped")
     assert (capped.status, capped.rule) == ("blocked", "marketing_share")
-    assert AccountTouchLock.objects.filter(account=account).exists()
+    # A block spends nothing, so it locks nothing (delivery.decide): no account row.
+    assert not AccountTouchLock.objects.exists()
 
-    AccountTouchLock.objects.all().delete()
     services.update_policy(actor=make_staff(brand), changes={"marketing_share_max": 1})
     enqueue(brand, c2, account, "free", text="新品 B")
     deliver_due_messages()
     assert Message.objects.get(idempotency_key="free").status == "sent"
     assert not AccountTouchLock.objects.exists()
+
+
+def test_a_marketing_pass_within_the_share_locks_the_account_on_postgresql(frozen):
+    from django.db import connection
+
+    from yutang.messaging.models import AccountTouchLock, TouchLock
+
+    brand, account, (c1, posted) = setup(2)
+    services.update_policy(actor=make_staff(brand), changes={"marketing_share_scope": "all"})
+    for n in range(20):  # 20 service posts: one marketing message stays within 20%
+        m = enqueue(brand, posted, account, f"old-{n}", text=f"old {n}", kind="service")
+        Message.objects.filter(pk=m.pk).update(status="sent", passed_at=NOON)
+    enqueue(brand, c1, account, "within", text="新品 A")
+    deliver_due_messages()
+    assert Message.objects.get(idempotency_key="within").status == "sent"
+    # The pass spent the account's share and the customer's caps under their lock rows
+    # (PostgreSQL); SQLite's single writer needs none.
+    locked = connection.vendor == "postgresql"
+    assert AccountTouchLock.objects.filter(account=account).exists() == locked
+    assert TouchLock.objects.filter(customer=c1).exists() == locked
 
 
 def test_no_consent_blocks_and_a_deleted_contact_blocks(frozen):
@@ -382,3 +402,23 @@ def test_by_default_the_marketing_share_counts_and_limits_broadcasts_only(frozen
     deliver_due_messages()
     post = Message.objects.get(idempotency_key="broadcast-sale")
     assert (post.status, post.rule) == ("blocked", "marketing_share")
+
+
+def test_the_claim_sweeps_the_queue_and_starts_over_for_rows_behind_it(frozen):
+    import datetime as dt
+
+    brand, account, customers = setup(5)
+    for n, c in enumerate(customers[:4]):
+        enqueue(brand, c, account, f"q{n}", kind="service", text=f"通知 {n}")
+    assert deliver_due_messages(limit=2) == 2  # a full read: the sweep goes on after it
+    # Queued late with an earlier due time: behind the sweep.
+    early = enqueue(
+        brand, customers[4], account, "early", kind="service", text="早",
+        due_at=NOON - dt.timedelta(hours=1),
+    )  # fmt: skip
+    assert deliver_due_messages(limit=2) == 2  # the two after the sweep's last row
+    assert Message.objects.get(pk=early.pk).status == "queued"
+    assert deliver_due_messages(limit=2) == 1  # the end of the sweep: it starts over
+    assert Message.objects.get(pk=early.pk).status == "sent"
+    assert Message.objects.filter(status="sent").count() == 5
+    assert SandboxDelivery.objects.count() == 5
