@@ -646,15 +646,13 @@ def handle_event(event: Event) -> None:
             and e.waiting_for["message"] == message_key
         ):
             resume_waiting(e, now, outcome="confirmed")
-    # Held-out customers convert too (the control group's goal rate).
-    for e in Enrollment.objects.filter(
-        customer=customer, state=Enrollment.State.HOLDOUT, converted_at__isnull=True
-    ).select_related("version"):
-        goal = definition_of(e.version_id).goal
-        if goal and goal.event == event.type and _in_window(e, goal, event):
-            Enrollment.objects.filter(pk=e.pk, converted_at__isnull=True).update(
-                converted_at=event.occurred_at
-            )
+    # The goal is measured the same way for everyone who entered (intent to treat): held-out
+    # customers, and enrolments that already completed or exited, convert too when the goal
+    # event falls within the window after their entry (their state stays as it is).
+    for pk in _closed_goal_hits(customer.pk, event):
+        Enrollment.objects.filter(pk=pk, converted_at__isnull=True).update(
+            converted_at=event.occurred_at
+        )
     for journey, definition in _live_journeys(customer.brand_id):
         trigger = definition.trigger
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
@@ -691,49 +689,50 @@ def _exit_rule_hit(exits: set[str], rules: defs.ExitRules) -> str | None:
 
 def handle_events(batch: list[Event]) -> None:
     """The consumer's batch form: the same effect as `handle_event` on each event in order.
-    The batch's open and held-out enrolments and each brand's live journeys are read once;
-    an event that no live trigger matches, no held-out goal converts and no open enrolment
+    The batch's open enrolments, its closed ones not yet converted (held out, completed,
+    exited) and each brand's live journeys are read once; an event that no live trigger
+    matches, no closed enrolment's goal converts and no open enrolment
     reacts to (its goal, exit rules, exit condition, or a wait for that event or message)
     changes nothing and costs no further query. Every other event goes through
     `handle_event`, after which that customer's enrolments are read again."""
     ids = {event.customer_id for event in batch}
     open_rows: dict[int, list[Enrollment]] = {i: [] for i in ids}
-    held: dict[int, list[Enrollment]] = {i: [] for i in ids}
-    _load_enrollments(ids, open_rows, held)
+    closed: dict[int, list[Enrollment]] = {i: [] for i in ids}
+    _load_enrollments(ids, open_rows, closed)
     live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
     stale: set[int] = set()
     for event in batch:
         cid = event.customer_id
         if cid in stale:
-            _load_enrollments({cid}, open_rows, held)
+            _load_enrollments({cid}, open_rows, closed)
             stale.discard(cid)
         if event.brand_id not in live:
             live[event.brand_id] = _live_journeys(event.brand_id)
-        if _may_change(event, live[event.brand_id], open_rows[cid], held[cid]):
+        if _may_change(event, live[event.brand_id], open_rows[cid], closed[cid]):
             handle_event(event)
             stale.add(cid)
 
 
 def _load_enrollments(
-    ids: set[int], open_rows: dict[int, list[Enrollment]], held: dict[int, list[Enrollment]]
+    ids: set[int], open_rows: dict[int, list[Enrollment]], closed: dict[int, list[Enrollment]]
 ) -> None:
     for i in ids:
-        open_rows[i], held[i] = [], []
+        open_rows[i], closed[i] = [], []
     rows = Enrollment.objects.filter(customer_id__in=ids).filter(
-        Q(state__in=OPEN) | Q(state=Enrollment.State.HOLDOUT, converted_at__isnull=True)
+        Q(state__in=OPEN) | Q(state__in=CLOSED, converted_at__isnull=True)
     )
     for e in rows:
-        (held if e.state == Enrollment.State.HOLDOUT else open_rows)[e.customer_id].append(e)
+        (open_rows if e.state in OPEN else closed)[e.customer_id].append(e)
 
 
 def _may_change(
     event: Event,
     live: list[tuple[Journey, defs.Definition]],
     open_rows: list[Enrollment],
-    held: list[Enrollment],
+    closed: list[Enrollment],
 ) -> bool:
-    """Whether `handle_event` could change anything, given the customer's open and held-out
-    enrolments (each condition mirrors one branch of `handle_event`)."""
+    """Whether `handle_event` could change anything, given the customer's open enrolments
+    and closed unconverted ones (each condition mirrors one branch of `handle_event`)."""
     exits = _exits_of(event)
     for e in open_rows:
         definition = definition_of(e.version_id)
@@ -751,7 +750,7 @@ def _may_change(
             or (event.type in CONFIRMED_EVENTS and "message" in waiting)
         ):
             return True
-    for e in held:
+    for e in closed:
         goal = definition_of(e.version_id).goal
         if goal and goal.event == event.type and _in_window(e, goal, event):
             return True
@@ -766,6 +765,35 @@ def _may_change(
 
 def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
     return e.entered_at <= event.occurred_at <= e.entered_at + dt.timedelta(days=goal.within_days)
+
+
+#: Enrolments that run no more steps but may still reach their goal (for the goal rate).
+CLOSED = [
+    Enrollment.State.HOLDOUT,
+    Enrollment.State.COMPLETED,
+    Enrollment.State.EXITED,
+]
+
+
+def _closed_goal_hits(customer_id: int, event: Event) -> list[int]:
+    """The customer's closed, not yet converted enrolments (held out, completed, exited)
+    whose goal this event is, within the goal window after entry."""
+    rows = Enrollment.objects.filter(
+        customer_id=customer_id,
+        state__in=CLOSED,
+        converted_at__isnull=True,
+        entered_at__lte=event.occurred_at,
+    ).values_list("pk", "version_id", "entered_at")
+    hits = []
+    for pk, version_id, entered_at in rows:
+        goal = definition_of(version_id).goal
+        if (
+            goal is not None
+            and goal.event == event.type
+            and event.occurred_at <= entered_at + dt.timedelta(days=goal.within_days)
+        ):
+            hits.append(pk)
+    return hits
 
 
 def _save_end(e: Enrollment) -> None:
