@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Min, Q
+from django.db.models import Min, Q, QuerySet
 
 from yutang.core import clock
 from yutang.core.bulk import insert_model_rows, update_rows
@@ -657,10 +657,19 @@ def handle_event(event: Event) -> None:
         trigger = definition.trigger
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             enrol(journey=journey, customer=customer, at=now, source=f"event:{event.pk}")
-        elif isinstance(trigger, defs.SegmentTrigger) and integrations.condition_holds(
+        elif isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
+            enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+        elif isinstance(trigger, defs.ConditionTrigger) and integrations.condition_holds(
             customer=customer, rule=trigger.condition
         ):
-            enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+            enrol(journey=journey, customer=customer, at=now, source=f"condition:{event.pk}")
+
+
+def _entered(trigger: defs.SegmentTrigger, event: Event) -> bool:
+    """The segment.entered event of the trigger's segment (recorded by its refresh)."""
+    return event.type == "segment.entered" and str(
+        (event.properties or {}).get("segment_id")
+    ) == str(trigger.segment_id)
 
 
 def _exits_of(event: Event) -> set[str]:
@@ -756,7 +765,9 @@ def _may_change(
             return True
     for _journey, definition in live:
         trigger = definition.trigger
-        if isinstance(trigger, defs.SegmentTrigger):
+        if isinstance(trigger, defs.ConditionTrigger):
+            return True
+        if isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
             return True
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             return True
@@ -842,26 +853,46 @@ def _pending_slots(journey: Journey, trigger: Any, now: dt.datetime) -> list[dt.
     start = version.published_at
     if last:
         start = max(start, dt.datetime.strptime(last, "%Y%m%dT%H%M").replace(tzinfo=dt.UTC))
-    weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
-    return timing.slots_between(start, now, journey.brand.tz, trigger.time, weekdays)
+    weekdays, monthdays = _days_of(trigger)
+    return timing.slots_between(
+        start, now, journey.brand.tz, trigger.time, weekdays, monthdays=monthdays
+    )
 
 
-def _date_matches(customer: Customer, field: str, day: dt.date) -> bool:
-    if field == "birthday":
-        source = customer.birthday
-    else:
-        source = customer.created_at.date() if customer.created_at else None
-    if source is None:
-        return False
-    if field == "membership_anniversary" and source.year >= day.year:
-        return False
-    if (source.month, source.day) == (2, 29) and not _leap(day.year):
-        return (day.month, day.day) == (2, 28)
-    return (source.month, source.day) == (day.month, day.day)
+def _days_of(trigger: Any) -> tuple[list[int] | None, list[int] | None]:
+    """(weekdays, monthdays) of a schedule trigger; a date trigger runs every day."""
+    if isinstance(trigger, defs.ScheduleTrigger):
+        return trigger.weekdays, trigger.monthdays or None
+    return None, None
 
 
 def _leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def date_trigger_customers(brand: Brand, field: str, day: dt.date) -> QuerySet[Customer]:
+    """The brand's customers whose birthday or membership anniversary is `day` (a date in
+    the brand's time zone), as one query. The anniversary is the local date the customer
+    joined (``Customer.created_at`` in the brand's time zone), from the first anniversary
+    on. 29 February is celebrated on 28 February in other years."""
+    from django.db.models.functions import ExtractDay, ExtractMonth
+
+    customers = Customer.objects.filter(brand=brand, merged_into__isnull=True)
+    days = [day.day]
+    if (day.month, day.day) == (2, 28) and not _leap(day.year):
+        days.append(29)
+    if field == "birthday":
+        return customers.filter(birthday__month=day.month, birthday__day__in=days)
+    tz = brand.tz
+    new_year = dt.datetime(day.year, 1, 1, tzinfo=tz).astimezone(dt.UTC)
+    return (
+        customers.filter(created_at__lt=new_year)
+        .annotate(
+            joined_month=ExtractMonth("created_at", tzinfo=tz),
+            joined_day=ExtractDay("created_at", tzinfo=tz),
+        )
+        .filter(joined_month=day.month, joined_day__in=days)
+    )
 
 
 def run_schedules_once() -> int:
@@ -890,16 +921,12 @@ def run_schedules_once() -> int:
 
 
 def _enrol_slot(journey: Journey, trigger: Any, slot: dt.datetime) -> int:
-    customers = Customer.objects.filter(brand_id=journey.brand_id, merged_into__isnull=True)
     enrolled = 0
     if isinstance(trigger, defs.DateTrigger):
         day = slot.astimezone(journey.brand.tz).date() + dt.timedelta(days=trigger.days_before)
-        if trigger.field == "birthday":
-            customers = customers.filter(birthday__month=day.month)
-        for customer in customers.iterator():
-            if _date_matches(customer, trigger.field, day):
-                result = enrol(journey=journey, customer=customer, at=slot, source="date")
-                enrolled += result.status in {"enrolled", "holdout"}
+        for customer in date_trigger_customers(journey.brand, trigger.field, day).iterator():
+            result = enrol(journey=journey, customer=customer, at=slot, source="date")
+            enrolled += result.status in {"enrolled", "holdout"}
         return enrolled
     # One SQL query for the whole brand (segments compiles the rule).
     matching = integrations.matching_customers(brand=journey.brand, rule=trigger.condition)
@@ -916,9 +943,13 @@ def next_schedule_at(now: dt.datetime) -> dt.datetime | None:
     ).select_related("brand"):
         trigger = definition_of(journey.live_version_id or 0).trigger
         if isinstance(trigger, defs.ScheduleTrigger | defs.DateTrigger):
-            weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
+            weekdays, monthdays = _days_of(trigger)
             moment = timing.next_time_of_day(
-                now + dt.timedelta(seconds=1), journey.brand.tz, trigger.time, weekdays
+                now + dt.timedelta(seconds=1),
+                journey.brand.tz,
+                trigger.time,
+                weekdays,
+                monthdays,
             )
             soonest = moment if soonest is None or moment < soonest else soonest
     return soonest

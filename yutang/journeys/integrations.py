@@ -83,6 +83,23 @@ def matching_customers(*, brand: Brand, rule: dict[str, Any] | None) -> QuerySet
     return segments.customers_matching(brand=brand, node=_node(rule))
 
 
+def segment_problem(*, brand_id: int, segment_id: int) -> str | None:
+    """Why a segment trigger cannot use this segment (None: it can). Only dynamic segments
+    record segment.entered events (when they are refreshed)."""
+    from yutang.segments.models import Segment
+
+    kind = (
+        Segment.objects.filter(pk=segment_id, brand_id=brand_id)
+        .values_list("kind", flat=True)
+        .first()
+    )
+    if kind is None:
+        return f"no segment {segment_id} in this brand"
+    if kind != Segment.Kind.DYNAMIC:
+        return f"segment {segment_id} is static: only dynamic segments record entries"
+    return None
+
+
 # --- Messages -------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from yutang.core.models import Staff
 from yutang.core.permissions import Action, require
 from yutang.customers.models import Customer
 from yutang.journeys import definition as defs
-from yutang.journeys import engine, extensions
+from yutang.journeys import engine, extensions, integrations
 from yutang.journeys.models import (
     Enrollment,
     Journey,
@@ -48,8 +48,19 @@ def list_journeys(*, actor: Staff) -> list[Journey]:
     return list(_journeys(actor).select_related("live_version"))
 
 
-def validate_definition(data: Any) -> defs.Definition:
+def validate_definition(data: Any, *, brand_id: int | None = None) -> defs.Definition:
+    """Parse a definition; with the brand, also check what it names there (a segment
+    trigger's segment)."""
     definition = defs.parse(data)
+    trigger = definition.trigger
+    if brand_id is not None and isinstance(trigger, defs.SegmentTrigger):
+        problem = integrations.segment_problem(brand_id=brand_id, segment_id=trigger.segment_id)
+        if problem:
+            raise ValidationFailed(
+                N_("{path}: {problem}"),
+                params={"path": "$.trigger.segment_id", "problem": problem},
+                field="$.trigger.segment_id",
+            )
     for index, step in enumerate(definition.steps):
         if isinstance(step, defs.ExtensionStep) and extensions.action(step.name) is None:
             path = f"$.steps[{index}].name"
@@ -66,7 +77,7 @@ def create_journey(*, actor: Staff, name: str, definition: Any, description: str
     require(actor, Action.JOURNEY_MANAGE)
     if not name.strip():
         raise ValidationFailed(N_("A journey needs a name."), field="name")
-    parsed = validate_definition(definition)
+    parsed = validate_definition(definition, brand_id=actor.brand_id)
     now = clock.now()
     try:
         with transaction.atomic():
@@ -91,7 +102,7 @@ def update_journey(
     """Edit the draft. A live journey keeps running its published version until you publish."""
     journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
     if definition is not None:
-        journey.draft = defs.dump(validate_definition(definition))
+        journey.draft = defs.dump(validate_definition(definition, brand_id=journey.brand_id))
     if name is not None:
         if not name.strip():
             raise ValidationFailed(N_("A journey needs a name."), field="name")
@@ -117,7 +128,7 @@ def publish(
     with transaction.atomic():
         journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
-        parsed = validate_definition(journey.draft)
+        parsed = validate_definition(journey.draft, brand_id=journey.brand_id)
         previous = journey.live_version
         migration = migration or {}
         if migration:
