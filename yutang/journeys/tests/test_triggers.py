@@ -154,8 +154,8 @@ def test_membership_anniversary_uses_the_brand_time_zone_and_one_query():
         )
     assert [c.pk for c in found] == [late_night.pk]
     assert len(queries) == 1
-    found = engine.date_trigger_customers(brand, "membership_anniversary", dt.date(2026, 2, 28))
-    assert [c.pk for c in found] == [leap.pk]
+    leap_day = engine.date_trigger_customers(brand, "membership_anniversary", dt.date(2026, 2, 28))
+    assert [c.pk for c in leap_day] == [leap.pk]
 
     start = dt.datetime(2026, 2, 27, 0, 0, tzinfo=dt.UTC)
     with use_clock(FrozenClock(start)):
