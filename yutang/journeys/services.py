@@ -57,8 +57,8 @@ def validate_definition(data: Any, *, brand_id: int | None = None) -> defs.Defin
         problem = integrations.segment_problem(brand_id=brand_id, segment_id=trigger.segment_id)
         if problem:
             raise ValidationFailed(
-                N_("{path}: {problem}"),
-                params={"path": "$.trigger.segment_id", "problem": problem},
+                N_("{path}: {message}"),
+                params={"path": "$.trigger.segment_id", "message": problem},
                 field="$.trigger.segment_id",
             )
     for index, step in enumerate(definition.steps):

@@ -5,19 +5,25 @@ for app messages to one member)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import statistics
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+from django.utils import translation
+from django.utils.translation import gettext as _
 
+from yutang.carriers.staff_notify import NotifyFailed
 from yutang.core import clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Staff
-from yutang.core.permissions import Action, require
+from yutang.core.permissions import Action, Role, require
 from yutang.customers.services import get_customer
 from yutang.journeys import extensions
 from yutang.journeys.models import Enrollment, StaffNotification, StaffTask
+
+logger = logging.getLogger("yutang.journeys")
 
 REMINDERS_PER_MINUTE = 30
 OUTCOME_CODES = ("reached", "no_answer", "purchased", "declined", "sent", "other")
@@ -151,9 +157,45 @@ def complete_task(
     return task
 
 
+def reminder_recipients(task: StaffTask) -> list[Staff]:
+    """Who is reminded of an overdue task: its assignee; for a queue task (a store and role,
+    no one assigned — or an assignee who left) the managers of its store; without a store or
+    a store manager, the brand's operations leads, else its brand admins."""
+    if task.assignee is not None and task.assignee.is_active:
+        return [task.assignee]
+    people = Staff.objects.filter(brand_id=task.brand_id, is_active=True).order_by("pk")
+    if task.store_id is not None:
+        managers = list(people.filter(role=Role.STORE_MANAGER, stores=task.store_id))
+        if managers:
+            return managers
+    for role in (Role.OPERATIONS_LEAD, Role.BRAND_ADMIN):
+        found = list(people.filter(role=role))
+        if found:
+            return found
+    return []
+
+
+def reminder_text(task: StaffTask, person: Staff) -> str:
+    """The reminder in the brand's staff language (brand setting ``staff_language``,
+    zh-hans by default), whatever language the worker runs in."""
+    brand = task.brand
+    due = task.due_at.astimezone(brand.tz).strftime("%m-%d %H:%M")
+    values = {"title": task.title, "customer": task.customer.display_name or f"#{task.customer_id}",
+              "due": due}  # fmt: skip
+    with translation.override(brand.policy.staff_language):
+        if task.assignee_id == person.pk:
+            return _("Overdue task: %(title)s (customer %(customer)s, due %(due)s)") % values
+        return (
+            _("Overdue task in a queue you manage: %(title)s (customer %(customer)s, due %(due)s)")
+            % values
+        )
+
+
 def remind_overdue_once(*, batch: int = 500) -> int:
-    """Mark open tasks past due as overdue and remind their assignees once, within the
-    per-member rate limit (a member over the limit is reminded on a later pass)."""
+    """Mark open tasks past due as overdue and remind each of their recipients once
+    (`reminder_recipients`) through the staff notifier, within the per-member rate limit:
+    a member over it, or a carrier that asks to try later, is reminded on a later pass. A
+    task's `reminded_at` is set when all its recipients have been reminded."""
     now = clock.now()
     with transaction.atomic():
         marked = StaffTask.objects.filter(status=StaffTask.Status.OPEN, due_at__lt=now).update(
@@ -161,29 +203,46 @@ def remind_overdue_once(*, batch: int = 500) -> int:
         )
     sent = 0
     due = list(
-        StaffTask.objects.filter(
-            status=StaffTask.Status.OVERDUE, reminded_at__isnull=True, assignee__isnull=False
-        ).select_related("assignee", "customer")[:batch]
+        StaffTask.objects.filter(status=StaffTask.Status.OVERDUE, reminded_at__isnull=True)
+        .select_related("assignee", "customer", "brand")
+        .order_by("due_at", "id")[:batch]
     )
     window = now - dt.timedelta(minutes=1)
     for task in due:
-        assert task.assignee is not None
-        with transaction.atomic():
-            staff = Staff.objects.select_for_update().get(pk=task.assignee_id)
-            recent = StaffNotification.objects.filter(staff=staff, sent_at__gt=window).count()
-            if recent >= REMINDERS_PER_MINUTE:
-                continue
-            claimed = StaffTask.objects.filter(pk=task.pk, reminded_at__isnull=True).update(
-                reminded_at=now
-            )
-            if not claimed:
-                continue
-            channel = extensions.notify_staff(
-                staff=staff, task=task, text=f"Overdue: {task.title}", at=now
-            )
-            StaffNotification.objects.create(staff=staff, task=task, sent_at=now, channel=channel)
-            sent += 1
+        complete = True
+        for person in reminder_recipients(task):
+            outcome = _remind(task, person, now, window)
+            sent += outcome == "sent"
+            complete = complete and outcome != "later"
+        if complete:
+            StaffTask.objects.filter(pk=task.pk, reminded_at__isnull=True).update(reminded_at=now)
     return marked + sent
+
+
+def _remind(task: StaffTask, person: Staff, now: dt.datetime, window: dt.datetime) -> str:
+    """One reminder to one person: "sent", "done" (already reminded of this task) or
+    "later" (over the rate limit, or the carrier asked to try again)."""
+    with transaction.atomic():
+        Staff.objects.select_for_update().filter(pk=person.pk).first()  # one member at a time
+        if StaffNotification.objects.filter(task=task, staff=person).exists():
+            return "done"
+        if (
+            StaffNotification.objects.filter(staff=person, sent_at__gt=window).count()
+            >= REMINDERS_PER_MINUTE
+        ):
+            return "later"
+        try:
+            channel = extensions.notify_staff(
+                staff=person, task=task, text=reminder_text(task, person), at=now
+            )
+        except NotifyFailed as exc:
+            if exc.retry_later:
+                logger.info("reminder of task %s to staff %s later: %s", task.pk, person.pk, exc)
+                return "later"
+            logger.warning("reminder of task %s to staff %s failed: %s", task.pk, person.pk, exc)
+            channel = "failed"
+        StaffNotification.objects.create(staff=person, task=task, sent_at=now, channel=channel)
+    return "sent"
 
 
 def task_metrics(*, actor: Staff) -> dict[str, Any]:

@@ -96,20 +96,36 @@ def test_task_inbox_overdue_first_and_complete():
 
 @pytest.mark.django_db
 def test_reminders_respect_thirty_per_minute_per_member():
+    """Delivered to the member's carrier (the sandbox here; WeCom in test_reminders)."""
+    from yutang.carriers.models import SandboxDelivery
+    from yutang.core import services as core_services
+
     brand, admin = setup()
+    core_services.create_carrier_account(
+        actor=None, brand=brand, kind="sandbox", external_id="admin-phone", display_name="我",
+        staff_id=admin.pk,
+    )  # fmt: skip
     c = customer(brand, owner_staff=admin)
     with use_clock(FrozenClock(T0)):
         for n in range(35):
             tasks.create_task(actor=admin, customer_id=c.pk, title=f"t{n}", due_at=T0)
+
+    def delivered() -> list[str]:
+        rows = SandboxDelivery.objects.filter(kind="staff", recipient="staff:admin-phone")
+        return sorted(r.content["text"].split("：")[1].split("（")[0] for r in rows)
+
     with use_clock(FrozenClock(T0 + dt.timedelta(seconds=1))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 30
+    assert len(delivered()) == 30
     with use_clock(FrozenClock(T0 + dt.timedelta(seconds=30))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 30
+    assert len(delivered()) == 30
     with use_clock(FrozenClock(T0 + dt.timedelta(minutes=1, seconds=2))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 35
+    assert delivered() == sorted(f"t{n}" for n in range(35))  # each task once
 
 
 @pytest.mark.browser
