@@ -221,7 +221,28 @@ def task_complete(request: HttpRequest, staff: Staff, task_id: int) -> HttpRespo
         messages.success(request, _("Task closed."))
     except YutangError as exc:
         messages.error(request, exc.localized())
+    return _back_to_inbox(request)
+
+
+def _back_to_inbox(request: HttpRequest) -> HttpResponse:
     box = request.POST.get("box", "mine")
     return redirect(
         f"{reverse('console:tasks')}?box={box if box in {'mine', 'store', 'all'} else 'mine'}"
     )
+
+
+@require_POST
+@staff_view(Action.TASK_MANAGE)
+def task_send(request: HttpRequest, staff: Staff, task_id: int) -> HttpResponse:
+    """One-click send of the (possibly edited) script through the outbox and policy gate."""
+    try:
+        tasks.send_task_message(
+            actor=staff, task_id=task_id, text=request.POST.get("text"),
+            kind="service" if request.POST.get("kind") == "service" else "marketing",
+        )  # fmt: skip
+        messages.success(
+            request, _("Sent to the outbox: the policy gate decides when it reaches the customer.")
+        )
+    except YutangError as exc:
+        messages.error(request, exc.localized())
+    return _back_to_inbox(request)

@@ -22,6 +22,7 @@ from yutang.journeys.schemas import (
     TaskIn,
     TaskOut,
     TaskPatch,
+    TaskSend,
 )
 
 router = Router(tags=["journeys"])
@@ -133,3 +134,10 @@ def update_task(request: HttpRequest, task_id: int, payload: TaskPatch) -> objec
 @router.post("/tasks/{task_id}/complete", response=TaskOut, tags=["tasks"])
 def complete_task(request: HttpRequest, task_id: int, payload: TaskComplete) -> object:
     return tasks.complete_task(actor=actor(request), task_id=task_id, **payload.model_dump())
+
+
+@router.post("/tasks/{task_id}/send", response=TaskOut, tags=["tasks"])
+def send_task_message(request: HttpRequest, task_id: int, payload: TaskSend) -> object:
+    """Send the task's script (or `text`) to the customer through the outbox and policy gate
+    and close the task with outcome `sent`."""
+    return tasks.send_task_message(actor=actor(request), task_id=task_id, **payload.model_dump())

@@ -91,6 +91,15 @@ class TaskComplete(In):
     outcome_code: str
     outcome_note: str = Field(default="", max_length=4000)
     skipped: bool = False
+    # Outcome "sent": the text sent through the outbox (default: the task's script) and its kind.
+    text: str | None = Field(default=None, max_length=4000)
+    kind: Literal["service", "marketing"] = "marketing"
+
+
+class TaskSend(In):
+    text: str | None = Field(default=None, max_length=4000)
+    kind: Literal["service", "marketing"] = "marketing"
+    outcome_note: str = Field(default="", max_length=4000)
 
 
 class TaskOut(Schema):
@@ -106,5 +115,7 @@ class TaskOut(Schema):
     outcome_code: str
     outcome_note: str
     enrollment_id: int | None
+    message_id: int | None
     created_at: dt.datetime
     completed_at: dt.datetime | None
+    reminded_at: dt.datetime | None

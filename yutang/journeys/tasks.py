@@ -17,10 +17,10 @@ from django.utils.translation import gettext as _
 from yutang.carriers.staff_notify import NotifyFailed
 from yutang.core import clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
-from yutang.core.models import Staff
+from yutang.core.models import CarrierAccount, Staff
 from yutang.core.permissions import Action, Role, require
 from yutang.customers.services import get_customer
-from yutang.journeys import extensions
+from yutang.journeys import extensions, integrations
 from yutang.journeys.models import Enrollment, StaffNotification, StaffTask
 
 logger = logging.getLogger("yutang.journeys")
@@ -123,21 +123,41 @@ def update_task(
 
 
 def complete_task(
-    *, actor: Staff, task_id: int, outcome_code: str, outcome_note: str = "", skipped: bool = False
+    *,
+    actor: Staff,
+    task_id: int,
+    outcome_code: str,
+    outcome_note: str = "",
+    skipped: bool = False,
+    text: str | None = None,
+    kind: str = "marketing",
 ) -> StaffTask:
-    """Close the task; a journey waiting for it goes on to its next step now."""
+    """Close the task; a journey waiting for it goes on to its next step now.
+
+    Outcome ``sent`` means the message went out through Yutang: it writes the task's script
+    (or `text`) to the outbox for the customer (`send_task_message`), where the policy gate
+    decides as for every other message — a staff member cannot record a touch the gate never
+    saw. The task keeps a link to that message."""
     if outcome_code not in OUTCOME_CODES:
         raise ValidationFailed(
             N_("outcome_code must be one of {codes}."),
             params={"codes": ", ".join(OUTCOME_CODES)},
             field="outcome_code",
         )
+    if outcome_code == "sent" and skipped:
+        raise ValidationFailed(N_("A skipped task sends nothing."), field="skipped")
     now = clock.now()
     with transaction.atomic():
         task = get_task(actor=actor, task_id=task_id, action=Action.TASK_MANAGE)
-        task = StaffTask.objects.select_for_update().get(pk=task.pk)
+        task = (
+            StaffTask.objects.select_for_update(of=("self",))
+            .select_related("brand", "customer", "enrollment")
+            .get(pk=task.pk)
+        )
         if task.status in {StaffTask.Status.DONE, StaffTask.Status.SKIPPED}:
             raise Conflict(N_("This task is already closed."), field="status")
+        if outcome_code == "sent":
+            task.message = _send(actor, task, text=text, kind=kind)
         task.status = StaffTask.Status.SKIPPED if skipped else StaffTask.Status.DONE
         task.outcome_code = outcome_code
         task.outcome_note = outcome_note[:4000]
@@ -155,6 +175,79 @@ def complete_task(
             if e is not None and e.waiting_for.get("task") == task.pk:
                 resume_waiting(e, now, outcome="task_done" if not skipped else "task_skipped")
     return task
+
+
+def send_task_message(
+    *,
+    actor: Staff,
+    task_id: int,
+    text: str | None = None,
+    kind: str = "marketing",
+    outcome_note: str = "",
+) -> StaffTask:
+    """One-click send from the inbox: the task's suggested script (or the edited `text`) goes
+    to the customer through the outbox and the policy gate, from the staff member's own
+    carrier account the customer holds (else the account a journey would use, if the staff
+    member may use it), and the task closes with outcome ``sent``. On WeCom the message waits
+    for the member's confirmation in the WeCom app like every one-to-one message."""
+    return complete_task(
+        actor=actor, task_id=task_id, outcome_code="sent", outcome_note=outcome_note,
+        text=text, kind=kind,
+    )  # fmt: skip
+
+
+def _send(actor: Staff, task: StaffTask, *, text: str | None, kind: str) -> Any:
+    from yutang.messaging.services import enqueue_message
+
+    require(actor, Action.MESSAGE_SEND)
+    body = (task.script if text is None else text).strip()
+    if not body:
+        raise ValidationFailed(
+            N_("Nothing to send: the task has no script; write the text."), field="text"
+        )
+    account = _sender_account(actor, task.customer)
+    if account is None:
+        raise Conflict(
+            N_("The customer holds none of the carrier accounts you may send from."),
+            field="task_id",
+        )
+    if task.enrollment is not None:
+        cause, ref = "journey", f"journey:{task.enrollment.journey_id}:{task.step_id}"
+    else:
+        cause, ref = "manual", f"task:{task.pk}"
+    return enqueue_message(
+        brand=task.brand,
+        customer=task.customer,
+        account=account,
+        kind=kind,
+        content={"type": "text", "text": body},
+        cause=cause,
+        cause_ref=ref,
+        idempotency_key=f"task:{task.pk}",
+        staff=actor,
+    )
+
+
+def _sender_account(actor: Staff, customer: Any) -> CarrierAccount | None:
+    """Among the accounts the customer holds as an active contact and the actor may use:
+    the actor's own, else the one a journey would send from, else the oldest."""
+    from yutang.carriers.models import CarrierContact
+
+    held = CarrierContact.objects.filter(
+        customer=customer, status=CarrierContact.Status.ACTIVE
+    ).values("account_id")
+    usable = list(
+        CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW)
+        .filter(pk__in=held, is_active=True)
+        .order_by("pk")
+    )
+    own = [a for a in usable if a.staff_id == actor.pk]
+    if own:
+        return own[0]
+    preferred = integrations.account_for(customer)
+    if preferred is not None and preferred.pk in {a.pk for a in usable}:
+        return preferred
+    return usable[0] if usable else None
 
 
 def reminder_recipients(task: StaffTask) -> list[Staff]:
