@@ -11,7 +11,7 @@ from yutang.core.errors import N_, ValidationFailed
 from yutang.journeys import services, tasks
 from yutang.journeys.schemas import (
     EnrolIn,
-    EnrollmentOut,
+    EnrollmentPage,
     EnrolOut,
     JourneyIn,
     JourneyOut,
@@ -21,6 +21,7 @@ from yutang.journeys.schemas import (
     TaskComplete,
     TaskIn,
     TaskOut,
+    TaskPage,
     TaskPatch,
     TaskSend,
 )
@@ -95,13 +96,19 @@ def enrol_csv(request: HttpRequest, journey_id: int, file: UploadedFile = File(.
     return services.enrol_csv(actor=actor(request), journey_id=journey_id, text=text)
 
 
-@router.get("/journeys/{journey_id}/enrollments", response=list[EnrollmentOut])
+@router.get("/journeys/{journey_id}/enrollments", response=EnrollmentPage)
 def enrollments(
-    request: HttpRequest, journey_id: int, state: str | None = None, limit: int = 100
+    request: HttpRequest,
+    journey_id: int,
+    state: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
 ) -> object:
-    return services.list_enrollments(
-        actor=actor(request), journey_id=journey_id, state=state, limit=limit
+    """Newest first; pass `next_cursor` back as `cursor` for the next page (limit ≤ 500)."""
+    items, next_cursor = services.page_enrollments(
+        actor=actor(request), journey_id=journey_id, state=state, cursor=cursor, limit=limit
     )
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/journeys/{journey_id}/metrics")
@@ -109,9 +116,19 @@ def metrics(request: HttpRequest, journey_id: int) -> object:
     return services.journey_metrics(actor=actor(request), journey_id=journey_id)
 
 
-@router.get("/tasks", response=list[TaskOut], tags=["tasks"])
-def list_tasks(request: HttpRequest, box: str = "mine", status: str = "open") -> object:
-    return tasks.list_tasks(actor=actor(request), box=box, status=status)
+@router.get("/tasks", response=TaskPage, tags=["tasks"])
+def list_tasks(
+    request: HttpRequest,
+    box: str = "mine",
+    status: str = "open",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> object:
+    """Newest first; pass `next_cursor` back as `cursor` for the next page (limit ≤ 500)."""
+    items, next_cursor = tasks.page_tasks(
+        actor=actor(request), box=box, status=status, cursor=cursor, limit=limit
+    )
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.post("/tasks", response={201: TaskOut}, tags=["tasks"])

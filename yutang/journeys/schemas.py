@@ -74,6 +74,11 @@ class EnrollmentOut(Schema):
         return int(obj.version.number)
 
 
+class EnrollmentPage(Schema):
+    items: list[EnrollmentOut]
+    next_cursor: str | None
+
+
 class TaskIn(In):
     customer_id: int
     title: str = Field(min_length=1, max_length=200)
@@ -119,3 +124,8 @@ class TaskOut(Schema):
     created_at: dt.datetime
     completed_at: dt.datetime | None
     reminded_at: dt.datetime | None
+
+
+class TaskPage(Schema):
+    items: list[TaskOut]
+    next_cursor: str | None

@@ -16,6 +16,7 @@ from django.db.models import Count, Q, QuerySet
 from yutang.core import audit, clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Staff
+from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require
 from yutang.customers.models import Customer
 from yutang.journeys import definition as defs
@@ -293,9 +294,7 @@ def enrol_csv(*, actor: Staff, journey_id: int, text: str) -> list[engine.EnrolR
         raise
 
 
-def list_enrollments(
-    *, actor: Staff, journey_id: int, state: str | None = None, limit: int = 100
-) -> list[Enrollment]:
+def _enrollments(*, actor: Staff, journey_id: int, state: str | None) -> QuerySet[Enrollment]:
     journey = get_journey(actor=actor, journey_id=journey_id)
     visible = Customer.objects.for_actor(actor).values("pk")
     qs = Enrollment.objects.filter(journey=journey, customer__in=visible)
@@ -303,7 +302,29 @@ def list_enrollments(
         if state not in Enrollment.State.values:
             raise ValidationFailed(N_("Unknown state."), field="state")
         qs = qs.filter(state=state)
-    return list(qs.select_related("customer", "version").order_by("-id")[: max(1, min(limit, 500))])
+    return qs.select_related("customer", "version")
+
+
+def list_enrollments(
+    *, actor: Staff, journey_id: int, state: str | None = None, limit: int = 100
+) -> list[Enrollment]:
+    """The latest enrolments (the console's table)."""
+    qs = _enrollments(actor=actor, journey_id=journey_id, state=state)
+    return list(qs.order_by("-id")[: max(1, min(limit, 500))])
+
+
+def page_enrollments(
+    *,
+    actor: Staff,
+    journey_id: int,
+    state: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[Enrollment], str | None]:
+    """All of a journey's enrolments the actor may see, newest first, a page at a time
+    (`core.pagination`: pass the `next_cursor` back as `cursor`)."""
+    qs = _enrollments(actor=actor, journey_id=journey_id, state=state)
+    return page_by_id_desc(qs, cursor=cursor, limit=limit)
 
 
 # --- Metrics --------------------------------------------------------------------------------

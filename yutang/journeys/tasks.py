@@ -18,6 +18,7 @@ from yutang.carriers.staff_notify import NotifyFailed
 from yutang.core import clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import CarrierAccount, Staff
+from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, Role, require
 from yutang.customers.services import get_customer
 from yutang.journeys import extensions, integrations
@@ -33,11 +34,7 @@ def _scoped(actor: Staff, action: Action = Action.TASK_VIEW) -> QuerySet[StaffTa
     return StaffTask.objects.for_actor(actor, action)
 
 
-def list_tasks(
-    *, actor: Staff, box: str = "mine", status: str = "open", limit: int = 200
-) -> list[StaffTask]:
-    """The inbox: `mine` (assigned to me), `store` (my stores' queues and people), `all`.
-    Overdue first, then by due time."""
+def _inbox(*, actor: Staff, box: str, status: str) -> QuerySet[StaffTask]:
     qs = _scoped(actor)
     if box == "mine":
         qs = qs.filter(assignee=actor)
@@ -51,14 +48,34 @@ def list_tasks(
         qs = qs.filter(status=status)
     elif status != "any":
         raise ValidationFailed(N_("Unknown status."), field="status")
-    qs = qs.annotate(
+    return qs.select_related("customer", "assignee", "store")
+
+
+def list_tasks(
+    *, actor: Staff, box: str = "mine", status: str = "open", limit: int = 200
+) -> list[StaffTask]:
+    """The inbox: `mine` (assigned to me), `store` (my stores' queues and people), `all`.
+    Overdue first, then by due time."""
+    qs = _inbox(actor=actor, box=box, status=status).annotate(
         overdue_first=Case(
             When(status=StaffTask.Status.OVERDUE, then=Value(0)),
             default=Value(1),
             output_field=IntegerField(),
         )
-    ).order_by("overdue_first", "due_at", "id")
-    return list(qs.select_related("customer", "assignee", "store")[:limit])
+    )
+    return list(qs.order_by("overdue_first", "due_at", "id")[:limit])
+
+
+def page_tasks(
+    *,
+    actor: Staff,
+    box: str = "mine",
+    status: str = "open",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[StaffTask], str | None]:
+    """Every task of the box, newest first, a page at a time (`core.pagination`)."""
+    return page_by_id_desc(_inbox(actor=actor, box=box, status=status), cursor=cursor, limit=limit)
 
 
 def get_task(*, actor: Staff, task_id: int, action: Action = Action.TASK_VIEW) -> StaffTask:
