@@ -119,14 +119,23 @@ def _journey_context(staff: Staff, journey_id: int, **extra: Any) -> dict[str, A
     draft = parse(journey.draft)
     published = definition_of(journey.live_version_id) if journey.live_version_id else None
     metrics = services.journey_metrics(actor=staff, journey_id=journey_id)
+    steps = metrics["steps"]
+    # The charts draw the metrics function's own numbers (the API's), nothing recomputed.
     chart = {
-        "steps": [s["id"] for s in metrics["steps"]],
-        "runs": [s["runs"] for s in metrics["steps"]],
-        "current": [s["current"] for s in metrics["steps"]],
+        "steps": [s["id"] for s in steps],
+        "runs": [s["runs"] for s in steps],
+        "current": [s["current"] for s in steps],
+        "sent": [s["messages"]["sent"] for s in steps],
+        "blocked": [s["messages"]["blocked"] for s in steps],
+        "pending": [s["messages"]["pending_confirmation"] for s in steps],
+        "tasks_created": [s["tasks"]["created"] for s in steps],
+        "tasks_done": [s["tasks"]["done"] for s in steps],
+        "staff": [r["name"] or "—" for r in metrics["task_completion"]["staff"]],
+        "staff_rate": [r["completion_rate"] for r in metrics["task_completion"]["staff"]],
     }
     return {
         "journey": journey, "draft": draft, "published": published, "metrics": metrics,
-        "chart_json": json.dumps(chart), "step_types": STEP_TYPES,
+        "chart_data": chart, "step_types": STEP_TYPES,
         "draft_json": json.dumps(dump(draft), ensure_ascii=False, indent=2),
         "can_manage": staff.can(Action.JOURNEY_MANAGE), "error_step": None, "error": None,
         "enrollments": services.list_enrollments(actor=staff, journey_id=journey_id, limit=20),

@@ -28,6 +28,7 @@ from yutang.journeys.models import (
     StaffTask,
     StepRun,
 )
+from yutang.journeys.tasks import completion_by
 from yutang.messaging.models import Message
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_json"
@@ -384,29 +385,59 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
     order = (
         list(engine.definition_of(journey.live_version_id).index) if journey.live_version_id else []
     )
-    steps = [
-        {"id": s, "runs": sum(step_counts.get(s, {}).values()), "outcomes": step_counts.get(s, {}),
-         "current": at_step.get(s, 0)}
-        for s in [*order, *sorted(set(step_counts) - set(order))]
-    ]  # fmt: skip
-    tasks = StaffTask.objects.filter(enrollment__journey=journey)
-    task_counts = tasks.aggregate(
-        created=Count("id"), done=Count("id", filter=Q(status=StaffTask.Status.DONE))
-    )
+    prefix = f"journey:{journey.pk}:"
+    # One grouped read of the journey's outbox rows: per step, status and blocking rule.
     outbox = (
         Message.objects.filter(
-            brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
-            cause_ref__startswith=f"journey:{journey.pk}:",
+            brand_id=journey.brand_id, cause=Message.Cause.JOURNEY, cause_ref__startswith=prefix
         )
-        .values("status")
+        .values_list("cause_ref", "status", "rule")
         .annotate(n=Count("id"))
+        .order_by()
+    )
+    by_status: dict[str, int] = {}
+    blocked_by_rule: dict[str, int] = {}
+    step_messages: dict[str, dict[str, Any]] = {}
+    for ref, status, rule, n in outbox:
+        by_status[status] = by_status.get(status, 0) + n
+        entry = step_messages.setdefault(ref.removeprefix(prefix), _message_counts())
+        entry["by_status"][status] = entry["by_status"].get(status, 0) + n
+        entry["queued"] += n
+        if status in SENT_STATES:
+            entry["sent"] += n
+        elif status == "pending_confirmation":
+            entry["pending_confirmation"] += n
+        elif status == "blocked":
+            entry["blocked"] += n
+            entry["blocked_by_rule"][rule or ""] = entry["blocked_by_rule"].get(rule or "", 0) + n
+            blocked_by_rule[rule or ""] = blocked_by_rule.get(rule or "", 0) + n
+    tasks = StaffTask.objects.filter(enrollment__journey=journey)
+    step_tasks: dict[str, dict[str, int]] = {}
+    for step_id, status, n in (
+        tasks.values_list("step_id", "status").annotate(n=Count("id")).order_by()
+    ):
+        entry = step_tasks.setdefault(step_id, {"created": 0, "done": 0, "skipped": 0})
+        entry["created"] += n
+        if status in (StaffTask.Status.DONE, StaffTask.Status.SKIPPED):
+            entry[status] += n
+    task_counts = {
+        "created": sum(t["created"] for t in step_tasks.values()),
+        "done": sum(t["done"] for t in step_tasks.values()),
+    }
+    ids = [*order, *sorted((set(step_counts) | set(step_messages) | set(step_tasks)) - set(order))]
+    steps = [
+        {"id": s, "runs": sum(step_counts.get(s, {}).values()), "outcomes": step_counts.get(s, {}),
+         "current": at_step.get(s, 0),
+         "messages": step_messages.get(s, _message_counts()),
+         "tasks": step_tasks.get(s, {"created": 0, "done": 0, "skipped": 0})}
+        for s in ids
+    ]  # fmt: skip
+    task_rows = list(
+        tasks.values(
+            "assignee_id", "assignee__display_name", "store_id", "store__name", "status",
+            "created_at", "completed_at",
+        )
     )  # fmt: skip
-    by_status = {row["status"]: row["n"] for row in outbox}
-    blocked = Message.objects.filter(
-        brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
-        cause_ref__startswith=f"journey:{journey.pk}:", status=Message.Status.BLOCKED,
-    ).values("rule").annotate(n=Count("id"))  # fmt: skip
-    sent_states = {"sent", "delivered", "read"}
     t_rate = t_x / t_n if t_n else 0.0
     h_rate = h_x / h_n if h_n else 0.0
     return {
@@ -420,16 +451,20 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         "exited_by_reason": reasons,
         "holdout": states.get("holdout", 0),
         "messages_queued": sum(by_status.values()),
-        "messages_sent": sum(n for st, n in by_status.items() if st in sent_states),
+        "messages_sent": sum(n for st, n in by_status.items() if st in SENT_STATES),
         "messages_pending_confirmation": by_status.get("pending_confirmation", 0),
         "messages_blocked": by_status.get("blocked", 0),
-        "messages_blocked_by_rule": {row["rule"] or "": row["n"] for row in blocked},
+        "messages_blocked_by_rule": blocked_by_rule,
         "messages_by_status": by_status,
         "messages_skipped_no_account": sum(
             c.get("skipped_no_account", 0) for c in step_counts.values()
         ),
         "tasks_created": task_counts["created"],
         "tasks_done": task_counts["done"],
+        "task_completion": {
+            "staff": completion_by(task_rows, "assignee_id", "assignee__display_name"),
+            "stores": completion_by(task_rows, "store_id", "store__name"),
+        },
         "confirmations": confirmation_metrics(journey, step_counts),
         "goal": {
             "treated": {
@@ -449,6 +484,14 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         },
         "steps": steps,
     }
+
+
+SENT_STATES = frozenset({"sent", "delivered", "read"})
+
+
+def _message_counts() -> dict[str, Any]:
+    return {"queued": 0, "sent": 0, "pending_confirmation": 0, "blocked": 0,
+            "blocked_by_rule": {}, "by_status": {}}  # fmt: skip
 
 
 def confirmation_metrics(

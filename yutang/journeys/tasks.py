@@ -364,22 +364,25 @@ def task_metrics(*, actor: Staff) -> dict[str, Any]:
             "created_at", "completed_at",
         )
     ]  # fmt: skip
+    return {"staff": completion_by(rows, "assignee_id", "assignee__display_name"),
+            "stores": completion_by(rows, "store_id", "store__name")}  # fmt: skip
 
-    def summarise(key: str, label: str) -> list[dict[str, Any]]:
-        groups: dict[Any, list[dict[str, Any]]] = {}
-        for row in rows:
-            if row[key] is not None:
-                groups.setdefault((row[key], row[label]), []).append(row)
-        out = []
-        for (ident, name), items in sorted(groups.items(), key=lambda kv: str(kv[0][1])):
-            done = [r for r in items if r["status"] == StaffTask.Status.DONE]
-            minutes = [(r["completed_at"] - r["created_at"]).total_seconds() / 60 for r in done]
-            out.append({
-                "id": ident, "name": name, "total": len(items), "done": len(done),
-                "completion_rate": round(len(done) / len(items), 4) if items else 0.0,
-                "median_minutes": round(statistics.median(minutes), 1) if minutes else None,
-            })  # fmt: skip
-        return out
 
-    return {"staff": summarise("assignee_id", "assignee__display_name"),
-            "stores": summarise("store_id", "store__name")}  # fmt: skip
+def completion_by(rows: list[dict[str, Any]], key: str, label: str) -> list[dict[str, Any]]:
+    """Tasks (rows with status, created_at, completed_at) grouped by `key`: total, done, the
+    completion rate (done / total) and the median minutes from creation to completion of
+    the done ones. Rows without a `key` (a queue task has no assignee) are left out."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row[key] is not None:
+            groups.setdefault((row[key], row[label]), []).append(row)
+    out = []
+    for (ident, name), items in sorted(groups.items(), key=lambda kv: str(kv[0][1])):
+        done = [r for r in items if r["status"] == StaffTask.Status.DONE]
+        minutes = [(r["completed_at"] - r["created_at"]).total_seconds() / 60 for r in done]
+        out.append({
+            "id": ident, "name": name, "total": len(items), "done": len(done),
+            "completion_rate": round(len(done) / len(items), 4) if items else 0.0,
+            "median_minutes": round(statistics.median(minutes), 1) if minutes else None,
+        })  # fmt: skip
+    return out

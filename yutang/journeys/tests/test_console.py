@@ -172,6 +172,11 @@ def test_build_publish_and_watch_a_customer_move_with_fast_forward(chromium, liv
         assert page.locator("[data-testid=m-completed]").inner_text() == "1"
         assert page.locator("[data-testid=m-messages]").inner_text() == "2"
         assert page.evaluate("typeof window.echarts") == "object"
+        drawn = page.evaluate(
+            "echarts.getInstanceByDom(document.getElementById('step-work-chart'))"
+            ".getOption().xAxis[0].data"
+        )
+        assert drawn == ["hello", "wait1", "bye"]  # the chart carries the metrics' steps
         assert services.journey_metrics(actor=admin, journey_id=journey.pk)["completed"] == 1
     finally:
         context.close()
