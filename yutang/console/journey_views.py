@@ -63,6 +63,8 @@ def _step_from_form(post: Any) -> dict[str, Any]:
     if step["type"] == "send_message":
         if post.get("kind"):
             step["kind"] = post["kind"]
+        if post.get("skip_if_welcomed"):
+            step["skip_if_welcomed"] = True
         if post.get("wait_for_confirmation"):
             # days/hours/minutes are the confirmation's timeout; on_timeout its branch
             wait: dict[str, Any] = {"timeout": _pop_duration(step)}

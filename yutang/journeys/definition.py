@@ -145,10 +145,15 @@ class ConfirmationWait(Strict):
 
 
 class SendMessageStep(StepBase):
+    """`skip_if_welcomed`: a welcome step that does nothing (outcome ``welcomed``) when the
+    customer already got the carrier's automatic welcome (the live code's, sent with WeCom's
+    ``send_welcome_msg`` when they added the account) in the day before the step."""
+
     type: Literal["send_message"]
     kind: Literal["service", "marketing"] = "marketing"
     content: Annotated[str, Field(min_length=1, max_length=4000)]
     wait_for_confirmation: ConfirmationWait | None = None
+    skip_if_welcomed: bool = False
 
 
 class CreateTaskStep(StepBase):

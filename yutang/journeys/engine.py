@@ -32,7 +32,7 @@ from yutang.core.permissions import Role
 from yutang.customers.models import Customer
 from yutang.events.models import Event
 from yutang.journeys import definition as defs
-from yutang.journeys import extensions, integrations, timing, webhooks
+from yutang.journeys import extensions, integrations, timing, variables, webhooks
 from yutang.journeys.models import (
     Enrollment,
     Journey,
@@ -161,12 +161,48 @@ def _goto(e: Enrollment, step_id: str | None, at: dt.datetime) -> None:
     e.waiting_for = {}
 
 
-def _render(text: str, customer: Customer, brand: Brand) -> str:
-    """Script variables: {name}, {brand}, {city}. Unknown braces stay as written."""
+def _render(
+    text: str, customer: Customer, brand: Brand, extra: dict[str, str] | None = None
+) -> str:
+    """Script variables: {name}, {brand}, {city}, and the lazy ones of `variables` ({channel},
+    {hook}, {product} …) given in `extra`. Unknown braces stay as written."""
     values = {"name": customer.display_name or "", "brand": brand.name, "city": customer.city}
+    if extra:
+        values.update(extra)
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
     return text
+
+
+def _texts(step: Any) -> list[str]:
+    """The texts a step renders for the customer."""
+    if step.type == "send_message":
+        return [step.content]
+    if step.type == "create_task":
+        return [step.title, step.script]
+    return []
+
+
+def _extra(e: Enrollment, step: Any, batch: _Batch | None) -> dict[str, str]:
+    """The lazy template variables the step's texts use, for the enrolment's customer."""
+    names = variables.needed(_texts(step))
+    if not names:
+        return {}
+    if batch is not None and e.customer_id in batch.variables:
+        return batch.variables[e.customer_id]
+    return variables.values_for(e.brand_id, [e.customer_id], names)[e.customer_id]
+
+
+#: A welcome step with skip_if_welcomed does nothing after an automatic welcome this recent.
+WELCOME_WINDOW = dt.timedelta(days=1)
+
+
+def _welcomed(e: Enrollment, at: dt.datetime, batch: _Batch | None) -> bool:
+    since = at - WELCOME_WINDOW
+    if batch is not None:
+        last = batch.welcomes.get(e.customer_id)
+        return last is not None and last >= since
+    return e.customer_id in integrations.welcomes([e.customer_id], since=since)
 
 
 def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
@@ -221,6 +257,9 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
         _goto(e, step.paths[index].next or definition.following(step), base)
         return f"path{index}"
     if kind == "send_message":
+        if step.skip_if_welcomed and _welcomed(e, base, batch):
+            _goto(e, definition.following(step), base)
+            return "welcomed"
         customer = e.customer
         account = batch.accounts.get(customer.pk) if batch else integrations.account_for(customer)
         wait = step.wait_for_confirmation
@@ -233,7 +272,7 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
             "customer": customer,
             "account": account,
             "kind": step.kind,
-            "content": _render(step.content, customer, brand),
+            "content": _render(step.content, customer, brand, _extra(e, step, batch)),
             "journey_id": journey.pk,
             "step_id": step.id,
             "idempotency_key": key,
@@ -252,7 +291,7 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
         e.waiting_for = {"message": key, "until": deadline.isoformat()}
         return "confirming"
     if kind == "create_task":
-        task = create_task_for(e, step, base)
+        task = create_task_for(e, step, base, _extra(e, step, batch))
         if step.wait_for_completion:
             e.state = Enrollment.State.WAITING
             e.next_due_at = base + step.timeout.delta()
@@ -381,6 +420,27 @@ class _Batch:
             self.holds[key] = (ids, found)
         senders = [e.customer for e in active if steps[e.pk].type == "send_message"]
         self.accounts = integrations.accounts_for(senders)
+        # Lazy template variables ({channel}, {product} …) and recent automatic welcomes:
+        # read once for the batch's steps that use them (nothing when none does).
+        self.variables: dict[int, dict[str, str]] = {}
+        by_brand: dict[int, tuple[set[str], list[int]]] = {}
+        for e in active:
+            names = variables.needed(_texts(steps[e.pk]))
+            if names:
+                wanted_names, who = by_brand.setdefault(e.brand_id, (set(), []))
+                wanted_names.update(names)
+                who.append(e.customer_id)
+        for brand_id, (names, who) in by_brand.items():
+            self.variables.update(variables.values_for(brand_id, who, names))
+        welcome_steps = [e for e in active if getattr(steps[e.pk], "skip_if_welcomed", False)]
+        self.welcomes: dict[int, dt.datetime] = (
+            integrations.welcomes(
+                [e.customer_id for e in welcome_steps],
+                since=min((e.next_due_at or clock.now()) for e in welcome_steps) - WELCOME_WINDOW,
+            )
+            if welcome_steps
+            else {}
+        )
 
     def flush(self) -> None:
         if self.messages:
@@ -407,7 +467,9 @@ def save_ticks(rows: list[Enrollment]) -> None:
     update_rows(Enrollment, rows, TICK_FIELDS)
 
 
-def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
+def create_task_for(
+    e: Enrollment, step: Any, at: dt.datetime, extra: dict[str, str] | None = None
+) -> StaffTask:
     customer = e.customer
     brand = e.journey.brand
     assignee: Staff | None = None
@@ -419,8 +481,8 @@ def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
         assignee=assignee,
         store_id=customer.owner_store_id,
         queue_role="" if assignee else Role.ADVISOR.value,
-        title=_render(step.title, customer, brand),
-        script=_render(step.script, customer, brand),
+        title=_render(step.title, customer, brand, extra),
+        script=_render(step.script, customer, brand, extra),
         due_at=timing.after(
             at, brand.tz, days=step.due.days, hours=step.due.hours, minutes=step.due.minutes
         ),

@@ -199,6 +199,30 @@ def send_messages(items: Sequence[dict[str, Any]]) -> list[Any]:
     )
 
 
+def welcomes(customer_ids: Sequence[int], *, since: Any) -> dict[int, Any]:
+    """{customer id: latest time} of the automatic welcome messages (cause ``welcome``: the
+    live code's or the brand's default welcome, sent by the carrier when the customer added
+    the account — WeCom's ``send_welcome_msg``) these customers got since `since`."""
+    from django.db.models import Max
+
+    from yutang.messaging.models import Message
+
+    if not customer_ids:
+        return {}
+    rows = (
+        Message.objects.filter(
+            customer_id__in=list(customer_ids),
+            cause=Message.Cause.WELCOME,
+            status__in=sorted(SENT_STATES),
+            due_at__gte=since,
+        )
+        .values("customer_id")
+        .annotate(last=Max("due_at"))
+        .values_list("customer_id", "last")
+    )
+    return dict(rows)
+
+
 SENT_STATES = frozenset({"sent", "delivered", "read"})
 UNSENT_STATES = frozenset({"failed", "blocked", "expired", "cancelled"})
 

@@ -56,13 +56,37 @@ def test_builder_adds_typed_steps_points_at_bad_step_and_publishes():
 
 @pytest.mark.django_db
 def test_template_install_and_store_role_cannot_see_journeys():
+    from yutang.journeys.definition import dump, parse
+
     brand, admin = setup()
     client = console_client(admin)
+    listing = client.get("/journeys/").content.decode()
+    shipped = services.shipped_templates()
+    assert len(shipped) == 7
+    for template in shipped:  # every template is offered and parses
+        assert template["key"] in listing
+        parse(template["definition"])
+    r = client.post("/journeys/new/", {"template": "1_new_contact"})
+    journey = Journey.objects.get(brand=brand)
+    assert r.status_code == 302 and r["Location"] == f"/journeys/{journey.pk}/"
+    template = next(t for t in shipped if t["key"] == "1_new_contact")
+    assert (journey.name, journey.status, journey.live_version_id) == (
+        template["name"], "draft", None,
+    )  # fmt: skip
+    assert journey.draft == dump(parse(template["definition"]))  # the template, unchanged
+    page = client.get(f"/journeys/{journey.pk}/").content.decode()
+    assert 'data-step="welcome"' in page and 'data-testid="skip-if-welcomed"' in page
+    # Installing the same template again is refused by name, not duplicated.
     client.post("/journeys/new/", {"template": "1_new_contact"})
-    assert Journey.objects.filter(brand=brand, name__startswith="新客欢迎").exists()
-    advisor = make_staff(brand, Role.ADVISOR, stores=[make_store(brand)])
-    assert console_client(advisor).get("/journeys/").status_code == 403
-    assert console_client(advisor).get("/tasks/").status_code == 200
+    assert Journey.objects.filter(brand=brand).count() == 1
+    for role in (Role.ADVISOR, Role.STORE_MANAGER):
+        staff = make_staff(brand, role, stores=[make_store(brand)])
+        store_client = console_client(staff)
+        assert store_client.get("/journeys/").status_code == 403
+        assert store_client.get(f"/journeys/{journey.pk}/").status_code == 403
+        assert store_client.post("/journeys/new/", {"template": "3_repurchase"}).status_code == 403
+        assert store_client.get("/tasks/").status_code == 200
+    assert Journey.objects.filter(brand=brand).count() == 1
 
 
 @pytest.mark.django_db
