@@ -769,13 +769,15 @@ def handle_events(batch: list[Event]) -> None:
     ids = {event.customer_id for event in batch}
     open_rows: dict[int, list[Enrollment]] = {i: [] for i in ids}
     closed: dict[int, list[Enrollment]] = {i: [] for i in ids}
-    _load_enrollments(ids, open_rows, closed)
+    goals = _goal_windows({event.brand_id for event in batch})
+    earliest = min((event.occurred_at for event in batch), default=None)
+    _load_enrollments(ids, open_rows, closed, goals, earliest)
     live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
     stale: set[int] = set()
     for event in batch:
         cid = event.customer_id
         if cid in stale:
-            _load_enrollments({cid}, open_rows, closed)
+            _load_enrollments({cid}, open_rows, closed, goals, earliest)
             stale.discard(cid)
         if event.brand_id not in live:
             live[event.brand_id] = _live_journeys(event.brand_id)
@@ -784,14 +786,40 @@ def handle_events(batch: list[Event]) -> None:
             stale.add(cid)
 
 
+def _goal_windows(brand_ids: set[int]) -> dict[int, int]:
+    """{version id: goal window in days} of the brands' journey versions that have a goal."""
+    versions = JourneyVersion.objects.filter(journey__brand_id__in=brand_ids).values_list(
+        "pk", flat=True
+    )
+    found = {}
+    for pk in versions:
+        goal = definition_of(pk).goal
+        if goal is not None:
+            found[pk] = goal.within_days
+    return found
+
+
 def _load_enrollments(
-    ids: set[int], open_rows: dict[int, list[Enrollment]], closed: dict[int, list[Enrollment]]
+    ids: set[int],
+    open_rows: dict[int, list[Enrollment]],
+    closed: dict[int, list[Enrollment]],
+    goals: dict[int, int],
+    earliest: dt.datetime | None,
 ) -> None:
+    """The customers' open enrolments, and the closed unconverted ones whose goal an event
+    from `earliest` on could still reach (a version with a goal, entered within its window)."""
     for i in ids:
         open_rows[i], closed[i] = [], []
-    rows = Enrollment.objects.filter(customer_id__in=ids).filter(
-        Q(state__in=OPEN) | Q(state__in=CLOSED, converted_at__isnull=True)
-    )
+    wanted = Q(state__in=OPEN)
+    if goals and earliest is not None:
+        since = earliest - dt.timedelta(days=max(goals.values()))
+        wanted |= Q(
+            state__in=CLOSED,
+            converted_at__isnull=True,
+            version_id__in=sorted(goals),
+            entered_at__gte=since,
+        )
+    rows = Enrollment.objects.filter(customer_id__in=ids).filter(wanted)
     for e in rows:
         (open_rows if e.state in OPEN else closed)[e.customer_id].append(e)
 
