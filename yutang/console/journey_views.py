@@ -63,6 +63,8 @@ def _step_from_form(post: Any) -> dict[str, Any]:
     if step["type"] == "send_message":
         if post.get("kind"):
             step["kind"] = post["kind"]
+        if post.get("skip_if_welcomed"):
+            step["skip_if_welcomed"] = True
         if post.get("wait_for_confirmation"):
             # days/hours/minutes are the confirmation's timeout; on_timeout its branch
             wait: dict[str, Any] = {"timeout": _pop_duration(step)}
@@ -119,14 +121,23 @@ def _journey_context(staff: Staff, journey_id: int, **extra: Any) -> dict[str, A
     draft = parse(journey.draft)
     published = definition_of(journey.live_version_id) if journey.live_version_id else None
     metrics = services.journey_metrics(actor=staff, journey_id=journey_id)
+    steps = metrics["steps"]
+    # The charts draw the metrics function's own numbers (the API's), nothing recomputed.
     chart = {
-        "steps": [s["id"] for s in metrics["steps"]],
-        "runs": [s["runs"] for s in metrics["steps"]],
-        "current": [s["current"] for s in metrics["steps"]],
+        "steps": [s["id"] for s in steps],
+        "runs": [s["runs"] for s in steps],
+        "current": [s["current"] for s in steps],
+        "sent": [s["messages"]["sent"] for s in steps],
+        "blocked": [s["messages"]["blocked"] for s in steps],
+        "pending": [s["messages"]["pending_confirmation"] for s in steps],
+        "tasks_created": [s["tasks"]["created"] for s in steps],
+        "tasks_done": [s["tasks"]["done"] for s in steps],
+        "staff": [r["name"] or "—" for r in metrics["task_completion"]["staff"]],
+        "staff_rate": [r["completion_rate"] for r in metrics["task_completion"]["staff"]],
     }
     return {
         "journey": journey, "draft": draft, "published": published, "metrics": metrics,
-        "chart_json": json.dumps(chart), "step_types": STEP_TYPES,
+        "chart_data": chart, "step_types": STEP_TYPES,
         "draft_json": json.dumps(dump(draft), ensure_ascii=False, indent=2),
         "can_manage": staff.can(Action.JOURNEY_MANAGE), "error_step": None, "error": None,
         "enrollments": services.list_enrollments(actor=staff, journey_id=journey_id, limit=20),
@@ -221,7 +232,28 @@ def task_complete(request: HttpRequest, staff: Staff, task_id: int) -> HttpRespo
         messages.success(request, _("Task closed."))
     except YutangError as exc:
         messages.error(request, exc.localized())
+    return _back_to_inbox(request)
+
+
+def _back_to_inbox(request: HttpRequest) -> HttpResponse:
     box = request.POST.get("box", "mine")
     return redirect(
         f"{reverse('console:tasks')}?box={box if box in {'mine', 'store', 'all'} else 'mine'}"
     )
+
+
+@require_POST
+@staff_view(Action.TASK_MANAGE)
+def task_send(request: HttpRequest, staff: Staff, task_id: int) -> HttpResponse:
+    """One-click send of the (possibly edited) script through the outbox and policy gate."""
+    try:
+        tasks.send_task_message(
+            actor=staff, task_id=task_id, text=request.POST.get("text"),
+            kind="service" if request.POST.get("kind") == "service" else "marketing",
+        )  # fmt: skip
+        messages.success(
+            request, _("Sent to the outbox: the policy gate decides when it reaches the customer.")
+        )
+    except YutangError as exc:
+        messages.error(request, exc.localized())
+    return _back_to_inbox(request)

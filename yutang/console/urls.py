@@ -100,4 +100,5 @@ urlpatterns = [
     path("journeys/<int:journey_id>/action/", jv.journey_action, name="journey_action"),
     path("tasks/", jv.task_inbox, name="tasks"),
     path("tasks/<int:task_id>/complete/", jv.task_complete, name="task_complete"),
+    path("tasks/<int:task_id>/send/", jv.task_send, name="task_send"),
 ]

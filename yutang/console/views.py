@@ -462,12 +462,18 @@ def brand_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = form_data(
-            request.POST, fields=["name", "time_zone", "hq_can_view_franchise_customers"],
+            request.POST,
+            fields=["name", "time_zone", "hq_can_view_franchise_customers", "staff_language"],
             checkboxes=["hq_can_view_franchise_customers"],
-        )  # fmt: skip
+        )
+        # Settings the form does not show keep their values.
         settings_in, errors = validate(
             BrandSettings,
-            {"hq_can_view_franchise_customers": values["hq_can_view_franchise_customers"]},
+            {
+                **brand.policy.model_dump(),
+                "hq_can_view_franchise_customers": values["hq_can_view_franchise_customers"],
+                "staff_language": values["staff_language"] or brand.policy.staff_language,
+            },
         )
         payload, more = validate(
             BrandUpdate, {"name": values["name"], "time_zone": values["time_zone"]}

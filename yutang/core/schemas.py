@@ -47,6 +47,11 @@ class BrandSettings(StrictInput):
         description="`auto`: customers sharing a strong identity (phone, WeChat unionid, the "
         "brand's own id) merge at once; `review`: every conflict waits in the merge queue.",
     )
+    staff_language: Literal["zh-hans", "en"] = Field(
+        default="zh-hans",
+        description="The language of what Yutang writes to the brand's staff on their "
+        "carriers (overdue-task reminders).",
+    )
 
 
 # --- Brands ---------------------------------------------------------------------------------

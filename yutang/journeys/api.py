@@ -11,7 +11,7 @@ from yutang.core.errors import N_, ValidationFailed
 from yutang.journeys import services, tasks
 from yutang.journeys.schemas import (
     EnrolIn,
-    EnrollmentOut,
+    EnrollmentPage,
     EnrolOut,
     JourneyIn,
     JourneyOut,
@@ -21,7 +21,9 @@ from yutang.journeys.schemas import (
     TaskComplete,
     TaskIn,
     TaskOut,
+    TaskPage,
     TaskPatch,
+    TaskSend,
 )
 
 router = Router(tags=["journeys"])
@@ -94,13 +96,19 @@ def enrol_csv(request: HttpRequest, journey_id: int, file: UploadedFile = File(.
     return services.enrol_csv(actor=actor(request), journey_id=journey_id, text=text)
 
 
-@router.get("/journeys/{journey_id}/enrollments", response=list[EnrollmentOut])
+@router.get("/journeys/{journey_id}/enrollments", response=EnrollmentPage)
 def enrollments(
-    request: HttpRequest, journey_id: int, state: str | None = None, limit: int = 100
+    request: HttpRequest,
+    journey_id: int,
+    state: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
 ) -> object:
-    return services.list_enrollments(
-        actor=actor(request), journey_id=journey_id, state=state, limit=limit
+    """Newest first; pass `next_cursor` back as `cursor` for the next page (limit ≤ 500)."""
+    items, next_cursor = services.page_enrollments(
+        actor=actor(request), journey_id=journey_id, state=state, cursor=cursor, limit=limit
     )
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/journeys/{journey_id}/metrics")
@@ -108,9 +116,19 @@ def metrics(request: HttpRequest, journey_id: int) -> object:
     return services.journey_metrics(actor=actor(request), journey_id=journey_id)
 
 
-@router.get("/tasks", response=list[TaskOut], tags=["tasks"])
-def list_tasks(request: HttpRequest, box: str = "mine", status: str = "open") -> object:
-    return tasks.list_tasks(actor=actor(request), box=box, status=status)
+@router.get("/tasks", response=TaskPage, tags=["tasks"])
+def list_tasks(
+    request: HttpRequest,
+    box: str = "mine",
+    status: str = "open",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> object:
+    """Newest first; pass `next_cursor` back as `cursor` for the next page (limit ≤ 500)."""
+    items, next_cursor = tasks.page_tasks(
+        actor=actor(request), box=box, status=status, cursor=cursor, limit=limit
+    )
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.post("/tasks", response={201: TaskOut}, tags=["tasks"])
@@ -133,3 +151,10 @@ def update_task(request: HttpRequest, task_id: int, payload: TaskPatch) -> objec
 @router.post("/tasks/{task_id}/complete", response=TaskOut, tags=["tasks"])
 def complete_task(request: HttpRequest, task_id: int, payload: TaskComplete) -> object:
     return tasks.complete_task(actor=actor(request), task_id=task_id, **payload.model_dump())
+
+
+@router.post("/tasks/{task_id}/send", response=TaskOut, tags=["tasks"])
+def send_task_message(request: HttpRequest, task_id: int, payload: TaskSend) -> object:
+    """Send the task's script (or `text`) to the customer through the outbox and policy gate
+    and close the task with outcome `sent`."""
+    return tasks.send_task_message(actor=actor(request), task_id=task_id, **payload.model_dump())

@@ -9,7 +9,9 @@ class JourneysConfig(AppConfig):
     def ready(self) -> None:
         from yutang.core.worker import register_loop
         from yutang.events.consumers import register_consumer
-        from yutang.journeys import engine, tasks
+        from yutang.journeys import engine, repurchase, tasks
+
+        repurchase.register()  # the `repurchase_due` rule kind
 
         register_consumer(
             "journeys.events", engine.handle_event, batch_handler=engine.handle_events

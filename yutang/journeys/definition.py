@@ -145,10 +145,15 @@ class ConfirmationWait(Strict):
 
 
 class SendMessageStep(StepBase):
+    """`skip_if_welcomed`: a welcome step that does nothing (outcome ``welcomed``) when the
+    customer already got the carrier's automatic welcome (the live code's, sent with WeCom's
+    ``send_welcome_msg`` when they added the account) in the day before the step."""
+
     type: Literal["send_message"]
     kind: Literal["service", "marketing"] = "marketing"
     content: Annotated[str, Field(min_length=1, max_length=4000)]
     wait_for_confirmation: ConfirmationWait | None = None
+    skip_if_welcomed: bool = False
 
 
 class CreateTaskStep(StepBase):
@@ -231,14 +236,24 @@ class EventTrigger(Strict):
 
 
 class SegmentTrigger(Strict):
-    """Entering a segment: the condition becomes true for the customer when an event of
-    theirs arrives (until the segments app sends segment.entered events)."""
+    """Entering a segment: the customer is enrolled when they enter the (dynamic) segment,
+    i.e. on the ``segment.entered`` event its refresh records for each new member — once per
+    entry (edge-triggered), not on every event while they stay in it."""
 
     type: Literal["segment"]
+    segment_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class ConditionTrigger(Strict):
+    """Not "entering a segment": when any event of the customer arrives and the condition
+    holds for them then, enrol them (subject to the entry rules). Level-triggered — it fires
+    again on their next event while the condition still holds, unless re-entry forbids it."""
+
+    type: Literal["condition"]
     condition: dict[str, Any]
 
     @model_validator(mode="after")
-    def _rule(self) -> SegmentTrigger:
+    def _rule(self) -> ConditionTrigger:
         _validate_rule(self.condition)
         return self
 
@@ -251,8 +266,13 @@ class DateTrigger(Strict):
 
 
 class ScheduleTrigger(Strict):
+    """At `time` on the `weekdays` (Monday = 0), or — with `monthdays` — on those days of
+    the month (a day past the month's end means its last day: 31 is "month end"), over the
+    customers matching `condition`."""
+
     type: Literal["schedule"]
     weekdays: list[Weekday] = Field(default_factory=lambda: list(range(7)))
+    monthdays: list[Annotated[int, Field(ge=1, le=31)]] = Field(default_factory=list)
     time: TimeOfDay
     condition: dict[str, Any] = Field(default_factory=dict)
 
@@ -262,6 +282,8 @@ class ScheduleTrigger(Strict):
             _validate_rule(self.condition)
         if not self.weekdays:
             raise ValueError("weekdays must name at least one day")
+        if self.monthdays and self.weekdays != list(range(7)):
+            raise ValueError("give weekdays or monthdays, not both")
         return self
 
 
@@ -270,7 +292,12 @@ class ManualTrigger(Strict):
 
 
 Trigger = Annotated[
-    EventTrigger | SegmentTrigger | DateTrigger | ScheduleTrigger | ManualTrigger,
+    EventTrigger
+    | SegmentTrigger
+    | ConditionTrigger
+    | DateTrigger
+    | ScheduleTrigger
+    | ManualTrigger,
     Field(discriminator="type"),
 ]
 
@@ -318,6 +345,21 @@ class Definition(Strict):
     goal: Goal | None = None
     exit_rules: ExitRules = Field(default_factory=ExitRules)
     holdout_percent: Annotated[int, Field(ge=0, le=90)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_trigger(cls, data: Any) -> Any:
+        """Definitions saved before segment triggers took a segment id wrote the condition
+        trigger as ``{"type": "segment", "condition": …}``: read them as what they did."""
+        trigger = data.get("trigger") if isinstance(data, dict) else None
+        if (
+            isinstance(trigger, dict)
+            and trigger.get("type") == "segment"
+            and "condition" in trigger
+            and "segment_id" not in trigger
+        ):
+            return {**data, "trigger": {**trigger, "type": "condition"}}
+        return data
 
     @model_validator(mode="after")
     def _links(self) -> Definition:
@@ -378,7 +420,7 @@ def _targets(step: Any) -> list[tuple[str, str | None]]:
 _TAGS = {
     "wait", "wait_until", "wait_event", "branch", "split", "send_message", "create_task",
     "add_tag", "remove_tag", "set_attribute", "webhook", "extension", "exit",
-    "event", "segment", "date", "schedule", "manual",
+    "event", "segment", "condition", "date", "schedule", "manual",
 }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Min, Q
+from django.db.models import Min, Q, QuerySet
 
 from yutang.core import clock
 from yutang.core.bulk import insert_model_rows, update_rows
@@ -32,7 +32,7 @@ from yutang.core.permissions import Role
 from yutang.customers.models import Customer
 from yutang.events.models import Event
 from yutang.journeys import definition as defs
-from yutang.journeys import extensions, integrations, timing, webhooks
+from yutang.journeys import extensions, integrations, timing, variables, webhooks
 from yutang.journeys.models import (
     Enrollment,
     Journey,
@@ -161,12 +161,48 @@ def _goto(e: Enrollment, step_id: str | None, at: dt.datetime) -> None:
     e.waiting_for = {}
 
 
-def _render(text: str, customer: Customer, brand: Brand) -> str:
-    """Script variables: {name}, {brand}, {city}. Unknown braces stay as written."""
+def _render(
+    text: str, customer: Customer, brand: Brand, extra: dict[str, str] | None = None
+) -> str:
+    """Script variables: {name}, {brand}, {city}, and the lazy ones of `variables` ({channel},
+    {hook}, {product} …) given in `extra`. Unknown braces stay as written."""
     values = {"name": customer.display_name or "", "brand": brand.name, "city": customer.city}
+    if extra:
+        values.update(extra)
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
     return text
+
+
+def _texts(step: Any) -> list[str]:
+    """The texts a step renders for the customer."""
+    if step.type == "send_message":
+        return [step.content]
+    if step.type == "create_task":
+        return [step.title, step.script]
+    return []
+
+
+def _extra(e: Enrollment, step: Any, batch: _Batch | None) -> dict[str, str]:
+    """The lazy template variables the step's texts use, for the enrolment's customer."""
+    names = variables.needed(_texts(step))
+    if not names:
+        return {}
+    if batch is not None and e.customer_id in batch.variables:
+        return batch.variables[e.customer_id]
+    return variables.values_for(e.brand_id, [e.customer_id], names)[e.customer_id]
+
+
+#: A welcome step with skip_if_welcomed does nothing after an automatic welcome this recent.
+WELCOME_WINDOW = dt.timedelta(days=1)
+
+
+def _welcomed(e: Enrollment, at: dt.datetime, batch: _Batch | None) -> bool:
+    since = at - WELCOME_WINDOW
+    if batch is not None:
+        last = batch.welcomes.get(e.customer_id)
+        return last is not None and last >= since
+    return e.customer_id in integrations.welcomes([e.customer_id], since=since)
 
 
 def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
@@ -221,6 +257,9 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
         _goto(e, step.paths[index].next or definition.following(step), base)
         return f"path{index}"
     if kind == "send_message":
+        if step.skip_if_welcomed and _welcomed(e, base, batch):
+            _goto(e, definition.following(step), base)
+            return "welcomed"
         customer = e.customer
         account = batch.accounts.get(customer.pk) if batch else integrations.account_for(customer)
         wait = step.wait_for_confirmation
@@ -233,7 +272,7 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
             "customer": customer,
             "account": account,
             "kind": step.kind,
-            "content": _render(step.content, customer, brand),
+            "content": _render(step.content, customer, brand, _extra(e, step, batch)),
             "journey_id": journey.pk,
             "step_id": step.id,
             "idempotency_key": key,
@@ -252,7 +291,7 @@ def _run(e: Enrollment, now: dt.datetime, batch: _Batch | None = None) -> str:
         e.waiting_for = {"message": key, "until": deadline.isoformat()}
         return "confirming"
     if kind == "create_task":
-        task = create_task_for(e, step, base)
+        task = create_task_for(e, step, base, _extra(e, step, batch))
         if step.wait_for_completion:
             e.state = Enrollment.State.WAITING
             e.next_due_at = base + step.timeout.delta()
@@ -381,6 +420,27 @@ class _Batch:
             self.holds[key] = (ids, found)
         senders = [e.customer for e in active if steps[e.pk].type == "send_message"]
         self.accounts = integrations.accounts_for(senders)
+        # Lazy template variables ({channel}, {product} …) and recent automatic welcomes:
+        # read once for the batch's steps that use them (nothing when none does).
+        self.variables: dict[int, dict[str, str]] = {}
+        by_brand: dict[int, tuple[set[str], list[int]]] = {}
+        for e in active:
+            names = variables.needed(_texts(steps[e.pk]))
+            if names:
+                wanted_names, who = by_brand.setdefault(e.brand_id, (set(), []))
+                wanted_names.update(names)
+                who.append(e.customer_id)
+        for brand_id, (names, who) in by_brand.items():
+            self.variables.update(variables.values_for(brand_id, who, names))
+        welcome_steps = [e for e in active if getattr(steps[e.pk], "skip_if_welcomed", False)]
+        self.welcomes: dict[int, dt.datetime] = (
+            integrations.welcomes(
+                [e.customer_id for e in welcome_steps],
+                since=min((e.next_due_at or clock.now()) for e in welcome_steps) - WELCOME_WINDOW,
+            )
+            if welcome_steps
+            else {}
+        )
 
     def flush(self) -> None:
         if self.messages:
@@ -407,7 +467,9 @@ def save_ticks(rows: list[Enrollment]) -> None:
     update_rows(Enrollment, rows, TICK_FIELDS)
 
 
-def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
+def create_task_for(
+    e: Enrollment, step: Any, at: dt.datetime, extra: dict[str, str] | None = None
+) -> StaffTask:
     customer = e.customer
     brand = e.journey.brand
     assignee: Staff | None = None
@@ -419,8 +481,8 @@ def create_task_for(e: Enrollment, step: Any, at: dt.datetime) -> StaffTask:
         assignee=assignee,
         store_id=customer.owner_store_id,
         queue_role="" if assignee else Role.ADVISOR.value,
-        title=_render(step.title, customer, brand),
-        script=_render(step.script, customer, brand),
+        title=_render(step.title, customer, brand, extra),
+        script=_render(step.script, customer, brand, extra),
         due_at=timing.after(
             at, brand.tz, days=step.due.days, hours=step.due.hours, minutes=step.due.minutes
         ),
@@ -646,23 +708,30 @@ def handle_event(event: Event) -> None:
             and e.waiting_for["message"] == message_key
         ):
             resume_waiting(e, now, outcome="confirmed")
-    # Held-out customers convert too (the control group's goal rate).
-    for e in Enrollment.objects.filter(
-        customer=customer, state=Enrollment.State.HOLDOUT, converted_at__isnull=True
-    ).select_related("version"):
-        goal = definition_of(e.version_id).goal
-        if goal and goal.event == event.type and _in_window(e, goal, event):
-            Enrollment.objects.filter(pk=e.pk, converted_at__isnull=True).update(
-                converted_at=event.occurred_at
-            )
+    # The goal is measured the same way for everyone who entered (intent to treat): held-out
+    # customers, and enrolments that already completed or exited, convert too when the goal
+    # event falls within the window after their entry (their state stays as it is).
+    for pk in _closed_goal_hits(customer.pk, event):
+        Enrollment.objects.filter(pk=pk, converted_at__isnull=True).update(
+            converted_at=event.occurred_at
+        )
     for journey, definition in _live_journeys(customer.brand_id):
         trigger = definition.trigger
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             enrol(journey=journey, customer=customer, at=now, source=f"event:{event.pk}")
-        elif isinstance(trigger, defs.SegmentTrigger) and integrations.condition_holds(
+        elif isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
+            enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+        elif isinstance(trigger, defs.ConditionTrigger) and integrations.condition_holds(
             customer=customer, rule=trigger.condition
         ):
-            enrol(journey=journey, customer=customer, at=now, source=f"segment:{event.pk}")
+            enrol(journey=journey, customer=customer, at=now, source=f"condition:{event.pk}")
+
+
+def _entered(trigger: defs.SegmentTrigger, event: Event) -> bool:
+    """The segment.entered event of the trigger's segment (recorded by its refresh)."""
+    return event.type == "segment.entered" and str(
+        (event.properties or {}).get("segment_id")
+    ) == str(trigger.segment_id)
 
 
 def _exits_of(event: Event) -> set[str]:
@@ -691,49 +760,78 @@ def _exit_rule_hit(exits: set[str], rules: defs.ExitRules) -> str | None:
 
 def handle_events(batch: list[Event]) -> None:
     """The consumer's batch form: the same effect as `handle_event` on each event in order.
-    The batch's open and held-out enrolments and each brand's live journeys are read once;
-    an event that no live trigger matches, no held-out goal converts and no open enrolment
+    The batch's open enrolments, its closed ones not yet converted (held out, completed,
+    exited) and each brand's live journeys are read once; an event that no live trigger
+    matches, no closed enrolment's goal converts and no open enrolment
     reacts to (its goal, exit rules, exit condition, or a wait for that event or message)
     changes nothing and costs no further query. Every other event goes through
     `handle_event`, after which that customer's enrolments are read again."""
     ids = {event.customer_id for event in batch}
     open_rows: dict[int, list[Enrollment]] = {i: [] for i in ids}
-    held: dict[int, list[Enrollment]] = {i: [] for i in ids}
-    _load_enrollments(ids, open_rows, held)
+    closed: dict[int, list[Enrollment]] = {i: [] for i in ids}
+    goals = _goal_windows({event.brand_id for event in batch})
+    earliest = min((event.occurred_at for event in batch), default=None)
+    _load_enrollments(ids, open_rows, closed, goals, earliest)
     live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
     stale: set[int] = set()
     for event in batch:
         cid = event.customer_id
         if cid in stale:
-            _load_enrollments({cid}, open_rows, held)
+            _load_enrollments({cid}, open_rows, closed, goals, earliest)
             stale.discard(cid)
         if event.brand_id not in live:
             live[event.brand_id] = _live_journeys(event.brand_id)
-        if _may_change(event, live[event.brand_id], open_rows[cid], held[cid]):
+        if _may_change(event, live[event.brand_id], open_rows[cid], closed[cid]):
             handle_event(event)
             stale.add(cid)
 
 
-def _load_enrollments(
-    ids: set[int], open_rows: dict[int, list[Enrollment]], held: dict[int, list[Enrollment]]
-) -> None:
-    for i in ids:
-        open_rows[i], held[i] = [], []
-    rows = Enrollment.objects.filter(customer_id__in=ids).filter(
-        Q(state__in=OPEN) | Q(state=Enrollment.State.HOLDOUT, converted_at__isnull=True)
+def _goal_windows(brand_ids: set[int]) -> dict[int, int]:
+    """{version id: goal window in days} of the brands' journey versions that have a goal."""
+    versions = JourneyVersion.objects.filter(journey__brand_id__in=brand_ids).values_list(
+        "pk", flat=True
     )
+    found = {}
+    for pk in versions:
+        goal = definition_of(pk).goal
+        if goal is not None:
+            found[pk] = goal.within_days
+    return found
+
+
+def _load_enrollments(
+    ids: set[int],
+    open_rows: dict[int, list[Enrollment]],
+    closed: dict[int, list[Enrollment]],
+    goals: dict[int, int],
+    earliest: dt.datetime | None,
+) -> None:
+    """The customers' open enrolments, and the closed unconverted ones whose goal an event
+    from `earliest` on could still reach (a version with a goal, entered within its window)."""
+    for i in ids:
+        open_rows[i], closed[i] = [], []
+    wanted = Q(state__in=OPEN)
+    if goals and earliest is not None:
+        since = earliest - dt.timedelta(days=max(goals.values()))
+        wanted |= Q(
+            state__in=CLOSED,
+            converted_at__isnull=True,
+            version_id__in=sorted(goals),
+            entered_at__gte=since,
+        )
+    rows = Enrollment.objects.filter(customer_id__in=ids).filter(wanted)
     for e in rows:
-        (held if e.state == Enrollment.State.HOLDOUT else open_rows)[e.customer_id].append(e)
+        (open_rows if e.state in OPEN else closed)[e.customer_id].append(e)
 
 
 def _may_change(
     event: Event,
     live: list[tuple[Journey, defs.Definition]],
     open_rows: list[Enrollment],
-    held: list[Enrollment],
+    closed: list[Enrollment],
 ) -> bool:
-    """Whether `handle_event` could change anything, given the customer's open and held-out
-    enrolments (each condition mirrors one branch of `handle_event`)."""
+    """Whether `handle_event` could change anything, given the customer's open enrolments
+    and closed unconverted ones (each condition mirrors one branch of `handle_event`)."""
     exits = _exits_of(event)
     for e in open_rows:
         definition = definition_of(e.version_id)
@@ -751,13 +849,15 @@ def _may_change(
             or (event.type in CONFIRMED_EVENTS and "message" in waiting)
         ):
             return True
-    for e in held:
+    for e in closed:
         goal = definition_of(e.version_id).goal
         if goal and goal.event == event.type and _in_window(e, goal, event):
             return True
     for _journey, definition in live:
         trigger = definition.trigger
-        if isinstance(trigger, defs.SegmentTrigger):
+        if isinstance(trigger, defs.ConditionTrigger):
+            return True
+        if isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
             return True
         if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             return True
@@ -766,6 +866,35 @@ def _may_change(
 
 def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
     return e.entered_at <= event.occurred_at <= e.entered_at + dt.timedelta(days=goal.within_days)
+
+
+#: Enrolments that run no more steps but may still reach their goal (for the goal rate).
+CLOSED = [
+    Enrollment.State.HOLDOUT,
+    Enrollment.State.COMPLETED,
+    Enrollment.State.EXITED,
+]
+
+
+def _closed_goal_hits(customer_id: int, event: Event) -> list[int]:
+    """The customer's closed, not yet converted enrolments (held out, completed, exited)
+    whose goal this event is, within the goal window after entry."""
+    rows = Enrollment.objects.filter(
+        customer_id=customer_id,
+        state__in=CLOSED,
+        converted_at__isnull=True,
+        entered_at__lte=event.occurred_at,
+    ).values_list("pk", "version_id", "entered_at")
+    hits = []
+    for pk, version_id, entered_at in rows:
+        goal = definition_of(version_id).goal
+        if (
+            goal is not None
+            and goal.event == event.type
+            and event.occurred_at <= entered_at + dt.timedelta(days=goal.within_days)
+        ):
+            hits.append(pk)
+    return hits
 
 
 def _save_end(e: Enrollment) -> None:
@@ -814,26 +943,46 @@ def _pending_slots(journey: Journey, trigger: Any, now: dt.datetime) -> list[dt.
     start = version.published_at
     if last:
         start = max(start, dt.datetime.strptime(last, "%Y%m%dT%H%M").replace(tzinfo=dt.UTC))
-    weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
-    return timing.slots_between(start, now, journey.brand.tz, trigger.time, weekdays)
+    weekdays, monthdays = _days_of(trigger)
+    return timing.slots_between(
+        start, now, journey.brand.tz, trigger.time, weekdays, monthdays=monthdays
+    )
 
 
-def _date_matches(customer: Customer, field: str, day: dt.date) -> bool:
-    if field == "birthday":
-        source = customer.birthday
-    else:
-        source = customer.created_at.date() if customer.created_at else None
-    if source is None:
-        return False
-    if field == "membership_anniversary" and source.year >= day.year:
-        return False
-    if (source.month, source.day) == (2, 29) and not _leap(day.year):
-        return (day.month, day.day) == (2, 28)
-    return (source.month, source.day) == (day.month, day.day)
+def _days_of(trigger: Any) -> tuple[list[int] | None, list[int] | None]:
+    """(weekdays, monthdays) of a schedule trigger; a date trigger runs every day."""
+    if isinstance(trigger, defs.ScheduleTrigger):
+        return trigger.weekdays, trigger.monthdays or None
+    return None, None
 
 
 def _leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def date_trigger_customers(brand: Brand, field: str, day: dt.date) -> QuerySet[Customer]:
+    """The brand's customers whose birthday or membership anniversary is `day` (a date in
+    the brand's time zone), as one query. The anniversary is the local date the customer
+    joined (``Customer.created_at`` in the brand's time zone), from the first anniversary
+    on. 29 February is celebrated on 28 February in other years."""
+    from django.db.models.functions import ExtractDay, ExtractMonth
+
+    customers = Customer.objects.filter(brand=brand, merged_into__isnull=True)
+    days = [day.day]
+    if (day.month, day.day) == (2, 28) and not _leap(day.year):
+        days.append(29)
+    if field == "birthday":
+        return customers.filter(birthday__month=day.month, birthday__day__in=days)
+    tz = brand.tz
+    new_year = dt.datetime(day.year, 1, 1, tzinfo=tz).astimezone(dt.UTC)
+    return (
+        customers.filter(created_at__lt=new_year)
+        .annotate(
+            joined_month=ExtractMonth("created_at", tzinfo=tz),
+            joined_day=ExtractDay("created_at", tzinfo=tz),
+        )
+        .filter(joined_month=day.month, joined_day__in=days)
+    )
 
 
 def run_schedules_once() -> int:
@@ -862,16 +1011,12 @@ def run_schedules_once() -> int:
 
 
 def _enrol_slot(journey: Journey, trigger: Any, slot: dt.datetime) -> int:
-    customers = Customer.objects.filter(brand_id=journey.brand_id, merged_into__isnull=True)
     enrolled = 0
     if isinstance(trigger, defs.DateTrigger):
         day = slot.astimezone(journey.brand.tz).date() + dt.timedelta(days=trigger.days_before)
-        if trigger.field == "birthday":
-            customers = customers.filter(birthday__month=day.month)
-        for customer in customers.iterator():
-            if _date_matches(customer, trigger.field, day):
-                result = enrol(journey=journey, customer=customer, at=slot, source="date")
-                enrolled += result.status in {"enrolled", "holdout"}
+        for customer in date_trigger_customers(journey.brand, trigger.field, day).iterator():
+            result = enrol(journey=journey, customer=customer, at=slot, source="date")
+            enrolled += result.status in {"enrolled", "holdout"}
         return enrolled
     # One SQL query for the whole brand (segments compiles the rule).
     matching = integrations.matching_customers(brand=journey.brand, rule=trigger.condition)
@@ -888,9 +1033,13 @@ def next_schedule_at(now: dt.datetime) -> dt.datetime | None:
     ).select_related("brand"):
         trigger = definition_of(journey.live_version_id or 0).trigger
         if isinstance(trigger, defs.ScheduleTrigger | defs.DateTrigger):
-            weekdays = trigger.weekdays if isinstance(trigger, defs.ScheduleTrigger) else None
+            weekdays, monthdays = _days_of(trigger)
             moment = timing.next_time_of_day(
-                now + dt.timedelta(seconds=1), journey.brand.tz, trigger.time, weekdays
+                now + dt.timedelta(seconds=1),
+                journey.brand.tz,
+                trigger.time,
+                weekdays,
+                monthdays,
             )
             soonest = moment if soonest is None or moment < soonest else soonest
     return soonest

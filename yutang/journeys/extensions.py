@@ -3,8 +3,11 @@
 - ``register_action(name, handler)``: a journey step ``{"type": "extension", "name": …}``
   (grant a coupon, award points) calls ``handler(brand=, customer=, params=,
   idempotency_key=, at=)`` inside the step's transaction; the key makes a replay harmless.
-- ``register_staff_notifier(notifier)``: how an overdue task reaches its assignee (WeCom app
-  message, sandbox). ``notifier(staff=, task=, text=)``; the default records a console note.
+- ``register_staff_notifier(notifier)``: replaces how an overdue task's reminder reaches a
+  staff member. ``notifier(staff=, task=, text=)`` returns the channel name. Without one the
+  carrier layer's notifier is used (`yutang.carriers.staff_notify`: a WeCom app message to
+  the member's userid, the sandbox's record, else ``console``). The carrier layer sits below
+  journeys and cannot import it, so journeys calls it rather than carriers registering it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ def clear_staff_notifier() -> None:
 
 
 def notify_staff(*, staff: Any, task: Any, text: str, at: dt.datetime) -> str:
-    """Send through the registered notifier; returns the channel name used."""
-    if not _NOTIFIER:
-        return "console"
-    return _NOTIFIER[0](staff=staff, task=task, text=text)
+    """Send through the registered notifier, else the carrier layer's; returns the channel
+    name used. Raises `yutang.carriers.staff_notify.NotifyFailed` (``retry_later``) when the
+    carrier refused or rate-limited it."""
+    if _NOTIFIER:
+        return _NOTIFIER[0](staff=staff, task=task, text=text)
+    from yutang.carriers.staff_notify import notify_staff as by_carrier
+
+    sent = by_carrier(
+        brand_id=staff.brand_id, staff_id=staff.pk, text=text, key=f"task:{task.pk}:{staff.pk}"
+    )
+    return sent.channel

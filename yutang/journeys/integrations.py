@@ -83,6 +83,23 @@ def matching_customers(*, brand: Brand, rule: dict[str, Any] | None) -> QuerySet
     return segments.customers_matching(brand=brand, node=_node(rule))
 
 
+def segment_problem(*, brand_id: int, segment_id: int) -> str | None:
+    """Why a segment trigger cannot use this segment (None: it can). Only dynamic segments
+    record segment.entered events (when they are refreshed)."""
+    from yutang.segments.models import Segment
+
+    kind = (
+        Segment.objects.filter(pk=segment_id, brand_id=brand_id)
+        .values_list("kind", flat=True)
+        .first()
+    )
+    if kind is None:
+        return f"no segment {segment_id} in this brand"
+    if kind != Segment.Kind.DYNAMIC:
+        return f"segment {segment_id} is static: only dynamic segments record entries"
+    return None
+
+
 # --- Messages -------------------------------------------------------------------------------
 
 
@@ -180,6 +197,30 @@ def send_messages(items: Sequence[dict[str, Any]]) -> list[Any]:
             for i in items
         ]
     )
+
+
+def welcomes(customer_ids: Sequence[int], *, since: Any) -> dict[int, Any]:
+    """{customer id: latest time} of the automatic welcome messages (cause ``welcome``: the
+    live code's or the brand's default welcome, sent by the carrier when the customer added
+    the account — WeCom's ``send_welcome_msg``) these customers got since `since`."""
+    from django.db.models import Max
+
+    from yutang.messaging.models import Message
+
+    if not customer_ids:
+        return {}
+    rows = (
+        Message.objects.filter(
+            customer_id__in=list(customer_ids),
+            cause=Message.Cause.WELCOME,
+            status__in=sorted(SENT_STATES),
+            due_at__gte=since,
+        )
+        .values("customer_id")
+        .annotate(last=Max("due_at"))
+        .values_list("customer_id", "last")
+    )
+    return dict(rows)
 
 
 SENT_STATES = frozenset({"sent", "delivered", "read"})

@@ -239,6 +239,10 @@ class StaffTask(models.Model):
     created_at = models.DateTimeField()
     completed_at = models.DateTimeField(null=True, blank=True)
     reminded_at = models.DateTimeField(null=True, blank=True)
+    # The message sent from the task (outcome "sent": through the outbox and policy gate).
+    message = models.ForeignKey(
+        "messaging.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     objects = TaskQuerySet.as_manager()
 

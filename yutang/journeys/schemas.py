@@ -74,6 +74,11 @@ class EnrollmentOut(Schema):
         return int(obj.version.number)
 
 
+class EnrollmentPage(Schema):
+    items: list[EnrollmentOut]
+    next_cursor: str | None
+
+
 class TaskIn(In):
     customer_id: int
     title: str = Field(min_length=1, max_length=200)
@@ -91,6 +96,15 @@ class TaskComplete(In):
     outcome_code: str
     outcome_note: str = Field(default="", max_length=4000)
     skipped: bool = False
+    # Outcome "sent": the text sent through the outbox (default: the task's script) and its kind.
+    text: str | None = Field(default=None, max_length=4000)
+    kind: Literal["service", "marketing"] = "marketing"
+
+
+class TaskSend(In):
+    text: str | None = Field(default=None, max_length=4000)
+    kind: Literal["service", "marketing"] = "marketing"
+    outcome_note: str = Field(default="", max_length=4000)
 
 
 class TaskOut(Schema):
@@ -106,5 +120,12 @@ class TaskOut(Schema):
     outcome_code: str
     outcome_note: str
     enrollment_id: int | None
+    message_id: int | None
     created_at: dt.datetime
     completed_at: dt.datetime | None
+    reminded_at: dt.datetime | None
+
+
+class TaskPage(Schema):
+    items: list[TaskOut]
+    next_cursor: str | None

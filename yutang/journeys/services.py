@@ -16,10 +16,11 @@ from django.db.models import Count, Q, QuerySet
 from yutang.core import audit, clock
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Staff
+from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require
 from yutang.customers.models import Customer
 from yutang.journeys import definition as defs
-from yutang.journeys import engine, extensions
+from yutang.journeys import engine, extensions, integrations
 from yutang.journeys.models import (
     Enrollment,
     Journey,
@@ -27,6 +28,7 @@ from yutang.journeys.models import (
     StaffTask,
     StepRun,
 )
+from yutang.journeys.tasks import completion_by
 from yutang.messaging.models import Message
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_json"
@@ -48,8 +50,19 @@ def list_journeys(*, actor: Staff) -> list[Journey]:
     return list(_journeys(actor).select_related("live_version"))
 
 
-def validate_definition(data: Any) -> defs.Definition:
+def validate_definition(data: Any, *, brand_id: int | None = None) -> defs.Definition:
+    """Parse a definition; with the brand, also check what it names there (a segment
+    trigger's segment)."""
     definition = defs.parse(data)
+    trigger = definition.trigger
+    if brand_id is not None and isinstance(trigger, defs.SegmentTrigger):
+        problem = integrations.segment_problem(brand_id=brand_id, segment_id=trigger.segment_id)
+        if problem:
+            raise ValidationFailed(
+                N_("{path}: {message}"),
+                params={"path": "$.trigger.segment_id", "message": problem},
+                field="$.trigger.segment_id",
+            )
     for index, step in enumerate(definition.steps):
         if isinstance(step, defs.ExtensionStep) and extensions.action(step.name) is None:
             path = f"$.steps[{index}].name"
@@ -66,7 +79,7 @@ def create_journey(*, actor: Staff, name: str, definition: Any, description: str
     require(actor, Action.JOURNEY_MANAGE)
     if not name.strip():
         raise ValidationFailed(N_("A journey needs a name."), field="name")
-    parsed = validate_definition(definition)
+    parsed = validate_definition(definition, brand_id=actor.brand_id)
     now = clock.now()
     try:
         with transaction.atomic():
@@ -91,7 +104,7 @@ def update_journey(
     """Edit the draft. A live journey keeps running its published version until you publish."""
     journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
     if definition is not None:
-        journey.draft = defs.dump(validate_definition(definition))
+        journey.draft = defs.dump(validate_definition(definition, brand_id=journey.brand_id))
     if name is not None:
         if not name.strip():
             raise ValidationFailed(N_("A journey needs a name."), field="name")
@@ -117,7 +130,7 @@ def publish(
     with transaction.atomic():
         journey = get_journey(actor=actor, journey_id=journey_id, action=Action.JOURNEY_MANAGE)
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
-        parsed = validate_definition(journey.draft)
+        parsed = validate_definition(journey.draft, brand_id=journey.brand_id)
         previous = journey.live_version
         migration = migration or {}
         if migration:
@@ -282,9 +295,7 @@ def enrol_csv(*, actor: Staff, journey_id: int, text: str) -> list[engine.EnrolR
         raise
 
 
-def list_enrollments(
-    *, actor: Staff, journey_id: int, state: str | None = None, limit: int = 100
-) -> list[Enrollment]:
+def _enrollments(*, actor: Staff, journey_id: int, state: str | None) -> QuerySet[Enrollment]:
     journey = get_journey(actor=actor, journey_id=journey_id)
     visible = Customer.objects.for_actor(actor).values("pk")
     qs = Enrollment.objects.filter(journey=journey, customer__in=visible)
@@ -292,7 +303,29 @@ def list_enrollments(
         if state not in Enrollment.State.values:
             raise ValidationFailed(N_("Unknown state."), field="state")
         qs = qs.filter(state=state)
-    return list(qs.select_related("customer", "version").order_by("-id")[: max(1, min(limit, 500))])
+    return qs.select_related("customer", "version")
+
+
+def list_enrollments(
+    *, actor: Staff, journey_id: int, state: str | None = None, limit: int = 100
+) -> list[Enrollment]:
+    """The latest enrolments (the console's table)."""
+    qs = _enrollments(actor=actor, journey_id=journey_id, state=state)
+    return list(qs.order_by("-id")[: max(1, min(limit, 500))])
+
+
+def page_enrollments(
+    *,
+    actor: Staff,
+    journey_id: int,
+    state: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[Enrollment], str | None]:
+    """All of a journey's enrolments the actor may see, newest first, a page at a time
+    (`core.pagination`: pass the `next_cursor` back as `cursor`)."""
+    qs = _enrollments(actor=actor, journey_id=journey_id, state=state)
+    return page_by_id_desc(qs, cursor=cursor, limit=limit)
 
 
 # --- Metrics --------------------------------------------------------------------------------
@@ -352,29 +385,59 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
     order = (
         list(engine.definition_of(journey.live_version_id).index) if journey.live_version_id else []
     )
-    steps = [
-        {"id": s, "runs": sum(step_counts.get(s, {}).values()), "outcomes": step_counts.get(s, {}),
-         "current": at_step.get(s, 0)}
-        for s in [*order, *sorted(set(step_counts) - set(order))]
-    ]  # fmt: skip
-    tasks = StaffTask.objects.filter(enrollment__journey=journey)
-    task_counts = tasks.aggregate(
-        created=Count("id"), done=Count("id", filter=Q(status=StaffTask.Status.DONE))
-    )
+    prefix = f"journey:{journey.pk}:"
+    # One grouped read of the journey's outbox rows: per step, status and blocking rule.
     outbox = (
         Message.objects.filter(
-            brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
-            cause_ref__startswith=f"journey:{journey.pk}:",
+            brand_id=journey.brand_id, cause=Message.Cause.JOURNEY, cause_ref__startswith=prefix
         )
-        .values("status")
+        .values_list("cause_ref", "status", "rule")
         .annotate(n=Count("id"))
+        .order_by()
+    )
+    by_status: dict[str, int] = {}
+    blocked_by_rule: dict[str, int] = {}
+    step_messages: dict[str, dict[str, Any]] = {}
+    for ref, status, rule, n in outbox:
+        by_status[status] = by_status.get(status, 0) + n
+        entry = step_messages.setdefault(ref.removeprefix(prefix), _message_counts())
+        entry["by_status"][status] = entry["by_status"].get(status, 0) + n
+        entry["queued"] += n
+        if status in SENT_STATES:
+            entry["sent"] += n
+        elif status == "pending_confirmation":
+            entry["pending_confirmation"] += n
+        elif status == "blocked":
+            entry["blocked"] += n
+            entry["blocked_by_rule"][rule or ""] = entry["blocked_by_rule"].get(rule or "", 0) + n
+            blocked_by_rule[rule or ""] = blocked_by_rule.get(rule or "", 0) + n
+    tasks = StaffTask.objects.filter(enrollment__journey=journey)
+    step_tasks: dict[str, dict[str, int]] = {}
+    for step_id, status, n in (
+        tasks.values_list("step_id", "status").annotate(n=Count("id")).order_by()
+    ):
+        entry = step_tasks.setdefault(step_id, {"created": 0, "done": 0, "skipped": 0})
+        entry["created"] += n
+        if status in (StaffTask.Status.DONE, StaffTask.Status.SKIPPED):
+            entry[status] += n
+    task_counts = {
+        "created": sum(t["created"] for t in step_tasks.values()),
+        "done": sum(t["done"] for t in step_tasks.values()),
+    }
+    ids = [*order, *sorted((set(step_counts) | set(step_messages) | set(step_tasks)) - set(order))]
+    steps = [
+        {"id": s, "runs": sum(step_counts.get(s, {}).values()), "outcomes": step_counts.get(s, {}),
+         "current": at_step.get(s, 0),
+         "messages": step_messages.get(s, _message_counts()),
+         "tasks": step_tasks.get(s, {"created": 0, "done": 0, "skipped": 0})}
+        for s in ids
+    ]  # fmt: skip
+    task_rows = list(
+        tasks.values(
+            "assignee_id", "assignee__display_name", "store_id", "store__name", "status",
+            "created_at", "completed_at",
+        )
     )  # fmt: skip
-    by_status = {row["status"]: row["n"] for row in outbox}
-    blocked = Message.objects.filter(
-        brand_id=journey.brand_id, cause=Message.Cause.JOURNEY,
-        cause_ref__startswith=f"journey:{journey.pk}:", status=Message.Status.BLOCKED,
-    ).values("rule").annotate(n=Count("id"))  # fmt: skip
-    sent_states = {"sent", "delivered", "read"}
     t_rate = t_x / t_n if t_n else 0.0
     h_rate = h_x / h_n if h_n else 0.0
     return {
@@ -388,16 +451,20 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         "exited_by_reason": reasons,
         "holdout": states.get("holdout", 0),
         "messages_queued": sum(by_status.values()),
-        "messages_sent": sum(n for st, n in by_status.items() if st in sent_states),
+        "messages_sent": sum(n for st, n in by_status.items() if st in SENT_STATES),
         "messages_pending_confirmation": by_status.get("pending_confirmation", 0),
         "messages_blocked": by_status.get("blocked", 0),
-        "messages_blocked_by_rule": {row["rule"] or "": row["n"] for row in blocked},
+        "messages_blocked_by_rule": blocked_by_rule,
         "messages_by_status": by_status,
         "messages_skipped_no_account": sum(
             c.get("skipped_no_account", 0) for c in step_counts.values()
         ),
         "tasks_created": task_counts["created"],
         "tasks_done": task_counts["done"],
+        "task_completion": {
+            "staff": completion_by(task_rows, "assignee_id", "assignee__display_name"),
+            "stores": completion_by(task_rows, "store_id", "store__name"),
+        },
         "confirmations": confirmation_metrics(journey, step_counts),
         "goal": {
             "treated": {
@@ -417,6 +484,14 @@ def journey_metrics(*, actor: Staff, journey_id: int) -> dict[str, Any]:
         },
         "steps": steps,
     }
+
+
+SENT_STATES = frozenset({"sent", "delivered", "read"})
+
+
+def _message_counts() -> dict[str, Any]:
+    return {"queued": 0, "sent": 0, "pending_confirmation": 0, "blocked": 0,
+            "blocked_by_rule": {}, "by_status": {}}  # fmt: skip
 
 
 def confirmation_metrics(

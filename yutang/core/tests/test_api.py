@@ -198,6 +198,7 @@ def test_brand_current_and_settings(admin):
     assert api.get("/brands/current").json()["settings"] == {
         "hq_can_view_franchise_customers": False,
         "merge_policy": "auto",
+        "staff_language": "zh-hans",
     }
     bad = api.patch("/brands/current", {"time_zone": "Mars/Olympus"})
     assert bad.status_code == 422 and bad.json()["field"] == "time_zone"

@@ -83,6 +83,7 @@ def test_each_state_change_is_audited_with_identifiers_masked():
     assert last("brand.update").changes["settings"]["after"] == {
         "hq_can_view_franchise_customers": True,
         "merge_policy": "auto",
+        "staff_language": "zh-hans",
     }
 
     api.delete(f"/staff/{person['id']}")

@@ -11,7 +11,7 @@ from django.test import Client
 from tests.factories import Api, make_staff, make_store, token_for
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
-from yutang.journeys import engine
+from yutang.journeys import engine, services, tasks
 from yutang.journeys.models import Enrollment, Journey, StaffTask
 from yutang.journeys.tests.helpers import T0, customer, setup
 
@@ -47,7 +47,7 @@ def test_crud_publish_enrol_metrics_over_http():
     assert (r.status_code, r.json()["field"]) == (422, "line 2")
     engine.fast_forward(until=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
     r = api.get(f"/journeys/{jid}/enrollments")
-    assert {e["state"] for e in r.json()} == {"completed"}
+    assert {e["state"] for e in r.json()["items"]} == {"completed"}
     m = api.get(f"/journeys/{jid}/metrics").json()
     assert (m["entered"], m["completed"], m["messages_queued"], m["tasks_created"]) == (3, 3, 3, 3)
     assert [s["id"] for s in m["steps"]] == ["hi", "task"]
@@ -101,8 +101,8 @@ def test_roles_and_tasks_inbox_scope():
             "/tasks", {"customer_id": other.pk, "title": "other store", "due_at": T0.isoformat()}
         )
     api = Api(advisor)
-    assert [t["title"] for t in api.get("/tasks?box=store").json()] == ["call back"]
-    tid = api.get("/tasks").json()[0]["id"]
+    assert [t["title"] for t in api.get("/tasks?box=store").json()["items"]] == ["call back"]
+    tid = api.get("/tasks").json()["items"][0]["id"]
     other_id = StaffTask.objects.get(title="other store").pk
     assert api.post(f"/tasks/{other_id}/complete", {"outcome_code": "reached"}).status_code == 404
     assert StaffTask.objects.get(pk=other_id).status == "open"
@@ -114,3 +114,42 @@ def test_roles_and_tasks_inbox_scope():
     metrics = Api(admin).get("/tasks/metrics").json()
     assert metrics["staff"][0]["completion_rate"] == 1.0
     assert Enrollment.objects.count() == 0
+
+
+def test_enrollments_and_tasks_page_with_cursors_past_the_old_caps():
+    brand, admin = setup()
+    people = [customer(brand, reachable=False, owner_staff=admin) for _ in range(7)]
+    j = services.create_journey(
+        actor=admin, name="Paged",
+        definition={"trigger": {"type": "manual"}, "steps": [{"id": "w", "type": "wait", "days": 9}]},
+    )  # fmt: skip
+    services.publish(actor=admin, journey_id=j.pk)
+    with use_clock(FrozenClock(T0)):
+        services.enrol_customers(actor=admin, journey_id=j.pk, customer_ids=[p.pk for p in people])
+        for p in people:
+            tasks.create_task(actor=admin, customer_id=p.pk, title=f"t{p.pk}", due_at=T0)
+    api = Api(admin)
+    for path, expected in (
+        (f"/journeys/{j.pk}/enrollments", sorted(Enrollment.objects.values_list("pk", flat=True))),
+        ("/tasks", sorted(StaffTask.objects.values_list("pk", flat=True))),
+    ):
+        seen: list[int] = []
+        cursor = ""
+        pages = 0
+        while True:
+            r = api.get(f"{path}?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+            assert r.status_code == 200, r.content
+            body = r.json()
+            assert len(body["items"]) <= 3
+            seen += [row["id"] for row in body["items"]]
+            pages += 1
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+        assert (seen, pages) == (sorted(expected, reverse=True), 3)
+        bad = api.get(f"{path}?cursor=nonsense")
+        assert (bad.status_code, bad.json()["field"]) == (422, "cursor")
+        too_many = api.get(f"{path}?limit=501")
+        assert (too_many.status_code, too_many.json()["field"]) == (422, "limit")
+    r = api.get(f"/journeys/{j.pk}/enrollments?state=active&limit=500")
+    assert len(r.json()["items"]) == 7

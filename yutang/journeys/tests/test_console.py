@@ -56,13 +56,37 @@ def test_builder_adds_typed_steps_points_at_bad_step_and_publishes():
 
 @pytest.mark.django_db
 def test_template_install_and_store_role_cannot_see_journeys():
+    from yutang.journeys.definition import dump, parse
+
     brand, admin = setup()
     client = console_client(admin)
+    listing = client.get("/journeys/").content.decode()
+    shipped = services.shipped_templates()
+    assert len(shipped) == 7
+    for template in shipped:  # every template is offered and parses
+        assert template["key"] in listing
+        parse(template["definition"])
+    r = client.post("/journeys/new/", {"template": "1_new_contact"})
+    journey = Journey.objects.get(brand=brand)
+    assert r.status_code == 302 and r["Location"] == f"/journeys/{journey.pk}/"
+    template = next(t for t in shipped if t["key"] == "1_new_contact")
+    assert (journey.name, journey.status, journey.live_version_id) == (
+        template["name"], "draft", None,
+    )  # fmt: skip
+    assert journey.draft == dump(parse(template["definition"]))  # the template, unchanged
+    page = client.get(f"/journeys/{journey.pk}/").content.decode()
+    assert 'data-step="welcome"' in page and 'data-testid="skip-if-welcomed"' in page
+    # Installing the same template again is refused by name, not duplicated.
     client.post("/journeys/new/", {"template": "1_new_contact"})
-    assert Journey.objects.filter(brand=brand, name__startswith="新客欢迎").exists()
-    advisor = make_staff(brand, Role.ADVISOR, stores=[make_store(brand)])
-    assert console_client(advisor).get("/journeys/").status_code == 403
-    assert console_client(advisor).get("/tasks/").status_code == 200
+    assert Journey.objects.filter(brand=brand).count() == 1
+    for role in (Role.ADVISOR, Role.STORE_MANAGER):
+        staff = make_staff(brand, role, stores=[make_store(brand)])
+        store_client = console_client(staff)
+        assert store_client.get("/journeys/").status_code == 403
+        assert store_client.get(f"/journeys/{journey.pk}/").status_code == 403
+        assert store_client.post("/journeys/new/", {"template": "3_repurchase"}).status_code == 403
+        assert store_client.get("/tasks/").status_code == 200
+    assert Journey.objects.filter(brand=brand).count() == 1
 
 
 @pytest.mark.django_db
@@ -96,20 +120,36 @@ def test_task_inbox_overdue_first_and_complete():
 
 @pytest.mark.django_db
 def test_reminders_respect_thirty_per_minute_per_member():
+    """Delivered to the member's carrier (the sandbox here; WeCom in test_reminders)."""
+    from yutang.carriers.models import SandboxDelivery
+    from yutang.core import services as core_services
+
     brand, admin = setup()
+    core_services.create_carrier_account(
+        actor=None, brand=brand, kind="sandbox", external_id="admin-phone", display_name="我",
+        staff_id=admin.pk,
+    )  # fmt: skip
     c = customer(brand, owner_staff=admin)
     with use_clock(FrozenClock(T0)):
         for n in range(35):
             tasks.create_task(actor=admin, customer_id=c.pk, title=f"t{n}", due_at=T0)
+
+    def delivered() -> list[str]:
+        rows = SandboxDelivery.objects.filter(kind="staff", recipient="staff:admin-phone")
+        return sorted(r.content["text"].split("：")[1].split("（")[0] for r in rows)
+
     with use_clock(FrozenClock(T0 + dt.timedelta(seconds=1))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 30
+    assert len(delivered()) == 30
     with use_clock(FrozenClock(T0 + dt.timedelta(seconds=30))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 30
+    assert len(delivered()) == 30
     with use_clock(FrozenClock(T0 + dt.timedelta(minutes=1, seconds=2))):
         tasks.remind_overdue_once()
     assert StaffTask.objects.filter(reminded_at__isnull=False).count() == 35
+    assert delivered() == sorted(f"t{n}" for n in range(35))  # each task once
 
 
 @pytest.mark.browser
@@ -156,6 +196,11 @@ def test_build_publish_and_watch_a_customer_move_with_fast_forward(chromium, liv
         assert page.locator("[data-testid=m-completed]").inner_text() == "1"
         assert page.locator("[data-testid=m-messages]").inner_text() == "2"
         assert page.evaluate("typeof window.echarts") == "object"
+        drawn = page.evaluate(
+            "echarts.getInstanceByDom(document.getElementById('step-work-chart'))"
+            ".getOption().xAxis[0].data"
+        )
+        assert drawn == ["hello", "wait1", "bye"]  # the chart carries the metrics' steps
         assert services.journey_metrics(actor=admin, journey_id=journey.pk)["completed"] == 1
     finally:
         context.close()

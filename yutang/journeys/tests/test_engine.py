@@ -405,14 +405,14 @@ def test_schedule_trigger_every_monday_and_birthday_trigger():
     assert Enrollment.objects.filter(journey=weekly).count() == 2
 
 
-def test_segment_trigger_and_first_order_trigger():
+def test_condition_trigger_and_first_order_trigger():
     brand, admin = setup()
     c = customer(brand)
     seg = live(
         admin,
         [{"id": "m", "type": "send_message", "content": "seg"}],
         trigger={
-            "type": "segment",
+            "type": "condition",
             "condition": {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 2},
         },
     )
