@@ -129,14 +129,15 @@ def insert_rows(
     rows: Sequence[Sequence[Any]],
     *,
     returning: Sequence[str] = (),
-    conflict: str | None = None,
+    conflict: str | Sequence[str] | None = None,
     update: Sequence[str] = (),
     set_sql: str | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Insert rows (tuples in `columns` order); with `conflict` (a unique column) and
-    `update`, existing rows get the new values of those columns (an upsert; `set_sql`, a
-    ready SET list, instead of `update`). Returns the
-    `returning` columns of the written rows, in no guaranteed order."""
+    """Insert rows (tuples in `columns` order); with `conflict` (a unique column, or the
+    columns of a unique constraint) and `update`, existing rows get the new values of those
+    columns (an upsert; `set_sql`, a ready SET list, instead of `update`); with `conflict`
+    alone, rows that would violate it are skipped (`DO NOTHING`). Returns the `returning`
+    columns of the written rows, in no guaranteed order."""
     if not rows:
         return []
     names = [name for name, _ in columns]
@@ -144,8 +145,9 @@ def insert_rows(
     target = f"INSERT INTO {qn(table)} ({', '.join(qn(n) for n in names)}) "
     tail = ""
     if conflict is not None:
+        on = ", ".join(qn(c) for c in ([conflict] if isinstance(conflict, str) else conflict))
         sets = set_sql or ", ".join(f"{qn(n)} = excluded.{qn(n)}" for n in update)
-        tail += f" ON CONFLICT ({qn(conflict)}) DO UPDATE SET {sets}"
+        tail += f" ON CONFLICT ({on}) " + (f"DO UPDATE SET {sets}" if sets else "DO NOTHING")
     if returning:
         tail += " RETURNING " + ", ".join(qn(n) for n in returning)
     out: list[tuple[Any, ...]] = []
@@ -186,15 +188,22 @@ def insert_rows(
 
 
 def insert_numbered(
-    table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]], *, unique: str
-) -> list[int]:
+    table: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+    *,
+    unique: str,
+    skip_conflicts: Sequence[str] = (),
+) -> list[int | None]:
     """Insert rows into a table with an auto-increment `id` and return the new ids in row
     order. `unique` names a unique column of `columns`: rows are written sorted by it, so two
     concurrent writers wait for each other's index entries in one order instead of
     deadlocking. On PostgreSQL the ids are drawn first (one `nextval` per row, in row order,
-    from the table's sequence) and the rows sent with `COPY` (text format; times, dates and
-    JSON as text): a third of the time of the multi-row INSERT for 1,000 events. On SQLite
-    a multi-row INSERT … RETURNING."""
+    from the table's sequence); the rows are sent with `COPY` (text format; times, dates and
+    JSON as text), or, with `skip_conflicts` (the columns of a unique constraint), with one
+    `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`: a row that another transaction
+    wrote first — committed, or committing while this one waits for its index entry — is
+    skipped and its id in the answer is None. On SQLite a multi-row INSERT … RETURNING."""
     if not rows:
         return []
     names = [name for name, _ in columns]
@@ -205,17 +214,34 @@ def insert_numbered(
         by_key = {
             key: pk
             for pk, key in insert_rows(
-                table, columns, [rows[n] for n in order], returning=("id", unique)
+                table,
+                columns,
+                [rows[n] for n in order],
+                returning=("id", unique),
+                conflict=skip_conflicts or None,
             )
         }
-        return [by_key[row[at]] for row in rows]
+        return [by_key.get(row[at]) for row in rows]
     kinds = [kind for _, kind in columns]
     with _pg_cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
             [table, len(rows)],
         )
-        ids = sorted(pk for (pk,) in cursor.fetchall())
+        ids: list[int | None] = sorted(pk for (pk,) in cursor.fetchall())
+    if skip_conflicts:
+        written = {
+            pk
+            for (pk,) in insert_rows(
+                table,
+                [("id", "int"), *columns],
+                [(ids[n], *rows[n]) for n in order],
+                returning=("id",),
+                conflict=skip_conflicts,
+            )
+        }
+        return [pk if pk in written else None for pk in ids]
+    with _pg_cursor() as cursor:
         # Table and column names come from model metadata.
         copy_sql = f"COPY {qn(table)} (id, {', '.join(qn(n) for n in names)}) FROM STDIN"
         text = [_pg_column(kind, [row[n] for row in rows]) for n, kind in enumerate(kinds)]
@@ -246,20 +272,23 @@ def upsert_combining(
     rows: Sequence[Sequence[Any]],
     *,
     conflict: str,
-    combine: dict[str, str],
+    combine: Mapping[str, str | tuple[str, str]],
 ) -> None:
     """Insert rows; a row whose `conflict` column exists already is combined with the stored
     one column by column — `add` (a count), `max` / `min` (a time; NULL counts as absent),
-    `replace`, `replace_json_unless_empty` — in the database, so nothing has to be read
-    first and concurrent writers cannot lose each other's updates. Rows are written sorted
-    by `conflict`."""
+    `replace`, `replace_json_unless_empty`, or a (PostgreSQL, SQLite) pair of SQL templates
+    with `{t}` (the table) and `{c}` (the column) — in the database, so nothing has to be
+    read first and concurrent writers cannot lose each other's updates. Rows are written
+    sorted by `conflict`, in one statement: two concurrent writers of overlapping rows lock
+    them in the same order and wait for each other instead of deadlocking."""
     if not rows:
         return
     qn = connection.ops.quote_name
     pg = connection.vendor == "postgresql"
     t = qn(table)
     sets = ", ".join(
-        f"{qn(c)} = " + _COMBINE[how][0 if pg else 1].format(t=t, c=qn(c))
+        f"{qn(c)} = "
+        + (_COMBINE[how] if isinstance(how, str) else how)[0 if pg else 1].format(t=t, c=qn(c))
         for c, how in combine.items()
     )
     at = [name for name, _ in columns].index(conflict)
@@ -281,16 +310,18 @@ def lookup(
     key: str,
     values: Sequence[Any],
     for_update: bool = False,
+    not_null: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """`SELECT columns FROM table WHERE <where, by equality> AND key IN values` for a long
     list of values: on PostgreSQL one array parameter (`= ANY(%s)`), bound server-side; on
-    SQLite chunks of `IN (…)`. `for_update` locks the rows found on PostgreSQL, in `key`
-    order (SQLite's writer holds the whole database already)."""
+    SQLite chunks of `IN (…)`. `not_null` columns must be set. `for_update` locks the rows
+    found on PostgreSQL, in `key` order (SQLite's writer holds the whole database already)."""
     if not values:
         return []
     qn = connection.ops.quote_name
     select = f"SELECT {', '.join(qn(c) for c in columns)} FROM {qn(table)} WHERE "  # noqa: S608
     conditions = [f"{qn(name)} = %s" for name in where]
+    conditions += [f"{qn(name)} IS NOT NULL" for name in not_null]
     fixed = list(where.values())
     # Table and column names come from model metadata; every value is bound.
     if connection.vendor == "postgresql":
