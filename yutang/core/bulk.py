@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -132,12 +133,19 @@ def insert_rows(
     conflict: str | Sequence[str] | None = None,
     update: Sequence[str] = (),
     set_sql: str | None = None,
+    staged_by: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """Insert rows (tuples in `columns` order); with `conflict` (a unique column, or the
     columns of a unique constraint) and `update`, existing rows get the new values of those
     columns (an upsert; `set_sql`, a ready SET list, instead of `update`); with `conflict`
     alone, rows that would violate it are skipped (`DO NOTHING`). Returns the `returning`
-    columns of the written rows, in no guaranteed order."""
+    columns of the written rows, in no guaranteed order.
+
+    `staged_by` (a column; PostgreSQL only, ignored on SQLite): the rows travel by `COPY`
+    into a temporary table of the session and are inserted from there in the order of that
+    column, instead of as one array per column. psycopg writes COPY rows in C, and the
+    server parses them faster than it unnests and casts arrays: for the 1,000-row statements
+    of event ingestion it costs about half the CPU on both sides."""
     if not rows:
         return []
     names = [name for name, _ in columns]
@@ -151,6 +159,12 @@ def insert_rows(
     if returning:
         tail += " RETURNING " + ", ".join(qn(n) for n in returning)
     out: list[tuple[Any, ...]] = []
+    if connection.vendor == "postgresql" and staged_by is not None:
+        with _pg_cursor() as cursor:
+            cursor.execute(_staged_insert(cursor, table, columns, rows) + f"{qn(staged_by)}{tail}")
+            if returning:
+                out.extend(cursor.fetchall())
+            return out
     if connection.vendor == "postgresql":
         with _pg_cursor() as cursor:
             aliases = [f"c{n}" for n in range(len(columns))]
@@ -185,6 +199,34 @@ def insert_rows(
             if returning:
                 out.extend(cursor.fetchall())
     return out
+
+
+def _staged_insert(
+    cursor: Any, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+) -> str:
+    """COPY rows into the session's staging table for `table` and return the start of the
+    statement that moves them on: `WITH … INSERT INTO table (columns) SELECT … ORDER BY `
+    (the caller adds the order column and any ON CONFLICT / RETURNING). The staging table is
+    temporary, shaped like `table`, created on first use in a session (again if the
+    transaction that created it rolled back), emptied by the statement itself (so several
+    batches may share one transaction) and truncated at commit."""
+    qn = connection.ops.quote_name
+    names = ", ".join(qn(name) for name, _ in columns)
+    # One staging table per table and column list; only the columns' types are copied.
+    stage = qn(f"stage_{table[:40]}_{zlib.crc32(names.encode()):08x}")
+    # Names come from model metadata, never from input.
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "  # noqa: S608
+        f"AS SELECT {names} FROM {qn(table)} WITH NO DATA"
+    )
+    text = [_pg_column(kind, [row[n] for row in rows]) for n, (_, kind) in enumerate(columns)]
+    with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+        for values in zip(*text, strict=True):
+            copy.write_row(values)
+    return (
+        f"WITH s AS (DELETE FROM {stage} RETURNING *) "  # noqa: S608
+        f"INSERT INTO {qn(table)} ({names}) SELECT {names} FROM s ORDER BY "
+    )
 
 
 def insert_numbered(
@@ -238,6 +280,7 @@ def insert_numbered(
                 [(ids[n], *rows[n]) for n in order],
                 returning=("id",),
                 conflict=skip_conflicts,
+                staged_by=unique,
             )
         }
         return [pk if pk in written else None for pk in ids]
@@ -273,6 +316,7 @@ def upsert_combining(
     *,
     conflict: str,
     combine: Mapping[str, str | tuple[str, str]],
+    staged: bool = False,
 ) -> None:
     """Insert rows; a row whose `conflict` column exists already is combined with the stored
     one column by column — `add` (a count), `max` / `min` (a time; NULL counts as absent),
@@ -280,7 +324,8 @@ def upsert_combining(
     with `{t}` (the table) and `{c}` (the column) — in the database, so nothing has to be
     read first and concurrent writers cannot lose each other's updates. Rows are written
     sorted by `conflict`, in one statement: two concurrent writers of overlapping rows lock
-    them in the same order and wait for each other instead of deadlocking."""
+    them in the same order and wait for each other instead of deadlocking. `staged`: see
+    `insert_rows`' `staged_by`."""
     if not rows:
         return
     qn = connection.ops.quote_name
@@ -299,6 +344,7 @@ def upsert_combining(
         conflict=conflict,
         update=(),
         set_sql=sets,
+        staged_by=conflict if staged else None,
     )
 
 

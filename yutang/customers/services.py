@@ -644,6 +644,7 @@ class BatchResolver:
                     )
                     for ref, i, source in pending
                 ],
+                staged_by="value_hash",
             )
             self._new_identities = []
 

@@ -1,0 +1,29 @@
+"""The lookup hash of identifiers is HMAC-SHA256 under the PII key, however it is computed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from django.test import override_settings
+from hypothesis import given
+from hypothesis import strategies as st
+
+from yutang.core import crypto
+
+
+@given(st.text(max_size=300))
+def test_hash_pii_is_hmac_sha256_under_the_lookup_key(value):
+    _, mac_key = crypto._keys("k" * 40)
+    with override_settings(PII_KEY="k" * 40):
+        assert crypto.hash_pii(value) == (
+            hmac.new(mac_key, value.encode(), hashlib.sha256).hexdigest()
+        )
+
+
+def test_another_pii_key_gives_another_hash():
+    with override_settings(PII_KEY="a" * 40):
+        first = crypto.hash_pii("+8613800000001")
+    with override_settings(PII_KEY="b" * 40):
+        second = crypto.hash_pii("+8613800000001")
+    assert first != second
