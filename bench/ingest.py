@@ -249,6 +249,8 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
 
     brand = create_brand(name="Bench service")
     stream = EventStream(args.events, args.customers)
+    backend = common.backend_pid()
+    ru0, db0 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
     counts: Counter[str] = Counter()
     spent, done, every = 0.0, 0, max(BATCH, args.events // 10 // BATCH * BATCH)
     with common.timer() as wall:
@@ -260,7 +262,13 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
             done += len(batch)
             if done % every == 0:
                 _progress("service", done, args.events, spent)
+    ru1, db1 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
     out = {
+        # Includes generating the events (not timed), a few µs per event.
+        "roles_cpu": {
+            "service process": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+            "database": db1 - db0,
+        },
         "events": args.events,
         "seconds": spent,
         "wall_seconds": wall.seconds,
@@ -707,6 +715,8 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
         import psycopg
 
         with psycopg.connect(url) as pg:
+            backend = pg.info.backend_pid
+            ru0, db0 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
             with common.timer() as t, pg.transaction(), pg.cursor() as cur:
                 for table, cols, rows in (
                     (c_table, c_cols, customers),
@@ -716,6 +726,11 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
                     with cur.copy(f'COPY "{table}" ({", ".join(cols)}) FROM STDIN') as copy:
                         for r in rows:
                             copy.write_row(r)
+            ru1, db1 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
+            roles = {
+                "client": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+                "database": db1 - db0,
+            }
             pg.execute(
                 f"SELECT setval(pg_get_serial_sequence('{c_table}', 'id'), "
                 f'(SELECT max(id) FROM "{c_table}"))'
@@ -727,6 +742,7 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
                 counts.append(found[0] if found else 0)
         method = "COPY (psycopg cursor.copy), one transaction"
     return {
+        "roles_cpu": roles if vendor != "sqlite" else {},
         "events": args.events,
         "seconds": t.seconds,
         "prep_seconds": prep.seconds,
@@ -830,18 +846,20 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
     md.append("\n" + goal)
     for (backend, path), r in results.items():
         roles = r.get("roles_cpu")
-        if path == "http" and roles and "failed" not in r:
+        if roles and "failed" not in r:
             handled = r["stored"] + r["duplicates"] + r["rejected"]
             total = sum(roles.values())
             parts = ", ".join(
                 f"{name} {secs:.1f} s ({1e6 * secs / max(handled, 1):.0f} µs/event)"
                 for name, secs in roles.items()
             )
-            line = (f"http {backend}, CPU during the timed {r['seconds']:.1f} s: {parts}; "
+            line = (f"{path} {backend}, CPU during the timed {r['seconds']:.1f} s: {parts}; "
                     f"together {1e6 * total / max(handled, 1):.0f} µs/event, "
                     f"{total / max(r['seconds'], 1e-9):.2f} of the machine's "
-                    f"{os.cpu_count()} cores (client = the benchmark's HTTP client threads, "
-                    "server = gunicorn, database = its PostgreSQL backends).")  # fmt: skip
+                    f"{os.cpu_count()} cores (client = the benchmark's process: HTTP client "
+                    "threads, or the COPY writer for raw; server = gunicorn; service process = "
+                    "the process calling ingest_events, event generation included; database = "
+                    "the PostgreSQL backends serving them).")  # fmt: skip
             print(line)
             md.append("\n" + line)
         if path == "raw" and "failed" not in r:

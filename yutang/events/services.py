@@ -1,6 +1,8 @@
 """Ingesting events: validate, resolve each to a customer by identities, store once per
-idempotency key, apply side effects (consent, profile) and fold into aggregates — all in one
-transaction per batch."""
+idempotency key, apply side effects (consent, profile) and fold into aggregates. On
+PostgreSQL, outside a caller's transaction, a batch resolves in one short transaction that is
+serialised per brand and writes in a second one that runs beside other batches' (see
+ingest_events and docs/events.md); otherwise in one transaction."""
 
 from __future__ import annotations
 
@@ -95,18 +97,16 @@ def _validate(brand: Brand, index: int, item: Any, now: dt.datetime) -> _Valid:
         raise ValidationFailed(N_("identities must be a list of at most 20."), field="identities")
     identities = []
     for n, raw in enumerate(raw_identities):
-        where = f"identities.{n}"
-        if not isinstance(raw, Mapping) or not all(
-            isinstance(raw.get(k, ""), str) for k in ("kind", "value", "namespace")
-        ):
+        if not isinstance(raw, Mapping):
             raise ValidationFailed(
-                N_("An identity is {kind, value, namespace} of text."), field=where
+                N_("An identity is {kind, value, namespace} of text."), field=f"identities.{n}"
             )
-        identities.append(
-            normalize_identity(
-                raw.get("kind", ""), raw.get("value", ""), raw.get("namespace", ""), field=where
+        kind, value, namespace = raw.get("kind", ""), raw.get("value", ""), raw.get("namespace", "")
+        if not (isinstance(kind, str) and isinstance(value, str) and isinstance(namespace, str)):
+            raise ValidationFailed(
+                N_("An identity is {kind, value, namespace} of text."), field=f"identities.{n}"
             )
-        )
+        identities.append(normalize_identity(kind, value, namespace, field=f"identities.{n}"))
     customer_id = item.get("customer_id")
     if customer_id is not None and not is_valid_id(customer_id):
         raise ValidationFailed(N_("customer_id must be a customer's id."), field="customer_id")
