@@ -859,7 +859,9 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                     f"{os.cpu_count()} cores (client = the benchmark's process: HTTP client "
                     "threads, or the COPY writer for raw; server = gunicorn; service process = "
                     "the process calling ingest_events, event generation included; database = "
-                    "the PostgreSQL backends serving them).")  # fmt: skip
+                    "the PostgreSQL backends serving them, counted only if alive at the end: "
+                    "gunicorn's connections are recycled after 60 s, so long runs undercount)."
+                    )  # fmt: skip
             print(line)
             md.append("\n" + line)
         if path == "raw" and "failed" not in r:
