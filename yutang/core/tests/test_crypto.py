@@ -37,7 +37,7 @@ def test_cached_normalised_identities_follow_the_pii_key():
     from yutang.core.errors import ValidationFailed
     from yutang.customers.identities import normalize_identity
 
-    hashes = {}
+    hashes: dict[str, str] = {}
     for key in ("a" * 40, "b" * 40, "a" * 40):
         with override_settings(PII_KEY=key):
             identity = normalize_identity("phone", "138 0000 0001")
