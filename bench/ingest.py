@@ -14,8 +14,8 @@ bench_ingest_<path>), created before and dropped after:
 - service: `yutang.events.services.ingest_events` in batches of 1,000 (only the calls are
   timed, not generating the events); then a cProfile of a 20,000-event slice (a second brand,
   same events-per-customer ratio) with a breakdown and the SQL statements it issued;
-- http:    `yutang serve --workers 2` on a free port; two client threads POST pre-serialised
-  batches of 1,000 to /api/v1/events with a bearer token;
+- http:    `yutang serve --workers 2 --threads 1` on a free port (see --server-threads); two
+  client threads POST pre-serialised batches of 1,000 to /api/v1/events with a bearer token;
 - raw:     the same customers, identities and events (duplicates dropped, identities already
   hashed and encrypted — preparation is timed separately) inserted with SQLite `executemany`
   in one transaction or PostgreSQL `COPY`; no resolution, no aggregates.
@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -248,6 +249,8 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
 
     brand = create_brand(name="Bench service")
     stream = EventStream(args.events, args.customers)
+    backend = common.backend_pid()
+    ru0, db0 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
     counts: Counter[str] = Counter()
     spent, done, every = 0.0, 0, max(BATCH, args.events // 10 // BATCH * BATCH)
     with common.timer() as wall:
@@ -259,7 +262,13 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
             done += len(batch)
             if done % every == 0:
                 _progress("service", done, args.events, spent)
+    ru1, db1 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
     out = {
+        # Includes generating the events (not timed), a few µs per event.
+        "roles_cpu": {
+            "service process": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+            "database": db1 - db0,
+        },
         "events": args.events,
         "seconds": spent,
         "wall_seconds": wall.seconds,
@@ -275,26 +284,31 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
 
 # Functions the breakdown looks for: (label, file suffix, function name, indent).
 BREAKDOWN = [
-    ("validation (_validate, before the brand lock)", "events/services.py", "_validate", 0),
+    ("validation (_validate, before any lock)", "events/services.py", "_validate", 0),
     ("  property schemas (fast path, else pydantic)", "events/types.py", "validate_properties",
      1),
     ("  identity normalisation (phonenumbers, memoised)", "customers/identities.py",
      "normalize_identity", 1),
     ("identity hashing (NormalizedIdentity.hash, HMAC)", "customers/identities.py", "hash", 0),
-    ("storing (_store, under the brand lock)", "events/services.py", "_store", 0),
-    ("  waiting for the brand lock", "core/db.py", "lock_brand", 1),
+    ("resolving (_resolve_batch: 1st transaction, identity lock)", "events/services.py",
+     "_resolve_batch", 0),
     ("  duplicate-key and identity lookups (= ANY)", "core/bulk.py", "lookup", 1),
     ("  resolution (BatchResolver.resolve)", "events/services.py", "_resolve", 1),
     ("  resolve_customer (merges, reviews, by id)", "customers/services.py",
      "resolve_customer", 1),
     ("  new customers and identities (flush)", "customers/services.py", "flush", 1),
     ("    PII encryption (encrypt_pii)", "core/crypto.py", "encrypt_pii", 2),
-    ("  event insert (nextval + COPY)", "core/bulk.py", "insert_numbered", 1),
+    ("writing (_write_batch: 2nd transaction, side by side)", "events/services.py",
+     "_write_batch", 0),
+    ("  event insert (nextval, COPY to staging, INSERT ON CONFLICT)", "core/bulk.py",
+     "insert_numbered", 1),
     ("  side effects (_apply_side_effects)", "events/services.py", "_apply_side_effects", 1),
     ("  aggregates (apply_facts)", "events/aggregates.py", "apply_facts", 1),
     ("    fold (in memory)", "events/aggregates.py", "_fold", 2),
-    ("    combining upsert (one statement)", "core/bulk.py", "upsert_combining", 2),
-    ("commit (COMMIT, WAL flush)", "backends/base/base.py", "commit", 0),
+    ("    combining upsert (COPY to staging, one upsert)", "core/bulk.py", "upsert_combining",
+     2),
+    ("advisory locks (lock_brand: identity, merge, aggregates)", "core/db.py", "lock_brand", 0),
+    ("commits (two per batch, WAL flush)", "backends/base/base.py", "commit", 0),
     ("waiting for the database (psycopg wait, all statements)", "psycopg/connection.py",
      "wait", 0),
 ]  # fmt: skip
@@ -426,6 +440,53 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _descendants(root: int) -> list[int]:
+    """The process and every process below it (gunicorn's arbiter and its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(raw[raw.rindex(")") + 2 :].split()[1]), []).append(
+                int(entry.name)
+            )
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _role_cpu(server_pids: list[int], url: str) -> dict[str, float]:
+    """CPU seconds so far of the HTTP step's parts: this process (the client threads), the
+    server (gunicorn arbiter and workers) and the PostgreSQL backends of the benchmark's
+    database (0 on SQLite). Differences over the timed part show where the cores went."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out = {
+        "client": ru.ru_utime + ru.ru_stime,
+        "server": sum(common.proc_cpu(pid) for pid in server_pids),
+        "database": 0.0,
+    }
+    if os.environ.get("BENCH_PER_PID"):
+        print({pid: common.proc_cpu(pid) for pid in server_pids}, file=sys.stderr)
+    if url.startswith("postgres"):
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(common.PG_ADMIN_URL, autocommit=True) as pg:
+            pids = [
+                pid
+                for (pid,) in pg.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", [name]
+                ).fetchall()
+            ]
+        out["database"] = sum(common.proc_cpu(pid) for pid in pids)
+    return out
+
+
 def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any]:
     _setup(url, workdir)
     import httpx
@@ -454,7 +515,11 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
     env["YUTANG_LOG_LEVEL"] = "WARNING"
     log = open(workdir / f"serve-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [*common.server_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        [
+            *common.server_command(),
+            *("serve", "--bind", f"127.0.0.1:{port}", "--workers", str(args.server_workers)),
+            *("--threads", str(args.server_threads)),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -511,12 +576,16 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
                                       time.perf_counter() - started)  # fmt: skip
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        server_pids = _descendants(proc.pid)
+        before = _role_cpu(server_pids, url)
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - started
+        after = _role_cpu(server_pids, url)
+        roles = {k: after[k] - before.get(k, 0.0) for k in after}
     finally:
         _stop(proc)
         log.close()
@@ -528,6 +597,7 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         or (line.startswith("yutang.") and "Error" in line.split(":", 1)[0])
     )
     return {
+        "roles_cpu": roles,
         "failed_attempts": failed_attempts[0],
         "server_errors": dict(server_errors.most_common(5)),
         "events": args.events,
@@ -645,6 +715,8 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
         import psycopg
 
         with psycopg.connect(url) as pg:
+            backend = pg.info.backend_pid
+            ru0, db0 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
             with common.timer() as t, pg.transaction(), pg.cursor() as cur:
                 for table, cols, rows in (
                     (c_table, c_cols, customers),
@@ -654,6 +726,11 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
                     with cur.copy(f'COPY "{table}" ({", ".join(cols)}) FROM STDIN') as copy:
                         for r in rows:
                             copy.write_row(r)
+            ru1, db1 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
+            roles = {
+                "client": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime,
+                "database": db1 - db0,
+            }
             pg.execute(
                 f"SELECT setval(pg_get_serial_sequence('{c_table}', 'id'), "
                 f'(SELECT max(id) FROM "{c_table}"))'
@@ -665,6 +742,7 @@ def step_raw(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any
                 counts.append(found[0] if found else 0)
         method = "COPY (psycopg cursor.copy), one transaction"
     return {
+        "roles_cpu": roles if vendor != "sqlite" else {},
         "events": args.events,
         "seconds": t.seconds,
         "prep_seconds": prep.seconds,
@@ -692,6 +770,8 @@ def run_step(args: argparse.Namespace, backend: str, path: str, workdir: Path) -
             "--_child", f"{backend}:{path}", "--_url", url, "--_workdir", str(workdir),
             "--_out", str(out_file), "--events", str(args.events),
             "--customers", str(args.customers), "--clients", str(args.clients),
+            "--server-workers", str(args.server_workers),
+            "--server-threads", str(args.server_threads),
         ]  # fmt: skip
         if args.no_profile:
             cmd.append("--no-profile")
@@ -765,6 +845,25 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
     print("\n" + goal)
     md.append("\n" + goal)
     for (backend, path), r in results.items():
+        roles = r.get("roles_cpu")
+        if roles and "failed" not in r:
+            handled = r["stored"] + r["duplicates"] + r["rejected"]
+            total = sum(roles.values())
+            parts = ", ".join(
+                f"{name} {secs:.1f} s ({1e6 * secs / max(handled, 1):.0f} µs/event)"
+                for name, secs in roles.items()
+            )
+            line = (f"{path} {backend}, CPU during the timed {r['seconds']:.1f} s: {parts}; "
+                    f"together {1e6 * total / max(handled, 1):.0f} µs/event, "
+                    f"{total / max(r['seconds'], 1e-9):.2f} of the machine's "
+                    f"{os.cpu_count()} cores (client = the benchmark's process: HTTP client "
+                    "threads, or the COPY writer for raw; server = gunicorn; service process = "
+                    "the process calling ingest_events, event generation included; database = "
+                    "the PostgreSQL backends serving them, counted only if alive at the end: "
+                    "gunicorn's connections are recycled after 60 s, so long runs undercount)."
+                    )  # fmt: skip
+            print(line)
+            md.append("\n" + line)
         if path == "raw" and "failed" not in r:
             line = (f"raw {backend}: {r['method']}; {r['customers']:,} customers, "
                     f"{r['identities']:,} identities, {r['stored']:,} events; preparation "
@@ -811,6 +910,15 @@ def main() -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--clients", type=int, default=2, help="HTTP client threads")
+    parser.add_argument("--server-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=1,
+        help="threads per gunicorn worker (1: sync workers, one request per process at a "
+        "time; with more, both clients' keep-alive connections can land on one worker and "
+        "share its GIL while the other idles — measured 2026-12-06)",
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--markdown", type=Path, help="also write the figures as markdown here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

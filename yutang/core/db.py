@@ -8,19 +8,27 @@ from django.db import OperationalError, connection
 
 #: Advisory-lock namespaces (the first key of a two-key PostgreSQL advisory lock).
 IDENTITY_WRITES = 1
+#: Merges and unmerges of a brand take this exclusively; writers that attach rows to
+#: customers they resolved in an earlier, committed transaction (event batches) take it
+#: shared, so no merge commits between their check of the customers and their commit.
+CUSTOMER_MERGES = 2
+#: Event batches fold into a brand's per-customer aggregates one at a time.
+AGGREGATE_WRITES = 3
 
 
-def lock_brand(brand_id: int, namespace: int = IDENTITY_WRITES) -> None:
+def lock_brand(brand_id: int, namespace: int = IDENTITY_WRITES, *, shared: bool = False) -> None:
     """Serialise one kind of write per brand until the transaction ends.
 
     Identity resolution creates and merges customers; two concurrent batches that mention the
     same new people would otherwise lock identity index entries in different orders and
     deadlock on PostgreSQL. SQLite has a single writer already (IMMEDIATE transactions), so
-    there it is a no-op. Re-entrant within a transaction."""
+    there it is a no-op. Re-entrant within a transaction. `shared` takes the lock in shared
+    mode: shared holders run together and exclude an exclusive holder."""
     if connection.vendor != "postgresql":
         return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [namespace, brand_id])
+        cursor.execute(f"SELECT {function}(%s, %s)", [namespace, brand_id])
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from yutang.core import crypto
 from yutang.core.errors import N_, ValidationFailed
 from yutang.core.identifiers import normalize_email, normalize_phone
@@ -48,6 +50,27 @@ def _e164(text: str) -> tuple[str, str | None]:
 def normalize_identity(
     kind: str, value: str, namespace: str = "", *, field: str = "identities"
 ) -> NormalizedIdentity:
+    """The identity as it is stored and hashed; a ValidationFailed naming `field` otherwise.
+
+    The same people's identities recur batch after batch: a valid one is normalised (and,
+    once asked for, hashed) once per process and PII key, then returned from a cache — the
+    same immutable object. Invalid input is never cached and raises as below."""
+    try:
+        return _normalized(kind, value, namespace, settings.PII_KEY)
+    except ValidationFailed:
+        return _normalize(kind, value, namespace, field=field)  # raises, naming the field
+
+
+@functools.lru_cache(maxsize=131072)
+def _normalized(kind: str, value: str, namespace: str, pii_key: str) -> NormalizedIdentity:
+    # The hash is computed now, under `pii_key` (part of the cache key), so a cached identity
+    # never carries a hash made under another key (tests switch keys).
+    identity = _normalize(kind, value, namespace, field="identities")
+    identity.hash  # noqa: B018
+    return identity
+
+
+def _normalize(kind: str, value: str, namespace: str, *, field: str) -> NormalizedIdentity:
     if kind not in _KINDS:
         raise ValidationFailed(
             N_("Unknown identity kind {kind!r}."), params={"kind": kind}, field=f"{field}.kind"

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from yutang.core import audit, bulk, clock, crypto
-from yutang.core.db import lock_brand
+from yutang.core.db import CUSTOMER_MERGES, lock_brand
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
@@ -644,6 +644,7 @@ class BatchResolver:
                     )
                     for ref, i, source in pending
                 ],
+                staged_by="value_hash",
             )
             self._new_identities = []
 
@@ -818,6 +819,10 @@ def merge_customers(
         raise Conflict(N_("A customer cannot be merged with itself."), field="absorb_id")
     now = clock.now()
     with transaction.atomic():
+        # Event batches that resolved before this merge and write afterwards hold this lock
+        # in shared mode (events.services._write_batch): the merge waits for them, and they
+        # see it once it has committed.
+        lock_brand(brand.pk, CUSTOMER_MERGES)
         locked = {
             c.pk: c
             for c in Customer.objects.select_for_update().filter(
@@ -945,6 +950,7 @@ def unmerge(*, actor: Staff | None, merge_id: int, brand: Brand | None = None) -
     assert brand is not None
     now = clock.now()
     with transaction.atomic():
+        lock_brand(brand.pk, CUSTOMER_MERGES)  # as merge_customers
         try:
             merge = CustomerMerge.objects.select_for_update().get(pk=merge_id, brand=brand)
         except CustomerMerge.DoesNotExist:
