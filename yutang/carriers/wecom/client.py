@@ -1,10 +1,12 @@
 """A typed client for the WeCom (企业微信) external-contact API (客户联系), on httpx.
 
 One ``WeComClient`` talks for one (corp id, secret). The access token lives in Django's cache
-under a key derived from both, so every client instance and every process that shares the cache
-(Redis in production) shares one token. Calls are rate limited per corp and API in the same
-cache, back off on 45009/45033 (exponential with jitter, bounded) and refresh the token once on
-40014/42001/40001. The clock and the sleep function are injectable so tests never sleep.
+under a key derived from both, so every client instance in a process shares one token, and
+every process does too when the cache is shared (``YUTANG_CACHE_URL=redis://…``; the default
+in-memory cache is per process). Calls are rate limited per corp and API in the same cache
+(per process with the default cache, for all processes with Redis), back off on 45009/45033
+(exponential with jitter, bounded) and refresh the token once on 40014/42001/40001. The clock
+and the sleep function are injectable so tests never sleep.
 
 Methods take keyword arguments, validate what WeCom would reject (naming the field) before any
 request, and return the JSON answer (``dict``) or a small typed result. Lists that WeCom pages
