@@ -230,10 +230,10 @@ def _load_history(
     ).values_list("customer_id", "purpose", "carrier", "status"):
         ctx.consents[(cid, purpose, carrier)] = status
     since = now - dt.timedelta(days=max(gate.HISTORY_DAYS, policy.duplicate_window_days))
-    for cid, at, kind, carrier, h in Message.objects.filter(
+    for cid, at, kind, carrier, h, cause in Message.objects.filter(
         customer_id__in=customer_ids, passed_at__gte=since
-    ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash"):
-        ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+    ).values_list("customer_id", "passed_at", "kind", "carrier", "content_hash", "cause"):
+        ctx.touches[cid].append(gate.Touch(at, kind, carrier, h, cause))
     for account_id in account_ids:
         ctx.account_posts[account_id] = [0, 0]
     if policy.marketing_share_max >= 1:

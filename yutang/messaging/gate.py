@@ -62,6 +62,7 @@ class Touch:
     kind: str
     carrier: str
     content_hash: str
+    cause: str = ""
 
 
 Outcome = Literal["pass", "block", "defer", "expire"]
@@ -105,7 +106,9 @@ class GateContext:
     enabled: bool = True
 
     def record(self, c: Candidate) -> None:
-        self.touches[c.customer_id].append(Touch(self.now, c.kind, c.carrier, c.content_hash))
+        self.touches[c.customer_id].append(
+            Touch(self.now, c.kind, c.carrier, c.content_hash, c.cause)
+        )
         if not in_share_scope(self.policy, c.cause):
             return
         posts = self.account_posts[c.account_id]
@@ -189,6 +192,37 @@ def _consented(c: Candidate, ctx: GateContext) -> bool:
     return "granted" in (specific, general)
 
 
+def _platform_limit(
+    c: Candidate,
+    ctx: GateContext,
+    touches: Iterable[Touch],
+    day_start: dt.datetime,
+    week_start: dt.datetime,
+) -> Decision | None:
+    """What the carrier itself allows per customer. It counts the customer's touches on this
+    carrier the platform counts: marketing, and service too unless the brand's limit says
+    `count_service: false` (a service message is then not held to it either). Welcome
+    messages never count: WeCom sends them with send_welcome_msg, not as a mass message."""
+    limit = ctx.policy.platform_limits.get(c.carrier)
+    if limit is None or c.cause == "welcome" or (c.kind == "service" and not limit.count_service):
+        return None
+    kinds = ("marketing", "service") if limit.count_service else ("marketing",)
+    counted = [
+        t for t in touches if t.carrier == c.carrier and t.kind in kinds and t.cause != "welcome"
+    ]
+    month_start, days = _local_month_start(ctx.now, ctx.tz)
+    per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
+    checks = (
+        (limit.per_day, day_start, "day"),
+        (limit.per_week, week_start, "7 days"),
+        (per_month, month_start, "month"),
+    )
+    for allowed, since, label in checks:
+        if allowed is not None and sum(1 for t in counted if t.at >= since) >= allowed:
+            return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
+    return None
+
+
 def evaluate(c: Candidate, ctx: GateContext) -> Decision:
     if c.not_after is not None and ctx.now > c.not_after:
         return Decision("expire", "deadline", reason="its deadline passed before it could go")
@@ -205,6 +239,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
     if c.kind == "service":
         if _count(touches, day_start, "service") >= p.service_per_day:
             return Decision("block", "frequency", reason="service messages per day")
+        limited = _platform_limit(c, ctx, touches, day_start, week_start)
+        if limited is not None:
+            return limited
     else:
         if _count(touches, day_start, "marketing") >= p.marketing_per_day:
             return Decision("block", "frequency", reason="marketing touches per day")
@@ -230,21 +267,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
                     "expire", "quiet_hours", reason="quiet hours last past its deadline"
                 )
             return Decision("defer", "quiet_hours", until=until)
-        limit = p.platform_limits.get(c.carrier)
-        if limit is not None:
-            month_start, days = _local_month_start(now, tz)
-            per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
-            checks = (
-                (limit.per_day, day_start, "day"),
-                (limit.per_week, week_start, "7 days"),
-                (per_month, month_start, "month"),
-            )
-            for allowed, since, label in checks:
-                if (
-                    allowed is not None
-                    and _count(touches, since, "marketing", c.carrier) >= allowed
-                ):
-                    return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
+        limited = _platform_limit(c, ctx, touches, day_start, week_start)
+        if limited is not None:
+            return limited
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
         if (
             in_share_scope(p, c.cause)
