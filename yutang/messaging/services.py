@@ -425,8 +425,11 @@ def cancel_message(*, actor: Staff, message_id: int) -> Message:
 
 
 def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
-    """Staff confirmed the mass message on the carrier (WeCom 群发): its waiting messages are
-    sent. Returns how many."""
+    """Staff say they confirmed the mass message on the carrier (WeCom 群发). When the
+    carrier reports per-customer results (WeCom), they are read now and each waiting message
+    moves on by its own result (`messaging.confirmations`): sent, failed, blocked, or still
+    waiting when the member has not confirmed yet. A carrier without results (the sandbox)
+    takes the word for it: every waiting message is sent. Returns how many were sent."""
     broadcast = (
         Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
     )
@@ -436,6 +439,16 @@ def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
             params={"broadcast_id": broadcast_id},
             field="broadcast_id",
         )
+    from yutang.carriers.base import reports_confirmations
+    from yutang.messaging import confirmations
+
+    if reports_confirmations(broadcast.account.kind):
+        waiting = list(
+            Message.objects.filter(broadcast=broadcast, status=S.PENDING_CONFIRMATION).only(
+                *confirmations.LOAD
+            )
+        )
+        return confirmations.check_now(waiting) if waiting else 0
     now = clock.now()
     with transaction.atomic():
         rows = list(

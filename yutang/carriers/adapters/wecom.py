@@ -34,6 +34,8 @@ from yutang.carriers.base import (
     Outbound,
     ParsedCallback,
     PlatformLimits,
+    RecipientResult,
+    RecipientStatus,
     SendResult,
 )
 from yutang.carriers.inbound import (
@@ -282,6 +284,48 @@ class WeComCarrier:
             cursor = page.next_cursor
             if not cursor:
                 return False
+
+    # -- confirmation results --------------------------------------------------------------
+
+    #: get_groupmsg_send_result's status per recipient.
+    SEND_STATUS = {
+        0: RecipientStatus.PENDING,
+        1: RecipientStatus.SENT,
+        2: RecipientStatus.NOT_A_CONTACT,
+        3: RecipientStatus.LIMIT_REACHED,
+    }
+
+    def confirmation_results(self, task_id: str) -> dict[str, RecipientResult]:
+        """What became of each customer of one of this member's mass-message tasks: one
+        get_groupmsg_send_result call per 1,000 customers (through the client's limiter)."""
+        client = self.client()
+        out: dict[str, RecipientResult] = {}
+        cursor = ""
+        try:
+            while True:
+                page = client.get_groupmsg_send_result(
+                    msgid=task_id, userid=self.config.external_id, cursor=cursor, limit=1000
+                )
+                for row in page.items:
+                    status = self.SEND_STATUS.get(int(row.get("status", 0) or 0))
+                    ext = str(row.get("external_userid", ""))
+                    if status is None or not ext:
+                        continue
+                    sent = row.get("send_time")
+                    at = dt.datetime.fromtimestamp(int(sent), tz=dt.UTC) if sent else None
+                    out[ext] = RecipientResult(status, at)
+                cursor = page.next_cursor
+                if not cursor:
+                    return out
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+
+    def cancel_task(self, task_id: str) -> None:
+        """Stop a mass message the member never confirmed (cancel_groupmsg_send)."""
+        try:
+            self.client().cancel_groupmsg_send(msgid=task_id)
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
 
     def check_connection(self) -> None:
         try:

@@ -15,18 +15,23 @@ Rules it enforces, as WeCom documents them:
 * welcome codes are single-use and valid 20 seconds after the add event; a second use answers
   41051, a late or unknown one 40058 (WeCom's exact code for a late call is undocumented);
 * a mass message (add_msg_template) stays pending (status 0) until :meth:`confirm_group_msg`
-  — the staff member pressing "send" in the app;
+  — the staff member pressing "send" in the app; then each customer's result is 1 (sent),
+  2 (no longer the member's contact) or 3 (the customer already received as many corp mass
+  messages as WeCom's receiving rule allows: by default as many a month as the month has
+  days, or :attr:`mass_message_rule` ``("day", 1)`` / ``("week", 7)``, in China time);
 * transfers: ≤ 100 customers per call, each customer at most 2 in-service transfers per 90 days
   (40128), one pending at a time (40129), taken over 24 hours after the request.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import itertools
 import json
 import secrets
 import threading
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +45,7 @@ from yutang.core.clock import Clock, SystemClock
 from .callbacks import render_callback
 from .crypto import CallbackCrypto, SignedEnvelope
 
+CHINA = zoneinfo.ZoneInfo("Asia/Shanghai")
 TOKEN_LIFETIME_SECONDS = 7200
 WELCOME_CODE_SECONDS = 20
 TRANSFER_TAKEOVER = dt.timedelta(hours=24)
@@ -149,6 +155,9 @@ class WeComTestServer:
         self.moment_jobs: dict[str, dict[str, Any]] = {}
         self.app_messages: list[dict[str, Any]] = []
         self._failures: dict[str, list[tuple[int, str]]] = {}
+        #: WeCom's receiving rule for mass messages (群发助手 → 设置群发规则): None is "as
+        #: many a month as the month has days"; ("day", 1) or ("week", 7) the stricter ones.
+        self.mass_message_rule: tuple[str, int] | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -353,7 +362,37 @@ class WeComTestServer:
                 msg.confirmed.add(who)
                 msg.send_time[who] = now
                 for ext in results:
-                    results[ext] = 1 if (who, ext) in self.relations else 2
+                    if (who, ext) not in self.relations:
+                        results[ext] = 2
+                    elif self._mass_messages_received(ext) >= self._mass_message_allowance():
+                        results[ext] = 3
+                    else:
+                        results[ext] = 1
+
+    def _period_start(self) -> dt.datetime:
+        local = self.clock.now().astimezone(CHINA)
+        day = dt.datetime.combine(local.date(), dt.time(), tzinfo=CHINA)
+        kind = self.mass_message_rule[0] if self.mass_message_rule else "month"
+        if kind == "day":
+            return day
+        if kind == "week":
+            return day - dt.timedelta(days=local.weekday())
+        return day.replace(day=1)
+
+    def _mass_message_allowance(self) -> int:
+        if self.mass_message_rule is not None:
+            return self.mass_message_rule[1]
+        local = self.clock.now().astimezone(CHINA)
+        return calendar.monthrange(local.year, local.month)[1]
+
+    def _mass_messages_received(self, external_userid: str) -> int:
+        since = int(self._period_start().timestamp())
+        return sum(
+            1
+            for m in self.group_msgs.values()
+            for who, results in m.results.items()
+            if results.get(external_userid) == 1 and m.send_time.get(who, 0) >= since
+        )
 
     def refuse_transfer(self, *, external_userid: str) -> None:
         """The customer refuses a pending transfer (status 3)."""
