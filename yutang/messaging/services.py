@@ -546,6 +546,16 @@ def is_unsubscribe(text: str, keywords: Iterable[str]) -> bool:
     return bool(cleaned) and cleaned in {_PUNCTUATION.sub("", k).casefold() for k in keywords}
 
 
+def unsubscribe_keywords(account: CarrierAccount, policy: PolicySettings) -> list[str]:
+    """The replies that unsubscribe on this account: the brand's keywords, and those the
+    carrier itself tells customers to send (an SMS account's `opt_out_keywords`, by default
+    R and T from "拒收请回复R或退订回T")."""
+    keywords = list(policy.unsubscribe_keywords)
+    if account.kind == "sms":
+        keywords += getattr(carriers.adapter_for(account), "opt_out_keywords", ())
+    return keywords
+
+
 def _event(brand_id: int, item: dict[str, Any]) -> None:
     brand = Brand.objects.get(pk=brand_id)
     (result,) = ingest_events(brand=brand, items=[{"source": "carrier", **item}])
@@ -632,7 +642,7 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
     _event(account.brand_id, _sender_item(fact, account, sender))
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(account.brand_id)
-        if is_unsubscribe(fact.text, policy.unsubscribe_keywords):
+        if is_unsubscribe(fact.text, unsubscribe_keywords(account, policy)):
             _unsubscribe(sender, account, fact, policy)
 
 
@@ -1033,7 +1043,8 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
         return "added"
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(fact.brand_id)
-        return None if is_unsubscribe(fact.text, policy.unsubscribe_keywords) else "sender"
+        keywords = unsubscribe_keywords(accounts[fact.account_id], policy)
+        return None if is_unsubscribe(fact.text, keywords) else "sender"
     if isinstance(fact, inbound.GroupJoined | inbound.GroupLeft | inbound.LinkClicked):
         return "sender"
     return None
