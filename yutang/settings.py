@@ -262,5 +262,11 @@ LOGGING = {
 
 # --- Yutang ---------------------------------------------------------------------------------
 
+# The public address of this Yutang (scheme and host, no trailing slash), for links that leave
+# it: the one-click unsubscribe link in marketing email. Empty: email offers only `mailto:`.
+PUBLIC_URL = os.environ.get("YUTANG_PUBLIC_URL", "").strip().rstrip("/")
+if PUBLIC_URL and not PUBLIC_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured("YUTANG_PUBLIC_URL must start with https:// (or http://).")
+
 # Seconds after which a worker that has not written a heartbeat counts as gone.
 YUTANG_WORKER_STALE_AFTER = int(os.environ.get("YUTANG_WORKER_STALE_AFTER", "60"))
