@@ -46,6 +46,7 @@ from .callbacks import render_callback
 from .crypto import CallbackCrypto, SignedEnvelope
 
 CHINA = zoneinfo.ZoneInfo("Asia/Shanghai")
+CONTROL = "/_control/"
 TOKEN_LIFETIME_SECONDS = 7200
 WELCOME_CODE_SECONDS = 20
 TRANSFER_TAKEOVER = dt.timedelta(hours=24)
@@ -440,6 +441,8 @@ class WeComTestServer:
 
     def handle(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(path)
+        if parts.path.startswith(CONTROL):
+            return self._control(method, parts.path[len(CONTROL) :], raw)
         if not parts.path.startswith("/cgi-bin/"):
             return 404, {"errcode": 404, "errmsg": "not found"}
         api = parts.path[len("/cgi-bin/") :]
@@ -478,6 +481,55 @@ class WeComTestServer:
                 record.errcode = error.errcode
                 return 200, {"errcode": error.errcode, "errmsg": error.errmsg}
             return 200, {"errcode": 0, "errmsg": "ok", **result}
+
+    # -- control endpoints (for a server running in its own process) --------------------------
+
+    def _control(self, method: str, what: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """The test hooks over HTTP, under ``/_control/`` (this server only listens on
+        loopback): ``add_staff`` {userids}, ``add_customer`` {userid, external_userid, state}
+        → the sealed add callback {query, body, fields}, ``confirm`` {msgid, sender}, ``fail_next``
+        {api, errcode, times}, and GET ``group_msgs`` (every mass-message task and its
+        per-customer results)."""
+        try:
+            body = json.loads(raw.decode() or "{}") if method == "POST" else {}
+            with self.lock:
+                if method == "GET" and what == "group_msgs":
+                    return 200, {
+                        "group_msgs": [self._msg_state(m) for m in self.group_msgs.values()]
+                    }
+                if method == "POST" and what == "add_staff":
+                    self.add_staff(*body["userids"])
+                    return 200, {}
+                if method == "POST" and what == "add_customer":
+                    fields = self.add_customer(
+                        userid=body["userid"],
+                        external_userid=body.get("external_userid"),
+                        state=body.get("state", ""),
+                    )
+                    query, sealed = self.callback(fields)
+                    return 200, {"query": query, "body": sealed, "fields": fields}
+                if method == "POST" and what == "confirm":
+                    self.confirm_group_msg(body["msgid"], sender=body.get("sender"))
+                    return 200, {}
+                if method == "POST" and what == "fail_next":
+                    self.fail_next(
+                        body["api"], int(body["errcode"]), times=int(body.get("times", 1))
+                    )
+                    return 200, {}
+        except (KeyError, ValueError, TypeError) as exc:
+            return 400, {"error": f"{type(exc).__name__}: {exc}"}
+        return 404, {"error": f"no control {method} {what}"}
+
+    @staticmethod
+    def _msg_state(m: GroupMsg) -> dict[str, Any]:
+        return {
+            "msgid": m.msgid,
+            "creator": m.creator,
+            "external_userid": list(m.request.get("external_userid") or []),
+            "text": (m.request.get("text") or {}).get("content", ""),
+            "results": m.results,
+            "cancelled": m.cancelled,
+        }
 
     def _routes(
         self,
@@ -1093,6 +1145,7 @@ def main(argv: list[str] | None = None) -> None:
     server.start(port=args.port)
     settings = {
         "base_url": server.base_url,
+        "control_url": server.base_url.replace("/cgi-bin/", CONTROL),
         "corp_id": server.corp_id,
         "secret": server.secret,
         "agent_id": server.agent_id,
