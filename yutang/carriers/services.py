@@ -349,6 +349,13 @@ def mark_contact_lost(
     return contact
 
 
+def note_contact(*, contact: CarrierContact, remark: str, description: str) -> None:
+    """What the member noted about the contact on the carrier (WeCom remark, description)."""
+    CarrierContact.objects.filter(pk=contact.pk).update(
+        remark=remark[:120], description=description[:300]
+    )
+
+
 IDENTITY_FOR_KIND = {"sms": "phone", "email": "email"}
 
 

@@ -601,8 +601,13 @@ def _welcome(
 
 def handle_inbound(fact: inbound.InboundFact) -> None:
     """The sink registered with carriers.inbound; runs in the callback's transaction."""
+    if isinstance(fact, inbound.CARRIER_FACTS):
+        return  # the carriers app's own records (tag library, handovers)
     account = CarrierAccount.objects.select_related("brand").get(pk=fact.account_id)
     at = fact.occurred_at
+    if isinstance(fact, inbound.ContactEdited):
+        _contact_edited(fact, account)
+        return
     if isinstance(fact, inbound.ContactAdded):
         welcome = _welcome(fact, account)
         (result,) = ingest_events(brand=account.brand, items=[_added_item(fact, account)])
@@ -644,6 +649,46 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
         policy = delivery.policy_for(account.brand_id)
         if is_unsubscribe(fact.text, unsubscribe_keywords(account, policy)):
             _unsubscribe(sender, account, fact, policy)
+
+
+def _contact_edited(fact: inbound.ContactEdited, account: CarrierAccount) -> None:
+    """The member edited the contact on the carrier: keep the remark and description on the
+    contact, fill the profile's empty name and unknown gender (a `profile.updated` event),
+    add the remark's phone numbers as identities, and follow the corp tags (tag sync)."""
+    from yutang.carriers import tagsync
+    from yutang.customers import services as customers
+    from yutang.customers.identities import normalize_identity
+
+    contact = carriers.find_contact(account_id=account.pk, external_id=fact.external_id)
+    if contact is None:
+        return
+    carriers.note_contact(contact=contact, remark=fact.remark, description=fact.description)
+    customer = customers.survivor(contact.customer)
+    changes: dict[str, Any] = {}
+    if fact.name and not customer.display_name:
+        changes["display_name"] = fact.name[:120]
+    if fact.gender != "unknown" and customer.gender == "unknown":
+        changes["gender"] = fact.gender
+    identities = []
+    for mobile in fact.remark_mobiles:
+        try:
+            phone = normalize_identity("phone", mobile)
+        except ValidationFailed:
+            continue  # a remark number that is not a phone number: not an identity
+        identities.append({"kind": "phone", "value": phone.value, "namespace": ""})
+    if changes or identities:
+        _event(
+            account.brand_id,
+            {
+                "type": "profile.updated",
+                "occurred_at": fact.occurred_at,
+                "customer_id": customer.pk,
+                "identities": identities,
+                "idempotency_key": (f"contact.edited:{contact.pk}:{fact.occurred_at.timestamp()}"),
+                "properties": changes,
+            },
+        )
+    tagsync.apply_contact_tags(contact=contact, corp_tag_ids=fact.corp_tag_ids)
 
 
 def _added_item(fact: inbound.ContactAdded, account: CarrierAccount) -> dict[str, Any]:

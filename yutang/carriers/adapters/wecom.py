@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from yutang.carriers.base import (
     AccountConfig,
@@ -41,9 +41,13 @@ from yutang.carriers.base import (
 from yutang.carriers.inbound import (
     ContactAdded,
     ContactDeleted,
+    ContactEdited,
+    ContactTransferred,
+    CorpTagsChanged,
     GroupJoined,
     GroupLeft,
     InboundFact,
+    TransferFailed,
 )
 from yutang.carriers.wecom import callbacks as wc
 from yutang.carriers.wecom.client import (
@@ -91,6 +95,23 @@ def corp_config(config: AccountConfig) -> CorpConfig | None:
         if credentials.get("secret") and wanted in ("", connection.settings.get("corp_id")):
             return _corp(credentials, connection.settings)
     return None
+
+
+def brand_adapter(brand_id: int, *, userid: str = "") -> WeComCarrier | None:
+    """A WeCom adapter for brand-level calls (tags, moments, handovers): the account of
+    `userid` when given, else the brand's first active WeCom account; None without one."""
+    from yutang.carriers.services import adapter_for
+    from yutang.core.models import CarrierAccount
+
+    accounts = CarrierAccount.objects.filter(brand_id=brand_id, kind="wecom", is_active=True)
+    if userid:
+        accounts = accounts.filter(external_id=userid)
+    account = accounts.order_by("id").first()
+    if account is None:
+        return None
+    adapter = adapter_for(account)
+    assert isinstance(adapter, WeComCarrier)
+    return adapter
 
 
 def _corp(credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> CorpConfig | None:
@@ -151,16 +172,16 @@ def _as_carrier_error(exc: WeComError) -> CarrierError:
 
 class WeComCarrier:
     kind = "wecom"
+    # Group messages and group join codes are not declared: customer groups (客户群) belong to
+    # the community issue, which will add them with their own services.
     capabilities = frozenset(
         {
             Capability.WELCOME_MESSAGE,
             Capability.CONFIRMED_BROADCAST,
-            Capability.GROUP_MESSAGE,
-            Capability.MOMENTS_POST,
-            Capability.LIVE_CODE,
-            Capability.GROUP_JOIN_CODE,
-            Capability.TAG_SYNC,
-            Capability.CUSTOMER_HANDOVER,
+            Capability.MOMENTS_POST,  # carriers.moments
+            Capability.LIVE_CODE,  # acquisition, through upsert_contact_way
+            Capability.TAG_SYNC,  # carriers.tagsync
+            Capability.CUSTOMER_HANDOVER,  # carriers.handover
             Capability.CONTACT_BASED,
         }
     )
@@ -404,6 +425,29 @@ class WeComCarrier:
                     welcome_code=event.welcome_code,
                 )
                 return [(key, fact)]
+            if isinstance(event, wc.ExternalContactDeleted) and (
+                event.source == "DELETE_BY_TRANSFER"
+            ):
+                # A handover took the customer to another member: not a deletion.
+                transferred = ContactTransferred(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                )
+                return [(key, transferred)]
+            if isinstance(event, wc.TransferFailed):
+                failed = TransferFailed(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                    reason=event.fail_reason,
+                )
+                return [(key, failed)]
+            if isinstance(event, wc.ExternalContactEdited):
+                edited = self._edited(event, account_id, at)
+                return [(key, edited)] if edited is not None else []
             if isinstance(event, wc.FollowUserDeleted | wc.ExternalContactDeleted):
                 # del_follow_user: the customer deleted the member; del_external_contact: the
                 # member deleted the customer.
@@ -435,7 +479,63 @@ class WeComCarrier:
                 for member in event.member_change_list
                 if member.startswith(EXTERNAL_PREFIXES)
             ]
-        return []  # tag changes, edits, chat creation: stored by WeCom, nothing to act on yet
+        if isinstance(event, wc.ExternalTagChanged):
+            return [
+                (
+                    key,
+                    CorpTagsChanged(
+                        brand_id=self.config.brand_id,
+                        account_id=self.config.account_id,
+                        occurred_at=at,
+                        change_type=event.change_type,
+                        tag_id=event.tag_id,
+                        tag_type=event.tag_type,
+                    ),
+                )
+            ]
+        return []  # chat creation, dismissal, owner changes: the community issue's
+
+    GENDERS: dict[int, Literal["unknown", "female", "male"]] = {1: "male", 2: "female"}
+
+    def _edited(
+        self, event: wc.ExternalContactEdited, account_id: int, at: dt.datetime
+    ) -> ContactEdited | None:
+        """The edit callback names the contact only: read what the member now has on it
+        (externalcontact/get, the member's follow_user entry)."""
+        client = self.client()
+        cursor = ""
+        try:
+            while True:
+                data = client.get_external_contact(
+                    external_userid=event.external_user_id, cursor=cursor
+                )
+                mine = [
+                    f for f in data.get("follow_user") or [] if f.get("userid") == event.user_id
+                ]
+                cursor = str(data.get("next_cursor") or "")
+                if mine or not cursor:
+                    break
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+        if not mine:
+            return None  # no longer the member's contact
+        follow, profile = mine[0], data.get("external_contact") or {}
+        return ContactEdited(
+            brand_id=self.config.brand_id,
+            account_id=account_id,
+            external_id=event.external_user_id,
+            occurred_at=at,
+            name=str(profile.get("name", ""))[:120],
+            gender=self.GENDERS.get(int(profile.get("gender", 0) or 0), "unknown"),
+            remark=str(follow.get("remark", "")),
+            description=str(follow.get("description", "")),
+            remark_mobiles=tuple(str(m) for m in follow.get("remark_mobiles") or []),
+            corp_tag_ids=tuple(
+                str(t.get("tag_id", ""))
+                for t in follow.get("tags") or []
+                if int(t.get("type", 1) or 1) == 1 and t.get("tag_id")
+            ),
+        )
 
     # -- live codes ---------------------------------------------------------------------------
 

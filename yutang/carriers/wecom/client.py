@@ -1020,6 +1020,16 @@ class WeComClient:
             body["visible_range"] = visible
         return str(self._post("externalcontact/add_moment_task", body).get("jobid", ""))
 
+    def get_moment_task(self, *, moment_id: str, cursor: str = "", limit: int = 1000) -> Page:
+        """Which members published a corp moments post: ``publish_status`` 0 not yet, 1
+        published, per ``userid``."""
+        _require(bool(moment_id), "moment_id is required", "moment_id")
+        _require(1 <= limit <= 1000, "limit is between 1 and 1000", "limit")
+        body: dict[str, Any] = {"moment_id": moment_id, "limit": limit}
+        if cursor:
+            body["cursor"] = cursor
+        return self._page(self._post("externalcontact/get_moment_task", body), "task_list")
+
     def get_moment_task_result(self, *, jobid: str) -> dict[str, Any]:
         """``status``: 1 started, 2 running, 3 done; ``result`` holds moment_id when done."""
         _require(bool(jobid), "jobid is required", "jobid")

@@ -81,6 +81,8 @@ class Relation:
     state: str = ""
     remark: str = ""
     tags: set[str] = field(default_factory=set)
+    description: str = ""
+    remark_mobiles: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -265,7 +267,9 @@ class WeComTestServer:
                 raise ValueError(f"unknown staff member {userid}")
             ext = external_userid or f"wm{self._next_id():08d}"
             now = self.clock.now()
-            self.customers.setdefault(ext, {"external_userid": ext, "name": name, "type": 1})
+            self.customers.setdefault(
+                ext, {"external_userid": ext, "name": name, "type": 1, "gender": 0}
+            )
             self.relations[(userid, ext)] = Relation(userid, ext, now, state=state)
             fields = self._contact_event("add_external_contact", userid, ext)
             if state:
@@ -395,12 +399,71 @@ class WeComTestServer:
             if results.get(external_userid) == 1 and m.send_time.get(who, 0) >= since
         )
 
-    def refuse_transfer(self, *, external_userid: str) -> None:
-        """The customer refuses a pending transfer (status 3)."""
+    def refuse_transfer(self, *, external_userid: str) -> dict[str, str | int]:
+        """The customer refuses a pending transfer (status 3). Returns the transfer_fail
+        callback fields WeCom sends about the member who was to take over."""
         with self.lock:
+            takeover = ""
             for t in self.transfers:
                 if t.external_userid == external_userid and not t.completed and not t.refused:
                     t.refused = True
+                    takeover = t.takeover
+            return {
+                **self._contact_event("transfer_fail", takeover, external_userid),
+                "FailReason": "customer_refused",
+            }
+
+    def complete_transfers(self) -> list[dict[str, str | int]]:
+        """Settle transfers whose 24-hour takeover time has passed (by the server's clock);
+        returns the del_external_contact callbacks (Source DELETE_BY_TRANSFER) WeCom sends
+        about the members who handed them over."""
+        with self.lock:
+            return [
+                {
+                    **self._contact_event("del_external_contact", t.handover, t.external_userid),
+                    "Source": "DELETE_BY_TRANSFER",
+                }
+                for t in self._settle_transfers()
+            ]
+
+    def staff_edits_customer(
+        self,
+        *,
+        userid: str,
+        external_userid: str,
+        remark: str | None = None,
+        description: str | None = None,
+        remark_mobiles: list[str] | None = None,
+        add_tags: tuple[str, ...] = (),
+        remove_tags: tuple[str, ...] = (),
+    ) -> dict[str, str | int]:
+        """The member edits the customer in the WeCom app (remark, description, phone
+        numbers, corp tags). Returns the edit_external_contact callback fields."""
+        with self.lock:
+            rel = self.relations[(userid, external_userid)]
+            if remark is not None:
+                rel.remark = remark
+            if description is not None:
+                rel.description = description
+            if remark_mobiles is not None:
+                rel.remark_mobiles = list(remark_mobiles)
+            for tid in (*add_tags, *remove_tags):
+                if self._find_tag(tid) is None:
+                    raise ValueError(f"unknown corp tag {tid}")
+            rel.tags.update(add_tags)
+            rel.tags.difference_update(remove_tags)
+            return self._contact_event("edit_external_contact", userid, external_userid)
+
+    def publish_moment(self, moment_id: str, *, userid: str) -> None:
+        """A member publishes a corp moments post from the WeCom app."""
+        with self.lock:
+            for job in self.moment_jobs.values():
+                if job["moment_id"] == moment_id:
+                    if userid not in job["publish"]:
+                        raise ValueError(f"{userid} was not asked to publish {moment_id}")
+                    job["publish"][userid] = 1
+                    return
+            raise ValueError(f"unknown moment {moment_id}")
 
     # -- callbacks --------------------------------------------------------------------------------
 
@@ -564,6 +627,7 @@ class WeComTestServer:
             ("POST", e + "resigned/transfer_result"): self._transfer_result_resigned,
             ("POST", e + "add_moment_task"): self._add_moment_task,
             ("GET", e + "get_moment_task_result"): self._get_moment_task_result,
+            ("POST", e + "get_moment_task"): self._get_moment_task,
             ("POST", "message/send"): self._message_send,
         }
 
@@ -827,7 +891,16 @@ class WeComTestServer:
         ext = params.get("external_userid", "")
         if ext not in self.customers:
             raise ApiError(40096, "invalid external userid")
-        follows = [self._follow_info(r) for (u, e), r in sorted(self.relations.items()) if e == ext]
+        follows = [
+            {
+                **self._follow_info(r),
+                "description": r.description,
+                "remark_mobiles": list(r.remark_mobiles),
+                "tags": [self._tag_info(t) for t in sorted(r.tags)],
+            }
+            for (u, e), r in sorted(self.relations.items())
+            if e == ext
+        ]
         chunk, cursor = self._page(follows, params.get("cursor", ""), 500)
         return {
             "external_contact": self._contact_json(ext),
@@ -892,6 +965,16 @@ class WeComTestServer:
                 continue
             out.append({**group, "tag": [dict(t) for t in tags]})
         return {"tag_group": out}
+
+    def _tag_info(self, tag_id: str) -> dict[str, Any]:
+        found = self._find_tag(tag_id)
+        group, tag = found if found else ({"group_name": ""}, {"name": ""})
+        return {
+            "group_name": group["group_name"],
+            "tag_name": tag["name"],
+            "tag_id": tag_id,
+            "type": 1,
+        }
 
     def _find_tag(self, tag_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         for group in self.tag_groups.values():
@@ -985,13 +1068,15 @@ class WeComTestServer:
         rel.tags.difference_update(remove)
         return {}
 
-    def _settle_transfers(self) -> None:
-        """Complete transfers whose 24-hour takeover time has passed."""
+    def _settle_transfers(self) -> list[Transfer]:
+        """Complete transfers whose 24-hour takeover time has passed; returns those."""
         now = self.clock.now()
+        settled = []
         for t in self.transfers:
             if t.completed or t.refused or now - t.requested_at < TRANSFER_TAKEOVER:
                 continue
             t.completed = True
+            settled.append(t)
             old = self.relations.pop((t.handover, t.external_userid), None)
             self.relations[(t.takeover, t.external_userid)] = Relation(
                 t.takeover,
@@ -1000,6 +1085,7 @@ class WeComTestServer:
                 state=old.state if old else "",
                 tags=set(old.tags) if old else set(),
             )
+        return settled
 
     def _transfer(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
         self._settle_transfers()
@@ -1081,8 +1167,18 @@ class WeComTestServer:
             "request": body,
             "moment_id": f"mom{self._next_id():08d}",
             "invalid_sender_list": {"user_list": [s for s in senders if s not in self.staff]},
+            "publish": {s: 0 for s in senders if s in self.staff},
         }
         return {"jobid": jobid}
+
+    def _get_moment_task(self, params: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        moment_id = self._need(body, "moment_id")
+        job = next((j for j in self.moment_jobs.values() if j["moment_id"] == moment_id), None)
+        if job is None:
+            raise ApiError(40058, "invalid moment_id")
+        rows = [{"userid": u, "publish_status": p} for u, p in sorted(job["publish"].items())]
+        chunk, cursor = self._page(rows, str(body.get("cursor", "")), int(body.get("limit", 500)))
+        return {"task_list": chunk, "next_cursor": cursor}
 
     def _get_moment_task_result(
         self, params: dict[str, str], body: dict[str, Any]
