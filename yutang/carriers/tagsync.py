@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -278,17 +279,30 @@ def _held_back(
     )
 
 
+#: After a pass that found nothing to do, the loop looks again only this much later (the
+#: differences are two anti-joins over every tagged contact: cheap, but not every second).
+IDLE_PAUSE = 30.0
+_idle_until = 0.0
+
+
 def run_loop() -> int:
-    """The worker loop (`carriers.tag_sync`): one worker at a time."""
+    """The worker loop (`carriers.tag_sync`): one worker at a time, and only for brands with
+    linked tags."""
+    global _idle_until
     from yutang.core.worker import acquire_lease, release_lease
 
+    if time.monotonic() < _idle_until or not CorpTag.objects.exists():
+        return 0
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
     if not acquire_lease(LOOP_LEASE, holder, LOOP_LEASE_TTL):
         return 0
     try:
-        return sync_contacts()
+        done = sync_contacts()
     finally:
         release_lease(LOOP_LEASE, holder)
+    if done == 0:
+        _idle_until = time.monotonic() + IDLE_PAUSE
+    return done
 
 
 # --- Contacts, WeCom → Yutang ------------------------------------------------------------------
