@@ -206,19 +206,25 @@ def _platform_limit(
     limit = ctx.policy.platform_limits.get(c.carrier)
     if limit is None or c.cause == "welcome" or (c.kind == "service" and not limit.count_service):
         return None
-    kinds = ("marketing", "service") if limit.count_service else ("marketing",)
-    counted = [
-        t for t in touches if t.carrier == c.carrier and t.kind in kinds and t.cause != "welcome"
-    ]
     month_start, days = _local_month_start(ctx.now, ctx.tz)
     per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
+    # One pass over the customer's touches: those the platform counts, per window.
+    on_day = on_week = on_month = 0
+    for t in touches:
+        if t.carrier != c.carrier or t.cause == "welcome":
+            continue
+        if t.kind != "marketing" and not limit.count_service:
+            continue
+        on_month += t.at >= month_start
+        on_week += t.at >= week_start
+        on_day += t.at >= day_start
     checks = (
-        (limit.per_day, day_start, "day"),
-        (limit.per_week, week_start, "7 days"),
-        (per_month, month_start, "month"),
+        (limit.per_day, on_day, "day"),
+        (limit.per_week, on_week, "7 days"),
+        (per_month, on_month, "month"),
     )
-    for allowed, since, label in checks:
-        if allowed is not None and sum(1 for t in counted if t.at >= since) >= allowed:
+    for allowed, counted, label in checks:
+        if allowed is not None and counted >= allowed:
             return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
     return None
 
