@@ -231,11 +231,22 @@ def poll_due(*, now: dt.datetime | None = None, limit: int = BATCH) -> int:
     return len(rows)
 
 
+#: At most this many tasks are asked about while a staff member waits (`check_now`); the
+#: rest are made due at once for the worker's loop.
+CHECK_NOW_TASKS = 50
+
+
 def check_now(messages: Sequence[Message], *, now: dt.datetime | None = None) -> int:
     """Ask at once about these waiting messages (a staff member says they confirmed a
     broadcast). Returns how many are sent now."""
     now = now or clock.now()
-    return record(ask(messages, now=now), now=now)[1]
+    tasks = list(dict.fromkeys((m.account_id, m.carrier_message_id) for m in messages))
+    asked = set(tasks[:CHECK_NOW_TASKS])
+    later = [m.pk for m in messages if (m.account_id, m.carrier_message_id) not in asked]
+    if later:
+        Message.objects.filter(pk__in=later, status=S.PENDING_CONFIRMATION).update(due_at=now)
+    now_ = [m for m in messages if (m.account_id, m.carrier_message_id) in asked]
+    return record(ask(now_, now=now), now=now)[1] if now_ else 0
 
 
 def run_loop() -> int:

@@ -443,12 +443,8 @@ def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
     from yutang.messaging import confirmations
 
     if reports_confirmations(broadcast.account.kind):
-        waiting = list(
-            Message.objects.filter(broadcast=broadcast, status=S.PENDING_CONFIRMATION).only(
-                *confirmations.LOAD
-            )
-        )
-        return confirmations.check_now(waiting) if waiting else 0
+        waiting = Message.objects.filter(broadcast=broadcast, status=S.PENDING_CONFIRMATION)
+        return confirmations.check_now(list(waiting.only(*confirmations.LOAD)))
     now = clock.now()
     with transaction.atomic():
         rows = list(

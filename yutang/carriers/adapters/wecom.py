@@ -21,7 +21,9 @@ attributed to that member's account, whichever account received the callback.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +54,7 @@ from yutang.carriers.inbound import (
 from yutang.carriers.wecom import callbacks as wc
 from yutang.carriers.wecom.client import (
     DEFAULT_BASE_URL,
+    MAX_TEMPLATE_RECIPIENTS,
     Attachment,
     ImageAttachment,
     LinkAttachment,
@@ -212,68 +215,130 @@ class WeComCarrier:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, message: Outbound) -> SendResult:
-        text, attachments = message_parts(message.content)
-        client = self.client()
-        try:
+        (result,) = self.send_batch([message])
+        if isinstance(result, CarrierError):
+            raise result
+        return result
+
+    def send_batch(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        """Welcome messages one by one (send_welcome_msg); every other message becomes part of
+        a mass-message task: the messages of a batch with the same content share one task
+        (add_msg_template with up to 10,000 customers), so a broadcast is one task for the
+        member to confirm, not one per customer."""
+        results: list[SendResult | CarrierError | None] = [None] * len(messages)
+        tasks: dict[str, list[int]] = defaultdict(list)
+        for n, message in enumerate(messages):
             if message.cause == "welcome":
-                code = str(message.content.get("welcome_code", ""))
-                if not code:
-                    raise CarrierError(
-                        "WeCom gave no welcome_code for this add: a welcome message is "
-                        "configured in the WeCom admin console, which sends it instead.",
-                        transient=False,
-                        code="no_welcome_code",
-                    )
-                try:
-                    client.send_welcome_msg(welcome_code=code, text=text, attachments=attachments)
-                except WelcomeMessageAlreadySent:
-                    return SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)
-                return SendResult(carrier_message_id=f"welcome:{code[:24]}")
-            earlier = self._earlier_task(client, message, text, attachments)
-            if earlier:
-                # A try before ours reached WeCom (its answer was lost): that task is this
-                # message; a second one would reach the customer twice.
-                return SendResult(
-                    carrier_message_id=earlier, duplicate=True, pending_confirmation=True
-                )
+                results[n] = self._guarded(self._welcome, [message])[0]
+            else:
+                same = json.dumps(dict(message.content), sort_keys=True, ensure_ascii=False)
+                tasks[same].append(n)
+        for group in tasks.values():
+            for start in range(0, len(group), MAX_TEMPLATE_RECIPIENTS):
+                chunk = group[start : start + MAX_TEMPLATE_RECIPIENTS]
+                batch = [messages[n] for n in chunk]
+                answers = self._guarded(self._task, batch)
+                for n, answer in zip(chunk, answers, strict=True):
+                    results[n] = answer
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _guarded(
+        call: Callable[[Sequence[Outbound]], list[SendResult | CarrierError]],
+        batch: Sequence[Outbound],
+    ) -> list[SendResult | CarrierError]:
+        """`call(batch)`, or its error for every message of the batch."""
+        size = len(batch)
+        try:
+            return call(batch)
+        except WeComError as exc:
+            return [_as_carrier_error(exc)] * size
+        except ValidationFailed as exc:
+            return [CarrierError(str(exc), transient=False, code="invalid_content")] * size
+        except CarrierError as exc:
+            return [exc] * size
+
+    def _welcome(self, batch: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        (message,) = batch
+        text, attachments = message_parts(message.content)
+        code = str(message.content.get("welcome_code", ""))
+        if not code:
+            raise CarrierError(
+                "WeCom gave no welcome_code for this add: a welcome message is "
+                "configured in the WeCom admin console, which sends it instead.",
+                transient=False,
+                code="no_welcome_code",
+            )
+        try:
+            self.client().send_welcome_msg(welcome_code=code, text=text, attachments=attachments)
+        except WelcomeMessageAlreadySent:
+            return [SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)]
+        return [SendResult(carrier_message_id=f"welcome:{code[:24]}")]
+
+    def _task(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        """One task for messages of the same content (one result per message, in order).
+        Nothing reaches a customer until the member confirms the task in the WeCom app."""
+        client = self.client()
+        text, attachments = message_parts(messages[0].content)
+        earlier = self._earlier_tasks(client, messages, text, attachments)
+        fresh = [m.recipient for m in messages if m.recipient not in earlier]
+        created = None
+        if fresh:
             created = client.add_msg_template(
                 chat_type="single",
-                external_userid=[message.recipient],
+                external_userid=list(dict.fromkeys(fresh)),
                 sender=self.config.external_id,
                 text=text,
                 attachments=attachments,
             )
-        except WeComError as exc:
-            raise _as_carrier_error(exc) from exc
-        except ValidationFailed as exc:
-            raise CarrierError(str(exc), transient=False, code="invalid_content") from exc
-        if message.recipient in created.fail_list or not created.msgid:
-            raise CarrierError(
-                "WeCom refused the recipient (not a contact of this staff member).",
-                transient=False,
-                code="fail_list",
-            )
-        # Nothing reaches the customer until the member confirms it in the WeCom app.
-        return SendResult(carrier_message_id=created.msgid, pending_confirmation=True)
+        out: list[SendResult | CarrierError] = []
+        for m in messages:
+            if m.recipient in earlier:
+                # A try before ours reached WeCom (its answer was lost): that task is this
+                # message; a second one would reach the customer twice.
+                out.append(
+                    SendResult(
+                        carrier_message_id=earlier[m.recipient],
+                        duplicate=True,
+                        pending_confirmation=True,
+                    )
+                )
+            elif created is None or not created.msgid or m.recipient in created.fail_list:
+                out.append(
+                    CarrierError(
+                        "WeCom refused the recipient (not a contact of this staff member).",
+                        transient=False,
+                        code="fail_list",
+                    )
+                )
+            else:
+                out.append(SendResult(carrier_message_id=created.msgid, pending_confirmation=True))
+        return out
 
-    def _earlier_task(
+    def _earlier_tasks(
         self,
         client: WeComClient,
-        message: Outbound,
+        messages: Sequence[Outbound],
         text: str,
         attachments: Sequence[Attachment],
-    ) -> str:
-        """`add_msg_template` takes no idempotency key, so a retry first looks for a task an
-        earlier try of this message created: one by this member (creator), created since the
-        gate let the message pass, with the same text and number of attachments, whose
-        recipients include this customer. The first try skips the look-up."""
-        if message.attempt <= 1:
-            return ""
+    ) -> dict[str, str]:
+        """`add_msg_template` takes no idempotency key, so a retry first looks for the tasks
+        earlier tries created: by this member (creator), created since the gate let the
+        messages pass, with the same text and number of attachments; each customer of ours
+        such a task reaches is already sent (recipient → msgid). First tries skip the
+        look-up."""
+        retried = [m for m in messages if m.attempt > 1]
+        if not retried:
+            return {}
+        wanted = {m.recipient for m in retried}
         sender = self.config.external_id
         end = int(clock.now().timestamp()) + 60
-        since = message.first_passed_at or clock.now() - dt.timedelta(days=1)
+        passed = [m.first_passed_at for m in retried if m.first_passed_at is not None]
+        since = min(passed) if passed else clock.now() - dt.timedelta(days=1)
         # A minute of slack for clocks; WeCom lists at most a month at a time.
         start = max(int(since.timestamp()) - 60, end - 31 * 86400)
+        found: dict[str, str] = {}
         cursor = ""
         while True:
             page = client.get_groupmsg_list_v2(
@@ -289,22 +354,25 @@ class WeComCarrier:
                 same = str((item.get("text") or {}).get("content", "")) == text and len(
                     item.get("attachments") or []
                 ) == len(attachments)
-                if msgid and same and self._task_reaches(client, msgid, sender, message.recipient):
-                    return msgid
+                if msgid and same:
+                    for ext in self._task_recipients(client, msgid, sender) & wanted:
+                        found.setdefault(ext, msgid)
             cursor = page.next_cursor
-            if not cursor:
-                return ""
+            if not cursor or len(found) == len(wanted):
+                return found
 
     @staticmethod
-    def _task_reaches(client: WeComClient, msgid: str, sender: str, external_userid: str) -> bool:
+    def _task_recipients(client: WeComClient, msgid: str, sender: str) -> set[str]:
+        out: set[str] = set()
         cursor = ""
         while True:
-            page = client.get_groupmsg_send_result(msgid=msgid, userid=sender, cursor=cursor)
-            if any(row.get("external_userid") == external_userid for row in page.items):
-                return True
+            page = client.get_groupmsg_send_result(
+                msgid=msgid, userid=sender, cursor=cursor, limit=1000
+            )
+            out |= {str(row.get("external_userid", "")) for row in page.items}
             cursor = page.next_cursor
             if not cursor:
-                return False
+                return out
 
     # -- confirmation results --------------------------------------------------------------
 

@@ -154,7 +154,7 @@ def test_an_unconfirmed_task_is_cancelled_on_wecom_and_expires_at_its_deadline(s
     assert not Event.objects.filter(type="message.sent").exists()
 
 
-def test_confirm_broadcast_reads_the_results_instead_of_taking_the_word(server, frozen):
+def test_a_broadcast_is_one_task_and_confirm_broadcast_reads_its_results(server, frozen):
     account, customers = setup_contacts(server, 3)
     admin = make_staff(account.brand)
     broadcast = messaging.create_broadcast(
@@ -166,16 +166,23 @@ def test_confirm_broadcast_reads_the_results_instead_of_taking_the_word(server, 
     )
     deliver_due_messages()
     rows = list(Message.objects.filter(broadcast=broadcast).order_by("id"))
-    server.confirm_group_msg(rows[0].carrier_message_id)
-    server.customer_deletes_staff(userid="zhangsan", external_userid="wm-1")
-    server.confirm_group_msg(rows[1].carrier_message_id)
+    # One mass-message task for the member to confirm, not one per customer.
+    (task,) = server.group_msgs.values()
+    assert task.request["external_userid"] == ["wm-0", "wm-1", "wm-2"]
+    assert {m.carrier_message_id for m in rows} == {task.msgid}
 
-    assert messaging.confirm_broadcast(actor=admin, broadcast_id=broadcast.pk) == 1
+    # Staff say they confirmed, but WeCom says not yet: nothing moves on their word.
+    assert messaging.confirm_broadcast(actor=admin, broadcast_id=broadcast.pk) == 0
+    server.customer_deletes_staff(userid="zhangsan", external_userid="wm-1")
+    server.confirm_group_msg(task.msgid)
+    calls = len(server.calls(RESULT))
+    assert messaging.confirm_broadcast(actor=admin, broadcast_id=broadcast.pk) == 2
+    assert len(server.calls(RESULT)) == calls + 1  # one call for the whole task
     statuses = list(
         Message.objects.filter(broadcast=broadcast).order_by("id").values_list("status", flat=True)
     )
-    assert statuses == ["sent", "failed", "pending_confirmation"]
-    assert Event.objects.filter(type="message.sent").count() == 1
+    assert statuses == ["sent", "failed", "sent"]
+    assert Event.objects.filter(type="message.sent").count() == 2
     assert messaging.confirm_broadcast(actor=admin, broadcast_id=broadcast.pk) == 0
 
 
