@@ -18,6 +18,14 @@ from yutang.messaging.models import Message
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _fresh_definitions() -> None:
+    # The journey engine caches parsed definitions by version id for the process; SQLite
+    # test transactions roll back and reuse ids, so a version parsed by an earlier test
+    # (the simulator's) could stand in for this test's. Start without it.
+    engine._DEFINITIONS.clear()
+
+
 def test_the_poll_moves_the_waiting_journey_on_when_the_member_confirms(wecom):  # noqa: F811
     server, frozen = wecom
     _, journey, m = start(server, timeout_hours=48)
