@@ -158,6 +158,37 @@ def _database_from_url(url: str) -> dict[str, Any]:
 DATABASES = {"default": _database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache: WeCom access tokens and the WeCom rate-limit windows ------------------------------
+#
+# Unset (or `locmem://`): Django's in-process memory cache. Each process then keeps its own
+# access token (WeCom answers every process with the same token, so this is correct) and its
+# own rate-limit window (each process stays under WeCom's 10,000 calls a minute per API; two
+# processes together could exceed it, and the client backs off on WeCom's 45009). Right for
+# one web and one worker process of a small brand. `redis://host:6379/0` (or `rediss://`):
+# Django's Redis cache; every process shares one token and one window per corp and API
+# (atomic INCR). Set it whenever several workers or web processes call WeCom. Django's
+# database and file caches are not offered: their `incr` is a read-modify-write, so two
+# processes counting at once would lose calls and the shared limit would not hold.
+CACHE_URL = os.environ.get("YUTANG_CACHE_URL", "").strip()
+
+
+def _cache_from_url(url: str) -> dict[str, Any]:
+    if url in ("", "locmem://"):
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "yutang"}
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": "yutang",
+        }
+    raise ImproperlyConfigured(
+        "YUTANG_CACHE_URL must be empty, 'locmem://', or a 'redis://' / 'rediss://' URL; "
+        f"got a value starting with {url.split(':', 1)[0]!r}."
+    )
+
+
+CACHES = {"default": _cache_from_url(CACHE_URL)}
+
 # --- Background work ------------------------------------------------------------------------
 
 TASKS = {
@@ -230,6 +261,12 @@ LOGGING = {
 }
 
 # --- Yutang ---------------------------------------------------------------------------------
+
+# The public address of this Yutang (scheme and host, no trailing slash), for links that leave
+# it: the one-click unsubscribe link in marketing email. Empty: email offers only `mailto:`.
+PUBLIC_URL = os.environ.get("YUTANG_PUBLIC_URL", "").strip().rstrip("/")
+if PUBLIC_URL and not PUBLIC_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured("YUTANG_PUBLIC_URL must start with https:// (or http://).")
 
 # Seconds after which a worker that has not written a heartbeat counts as gone.
 YUTANG_WORKER_STALE_AFTER = int(os.environ.get("YUTANG_WORKER_STALE_AFTER", "60"))

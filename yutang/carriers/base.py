@@ -141,6 +141,34 @@ def send_many(adapter: Carrier, messages: Sequence[Outbound]) -> list[SendResult
     return results
 
 
+class RecipientStatus(StrEnum):
+    """Where one recipient of a task staff must confirm stands (WeCom get_groupmsg_send_result
+    status 0, 1, 2, 3; ``cancelled`` when the task was cancelled before it was sent)."""
+
+    PENDING = "pending"  # 0: the member has not confirmed the task yet
+    SENT = "sent"  # 1
+    NOT_A_CONTACT = "not_a_contact"  # 2: the customer is no longer the member's contact
+    LIMIT_REACHED = "limit_reached"  # 3: the customer already got a mass message today
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    status: RecipientStatus
+    at: datetime | None = None  # when it was sent, if the carrier says
+
+
+@runtime_checkable
+class ConfirmationCarrier(Protocol):
+    """An adapter whose `pending_confirmation` sends are tasks it can be asked about: what
+    became of each recipient of a task (keyed by the recipient address the adapter was given),
+    and cancelling a task nobody confirmed in time."""
+
+    def confirmation_results(self, task_id: str) -> dict[str, RecipientResult]: ...
+
+    def cancel_task(self, task_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     """What an adapter is built from: ids, decrypted credentials, non-secret settings."""
@@ -163,6 +191,16 @@ def register_adapter(kind: str, factory: AdapterFactory) -> None:
 
 def adapter_kinds() -> list[str]:
     return sorted(_ADAPTERS)
+
+
+def reports_confirmations(kind: str) -> bool:
+    """Whether adapters of this kind answer `ConfirmationCarrier.confirmation_results`."""
+    factory = _ADAPTERS.get(kind)
+    return factory is not None and hasattr(factory, "confirmation_results")
+
+
+def confirming_kinds() -> list[str]:
+    return sorted(kind for kind in _ADAPTERS if reports_confirmations(kind))
 
 
 def build_adapter(config: AccountConfig) -> Carrier:

@@ -109,6 +109,58 @@ class LinkClicked:
     carrier_message_id: str = ""
 
 
+@dataclass(frozen=True)
+class ContactEdited:
+    """The member changed what the carrier keeps about a contact (WeCom
+    edit_external_contact): the contact's details as the carrier now has them."""
+
+    brand_id: int
+    account_id: int
+    external_id: str
+    occurred_at: dt.datetime
+    name: str = ""
+    gender: Literal["unknown", "female", "male"] = "unknown"
+    remark: str = ""
+    description: str = ""
+    remark_mobiles: Sequence[str] = field(default_factory=tuple)
+    corp_tag_ids: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class CorpTagsChanged:
+    """The corp's tag library changed on the carrier (WeCom change_external_tag)."""
+
+    brand_id: int
+    account_id: int
+    occurred_at: dt.datetime
+    change_type: str
+    tag_id: str = ""
+    tag_type: str = ""
+
+
+@dataclass(frozen=True)
+class TransferFailed:
+    """A customer handover did not happen (WeCom transfer_fail): `account_id` is the member
+    who was to take the customer over; `reason` customer_refused or customer_limit_exceed."""
+
+    brand_id: int
+    account_id: int
+    external_id: str
+    occurred_at: dt.datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ContactTransferred:
+    """A handover completed: the customer left `account_id` for the member taking over
+    (WeCom del_external_contact with Source DELETE_BY_TRANSFER). Not a deletion."""
+
+    brand_id: int
+    account_id: int
+    external_id: str
+    occurred_at: dt.datetime
+
+
 InboundFact = (
     ContactAdded
     | ContactDeleted
@@ -117,7 +169,14 @@ InboundFact = (
     | GroupJoined
     | GroupLeft
     | LinkClicked
+    | ContactEdited
+    | CorpTagsChanged
+    | TransferFailed
+    | ContactTransferred
 )
+#: Facts about the carrier's own records that the carriers app handles itself (tag library,
+#: handovers); other sinks pass them by.
+CARRIER_FACTS = (CorpTagsChanged, TransferFailed, ContactTransferred)
 
 
 @dataclass(frozen=True)

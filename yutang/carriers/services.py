@@ -35,7 +35,7 @@ logger = logging.getLogger("yutang.carriers")
 SETTINGS_KEYS: dict[str, set[str]] = {
     "sandbox": {"confirm_broadcasts"},
     "webhook": {"url"},
-    "sms": {"base_url", "sign_name", "templates", "opt_out_text"},
+    "sms": {"base_url", "sign_name", "templates", "opt_out_text", "opt_out_keywords"},
     "email": {"host", "port", "use_tls", "from_email", "unsubscribe_mailto"},
     "wecom": {"corp_id", "base_url", "agent_id"},
 }
@@ -95,11 +95,41 @@ def _check_keys(
                 params={"field": field, "key": key, "kind": kind, "known": known},
                 field=f"{field}.{key}",
             )
+        if key == "opt_out_keywords":
+            if not isinstance(value, list) or not all(
+                isinstance(k, str) and 0 < len(k.strip()) <= 20 for k in value
+            ):
+                raise ValidationFailed(
+                    N_("{field}.{key} must be a list of replies of 1 to 20 characters."),
+                    params={"field": field, "key": key},
+                    field=f"{field}.{key}",
+                )
+            continue
         if key != "templates" and not isinstance(value, str | int | bool):
             raise ValidationFailed(
                 N_("{field}.{key} must be text, a number or true/false."),
                 params={"field": field, "key": key},
                 field=f"{field}.{key}",
+            )
+
+
+def _check_opt_out(settings: Mapping[str, Any]) -> None:
+    """An SMS account's opt-out text must name the replies Yutang obeys: each keyword in it,
+    and keywords given when the text is not the default one."""
+    from yutang.carriers.adapters.sms import opt_out_settings
+
+    text, keywords = opt_out_settings(settings)
+    if not keywords:
+        raise ValidationFailed(
+            N_("settings.opt_out_keywords: give the replies that opt out, as the text names them."),
+            field="settings.opt_out_keywords",
+        )
+    for keyword in keywords:
+        if keyword.strip().casefold() not in text.casefold():
+            raise ValidationFailed(
+                N_("settings.opt_out_keywords: {keyword!r} does not appear in opt_out_text."),
+                params={"keyword": keyword},
+                field="settings.opt_out_keywords",
             )
 
 
@@ -129,6 +159,8 @@ def connect_carrier(
         connection = CarrierConnection.objects.select_for_update().filter(
             account=account
         ).first() or CarrierConnection(account=account, brand_id=account.brand_id)
+        if account.kind == "sms":
+            _check_opt_out({**connection.settings, **settings})
         merged = {**connection.credentials, **credentials}
         connection.set_credentials(merged)
         connection.settings = {**connection.settings, **settings}
@@ -315,6 +347,13 @@ def mark_contact_lost(
     )
     contact.refresh_from_db()
     return contact
+
+
+def note_contact(*, contact: CarrierContact, remark: str, description: str) -> None:
+    """What the member noted about the contact on the carrier (WeCom remark, description)."""
+    CarrierContact.objects.filter(pk=contact.pk).update(
+        remark=remark[:120], description=description[:300]
+    )
 
 
 IDENTITY_FOR_KIND = {"sms": "phone", "email": "email"}

@@ -38,6 +38,50 @@ def carrier_settings(request: HttpRequest, staff: Staff) -> HttpResponse:
     })  # fmt: skip
 
 
+@staff_view(Action.CARRIER_ACCOUNT_MANAGE)
+def carrier_handover(request: HttpRequest, staff: Staff, account_id: int) -> HttpResponse:
+    """移交客户: hand this WeCom member's customers to another member (carriers.handover)."""
+    from yutang.carriers import handover
+    from yutang.core.models import CarrierAccount
+
+    accounts = CarrierAccount.objects.for_actor(staff, Action.CARRIER_ACCOUNT_MANAGE).filter(
+        kind="wecom"
+    )
+    account = accounts.filter(pk=account_id).first()
+    if account is None:
+        messages.error(request, _("No such WeCom account."))
+        return redirect("console:carrier_settings")
+    if request.method == "POST":
+        try:
+            started = handover.start_handover(
+                actor=staff,
+                from_account_id=account.pk,
+                to_account_id=int(request.POST.get("to_account_id") or 0),
+                kind=request.POST.get("kind", "in_service"),
+                message=request.POST.get("message", "").strip(),
+            )
+        except YutangError as exc:
+            messages.error(request, exc.localized())
+        else:
+            summary = handover.handover_summary(started)
+            messages.success(
+                request,
+                _("Handover started: %(queued)s customers queued, %(skipped)s skipped.")
+                % {"queued": summary["counts"]["queued"], "skipped": summary["counts"]["skipped"]},
+            )
+            return redirect("console:carrier_handover", account_id=account.pk)
+    recent = [
+        handover.handover_summary(h)
+        for h in handover.list_handovers(actor=staff)
+        if h.from_account_id == account.pk
+    ]
+    return render(request, "console/messaging/handover.html", {
+        "account": account,
+        "targets": accounts.filter(is_active=True).exclude(pk=account.pk),
+        "recent": recent,
+    })  # fmt: skip
+
+
 @require_POST
 @staff_view(Action.CARRIER_ACCOUNT_MANAGE)
 def carrier_connect(request: HttpRequest, staff: Staff, account_id: int) -> HttpResponse:
@@ -45,7 +89,9 @@ def carrier_connect(request: HttpRequest, staff: Staff, account_id: int) -> Http
     credentials: dict[str, Any] = {}
     for name in request.POST:
         value = request.POST.get(name, "")
-        if name.startswith("settings.") and value.strip():
+        if name == "settings.opt_out_keywords" and value.strip():
+            settings["opt_out_keywords"] = [k for k in value.replace("，", ",").split(",") if k]
+        elif name.startswith("settings.") and value.strip():
             settings[name.removeprefix("settings.")] = value.strip()
         elif name.startswith("credentials.") and value.strip():
             credentials[name.removeprefix("credentials.")] = value.strip()

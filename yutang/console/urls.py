@@ -68,6 +68,11 @@ urlpatterns = [
     path("segments/auto-tags/<int:rule_id>/delete/", sv.auto_tag_delete, name="auto_tag_delete"),
     path("messaging/carriers/", mv.carrier_settings, name="carrier_settings"),
     path("messaging/carriers/<int:account_id>/", mv.carrier_connect, name="carrier_connect"),
+    path(
+        "messaging/carriers/<int:account_id>/handover/",
+        mv.carrier_handover,
+        name="carrier_handover",
+    ),
     path("messaging/outbox/", mv.outbox, name="outbox"),
     path("messaging/outbox/<int:message_id>/cancel/", mv.outbox_cancel, name="outbox_cancel"),
     path("messaging/broadcast/", mv.broadcast_composer, name="broadcast"),

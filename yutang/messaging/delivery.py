@@ -242,16 +242,16 @@ def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
     since = now - dt.timedelta(days=max(gate.HISTORY_DAYS, policy.duplicate_window_days))
     for cid in customer_ids:
         ctx.touches.pop(cid, None)
-    for cid, at, kind, carrier, h in bulk.lookup_since(
+    for cid, at, kind, carrier, h, cause in bulk.lookup_since(
         Message._meta.db_table,
-        ["customer_id", "passed_at", "kind", "carrier", "content_hash"],
+        ["customer_id", "passed_at", "kind", "carrier", "content_hash", "cause"],
         key="customer_id",
         values=customer_ids,
         since=("passed_at", since),
     ):
         if at.tzinfo is None:  # SQLite's driver gives the stored UTC time without its zone
             at = at.replace(tzinfo=dt.UTC)
-        ctx.touches[cid].append(gate.Touch(at, kind, carrier, h))
+        ctx.touches[cid].append(gate.Touch(at, kind, carrier, h, cause))
 
 
 def _share_applies(policy: PolicySettings, candidates: Iterable[gate.Candidate]) -> bool:

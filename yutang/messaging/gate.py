@@ -63,6 +63,7 @@ class Touch:
     kind: str
     carrier: str
     content_hash: str
+    cause: str = ""
 
 
 Outcome = Literal["pass", "block", "defer", "expire"]
@@ -143,7 +144,9 @@ class GateContext:
         return self._instants
 
     def record(self, c: Candidate) -> None:
-        self.touches[c.customer_id].append(Touch(self.now, c.kind, c.carrier, c.content_hash))
+        self.touches[c.customer_id].append(
+            Touch(self.now, c.kind, c.carrier, c.content_hash, c.cause)
+        )
         if not in_share_scope(self.policy, c.cause):
             return
         posts = self.account_posts[c.account_id]
@@ -233,6 +236,40 @@ def _consented(c: Candidate, ctx: GateContext) -> bool:
     return "granted" in (specific, general)
 
 
+def _platform_limit(
+    c: Candidate, ctx: GateContext, touches: Iterable[Touch], at: Instants
+) -> Decision | None:
+    """What the carrier itself allows per customer. It counts the customer's touches on this
+    carrier the platform counts: marketing, and service too unless the brand's limit says
+    `count_service: false` (a service message is then not held to it either). Welcome
+    messages never count: WeCom sends them with send_welcome_msg, not as a mass message."""
+    limit = ctx.policy.platform_limits.get(c.carrier)
+    if limit is None or c.cause == "welcome" or (c.kind == "service" and not limit.count_service):
+        return None
+    day_start, week_start, month_start = at.day_start, at.week_start, at.month_start
+    days = at.days_in_month
+    per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
+    # One pass over the customer's touches: those the platform counts, per window.
+    on_day = on_week = on_month = 0
+    for t in touches:
+        if t.carrier != c.carrier or t.cause == "welcome":
+            continue
+        if t.kind != "marketing" and not limit.count_service:
+            continue
+        on_month += t.at >= month_start
+        on_week += t.at >= week_start
+        on_day += t.at >= day_start
+    checks = (
+        (limit.per_day, on_day, "day"),
+        (limit.per_week, on_week, "7 days"),
+        (per_month, on_month, "month"),
+    )
+    for allowed, counted, label in checks:
+        if allowed is not None and counted >= allowed:
+            return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
+    return None
+
+
 def evaluate(c: Candidate, ctx: GateContext) -> Decision:
     if c.not_after is not None and ctx.now > c.not_after:
         return Decision("expire", "deadline", reason="its deadline passed before it could go")
@@ -249,6 +286,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
     if c.kind == "service":
         if _count(touches, day_start, "service") >= p.service_per_day:
             return Decision("block", "frequency", reason="service messages per day")
+        limited = _platform_limit(c, ctx, touches, at)
+        if limited is not None:
+            return limited
     else:
         if _count(touches, day_start, "marketing") >= p.marketing_per_day:
             return Decision("block", "frequency", reason="marketing touches per day")
@@ -273,21 +313,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
                     "expire", "quiet_hours", reason="quiet hours last past its deadline"
                 )
             return Decision("defer", "quiet_hours", until=until)
-        limit = p.platform_limits.get(c.carrier)
-        if limit is not None:
-            month_start, days = at.month_start, at.days_in_month
-            per_month = days if limit.days_in_month and limit.per_month is None else limit.per_month
-            checks = (
-                (limit.per_day, day_start, "day"),
-                (limit.per_week, week_start, "7 days"),
-                (per_month, month_start, "month"),
-            )
-            for allowed, since, label in checks:
-                if (
-                    allowed is not None
-                    and _count(touches, since, "marketing", c.carrier) >= allowed
-                ):
-                    return Decision("block", "platform_limit", reason=f"{c.carrier} per {label}")
+        limited = _platform_limit(c, ctx, touches, at)
+        if limited is not None:
+            return limited
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
         if (
             in_share_scope(p, c.cause)

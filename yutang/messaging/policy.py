@@ -20,13 +20,20 @@ class CarrierCap(StrictInput):
 
 
 class PlatformLimit(StrictInput):
-    """Marketing touches per customer the platform allows through one carrier."""
+    """Messages per customer the platform allows through one carrier."""
 
     per_day: Count | None = None
     per_week: Count | None = None
     per_month: Count | None = None
     days_in_month: bool = Field(
         default=False, description="At most as many as there are days in the month (WeCom)."
+    )
+    count_service: bool = Field(
+        default=True,
+        description=(
+            "Service messages count against the limit and are held to it too: WeCom counts "
+            "every mass message (企业群发), whatever it says. Welcome messages never count."
+        ),
     )
 
 

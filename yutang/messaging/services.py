@@ -425,8 +425,11 @@ def cancel_message(*, actor: Staff, message_id: int) -> Message:
 
 
 def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
-    """Staff confirmed the mass message on the carrier (WeCom 群发): its waiting messages are
-    sent. Returns how many."""
+    """Staff say they confirmed the mass message on the carrier (WeCom 群发). When the
+    carrier reports per-customer results (WeCom), they are read now and each waiting message
+    moves on by its own result (`messaging.confirmations`): sent, failed, blocked, or still
+    waiting when the member has not confirmed yet. A carrier without results (the sandbox)
+    takes the word for it: every waiting message is sent. Returns how many were sent."""
     broadcast = (
         Broadcast.objects.for_actor(actor, Action.MESSAGE_BROADCAST).filter(pk=broadcast_id).first()
     )
@@ -436,6 +439,12 @@ def confirm_broadcast(*, actor: Staff, broadcast_id: int) -> int:
             params={"broadcast_id": broadcast_id},
             field="broadcast_id",
         )
+    from yutang.carriers.base import reports_confirmations
+    from yutang.messaging import confirmations
+
+    if reports_confirmations(broadcast.account.kind):
+        waiting = Message.objects.filter(broadcast=broadcast, status=S.PENDING_CONFIRMATION)
+        return confirmations.check_now(list(waiting.only(*confirmations.LOAD)))
     now = clock.now()
     with transaction.atomic():
         rows = list(
@@ -533,6 +542,16 @@ def is_unsubscribe(text: str, keywords: Iterable[str]) -> bool:
     return bool(cleaned) and cleaned in {_PUNCTUATION.sub("", k).casefold() for k in keywords}
 
 
+def unsubscribe_keywords(account: CarrierAccount, policy: PolicySettings) -> list[str]:
+    """The replies that unsubscribe on this account: the brand's keywords, and those the
+    carrier itself tells customers to send (an SMS account's `opt_out_keywords`, by default
+    R and T from "拒收请回复R或退订回T")."""
+    keywords = list(policy.unsubscribe_keywords)
+    if account.kind == "sms":
+        keywords += getattr(carriers.adapter_for(account), "opt_out_keywords", ())
+    return keywords
+
+
 def _event(brand_id: int, item: dict[str, Any]) -> None:
     brand = Brand.objects.get(pk=brand_id)
     (result,) = ingest_events(brand=brand, items=[{"source": "carrier", **item}])
@@ -578,8 +597,13 @@ def _welcome(
 
 def handle_inbound(fact: inbound.InboundFact) -> None:
     """The sink registered with carriers.inbound; runs in the callback's transaction."""
+    if isinstance(fact, inbound.CARRIER_FACTS):
+        return  # the carriers app's own records (tag library, handovers)
     account = CarrierAccount.objects.select_related("brand").get(pk=fact.account_id)
     at = fact.occurred_at
+    if isinstance(fact, inbound.ContactEdited):
+        _contact_edited(fact, account)
+        return
     if isinstance(fact, inbound.ContactAdded):
         welcome = _welcome(fact, account)
         (result,) = ingest_events(brand=account.brand, items=[_added_item(fact, account)])
@@ -619,8 +643,48 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
     _event(account.brand_id, _sender_item(fact, account, sender))
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(account.brand_id)
-        if is_unsubscribe(fact.text, policy.unsubscribe_keywords):
+        if is_unsubscribe(fact.text, unsubscribe_keywords(account, policy)):
             _unsubscribe(sender, account, fact, policy)
+
+
+def _contact_edited(fact: inbound.ContactEdited, account: CarrierAccount) -> None:
+    """The member edited the contact on the carrier: keep the remark and description on the
+    contact, fill the profile's empty name and unknown gender (a `profile.updated` event),
+    add the remark's phone numbers as identities, and follow the corp tags (tag sync)."""
+    from yutang.carriers import tagsync
+    from yutang.customers import services as customers
+    from yutang.customers.identities import normalize_identity
+
+    contact = carriers.find_contact(account_id=account.pk, external_id=fact.external_id)
+    if contact is None:
+        return
+    carriers.note_contact(contact=contact, remark=fact.remark, description=fact.description)
+    customer = customers.survivor(contact.customer)
+    changes: dict[str, Any] = {}
+    if fact.name and not customer.display_name:
+        changes["display_name"] = fact.name[:120]
+    if fact.gender != "unknown" and customer.gender == "unknown":
+        changes["gender"] = fact.gender
+    identities = []
+    for mobile in fact.remark_mobiles:
+        try:
+            phone = normalize_identity("phone", mobile)
+        except ValidationFailed:
+            continue  # a remark number that is not a phone number: not an identity
+        identities.append({"kind": "phone", "value": phone.value, "namespace": ""})
+    if changes or identities:
+        _event(
+            account.brand_id,
+            {
+                "type": "profile.updated",
+                "occurred_at": fact.occurred_at,
+                "customer_id": customer.pk,
+                "identities": identities,
+                "idempotency_key": (f"contact.edited:{contact.pk}:{fact.occurred_at.timestamp()}"),
+                "properties": changes,
+            },
+        )
+    tagsync.apply_contact_tags(contact=contact, corp_tag_ids=fact.corp_tag_ids)
 
 
 def _added_item(fact: inbound.ContactAdded, account: CarrierAccount) -> dict[str, Any]:
@@ -1020,7 +1084,8 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
         return "added"
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(fact.brand_id)
-        return None if is_unsubscribe(fact.text, policy.unsubscribe_keywords) else "sender"
+        keywords = unsubscribe_keywords(accounts[fact.account_id], policy)
+        return None if is_unsubscribe(fact.text, keywords) else "sender"
     if isinstance(fact, inbound.GroupJoined | inbound.GroupLeft | inbound.LinkClicked):
         return "sender"
     return None

@@ -1,7 +1,10 @@
 """Email through Django's SMTP backend, with List-Unsubscribe (RFC 2369) and one-click
-unsubscribe (RFC 8058). The Message-ID derives from the idempotency key, so a resend after a
-crash carries the same id and mail systems fold the two. Replies and bounces come back
-through a relay that posts the JSON inbound contract (signed with callback_secret)."""
+unsubscribe (RFC 8058): marketing mail carries a signed, expiring link per customer
+(`yutang.carriers.unsubscribe`, when YUTANG_PUBLIC_URL is set) with
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``, and the account's `unsubscribe_mailto`
+when set. The Message-ID derives from the idempotency key, so a resend after a crash carries
+the same id and mail systems fold the two. Replies and bounces come back through a relay that
+posts the JSON inbound contract (signed with callback_secret)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage, get_connection
 
+from yutang.carriers import unsubscribe
 from yutang.carriers.adapters import jsonwire
 from yutang.carriers.base import (
     AccountConfig,
@@ -62,12 +66,15 @@ class EmailCarrier:
         message_id = f"<{digest}@{domain}>"
         headers = {"Message-ID": message_id}
         if message.kind == "marketing":
-            targets = [f"<{message.unsubscribe_url}>"] if message.unsubscribe_url else []
+            one_click = message.unsubscribe_url or unsubscribe.url_for(
+                message.account_id, message.customer_id
+            )
+            targets = [f"<{one_click}>"] if one_click else []
             if self.unsubscribe_mailto:
                 targets.append(f"<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>")
             if targets:
                 headers["List-Unsubscribe"] = ", ".join(targets)
-            if message.unsubscribe_url:
+            if one_click:
                 headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail = EmailMessage(
             subject=str(content.get("subject") or content.get("title") or ""),

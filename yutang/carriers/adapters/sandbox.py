@@ -59,10 +59,8 @@ class SandboxCarrier:
     capabilities = frozenset(
         {
             Capability.DIRECT_MESSAGE,
-            Capability.GROUP_MESSAGE,
             Capability.WELCOME_MESSAGE,
             Capability.CONTACT_BASED,
-            Capability.TAG_SYNC,
         }
     )
     limits = PlatformLimits(max_text_chars=4000)

@@ -6,7 +6,13 @@
   4xx → permanent failure with {"error": {"code", "message"}}; 429/5xx → retried.
 - POST {base_url}/ping → 200 when the credentials are good.
 - Callbacks to Yutang (delivery receipts, replies such as 退订/TD) use the JSON inbound
-  contract signed with callback_secret."""
+  contract signed with callback_secret.
+
+Marketing text ends with the opt-out instruction (`opt_out_text`, by default
+"拒收请回复R或退订回T"), and a reply that is exactly one of the account's `opt_out_keywords`
+(by default R and T, the ones that text names) withdraws SMS marketing consent, as the
+brand's own unsubscribe keywords do. Connecting an account checks that every keyword appears
+in the text, so what customers are told and what Yutang obeys cannot drift apart."""
 
 from __future__ import annotations
 
@@ -23,8 +29,19 @@ from yutang.carriers.base import (
     SendResult,
 )
 
-#: Chinese rules ask marketing SMS to say how to opt out.
+#: Chinese rules ask marketing SMS to say how to opt out; the replies it names opt out.
 DEFAULT_OPT_OUT = "拒收请回复R或退订回T"
+DEFAULT_OPT_OUT_KEYWORDS = ("R", "T")
+
+
+def opt_out_settings(settings: object) -> tuple[str, tuple[str, ...]]:
+    """The account's opt-out text and the replies that opt out (the defaults go together)."""
+    get = getattr(settings, "get", None)
+    text = str((get("opt_out_text") if get else "") or DEFAULT_OPT_OUT)
+    keywords = (get("opt_out_keywords") if get else None) or (
+        DEFAULT_OPT_OUT_KEYWORDS if text == DEFAULT_OPT_OUT else ()
+    )
+    return text, tuple(str(k) for k in keywords)
 
 
 class SmsCarrier:
@@ -38,6 +55,7 @@ class SmsCarrier:
         self.sign_name = str(config.settings.get("sign_name", ""))
         self.templates = dict(config.settings.get("templates") or {})
         self.secret = str(config.credentials.get("api_secret", ""))
+        self.opt_out_text, self.opt_out_keywords = opt_out_settings(config.settings)
 
     def _require(self) -> None:
         if not self.base_url or not self.secret or not self.sign_name:
@@ -48,8 +66,8 @@ class SmsCarrier:
         content = dict(message.content)
         template_id = str(content.get("template_id") or self.templates.get(message.kind, ""))
         text = str(content.get("text", ""))
-        if message.kind == "marketing" and text and "退订" not in text:
-            text = f"{text} {self.config.settings.get('opt_out_text') or DEFAULT_OPT_OUT}"
+        if message.kind == "marketing" and text and self.opt_out_text not in text:
+            text = f"{text} {self.opt_out_text}"
         if not template_id and not text:
             raise CarrierError("an SMS needs a template_id or text", transient=False)
         data = post_signed(

@@ -21,9 +21,11 @@ attributed to that member's account, whichever account received the callback.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from yutang.carriers.base import (
     AccountConfig,
@@ -34,18 +36,25 @@ from yutang.carriers.base import (
     Outbound,
     ParsedCallback,
     PlatformLimits,
+    RecipientResult,
+    RecipientStatus,
     SendResult,
 )
 from yutang.carriers.inbound import (
     ContactAdded,
     ContactDeleted,
+    ContactEdited,
+    ContactTransferred,
+    CorpTagsChanged,
     GroupJoined,
     GroupLeft,
     InboundFact,
+    TransferFailed,
 )
 from yutang.carriers.wecom import callbacks as wc
 from yutang.carriers.wecom.client import (
     DEFAULT_BASE_URL,
+    MAX_TEMPLATE_RECIPIENTS,
     Attachment,
     ImageAttachment,
     LinkAttachment,
@@ -89,6 +98,23 @@ def corp_config(config: AccountConfig) -> CorpConfig | None:
         if credentials.get("secret") and wanted in ("", connection.settings.get("corp_id")):
             return _corp(credentials, connection.settings)
     return None
+
+
+def brand_adapter(brand_id: int, *, userid: str = "") -> WeComCarrier | None:
+    """A WeCom adapter for brand-level calls (tags, moments, handovers): the account of
+    `userid` when given, else the brand's first active WeCom account; None without one."""
+    from yutang.carriers.services import adapter_for
+    from yutang.core.models import CarrierAccount
+
+    accounts = CarrierAccount.objects.filter(brand_id=brand_id, kind="wecom", is_active=True)
+    if userid:
+        accounts = accounts.filter(external_id=userid)
+    account = accounts.order_by("id").first()
+    if account is None:
+        return None
+    adapter = adapter_for(account)
+    assert isinstance(adapter, WeComCarrier)
+    return adapter
 
 
 def _corp(credentials: Mapping[str, Any], settings: Mapping[str, Any]) -> CorpConfig | None:
@@ -149,16 +175,16 @@ def _as_carrier_error(exc: WeComError) -> CarrierError:
 
 class WeComCarrier:
     kind = "wecom"
+    # Group messages and group join codes are not declared: customer groups (客户群) belong to
+    # the community issue, which will add them with their own services.
     capabilities = frozenset(
         {
             Capability.WELCOME_MESSAGE,
             Capability.CONFIRMED_BROADCAST,
-            Capability.GROUP_MESSAGE,
-            Capability.MOMENTS_POST,
-            Capability.LIVE_CODE,
-            Capability.GROUP_JOIN_CODE,
-            Capability.TAG_SYNC,
-            Capability.CUSTOMER_HANDOVER,
+            Capability.MOMENTS_POST,  # carriers.moments
+            Capability.LIVE_CODE,  # acquisition, through upsert_contact_way
+            Capability.TAG_SYNC,  # carriers.tagsync
+            Capability.CUSTOMER_HANDOVER,  # carriers.handover
             Capability.CONTACT_BASED,
         }
     )
@@ -189,68 +215,130 @@ class WeComCarrier:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, message: Outbound) -> SendResult:
-        text, attachments = message_parts(message.content)
-        client = self.client()
-        try:
+        (result,) = self.send_batch([message])
+        if isinstance(result, CarrierError):
+            raise result
+        return result
+
+    def send_batch(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        """Welcome messages one by one (send_welcome_msg); every other message becomes part of
+        a mass-message task: the messages of a batch with the same content share one task
+        (add_msg_template with up to 10,000 customers), so a broadcast is one task for the
+        member to confirm, not one per customer."""
+        results: list[SendResult | CarrierError | None] = [None] * len(messages)
+        tasks: dict[str, list[int]] = defaultdict(list)
+        for n, message in enumerate(messages):
             if message.cause == "welcome":
-                code = str(message.content.get("welcome_code", ""))
-                if not code:
-                    raise CarrierError(
-                        "WeCom gave no welcome_code for this add: a welcome message is "
-                        "configured in the WeCom admin console, which sends it instead.",
-                        transient=False,
-                        code="no_welcome_code",
-                    )
-                try:
-                    client.send_welcome_msg(welcome_code=code, text=text, attachments=attachments)
-                except WelcomeMessageAlreadySent:
-                    return SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)
-                return SendResult(carrier_message_id=f"welcome:{code[:24]}")
-            earlier = self._earlier_task(client, message, text, attachments)
-            if earlier:
-                # A try before ours reached WeCom (its answer was lost): that task is this
-                # message; a second one would reach the customer twice.
-                return SendResult(
-                    carrier_message_id=earlier, duplicate=True, pending_confirmation=True
-                )
+                results[n] = self._guarded(self._welcome, [message])[0]
+            else:
+                same = json.dumps(dict(message.content), sort_keys=True, ensure_ascii=False)
+                tasks[same].append(n)
+        for group in tasks.values():
+            for start in range(0, len(group), MAX_TEMPLATE_RECIPIENTS):
+                chunk = group[start : start + MAX_TEMPLATE_RECIPIENTS]
+                batch = [messages[n] for n in chunk]
+                answers = self._guarded(self._task, batch)
+                for n, answer in zip(chunk, answers, strict=True):
+                    results[n] = answer
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _guarded(
+        call: Callable[[Sequence[Outbound]], list[SendResult | CarrierError]],
+        batch: Sequence[Outbound],
+    ) -> list[SendResult | CarrierError]:
+        """`call(batch)`, or its error for every message of the batch."""
+        size = len(batch)
+        try:
+            return call(batch)
+        except WeComError as exc:
+            return [_as_carrier_error(exc)] * size
+        except ValidationFailed as exc:
+            return [CarrierError(str(exc), transient=False, code="invalid_content")] * size
+        except CarrierError as exc:
+            return [exc] * size
+
+    def _welcome(self, batch: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        (message,) = batch
+        text, attachments = message_parts(message.content)
+        code = str(message.content.get("welcome_code", ""))
+        if not code:
+            raise CarrierError(
+                "WeCom gave no welcome_code for this add: a welcome message is "
+                "configured in the WeCom admin console, which sends it instead.",
+                transient=False,
+                code="no_welcome_code",
+            )
+        try:
+            self.client().send_welcome_msg(welcome_code=code, text=text, attachments=attachments)
+        except WelcomeMessageAlreadySent:
+            return [SendResult(carrier_message_id=f"welcome:{code[:24]}", duplicate=True)]
+        return [SendResult(carrier_message_id=f"welcome:{code[:24]}")]
+
+    def _task(self, messages: Sequence[Outbound]) -> list[SendResult | CarrierError]:
+        """One task for messages of the same content (one result per message, in order).
+        Nothing reaches a customer until the member confirms the task in the WeCom app."""
+        client = self.client()
+        text, attachments = message_parts(messages[0].content)
+        earlier = self._earlier_tasks(client, messages, text, attachments)
+        fresh = [m.recipient for m in messages if m.recipient not in earlier]
+        created = None
+        if fresh:
             created = client.add_msg_template(
                 chat_type="single",
-                external_userid=[message.recipient],
+                external_userid=list(dict.fromkeys(fresh)),
                 sender=self.config.external_id,
                 text=text,
                 attachments=attachments,
             )
-        except WeComError as exc:
-            raise _as_carrier_error(exc) from exc
-        except ValidationFailed as exc:
-            raise CarrierError(str(exc), transient=False, code="invalid_content") from exc
-        if message.recipient in created.fail_list or not created.msgid:
-            raise CarrierError(
-                "WeCom refused the recipient (not a contact of this staff member).",
-                transient=False,
-                code="fail_list",
-            )
-        # Nothing reaches the customer until the member confirms it in the WeCom app.
-        return SendResult(carrier_message_id=created.msgid, pending_confirmation=True)
+        out: list[SendResult | CarrierError] = []
+        for m in messages:
+            if m.recipient in earlier:
+                # A try before ours reached WeCom (its answer was lost): that task is this
+                # message; a second one would reach the customer twice.
+                out.append(
+                    SendResult(
+                        carrier_message_id=earlier[m.recipient],
+                        duplicate=True,
+                        pending_confirmation=True,
+                    )
+                )
+            elif created is None or not created.msgid or m.recipient in created.fail_list:
+                out.append(
+                    CarrierError(
+                        "WeCom refused the recipient (not a contact of this staff member).",
+                        transient=False,
+                        code="fail_list",
+                    )
+                )
+            else:
+                out.append(SendResult(carrier_message_id=created.msgid, pending_confirmation=True))
+        return out
 
-    def _earlier_task(
+    def _earlier_tasks(
         self,
         client: WeComClient,
-        message: Outbound,
+        messages: Sequence[Outbound],
         text: str,
         attachments: Sequence[Attachment],
-    ) -> str:
-        """`add_msg_template` takes no idempotency key, so a retry first looks for a task an
-        earlier try of this message created: one by this member (creator), created since the
-        gate let the message pass, with the same text and number of attachments, whose
-        recipients include this customer. The first try skips the look-up."""
-        if message.attempt <= 1:
-            return ""
+    ) -> dict[str, str]:
+        """`add_msg_template` takes no idempotency key, so a retry first looks for the tasks
+        earlier tries created: by this member (creator), created since the gate let the
+        messages pass, with the same text and number of attachments; each customer of ours
+        such a task reaches is already sent (recipient → msgid). First tries skip the
+        look-up."""
+        retried = [m for m in messages if m.attempt > 1]
+        if not retried:
+            return {}
+        wanted = {m.recipient for m in retried}
         sender = self.config.external_id
         end = int(clock.now().timestamp()) + 60
-        since = message.first_passed_at or clock.now() - dt.timedelta(days=1)
+        passed = [m.first_passed_at for m in retried if m.first_passed_at is not None]
+        since = min(passed) if passed else clock.now() - dt.timedelta(days=1)
         # A minute of slack for clocks; WeCom lists at most a month at a time.
         start = max(int(since.timestamp()) - 60, end - 31 * 86400)
+        found: dict[str, str] = {}
         cursor = ""
         while True:
             page = client.get_groupmsg_list_v2(
@@ -266,22 +354,67 @@ class WeComCarrier:
                 same = str((item.get("text") or {}).get("content", "")) == text and len(
                     item.get("attachments") or []
                 ) == len(attachments)
-                if msgid and same and self._task_reaches(client, msgid, sender, message.recipient):
-                    return msgid
+                if msgid and same:
+                    for ext in self._task_recipients(client, msgid, sender) & wanted:
+                        found.setdefault(ext, msgid)
             cursor = page.next_cursor
-            if not cursor:
-                return ""
+            if not cursor or len(found) == len(wanted):
+                return found
 
     @staticmethod
-    def _task_reaches(client: WeComClient, msgid: str, sender: str, external_userid: str) -> bool:
+    def _task_recipients(client: WeComClient, msgid: str, sender: str) -> set[str]:
+        out: set[str] = set()
         cursor = ""
         while True:
-            page = client.get_groupmsg_send_result(msgid=msgid, userid=sender, cursor=cursor)
-            if any(row.get("external_userid") == external_userid for row in page.items):
-                return True
+            page = client.get_groupmsg_send_result(
+                msgid=msgid, userid=sender, cursor=cursor, limit=1000
+            )
+            out |= {str(row.get("external_userid", "")) for row in page.items}
             cursor = page.next_cursor
             if not cursor:
-                return False
+                return out
+
+    # -- confirmation results --------------------------------------------------------------
+
+    #: get_groupmsg_send_result's status per recipient.
+    SEND_STATUS = {
+        0: RecipientStatus.PENDING,
+        1: RecipientStatus.SENT,
+        2: RecipientStatus.NOT_A_CONTACT,
+        3: RecipientStatus.LIMIT_REACHED,
+    }
+
+    def confirmation_results(self, task_id: str) -> dict[str, RecipientResult]:
+        """What became of each customer of one of this member's mass-message tasks: one
+        get_groupmsg_send_result call per 1,000 customers (through the client's limiter)."""
+        client = self.client()
+        out: dict[str, RecipientResult] = {}
+        cursor = ""
+        try:
+            while True:
+                page = client.get_groupmsg_send_result(
+                    msgid=task_id, userid=self.config.external_id, cursor=cursor, limit=1000
+                )
+                for row in page.items:
+                    status = self.SEND_STATUS.get(int(row.get("status", 0) or 0))
+                    ext = str(row.get("external_userid", ""))
+                    if status is None or not ext:
+                        continue
+                    sent = row.get("send_time")
+                    at = dt.datetime.fromtimestamp(int(sent), tz=dt.UTC) if sent else None
+                    out[ext] = RecipientResult(status, at)
+                cursor = page.next_cursor
+                if not cursor:
+                    return out
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+
+    def cancel_task(self, task_id: str) -> None:
+        """Stop a mass message the member never confirmed (cancel_groupmsg_send)."""
+        try:
+            self.client().cancel_groupmsg_send(msgid=task_id)
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
 
     def check_connection(self) -> None:
         try:
@@ -360,6 +493,29 @@ class WeComCarrier:
                     welcome_code=event.welcome_code,
                 )
                 return [(key, fact)]
+            if isinstance(event, wc.ExternalContactDeleted) and (
+                event.source == "DELETE_BY_TRANSFER"
+            ):
+                # A handover took the customer to another member: not a deletion.
+                transferred = ContactTransferred(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                )
+                return [(key, transferred)]
+            if isinstance(event, wc.TransferFailed):
+                failed = TransferFailed(
+                    brand_id=brand_id,
+                    account_id=account_id,
+                    external_id=event.external_user_id,
+                    occurred_at=at,
+                    reason=event.fail_reason,
+                )
+                return [(key, failed)]
+            if isinstance(event, wc.ExternalContactEdited):
+                edited = self._edited(event, account_id, at)
+                return [(key, edited)] if edited is not None else []
             if isinstance(event, wc.FollowUserDeleted | wc.ExternalContactDeleted):
                 # del_follow_user: the customer deleted the member; del_external_contact: the
                 # member deleted the customer.
@@ -391,7 +547,63 @@ class WeComCarrier:
                 for member in event.member_change_list
                 if member.startswith(EXTERNAL_PREFIXES)
             ]
-        return []  # tag changes, edits, chat creation: stored by WeCom, nothing to act on yet
+        if isinstance(event, wc.ExternalTagChanged):
+            return [
+                (
+                    key,
+                    CorpTagsChanged(
+                        brand_id=self.config.brand_id,
+                        account_id=self.config.account_id,
+                        occurred_at=at,
+                        change_type=event.change_type,
+                        tag_id=event.tag_id,
+                        tag_type=event.tag_type,
+                    ),
+                )
+            ]
+        return []  # chat creation, dismissal, owner changes: the community issue's
+
+    GENDERS: dict[int, Literal["unknown", "female", "male"]] = {1: "male", 2: "female"}
+
+    def _edited(
+        self, event: wc.ExternalContactEdited, account_id: int, at: dt.datetime
+    ) -> ContactEdited | None:
+        """The edit callback names the contact only: read what the member now has on it
+        (externalcontact/get, the member's follow_user entry)."""
+        client = self.client()
+        cursor = ""
+        try:
+            while True:
+                data = client.get_external_contact(
+                    external_userid=event.external_user_id, cursor=cursor
+                )
+                mine = [
+                    f for f in data.get("follow_user") or [] if f.get("userid") == event.user_id
+                ]
+                cursor = str(data.get("next_cursor") or "")
+                if mine or not cursor:
+                    break
+        except WeComError as exc:
+            raise _as_carrier_error(exc) from exc
+        if not mine:
+            return None  # no longer the member's contact
+        follow, profile = mine[0], data.get("external_contact") or {}
+        return ContactEdited(
+            brand_id=self.config.brand_id,
+            account_id=account_id,
+            external_id=event.external_user_id,
+            occurred_at=at,
+            name=str(profile.get("name", ""))[:120],
+            gender=self.GENDERS.get(int(profile.get("gender", 0) or 0), "unknown"),
+            remark=str(follow.get("remark", "")),
+            description=str(follow.get("description", "")),
+            remark_mobiles=tuple(str(m) for m in follow.get("remark_mobiles") or []),
+            corp_tag_ids=tuple(
+                str(t.get("tag_id", ""))
+                for t in follow.get("tags") or []
+                if int(t.get("type", 1) or 1) == 1 and t.get("tag_id")
+            ),
+        )
 
     # -- live codes ---------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Identity
 from yutang.events.models import Event
-from yutang.messaging import delivery
 from yutang.messaging import services as messaging
 from yutang.messaging.delivery import deliver_due_messages
 from yutang.messaging.models import Message
@@ -200,46 +199,6 @@ def test_marketing_waits_for_the_members_confirmation_on_wecom(server):
     assert task.request["external_userid"] == ["wm-ext-6"]
     assert task.request["text"] == {"content": "春季新品上架"}
     assert task.results == {"zhangsan": {"wm-ext-6": 0}}  # pending until zhangsan confirms
-
-
-@pytest.mark.parametrize("crash", ["after_claim", "after_send"])
-def test_a_worker_lost_after_claiming_never_creates_a_second_wecom_task(server, frozen, crash):
-    """add_msg_template has no idempotency key. A worker dies after claiming the message
-    (before or after WeCom accepted the task, before it recorded WeCom's answer); the next
-    pass creates the task only if WeCom has none for it."""
-    account = connect(server)
-    post(account, server, server.add_customer(userid="zhangsan", external_userid="wm-ext-9"))
-    customer = CarrierContact.objects.get().customer
-    grant(customer, "marketing")
-    message = messaging.enqueue_message(
-        brand=account.brand,
-        customer=customer,
-        account=account,
-        kind="marketing",
-        content={"type": "text", "text": "会员日"},
-        cause="broadcast",
-        idempotency_key="members-day",
-    )
-    adapters = delivery.Adapters()
-    claimed, _ = delivery.claim(limit=10, now=frozen.now(), adapters=adapters)
-    if crash == "after_send":
-        delivery.send(claimed, adapters=adapters)  # WeCom accepts; the answer is lost with us
-        assert len(server.group_msgs) == 1
-    message.refresh_from_db()
-    assert message.status == "sending"
-
-    frozen.advance(dt.timedelta(seconds=delivery.claim_seconds() + 1))  # the lease runs out
-    before = len(server.calls())
-    assert deliver_due_messages() == 1
-
-    message.refresh_from_db()
-    (task,) = server.group_msgs.values()
-    assert message.status == "pending_confirmation"
-    assert message.carrier_message_id == task.msgid
-    assert task.results == {"zhangsan": {"wm-ext-9": 0}}
-    calls = [c.api for c in server.calls()[before:] if c.api != "gettoken"]
-    assert calls[0] == "externalcontact/get_groupmsg_list_v2"  # looked before creating
-    assert calls.count("externalcontact/add_msg_template") == (crash == "after_claim")
 
 
 def test_a_permanent_wecom_error_fails_the_message_with_wecoms_reason(server):

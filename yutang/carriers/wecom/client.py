@@ -1,10 +1,12 @@
 """A typed client for the WeCom (企业微信) external-contact API (客户联系), on httpx.
 
 One ``WeComClient`` talks for one (corp id, secret). The access token lives in Django's cache
-under a key derived from both, so every client instance and every process that shares the cache
-(Redis in production) shares one token. Calls are rate limited per corp and API in the same
-cache, back off on 45009/45033 (exponential with jitter, bounded) and refresh the token once on
-40014/42001/40001. The clock and the sleep function are injectable so tests never sleep.
+under a key derived from both, so every client instance in a process shares one token, and
+every process does too when the cache is shared (``YUTANG_CACHE_URL=redis://…``; the default
+in-memory cache is per process). Calls are rate limited per corp and API in the same cache
+(per process with the default cache, for all processes with Redis), back off on 45009/45033
+(exponential with jitter, bounded) and refresh the token once on 40014/42001/40001. The clock
+and the sleep function are injectable so tests never sleep.
 
 Methods take keyword arguments, validate what WeCom would reject (naming the field) before any
 request, and return the JSON answer (``dict``) or a small typed result. Lists that WeCom pages
@@ -1017,6 +1019,16 @@ class WeComClient:
         if visible:
             body["visible_range"] = visible
         return str(self._post("externalcontact/add_moment_task", body).get("jobid", ""))
+
+    def get_moment_task(self, *, moment_id: str, cursor: str = "", limit: int = 1000) -> Page:
+        """Which members published a corp moments post: ``publish_status`` 0 not yet, 1
+        published, per ``userid``."""
+        _require(bool(moment_id), "moment_id is required", "moment_id")
+        _require(1 <= limit <= 1000, "limit is between 1 and 1000", "limit")
+        body: dict[str, Any] = {"moment_id": moment_id, "limit": limit}
+        if cursor:
+            body["cursor"] = cursor
+        return self._page(self._post("externalcontact/get_moment_task", body), "task_list")
 
     def get_moment_task_result(self, *, jobid: str) -> dict[str, Any]:
         """``status``: 1 started, 2 running, 3 done; ``result`` holds moment_id when done."""

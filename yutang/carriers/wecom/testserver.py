@@ -15,18 +15,23 @@ Rules it enforces, as WeCom documents them:
 * welcome codes are single-use and valid 20 seconds after the add event; a second use answers
   41051, a late or unknown one 40058 (WeCom's exact code for a late call is undocumented);
 * a mass message (add_msg_template) stays pending (status 0) until :meth:`confirm_group_msg`
-  — the staff member pressing "send" in the app;
+  — the staff member pressing "send" in the app; then each customer's result is 1 (sent),
+  2 (no longer the member's contact) or 3 (the customer already received as many corp mass
+  messages as WeCom's receiving rule allows: by default as many a month as the month has
+  days, or :attr:`mass_message_rule` ``("day", 1)`` / ``("week", 7)``, in China time);
 * transfers: ≤ 100 customers per call, each customer at most 2 in-service transfers per 90 days
   (40128), one pending at a time (40129), taken over 24 hours after the request.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import itertools
 import json
 import secrets
 import threading
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +45,8 @@ from yutang.core.clock import Clock, SystemClock
 from .callbacks import render_callback
 from .crypto import CallbackCrypto, SignedEnvelope
 
+CHINA = zoneinfo.ZoneInfo("Asia/Shanghai")
+CONTROL = "/_control/"
 TOKEN_LIFETIME_SECONDS = 7200
 WELCOME_CODE_SECONDS = 20
 TRANSFER_TAKEOVER = dt.timedelta(hours=24)
@@ -74,6 +81,8 @@ class Relation:
     state: str = ""
     remark: str = ""
     tags: set[str] = field(default_factory=set)
+    description: str = ""
+    remark_mobiles: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +158,9 @@ class WeComTestServer:
         self.moment_jobs: dict[str, dict[str, Any]] = {}
         self.app_messages: list[dict[str, Any]] = []
         self._failures: dict[str, list[tuple[int, str]]] = {}
+        #: WeCom's receiving rule for mass messages (群发助手 → 设置群发规则): None is "as
+        #: many a month as the month has days"; ("day", 1) or ("week", 7) the stricter ones.
+        self.mass_message_rule: tuple[str, int] | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -255,7 +267,9 @@ class WeComTestServer:
                 raise ValueError(f"unknown staff member {userid}")
             ext = external_userid or f"wm{self._next_id():08d}"
             now = self.clock.now()
-            self.customers.setdefault(ext, {"external_userid": ext, "name": name, "type": 1})
+            self.customers.setdefault(
+                ext, {"external_userid": ext, "name": name, "type": 1, "gender": 0}
+            )
             self.relations[(userid, ext)] = Relation(userid, ext, now, state=state)
             fields = self._contact_event("add_external_contact", userid, ext)
             if state:
@@ -353,14 +367,103 @@ class WeComTestServer:
                 msg.confirmed.add(who)
                 msg.send_time[who] = now
                 for ext in results:
-                    results[ext] = 1 if (who, ext) in self.relations else 2
+                    if (who, ext) not in self.relations:
+                        results[ext] = 2
+                    elif self._mass_messages_received(ext) >= self._mass_message_allowance():
+                        results[ext] = 3
+                    else:
+                        results[ext] = 1
 
-    def refuse_transfer(self, *, external_userid: str) -> None:
-        """The customer refuses a pending transfer (status 3)."""
+    def _period_start(self) -> dt.datetime:
+        local = self.clock.now().astimezone(CHINA)
+        day = dt.datetime.combine(local.date(), dt.time(), tzinfo=CHINA)
+        kind = self.mass_message_rule[0] if self.mass_message_rule else "month"
+        if kind == "day":
+            return day
+        if kind == "week":
+            return day - dt.timedelta(days=local.weekday())
+        return day.replace(day=1)
+
+    def _mass_message_allowance(self) -> int:
+        if self.mass_message_rule is not None:
+            return self.mass_message_rule[1]
+        local = self.clock.now().astimezone(CHINA)
+        return calendar.monthrange(local.year, local.month)[1]
+
+    def _mass_messages_received(self, external_userid: str) -> int:
+        since = int(self._period_start().timestamp())
+        return sum(
+            1
+            for m in self.group_msgs.values()
+            for who, results in m.results.items()
+            if results.get(external_userid) == 1 and m.send_time.get(who, 0) >= since
+        )
+
+    def refuse_transfer(self, *, external_userid: str) -> dict[str, str | int]:
+        """The customer refuses a pending transfer (status 3). Returns the transfer_fail
+        callback fields WeCom sends about the member who was to take over."""
         with self.lock:
+            takeover = ""
             for t in self.transfers:
                 if t.external_userid == external_userid and not t.completed and not t.refused:
                     t.refused = True
+                    takeover = t.takeover
+            return {
+                **self._contact_event("transfer_fail", takeover, external_userid),
+                "FailReason": "customer_refused",
+            }
+
+    def complete_transfers(self) -> list[dict[str, str | int]]:
+        """Settle transfers whose 24-hour takeover time has passed (by the server's clock);
+        returns the del_external_contact callbacks (Source DELETE_BY_TRANSFER) WeCom sends
+        about the members who handed them over."""
+        with self.lock:
+            return [
+                {
+                    **self._contact_event("del_external_contact", t.handover, t.external_userid),
+                    "Source": "DELETE_BY_TRANSFER",
+                }
+                for t in self._settle_transfers()
+            ]
+
+    def staff_edits_customer(
+        self,
+        *,
+        userid: str,
+        external_userid: str,
+        remark: str | None = None,
+        description: str | None = None,
+        remark_mobiles: list[str] | None = None,
+        add_tags: tuple[str, ...] = (),
+        remove_tags: tuple[str, ...] = (),
+    ) -> dict[str, str | int]:
+        """The member edits the customer in the WeCom app (remark, description, phone
+        numbers, corp tags). Returns the edit_external_contact callback fields."""
+        with self.lock:
+            rel = self.relations[(userid, external_userid)]
+            if remark is not None:
+                rel.remark = remark
+            if description is not None:
+                rel.description = description
+            if remark_mobiles is not None:
+                rel.remark_mobiles = list(remark_mobiles)
+            for tid in (*add_tags, *remove_tags):
+                if self._find_tag(tid) is None:
+                    raise ValueError(f"unknown corp tag {tid}")
+            rel.tags.update(add_tags)
+            rel.tags.difference_update(remove_tags)
+            return self._contact_event("edit_external_contact", userid, external_userid)
+
+    def publish_moment(self, moment_id: str, *, userid: str) -> None:
+        """A member publishes a corp moments post from the WeCom app."""
+        with self.lock:
+            for job in self.moment_jobs.values():
+                if job["moment_id"] == moment_id:
+                    if userid not in job["publish"]:
+                        raise ValueError(f"{userid} was not asked to publish {moment_id}")
+                    job["publish"][userid] = 1
+                    return
+            raise ValueError(f"unknown moment {moment_id}")
 
     # -- callbacks --------------------------------------------------------------------------------
 
@@ -401,6 +504,8 @@ class WeComTestServer:
 
     def handle(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(path)
+        if parts.path.startswith(CONTROL):
+            return self._control(method, parts.path[len(CONTROL) :], raw)
         if not parts.path.startswith("/cgi-bin/"):
             return 404, {"errcode": 404, "errmsg": "not found"}
         api = parts.path[len("/cgi-bin/") :]
@@ -440,6 +545,55 @@ class WeComTestServer:
                 return 200, {"errcode": error.errcode, "errmsg": error.errmsg}
             return 200, {"errcode": 0, "errmsg": "ok", **result}
 
+    # -- control endpoints (for a server running in its own process) --------------------------
+
+    def _control(self, method: str, what: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """The test hooks over HTTP, under ``/_control/`` (this server only listens on
+        loopback): ``add_staff`` {userids}, ``add_customer`` {userid, external_userid, state}
+        → the sealed add callback {query, body, fields}, ``confirm`` {msgid, sender}, ``fail_next``
+        {api, errcode, times}, and GET ``group_msgs`` (every mass-message task and its
+        per-customer results)."""
+        try:
+            body = json.loads(raw.decode() or "{}") if method == "POST" else {}
+            with self.lock:
+                if method == "GET" and what == "group_msgs":
+                    return 200, {
+                        "group_msgs": [self._msg_state(m) for m in self.group_msgs.values()]
+                    }
+                if method == "POST" and what == "add_staff":
+                    self.add_staff(*body["userids"])
+                    return 200, {}
+                if method == "POST" and what == "add_customer":
+                    fields = self.add_customer(
+                        userid=body["userid"],
+                        external_userid=body.get("external_userid"),
+                        state=body.get("state", ""),
+                    )
+                    query, sealed = self.callback(fields)
+                    return 200, {"query": query, "body": sealed, "fields": fields}
+                if method == "POST" and what == "confirm":
+                    self.confirm_group_msg(body["msgid"], sender=body.get("sender"))
+                    return 200, {}
+                if method == "POST" and what == "fail_next":
+                    self.fail_next(
+                        body["api"], int(body["errcode"]), times=int(body.get("times", 1))
+                    )
+                    return 200, {}
+        except (KeyError, ValueError, TypeError) as exc:
+            return 400, {"error": f"{type(exc).__name__}: {exc}"}
+        return 404, {"error": f"no control {method} {what}"}
+
+    @staticmethod
+    def _msg_state(m: GroupMsg) -> dict[str, Any]:
+        return {
+            "msgid": m.msgid,
+            "creator": m.creator,
+            "external_userid": list(m.request.get("external_userid") or []),
+            "text": (m.request.get("text") or {}).get("content", ""),
+            "results": m.results,
+            "cancelled": m.cancelled,
+        }
+
     def _routes(
         self,
     ) -> dict[tuple[str, str], Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]]:
@@ -473,6 +627,7 @@ class WeComTestServer:
             ("POST", e + "resigned/transfer_result"): self._transfer_result_resigned,
             ("POST", e + "add_moment_task"): self._add_moment_task,
             ("GET", e + "get_moment_task_result"): self._get_moment_task_result,
+            ("POST", e + "get_moment_task"): self._get_moment_task,
             ("POST", "message/send"): self._message_send,
         }
 
@@ -736,7 +891,16 @@ class WeComTestServer:
         ext = params.get("external_userid", "")
         if ext not in self.customers:
             raise ApiError(40096, "invalid external userid")
-        follows = [self._follow_info(r) for (u, e), r in sorted(self.relations.items()) if e == ext]
+        follows = [
+            {
+                **self._follow_info(r),
+                "description": r.description,
+                "remark_mobiles": list(r.remark_mobiles),
+                "tags": [self._tag_info(t) for t in sorted(r.tags)],
+            }
+            for (u, e), r in sorted(self.relations.items())
+            if e == ext
+        ]
         chunk, cursor = self._page(follows, params.get("cursor", ""), 500)
         return {
             "external_contact": self._contact_json(ext),
@@ -801,6 +965,16 @@ class WeComTestServer:
                 continue
             out.append({**group, "tag": [dict(t) for t in tags]})
         return {"tag_group": out}
+
+    def _tag_info(self, tag_id: str) -> dict[str, Any]:
+        found = self._find_tag(tag_id)
+        group, tag = found if found else ({"group_name": ""}, {"name": ""})
+        return {
+            "group_name": group["group_name"],
+            "tag_name": tag["name"],
+            "tag_id": tag_id,
+            "type": 1,
+        }
 
     def _find_tag(self, tag_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         for group in self.tag_groups.values():
@@ -894,13 +1068,15 @@ class WeComTestServer:
         rel.tags.difference_update(remove)
         return {}
 
-    def _settle_transfers(self) -> None:
-        """Complete transfers whose 24-hour takeover time has passed."""
+    def _settle_transfers(self) -> list[Transfer]:
+        """Complete transfers whose 24-hour takeover time has passed; returns those."""
         now = self.clock.now()
+        settled = []
         for t in self.transfers:
             if t.completed or t.refused or now - t.requested_at < TRANSFER_TAKEOVER:
                 continue
             t.completed = True
+            settled.append(t)
             old = self.relations.pop((t.handover, t.external_userid), None)
             self.relations[(t.takeover, t.external_userid)] = Relation(
                 t.takeover,
@@ -909,6 +1085,7 @@ class WeComTestServer:
                 state=old.state if old else "",
                 tags=set(old.tags) if old else set(),
             )
+        return settled
 
     def _transfer(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
         self._settle_transfers()
@@ -990,8 +1167,18 @@ class WeComTestServer:
             "request": body,
             "moment_id": f"mom{self._next_id():08d}",
             "invalid_sender_list": {"user_list": [s for s in senders if s not in self.staff]},
+            "publish": {s: 0 for s in senders if s in self.staff},
         }
         return {"jobid": jobid}
+
+    def _get_moment_task(self, params: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        moment_id = self._need(body, "moment_id")
+        job = next((j for j in self.moment_jobs.values() if j["moment_id"] == moment_id), None)
+        if job is None:
+            raise ApiError(40058, "invalid moment_id")
+        rows = [{"userid": u, "publish_status": p} for u, p in sorted(job["publish"].items())]
+        chunk, cursor = self._page(rows, str(body.get("cursor", "")), int(body.get("limit", 500)))
+        return {"task_list": chunk, "next_cursor": cursor}
 
     def _get_moment_task_result(
         self, params: dict[str, str], body: dict[str, Any]
@@ -1054,6 +1241,7 @@ def main(argv: list[str] | None = None) -> None:
     server.start(port=args.port)
     settings = {
         "base_url": server.base_url,
+        "control_url": server.base_url.replace("/cgi-bin/", CONTROL),
         "corp_id": server.corp_id,
         "secret": server.secret,
         "agent_id": server.agent_id,

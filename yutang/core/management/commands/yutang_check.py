@@ -37,6 +37,9 @@ class Command(BaseCommand):
         self.stdout.write(f"  allowed hosts: {', '.join(settings.ALLOWED_HOSTS)}")
         self.stdout.write(f"  database:      {engine} {where}")
         self.stdout.write(f"  task backend:  {settings.TASKS['default']['BACKEND']}")
+        cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+        shared = "shared by every process" if cache == "RedisCache" else "per process"
+        self.stdout.write(f"  cache:         {cache} ({shared}; YUTANG_CACHE_URL)")
 
         try:
             with connection.cursor() as cursor:
