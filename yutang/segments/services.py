@@ -100,6 +100,18 @@ def customer_matches(*, customer: Customer, node: rules.Node) -> bool:
     return rules.evaluate(node, rules.load_facts(customer, node), context_for(brand))
 
 
+def carrier_account_choices(*, actor: Staff) -> list[dict[str, Any]]:
+    """The carrier accounts the actor may see, for the builder's `carrier` condition."""
+    from yutang.core.models import CarrierAccount
+
+    if not actor.can(Action.CARRIER_ACCOUNT_VIEW):
+        return []
+    return [
+        {"id": a.pk, "label": f"{a.display_name} ({a.kind})"}
+        for a in CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW).order_by("pk")
+    ]
+
+
 @dataclass
 class Preview:
     count: int
