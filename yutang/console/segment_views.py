@@ -47,6 +47,7 @@ def _builder_context(staff: Staff) -> dict[str, Any]:
                 for t in customers.list_tags(actor=staff)
             ],
             "stages": list(rules.LIFECYCLE_STAGES),
+            "carrier_accounts": services.carrier_account_choices(actor=staff),
             "rfm_classes": list(rules.RFM_CLASSES),
             "kinds": rules.condition_kinds(),
             "labels": {
@@ -74,11 +75,26 @@ def _builder_context(staff: Staff) -> dict[str, Any]:
                 "group_id": _("group id"),
                 "carrier": _("carrier (empty = all)"),
                 "namespace": _("app id (optional)"),
+                "carrier_kinds": {
+                    "": _("any carrier"),
+                    "wecom": _("WeCom"),
+                    "official_account": _("Official account"),
+                    "sandbox": _("Sandbox"),
+                    "sms": _("SMS"),
+                    "email": _("Email"),
+                    "webhook": _("Webhook"),
+                },
+                "carrier_status": {
+                    "held": _("holds one now"),
+                    "lost": _("deleted every one"),
+                    "none": _("never had one"),
+                },
                 "kinds": {
                     "profile": _("Profile"),
                     "attribute": _("Attribute"),
                     "tag": _("Tag"),
-                    "identity": _("Identity / carrier"),
+                    "identity": _("Identity (ever had)"),
+                    "carrier": _("Carrier held now"),
                     "group": _("In group"),
                     "consent": _("Consent"),
                     "owner": _("Owner"),

@@ -156,6 +156,8 @@ class Facts:
     aggregate: CustomerAggregate | None = None
     rfm: Any = None
     events: list[Event] = field(default_factory=list)  # sorted by (occurred_at, id)
+    #: (account kind, account id, status) of each carrier contact, loaded when a rule asks.
+    contacts: list[tuple[str, int, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # for registered condition kinds
 
 
@@ -519,7 +521,9 @@ class TagCondition(Condition):
 
 
 class IdentityCondition(Condition):
-    """Holds an identity of this kind (a WeCom contact, an openid of one official account…)."""
+    """Has had an identity of this kind (a WeCom external_userid, an openid of one official
+    account…). Identities are never removed, so this stays true after the customer deleted
+    the staff member: for the carriers held now, use `carrier`."""
 
     kind: Literal["identity"]
     identity_kind: Literal[tuple(IdentityKind.values)]  # type: ignore[valid-type]
@@ -578,6 +582,63 @@ class GroupCondition(Condition):
             if e.type in GROUP_TYPES and e.properties.get("group_id") == self.group_id
         ]
         return bool(mine) and mine[-1].type == "group.joined"
+
+
+CarrierKind = Literal["wecom", "official_account", "sms", "email", "webhook", "sandbox"]
+
+
+class CarrierCondition(Condition):
+    """The carrier contacts the customer holds now (carriers' CarrierContact rows, not the
+    identity history): on accounts of one carrier kind (omitted: any) and, optionally, one of
+    these accounts. `held`: at least one active contact; `lost`: had at least one and every
+    one is lost (the customer deleted the staff member, or was deleted); `none`: never had
+    one. A customer is in exactly one of the three."""
+
+    kind: Literal["carrier"]
+    carrier: CarrierKind | None = None
+    account_ids: IdList = []
+    status: Literal["held", "lost", "none"] = "held"
+
+    def trigger_types(self) -> set[str] | None:
+        return {"contact.added", "contact.deleted"}
+
+    def _contacts(self, ctx: Context) -> Any:
+        from yutang.carriers.models import CarrierContact
+
+        rows = CarrierContact.objects.filter(brand_id=ctx.brand_id)
+        if self.carrier is not None:
+            rows = rows.filter(account__kind=self.carrier)
+        if self.account_ids:
+            rows = rows.filter(account_id__in=self.account_ids)
+        return rows
+
+    def compile(self, ctx: Context) -> Q:
+        from yutang.carriers.models import CarrierContact
+
+        rows = self._contacts(ctx)
+        active = rows.filter(status=CarrierContact.Status.ACTIVE).values("customer_id")
+        if self.status == "held":
+            return Q(MemberOf(active))
+        if self.status == "none":
+            return ~Q(MemberOf(rows.values("customer_id")))
+        return Q(MemberOf(rows.values("customer_id"))) & ~Q(MemberOf(active))
+
+    def _mine(self, facts: Facts) -> list[str]:
+        return [
+            status
+            for kind, account_id, status in facts.contacts
+            if (self.carrier is None or kind == self.carrier)
+            and (not self.account_ids or account_id in self.account_ids)
+        ]
+
+    def evaluate(self, facts: Facts, ctx: Context) -> bool:
+        mine = self._mine(facts)
+        held = "active" in mine
+        if self.status == "held":
+            return held
+        if self.status == "none":
+            return not mine
+        return bool(mine) and not held
 
 
 class ConsentCondition(Condition):
@@ -999,6 +1060,7 @@ _BUILTIN_KINDS: dict[str, type[Condition]] = {
     "attribute": AttributeCondition,
     "tag": TagCondition,
     "identity": IdentityCondition,
+    "carrier": CarrierCondition,
     "group": GroupCondition,
     "consent": ConsentCondition,
     "owner": OwnerCondition,
@@ -1191,6 +1253,15 @@ def load_facts(customer: Customer, node: Node) -> Facts:
     from yutang.segments.models import CustomerRfm
 
     types = needed_event_types(node)
+    contacts: list[tuple[str, int, str]] = []
+    if any(isinstance(c, CarrierCondition) for c in walk(node)):
+        from yutang.carriers.models import CarrierContact
+
+        contacts = list(
+            CarrierContact.objects.filter(customer=customer).values_list(
+                "account__kind", "account_id", "status"
+            )
+        )
     events = (
         list(Event.objects.filter(customer=customer, type__in=types).order_by("occurred_at", "id"))
         if types
@@ -1206,4 +1277,5 @@ def load_facts(customer: Customer, node: Node) -> Facts:
         aggregate=CustomerAggregate.objects.filter(customer=customer).first(),
         rfm=CustomerRfm.objects.filter(customer=customer).first(),
         events=events,
+        contacts=contacts,
     )

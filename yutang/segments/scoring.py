@@ -316,10 +316,37 @@ def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, 
     return out
 
 
+def _carriers_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, bool]:
+    """Per customer with at least one carrier contact: whether one is still active (False:
+    they deleted, or were deleted from, every carrier account they held)."""
+    from django.db.models import Q
+
+    from yutang.carriers.models import CarrierContact
+
+    active = CarrierContact.Status.ACTIVE
+    return {
+        customer_id: held > 0
+        for customer_id, held in CarrierContact.objects.filter(
+            brand=brand, customer_id__in=customer_ids
+        )
+        .values_list("customer_id")
+        .annotate(held=Count("pk", filter=Q(status=active)))
+        .values_list("customer_id", "held")
+    }
+
+
 def stage_of(
-    agg: CustomerAggregate | None, conf: SegmentSettings, cycle_days: int | None, now: dt.datetime
+    agg: CustomerAggregate | None,
+    conf: SegmentSettings,
+    cycle_days: int | None,
+    now: dt.datetime,
+    holds_carrier: bool | None = None,
 ) -> str:
-    """The lifecycle stage from a customer's aggregate (see docs/segments.md for the rules)."""
+    """The lifecycle stage from a customer's aggregate and carrier contacts (see
+    docs/segments.md for the rules). `holds_carrier`: None when the customer has no carrier
+    contact row, else whether one is active."""
+    if holds_carrier is False:
+        return "lost"  # had carrier contacts and every one is deleted
     if agg is None:
         return "new_contact"
     activity = [
@@ -332,9 +359,15 @@ def stage_of(
         )
         if t is not None
     ]
-    deleted_us = agg.last_contact_deleted_at is not None and (
-        agg.last_contact_added_at is None
-        or agg.last_contact_deleted_at >= agg.last_contact_added_at
+    # Without carrier contact rows (contact events pushed by an integration), the event log
+    # says whether they deleted us: the latest contact event is a deletion.
+    deleted_us = (
+        holds_carrier is None
+        and agg.last_contact_deleted_at is not None
+        and (
+            agg.last_contact_added_at is None
+            or agg.last_contact_deleted_at >= agg.last_contact_added_at
+        )
     )
     if deleted_us or (
         activity and now - max(activity) > dt.timedelta(days=conf.lost_inactive_days)
@@ -381,7 +414,8 @@ def recompute_lifecycle(*, brand: Brand, chunk: int = 5000) -> LifecycleResult:
         current = dict(Customer.objects.filter(pk__in=part).values_list("pk", "lifecycle_stage"))
         aggs = {a.customer_id: a for a in CustomerAggregate.objects.filter(customer_id__in=part)}
         cycles = _cycle_days_by_customer(brand, part)
-        new = {c: stage_of(aggs.get(c), conf, cycles.get(c), now) for c in part}
+        carriers = _carriers_by_customer(brand, part)
+        new = {c: stage_of(aggs.get(c), conf, cycles.get(c), now, carriers.get(c)) for c in part}
         moves = {c: s for c, s in new.items() if current.get(c) != s}
         if not moves:
             continue

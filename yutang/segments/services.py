@@ -100,6 +100,18 @@ def customer_matches(*, customer: Customer, node: rules.Node) -> bool:
     return rules.evaluate(node, rules.load_facts(customer, node), context_for(brand))
 
 
+def carrier_account_choices(*, actor: Staff) -> list[dict[str, Any]]:
+    """The carrier accounts the actor may see, for the builder's `carrier` condition."""
+    from yutang.core.models import CarrierAccount
+
+    if not actor.can(Action.CARRIER_ACCOUNT_VIEW):
+        return []
+    return [
+        {"id": a.pk, "label": f"{a.display_name} ({a.kind})"}
+        for a in CarrierAccount.objects.for_actor(actor, Action.CARRIER_ACCOUNT_VIEW).order_by("pk")
+    ]
+
+
 @dataclass
 class Preview:
     count: int
@@ -656,6 +668,43 @@ def refresh_due_segments() -> int:
 # --- The customer portrait's additions ----------------------------------------------------
 
 
+#: Dynamic segments asked about in one query by `dynamic_segments_matching`: one CASE column
+#: each, well below SQLite's 2,000 result columns and PostgreSQL's 1,664 target entries.
+SEGMENTS_PER_QUERY = 100
+
+
+def dynamic_segments_matching(*, customer: Customer, segments: list[Segment]) -> set[int]:
+    """The ids of the dynamic segments whose rule matches the customer now, in one query per
+    SEGMENTS_PER_QUERY segments rather than one per segment: a single row for the customer
+    with a ``CASE WHEN <compiled rule> THEN true ELSE false END`` column per segment. The
+    conditions are the segments' own compiled SQL, so the answer is their members' answer."""
+    from django.db.models import BooleanField, Case, Value, When
+
+    if not segments:
+        return set()
+    ctx = context_for(customer.brand)
+    found: set[int] = set()
+    with rule_query():
+        for start in range(0, len(segments), SEGMENTS_PER_QUERY):
+            part = segments[start : start + SEGMENTS_PER_QUERY]
+            columns = {
+                f"segment_{segment.pk}": Case(
+                    When(rules.compile_rule(rules.parse_rule(segment.rule), ctx), then=Value(True)),
+                    default=Value(False),
+                    output_field=BooleanField(),
+                )
+                for segment in part
+            }
+            row = (
+                Customer.objects.filter(pk=customer.pk, merged_into__isnull=True)
+                .values(**columns)
+                .first()
+            )
+            if row is not None:
+                found |= {s.pk for s in part if row[f"segment_{s.pk}"]}
+    return found
+
+
 @dataclass
 class PortraitExtras:
     rfm: dict[str, Any] | None
@@ -675,21 +724,20 @@ def portrait_extras(*, actor: Staff, customer_id: int) -> PortraitExtras:
 
     customer = customers.get_customer(actor=actor, customer_id=customer_id)
     rfm = CustomerRfm.objects.filter(customer=customer).first()
-    matching = []
+    matching: list[dict[str, Any]] = []
     if actor.can(Action.SEGMENT_VIEW):
         static_ids = set(
             SegmentMember.objects.filter(customer=customer).values_list("segment_id", flat=True)
         )
-        for segment in Segment.objects.filter(brand=actor.brand):
-            if segment.kind == Segment.Kind.STATIC:
-                inside = segment.pk in static_ids
-            else:
-                node = rules.parse_rule(segment.rule)
-                inside = (
-                    customers_matching(brand=actor.brand, node=node).filter(pk=customer.pk).exists()
-                )
-            if inside:
-                matching.append({"id": segment.pk, "name": segment.name, "kind": segment.kind})
+        segments = list(Segment.objects.filter(brand=actor.brand).order_by("pk"))
+        dynamic_ids = dynamic_segments_matching(
+            customer=customer, segments=[s for s in segments if s.kind == Segment.Kind.DYNAMIC]
+        )
+        matching = [
+            {"id": s.pk, "name": s.name, "kind": s.kind}
+            for s in segments
+            if s.pk in (dynamic_ids if s.kind == Segment.Kind.DYNAMIC else static_ids)
+        ]
     sources = dict(
         CustomerTag.objects.filter(customer=customer, source__startswith="auto:").values_list(
             "source", "tag_id"

@@ -7,7 +7,8 @@ import datetime as dt
 import itertools
 from typing import Any
 
-from yutang.core.models import Brand
+from yutang.carriers.models import CarrierContact
+from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, Tag, TagGroup
 from yutang.events.models import CustomerAggregate, Event
 
@@ -52,3 +53,20 @@ def consent(c: Customer, purpose: str, status: str, carrier: str = "") -> Consen
 
 def aggregate(c: Customer, **fields: Any) -> CustomerAggregate:
     return CustomerAggregate.objects.create(customer=c, brand_id=c.brand_id, **fields)
+
+
+def carrier_account(brand: Brand, kind: str = "wecom") -> CarrierAccount:
+    n = next(_seq)
+    return CarrierAccount.objects.create(
+        brand=brand, kind=kind, external_id=f"acct{n}", display_name=f"{kind} {n}"
+    )
+
+
+def contact(c: Customer, account: CarrierAccount, status: str = "active") -> CarrierContact:
+    """A carrier contact of the customer on the account: active, or lost (deleted)."""
+    n = next(_seq)
+    return CarrierContact.objects.create(
+        brand_id=c.brand_id, account=account, customer=c, external_hash=f"e{n}",
+        external_encrypted="x", status=status, added_at=T0,
+        lost_at=T0 if status == "lost" else None, lost_by="customer" if status == "lost" else "",
+    )  # fmt: skip

@@ -18,7 +18,9 @@ from yutang.segments import rules
 from yutang.segments.models import CustomerRfm
 from yutang.segments.tests.builders import (
     aggregate,
+    carrier_account,
     consent,
+    contact,
     customer,
     event,
     identity,
@@ -46,6 +48,8 @@ def build_world(seed: int) -> tuple[Any, dict[str, list[int]]]:
     brand = make_brand()
     stores = [make_store(brand), make_store(brand)]
     tags = [tag(brand, f"t{i}") for i in range(3)]
+    accounts = [carrier_account(brand, "wecom"), carrier_account(brand, "wecom"),
+                carrier_account(brand, "official_account")]  # fmt: skip
     for _ in range(rng.randint(3, 9)):
         attrs: dict[str, Any] = {}
         if rng.random() < 0.7:
@@ -68,6 +72,9 @@ def build_world(seed: int) -> tuple[Any, dict[str, list[int]]]:
                 tag_customer(c, t)
         if rng.random() < 0.5:
             identity(c, rng.choice(["wecom_external_userid", "phone"]))
+        # No contact, or some held and some lost (deleted), on one or more accounts.
+        for account in rng.sample(accounts, rng.randint(0, len(accounts))):
+            contact(c, account, rng.choice(["active", "lost"]))
         if rng.random() < 0.5:
             consent(c, "marketing", rng.choice(["granted", "withdrawn"]), rng.choice(["", "wecom"]))
         if rng.random() < 0.7:
@@ -93,7 +100,11 @@ def build_world(seed: int) -> tuple[Any, dict[str, list[int]]]:
             elif kind == "link.clicked":
                 props = {"link": rng.choice(["a", "b"])}
             event(c, kind, _moment(rng), **props)
-    ids = {"tags": [t.pk for t in tags], "stores": [s.pk for s in stores]}
+    ids = {
+        "tags": [t.pk for t in tags],
+        "stores": [s.pk for s in stores],
+        "accounts": [a.pk for a in accounts],
+    }
     return brand, ids
 
 
@@ -152,6 +163,10 @@ def leaf(ids: dict[str, list[int]]) -> st.SearchStrategy[dict[str, Any]]:
                   st.sampled_from(["first", "last"]), st.lists(prop_filter, max_size=1), window, num_cmp(st.integers(0, 40))),
         st.builds(lambda d, c: {"kind": "touches", "window": {"days": d}, **c}, st.integers(1, 40), num_cmp(st.integers(0, 3))),
         st.sampled_from(["g1", "g2"]).map(lambda g: {"kind": "group", "group_id": g}),
+        st.builds(lambda c, a, s: {"kind": "carrier", **c, **a, "status": s},
+                  st.sampled_from([{}, {"carrier": "wecom"}, {"carrier": "official_account"}, {"carrier": "sms"}]),
+                  st.one_of(st.just({}), st.lists(st.sampled_from(ids["accounts"]), min_size=1, max_size=2).map(lambda a: {"account_ids": a})),
+                  st.sampled_from(["held", "lost", "none"])),
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from tests.factories import PASSWORD, console_client, make_brand, make_staff, ma
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
 from yutang.segments.models import Segment
-from yutang.segments.tests.builders import customer
+from yutang.segments.tests.builders import carrier_account, contact, customer
 
 SHANGHAI = {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}
 
@@ -65,6 +65,98 @@ def test_analyst_sees_but_cannot_edit_and_advisor_cannot_export():
     advisor = console_client(make_staff(brand, Role.ADVISOR, stores=[make_store(brand)]))
     assert advisor.get(f"/segments/{segment.pk}/export/?format=csv").status_code == 403
     assert Segment.objects.count() == 1
+
+
+def _builder_options(client) -> dict:
+    page = client.get("/segments/new/").content.decode()
+    start = page.index('<script id="builder-options" type="application/json">')
+    body = page[page.index(">", start) + 1 : page.index("</script>", start)]
+    return json.loads(body)
+
+
+@pytest.mark.django_db
+def test_the_builder_offers_the_carrier_condition_in_chinese_and_english():
+    from django.conf import settings
+
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    account = carrier_account(brand, "wecom")
+    client = console_client(admin)
+    options = _builder_options(client)
+    assert "carrier" in options["kinds"]
+    assert options["carrier_accounts"] == [
+        {"id": account.pk, "label": f"{account.display_name} (wecom)"}
+    ]
+    labels = options["labels"]
+    assert labels["kinds"]["carrier"] == "当前持有的载体"
+    assert labels["kinds"]["identity"] == "身份（曾有过）"
+    assert labels["carrier_status"] == {
+        "held": "当前持有",
+        "lost": "已全部删除",
+        "none": "从未有过",
+    }
+    assert (
+        labels["carrier_kinds"][""] == "任意载体" and labels["carrier_kinds"]["wecom"] == "企业微信"
+    )
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    labels = _builder_options(client)["labels"]
+    assert labels["kinds"]["carrier"] == "Carrier held now"
+    assert labels["carrier_status"]["lost"] == "deleted every one"
+    assert labels["carrier_kinds"]["official_account"] == "Official account"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_build_a_carrier_condition_in_the_browser(chromium, live_server):
+    """Pick "carrier held now", then "deleted every one", "never had one" and one account:
+    the live count follows and the saved rule is the JSON the builder showed."""
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    first, second = carrier_account(brand, "wecom"), carrier_account(brand, "wecom")
+    holds = customer(brand, display_name="持有")
+    contact(holds, first)
+    contact(holds, second, "lost")
+    contact(customer(brand, display_name="删一"), first, "lost")
+    deleted_both = customer(brand, display_name="删二")
+    contact(deleted_both, first, "lost")
+    contact(deleted_both, second, "lost")
+    for n in range(3):
+        customer(brand, display_name=f"从未{n}")
+    context = chromium.new_context(locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    count = "document.querySelector('[data-testid=preview-count]').textContent === '{}'"
+    try:
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", admin.user.username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        page.goto(f"{live_server.url}/segments/new/")
+        page.wait_for_selector("[data-testid=preview-count]")
+        page.select_option("[data-testid=cond-kind]", "carrier")
+        assert "当前持有的载体" in page.inner_text("[data-testid=cond-kind]")
+        page.wait_for_function(count.format(1))  # holds a WeCom contact now: 持有
+        page.select_option("[data-testid=cond-status]", "lost")
+        assert page.inner_text("[data-testid=cond-status] option:checked") == "已全部删除"
+        page.wait_for_function(count.format(2))  # deleted every WeCom contact: 删一, 删二
+        sample = page.inner_text("[data-testid=preview-sample]")
+        assert "删一" in sample and "删二" in sample and "持有" not in sample
+        page.select_option("[data-testid=cond-status]", "none")
+        page.wait_for_function(count.format(3))  # never had one: 从未0-2
+        page.select_option("[data-testid=cond-account_ids]", [str(second.pk)])
+        page.wait_for_function(count.format(4))  # never on the second account: + 删一
+        page.select_option("[data-testid=cond-carrier]", "")  # any carrier kind
+        page.fill("#id_name", "未加第二个企微")
+        page.click("[data-testid=save-segment]")
+        page.wait_for_selector("text=未加第二个企微")
+        assert Segment.objects.get().rule == {
+            "and": [{"kind": "carrier", "account_ids": [second.pk], "status": "none"}]
+        }
+        assert errors == []
+    finally:
+        context.close()
 
 
 @pytest.mark.browser

@@ -18,7 +18,9 @@ from yutang.segments.models import CustomerRfm
 from yutang.segments.tests.builders import (
     T0,
     aggregate,
+    carrier_account,
     consent,
+    contact,
     customer,
     event,
     identity,
@@ -125,6 +127,43 @@ def test_tags_identities_consent_owner_channel_lifecycle(brand):
     assert match(brand, {"not": {"kind": "owner", "owner": "staff", "ids": [staff.pk]}}) == {a.pk}
     assert match(brand, {"kind": "channel", "channels": ["live"]}) == {b.pk}
     assert match(brand, {"kind": "lifecycle", "stages": ["repeat", "loyal"]}) == {a.pk}
+
+
+def test_carriers_held_now_not_identities_ever_had(brand):
+    """`carrier` reads the contacts held now; `identity` stays true after a deletion."""
+    wecom_a, wecom_b = carrier_account(brand, "wecom"), carrier_account(brand, "wecom")
+    oa = carrier_account(brand, "official_account")
+    holds_both = customer(brand)  # two WeCom staff, one deleted: still holds WeCom
+    contact(holds_both, wecom_a)
+    contact(holds_both, wecom_b, "lost")
+    deleted_all = customer(brand)  # deleted every WeCom staff member, follows the account
+    contact(deleted_all, wecom_a, "lost")
+    contact(deleted_all, oa)
+    identity(deleted_all, "wecom_external_userid")
+    never = customer(brand)
+    wecom = {"kind": "carrier", "carrier": "wecom"}
+    assert match(brand, wecom) == {holds_both.pk}
+    assert match(brand, {**wecom, "status": "held"}) == {holds_both.pk}
+    assert match(brand, {**wecom, "status": "lost"}) == {deleted_all.pk}
+    assert match(brand, {**wecom, "status": "none"}) == {never.pk}
+    assert match(brand, {"not": wecom}) == {deleted_all.pk, never.pk}
+    assert match(brand, {"kind": "identity", "identity_kind": "wecom_external_userid"}) == {
+        deleted_all.pk
+    }
+    assert match(brand, {"kind": "carrier", "carrier": "official_account"}) == {deleted_all.pk}
+    # Any carrier: held by both; lost by nobody (each still holds one); one account only.
+    assert match(brand, {"kind": "carrier"}) == {holds_both.pk, deleted_all.pk}
+    assert match(brand, {"kind": "carrier", "status": "lost"}) == set()
+    assert match(brand, {"kind": "carrier", "account_ids": [wecom_b.pk], "status": "lost"}) == {
+        holds_both.pk
+    }
+    assert match(brand, {"kind": "carrier", "account_ids": [wecom_a.pk]}) == {holds_both.pk}
+    # Another brand's contacts never count.
+    other = make_brand()
+    stranger = customer(other)
+    contact(stranger, carrier_account(other, "wecom"))
+    assert match(brand, wecom) == {holds_both.pk}
+    assert rules.trigger_types(rules.parse_rule(wecom)) == {"contact.added", "contact.deleted"}
 
 
 def test_rfm_condition(brand):
@@ -329,6 +368,18 @@ def test_hostile_keys_are_refused_with_the_path(brand):
             "between 1 and 5",
         ),
         ({"kind": "lifecycle", "stages": ["vip"]}, "$.stages[0]", "Input should be"),
+        (
+            {"and": [{"not": {"kind": "carrier", "carrier": "wechat", "status": "held"}}]},
+            "$.and[0].not.carrier",
+            "Input should be",
+        ),
+        (
+            {"or": [{"kind": "carrier", "status": "deleted"}]},
+            "$.or[0].status",
+            "Input should be 'held', 'lost' or 'none'",
+        ),
+        ({"kind": "carrier", "account_ids": [0]}, "$.account_ids[0]", "greater than or equal"),
+        ({"kind": "carrier", "held": True}, "$.held", "unknown field"),
         ({"and": [{"kind": "channel", "channels": ["a"]}], "or": []}, "$", "only the key"),
         ("customers", "$", "must be an object"),
     ],

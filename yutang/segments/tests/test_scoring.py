@@ -9,15 +9,25 @@ import datetime as dt
 import pytest
 
 from tests.factories import Api, make_brand, make_staff, make_store
+from yutang.carriers import services as carriers
 from yutang.commerce.models import Order, Product
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.permissions import Role
 from yutang.customers.models import Customer, CustomerTag
 from yutang.events import consumers
 from yutang.events.models import CustomerAggregate, Event
+from yutang.events.services import ingest_events
 from yutang.segments import autotags, rules, scoring
 from yutang.segments.models import CustomerRfm
-from yutang.segments.tests.builders import T0, aggregate, customer, event, tag, tag_customer
+from yutang.segments.tests.builders import (
+    T0,
+    aggregate,
+    carrier_account,
+    customer,
+    event,
+    tag,
+    tag_customer,
+)
 
 pytestmark = pytest.mark.django_db
 DAY = dt.timedelta(days=1)
@@ -170,6 +180,84 @@ def test_lifecycle_stage_transitions_emit_events():
         ("", "new_contact"), ("new_contact", "engaged"), ("engaged", "first_order"),
         ("first_order", "repeat"), ("repeat", "at_risk"), ("at_risk", "lost"),
     ]  # fmt: skip
+
+
+def _stage(person):
+    person.refresh_from_db()
+    return person.lifecycle_stage
+
+
+def test_lost_means_every_carrier_contact_deleted_and_re_adding_brings_them_back():
+    """Two WeCom staff accounts hold the customer. Deleting one is not "lost" (the latest
+    contact event is a deletion, but a carrier is still held); deleting both is; adding one
+    back again is not. Each move is a lifecycle.changed event."""
+    brand = make_brand()
+    first, second = carrier_account(brand), carrier_account(brand)
+    clock = FrozenClock(T0)
+    n = iter(range(100))
+
+    def contact_event(person, type, account):
+        (result,) = ingest_events(brand=brand, items=[{
+            "type": type, "occurred_at": clock.now(), "customer_id": person.pk,
+            "idempotency_key": f"{type}:{next(n)}",
+            "properties": {"carrier": "wecom", "account_id": str(account.pk)},
+        }])  # fmt: skip
+        assert result.status == "stored", result
+
+    def add(person, account):
+        carriers.record_contact(account_id=account.pk, brand_id=brand.pk, external_id=f"wm{person.pk}",
+                                customer=person, state="", at=clock.now())  # fmt: skip
+        contact_event(person, "contact.added", account)
+
+    def delete(person, account):
+        carriers.mark_contact_lost(account_id=account.pk, external_id=f"wm{person.pk}",
+                                   by="customer", at=clock.now())  # fmt: skip
+        contact_event(person, "contact.deleted", account)
+
+    with use_clock(clock):
+        person = customer(brand)
+        add(person, first)
+        add(person, second)
+        scoring.recompute_lifecycle(brand=brand)
+        assert _stage(person) == "new_contact"
+
+        clock.advance(DAY)
+        delete(person, first)
+        assert scoring.recompute_lifecycle(brand=brand).changed == 0
+        assert _stage(person) == "new_contact"
+
+        clock.advance(DAY)
+        delete(person, second)
+        assert scoring.recompute_lifecycle(brand=brand).changed == 1
+        assert _stage(person) == "lost"
+        assert person.lifecycle_changed_at == clock.now()
+
+        clock.advance(DAY)
+        add(person, first)  # the customer adds the staff member again
+        scoring.recompute_lifecycle(brand=brand)
+        assert _stage(person) == "new_contact"
+    moves = [
+        (e.properties["from"], e.properties["to"])
+        for e in Event.objects.filter(type="lifecycle.changed", customer=person).order_by("id")
+    ]
+    assert moves == [("", "new_contact"), ("new_contact", "lost"), ("lost", "new_contact")]
+
+
+def test_lost_by_inactivity_even_while_a_carrier_is_held():
+    brand = make_brand()
+    admin = make_staff(brand, Role.BRAND_ADMIN)
+    scoring.update_settings(actor=admin, lost_inactive_days=90)
+    account = carrier_account(brand)
+    quiet, recent, never_added = customer(brand), customer(brand), customer(brand)
+    for person, days in ((quiet, 91), (recent, 89)):
+        carriers.record_contact(account_id=account.pk, brand_id=brand.pk, external_id=f"wm{person.pk}",
+                                customer=person, state="", at=T0 - days * DAY)  # fmt: skip
+        aggregate(person, last_contact_added_at=T0 - days * DAY)
+    # No carrier contact row at all: the event log's figures decide (latest is a deletion).
+    aggregate(never_added, last_contact_added_at=T0 - 5 * DAY, last_contact_deleted_at=T0 - DAY)
+    with use_clock(FrozenClock(T0)):
+        scoring.recompute_lifecycle(brand=brand)
+    assert (_stage(quiet), _stage(recent), _stage(never_added)) == ("lost", "new_contact", "lost")
 
 
 def test_loyal_threshold_from_settings():

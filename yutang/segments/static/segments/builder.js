@@ -20,6 +20,9 @@
     tag: [["tag_ids", "multi", OPTIONS.tags], ["match", "select", ["any", "all"]]],
     identity: [["identity_kind", "select", ["wecom_external_userid", "wechat_unionid", "wechat_openid", "phone", "email", "app_user", "external"]],
                ["namespace", "text"]],
+    carrier: [["carrier", "select", ["", "wecom", "official_account", "sandbox", "sms", "email", "webhook"], "carrier_kinds"],
+              ["account_ids", "multi", OPTIONS.carrier_accounts],
+              ["status", "select", ["held", "lost", "none"], "carrier_status"]],
     group: [["group_id", "text"]],
     consent: [["purpose", "select", ["marketing", "service"]], ["carrier", "text"],
               ["status", "select", ["granted", "withdrawn", "unset"]]],
@@ -37,7 +40,8 @@
   };
   var DEFAULTS = {
     profile: {field: "city", op: "eq", value: ""}, attribute: {key: "", type: "string", op: "eq", value: ""},
-    tag: {tag_ids: [], match: "any"}, identity: {identity_kind: "wecom_external_userid"}, group: {group_id: ""},
+    tag: {tag_ids: [], match: "any"}, identity: {identity_kind: "wecom_external_userid"},
+    carrier: {carrier: "wecom", account_ids: [], status: "held"}, group: {group_id: ""},
     consent: {purpose: "marketing", carrier: "", status: "granted"}, owner: {owner: "store", op: "in", ids: []},
     channel: {channels: []}, lifecycle: {stages: ["new_contact"]}, rfm: {classes: ["important_value"]},
     aggregate: {field: "order_count", op: "gte", value: 1},
@@ -68,7 +72,7 @@
       if (v === "" || v === null || v === undefined) { return; }
       if (k === "property" && c.measure !== "sum") { return; }
       if ((k === "value") && c.op === "exists") { return; }
-      if (Array.isArray(v) && v.length === 0 && k === "filters") { return; }
+      if (Array.isArray(v) && v.length === 0 && (k === "filters" || k === "account_ids")) { return; }
       out[k] = v;
     });
     return out;
@@ -144,7 +148,9 @@
       if (name === "value" || type === "number") {
         row.appendChild(valueInput(c, type === "number" ? "number" : "typed"));
       } else if (type === "select") {
-        row.appendChild(select(spec[2], c[name], name === "op" ? OP_LABELS : L.values, function (v) {
+        // A spec may name its own label map (a value like "lost" means different things).
+        var labels = name === "op" ? OP_LABELS : (spec[3] ? L[spec[3]] : L.values);
+        row.appendChild(select(spec[2], c[name] === undefined ? "" : c[name], labels, function (v) {
           c[name] = v; if (name === "op" || name === "type" || name === "measure" || name === "field") { redraw(); } else { write(); }
         }, "cond-" + name));
       } else if (type === "multi") {
@@ -157,7 +163,7 @@
         });
         m.addEventListener("change", function () {
           c[name] = Array.prototype.filter.call(m.options, function (o) { return o.selected; })
-            .map(function (o) { return name === "tag_ids" ? parseInt(o.value, 10) : o.value; });
+            .map(function (o) { return /_ids$/.test(name) ? parseInt(o.value, 10) : o.value; });
           write();
         });
         row.appendChild(m);
