@@ -16,11 +16,12 @@ class CarriersConfig(AppConfig):
         register_adapter("email", email.EmailCarrier)
         register_adapter("wecom", wecom.WeComCarrier)
 
-        from yutang.carriers import facts, handover, moments, tagsync
+        from yutang.carriers import facts, handover, merging, moments, tagsync
         from yutang.carriers.inbound import register_inbound_sink
         from yutang.core.worker import register_loop
 
         register_inbound_sink(facts.handle)
+        merging.register()
         register_loop("carriers.tag_sync", tagsync.run_loop)
         register_loop("carriers.handover", handover.run_handovers)
         register_loop("carriers.moments", moments.run_loop)

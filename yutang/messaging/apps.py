@@ -9,8 +9,9 @@ class MessagingConfig(AppConfig):
     def ready(self) -> None:
         from yutang.carriers.inbound import register_inbound_sink
         from yutang.core.worker import register_loop
-        from yutang.messaging import confirmations, delivery, services
+        from yutang.messaging import confirmations, delivery, merging, services
 
+        merging.register()
         register_inbound_sink(services.handle_inbound, batch=services.handle_inbound_batch)
         register_loop("messaging.deliver", delivery.run_loop)
         register_loop("messaging.confirmations", confirmations.run_loop)
