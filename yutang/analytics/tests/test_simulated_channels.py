@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 def test_the_channels_section_is_what_the_simulation_did() -> None:
     scenario = load_scenario("fashion-300k").with_overrides(days=12, scale=0.02)
     result = simulate(scenario=scenario)
+    assert result.brand_id is not None
     brand = Brand.objects.get(pk=result.brand_id)
     start, end = scenario.start_date, result.dates[-1]
     with use_clock(FrozenClock(dt.datetime.combine(end, dt.time(23, 59), tzinfo=brand.tz))):
