@@ -145,6 +145,10 @@ class World:
         self.n = 0
         self._capacity = 0
         self._reach: list[int] = []
+        #: Per channel (channel_keys' order, `referral` last), over the whole run: people
+        #: reached and the channel's acquisition cost (reach, adds, fixed, CPS).
+        self.channel_reach = np.zeros(len(self.channel_keys), dtype=np.int64)
+        self.channel_cost_fen = np.zeros(len(self.channel_keys), dtype=np.float64)
         self._columns: dict[str, np.ndarray] = {}
         self._grow(1024)
         self.tally = Tally(scenario.days)
@@ -275,9 +279,14 @@ class World:
             self._reach.append(int(reached))
             added = self.rng_arrivals.binomial(reached, channel.add_rate())
             arrivals.append(np.full(added, k, dtype=np.int64))
-            t.add("acquisition_cost_fen", day, reached * channel.cost_per_reach_fen)
-            t.add("acquisition_cost_fen", day, added * channel.cost_per_add_fen)
-            t.add("acquisition_cost_fen", day, channel.fixed_cost_per_day_fen * s.scale)
+            cost = (
+                reached * channel.cost_per_reach_fen
+                + added * channel.cost_per_add_fen
+                + channel.fixed_cost_per_day_fen * s.scale
+            )
+            t.add("acquisition_cost_fen", day, cost)
+            self.channel_reach[k] += reached
+            self.channel_cost_fen[k] += cost
         referrers = np.array(self.pending_referrals.pop(day, []), dtype=np.int64)
         channels = np.concatenate([*arrivals, np.full(len(referrers), len(self.channels))])
         referred_by = np.concatenate(
@@ -530,6 +539,7 @@ class World:
         ch = c["channel"][o]
         cps = np.array([ch_.cps_share for ch_ in self.channels] + [0.0])[ch]
         t.add("acquisition_cost_fen", day, float((cps * amount * first_buy).sum()))
+        np.add.at(self.channel_cost_fen, ch, cps * amount * first_buy)
         # Referral rewards are paid on the referred friend's first order.
         rewarded = o[first_buy & (c["referred_by"][o] >= 0)]
         t.add("reward_cost_fen", day, len(rewarded) * plan.referral_reward_fen)

@@ -58,6 +58,16 @@ class Outcome:
 
 
 @dataclass
+class ChannelOutcome:
+    """One channel's part of the run (the public channels, then `referral`)."""
+
+    reach: int
+    adds: int
+    deletions: int
+    cost_fen: float  # reach, add and fixed costs, and CPS on first orders
+
+
+@dataclass
 class SimulationResult:
     scenario: Scenario
     outcome: Outcome
@@ -65,6 +75,7 @@ class SimulationResult:
     dates: list[dt.date]
     brand_id: int | None
     customers_by_person: dict[int, int] = field(default_factory=dict)
+    channels: dict[str, ChannelOutcome] = field(default_factory=dict)
 
 
 def run_key(scenario: Scenario) -> str:
@@ -143,7 +154,24 @@ def simulate(
         dates=dates,
         brand_id=brand.pk if brand is not None else None,
         customers_by_person={i: int(r) for i, r in enumerate(refs.tolist()) if r},
+        channels=channels_of(world),
     )
+
+
+def channels_of(world: World) -> dict[str, ChannelOutcome]:
+    keys = world.channel_keys
+    channel = world.col("channel")
+    adds = np.bincount(channel, minlength=len(keys))
+    deleted = np.bincount(channel[world.col("deleted_day") >= 0], minlength=len(keys))
+    return {
+        key: ChannelOutcome(
+            reach=int(world.channel_reach[k]),
+            adds=int(adds[k]),
+            deletions=int(deleted[k]),
+            cost_fen=float(world.channel_cost_fen[k]),
+        )
+        for k, key in enumerate(keys)
+    }
 
 
 def apply_day(driver: SystemDriver, world: World, a: DayActions, date: dt.date) -> None:

@@ -16,10 +16,11 @@ from django.urls import reverse
 
 from yutang.commerce.models import Order
 from yutang.console.context import NAVIGATION
-from yutang.core.models import Staff
+from yutang.core.models import ApiToken, Staff
 from yutang.core.permissions import Action
-from yutang.customers.models import Customer
+from yutang.customers.models import Customer, ImportJob, MergeCandidate
 from yutang.journeys.models import Journey
+from yutang.simulator import demo_data
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -27,14 +28,11 @@ EMPTY_STATE = re.compile(
     r"\bNo [A-Za-z -]+ yet\b|\bNothing (yet|to review)\b|\bNo [a-z]+ match\b|\bNo results\b"
 )
 
-#: Pages the demo does not fill: nothing in the simulated year merges customers, imports a
-#: file or creates an API token (see docs/simulator.md, "What the demo shows"). The test
-#: asserts they show their empty state, so this list must shrink when the driver fills them.
-EMPTY_IN_DEMO = {
-    "console:merges",
-    "console:imports",
-    "console:tokens",
-}
+#: Pages the demo leaves empty: none. The merge review, imports and API tokens pages show
+#: what the brand did besides its simulated customers (yutang/simulator/demo_data.py). The
+#: test asserts the pages listed here show their empty state, so a page that empties again
+#: fails the test until it is listed (and docs/simulator.md says why).
+EMPTY_IN_DEMO: set[str] = set()
 
 
 def test_every_console_page_of_the_demo(
@@ -122,6 +120,55 @@ def test_every_console_page_of_the_demo(
             path=str(artifacts_dir / f"demo-journey-new-contact-{connection.vendor}.png"),
             full_page=True,
         )
+        check_what_the_brand_did(page, live_server.url, admin, artifacts_dir)
         assert errors == []
     finally:
         context.close()
+
+
+def check_what_the_brand_did(page: Any, url: str, admin: Staff, artifacts_dir: Path) -> None:
+    """The merge review, imports and API tokens pages show what demo_data did through the
+    services: a parcel-card contact waiting to be merged with an imported Tmall member, the
+    member import with its one bad row, and the ERP's token, masked."""
+    brand = admin.brand
+    # Merge review: the simulated contact who claimed the parcel card's cashback with the
+    # Taobao buyer name of an imported member, both weak identities: a person decides.
+    candidate = MergeCandidate.objects.get(brand=brand, status="open")
+    pair = {candidate.first_id, candidate.second_id}
+    member = Customer.objects.get(pk__in=pair, display_name="林晓雯（示例）")
+    contact = Customer.objects.get(pk__in=pair - {member.pk})
+    assert contact.identities.filter(kind="wecom_external_userid").exists()
+    page.goto(f"{url}{reverse('console:merges')}")
+    rows = page.locator("[data-testid=merge-table] tbody tr")
+    assert rows.count() == 1
+    row = rows.first.inner_text()
+    assert "林晓雯（示例）" in row and f"#{contact.pk}" in row
+    assert f"shared identity ({demo_data.CLAIM_SOURCE})" in row
+    assert rows.first.locator("button", has_text="Merge").count() == 1
+
+    # Imports: the member list imported on day one, four rows applied and one rejected; the
+    # error file names the row, the column and the reason.
+    job = ImportJob.objects.get(brand=brand)
+    assert (job.filename, job.status, job.created, job.rejected) == (
+        demo_data.IMPORT_FILENAME, "done", 4, 1,
+    )  # fmt: skip
+    page.goto(f"{url}{reverse('console:imports')}")
+    text = page.locator("[data-testid=imports-table]").inner_text()
+    assert demo_data.IMPORT_FILENAME in text and "Done" in text
+    page.click(f"text={demo_data.IMPORT_FILENAME}")
+    progress = page.locator("[data-testid=import-progress]").inner_text()
+    assert "4 created" in progress and "1 rejected" in progress
+    href = page.locator("[data-testid=error-file]").get_attribute("href")
+    report = page.request.get(f"{url}{href}")
+    assert report.status == 200
+    lines = report.text().lstrip("\ufeff").splitlines()
+    assert lines[1].startswith(f"{demo_data.BAD_ROW},phone,")
+    page.screenshot(path=str(artifacts_dir / f"demo-import-{connection.vendor}.png"))
+
+    # API tokens: the ERP's order-sync token, shown by its first characters only.
+    token = ApiToken.objects.get(brand=brand)
+    page.goto(f"{url}{reverse('console:tokens')}")
+    text = page.locator("[data-testid=tokens-table]").inner_text()
+    assert demo_data.TOKEN_NAME in text and "Active" in text
+    assert f"ytk_{token.prefix}…" in text
+    assert page.locator("[data-testid=new-token]").count() == 0  # the secret is not shown

@@ -185,3 +185,43 @@ def test_the_plans_own_touches_go_through_the_outbox_and_its_gate() -> None:
         .values_list("n", flat=True)
     )
     assert max(per_day, default=0) <= 1
+
+
+#: Long enough for a few of the clinic's rare, early orders to bring a referred friend.
+HAIR_CLINIC_DAYS = 60
+
+
+def test_the_hair_clinic_is_referral_led_high_ticket_and_low_frequency() -> None:
+    """hair-clinic.yaml (seed 004) driven at a small scale: a few orders of a high ticket,
+    none repeated, and friends referred by the few buyers — against the fashion plan's
+    ¥199 basket, 45-day cycle and about one referred friend per 25 buyers (model-only, same
+    days and scale: see below)."""
+    scenario = load_scenario("hair-clinic").with_overrides(days=HAIR_CLINIC_DAYS, scale=0.1)
+    result = simulate(scenario=scenario)
+    brand = Brand.objects.get(pk=brand_id(result))
+    o = result.outcome
+    orders = Order.objects.filter(brand=brand)
+    buyers = orders.values("customer_id").distinct().count()
+    assert orders.count() == o.orders > 0
+    assert orders.aggregate(t=Sum("amount_fen"))["t"] == o.gmv_fen
+    # The clinics' own channels and stores: orders at the clinic the person belongs to.
+    assert set(orders.values_list("store__code", flat=True)) <= {"bj01", "sh01"}
+    assert set(orders.values_list("source", flat=True)) == {"other"}
+
+    fashion_run = simulate(
+        scenario=load_scenario("fashion-300k").with_overrides(days=HAIR_CLINIC_DAYS, scale=0.1),
+        drive=False,
+    )
+    fashion = fashion_run.outcome
+    # High ticket: care plans of ¥3,000 (median basket) against fashion's ¥199.
+    assert o.gmv_fen / o.orders > 5 * fashion.gmv_fen / fashion.orders
+    # Low frequency: a usage cycle of half a year, so nobody buys twice in weeks, and few of
+    # the contacts buy at all (fashion: several in a hundred).
+    assert buyers == o.orders and o.repurchase_rate == 0.0
+    assert o.orders / o.adds < 0.5 * fashion.orders / fashion.adds
+    # Referral-led: a ¥500 reward and delighted patients — the few buyers bring friends, who
+    # arrive through the referral channel's live code, at many times fashion's rate.
+    referred = ContactAdd.objects.filter(brand=brand, channel__code="referral")
+    assert referred.count() == o.referral_adds > 0
+    fashion_buyers = sum(fashion_run.series["first_orders"])
+    assert o.referral_adds / buyers > 5 * fashion.referral_adds / fashion_buyers

@@ -1,8 +1,10 @@
 """`yutang demo`: a browsable demo brand — a simulated year of fashion-300k — then serve it.
 
-Steps: migrate; `yutang init --sample-data` (the sample brand, its admin and login); run the
+Steps: migrate; `yutang init --sample-data` (the sample brand, its admin and login); on day
+one the brand imports its Tmall members and creates its ERP's API token (demo_data); run the
 fashion-300k scenario at the demo scale into that brand through the real services, printing
-the simulated date and counts; serve the console on http://127.0.0.1:8000. A second run finds
+the simulated date and counts; a parcel-card contact's cashback claim queues a merge for
+review (demo_data); serve the console on http://127.0.0.1:8000. A second run finds
 the simulated events and reuses them; `--fresh` empties the database and starts over."""
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from yutang.core import sample_data
 from yutang.core.errors import YutangError
 from yutang.core.models import Brand
 from yutang.events.models import Event
+from yutang.simulator import demo_data
 from yutang.simulator.scenario import load_scenario
 from yutang.simulator.services import DayProgress, run_key, simulate
 
@@ -73,6 +76,12 @@ class Command(BaseCommand):
             stdout=login,
         )  # fmt: skip
         brand = Brand.objects.get(name=sample_data.BRAND_NAME)
+        # Day one: the brand imports its Tmall members and creates its ERP's API token.
+        job, token = demo_data.at_start(brand=brand, start=scenario.start_date)
+        self.stdout.write(
+            f"Imported {job.filename}: {job.created} created, {job.rejected} rejected; "
+            f"API token {token.name!r} (ytk_{token.prefix}…)."
+        )
         key = run_key(scenario)
         if Event.objects.filter(brand=brand, idempotency_key__startswith=f"sim:{key}:").exists():
             self.stdout.write(
@@ -90,6 +99,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Simulated: pool {o.pool:,}, adds {o.adds:,}, deletions {o.deletions:,}, "
                 f"orders {o.orders:,}, GMV ¥{o.gmv_fen / 100:,.0f}."
+            )
+        candidate = demo_data.claim_cashback(brand=brand)
+        if candidate is not None:
+            self.stdout.write(
+                f"Merge review: customers #{candidate.first_id} and #{candidate.second_id} "
+                f"({candidate.reason})."
             )
         self.stdout.write(f"Demo ready in {time.monotonic() - started:.0f} s.\n")
         self.stdout.write(login.getvalue().split("\n\n", 1)[-1].rstrip("\n"))
