@@ -303,3 +303,52 @@ def test_documented_order_columns_and_sources_are_the_accepted_ones():
     assert named == set(OrderSource.values)
     aliases = set(re.findall(r"(\S+) → `[a-z_]+`", sources_row))
     assert aliases == set(order_imports.SOURCE_ALIASES)
+
+
+def test_api_and_cli_order_imports_go_through_chunks_and_report_bad_rows(
+    tmp_path, capsys, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.management import call_command
+
+    from tests.factories import Api
+
+    chunks: list[int] = []
+    chunk_importer = imports._CHUNK_IMPORTERS["orders"]
+
+    def counting(context: imports.ImportContext, pairs: list) -> list:
+        chunks.append(len(pairs))
+        return chunk_importer(context, pairs)
+
+    monkeypatch.setitem(imports._CHUNK_IMPORTERS, "orders", counting)
+    brand = make_brand()
+    rows = [
+        HEADER,
+        ["tmall", "C1", "13900000001", "", "2026-04-03 10:00", "10", "", "", "", ""],
+        ["jd", "C2", "13900000002", "", "2026-04-03 10:00", "-1", "", "", "", ""],
+    ]
+    api = Api(make_staff(brand, Role.OPERATIONS_LEAD))
+    upload = SimpleUploadedFile("orders.csv", csv_bytes(rows))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.client.post(
+            "/api/v1/imports", {"kind": "orders", "file": upload}, headers=api.headers
+        )
+    assert response.status_code == 202, response.content
+    imports.run_import(response.json()["id"])
+    status = api.get(f"/imports/{response.json()['id']}").json()
+    assert (status["status"], status["created"], status["rejected"]) == ("done", 1, 1)
+    errors = api.client.get(f"/api/v1/imports/{status['id']}/errors", headers=api.headers)
+    text = b"".join(errors.streaming_content).decode("utf-8-sig")  # type: ignore[attr-defined]
+    assert text.splitlines()[1].startswith("3,amount_yuan,must not be negative")
+
+    path = tmp_path / "orders.csv"
+    rows[1][1], rows[2][1] = "C3", "C4"
+    path.write_bytes(csv_bytes(rows))
+    out = tmp_path / "errors.csv"
+    call_command("import", "orders", str(path), "--brand", str(brand.pk), "--errors", str(out))
+    assert "2 rows: 1 created, 0 updated, 0 unchanged, 0 skipped, 1 rejected" in (
+        capsys.readouterr().out
+    )
+    assert "3,amount_yuan,must not be negative" in out.read_text(encoding="utf-8-sig")
+    assert chunks == [2, 2]
+    assert Order.objects.filter(brand=brand).count() == 2
