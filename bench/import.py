@@ -130,7 +130,23 @@ def child(args: argparse.Namespace) -> None:
     job = run_import(job.pk, on_progress=progress)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
     peak = tracemalloc.get_traced_memory()[1] / 2**20 if args.tracemalloc else None
+    held: list[tuple[str, float]] = []
+    if args.tracemalloc:
+        # What is still allocated after the import, by the file that allocated it: the
+        # process-wide identity caches (bounded LRUs in customers/identities.py) grow with
+        # the number of distinct buyers up to their bound; per-row import state would show
+        # up under customers/imports.py or commerce/.
+        snapshot = tracemalloc.take_snapshot()
+        for stat in snapshot.statistics("filename")[:6]:
+            name = stat.traceback[0].filename
+            held.append(("/".join(Path(name).parts[-3:]), stat.size / 2**20))
     tracemalloc.stop()
+    from yutang.customers import identities
+
+    caches = {
+        "normalized": identities._normalized.cache_info().currsize,
+        "e164": identities._e164.cache_info().currsize,
+    }
     out = {
         "kind": kind,
         "rows": job.rows_done,
@@ -145,6 +161,8 @@ def child(args: argparse.Namespace) -> None:
         "rss_last": samples[-1][1] if samples else 0,
         "rss_max": max_rss_mib(),
         "tracemalloc_peak": peak,
+        "held": held,
+        "caches": caches,
     }
     if args.reimport:
         with path.open("rb") as upload:
@@ -216,6 +234,7 @@ def main() -> int:
     print(f"  mode        {'row by row' if args.row_by_row else 'chunks of 1,000'}")
     print(f"  baseline    first {args.baseline_rows:,} rows of each file, row by row")
     results = []
+    held_lines: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-import-"))
     for backend in args.backends.split(","):
         print(f"\n== {backend} (load {load()}) ==", flush=True)
@@ -232,6 +251,11 @@ def main() -> int:
                         results.append([backend, kind, label, "FAILED", *[""] * 9])
                         continue
                     peak = r.get("tracemalloc_peak")
+                    held_lines.append(
+                        f"{backend} {kind} {rows:,} rows: identity caches {r['caches']}; held "
+                        "after the import (MiB, by file): "
+                        + ", ".join(f"{name} {mib:.1f}" for name, mib in r["held"])
+                    )
                     results.append(
                         [
                             backend, kind, label, common.fmt_int(r["rows"]), f"{r['seconds']:.1f}",
@@ -248,6 +272,8 @@ def main() -> int:
                     )  # fmt: skip
         print(f"  load after {backend}: {load()}", flush=True)
     print()
+    for line in held_lines:
+        print(line)
     common.print_table(
         [
             "backend",
