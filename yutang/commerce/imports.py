@@ -131,7 +131,7 @@ def import_order_chunk(
         try:
             order = _parse_order_row(context, values, row)
         except YutangError as exc:
-            outcomes.append(exc)
+            outcomes.append(exc.with_traceback(None))
             continue
         if order is None:
             outcomes.append("skipped")

@@ -225,7 +225,7 @@ def post_orders(
                 with transaction.atomic():
                     outcomes.extend(_post(brand, [order], import_job, whole=False))
             except YutangError as exc:
-                outcomes.append(exc)
+                outcomes.append(exc.with_traceback(None))
         return outcomes
 
 
@@ -281,7 +281,9 @@ def _post(
 ) -> list[OrderOutcome]:
     """Record `orders` in the caller's transaction. `whole`: raise _OneByOne where the
     batch cannot be recorded as one; otherwise (a batch of one) raise the order's error
-    once writes began."""
+    once writes began. Errors are returned without their traceback: it would hold this
+    frame (the whole batch) in a reference cycle until the garbage collector's next full
+    pass, and an import's memory would grow with the file."""
     outcomes: list[OrderOutcome | None] = [None] * len(orders)
     # The brand's identity lock, first: concurrent posts of one order see each other.
     lock_brand(brand.pk)
@@ -290,7 +292,7 @@ def _post(
         try:
             checked[n] = _check_order(order)
         except YutangError as exc:
-            outcomes[n] = exc
+            outcomes[n] = exc.with_traceback(None)
     # Orders stored already (an earlier post, a re-import, an earlier chunk of this file).
     by_source: dict[str, set[str]] = {}
     for n in checked:
@@ -351,7 +353,7 @@ def _post(
                     raise _different_amount(order)
                 continue  # the same order twice: found, once the first is recorded
         except YutangError as exc:
-            outcomes[n] = exc
+            outcomes[n] = exc.with_traceback(None)
             del checked[n]
             continue
         first_of[_key(order)] = n

@@ -665,7 +665,7 @@ def import_customer_chunk(
             parsed.append((n, values, _parse_customer_row(context, values)))
             outcomes.append("pending")
         except YutangError as exc:
-            outcomes.append(exc)
+            outcomes.append(exc.with_traceback(None))
     if not parsed:
         return outcomes
     now = clock.now()
