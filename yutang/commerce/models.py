@@ -63,6 +63,10 @@ class Order(models.Model):
     channel = models.CharField(max_length=64, blank=True)
     coupon_code = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField()
+    # The import job and file row that last recorded or met this order: a file that names the
+    # same order twice is told so (row numbers) without holding every order id in memory.
+    import_job = models.BigIntegerField(null=True, blank=True)
+    import_row = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-paid_at", "-id"]

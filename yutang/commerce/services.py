@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from yutang.commerce.models import Order, OrderSource, Product, Refund
-from yutang.core import audit, clock
-from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
+from yutang.core import audit, bulk, clock
+from yutang.core.db import lock_brand
+from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff, Store
 from yutang.core.pagination import page_by_id_desc
 from yutang.core.permissions import Action, require, require_brand_wide
 from yutang.customers import services as customers
-from yutang.customers.identities import normalize_identity
-from yutang.events.services import ingest_one
+from yutang.customers.identities import NormalizedIdentity, normalize_identity
+from yutang.events.services import ingest_in_batches, ingest_one
 
 
 @dataclass
@@ -111,6 +112,30 @@ def list_products(*, actor: Staff) -> list[Product]:
     return list(Product.objects.filter(brand=actor.brand).order_by("sku"))
 
 
+@dataclass
+class NewOrder:
+    """One paid order to record with `post_orders` (checked there). `identities` are the
+    buyer's, as {kind, value, namespace} mappings or already normalised; `import_row` is the
+    file row an import read it from."""
+
+    source: str
+    external_id: str
+    paid_at: dt.datetime
+    amount_fen: int
+    identities: Sequence[Mapping[str, str] | NormalizedIdentity] = ()
+    customer_id: int | None = None
+    discount_fen: int = 0
+    shipping_fen: int = 0
+    items: Sequence[Mapping[str, Any]] = ()
+    store_code: str | None = None
+    coupon_code: str = ""
+    import_row: int | None = None
+
+
+#: What `post_orders` says of each order: recorded (or found), or why it was refused.
+OrderOutcome = OrderResult | YutangError
+
+
 def post_order(
     *,
     brand: Brand,
@@ -127,112 +152,317 @@ def post_order(
     store_code: str | None = None,
     coupon_code: str = "",
 ) -> OrderResult:
-    """Record a paid order once. Posting the same (source, external_id) again returns the
-    stored order unchanged; posting it with a different amount is a conflict."""
+    """Record a paid order once: `post_orders` with a batch of one, raising its error.
+    Posting the same (source, external_id) again returns the stored order unchanged;
+    posting it with a different amount is a conflict."""
+    (outcome,) = post_orders(
+        brand=brand,
+        actor=actor,
+        orders=[
+            NewOrder(
+                source=source,
+                external_id=external_id,
+                paid_at=paid_at,
+                amount_fen=amount_fen,
+                identities=identities,
+                customer_id=customer_id,
+                discount_fen=discount_fen,
+                shipping_fen=shipping_fen,
+                items=items,
+                store_code=store_code,
+                coupon_code=coupon_code,
+            )
+        ],
+    )
+    if isinstance(outcome, YutangError):
+        raise outcome
+    return outcome
+
+
+class _OneByOne(Exception):
+    """A batch that must be recorded order by order (see post_orders)."""
+
+
+def post_orders(
+    *,
+    brand: Brand,
+    actor: Staff | None,
+    orders: Sequence[NewOrder],
+    import_job: int | None = None,
+) -> list[OrderOutcome]:
+    """Record a batch of paid orders: the one place order logic lives (the API's single
+    order and every import chunk come here). Each order is recorded once per (source,
+    external_id): an order already stored comes back with created=False (a different amount
+    is a Conflict); a refused order comes back as its error, naming the field, and leaves
+    nothing behind. The good orders of a batch are recorded together in one transaction:
+    the buyers resolved at once (BatchResolver: one identity lookup, new customers and
+    identities in bulk), attribution read for all of them, the orders inserted in one
+    statement, `order.paid` written through the event log in one call (which folds the
+    per-customer aggregates set-based).
+
+    A batch in which a buyer links two customers (a merge or a review), or which fails after
+    its writes began, is rolled back and recorded order by order, each in a savepoint, so
+    the outcome — customers, merges, attribution, orders, events — is what posting the orders
+    one by one gives.
+
+    `import_job` (an import's id, with each order's `import_row`): an order named twice by
+    the job's file is refused on its second row, naming the first; the file's rows are
+    remembered on the orders (import_job, import_row), not in memory."""
     if actor is not None:
         require_brand_wide(actor, Action.CUSTOMER_MANAGE)
-    if source not in OrderSource.values:
+    if not orders:
+        return []
+    with transaction.atomic():
+        if len(orders) > 1:
+            try:
+                with transaction.atomic():
+                    return _post(brand, orders, import_job, whole=True)
+            except _OneByOne:
+                pass  # rolled back: order by order below
+        outcomes: list[OrderOutcome] = []
+        for order in orders:
+            try:
+                with transaction.atomic():
+                    outcomes.extend(_post(brand, [order], import_job, whole=False))
+            except YutangError as exc:
+                outcomes.append(exc.with_traceback(None))
+        return outcomes
+
+
+def _key(order: NewOrder) -> tuple[str, str]:
+    return (order.source, order.external_id.strip())
+
+
+def _check_order(order: NewOrder) -> list[NormalizedIdentity]:
+    """Everything about one order that needs no database; its buyer's identities."""
+    if order.source not in OrderSource.values:
         raise ValidationFailed(
-            N_("Unknown order source {source!r}."), params={"source": source}, field="source"
+            N_("Unknown order source {source!r}."), params={"source": order.source}, field="source"
         )
-    if not external_id.strip() or len(external_id) > 100:
+    if not order.external_id.strip() or len(order.external_id) > 100:
         raise ValidationFailed(
             N_("external_id is required (at most 100 characters)."), field="external_id"
         )
-    _check_time(paid_at, "paid_at")
+    _check_time(order.paid_at, "paid_at")
     for name, value in (
-        ("amount_fen", amount_fen),
-        ("discount_fen", discount_fen),
-        ("shipping_fen", shipping_fen),
+        ("amount_fen", order.amount_fen),
+        ("discount_fen", order.discount_fen),
+        ("shipping_fen", order.shipping_fen),
     ):
         _check_amount(value, name)
-    existing = Order.objects.filter(brand=brand, source=source, external_id=external_id).first()
-    if existing is not None:
-        if existing.amount_fen != amount_fen:
-            raise Conflict(
-                N_("Order {source}:{external_id} exists with a different amount."),
-                params={"source": source, "external_id": external_id},
-                field="external_id",
-            )
-        return OrderResult(order=existing, created=False)
-    store = None
-    if store_code:
-        store = Store.objects.filter(brand=brand, code=store_code).first()
-        if store is None:
-            raise ValidationFailed(
-                N_("Unknown store code {store_code!r}."),
-                params={"store_code": store_code},
-                field="store_code",
-            )
-    normalized = [
-        normalize_identity(
+    return [
+        i
+        if isinstance(i, NormalizedIdentity)
+        else normalize_identity(
             i.get("kind", ""), i.get("value", ""), i.get("namespace", ""), field=f"identities.{n}"
         )
-        for n, i in enumerate(identities)
+        for n, i in enumerate(order.identities)
     ]
-    if not normalized and customer_id is None:
-        raise ValidationFailed(
-            N_("Give the buyer's identities or a customer_id."), field="identities"
-        )
-    with transaction.atomic():
-        if customer_id is not None and not normalized:
-            customer = customers.Customer.objects.filter(brand=brand, pk=customer_id).first()
-            if customer is None:
+
+
+def _duplicate(order: NewOrder, row: int | None) -> Conflict:
+    return Conflict(
+        N_("Duplicate order number {external_id} (also on row {row})."),
+        params={"external_id": order.external_id.strip(), "row": row},
+        field="external_id",
+    )
+
+
+def _different_amount(order: NewOrder) -> Conflict:
+    return Conflict(
+        N_("Order {source}:{external_id} exists with a different amount."),
+        params={"source": order.source, "external_id": order.external_id.strip()},
+        field="external_id",
+    )
+
+
+def _post(
+    brand: Brand, orders: Sequence[NewOrder], import_job: int | None, *, whole: bool
+) -> list[OrderOutcome]:
+    """Record `orders` in the caller's transaction. `whole`: raise _OneByOne where the
+    batch cannot be recorded as one; otherwise (a batch of one) raise the order's error
+    once writes began. Errors are returned without their traceback: it would hold this
+    frame (the whole batch) in a reference cycle until the garbage collector's next full
+    pass, and an import's memory would grow with the file."""
+    outcomes: list[OrderOutcome | None] = [None] * len(orders)
+    # The brand's identity lock, first: concurrent posts of one order see each other.
+    lock_brand(brand.pk)
+    checked: dict[int, list[NormalizedIdentity]] = {}
+    for n, order in enumerate(orders):
+        try:
+            checked[n] = _check_order(order)
+        except YutangError as exc:
+            outcomes[n] = exc.with_traceback(None)
+    # Orders stored already (an earlier post, a re-import, an earlier chunk of this file).
+    by_source: dict[str, set[str]] = {}
+    for n in checked:
+        source, external_id = _key(orders[n])
+        by_source.setdefault(source, set()).add(external_id)
+    stored: dict[tuple[str, str], Order] = {}
+    if by_source:
+        wanted = Q()
+        for source, external_ids in by_source.items():
+            wanted |= Q(source=source, external_id__in=external_ids)
+        stored = {(o.source, o.external_id): o for o in Order.objects.filter(wanted, brand=brand)}
+    marked: list[Order] = []
+    for n in list(checked):
+        order, found = orders[n], stored.get(_key(orders[n]))
+        if found is None:
+            continue
+        del checked[n]
+        if import_job is not None and found.import_job == import_job:
+            outcomes[n] = _duplicate(order, found.import_row)
+        elif found.amount_fen != order.amount_fen:
+            outcomes[n] = _different_amount(order)
+        else:
+            outcomes[n] = OrderResult(order=found, created=False)
+            if import_job is not None:
+                found.import_job, found.import_row = import_job, order.import_row
+                marked.append(found)
+    codes = {orders[n].store_code for n in checked if orders[n].store_code}
+    stores = {s.code: s for s in Store.objects.filter(brand=brand, code__in=codes)} if codes else {}
+    by_id: dict[int, customers.Customer] = {}
+    wanted_ids = {orders[n].customer_id for n in checked if not checked[n]} - {None}
+    if wanted_ids:
+        by_id = customers.Customer.objects.in_bulk(wanted_ids)
+    first_of: dict[tuple[str, str], int] = {}  # key -> index of the batch's order recording it
+    for n in list(checked):
+        order = orders[n]
+        try:
+            if order.store_code and order.store_code not in stores:
+                raise ValidationFailed(
+                    N_("Unknown store code {store_code!r}."),
+                    params={"store_code": order.store_code},
+                    field="store_code",
+                )
+            if not checked[n] and order.customer_id is None:
+                raise ValidationFailed(
+                    N_("Give the buyer's identities or a customer_id."), field="identities"
+                )
+            if not checked[n] and order.customer_id not in by_id:
                 raise NotFound(
                     N_("No such customer: {customer_id}."),
-                    params={"customer_id": customer_id},
+                    params={"customer_id": order.customer_id},
                     field="customer_id",
                 )
-            customer = customers.survivor(customer)
+            earlier = first_of.get(_key(order))
+            if earlier is not None:
+                if import_job is not None:
+                    raise _duplicate(order, orders[earlier].import_row)
+                if orders[earlier].amount_fen != order.amount_fen:
+                    raise _different_amount(order)
+                continue  # the same order twice: found, once the first is recorded
+        except YutangError as exc:
+            outcomes[n] = exc.with_traceback(None)
+            del checked[n]
+            continue
+        first_of[_key(order)] = n
+    # The buyers, resolved together in batch order.
+    now = clock.now()
+    resolver = customers.BatchResolver(
+        brand=brand, identities=[i for n in first_of.values() for i in checked[n]], now=now
+    )
+    refs: dict[int, int] = {}
+    for n in first_of.values():
+        order = orders[n]
+        if checked[n]:
+            try:
+                refs[n] = resolver.resolve(checked[n], source=f"order:{order.source}")
+            except YutangError:
+                if whole:
+                    raise _OneByOne from None
+                raise
+            if resolver.used_slow_path and whole:
+                raise _OneByOne  # a merge or a review: attribution must see it in order
         else:
-            customer = customers.resolve_customer(
-                brand=brand, identities=normalized, source=f"order:{source}"
-            ).customer
-        # Attribution as of the paid time: a late-posted order counts for whoever owned the
-        # customer when it was paid, not for today's owner.
-        owner_store_id, owner_staff_id = customers.owner_at(customer=customer, at=paid_at)
+            refs[n] = customers.survivor(by_id[order.customer_id]).pk  # type: ignore[index]
+    resolver.flush()
+    customer_ids = {n: resolver.customer_id(ref) for n, ref in refs.items()}
+    buyers = customers.Customer.objects.in_bulk(set(customer_ids.values()))
+    # Attribution as of the paid time: a late-posted order counts for whoever owned the
+    # customer when it was paid, not for today's owner.
+    owners = customers.owners_at(
+        [(buyers[customer_ids[n]], orders[n].paid_at) for n in first_of.values()]
+    )
+    rows = []
+    for n, (owner_store_id, owner_staff_id) in zip(first_of.values(), owners, strict=True):
+        order = orders[n]
+        buyer = buyers[customer_ids[n]]
+        rows.append(
+            Order(
+                brand=brand,
+                source=order.source,
+                external_id=order.external_id.strip(),
+                customer=buyer,
+                paid_at=order.paid_at,
+                amount_fen=order.amount_fen,
+                discount_fen=order.discount_fen,
+                shipping_fen=order.shipping_fen,
+                items=[dict(item) for item in order.items],
+                store=stores.get(order.store_code) if order.store_code else None,
+                staff_id=owner_staff_id,
+                attributed_store_id=owner_store_id,
+                channel=buyer.source_channel,
+                coupon_code=order.coupon_code,
+                created_at=now,
+                import_job=import_job,
+                import_row=order.import_row if import_job is not None else None,
+            )
+        )
+    if rows:
         try:
             with transaction.atomic():
-                order = Order.objects.create(
-                    brand=brand,
-                    source=source,
-                    external_id=external_id.strip(),
-                    customer=customer,
-                    paid_at=paid_at,
-                    amount_fen=amount_fen,
-                    discount_fen=discount_fen,
-                    shipping_fen=shipping_fen,
-                    items=list(items),
-                    store=store,
-                    staff_id=owner_staff_id,
-                    attributed_store_id=owner_store_id,
-                    channel=customer.source_channel,
-                    coupon_code=coupon_code,
-                    created_at=clock.now(),
-                )
+                Order.objects.bulk_create(rows)
         except IntegrityError:
+            if whole:
+                raise _OneByOne from None
+            order = orders[next(iter(first_of.values()))]
             raise Conflict(
                 N_("Order {source}:{external_id} is being recorded concurrently."),
-                params={"source": source, "external_id": external_id},
+                params={"source": order.source, "external_id": order.external_id.strip()},
                 field="external_id",
             ) from None
-        ingest_one(
-            brand=brand,
-            item={
+    created = dict(zip(first_of.values(), rows, strict=True))
+    for n, row in created.items():
+        outcomes[n] = OrderResult(order=row, created=True)
+    for n in checked:
+        if n not in created:  # the same order twice in a batch (not an import)
+            outcomes[n] = OrderResult(order=created[first_of[_key(orders[n])]], created=False)
+    if marked:
+        bulk.update_rows(Order, marked, ["import_job", "import_row"])
+    _log_paid(brand, [(orders[n], row) for n, row in created.items()], whole=whole)
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def _log_paid(brand: Brand, recorded: list[tuple[NewOrder, Order]], *, whole: bool) -> None:
+    """`order.paid` for every recorded order, in one call to the event log (which folds the
+    aggregates); a refused event refuses the batch (or the order)."""
+    results = ingest_in_batches(
+        brand=brand,
+        items=[
+            {
                 "type": "order.paid",
-                "occurred_at": paid_at,
-                "customer_id": customer.pk,
-                "idempotency_key": f"order.paid:{source}:{order.external_id}",
-                "source": source,
+                "occurred_at": row.paid_at,
+                "customer_id": row.customer_id,
+                "idempotency_key": f"order.paid:{row.source}:{row.external_id}",
+                "source": row.source,
                 "properties": {
-                    "order_id": order.external_id,
-                    "source": source,
-                    "amount_fen": amount_fen,
-                    **({"store_code": store_code} if store_code else {}),
+                    "order_id": row.external_id,
+                    "source": row.source,
+                    "amount_fen": row.amount_fen,
+                    **({"store_code": order.store_code} if order.store_code else {}),
                 },
-            },
-        )
-    return OrderResult(order=order, created=True)
+            }
+            for order, row in recorded
+        ],
+    )
+    for result in results:
+        if result.status == "rejected":
+            if whole:
+                raise _OneByOne
+            assert result.error is not None
+            raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
 def post_refund(

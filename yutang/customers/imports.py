@@ -64,14 +64,16 @@ CHUNK_ROWS = 1000
 
 @dataclass
 class ImportContext:
-    """State shared by the rows of one import: caches and the ids seen so far."""
+    """State shared by the rows of one import: the job and caches of what the rows name
+    (stores, staff, tags: bounded by the brand's, not by the file's size). Nothing per row
+    is kept: duplicates across chunks are found in the database (see commerce.imports)."""
 
     brand: Brand
     actor: Staff | None
+    job_id: int | None = None
     stores: dict[str, Store | None] = field(default_factory=dict)
     staff: dict[str, Staff | None] = field(default_factory=dict)
     tags: dict[str, Tag] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)
 
     def store(self, code: str, column: str = "store_code") -> Store:
         if code not in self.stores:
@@ -329,7 +331,7 @@ def _run(
     """Apply the file in chunks of CHUNK_ROWS rows, each chunk one transaction, with the
     progress saved after each (the console polls it). All-or-nothing first checks every row
     in one transaction that is rolled back, and applies nothing when any row is bad."""
-    context = ImportContext(brand=job.brand, actor=job.created_by)
+    context = ImportContext(brand=job.brand, actor=job.created_by, job_id=job.pk)
     importer = _IMPORTERS[job.kind]
     try:
         if job.all_or_nothing:
@@ -461,14 +463,14 @@ def _apply_chunk(
 ) -> None:
     """Apply a chunk with the kind's chunk importer, in a savepoint; if it declines (or a
     row fails after the chunk's writes began), roll the chunk back and go row by row."""
-    caches = (dict(context.stores), dict(context.staff), dict(context.tags), dict(context.seen))
+    caches = (dict(context.stores), dict(context.staff), dict(context.tags))
     pairs = [(row, mapping.apply(row)) for row in block]
     try:
         with transaction.atomic():
             outcomes = batch(context, pairs)
     except ChunkFallback:
         # Whatever the chunk created (tags, say) was rolled back: forget it in the caches too.
-        context.stores, context.staff, context.tags, context.seen = caches
+        context.stores, context.staff, context.tags = caches
         for row in block:
             _row(job, row, mapping, importer, context, errors)
         return
@@ -663,7 +665,7 @@ def import_customer_chunk(
             parsed.append((n, values, _parse_customer_row(context, values)))
             outcomes.append("pending")
         except YutangError as exc:
-            outcomes.append(exc)
+            outcomes.append(exc.with_traceback(None))
     if not parsed:
         return outcomes
     now = clock.now()

@@ -469,6 +469,30 @@ def owner_at(*, customer: Customer, at: dt.datetime) -> Owner:
     return (row.owner_store_id, row.owner_staff_id)
 
 
+def owners_at(items: Sequence[tuple[Customer, dt.datetime]]) -> list[Owner]:
+    """`owner_at` for many (customer, moment) pairs, reading the owner history of all their
+    customers in one query (a batch of orders attributes itself with this)."""
+    history: dict[int, list[tuple[dt.datetime, int, Owner]]] = {}
+    ids = {customer.pk for customer, _ in items}
+    if ids:
+        for customer_id, valid_from, pk, store_id, staff_id in (
+            OwnerChange.objects.filter(customer_id__in=ids)
+            .order_by("customer_id", "valid_from", "id")
+            .values_list("customer_id", "valid_from", "id", "owner_store_id", "owner_staff_id")
+        ):
+            history.setdefault(customer_id, []).append((valid_from, pk, (store_id, staff_id)))
+    owners: list[Owner] = []
+    for customer, at in items:
+        rows = history.get(customer.pk)
+        if not rows:
+            owners.append(owner_of(customer))
+            continue
+        # The latest row valid at `at`, else the first one (see owner_at).
+        before = [row for row in rows if row[0] <= at]
+        owners.append((before[-1] if before else rows[0])[2])
+    return owners
+
+
 def _data_owner(customers: Iterable[Customer]) -> dict[int, int | None]:
     """Who owns each customer's data: its franchise store, or the brand (None)."""
     rows = list(customers)
