@@ -218,7 +218,9 @@ def load_context(
     with GateClock():
         _read_consents(ctx, sorted({c.customer_id for c in candidates}))
         # Rules 1 and 2 (the carrier, consent) read no history: their customers need none.
-        _read_touches(ctx, sorted({c.customer_id for c in candidates if gate.reaches(c, ctx)}))
+        reaching = [c for c in candidates if gate.reaches(c, ctx)]
+        ctx.history_since = gate.history_since(ctx, reaching)
+        _read_touches(ctx, sorted({c.customer_id for c in reaching}))
         if _share_applies(policy, candidates):
             _count_posts(ctx, sorted(by_account))
     return ctx
@@ -236,10 +238,13 @@ def _read_consents(ctx: gate.GateContext, customer_ids: list[int]) -> None:
 
 
 def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
-    """The customers' touches in the window the rules look back over (replacing any read
-    before)."""
-    policy, now = ctx.policy, ctx.now
-    since = now - dt.timedelta(days=max(gate.HISTORY_DAYS, policy.duplicate_window_days))
+    """The customers' touches since `ctx.history_since` (what the rules look back over for
+    the batch's candidates; replacing any read before)."""
+    since = ctx.history_since
+    if since is None:
+        since = ctx.now - dt.timedelta(
+            days=max(gate.HISTORY_DAYS, ctx.policy.duplicate_window_days)
+        )
     for cid in customer_ids:
         ctx.touches.pop(cid, None)
     for cid, at, kind, carrier, h, cause in bulk.lookup_since(
@@ -507,6 +512,7 @@ def decide(
             consents=ctx.consents,
             touches=ctx.touches,
             account_posts=defaultdict(lambda: [0, 0], posts_before),
+            history_since=ctx.history_since,
         )
         _read_touches(fresh, passing)
         if share:

@@ -41,7 +41,8 @@ RULES = (
     "duplicate",
     "holdout",
 )
-#: How far back the gate needs touch history (a calendar month, the rolling week, …).
+#: The furthest back any rule looks (a calendar month for a monthly platform limit); the
+#: history a batch reads is narrower: `history_since`.
 HISTORY_DAYS = 32
 
 
@@ -133,6 +134,8 @@ class GateContext:
     #: account -> [marketing posts, all posts] within the share window
     account_posts: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     enabled: bool = True
+    #: The earliest touch the loader read (`history_since`); None: the widest window.
+    history_since: dt.datetime | None = None
 
     _instants: Instants | None = field(default=None, repr=False, compare=False)
 
@@ -217,6 +220,23 @@ def _count(
         for t in touches
         if t.at >= since and t.kind == kind and (carrier is None or t.carrier == carrier)
     )
+
+
+def history_since(ctx: GateContext, candidates: Iterable[Candidate]) -> dt.datetime:
+    """The earliest touch any rule may count for these candidates: the rolling week (the
+    frequency caps; the local day lies within it), the duplicate window, and the platform
+    limits of the candidates' carriers (a calendar month only where a monthly limit applies).
+    Touches before it change no decision, so the gate need not read them."""
+    at = ctx.instants()
+    p = ctx.policy
+    since = min(at.week_start, at.day_start)
+    if p.duplicate_window_days:
+        since = min(since, ctx.now - dt.timedelta(days=p.duplicate_window_days))
+    for carrier in {c.carrier for c in candidates}:
+        limit = p.platform_limits.get(carrier)
+        if limit is not None and (limit.per_month is not None or limit.days_in_month):
+            since = min(since, at.month_start)
+    return since
 
 
 def reaches(c: Candidate, ctx: GateContext) -> bool:
