@@ -10,11 +10,13 @@ One pass (`deliver_due_messages`):
    write the outcome. A message that passes becomes `sending` with `passed_at` (it now
    counts toward caps) and a claim lease.
 2. Outside any transaction: send each through its adapter with the message's idempotency key.
-3. In one transaction: record the results and store `message.sent` events.
+3. Store the `message.sent` events of the messages that went out (keyed per message, in the
+   events app's own short transactions), then record the results in one transaction.
 
 A worker killed at any point loses nothing and doubles nothing: a `sending` message whose
 lease ran out is claimed again and re-sent with the same idempotency key (the carrier dedupes
-it), without passing the gate twice; the sent events carry per-message idempotency keys.
+it), without passing the gate twice; the sent events carry per-message idempotency keys, so
+the events of a pass killed before its results were recorded are found stored on the retry.
 """
 
 from __future__ import annotations
@@ -748,8 +750,9 @@ def record(
     emit_events: bool = True,
     adapters: Adapters | None = None,
 ) -> None:
-    """Step 3: results and `message.sent` events, in one transaction (`adapters`: the pass's,
-    whose brands and policies it reuses)."""
+    """Step 3: the `message.sent` events, then the results in one transaction (inside a
+    caller's transaction, both in it); `adapters`: the pass's, whose brands and policies it
+    reuses."""
     if not outcomes:
         return
     adapters = adapters or Adapters()
@@ -784,9 +787,21 @@ def record(
                 if o.error.code != "carrier":
                     errors[m.account_id] = o.error.reason
                 writes.add(Writes.FAILED, m)
+    if emit_events and not connection.in_atomic_block:
+        # The events first, in their own transactions: storing them serialises per brand
+        # (`events.services.ingest_events` resolves under the brand's lock, then folds the
+        # aggregates under another), and inside the outbox's transaction a second worker
+        # would wait for this one's whole record step. Killed between the two, the messages
+        # stay `sending`: their lease runs out, they are re-sent with the same idempotency
+        # key (the carrier dedupes it) and recorded again, and their events, keyed per
+        # message, are found stored: nothing is lost or doubled.
+        for brand_id, items in events.items():
+            ingest_in_batches(brand=adapters.brand(brand_id)[0], items=items)
+        events.clear()
+        _crash_point("after_events")
     with transaction.atomic():
         writes.save()
-        if emit_events:
+        if emit_events:  # inside a caller's transaction: with its outbox writes
             for brand_id, items in events.items():
                 ingest_in_batches(brand=adapters.brand(brand_id)[0], items=items)
     for account_id, reason in errors.items():
