@@ -289,6 +289,7 @@ def _count_posts(ctx: gate.GateContext, account_ids: list[int]) -> None:
     # index-only range per account and cause). Ids, causes and the window are bound.
     qn = connection.ops.quote_name
     table, ids, names = qn(Message._meta.db_table), list(account_ids), sorted(causes)
+    params: list[Any]
     if connection.vendor == "postgresql":
         where, params = "account_id = ANY(%s) AND cause = ANY(%s)", [ids, names]
     else:

@@ -249,9 +249,10 @@ def test_the_history_window_the_gate_reads_changes_no_decision():
     ]
     for settings in policies:
         for now in (NOW, dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.UTC)):
-            full = ctx(now=now, quiet_hours_enabled=False, **settings)
+            policy = PolicySettings.model_validate({"quiet_hours_enabled": False, **settings})
+            full = gate.GateContext(now=now, tz=SH, policy=policy)
+            full.recipients[(1, 10)] = "x"
             for carrier in ("wecom", "sms"):
-                full.recipients[(1, 10)] = "x"
                 full.consents[(1, "marketing", carrier)] = "granted"
             cands = [
                 cand(kind, carrier=carrier, content_hash=h)
