@@ -50,8 +50,10 @@ per worker and together; the CPU seconds of the worker and of the PostgreSQL bac
 it, in all and per phase (claim+gate, send, record+events), and messages per CPU-second (the
 figure that does not depend on how much of a shared machine the run got); the share of each
 outcome; the gate's own work (`delivery.GateClock`: its lock rows, its reads of consents,
-history and post counts, its decisions) as a share of the gate-on run and per message
-against the gate-off run; the load average. `--profile` runs one more gate-on pass under
+history and post counts, its decisions), measured inside the gate-on run, as a share of that
+run's wall time, in µs per message decided and as a share of the worker's CPU (the gate-off
+run sends every message, so its time per message is printed for reference only, not as the
+gate's cost); the load average. `--profile` runs one more gate-on pass under
 cProfile. Goal: ≥ 5,000 messages/s per worker on PostgreSQL with the gate on, and the gate
 ≤ 30% of delivery time.
 """
