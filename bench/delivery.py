@@ -322,10 +322,12 @@ def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[s
                 phases[phase][0] += b[0] - a[0]
                 phases[phase][1] += b[1] - a[1]
             decided += n
+            if connection.vendor == "sqlite":
+                # Before any way out of the loop: the clock is frozen, so a lease kept by a
+                # run that stopped at --off-limit would never expire for the next run.
+                release_lease(LOOPS_LEASE, worker_id)
             if limit and decided >= limit:
                 break
-            if connection.vendor == "sqlite":
-                release_lease(LOOPS_LEASE, worker_id)
             if n == 0:
                 idle += 1
                 if idle >= 2:
