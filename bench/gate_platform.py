@@ -60,7 +60,8 @@ def contexts(g: ModuleType, n: int, service_share: float) -> tuple[object, list[
     rng = random.Random(7)
     policy = PolicySettings(quiet_hours_enabled=False, service_per_day=50)
     ctx = g.GateContext(now=NOW, tz=SH, policy=policy)
-    with_cause = "cause" in g.Touch.__dataclass_fields__
+    fields_ = getattr(g.Touch, "_fields", None) or g.Touch.__dataclass_fields__
+    with_cause = "cause" in fields_
     candidates = []
     for cid in range(n):
         ctx.recipients[(cid, 1)] = "x"

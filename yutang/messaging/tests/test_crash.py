@@ -31,7 +31,7 @@ def run_worker(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("point", ["after_claim", "after_send:7", "before_record"])
+@pytest.mark.parametrize("point", ["after_claim", "after_send:7", "before_record", "after_events"])
 def test_sigkill_mid_batch_then_restart_delivers_each_message_exactly_once(point):
     brand, account, customers = setup(12)
     for n, customer in enumerate(customers):

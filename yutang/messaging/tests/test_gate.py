@@ -232,3 +232,66 @@ def test_gate_disabled_only_checks_deadlines():
     c.recipients.clear()
     c.enabled = False
     assert gate.evaluate(cand(), c).outcome == "pass"
+
+
+def test_the_history_window_the_gate_reads_changes_no_decision():
+    """`history_since` lets the loader skip touches no rule counts for the batch's carriers:
+    deciding on the touches since then gives the decisions of the whole history."""
+    import random
+
+    rnd = random.Random(4)
+    policies: list[dict[str, object]] = [
+        {},  # WeCom's days-in-the-month limit: a calendar month back for WeCom candidates
+        {"platform_limits": {}, "duplicate_window_days": 0},
+        {"platform_limits": {"wecom": {"per_week": 2, "per_day": 1}}},
+        {"platform_limits": {"sms": {"per_month": 3}}, "duplicate_window_days": 20},
+        {"carrier_caps": {"sms": {"per_day": 1, "per_week": 2}}, "duplicate_window_days": 3},
+    ]
+    for settings in policies:
+        for now in (NOW, dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.UTC)):
+            policy = PolicySettings.model_validate({"quiet_hours_enabled": False, **settings})
+            full = gate.GateContext(now=now, tz=SH, policy=policy)
+            full.recipients[(1, 10)] = "x"
+            for carrier in ("wecom", "sms"):
+                full.consents[(1, "marketing", carrier)] = "granted"
+            cands = [
+                cand(kind, carrier=carrier, content_hash=h)
+                for kind in ("marketing", "service")
+                for carrier in ("wecom", "sms")
+                for h in ("h1", "h2")
+            ]
+            for carrier_set in (["wecom"], ["sms"], ["wecom", "sms"]):
+                batch = [c for c in cands if c.carrier in carrier_set]
+                since = gate.history_since(full, batch)
+                assert since <= now - dt.timedelta(days=7)
+                for _ in range(60):
+                    full.touches[1] = [
+                        gate.Touch(
+                            now - dt.timedelta(minutes=rnd.randrange(40 * 24 * 60)),
+                            rnd.choice(["marketing", "service"]),
+                            rnd.choice(["wecom", "sms"]),
+                            rnd.choice(["h1", "h2", "h3"]),
+                        )
+                        for _ in range(rnd.randrange(12))
+                    ]
+                    narrow = gate.GateContext(
+                        now=now,
+                        tz=full.tz,
+                        policy=full.policy,
+                        recipients=full.recipients,
+                        consents=full.consents,
+                    )
+                    narrow.touches[1] = [t for t in full.touches[1] if t.at >= since]
+                    for c in batch:
+                        assert gate.evaluate(c, narrow) == gate.evaluate(c, full), (settings, c)
+
+
+def test_the_history_window_is_a_week_unless_a_rule_looks_further_back():
+    c = ctx(quiet_hours_enabled=False)
+    week = NOW - dt.timedelta(days=7)
+    assert gate.history_since(c, [cand(carrier="sms")]) == week
+    # WeCom's default limit: as many a month as the month has days, from the local 1st.
+    month = dt.datetime(2026, 2, 28, 16, 0, tzinfo=dt.UTC)  # 1 March, 00:00 in Shanghai
+    assert gate.history_since(c, [cand(carrier="sms"), cand()]) == month
+    longer = ctx(duplicate_window_days=10)
+    assert gate.history_since(longer, [cand(carrier="sms")]) == NOW - dt.timedelta(days=10)
