@@ -47,7 +47,7 @@ logger = logging.getLogger("yutang.journeys")
 OPEN = [Enrollment.State.ACTIVE, Enrollment.State.WAITING]
 MAX_FAILURES = 5
 RETRY_BASE = dt.timedelta(minutes=1)
-BATCH = 500
+BATCH = 1000
 # How often a send step waiting for staff confirmation re-reads its message's status (a
 # confirmation arrives sooner as a message.sent event; failures and expiry do not emit one).
 CONFIRM_CHECK = dt.timedelta(hours=1)
