@@ -2,15 +2,18 @@
 fast-forwarded through every step, on SQLite and PostgreSQL, with 1 and 2 worker processes.
 
     .venv/bin/python bench/journeys.py [--enrollments N] [--backends sqlite,postgresql]
-        [--workers 1,2] [--batch 500] [--baseline N] [--profile]
+        [--workers 1,2] [--batch 1000] [--baseline N] [--profile]
 
 Default: 20,000 enrollments (a few minutes in all; the issue's goal size is
 ``--enrollments 1000000``), 7 steps each: welcome, wait start/end, content, wait start/end,
-offer; 3 messages. Each (backend, workers) pair gets its own fresh database (bench_journeys_*
-on PostgreSQL, a temp file for SQLite). Set-up (customers, a published journey, enrollments
-due now, written with bulk inserts) is not timed. Then W child processes each loop
-`engine.run_due_once(batch=500)` under a FrozenClock three days later until nothing is due; the
-wall time from the first child's start to the last child's end is timed.
+offer; 3 messages. The data (customers, a published journey, enrollments due now, written
+with bulk inserts, then VACUUM ANALYZE on PostgreSQL) is set up once per backend and size,
+in a template (a bench_journeys_tpl_* database on PostgreSQL, a temp file for SQLite), and
+each (backend, workers) run gets a copy of it (``CREATE DATABASE … TEMPLATE …``, a file copy):
+the 1- and 2-worker runs start from identical data and set-up is neither timed nor repeated.
+Then W child processes each loop `engine.run_due_once(batch=1000)` under a FrozenClock three
+days later until nothing is due; the wall time from the first child's start to the last
+child's end is timed.
 Baseline in the same run (``--baseline N``, default 2,000 enrollments, 0 to skip): one worker
 with ``run_due_once(bulk=False)``, one savepoint and one set of queries per enrollment (the
 engine before batching, and its fallback when a batch fails).
@@ -31,26 +34,34 @@ every enrollment completed, 7 StepRuns and 3 messages each, no duplicates.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    PG_ADMIN_URL,
     REPO,
     CpuMonitor,
     backend_pid,
+    create_pg_database,
     django_setup,
+    drop_pg_database,
+    drop_sqlite_database,
     fmt_int,
+    pg_url,
     print_machine_info,
     print_table,
     proc_cpu,
-    temp_database,
+    sqlite_url,
 )
 
 T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
@@ -92,6 +103,15 @@ def setup_data(scale: int) -> dict[str, int]:
                         state="active", current_step="welcome", next_due_at=T0, entered_at=T0)
              for c in people]
         )  # fmt: skip
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Statistics and the visibility map go into the template: every copy is planned
+            # and vacuumed alike, as a table that has been live for a while would be.
+            cursor.execute("VACUUM ANALYZE")
+        else:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is the file alone
     return {"journey": journey.pk}
 
 
@@ -134,15 +154,62 @@ def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None
     print(json.dumps({"steps": steps, "cpu": cpu, "backend_cpu": backend_cpu}))
 
 
-def run(
-    backend: str, workers: int, scale: int, workdir: Path, *, batch: int = 500,
-    bulk: bool = True, profile: bool = False,
-) -> list[object]:  # fmt: skip
-    name = f"bench_journeys_{backend[:2]}_{workers}"
-    with temp_database(backend, name, workdir) as url:
+@contextlib.contextmanager
+def template(backend: str, scale: int, workdir: Path) -> Iterator[str]:
+    """Set up the data of `scale` enrolments once; yields the template's name (PostgreSQL
+    database or SQLite file) and drops it afterwards."""
+    if backend == "sqlite":
+        path = workdir / f"bench_journeys_tpl_{scale}.sqlite3"
+        drop_sqlite_database(path)
+        name, url = str(path), sqlite_url(path)
+    else:
+        name = f"bench_journeys_tpl_{scale}_{os.getpid()}"
+        url = create_pg_database(name)
+    try:
+        started = time.perf_counter()
         setup_cmd = [sys.executable, __file__, "--_setup", url, "--enrollments", str(scale),
                      "--_var", str(workdir)]  # fmt: skip
         subprocess.run(setup_cmd, check=True, cwd=REPO)
+        print(f"# set up {scale:,} enrollments on {backend} in "
+              f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+        yield name
+    finally:
+        if backend == "sqlite":
+            drop_sqlite_database(Path(name))
+        else:
+            drop_pg_database(name)
+
+
+@contextlib.contextmanager
+def copy_of(backend: str, tpl: str, name: str, workdir: Path) -> Iterator[str]:
+    """A fresh copy of the template for one run; yields its YUTANG_DATABASE_URL."""
+    if backend == "sqlite":
+        path = workdir / f"{name}.sqlite3"
+        drop_sqlite_database(path)
+        shutil.copyfile(tpl, path)
+        try:
+            yield sqlite_url(path)
+        finally:
+            drop_sqlite_database(path)
+        return
+    import psycopg
+
+    name = f"{name}_{os.getpid()}"
+    drop_pg_database(name)  # checks the bench_ prefix
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{tpl}"')
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+def run(
+    backend: str, workers: int, scale: int, workdir: Path, tpl: str, *, batch: int = 1000,
+    bulk: bool = True, profile: bool = False,
+) -> list[object]:  # fmt: skip
+    name = f"bench_journeys_{backend[:2]}_{workers}"
+    with copy_of(backend, tpl, name, workdir) as url:
         cmd = [sys.executable, __file__, "--_child", url, "--_var", str(workdir),
                "--batch", str(batch)]  # fmt: skip
         cmd += [] if bulk else ["--_one_by_one"]
@@ -195,7 +262,7 @@ def main() -> None:
     parser.add_argument("--enrollments", "--scale", type=int, default=20_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--batch", type=int, default=500, help="enrollments per claim")
+    parser.add_argument("--batch", type=int, default=1000, help="enrollments per claim")
     parser.add_argument("--baseline", type=int, default=2_000,
                         help="enrollments of the one-by-one baseline (0: skip)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="profile one PostgreSQL worker")
@@ -220,19 +287,24 @@ def main() -> None:
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="yutang-bench-journeys-"))
     if args.profile:
-        rows.append(run("postgresql", 1, args.enrollments, workdir, batch=args.batch,
-                        profile=True))  # fmt: skip
+        with template("postgresql", args.enrollments, workdir) as tpl:
+            rows.append(run("postgresql", 1, args.enrollments, workdir, tpl, batch=args.batch,
+                            profile=True))  # fmt: skip
         print(rows[-1], flush=True)
         return
     for backend in args.backends.split(","):
         if args.baseline:
-            rows.append(run(backend, 1, args.baseline, workdir, batch=args.batch, bulk=False))
+            with template(backend, args.baseline, workdir) as tpl:
+                rows.append(run(backend, 1, args.baseline, workdir, tpl, batch=args.batch,
+                                bulk=False))  # fmt: skip
             print(rows[-1], flush=True)
-        for workers in [int(w) for w in args.workers.split(",")]:
-            if backend == "sqlite" and workers > 1:
-                continue  # single writer: a second worker stands by (see the docstring)
-            rows.append(run(backend, workers, args.enrollments, workdir, batch=args.batch))
-            print(rows[-1], flush=True)
+        with template(backend, args.enrollments, workdir) as tpl:
+            for workers in [int(w) for w in args.workers.split(",")]:
+                if backend == "sqlite" and workers > 1:
+                    continue  # single writer: a second worker stands by (see the docstring)
+                rows.append(run(backend, workers, args.enrollments, workdir, tpl,
+                                batch=args.batch))  # fmt: skip
+                print(rows[-1], flush=True)
     print_table(["backend", "workers", "mode", "enrollments", "steps", "seconds", "steps/s",
                  "steps/s/worker", "messages/s", "steps per worker", "steps/CPU-s",
                  "CPU-s worker+db", "other CPU",

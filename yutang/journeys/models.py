@@ -93,13 +93,20 @@ class Enrollment(models.Model):
 
     OPEN_STATES = (State.ACTIVE, State.WAITING)
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    # No index of their own: (journey, state) and (customer, state) lead with them, and every
-    # step rewrites the row outside HOT (next_due_at is indexed), so each index costs a step.
+    # Indexes on Enrollment are few on purpose: most steps rewrite the row outside HOT (a
+    # wait moves next_due_at, a state change touches the partial indexes' condition), and
+    # each index costs every such step a write. Every query of the engine, services and
+    # consumers is served by the five below (see docs/journeys.md, "Performance"): the
+    # journey's by `enrollment_history` (journey first), the customer's by
+    # `enrollment_customer_state`, due steps by `enrollment_due`. brand and version have no
+    # index: only a brand's or journey's deletion filters on them alone (rare; a scan).
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
     journey = models.ForeignKey(
         Journey, on_delete=models.CASCADE, related_name="enrollments", db_index=False
     )
-    version = models.ForeignKey(JourneyVersion, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(
+        JourneyVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, related_name="+", db_index=False
     )
@@ -133,13 +140,15 @@ class Enrollment(models.Model):
             )
         ]
         indexes = [
+            # The claim's order (next_due_at, id): a claim reads its batch off the front of
+            # the index instead of sorting every due row (all due at one moment after a
+            # bulk enrolment) to break ties by id.
             models.Index(
-                fields=["next_due_at"],
+                fields=["next_due_at", "id"],
                 condition=Q(state__in=["active", "waiting"]),
-                name="enrollment_due",
+                name="enrollment_due_order",
             ),
             models.Index(fields=["customer", "state"], name="enrollment_customer_state"),
-            models.Index(fields=["journey", "state"], name="enrollment_journey_state"),
             models.Index(fields=["journey", "customer", "entered_at"], name="enrollment_history"),
         ]
 
@@ -151,7 +160,9 @@ class StepRun(models.Model):
     """One executed step. Unique on (enrollment, step, attempt key): a step whose transaction
     commits exists once, whatever the number of workers or restarts."""
 
-    # No index of its own: the unique (enrollment, step, attempt) leads with it.
+    # No index of its own: the unique (enrollment, step, attempt) leads with it. No other
+    # index either: StepRuns are read per journey (metrics: through the enrolments of the
+    # journey, then this unique index) and each index costs every step an insert.
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="runs", db_index=False
     )
@@ -170,7 +181,6 @@ class StepRun(models.Model):
                 fields=["enrollment", "step_id", "attempt_key"], name="step_run_unique"
             )
         ]
-        indexes = [models.Index(fields=["step_id", "outcome"], name="step_run_outcome")]
 
     def __str__(self) -> str:
         return f"{self.step_id}#{self.attempt_key}"
