@@ -7,17 +7,7 @@ from collections.abc import Sequence
 
 from yutang.acquisition.models import ContactAdd
 from yutang.customers.models import Customer
-from yutang.customers.services import MergeParticipant, register_merge_participant
-
-
-def _move(keep: Customer, absorb: Customer) -> list[int]:
-    ids = list(ContactAdd.objects.filter(customer=absorb).values_list("pk", flat=True))
-    ContactAdd.objects.filter(pk__in=ids).update(customer=keep)
-    return ids
-
-
-def _restore(keep: Customer, absorb: Customer, ids: list[int]) -> None:
-    ContactAdd.objects.filter(pk__in=ids, customer=keep).update(customer=absorb)
+from yutang.customers.services import register_merge_participant, rows_follow_the_customer
 
 
 def _first_touch(customers: Sequence[Customer]) -> None:
@@ -33,5 +23,5 @@ def _first_touch(customers: Sequence[Customer]) -> None:
 
 def register() -> None:
     register_merge_participant(
-        "acquisition_adds", MergeParticipant(move=_move, restore=_restore, after=_first_touch)
+        "acquisition_adds", rows_follow_the_customer(ContactAdd, after=_first_touch)
     )

@@ -6,14 +6,12 @@ from django.db.models import Q
 
 from yutang.commerce.models import Order
 from yutang.customers.models import Customer
-from yutang.customers.services import MergeParticipant, register_merge_participant
+from yutang.customers.services import (
+    MergeParticipant,
+    register_merge_participant,
+    rows_follow_the_customer,
+)
 from yutang.events.models import Event
-
-
-def _move(keep: Customer, absorb: Customer) -> list[int]:
-    ids = list(Order.objects.filter(customer=absorb).values_list("pk", flat=True))
-    Order.objects.filter(pk__in=ids).update(customer=keep)
-    return ids
 
 
 def _restore(keep: Customer, absorb: Customer, ids: list[int]) -> None:
@@ -30,4 +28,5 @@ def _restore(keep: Customer, absorb: Customer, ids: list[int]) -> None:
 
 
 def register() -> None:
-    register_merge_participant("orders", MergeParticipant(move=_move, restore=_restore))
+    move = rows_follow_the_customer(Order).move
+    register_merge_participant("orders", MergeParticipant(move=move, restore=_restore))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 
 from yutang.core import audit, bulk, clock, crypto
@@ -69,6 +69,25 @@ _PARTICIPANTS: dict[str, MergeParticipant] = {}
 
 def register_merge_participant(name: str, participant: MergeParticipant) -> None:
     _PARTICIPANTS[name] = participant
+
+
+def rows_follow_the_customer(
+    model: type[models.Model], *, after: Callable[[Sequence[Customer]], None] | None = None
+) -> MergeParticipant:
+    """A participant for a model whose rows belong to one customer (a `customer` foreign
+    key): a merge hands the absorbed customer's rows to the kept one, unmerge hands exactly
+    those rows back (rows created for the kept customer meanwhile stay with it)."""
+    manager = model._default_manager
+
+    def move(keep: Customer, absorb: Customer) -> list[int]:
+        ids = list(manager.filter(customer=absorb).values_list("pk", flat=True))
+        manager.filter(pk__in=ids).update(customer=keep)
+        return ids
+
+    def restore(keep: Customer, absorb: Customer, ids: list[int]) -> None:
+        manager.filter(pk__in=ids, customer=keep).update(customer=absorb)
+
+    return MergeParticipant(move=move, restore=restore, after=after)
 
 
 # --- Attribute schema -----------------------------------------------------------------------

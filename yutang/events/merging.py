@@ -10,20 +10,10 @@ from yutang.core.crypto import hash_pii
 from yutang.core.models import Brand
 from yutang.customers.imports import register_contact_recorder
 from yutang.customers.models import Customer
-from yutang.customers.services import MergeParticipant, register_merge_participant
+from yutang.customers.services import register_merge_participant, rows_follow_the_customer
 from yutang.events import aggregates
 from yutang.events.models import Event
 from yutang.events.services import ingest_one
-
-
-def _move(keep: Customer, absorb: Customer) -> list[int]:
-    ids = list(Event.objects.filter(customer=absorb).values_list("pk", flat=True))
-    Event.objects.filter(pk__in=ids).update(customer=keep)
-    return ids
-
-
-def _restore(keep: Customer, absorb: Customer, ids: list[int]) -> None:
-    Event.objects.filter(pk__in=ids, customer=keep).update(customer=absorb)
 
 
 def _after(customers: Sequence[Customer]) -> None:
@@ -59,7 +49,5 @@ def _contact_added_from_import(
 
 
 def register() -> None:
-    register_merge_participant(
-        "events", MergeParticipant(move=_move, restore=_restore, after=_after)
-    )
+    register_merge_participant("events", rows_follow_the_customer(Event, after=_after))
     register_contact_recorder(_contact_added_from_import)
