@@ -138,7 +138,8 @@ def insert_rows(
     """Insert rows (tuples in `columns` order); with `conflict` (a unique column, or the
     columns of a unique constraint) and `update`, existing rows get the new values of those
     columns (an upsert; `set_sql`, a ready SET list, instead of `update`); with `conflict`
-    alone, rows that would violate it are skipped (`DO NOTHING`). Returns the `returning`
+    alone, rows that would violate it are skipped (`DO NOTHING`); `conflict=()` skips rows
+    that would violate any unique constraint. Returns the `returning`
     columns of the written rows, in no guaranteed order.
 
     `staged_by` (a column; PostgreSQL only, ignored on SQLite): the rows travel by `COPY`
@@ -152,7 +153,9 @@ def insert_rows(
     qn = connection.ops.quote_name
     target = f"INSERT INTO {qn(table)} ({', '.join(qn(n) for n in names)}) "
     tail = ""
-    if conflict is not None:
+    if conflict is not None and not conflict:  # () / []: any conflict, skipped
+        tail += " ON CONFLICT DO NOTHING"
+    elif conflict is not None:
         on = ", ".join(qn(c) for c in ([conflict] if isinstance(conflict, str) else conflict))
         sets = set_sql or ", ".join(f"{qn(n)} = excluded.{qn(n)}" for n in update)
         tail += f" ON CONFLICT ({on}) " + (f"DO UPDATE SET {sets}" if sets else "DO NOTHING")
@@ -461,45 +464,7 @@ def insert_new_rows(
     CONFLICT DO NOTHING`); returns the `returning` columns of the rows written, in no
     guaranteed order. PostgreSQL binds one array per column on the server (as `insert_rows`);
     SQLite a multi-row VALUES list."""
-    if not rows:
-        return []
-    qn = connection.ops.quote_name
-    names = ", ".join(qn(name) for name, _ in columns)
-    tail = " ON CONFLICT DO NOTHING"
-    if returning:
-        tail += " RETURNING " + ", ".join(qn(n) for n in returning)
-    out: list[tuple[Any, ...]] = []
-    if connection.vendor == "postgresql":
-        aliases = [f"c{n}" for n in range(len(columns))]
-        select = ", ".join(
-            f"{a}::{_PG_CAST[kind]}" if kind in _PG_CAST else a
-            for a, (_, kind) in zip(aliases, columns, strict=True)
-        )
-        arrays = ", ".join(f"%b::{_PG_ARRAY[kind]}" for _, kind in columns)
-        # Table and column names come from model metadata; every value is bound.
-        sql = (
-            f"INSERT INTO {qn(table)} ({names}) SELECT {select} "  # noqa: S608
-            f"FROM unnest({arrays}) AS t({', '.join(aliases)}){tail}"
-        )
-        params = [_pg_column(kind, [row[n] for row in rows]) for n, (_, kind) in enumerate(columns)]
-        with _pg_cursor() as cursor:
-            cursor.execute(sql, params)
-            if returning:
-                out.extend(cursor.fetchall())
-        return out
-    with connection.cursor() as cursor:
-        per_chunk = max(1, _SQLITE_PARAMS // len(columns))
-        one = "(" + ", ".join("%s" for _ in columns) + ")"
-        for start in range(0, len(rows), per_chunk):
-            chunk = rows[start : start + per_chunk]
-            sql = f"INSERT INTO {qn(table)} ({names}) VALUES {', '.join(one for _ in chunk)}{tail}"  # noqa: S608
-            params = [
-                _sqlite_value(kind, row[n]) for row in chunk for n, (_, kind) in enumerate(columns)
-            ]
-            cursor.execute(sql, params)
-            if returning:
-                out.extend(cursor.fetchall())
-    return out
+    return insert_rows(table, columns, rows, returning=returning, conflict=())
 
 
 def lookup_since(
