@@ -527,6 +527,65 @@ def post_refund(
     return refund, True
 
 
+def refund_to_total(
+    *,
+    brand: Brand,
+    actor: Staff | None,
+    source: str,
+    order_external_id: str,
+    refunded_fen: int,
+    refunded_at: dt.datetime,
+    reason: str = "",
+) -> Refund | None:
+    """Bring an order's refunded total up to `refunded_fen` — what an order export states
+    (Tmall's 退款金额 is the order's refunded total so far, not one refund). The difference
+    from what is already recorded becomes one refund (id ``total-<refunded_fen>``, so the
+    same total posted again is found, not refunded twice) through `post_refund`, with its
+    `order.refunded` event. Returns None when the total is already recorded; a total below
+    what is recorded is refused: refunds are never taken back."""
+    _check_amount(refunded_fen, "refunded_fen")
+    with transaction.atomic():
+        order = (
+            Order.objects.filter(brand=brand, source=source, external_id=order_external_id)
+            .only("pk", "refunded_fen", "amount_fen")
+            .first()
+        )
+        if order is None:
+            raise NotFound(
+                N_("No such order: {source}:{order_external_id}."),
+                params={"source": source, "order_external_id": order_external_id},
+                field="order_external_id",
+            )
+        if refunded_fen == order.refunded_fen:
+            return None
+        if refunded_fen > order.amount_fen:
+            raise ValidationFailed(
+                N_("The refunded total {refunded_fen} fen is more than the {amount_fen} fen paid."),
+                params={"refunded_fen": refunded_fen, "amount_fen": order.amount_fen},
+                field="refunded_fen",
+            )
+        if refunded_fen < order.refunded_fen:
+            raise ValidationFailed(
+                N_(
+                    "The refunded total {refunded_fen} fen is less than the "
+                    "{recorded_fen} fen already recorded for this order."
+                ),
+                params={"refunded_fen": refunded_fen, "recorded_fen": order.refunded_fen},
+                field="refunded_fen",
+            )
+        refund, _created = post_refund(
+            brand=brand,
+            actor=actor,
+            source=source,
+            order_external_id=order_external_id,
+            external_id=f"total-{refunded_fen}",
+            amount_fen=refunded_fen - order.refunded_fen,
+            refunded_at=refunded_at,
+            reason=reason,
+        )
+    return refund
+
+
 def list_orders(
     *, actor: Staff, customer_id: int | None = None, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[Order], str | None]:

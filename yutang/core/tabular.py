@@ -779,6 +779,9 @@ ORDER_FIELDS: tuple[str, ...] = (
     "sku",
     "quantity",
     "coupon_code",
+    "refunded_fen",
+    "refunded_yuan",
+    "refunded_at",
 )
 
 #: Each inner tuple is satisfied by any one of its fields (a column or a constant).
@@ -1018,6 +1021,7 @@ PRESETS: tuple[Preset, ...] = (
             "sku": ("商家编码",),
             "quantity": ("宝贝总数量",),
             "status": ("订单状态",),
+            "refunded_yuan": ("退款金额",),
         },
         signature=("订单编号",),
         known=("买家应付货款", "订单创建时间", "收货人姓名", "宝贝标题", "宝贝种类", "店铺名称"),

@@ -12,8 +12,14 @@ import pytest
 
 from tests.factories import make_brand, make_staff, make_store
 from yutang.commerce import imports as order_imports
-from yutang.commerce.models import Order, OrderSource
-from yutang.commerce.services import NewOrder, OrderResult, post_order, post_orders
+from yutang.commerce.models import Order, OrderSource, Refund
+from yutang.commerce.services import (
+    NewOrder,
+    OrderResult,
+    post_order,
+    post_orders,
+    refund_to_total,
+)
 from yutang.core import clock, tabular
 from yutang.core.errors import Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand
@@ -352,3 +358,127 @@ def test_api_and_cli_order_imports_go_through_chunks_and_report_bad_rows(
     assert "3,amount_yuan,must not be negative" in out.read_text(encoding="utf-8-sig")
     assert chunks == [2, 2]
     assert Order.objects.filter(brand=brand).count() == 2
+
+
+REFUND_HEADER = ["source", "external_id", "phone", "paid_at", "amount_yuan", "refunded_yuan",
+                 "refunded_at"]  # fmt: skip
+
+
+def _refund_state(brand: Brand) -> tuple[list, list, list]:
+    orders = list(
+        Order.objects.filter(brand=brand)
+        .order_by("external_id")
+        .values_list("external_id", "refunded_fen")
+    )
+    refunds = list(
+        Refund.objects.filter(brand=brand)
+        .order_by("id")
+        .values_list("order__external_id", "external_id", "amount_fen")
+    )
+    events = list(
+        Event.objects.filter(brand=brand, type="order.refunded")
+        .order_by("id")
+        .values_list("properties", "occurred_at")
+    )
+    return orders, refunds, events
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_refunded_totals_import_once_and_follow_later_exports(chunked, monkeypatch):
+    """An export's 退款金额 is the order's refunded total: imported as one refund with its
+    order.refunded event and aggregate; the same file again changes nothing; a later export
+    with a larger total refunds the difference; a smaller one is refused naming the column."""
+    if not chunked:
+        monkeypatch.delitem(imports._CHUNK_IMPORTERS, "orders")
+    brand = make_brand()
+    rows = [
+        REFUND_HEADER,
+        ["tmall", "R1", "13900000001", "2026-04-03 10:00", "100", "30", "2026-04-05 09:00"],
+        ["tmall", "R2", "13900000002", "2026-04-03 10:00", "50", "", ""],
+        ["tmall", "R3", "13900000003", "2026-04-03 10:00", "80", "0", ""],
+    ]
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(days=10))):
+        job = run(brand, "orders", csv_bytes(rows))
+        assert (job.created, job.updated, job.unchanged, job.rejected) == (3, 0, 0, 0)
+        orders, refunds, events = _refund_state(brand)
+        assert orders == [("R1", 3000), ("R2", 0), ("R3", 0)]
+        assert refunds == [("R1", "total-3000", 3000)]
+        assert [e[0]["amount_fen"] for e in events] == [3000]
+        assert events[0][1] == dt.datetime(2026, 4, 5, 1, 0, tzinfo=dt.UTC)  # Asia/Shanghai
+        buyer = Order.objects.get(brand=brand, external_id="R1").customer_id
+        assert CustomerAggregate.objects.get(customer_id=buyer).refunded_fen == 3000
+
+        again = run(brand, "orders", csv_bytes(rows))
+        assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
+        assert _refund_state(brand) == (orders, refunds, events)
+
+        later = [row[:] for row in rows]
+        later[1][5], later[1][6] = "100", ""  # the rest refunded; no time: dated now
+        later[2][5] = "50"
+        third = run(brand, "orders", csv_bytes(later))
+        assert (third.created, third.updated, third.unchanged) == (0, 2, 1)
+        orders, refunds, events = _refund_state(brand)
+        assert orders == [("R1", 10000), ("R2", 5000), ("R3", 0)]
+        assert refunds[1:] == [("R1", "total-10000", 7000), ("R2", "total-5000", 5000)]
+        assert events[-1][1] == T0 + dt.timedelta(days=10)
+        assert CustomerAggregate.objects.get(customer_id=buyer).refunded_fen == 10000
+
+        smaller = [REFUND_HEADER, rows[1]]
+        fourth = run(brand, "orders", csv_bytes(smaller))
+        assert (fourth.unchanged, fourth.rejected) == (0, 1)
+        ((row, column, reason),) = errors_of(fourth)
+        assert (row, column) == ("2", "refunded_yuan")
+        assert "less than the 10000 fen already recorded" in reason
+        assert _refund_state(brand) == (orders, refunds, events)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_bad_refund_keeps_nothing_of_its_row(chunked, monkeypatch):
+    """A refund larger than the order, or dated before the payment, refuses the whole row
+    (its order is not recorded either); the file's other rows are applied."""
+    if not chunked:
+        monkeypatch.delitem(imports._CHUNK_IMPORTERS, "orders")
+    brand = make_brand()
+    rows = [
+        REFUND_HEADER,
+        ["tmall", "B1", "13900000001", "2026-04-03 10:00", "100", "100.01", ""],
+        ["tmall", "B2", "13900000002", "2026-04-03 10:00", "100", "10", "2026-04-02 10:00"],
+        ["tmall", "B3", "13900000003", "2026-04-03 10:00", "100", "10", "2026-04-04 10:00"],
+        ["tmall", "B4", "13900000004", "2026-04-03 10:00", "100", "-1", ""],
+    ]
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(days=10))):
+        job = run(brand, "orders", csv_bytes(rows))
+    assert (job.created, job.rejected) == (1, 3)
+    assert errors_of(job) == [
+        ["2", "refunded_yuan", "the refunded total is more than the amount paid"],
+        ["3", "refunded_at", "the refund time is before the payment time"],
+        ["5", "refunded_yuan", "must not be negative (got '-1')"],
+    ]
+    orders, refunds, _events = _refund_state(brand)
+    assert orders == [("B3", 1000)]
+    assert refunds == [("B3", "total-1000", 1000)]
+
+
+def test_refund_to_total_refuses_a_total_above_the_order_and_an_unknown_order():
+    """The service behind the import checks the order itself too (an order already in
+    Yutang whose amount differs from the file is the import's other error)."""
+    brand = make_brand()
+    with clock.use_clock(clock.FrozenClock(T0)):
+        post_order(brand=brand, actor=None, source="jd", external_id="J1", paid_at=T0,
+                   amount_fen=500, identities=[{"kind": "phone", "value": "13900000001"}])  # fmt: skip
+        with pytest.raises(ValidationFailed) as too_much:
+            refund_to_total(brand=brand, actor=None, source="jd", order_external_id="J1",
+                            refunded_fen=501, refunded_at=T0)  # fmt: skip
+        assert too_much.value.field == "refunded_fen"
+        with pytest.raises(NotFound):
+            refund_to_total(brand=brand, actor=None, source="jd", order_external_id="J9",
+                            refunded_fen=1, refunded_at=T0)  # fmt: skip
+        assert refund_to_total(brand=brand, actor=None, source="jd", order_external_id="J1",
+                               refunded_fen=0, refunded_at=T0) is None  # fmt: skip
+    assert not Refund.objects.filter(brand=brand).exists()
+
+
+def test_tmall_export_maps_its_refund_column():
+    mapping = tabular.detect_mapping("orders", ["订单编号", "买家会员名", "买家实际支付金额",
+                                                "订单付款时间", "退款金额"])  # fmt: skip
+    assert mapping is not None and mapping.columns["refunded_yuan"] == "退款金额"
