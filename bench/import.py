@@ -48,13 +48,15 @@ HEADER = ["客户姓名", "手机号", "性别", "生日", "省份", "城市", "
 #: A Tmall/Taobao seller-centre order export (订单报表), as docs/import.md describes it.
 ORDER_HEADER = ["订单编号", "买家会员名", "买家应付货款", "买家实际支付金额", "邮费", "订单状态",
                 "订单创建时间", "订单付款时间", "收货人姓名", "联系手机", "宝贝标题", "宝贝种类",
-                "商家编码", "宝贝总数量", "店铺名称"]  # fmt: skip
+                "商家编码", "宝贝总数量", "店铺名称", "退款金额"]  # fmt: skip
 
 
 def write_orders(path: Path, rows: int) -> None:
     """A Tmall order export: order numbers behind the `="…"` guard Taobao writes, buyers
     with a Taobao name and a phone each placing ~3 orders (repeat buyers within and across
-    chunks), one order in 50 unpaid (skipped), one in 500 with a negative amount (rejected)."""
+    chunks), one order in 50 unpaid (skipped), one in 500 with a negative amount (rejected),
+    one in 40 partly refunded (退款金额 20.00: a refund and an order.refunded event each; the
+    others say 0.00, as the export does)."""
     buyers = max(1, rows // 3)
     with path.open("w", encoding="utf-8", newline="") as handle:
         out = csv.writer(handle)
@@ -70,7 +72,7 @@ def write_orders(path: Path, rows: int) -> None:
                  f"2026-05-{day:02d} 10:{minute:02d}:00",
                  f"2026-05-{day:02d} 10:{minute:02d}:30" if paid else "", f"买家{b}",
                  f"15{b:09d}"[:11], "精华液 30ml", "1", f"SKU-{n % 40}", str(1 + n % 3),
-                 "旗舰店"]
+                 "旗舰店", "20.00" if paid and n % 40 == 7 else "0.00"]
             )  # fmt: skip
 
 
@@ -147,8 +149,11 @@ def child(args: argparse.Namespace) -> None:
         "normalized": identities._normalized.cache_info().currsize,
         "e164": identities._e164.cache_info().currsize,
     }
+    from yutang.commerce.models import Refund
+
     out = {
         "kind": kind,
+        "refunds": Refund.objects.filter(brand=brand).count(),
         "rows": job.rows_done,
         "seconds": seconds,
         "cpu_seconds": cpu,
@@ -263,7 +268,8 @@ def main() -> int:
                             f"{r['cpu_seconds']:.1f}",
                             common.fmt_int(common.rate(r["rows"], r["cpu_seconds"])),
                             f"{common.fmt_int(r['created'])} / {common.fmt_int(r['skipped'])} / "
-                            f"{common.fmt_int(r['rejected'])}",
+                            f"{common.fmt_int(r['rejected'])}"
+                            + (f" ({common.fmt_int(r['refunds'])} refunds)" * bool(r["refunds"])),
                             f"{r['rss_first']:.0f} → {r['rss_last']:.0f} (max {r['rss_max']:.0f})",
                             "—" if peak is None else f"{peak:.1f}",
                             f"{usage['other_share']:.0%}",
