@@ -49,8 +49,10 @@ from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
 from yutang.segments.sqlfuncs import (
     JsonBool,
+    JsonBoolIs,
     JsonHas,
     JsonNumber,
+    JsonNumberIs,
     JsonStringIs,
     JsonText,
     MemberOf,
@@ -469,9 +471,11 @@ def _check_typed_value(kind: str, op: str, value: Any) -> None:
 def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
     if kind == "string" and op == "eq":
         return Q(JsonStringIs(column, key, value))
-    if op == "exists" and kind == "string":
-        # "exists" for text means a text value; any JSON type for the others is not useful.
-        return compare_q(JsonText(column, key), "exists", None)
+    if kind == "boolean" and op in ("eq", "ne"):
+        # eq true / ne false: holds true; eq false / ne true: holds false.
+        return Q(JsonBoolIs(column, key, value if op == "eq" else not value))
+    if kind == "number" and op in ("eq", "ne", "gt", "gte", "lt", "lte", "between"):
+        return Q(JsonNumberIs(column, key, op, value))
     expr: Expression
     if kind == "number":
         expr = JsonNumber(column, key)
@@ -479,10 +483,7 @@ def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
         expr = JsonBool(column, key)
     else:
         expr = JsonText(column, key)
-    if kind == "boolean":
-        guard = Q(IsNull(expr, False))
-        wanted = value if op == "eq" else not value
-        return guard & (Q(Exact(expr, True)) if wanted else ~Q(Exact(expr, True)))
+    # "exists" means a value of the type (text, number, true/false).
     return compare_q(expr, op, value)
 
 
@@ -1144,7 +1145,8 @@ class EventCondition(Condition):
 class TouchesCondition(EventCondition):
     """Touches (the event types events.types.TOUCH_TYPES names) in the last N days. Counted
     from the event log rather than CustomerAggregate.touches_by_day: the log answers any
-    window in SQL with the (brand, type, occurred_at) index, the JSON day map only 30 days."""
+    window in SQL with the (brand, type, occurred_at) index, the JSON day map only 30 days.
+    "At least one" and "none" read the aggregate's last_touch_at (EventCondition.aggregate_row)."""
 
     kind: Literal["touches"]  # type: ignore[assignment]
     type: str = "touches"
@@ -1343,13 +1345,14 @@ def compile_rule(node: Node, ctx: Context) -> Q:
     if isinstance(node, And | Or):
         rows = [aggregate_row(child, ctx) for child in node.children]
         merged = [r for r in rows if r is not None]
-        pairs = zip(node.children, rows, strict=True)
-        parts: list[Q] = [compile_rule(child, ctx) for child, r in pairs if r is None]
-        if len(merged) > 1:
-            both = AggregateRow.all if isinstance(node, And) else AggregateRow.any
-            parts.append(both(merged).member_q(ctx))
-        else:
-            parts += [r.member_q(ctx) for r in merged]
+        parts: list[Q] = []
+        for child, row in zip(node.children, rows, strict=True):
+            if row is None or len(merged) == 1:
+                # (A lone test compiles as it would alone: an event condition may read the log.)
+                parts.append(compile_rule(child, ctx))
+            elif row is merged[0]:  # the merged test takes the place of the first one
+                both = AggregateRow.all if isinstance(node, And) else AggregateRow.any
+                parts.append(both(merged).member_q(ctx))
         q = parts[0]
         for part in parts[1:]:
             q = q & part if isinstance(node, And) else q | part

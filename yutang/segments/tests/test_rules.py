@@ -87,6 +87,17 @@ def test_attributes_are_typed(brand):
     boolean = {"kind": "attribute", "key": "vip", "type": "boolean"}
     assert match(brand, {**boolean, "op": "eq", "value": True}) == {a.pk}
     assert match(brand, {**boolean, "op": "ne", "value": True}) == set()
+    d = customer(brand, attributes={"age": 30.5, "vip": False})
+    assert match(brand, {**boolean, "op": "eq", "value": False}) == {d.pk}
+    assert match(brand, {**boolean, "op": "ne", "value": False}) == {a.pk}
+    assert match(brand, {**boolean, "op": "exists"}) == {a.pk, d.pk}  # a true or false value
+    assert match(brand, {**num, "op": "exists"}) == {a.pk, d.pk}
+    assert match(brand, {**num, "op": "eq", "value": 30}) == {a.pk}
+    assert match(brand, {**num, "op": "ne", "value": 30}) == {d.pk}  # not "40", not missing
+    assert match(brand, {**num, "op": "lt", "value": 30.5}) == {a.pk}
+    assert match(brand, {"not": {**num, "op": "between", "value": [30, 30.4]}}) == {
+        b.pk, c.pk, d.pk
+    }  # fmt: skip
     text = {"kind": "attribute", "key": "skin"}
     assert match(brand, {**text, "op": "contains", "value": "oil"}) == {a.pk}
     assert match(brand, {**text, "op": "contains", "value": "OIL"}) == set()  # case-sensitive
