@@ -205,8 +205,8 @@ _NUMBER_OPS = {
 
 class JsonNumberIs(Func):
     """True when `key` holds a JSON number that compares so with the value, else false (never
-    NULL): the key is read twice (its type, then its value), where a guard and comparisons
-    around JsonNumber read it twice per comparison (1.3–2x the time per row on PostgreSQL)."""
+    NULL): the key is read for its type, then its value, where a guard and comparisons around
+    JsonNumber read both per comparison (about 1.5x the time per row on PostgreSQL)."""
 
     output_field = BooleanField()
 
@@ -217,11 +217,15 @@ class JsonNumberIs(Func):
 
     def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         column, params = compiler.compile(self.source_expressions[0])
+        # The leading type test changes no answer; it gives the planner the selectivity of an
+        # equality (0.5%) instead of a bare CASE's 50%, which priced a parallel scan of the
+        # customers out of "age between 25 and 35" (slower on two cores).
         sql = (
-            f"(CASE WHEN jsonb_typeof(({column}) -> %s) = 'number' "
+            f"(jsonb_typeof(({column}) -> %s) = 'number' "
+            f"AND CASE WHEN jsonb_typeof(({column}) -> %s) = 'number' "
             f"THEN (({column}) ->> %s)::double precision {_NUMBER_OPS[self.op]} ELSE false END)"
         )
-        return sql, (*params, self.key, *params, self.key, *self.values)
+        return sql, (*params, self.key, *params, self.key, *params, self.key, *self.values)
 
     def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         column, params = compiler.compile(self.source_expressions[0])
