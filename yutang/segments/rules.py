@@ -49,8 +49,10 @@ from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
 from yutang.segments.sqlfuncs import (
     JsonBool,
+    JsonBoolIs,
     JsonHas,
     JsonNumber,
+    JsonNumberIs,
     JsonStringIs,
     JsonText,
     MemberOf,
@@ -292,11 +294,50 @@ class Condition(BaseModel):
         auto-tag consumer skips rules that no condition ties to the event's type."""
         return self.event_types()
 
+    def aggregate_row(self, ctx: Context) -> AggregateRow | None:
+        """The condition as a test of the customer's CustomerAggregate row, when it is one
+        (None otherwise): compile_rule merges such tests of one group into one subquery."""
+        return None
+
     def compile(self, ctx: Context) -> Q:
         raise NotImplementedError
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """A condition that is a test of the customer's one CustomerAggregate row: `row` (a filter
+    on the row that is never NULL, so it negates cleanly) for customers with a row,
+    `without_row` for customers without one. Tests of one AND / OR / NOT group combine into
+    one (the row and the constant combined alike), so the group reads the aggregates once."""
+
+    row: Q
+    without_row: bool
+
+    def member_q(self, ctx: Context) -> Q:
+        rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
+        if self.without_row:
+            return ~Q(MemberOf(rows.filter(~self.row).values("customer_id")))
+        return Q(MemberOf(rows.filter(self.row).values("customer_id")))
+
+    def negated(self) -> AggregateRow:
+        return AggregateRow(~self.row, not self.without_row)
+
+    @staticmethod
+    def all(parts: list[AggregateRow]) -> AggregateRow:
+        row = Q()
+        for part in parts:
+            row &= part.row
+        return AggregateRow(row, all(p.without_row for p in parts))
+
+    @staticmethod
+    def any(parts: list[AggregateRow]) -> AggregateRow:
+        row = parts[0].row
+        for part in parts[1:]:
+            row |= part.row
+        return AggregateRow(row, any(p.without_row for p in parts))
 
 
 ProfileField = Literal["gender", "province", "city", "display_name", "birthday"]
@@ -430,9 +471,11 @@ def _check_typed_value(kind: str, op: str, value: Any) -> None:
 def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
     if kind == "string" and op == "eq":
         return Q(JsonStringIs(column, key, value))
-    if op == "exists" and kind == "string":
-        # "exists" for text means a text value; any JSON type for the others is not useful.
-        return compare_q(JsonText(column, key), "exists", None)
+    if kind == "boolean" and op in ("eq", "ne"):
+        # eq true / ne false: holds true; eq false / ne true: holds false.
+        return Q(JsonBoolIs(column, key, value if op == "eq" else not value))
+    if kind == "number" and op in ("eq", "ne", "gt", "gte", "lt", "lte", "between"):
+        return Q(JsonNumberIs(column, key, op, value))
     expr: Expression
     if kind == "number":
         expr = JsonNumber(column, key)
@@ -440,10 +483,7 @@ def typed_json_q(column: Any, key: str, kind: str, op: str, value: Any) -> Q:
         expr = JsonBool(column, key)
     else:
         expr = JsonText(column, key)
-    if kind == "boolean":
-        guard = Q(IsNull(expr, False))
-        wanted = value if op == "eq" else not value
-        return guard & (Q(Exact(expr, True)) if wanted else ~Q(Exact(expr, True)))
+    # "exists" means a value of the type (text, number, true/false).
     return compare_q(expr, op, value)
 
 
@@ -824,23 +864,20 @@ class AggregateCondition(Condition):
             return set(TOUCH_TYPES)
         return {kind for kind, name in AGGREGATE_TIME_FIELDS.items() if name == column}
 
-    def compile(self, ctx: Context) -> Q:
-        rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
+    def aggregate_row(self, ctx: Context) -> AggregateRow:
         if self.field in MOMENT_FIELDS:
             expr = F(MOMENT_FIELDS[self.field])
-            return Q(
-                MemberOf(
-                    rows.filter(days_ago_q(expr, self.op, self._value(), ctx)).values("customer_id")
-                )
-            )
+            return AggregateRow(days_ago_q(expr, self.op, self._value(), ctx), False)
         counter: Any = (
             F("paid_fen") - F("refunded_fen") if self.field == "net_fen" else F(self.field)
         )
-        matches = compare_q(counter, self.op, self._value())
-        if compare_py(0, self.op, self._value()):
-            # Customers without an aggregate row have zero of everything and match too.
-            return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
-        return Q(MemberOf(rows.filter(matches).values("customer_id")))
+        # Customers without an aggregate row have zero of everything.
+        return AggregateRow(
+            compare_q(counter, self.op, self._value()), compare_py(0, self.op, self._value())
+        )
+
+    def compile(self, ctx: Context) -> Q:
+        return self.aggregate_row(ctx).member_q(ctx)
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         agg = facts.aggregate
@@ -854,6 +891,39 @@ class AggregateCondition(Condition):
         else:
             actual = getattr(agg, self.field)
         return compare_py(actual, self.op, self._value())
+
+
+#: CustomerAggregate columns holding, per customer, the latest occurred_at of the customer's
+#: events of one type (events.aggregates.fold; test_rules checks this map against it).
+LAST_AT: dict[str, str] = {
+    "order.paid": "last_order_at",
+    **AGGREGATE_TIME_FIELDS,
+}
+if len(TOUCH_TYPES) == 1:  # last_touch_at is the latest of the touch types
+    LAST_AT[next(iter(TOUCH_TYPES))] = "last_touch_at"
+#: ... and the earliest.
+FIRST_AT: dict[str, str] = {"order.paid": "first_order_at"}
+
+
+def _count_shape(op: str, value: Any) -> str | None:
+    """ "some" when `count op value` means at least one, "none" when it means no event at all
+    (over whole counts 0, 1, 2, …), None for any other comparison."""
+    if op == "between":
+        low, high = value
+        return "none" if low <= 0 <= high < 1 else None
+    if (
+        (op == "gte" and 0 < value <= 1)
+        or (op == "gt" and 0 <= value < 1)
+        or (op == "ne" and value == 0)
+    ):
+        return "some"
+    if (
+        (op == "eq" and value == 0)
+        or (op == "lt" and 0 < value <= 1)
+        or (op == "lte" and 0 <= value < 1)
+    ):
+        return "none"
+    return None
 
 
 class EventCondition(Condition):
@@ -945,6 +1015,20 @@ class EventCondition(Condition):
         rows = rows.values("customer_id").annotate(measure=Sum("events"))
         return self._measured_q(rows, F("measure"), value)
 
+    def _reads_few_events(self) -> bool:
+        """Whether the log answers this alone with one range of the (brand, type, occurred_at,
+        customer) index, which for a short window reads fewer entries than the aggregate has
+        rows: "some event in the window" and "the last one at most N days ago". The
+        aggregate still answers them when they join other tests of it (compile_rule) or are
+        negated ("none in 60 days" needs every customer's latest time, not the window)."""
+        value = self._value()
+        if self.measure == "count":
+            return _count_shape(self.op, value) == "some" and self.window is not None
+        if self.measure == "last" and self.op != "ne":
+            low, high = _days_ago_bounds(self.op, value)
+            return low is None and high is not None
+        return False
+
     def _measured_q(self, rows: Any, measure: Any, value: Any) -> Q:
         """Customers whose measure (one row per customer in `rows`) satisfies op value; a
         customer without a row has 0."""
@@ -954,7 +1038,43 @@ class EventCondition(Condition):
             return ~Q(MemberOf(rows.filter(~matches).values("customer_id")))
         return Q(MemberOf(rows.filter(matches).values("customer_id")))
 
+    def aggregate_row(self, ctx: Context) -> AggregateRow | None:
+        """The same question asked of CustomerAggregate when one of its moments answers it
+        exactly: events.aggregates.fold keeps, per customer, the latest time of each type in
+        LAST_AT (and the first order.paid), and every write of the log (ingestion, merges,
+        rebuilds) folds into it in the same transaction. "At least one event in the window",
+        "none in the window" and "the last (first) one N days ago" of one such type without
+        property filters are then one comparison on a row per customer instead of a scan of
+        the window's events. None otherwise."""
+        types = self._types()
+        if len(types) != 1 or self.filters or self.measure == "sum":
+            return None
+        start = ctx.window_start(self.window) if self.window is not None else None
+        value = self._value()
+        if self.measure == "first":
+            column = FIRST_AT.get(types[0])
+            if column is None or start is not None:
+                return None  # the first in a window is not the first ever
+            return AggregateRow(days_ago_q(F(column), self.op, value, ctx), False)
+        column = LAST_AT.get(types[0])
+        if column is None:
+            return None
+        since = Q(IsNull(F(column), False))
+        if start is not None:
+            since &= Q(GreaterThanOrEqual(F(column), start))
+        if self.measure == "last":
+            # The last in the window is the last ever when that is inside the window.
+            return AggregateRow(days_ago_q(F(column), self.op, value, ctx) & since, False)
+        # count: only "at least one" and "none", which the latest time tells.
+        shape = _count_shape(self.op, value)
+        if shape is None:
+            return None
+        return AggregateRow(since, False) if shape == "some" else AggregateRow(~since, True)
+
     def compile(self, ctx: Context) -> Q:
+        from_aggregate = self.aggregate_row(ctx)
+        if from_aggregate is not None and not self._reads_few_events():
+            return from_aggregate.member_q(ctx)
         rolled = self._rollup_q(ctx)
         if rolled is not None:
             return rolled
@@ -1025,7 +1145,8 @@ class EventCondition(Condition):
 class TouchesCondition(EventCondition):
     """Touches (the event types events.types.TOUCH_TYPES names) in the last N days. Counted
     from the event log rather than CustomerAggregate.touches_by_day: the log answers any
-    window in SQL with the (brand, type, occurred_at) index, the JSON day map only 30 days."""
+    window in SQL with the (brand, type, occurred_at) index, the JSON day map only 30 days.
+    "At least one" and "none" read the aggregate's last_touch_at (EventCondition.aggregate_row)."""
 
     kind: Literal["touches"]  # type: ignore[assignment]
     type: str = "touches"
@@ -1203,18 +1324,43 @@ def walk(node: Node) -> Iterable[Condition]:
 # --- Compile and evaluate -----------------------------------------------------------------
 
 
+def aggregate_row(node: Node, ctx: Context) -> AggregateRow | None:
+    """The node as one test of the customer's aggregate row, when every condition under it is
+    one (see AggregateRow); None otherwise."""
+    if isinstance(node, And | Or):
+        parts = [aggregate_row(child, ctx) for child in node.children]
+        if any(p is None for p in parts):
+            return None
+        done = [p for p in parts if p is not None]
+        return AggregateRow.all(done) if isinstance(node, And) else AggregateRow.any(done)
+    if isinstance(node, Not):
+        part = aggregate_row(node.child, ctx)
+        return None if part is None else part.negated()
+    return node.aggregate_row(ctx)
+
+
 def compile_rule(node: Node, ctx: Context) -> Q:
-    if isinstance(node, And):
-        q = Q()
-        for child in node.children:
-            q &= compile_rule(child, ctx)
-        return q
-    if isinstance(node, Or):
-        q = compile_rule(node.children[0], ctx)
-        for child in node.children[1:]:
-            q |= compile_rule(child, ctx)
+    """The rule as a filter on customers. The children of a group that test the aggregate row
+    (aggregate figures, and event conditions it answers) become one subquery on it."""
+    if isinstance(node, And | Or):
+        rows = [aggregate_row(child, ctx) for child in node.children]
+        merged = [r for r in rows if r is not None]
+        parts: list[Q] = []
+        for child, row in zip(node.children, rows, strict=True):
+            if row is None or len(merged) == 1:
+                # (A lone test compiles as it would alone: an event condition may read the log.)
+                parts.append(compile_rule(child, ctx))
+            elif row is merged[0]:  # the merged test takes the place of the first one
+                both = AggregateRow.all if isinstance(node, And) else AggregateRow.any
+                parts.append(both(merged).member_q(ctx))
+        q = parts[0]
+        for part in parts[1:]:
+            q = q & part if isinstance(node, And) else q | part
         return q
     if isinstance(node, Not):
+        row = aggregate_row(node.child, ctx)
+        if row is not None:
+            return row.negated().member_q(ctx)
         return ~compile_rule(node.child, ctx)
     return node.compile(ctx)
 

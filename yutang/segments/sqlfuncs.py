@@ -189,3 +189,71 @@ class MemberOf(Expression):
             )
             return sql, (*rows_params, *column_params)
         return f"{column} IN {rows}", (*column_params, *rows_params)
+
+
+#: SQL of each comparison a JsonNumberIs makes (the value side is one or two parameters).
+_NUMBER_OPS = {
+    "eq": "= %s",
+    "ne": "<> %s",
+    "gt": "> %s",
+    "gte": ">= %s",
+    "lt": "< %s",
+    "lte": "<= %s",
+    "between": "BETWEEN %s AND %s",
+}
+
+
+class JsonNumberIs(Func):
+    """True when `key` holds a JSON number that compares so with the value, else false (never
+    NULL): the key is read for its type, then its value, where a guard and comparisons around
+    JsonNumber read both per comparison (about 1.5x the time per row on PostgreSQL)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column: Any, key: str, op: str, value: Any, **extra: Any):
+        self.key, self.op = key, op
+        self.values = list(value) if op == "between" else [value]
+        super().__init__(column, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        # The leading type test changes no answer; it gives the planner the selectivity of an
+        # equality (0.5%) instead of a bare CASE's 50%, which priced a parallel scan of the
+        # customers out of "age between 25 and 35" (slower on two cores).
+        sql = (
+            f"(jsonb_typeof(({column}) -> %s) = 'number' "
+            f"AND CASE WHEN jsonb_typeof(({column}) -> %s) = 'number' "
+            f"THEN (({column}) ->> %s)::double precision {_NUMBER_OPS[self.op]} ELSE false END)"
+        )
+        return sql, (*params, self.key, *params, self.key, *params, self.key, *self.values)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        path = _sqlite_path(self.key)
+        sql = (
+            f"(CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
+            f"THEN json_extract({column}, %s) {_NUMBER_OPS[self.op]} ELSE 0 END)"
+        )
+        return sql, (*params, path, *params, path, *self.values)
+
+
+class JsonBoolIs(Func):
+    """True when `key` holds exactly this JSON true or false, else false (never NULL); one
+    read of the key (PostgreSQL: a jsonb equality, as JsonStringIs)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column: Any, key: str, value: bool, **extra: Any):
+        self.key, self.value = key, value
+        super().__init__(column, **extra)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        literal = "true" if self.value else "false"
+        return f"COALESCE((({column}) -> %s) = '{literal}'::jsonb, false)", (*params, self.key)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        literal = "true" if self.value else "false"
+        sql = f"COALESCE(json_type({column}, %s) = '{literal}', 0)"
+        return sql, (*params, _sqlite_path(self.key))

@@ -10,6 +10,7 @@ from typing import Any
 from yutang.carriers.models import CarrierContact
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent, Customer, CustomerTag, Identity, Tag, TagGroup
+from yutang.events import aggregates
 from yutang.events.models import CustomerAggregate, Event
 
 _seq = itertools.count(1)
@@ -22,10 +23,23 @@ def customer(brand: Brand, **fields: Any) -> Customer:
 
 
 def event(c: Customer, type: str, at: dt.datetime, **properties: Any) -> Event:
-    return Event.objects.create(
+    """An event, folded into the customer's aggregate as ingestion does (segments read the
+    aggregate's latest times for some event conditions). A non-integer amount_fen, which the
+    event schemas would refuse, is left out of the aggregate's sums."""
+    e = Event.objects.create(
         brand_id=c.brand_id, customer=c, type=type, occurred_at=at, received_at=at,
         idempotency_key=f"k{next(_seq)}", properties=properties,
     )  # fmt: skip
+    agg = CustomerAggregate.objects.filter(customer=c).first() or CustomerAggregate(
+        customer=c, brand_id=c.brand_id
+    )
+    amount = properties.get("amount_fen")
+    folded = {k: v for k, v in properties.items() if k != "amount_fen"}
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        folded["amount_fen"] = amount
+    aggregates.fold(agg, Event(type=type, occurred_at=at, properties=folded), c.brand.tz)
+    agg.save()
+    return e
 
 
 def tag(brand: Brand, name: str) -> Tag:
@@ -52,7 +66,12 @@ def consent(c: Customer, purpose: str, status: str, carrier: str = "") -> Consen
 
 
 def aggregate(c: Customer, **fields: Any) -> CustomerAggregate:
-    return CustomerAggregate.objects.create(customer=c, brand_id=c.brand_id, **fields)
+    """Set these aggregate fields by hand (the row is created, or updated when events made
+    it)."""
+    agg, _ = CustomerAggregate.objects.update_or_create(
+        customer=c, defaults={"brand_id": c.brand_id, **fields}
+    )
+    return agg
 
 
 def carrier_account(brand: Brand, kind: str = "wecom") -> CarrierAccount:

@@ -87,6 +87,17 @@ def test_attributes_are_typed(brand):
     boolean = {"kind": "attribute", "key": "vip", "type": "boolean"}
     assert match(brand, {**boolean, "op": "eq", "value": True}) == {a.pk}
     assert match(brand, {**boolean, "op": "ne", "value": True}) == set()
+    d = customer(brand, attributes={"age": 30.5, "vip": False})
+    assert match(brand, {**boolean, "op": "eq", "value": False}) == {d.pk}
+    assert match(brand, {**boolean, "op": "ne", "value": False}) == {a.pk}
+    assert match(brand, {**boolean, "op": "exists"}) == {a.pk, d.pk}  # a true or false value
+    assert match(brand, {**num, "op": "exists"}) == {a.pk, d.pk}
+    assert match(brand, {**num, "op": "eq", "value": 30}) == {a.pk}
+    assert match(brand, {**num, "op": "ne", "value": 30}) == {d.pk}  # not "40", not missing
+    assert match(brand, {**num, "op": "lt", "value": 30.5}) == {a.pk}
+    assert match(brand, {"not": {**num, "op": "between", "value": [30, 30.4]}}) == {
+        b.pk, c.pk, d.pk
+    }  # fmt: skip
     text = {"kind": "attribute", "key": "skin"}
     assert match(brand, {**text, "op": "contains", "value": "oil"}) == {a.pk}
     assert match(brand, {**text, "op": "contains", "value": "OIL"}) == set()  # case-sensitive
@@ -437,3 +448,62 @@ def test_registered_condition_kinds_compile_and_evaluate(brand):
         assert "birthday_month" in rules.condition_kinds()
     finally:
         rules._KINDS.pop("birthday_month")
+
+
+def test_latest_times_the_compiler_reads_are_the_ones_the_fold_keeps(brand):
+    """rules.LAST_AT / FIRST_AT name, per event type, the aggregate column that
+    events.aggregates.fold sets to the latest (earliest) occurred_at of that type."""
+    from yutang.events import aggregates
+    from yutang.events.models import CustomerAggregate, Event
+
+    for table, pick in ((rules.LAST_AT, max), (rules.FIRST_AT, min)):
+        for kind, column in table.items():
+            agg = CustomerAggregate(brand_id=brand.pk)
+            times = [T0 - 3 * DAY, T0 - 9 * DAY, T0 - DAY]
+            for at in times:
+                aggregates.fold(agg, Event(type=kind, occurred_at=at, properties={}), brand.tz)
+            assert getattr(agg, column) == pick(times), (kind, column)
+            other = CustomerAggregate(brand_id=brand.pk)
+            aggregates.fold(other, Event(type="x.other", occurred_at=T0, properties={}), brand.tz)
+            assert getattr(other, column) is None, (kind, column)
+
+
+def test_aggregate_tests_of_a_group_read_the_aggregates_once(brand):
+    """ "Ordered before and no order in 60 days", "last order > 60 days ago and no touch in
+    7 days": the group's aggregate figures and the event conditions the aggregate answers
+    become one subquery on it, never a scan of the log; customers without an aggregate row
+    keep NOT's meaning."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    lapsed = customer(brand)
+    event(lapsed, "order.paid", T0 - 70 * DAY, amount_fen=100)
+    recent = customer(brand)
+    event(recent, "order.paid", T0 - 70 * DAY, amount_fen=100)
+    event(recent, "order.paid", T0 - 5 * DAY, amount_fen=100)
+    touched = customer(brand)
+    event(touched, "order.paid", T0 - 90 * DAY, amount_fen=100)
+    event(touched, "message.sent", T0 - 2 * DAY, carrier="wecom", message_id="m1")
+    clicker = customer(brand)  # an aggregate row without orders
+    event(clicker, "link.clicked", T0 - 2 * DAY, link="l")
+    nobody = customer(brand)  # no aggregate row at all
+    no_order_60d = {"and": [
+        {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1},
+        {"not": {"kind": "event", "type": "order.paid", "window": {"days": 60}}}]}  # fmt: skip
+    lapsed_untouched = {"and": [
+        {"kind": "aggregate", "field": "days_since_last_order", "op": "gt", "value": 60},
+        {"not": {"kind": "touches", "window": {"days": 7}, "op": "gte", "value": 1}}]}  # fmt: skip
+    quiet = {"or": [
+        {"not": {"kind": "event", "type": "order.paid", "window": {"days": 60}}},
+        {"kind": "event", "type": "link.clicked", "measure": "last", "op": "gt", "value": 30}]}  # fmt: skip
+    assert match(brand, no_order_60d) == {lapsed.pk, touched.pk}
+    assert match(brand, lapsed_untouched) == {lapsed.pk}
+    assert match(brand, quiet) == {lapsed.pk, touched.pk, clicker.pk, nobody.pk}
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+    for rule in (no_order_60d, lapsed_untouched, quiet):
+        q = rules.compile_rule(rules.parse_rule(rule), ctx)
+        with CaptureQueriesContext(connection) as queries:
+            list(Customer.objects.filter(brand=brand).filter(q).values_list("pk", flat=True))
+        sql = queries.captured_queries[-1]["sql"]
+        assert sql.count('"events_customeraggregate"') == 1, sql
+        assert '"events_event"' not in sql, sql
