@@ -260,7 +260,7 @@ def realistic_history(
     return touches
 
 
-def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, int]:
+def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, Any]:
     from yutang.carriers import services as carriers
     from yutang.carriers.models import CarrierContact
     from yutang.core import crypto
@@ -408,25 +408,25 @@ def setup_data(scale: float, policy: dict[str, Any] | None = None) -> dict[str, 
         base = [getattr(template, name) for name in names]
         at_ = {name: names.index(name) for name in names}
         texts: dict[int, tuple[dict[str, str], str]] = {}
-        rows: list[list[Any]] = []
-        for n, (cid, a, minute, kind, cause, text) in enumerate(touches):
+        hist_rows: list[list[Any]] = []
+        for n, (cid, ai, minute, kind, cause, text) in enumerate(touches):
             at = origin + dt.timedelta(minutes=minute)
             if text not in texts:
                 content = {"text": TEXTS[text]} if text >= 0 else {"text": f"内容与通知 {-text}"}
                 texts[text] = (content, content_hash(content))
             content, digest = texts[text]
             row = base[:]
-            row[at_["customer_id"]], row[at_["account_id"]] = cid, accounts[a].pk
+            row[at_["customer_id"]], row[at_["account_id"]] = cid, accounts[ai].pk
             row[at_["kind"]], row[at_["cause"]] = kind, cause
             row[at_["content"]], row[at_["content_hash"]] = content, digest
             row[at_["idempotency_key"]] = f"hist-{n}"
             for name in ("due_at", "passed_at", "sent_at", "created_at"):
                 row[at_[name]] = at
-            rows.append(row)
-            if len(rows) == chunk:
-                insert_model_rows(Message, names, rows)
-                rows = []
-        insert_model_rows(Message, names, rows)
+            hist_rows.append(row)
+            if len(hist_rows) == chunk:
+                insert_model_rows(Message, names, hist_rows)
+                hist_rows = []
+        insert_model_rows(Message, names, hist_rows)
         del touches
     elif MIX == "blend":
         campaign_share = 0.5
