@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -352,8 +353,16 @@ class PostCounts:
 
     def __init__(self, min_posts: int = 5000) -> None:
         self.min_posts = min_posts
-        #: (database, account, causes) -> [window start, settled end, marketing, all]
-        self.kept: dict[tuple[str, int, tuple[str, ...]], list[Any]] = {}
+        self._local = threading.local()
+
+    @property
+    def kept(self) -> dict[tuple[str, int, tuple[str, ...]], list[Any]]:
+        """(database, account, causes) -> [window start, settled end, marketing, all], per
+        thread (each thread has its own connection and transactions)."""
+        kept = getattr(self._local, "kept", None)
+        if kept is None:
+            kept = self._local.kept = {}
+        return kept
 
     def clear(self) -> None:
         self.kept.clear()
