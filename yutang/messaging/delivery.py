@@ -333,7 +333,7 @@ class PostCounts:
     customers is one post per customer); counting them for every pass of 500 messages read
     the whole window each time (an account with 250,000 posts in the window: 11 ms of
     database CPU per count, twice per pass that spends the share). Once an account's window
-    holds `min_posts` posts, this process keeps its counts of the *settled* part of the
+    holds `min_posts` posts, each thread keeps its counts of the *settled* part of the
     window — posts that passed before `SETTLE` ago, whose transactions have committed — and
     each later count reads only the edges: the posts that left the window since (subtracted)
     and those that passed since the settled part ends (read every time, so what other workers
@@ -424,7 +424,7 @@ class PostCounts:
         return [(a, out[a]) for a in account_ids]
 
 
-#: This process's kept counts (see PostCounts).
+#: The kept counts of this process's threads (see PostCounts).
 POST_COUNTS = PostCounts()
 
 
