@@ -169,11 +169,18 @@ def ingest_events(
     # brand, so concurrent batches of one brand store their events and aggregates at once.
     # Inside a caller's transaction both parts commit with the caller's.
     split = connection.vendor == "postgresql" and not connection.in_atomic_block
+    # Events that name their customer and no identities (what Yutang's own services write:
+    # `message.sent`, orders, consent changes) need no identity resolution: one transaction,
+    # without the brand's identity lock (see _store_known).
+    known = all(v.customer_id is not None and not v.identities for v in valid)
     for attempt in range(ATTEMPTS):
         # Fresh results per attempt (dataclasses.replace costs ~2 µs an event more).
         results = [EventResult(r.index, r.status, error=r.error) for r in checked]
         try:
-            if split:
+            if known:
+                with transaction.atomic():
+                    _store_known(brand, valid, results, now)
+            elif split:
                 with transaction.atomic():
                     to_store = _resolve_batch(brand, valid, results, now)
                 with transaction.atomic():
@@ -267,8 +274,83 @@ def _resolve_batch(
     return [(v, resolver.customer_id(ref)) for v, ref in resolved]
 
 
+def _store_known(
+    brand: Brand, valid: list[_Valid], results: list[EventResult], now: dt.datetime
+) -> None:
+    """A batch whose every event names its customer and no identities, in one transaction:
+    what `_resolve_batch` and `_write_batch` do for it, without what only resolving
+    identities needs (the brand's identity lock, the resolver). Under the brand's merge lock
+    (shared, as `_write_batch` takes it) the customers are read once, with their survivors;
+    an event whose key is stored already is found by the insert (`ON CONFLICT DO NOTHING`)
+    and reported as a duplicate, as one repeated within the batch is. The outcome equals the
+    two-part path's."""
+    if not valid:
+        return
+    lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
+    named = sorted({v.customer_id for v in valid if v.customer_id is not None})
+    # By primary key alone (a brand condition can lead the planner to read the brand's whole
+    # index range); another brand's customer is unknown here.
+    by_id: dict[int, int | None] = {
+        pk: merged_into
+        for pk, merged_into, brand_id in bulk.lookup(
+            Customer._meta.db_table,
+            ["id", "merged_into_id", "brand_id"],
+            where={},
+            key="id",
+            values=named,
+        )
+        if brand_id == brand.pk
+    }
+    missing = [v for v in valid if v.customer_id not in by_id]
+    # An unknown customer rejects its event, unless the event is stored already (a
+    # duplicate, as `_resolve_batch` reports it: keys are checked first there).
+    stored_keys = (
+        {
+            key
+            for (key,) in bulk.lookup(
+                Event._meta.db_table,
+                ["idempotency_key"],
+                where={"brand_id": brand.pk},
+                key="idempotency_key",
+                values=[v.key for v in missing],
+            )
+        }
+        if missing
+        else set()
+    )
+    survivors: dict[int, int] = {}
+    seen: set[str] = set()
+    to_store: list[tuple[_Valid, int]] = []
+    for v in valid:
+        result, customer_id = results[v.index], v.customer_id
+        assert customer_id is not None
+        if v.key in seen or v.key in stored_keys:
+            result.status = "duplicate"
+            continue
+        if customer_id not in by_id:
+            exc = NotFound(
+                N_("No such customer: {customer_id}."),
+                params={"customer_id": customer_id},
+                field="customer_id",
+            )
+            result.status, result.error = "rejected", exc.as_dict()
+            continue
+        if by_id[customer_id] is not None:  # merged: stored on the survivor (rare)
+            if customer_id not in survivors:
+                survivors[customer_id] = customers.survivor(Customer(pk=customer_id)).pk
+            customer_id = survivors[customer_id]
+        seen.add(v.key)
+        to_store.append((v, customer_id))
+    _write_batch(brand, to_store, results, now, survivors_checked=True)
+
+
 def _write_batch(
-    brand: Brand, to_store: list[tuple[_Valid, int]], results: list[EventResult], now: dt.datetime
+    brand: Brand,
+    to_store: list[tuple[_Valid, int]],
+    results: list[EventResult],
+    now: dt.datetime,
+    *,
+    survivors_checked: bool = False,
 ) -> None:
     """The second part: the events, their side effects and the aggregates. Batches of one
     brand run this part at the same time. It holds the brand's merge lock in shared mode, so
@@ -279,14 +361,19 @@ def _write_batch(
     if not to_store:
         return
     lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
-    merged = dict(
-        bulk.lookup(
-            Customer._meta.db_table,
-            ["id", "merged_into_id"],
-            where={},
-            key="id",
-            values=sorted({c for _, c in to_store}),
-            not_null=["merged_into_id"],
+    # `survivors_checked`: the caller read the customers under this lock, in this transaction.
+    merged = (
+        {}
+        if survivors_checked
+        else dict(
+            bulk.lookup(
+                Customer._meta.db_table,
+                ["id", "merged_into_id"],
+                where={},
+                key="id",
+                values=sorted({c for _, c in to_store}),
+                not_null=["merged_into_id"],
+            )
         )
     )
     if merged:  # rare: a merge committed between the two parts

@@ -21,7 +21,7 @@ from yutang.events.models import Event
 from yutang.messaging import services
 from yutang.messaging.delivery import deliver_due_messages
 from yutang.messaging.models import Message
-from yutang.messaging.tests.helpers import NOON, SECRET, add_contact, setup
+from yutang.messaging.tests.helpers import NOON, SECRET, add_contact, sandbox_account, setup
 
 pytestmark = pytest.mark.django_db
 
@@ -422,3 +422,49 @@ def test_the_claim_sweeps_the_queue_and_starts_over_for_rows_behind_it(frozen):
     assert Message.objects.get(pk=early.pk).status == "sent"
     assert Message.objects.filter(status="sent").count() == 5
     assert SandboxDelivery.objects.count() == 5
+
+
+def test_kept_post_counts_equal_a_full_count_as_the_window_slides_and_posts_arrive():
+    """`delivery.PostCounts` keeps a large account's settled counts and reads only the edges:
+    at every step (posts passing now, older ones leaving the window, the settled part moving
+    forward, the clock set back) it gives what counting the whole window gives."""
+    from yutang.messaging.delivery import PostCounts, _posts_between
+
+    brand, account, (customer,) = setup(1)
+    other = sandbox_account(brand)
+    kept = PostCounts(min_posts=1)  # keep every account's counts (the default keeps large ones)
+    causes = ["broadcast", "campaign"]
+    week = dt.timedelta(days=7)
+    n = 0
+
+    def post(at, acc=account, kind="marketing", cause="campaign"):
+        nonlocal n
+        n += 1
+        with use_clock(FrozenClock(at)):
+            m = enqueue(brand, customer, account, f"p{n}", text=f"t{n}")
+        Message.objects.filter(pk=m.pk).update(
+            status="sent", passed_at=at, account=acc, kind=kind, cause=cause
+        )
+
+    for hours in range(0, 10 * 24, 7):  # ten days of posts, every 7 hours, both kinds
+        at = NOON - dt.timedelta(hours=hours)
+        post(at, kind="marketing" if hours % 3 == 0 else "service", cause="broadcast")
+        post(at, acc=other, kind="service", cause="broadcast")
+    post(NOON - dt.timedelta(hours=1), cause="journey")  # one-to-one: not a post
+    ids = sorted([account.pk, other.pk])
+
+    def check(now):
+        got = dict(kept.counts(ids, causes, now - week, now))
+        assert got == _posts_between(ids, causes, now - week, None), now
+        return got
+
+    first = check(NOON)
+    assert first[account.pk][1] > first[account.pk][0] > 0 and first[other.pk][0] == 0
+    assert kept.kept  # both accounts' settled counts kept
+    for minutes in (1, 5, 30, 3 * 60, 26 * 60):  # the window slides; posts pass meanwhile
+        now = NOON + dt.timedelta(minutes=minutes)
+        post(now - dt.timedelta(seconds=30))
+        post(now, acc=other, kind="marketing", cause="campaign")
+        check(now)
+    check(NOON - dt.timedelta(hours=5))  # the clock set back: counted in full again
+    check(NOON + dt.timedelta(days=30))  # the whole window past what was kept
