@@ -44,6 +44,7 @@ def main() -> None:
         "--tracemalloc", action="store_true", help="Also trace Python allocations (slower)"
     )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile top N")
+    parser.add_argument("--profile-file", default="", help="Also save the cProfile stats here")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-simulate-")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="yutang.settings")
@@ -98,6 +99,8 @@ def main() -> None:
         print(table(result))
         if profiler is not None:
             print_profile(profiler, args.profile)
+            if args.profile_file:
+                profiler.dump_stats(args.profile_file)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if args.database == "postgresql":

@@ -413,21 +413,26 @@ class SystemDriver:
         channel's fixed cost of the day when it has one."""
         assert self.actor is not None
         specs = self.scenario.channels if self.scenario is not None else []
-        for code, count, spec in zip(self.live_codes, reach, specs, strict=False):
-            acquisition.record_reach(
-                actor=self.actor, channel_id=code.channel_id, date=date, count=count
+        codes = list(zip(self.live_codes, reach, specs, strict=False))
+        acquisition.record_reaches(
+            actor=self.actor,
+            date=date,
+            counts={code.channel_id: count for code, count, _s in codes},
+        )
+        scale = self.scenario.scale if self.scenario is not None else 0
+        fixed = {
+            code.channel_id: round(spec.fixed_cost_per_day_fen * scale) for code, _c, spec in codes
+        }
+        fixed = {pk: amount for pk, amount in fixed.items() if amount > 0}
+        if fixed:
+            booked = set(
+                ChannelCost.objects.filter(
+                    channel_id__in=list(fixed), date=date, note=FIXED_COST_NOTE
+                ).values_list("channel_id", flat=True)
             )
-            fixed = round(spec.fixed_cost_per_day_fen * self.scenario.scale) if self.scenario else 0
-            if (
-                fixed > 0
-                and not ChannelCost.objects.filter(
-                    channel_id=code.channel_id, date=date, note=FIXED_COST_NOTE
-                ).exists()
-            ):
-                acquisition.add_cost(
-                    actor=self.actor, channel_id=code.channel_id, date=date, amount_fen=fixed,
-                    note=FIXED_COST_NOTE,
-                )  # fmt: skip
+            items = [(pk, n, FIXED_COST_NOTE) for pk, n in fixed.items() if pk not in booked]
+            if items:
+                acquisition.add_costs(actor=self.actor, date=date, items=items)
 
     # --- what people do ---------------------------------------------------------------------
 
@@ -447,12 +452,21 @@ class SystemDriver:
             )
         )
         order = sorted(range(len(people)), key=lambda i: (ats[i], people[i]))
+        # The live codes route the day's new adds in time order (one batch call, the same
+        # accounts as one call per add).
+        routed = iter(
+            acquisition.assign_accounts(
+                items=[
+                    (self.live_codes[channels[i]], ats[i]) for i in order if keys[i] not in handled
+                ]
+            )
+        )
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for i in order:
             person, code, at = people[i], self.live_codes[channels[i]], ats[i]
             account_id = handled.get(keys[i])
             if account_id is None:
-                account_id = acquisition.assign_account(live_code=code, at=at).pk
+                account_id = next(routed).pk
             external = self.external_id(person)
             self.contact_of[person] = (account_id, external)
             by_account[account_id].append(
