@@ -1341,19 +1341,28 @@ def apply_consent(
     )
     if current is not None and current.changed_at > at:
         return current  # an older statement arriving late never overrides a newer one
-    consent, _ = Consent.objects.update_or_create(
-        customer=customer,
-        purpose=purpose,
-        carrier=carrier,
-        defaults={
-            "status": status,
-            "source": source[:64],
-            "proof": proof[:2000],
-            "changed_at": at,
-            "recorded_at": clock.now(),
-        },
-    )
-    return consent
+    values = {
+        "status": status,
+        "source": source[:64],
+        "proof": proof[:2000],
+        "changed_at": at,
+        "recorded_at": clock.now(),
+    }
+    if current is not None:  # locked above: change it in place (one UPDATE)
+        for name, value in values.items():
+            setattr(current, name, value)
+        current.save(update_fields=list(values))
+        return current
+    try:
+        with transaction.atomic():
+            return Consent.objects.create(
+                customer=customer, purpose=purpose, carrier=carrier, **values
+            )
+    except IntegrityError:  # a concurrent first statement: update it as update_or_create would
+        consent, _ = Consent.objects.update_or_create(
+            customer=customer, purpose=purpose, carrier=carrier, defaults=values
+        )
+        return consent
 
 
 def has_consent(customer: Customer, *, purpose: str, carrier: str) -> bool:
