@@ -1374,30 +1374,64 @@ def welcome_for_add(
     """What to send first when a contact is added: the live code's welcome (variables
     rendered, attachments cut to the carrier's limit, the channel's hook coupon), else the
     brand's default welcome. None when the brand has neither (then send nothing)."""
-    code = live_code_for_state(brand=brand, state=state)
-    store = (code.store if code and code.store else None) or account.store
-    store_name = store.name if store else ""
-    if code is not None and code.welcome_text.strip():
+    return welcome_for(
+        brand_id=brand.pk,
+        state=state,
+        customer_name=customer_name,
+        staff_name=account.display_name,
+        account_store_name=account.store.name if account.store else "",
+        attachment_limit=attachment_limit,
+    )
+
+
+def welcome_for(
+    *,
+    brand_id: int,
+    state: str | None,
+    customer_name: str,
+    staff_name: str,
+    account_store_name: str,
+    attachment_limit: int = 9,
+) -> Welcome | None:
+    """`welcome_for_add` from the account's display name and store name: reads only the
+    columns a welcome needs (it runs once per add, inside the carrier's welcome window)."""
+    code = None
+    match = (
+        STATE_PATTERN.match(state) if isinstance(state, str) and len(state) <= STATE_MAX else None
+    )
+    if match is not None:
+        code = (
+            LiveCode.objects.filter(brand_id=brand_id, pk=int(match.group(1)))
+            .values_list(
+                "pk",
+                "welcome_text",
+                "welcome_attachments",
+                "store__name",
+                "channel__hook_coupon_code",
+            )
+            .first()
+        )
+    store_name = code[3] if code is not None and code[3] is not None else account_store_name
+    if code is not None and code[1].strip():
         return Welcome(
-            text=render_welcome(
-                code.welcome_text, name=customer_name, staff=account.display_name,
-                store=store_name,
-            ),
-            attachments=[dict(a) for a in code.welcome_attachments[: max(0, attachment_limit)]],
-            coupon_code=code.channel.hook_coupon_code,
-            live_code_id=code.pk,
-        )  # fmt: skip
-    default = AcquisitionSettings.objects.filter(brand=brand).first()
-    template = default.default_welcome_text if default else ""
+            text=render_welcome(code[1], name=customer_name, staff=staff_name, store=store_name),
+            attachments=[dict(a) for a in code[2][: max(0, attachment_limit)]],
+            coupon_code=code[4],
+            live_code_id=code[0],
+        )
+    template = (
+        AcquisitionSettings.objects.filter(brand_id=brand_id)
+        .values_list("default_welcome_text", flat=True)
+        .first()
+    ) or ""
     if not template.strip():
         return None
     return Welcome(
-        text=render_welcome(template, name=customer_name, staff=account.display_name,
-                            store=store_name),
+        text=render_welcome(template, name=customer_name, staff=staff_name, store=store_name),
         attachments=[],
-        coupon_code=code.channel.hook_coupon_code if code else "",
-        live_code_id=code.pk if code else None,
-    )  # fmt: skip
+        coupon_code=code[4] if code is not None else "",
+        live_code_id=code[0] if code is not None else None,
+    )
 
 
 @dataclass(frozen=True)
