@@ -171,9 +171,9 @@ def test_record_contacts_added_claims_and_tags_like_one_by_one(frozen):
         if batched:
             services.record_contacts_added(brand=brand, account=account, adds=adds)
         else:
-            for c, state, at in adds:
+            for c, code_state, at in adds:
                 services.record_contact_added(
-                    brand=brand, account=account, customer=c, state=state, occurred_at=at
+                    brand=brand, account=account, customer=c, state=code_state, occurred_at=at
                 )
         state = adds_state(brand, people)
         stores = {s for _i, _c, _o, s in state["customers"]}
