@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/simulate.py [--scale 0.1] [--days 365] [--model-only]
                                        [--database sqlite|postgresql] [--profile 30]
+                                       [--profile-file stats.pstats]
 
 Defaults: the demo-scale year (`fashion-300k.yaml`, scale 0.1, ≈ 30,000 contacts; goal
 ≤ 2 minutes) driven through the real services — live codes and sandbox callbacks, journeys,
 the outbox and its gate, segments — into a fresh SQLite file under a temporary directory (or,
-with `--database postgresql`, a fresh database `bench_simulate` on YUTANG_BENCH_POSTGRES_URL's
+with `--database postgresql`, a fresh database `bench_simulate_<pid>` on YUTANG_BENCH_POSTGRES_URL's
 server, default postgresql://postgres@127.0.0.1:5432/). `--scale 1.0` is the full
 300,000-contact year (goal ≤ 20 minutes); `--model-only` times the NumPy model alone. The
 model-only run of the same scenario is always timed first as the baseline. Prints wall time,
@@ -44,17 +45,19 @@ def main() -> None:
         "--tracemalloc", action="store_true", help="Also trace Python allocations (slower)"
     )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile top N")
+    parser.add_argument("--profile-file", default="", help="Also save the cProfile stats here")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-simulate-")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="yutang.settings")
     server = os.environ.get("YUTANG_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/")
+    database = f"bench_simulate_{os.getpid()}"  # concurrent runs never share a database
     if args.database == "postgresql":
         import psycopg
 
         with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS bench_simulate")
-            conn.execute("CREATE DATABASE bench_simulate")
-        env["YUTANG_DATABASE_URL"] = server.rstrip("/") + "/bench_simulate"
+            conn.execute(f"DROP DATABASE IF EXISTS {database}")
+            conn.execute(f"CREATE DATABASE {database}")
+        env["YUTANG_DATABASE_URL"] = server.rstrip("/") + "/" + database
     else:
         env["YUTANG_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
     try:
@@ -92,19 +95,21 @@ def main() -> None:
         print(f"wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:.0f} MiB{traced}")
         adds = max(1, result.outcome.adds)
         print(
-            f"{wall / adds * 1000:.1f} ms per contact added; {wall / base:.0f}× the model-only "
-            f"baseline; load average {os.getloadavg()[0]:.2f}"
+            f"{wall / adds * 1000:.1f} ms wall, {cpu / adds * 1000:.1f} ms CPU per contact added; "
+            f"{wall / base:.0f}× the model-only baseline; load average {os.getloadavg()[0]:.2f}"
         )
         print(table(result))
         if profiler is not None:
             print_profile(profiler, args.profile)
+            if args.profile_file:
+                profiler.dump_stats(args.profile_file)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if args.database == "postgresql":
             import psycopg
 
             with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as conn:
-                conn.execute("DROP DATABASE IF EXISTS bench_simulate")
+                conn.execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 def print_profile(profiler: cProfile.Profile, top: int) -> None:

@@ -63,15 +63,21 @@ def _account(fact: ContactAdded) -> CarrierAccount | None:
 
 
 def welcome_provider(fact: ContactAdded) -> WelcomeContent | None:
-    account = _account(fact)
+    account = (
+        CarrierAccount.objects.filter(pk=fact.account_id, brand_id=fact.brand_id)
+        .values_list("kind", "display_name", "store__name")
+        .first()
+    )
     if account is None:
         return None
-    welcome = services.welcome_for_add(
-        brand=account.brand,
-        account=account,
+    kind, staff_name, store_name = account
+    welcome = services.welcome_for(
+        brand_id=fact.brand_id,
         state=fact.state,
         customer_name=fact.display_name,
-        attachment_limit=ATTACHMENT_LIMITS.get(account.kind, DEFAULT_ATTACHMENT_LIMIT),
+        staff_name=staff_name,
+        account_store_name=store_name or "",
+        attachment_limit=ATTACHMENT_LIMITS.get(kind, DEFAULT_ATTACHMENT_LIMIT),
     )
     if welcome is None:
         return None

@@ -1,5 +1,8 @@
 """Adds follow the person when customers merge (and go back on unmerge); the survivor keeps
-exactly one first touch: its earliest add through a channel."""
+exactly one first touch: its earliest add through a channel. An add of the absorbed customer
+that the kept one also has (the same account at the same instant: one carrier add recorded
+under both records, which the unique (account, customer, added_at) forbids twice) stays with
+the absorbed customer: the merged person has it once, and unmerge has nothing to give back."""
 
 from __future__ import annotations
 
@@ -7,7 +10,11 @@ from collections.abc import Sequence
 
 from yutang.acquisition.models import ContactAdd
 from yutang.customers.models import Customer
-from yutang.customers.services import register_merge_participant, rows_follow_the_customer
+from yutang.customers.services import (
+    MergeParticipant,
+    register_merge_participant,
+    rows_follow_the_customer,
+)
 
 
 def _first_touch(customers: Sequence[Customer]) -> None:
@@ -21,7 +28,22 @@ def _first_touch(customers: Sequence[Customer]) -> None:
             ContactAdd.objects.filter(pk=first.pk).update(is_first_touch=True)
 
 
+def _move(keep: Customer, absorb: Customer) -> list[int]:
+    held = set(ContactAdd.objects.filter(customer=keep).values_list("account_id", "added_at"))
+    ids = [
+        pk
+        for pk, account_id, added_at in ContactAdd.objects.filter(customer=absorb).values_list(
+            "pk", "account_id", "added_at"
+        )
+        if (account_id, added_at) not in held
+    ]
+    ContactAdd.objects.filter(pk__in=ids).update(customer=keep)
+    return ids
+
+
 def register() -> None:
+    generic = rows_follow_the_customer(ContactAdd, after=_first_touch)
     register_merge_participant(
-        "acquisition_adds", rows_follow_the_customer(ContactAdd, after=_first_touch)
+        "acquisition_adds",
+        MergeParticipant(move=_move, restore=generic.restore, after=generic.after),
     )

@@ -308,6 +308,52 @@ def add_cost(
     return cost
 
 
+def add_costs(
+    *, actor: Staff, date: dt.date, items: Sequence[tuple[int, int, str]]
+) -> list[ChannelCost]:
+    """`add_cost` for several (channel id, amount_fen, note) on one date: the channels read
+    at once, the costs and their audit entries inserted together."""
+    if not isinstance(date, dt.date):
+        raise ValidationFailed(N_("date must be YYYY-MM-DD."), field="date")
+    ids = [pk for pk, _amount, _note in items]
+    channels = (
+        Channel.objects.for_actor(actor, Action.CHANNEL_MANAGE)
+        .select_related("brand")
+        .in_bulk([pk for pk in ids if is_valid_id(pk)])
+    )
+    now = clock.now()
+    rows = []
+    for pk, amount_fen, note in items:
+        if pk not in channels:
+            get_channel(actor=actor, channel_id=pk, action=Action.CHANNEL_MANAGE)  # raises
+        _fen(amount_fen, "amount_fen")
+        channel = channels[pk]
+        rows.append(
+            ChannelCost(
+                brand=channel.brand,
+                channel=channel,
+                date=date,
+                amount_fen=amount_fen,
+                note=_text(note, "note", max_length=200),
+                created_at=now,
+            )
+        )
+    with transaction.atomic():
+        ChannelCost.objects.bulk_create(rows)
+        audit.record_many(
+            brand=actor.brand, actor=actor, action="channel.cost",
+            entries=[
+                (
+                    row.channel,
+                    {"cost": {"after": {"date": date.isoformat(), "amount_fen": row.amount_fen}}},
+                    None,
+                )
+                for row in rows
+            ],
+        )  # fmt: skip
+    return rows
+
+
 def list_costs(*, actor: Staff, channel_id: int) -> list[ChannelCost]:
     channel = get_channel(actor=actor, channel_id=channel_id)
     return list(channel.costs.all())
@@ -353,6 +399,48 @@ def record_reach(
             changes={"reach": {"after": {"date": date.isoformat(), "count": count}}},
         )  # fmt: skip
     return row
+
+
+def record_reaches(*, actor: Staff, date: dt.date, counts: Mapping[int, int]) -> list[ReachRecord]:
+    """`record_reach` (no card batch) for several channels on one date (channel id → count):
+    the channels read at once, existing rows for the date updated, new ones inserted
+    together, one audit entry per channel as `record_reach` writes."""
+    for pk, count in counts.items():
+        if not is_valid_id(pk):
+            get_channel(actor=actor, channel_id=pk, action=Action.CHANNEL_MANAGE)  # raises
+        _check_count(count, "count")
+    channels = Channel.objects.for_actor(actor, Action.CHANNEL_MANAGE).in_bulk(list(counts))
+    for pk in counts:
+        if pk not in channels:
+            get_channel(actor=actor, channel_id=pk, action=Action.CHANNEL_MANAGE)  # raises
+    with transaction.atomic():
+        existing = {
+            row.channel_id: row
+            for row in ReachRecord.objects.select_for_update().filter(
+                channel_id__in=list(counts), batch__isnull=True, date=date
+            )
+        }
+        fresh = []
+        for pk, count in counts.items():
+            row = existing.get(pk)
+            if row is None:
+                fresh.append(
+                    ReachRecord(brand=actor.brand, channel=channels[pk], date=date, count=count)
+                )
+            elif row.count != count:
+                row.count = count
+                row.save(update_fields=["count"])
+        ReachRecord.objects.bulk_create(fresh)
+        iso = date.isoformat()
+        audit.record_many(
+            brand=actor.brand, actor=actor, action="channel.reach",
+            entries=[
+                (channels[pk], {"reach": {"after": {"date": iso, "count": count}}}, None)
+                for pk, count in counts.items()
+            ],
+        )  # fmt: skip
+    made = {row.channel_id: row for row in fresh}
+    return [existing.get(pk) or made[pk] for pk in counts]
 
 
 @dataclass
@@ -890,6 +978,92 @@ def assign_account(
     )
 
 
+class _NoRoom(Exception):
+    """An add of `assign_accounts` found no room: undo the batch, go one by one."""
+
+
+def assign_accounts(*, items: Sequence[tuple[LiveCode, dt.datetime]]) -> list[CarrierAccount]:
+    """`assign_account` for a run of adds (live code, moment; no customer, no location), in
+    order, with the same accounts and counts as calling it for each in turn: each code's
+    rotation moved once, its members read once, the capped accounts' days read (and locked)
+    once and each account's day counted with one UPDATE. When an add would find no room the
+    batch is undone and the adds go one by one, so that NoCapacity (and its alert) comes at
+    the same add. Call it outside any transaction of your own, as `assign_account`."""
+    if not items:
+        return []
+    for attempt in range(3):
+        try:
+            return _route_many(items)
+        except _NoRoom:
+            break
+        except OperationalError as exc:
+            if attempt == 2 or not is_transient(exc):
+                raise
+    return [assign_account(live_code=code, at=at) for code, at in items]
+
+
+def _route_many(items: Sequence[tuple[LiveCode, dt.datetime]]) -> list[CarrierAccount]:
+    codes = {code.pk: code for code, _at in items}
+    days = [local_day(code.brand, at) for code, at in items]
+    with transaction.atomic():
+        tickets: dict[int, int] = {}
+        members: dict[int, tuple[list[LiveCodeMember], list[LiveCodeMember]]] = {}
+        for pk in sorted(codes):  # one lock order for concurrent batches
+            n = sum(1 for code, _at in items if code.pk == pk)
+            LiveCode.objects.filter(pk=pk).update(rotation=F("rotation") + n)
+            end = LiveCode.objects.filter(pk=pk).values_list("rotation", flat=True)[0]
+            tickets[pk] = int(end) - n
+            members[pk] = _members(codes[pk])
+        capped = {
+            m.account_id
+            for pool, backups in members.values()
+            for m in [*pool, *backups]
+            if m.account.daily_add_cap is not None
+        }
+        used: dict[tuple[int, dt.date], list[int]] = {}
+        if capped:
+            # Every capped account's row for the days exists and is locked before it is read.
+            AccountDay.objects.bulk_create(
+                [
+                    AccountDay(account_id=a, day=d)
+                    for a in sorted(capped)
+                    for d in sorted(set(days))
+                ],
+                ignore_conflicts=True,
+            )
+            for row in AccountDay.objects.select_for_update().filter(
+                account_id__in=capped, day__in=set(days)
+            ):
+                used[(row.account_id, row.day)] = [row.assigned, row.added]
+        taken: Counter[tuple[int, dt.date]] = Counter()
+        chosen: list[CarrierAccount] = []
+        for (code, at), day in zip(items, days, strict=True):
+            ticket = tickets[code.pk]
+            tickets[code.pk] += 1
+            pool, backups = members[code.pk]
+            for member in [*_candidates(code, pool, at, None, ticket), *backups]:
+                account, key = member.account, (member.account_id, day)
+                cap = account.daily_add_cap
+                if cap is not None:
+                    assigned, added = used[key]
+                    if not (assigned + taken[key] < cap and added < cap):
+                        continue
+                taken[key] += 1
+                chosen.append(account)
+                break
+            else:
+                raise _NoRoom
+        AccountDay.objects.bulk_create(
+            [AccountDay(account_id=a, day=d) for a, d in sorted(taken) if a not in capped],
+            ignore_conflicts=True,
+        )
+        for (account_id, day), n in sorted(taken.items()):
+            AccountDay.objects.filter(account_id=account_id, day=day).update(
+                assigned=F("assigned") + n
+            )
+    return chosen
+
+
 def _route(
     live_code: LiveCode,
     day: dt.date,
@@ -1200,30 +1374,64 @@ def welcome_for_add(
     """What to send first when a contact is added: the live code's welcome (variables
     rendered, attachments cut to the carrier's limit, the channel's hook coupon), else the
     brand's default welcome. None when the brand has neither (then send nothing)."""
-    code = live_code_for_state(brand=brand, state=state)
-    store = (code.store if code and code.store else None) or account.store
-    store_name = store.name if store else ""
-    if code is not None and code.welcome_text.strip():
+    return welcome_for(
+        brand_id=brand.pk,
+        state=state,
+        customer_name=customer_name,
+        staff_name=account.display_name,
+        account_store_name=account.store.name if account.store else "",
+        attachment_limit=attachment_limit,
+    )
+
+
+def welcome_for(
+    *,
+    brand_id: int,
+    state: str | None,
+    customer_name: str,
+    staff_name: str,
+    account_store_name: str,
+    attachment_limit: int = 9,
+) -> Welcome | None:
+    """`welcome_for_add` from the account's display name and store name: reads only the
+    columns a welcome needs (it runs once per add, inside the carrier's welcome window)."""
+    code = None
+    match = (
+        STATE_PATTERN.match(state) if isinstance(state, str) and len(state) <= STATE_MAX else None
+    )
+    if match is not None:
+        code = (
+            LiveCode.objects.filter(brand_id=brand_id, pk=int(match.group(1)))
+            .values_list(
+                "pk",
+                "welcome_text",
+                "welcome_attachments",
+                "store__name",
+                "channel__hook_coupon_code",
+            )
+            .first()
+        )
+    store_name = code[3] if code is not None and code[3] is not None else account_store_name
+    if code is not None and code[1].strip():
         return Welcome(
-            text=render_welcome(
-                code.welcome_text, name=customer_name, staff=account.display_name,
-                store=store_name,
-            ),
-            attachments=[dict(a) for a in code.welcome_attachments[: max(0, attachment_limit)]],
-            coupon_code=code.channel.hook_coupon_code,
-            live_code_id=code.pk,
-        )  # fmt: skip
-    default = AcquisitionSettings.objects.filter(brand=brand).first()
-    template = default.default_welcome_text if default else ""
+            text=render_welcome(code[1], name=customer_name, staff=staff_name, store=store_name),
+            attachments=[dict(a) for a in code[2][: max(0, attachment_limit)]],
+            coupon_code=code[4],
+            live_code_id=code[0],
+        )
+    template = (
+        AcquisitionSettings.objects.filter(brand_id=brand_id)
+        .values_list("default_welcome_text", flat=True)
+        .first()
+    ) or ""
     if not template.strip():
         return None
     return Welcome(
-        text=render_welcome(template, name=customer_name, staff=account.display_name,
-                            store=store_name),
+        text=render_welcome(template, name=customer_name, staff=staff_name, store=store_name),
         attachments=[],
-        coupon_code=code.channel.hook_coupon_code if code else "",
-        live_code_id=code.pk if code else None,
-    )  # fmt: skip
+        coupon_code=code[4] if code is not None else "",
+        live_code_id=code[0] if code is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -1298,7 +1506,7 @@ def record_contact_added(
             [AccountDay(account=account, day=day)], ignore_conflicts=True
         )
         AccountDay.objects.filter(account=account, day=day).update(added=F("added") + 1)
-        _attribute(brand, account, add, {})
+        _attribute(brand, account, add)
     return add
 
 
@@ -1320,34 +1528,64 @@ def _partner_of(code: LiveCode | None, channel: Channel | None) -> Partner | Non
     )
 
 
-def _attribute(
-    brand: Brand, account: CarrierAccount, add: ContactAdd, tag_ids: dict[int, list[int]]
-) -> None:
-    """The customer side of a new add: owner (the live code's store, else the account's) and
-    first-touch channel, and the channel's tags. `tag_ids` caches each channel's tag ids
-    across a batch's adds."""
+def _claim(account: CarrierAccount, add: ContactAdd) -> customers.Claim:
+    """What a new add claims for its customer: the owner (the live code's store, else the
+    account's; the account's staff) and, on a first touch, the source channel."""
     code, channel = add.live_code, add.channel
     owner_store = (code.store if code and code.store_id else None) or account.store
+    return (
+        add.customer,
+        account.staff_id,
+        owner_store.pk if owner_store is not None else None,
+        channel.code if add.is_first_touch and channel is not None else "",
+    )
+
+
+def _channel_tags(
+    brand: Brand, channel: Channel | None, tag_ids: dict[int, list[int]]
+) -> list[int]:
+    """The channel's tags as tag ids (created on first use); `tag_ids` caches them per
+    channel across a batch."""
+    if channel is None or not channel.tags:
+        return []
+    if channel.pk not in tag_ids:
+        tag_ids[channel.pk] = [
+            customers.create_tag(
+                actor=None, brand=brand, group=t.split("/", 1)[0], name=t.split("/", 1)[1]
+            ).pk
+            for t in channel.tags
+        ]
+    return tag_ids[channel.pk]
+
+
+def _attribute(brand: Brand, account: CarrierAccount, add: ContactAdd) -> None:
+    """The customer side of a new add: owner (the live code's store, else the account's) and
+    first-touch channel, and the channel's tags."""
     # The owner and first-touch channel go through customers' service, which also writes
     # the owner history that order attribution reads at paid time.
-    customers.claim_owner_and_first_touch(
-        customer=add.customer,
-        staff_id=account.staff_id,
-        store_id=owner_store.pk if owner_store is not None else None,
-        channel=channel.code if add.is_first_touch and channel is not None else "",
+    customer, staff_id, store_id, channel_code = _claim(account, add)
+    customer = customers.claim_owner_and_first_touch(
+        customer=customer, staff_id=staff_id, store_id=store_id, channel=channel_code,
         reason="contact_added",
+    )  # fmt: skip
+    tags = _channel_tags(brand, add.channel, {})
+    if tags:
+        customers.set_tags(actor=None, customer=customer, add=tags, source="channel")
+
+
+def _attribute_many(brand: Brand, account: CarrierAccount, adds: Sequence[ContactAdd]) -> None:
+    """`_attribute` for a run of new adds of distinct customers, set-based: the claims in
+    one call of customers' batch claim, the channels' tags in one `add_tags`."""
+    fresh = customers.claim_owners_and_first_touches(
+        items=[_claim(account, add) for add in adds], reason="contact_added"
     )
-    if channel is not None and channel.tags:
-        if channel.pk not in tag_ids:
-            tag_ids[channel.pk] = [
-                customers.create_tag(
-                    actor=None, brand=brand, group=t.split("/", 1)[0], name=t.split("/", 1)[1]
-                ).pk
-                for t in channel.tags
-            ]
-        customers.set_tags(
-            actor=None, customer=add.customer, add=tag_ids[channel.pk], source="channel"
-        )
+    tag_ids: dict[int, list[int]] = {}
+    items = []
+    for add in adds:
+        tags = _channel_tags(brand, add.channel, tag_ids)
+        if tags:
+            items.append((fresh[add.customer_id], tags))
+    customers.add_tags(items=items, source="channel")
 
 
 def record_contacts_added(
@@ -1424,9 +1662,7 @@ def _record_adds(
     )
     for day, n in sorted(days.items()):
         AccountDay.objects.filter(account=account, day=day).update(added=F("added") + n)
-    tag_ids: dict[int, list[int]] = {}
-    for add in rows:
-        _attribute(brand, account, add, tag_ids)
+    _attribute_many(brand, account, rows)
 
 
 # --- Short links and package cards ------------------------------------------------------------

@@ -461,10 +461,86 @@ def claim_owner_and_first_touch(
     return locked
 
 
-def _owner_row(
+#: One claim of `claim_owners_and_first_touches`: (customer, staff_id, store_id, channel).
+Claim = tuple[Customer, int | None, int | None, str]
+
+
+def claim_owners_and_first_touches(
+    *, items: Sequence[Claim], reason: str = "contact_added"
+) -> dict[int, Customer]:
+    """`claim_owner_and_first_touch` for many customers at once (a run of adds), with the
+    same outcome as calling it for each in order: the customers locked together, one
+    conditional UPDATE per field and value claimed, the owner history written with one
+    INSERT. Returns the fresh customers by id. A customer named twice goes one by one."""
+    ids = [customer.pk for customer, _staff, _store, _channel in items]
+    if len(set(ids)) != len(ids):
+        return {
+            customer.pk: claim_owner_and_first_touch(
+                customer=customer,
+                staff_id=staff_id,
+                store_id=store_id,
+                channel=channel,
+                reason=reason,
+            )
+            for customer, staff_id, store_id, channel in items
+        }
+    if not ids:
+        return {}
+    with transaction.atomic():
+        locked = Customer.objects.select_for_update().in_bulk(ids)
+        missing = [pk for pk in ids if pk not in locked]
+        if missing:
+            raise Customer.DoesNotExist(f"No customer {missing[0]}.")
+        before = {pk: owner_of(customer) for pk, customer in locked.items()}
+        now = clock.now()
+        claims: dict[tuple[str, Any], list[int]] = {}
+        for customer, staff_id, store_id, channel in items:
+            if staff_id is not None:
+                claims.setdefault(("owner_staff_id", staff_id), []).append(customer.pk)
+            if store_id is not None:
+                claims.setdefault(("owner_store_id", store_id), []).append(customer.pk)
+            if channel:
+                claims.setdefault(("source_channel", channel[:64]), []).append(customer.pk)
+        for (field_name, value), pks in claims.items():
+            free = (
+                Q(source_channel="")
+                if field_name == "source_channel"
+                else Q(**{f"{field_name}__isnull": True})
+            )
+            Customer.objects.filter(free, pk__in=pks).update(
+                **{field_name: value, "updated_at": now}
+            )
+        fresh = Customer.objects.in_bulk(ids)
+        changed = [pk for pk in ids if owner_of(fresh[pk]) != before[pk]]
+        with_history = set(
+            OwnerChange.objects.filter(customer_id__in=changed).values_list(
+                "customer_id", flat=True
+            )
+        )
+        rows = []
+        for pk in changed:
+            customer = fresh[pk]
+            if pk not in with_history:
+                rows.append(
+                    _owner_change(
+                        customer,
+                        before[pk],
+                        valid_from=customer.created_at,
+                        reason="created",
+                        now=now,
+                    )
+                )
+            rows.append(
+                _owner_change(customer, owner_of(customer), valid_from=now, reason=reason, now=now)
+            )
+        OwnerChange.objects.bulk_create(rows)
+    return fresh
+
+
+def _owner_change(
     customer: Customer, owner: Owner, *, valid_from: dt.datetime, reason: str, now: dt.datetime
-) -> None:
-    OwnerChange.objects.create(
+) -> OwnerChange:
+    return OwnerChange(
         brand_id=customer.brand_id,
         customer=customer,
         owner_store_id=owner[0],
@@ -473,6 +549,12 @@ def _owner_row(
         reason=reason[:32],
         created_at=now,
     )
+
+
+def _owner_row(
+    customer: Customer, owner: Owner, *, valid_from: dt.datetime, reason: str, now: dt.datetime
+) -> None:
+    _owner_change(customer, owner, valid_from=valid_from, reason=reason, now=now).save()
 
 
 def owner_at(*, customer: Customer, at: dt.datetime) -> Owner:
@@ -1259,19 +1341,28 @@ def apply_consent(
     )
     if current is not None and current.changed_at > at:
         return current  # an older statement arriving late never overrides a newer one
-    consent, _ = Consent.objects.update_or_create(
-        customer=customer,
-        purpose=purpose,
-        carrier=carrier,
-        defaults={
-            "status": status,
-            "source": source[:64],
-            "proof": proof[:2000],
-            "changed_at": at,
-            "recorded_at": clock.now(),
-        },
-    )
-    return consent
+    values = {
+        "status": status,
+        "source": source[:64],
+        "proof": proof[:2000],
+        "changed_at": at,
+        "recorded_at": clock.now(),
+    }
+    if current is not None:  # locked above: change it in place (one UPDATE)
+        for name, value in values.items():
+            setattr(current, name, value)
+        current.save(update_fields=list(values))
+        return current
+    try:
+        with transaction.atomic():
+            return Consent.objects.create(
+                customer=customer, purpose=purpose, carrier=carrier, **values
+            )
+    except IntegrityError:  # a concurrent first statement: update it as update_or_create would
+        consent, _ = Consent.objects.update_or_create(
+            customer=customer, purpose=purpose, carrier=carrier, defaults=values
+        )
+        return consent
 
 
 def has_consent(customer: Customer, *, purpose: str, carrier: str) -> bool:

@@ -51,7 +51,7 @@ from yutang.carriers.models import CarrierConnection, CarrierContact, InboundRec
 from yutang.commerce import services as commerce
 from yutang.core import clock
 from yutang.core import services as core
-from yutang.core.errors import N_, ValidationFailed
+from yutang.core.errors import N_, ValidationFailed, YutangError
 from yutang.core.models import Brand, CarrierAccount, Staff, Store
 from yutang.core.permissions import Role
 from yutang.customers import services as customers
@@ -149,6 +149,7 @@ class SystemDriver:
         self.contact_of: dict[int, tuple[int, str]] = {}  # person → (account id, external id)
         self.person_of: dict[int, int] = {}  # customer id → person
         self._facts: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self._orders: list[commerce.NewOrder] = []
         self._last_delivery: dt.datetime | None = None
 
     # --- set-up -----------------------------------------------------------------------------
@@ -413,21 +414,26 @@ class SystemDriver:
         channel's fixed cost of the day when it has one."""
         assert self.actor is not None
         specs = self.scenario.channels if self.scenario is not None else []
-        for code, count, spec in zip(self.live_codes, reach, specs, strict=False):
-            acquisition.record_reach(
-                actor=self.actor, channel_id=code.channel_id, date=date, count=count
+        codes = list(zip(self.live_codes, reach, specs, strict=False))
+        acquisition.record_reaches(
+            actor=self.actor,
+            date=date,
+            counts={code.channel_id: count for code, count, _s in codes},
+        )
+        scale = self.scenario.scale if self.scenario is not None else 0
+        fixed = {
+            code.channel_id: round(spec.fixed_cost_per_day_fen * scale) for code, _c, spec in codes
+        }
+        fixed = {pk: amount for pk, amount in fixed.items() if amount > 0}
+        if fixed:
+            booked = set(
+                ChannelCost.objects.filter(
+                    channel_id__in=list(fixed), date=date, note=FIXED_COST_NOTE
+                ).values_list("channel_id", flat=True)
             )
-            fixed = round(spec.fixed_cost_per_day_fen * self.scenario.scale) if self.scenario else 0
-            if (
-                fixed > 0
-                and not ChannelCost.objects.filter(
-                    channel_id=code.channel_id, date=date, note=FIXED_COST_NOTE
-                ).exists()
-            ):
-                acquisition.add_cost(
-                    actor=self.actor, channel_id=code.channel_id, date=date, amount_fen=fixed,
-                    note=FIXED_COST_NOTE,
-                )  # fmt: skip
+            items = [(pk, n, FIXED_COST_NOTE) for pk, n in fixed.items() if pk not in booked]
+            if items:
+                acquisition.add_costs(actor=self.actor, date=date, items=items)
 
     # --- what people do ---------------------------------------------------------------------
 
@@ -447,12 +453,21 @@ class SystemDriver:
             )
         )
         order = sorted(range(len(people)), key=lambda i: (ats[i], people[i]))
+        # The live codes route the day's new adds in time order (one batch call, the same
+        # accounts as one call per add).
+        routed = iter(
+            acquisition.assign_accounts(
+                items=[
+                    (self.live_codes[channels[i]], ats[i]) for i in order if keys[i] not in handled
+                ]
+            )
+        )
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for i in order:
             person, code, at = people[i], self.live_codes[channels[i]], ats[i]
             account_id = handled.get(keys[i])
             if account_id is None:
-                account_id = acquisition.assign_account(live_code=code, at=at).pk
+                account_id = next(routed).pk
             external = self.external_id(person)
             self.contact_of[person] = (account_id, external)
             by_account[account_id].append(
@@ -516,6 +531,7 @@ class SystemDriver:
         return self.add_contacts(people=[person], channels=[channel], ats=[at])[0]
 
     def _fact(self, person: int, what: str, at: dt.datetime, **fields: Any) -> None:
+        self._post_orders()  # a fact after the day's orders follows them in the log
         account_id, external = self.contact_of[person]
         self._facts[account_id].append(
             {
@@ -567,20 +583,24 @@ class SystemDriver:
         discount_fen: int,
         store_code: str | None,
     ) -> None:
-        self.flush()  # the order's own event follows the day's earlier events in the log
-        commerce.post_order(
-            brand=self.brand,
-            actor=None,
-            source=self.order_source,
-            external_id=self.order_id(person, seq),
-            paid_at=at,
-            amount_fen=amount_fen,
-            discount_fen=discount_fen,
-            customer_id=customer_id,
-            store_code=store_code,
+        # The order's own event follows the day's earlier events in the log; the day's run
+        # of orders is posted together (`commerce.services.post_orders`, the same outcome as
+        # posting them one by one) before anything that comes after them.
+        self._emit_facts()
+        self._orders.append(
+            commerce.NewOrder(
+                source=self.order_source,
+                external_id=self.order_id(person, seq),
+                paid_at=at,
+                amount_fen=amount_fen,
+                discount_fen=discount_fen,
+                customer_id=customer_id,
+                store_code=store_code,
+            )
         )
 
     def refund(self, *, person: int, seq: int, at: dt.datetime, amount_fen: int) -> None:
+        self._post_orders()
         commerce.post_refund(
             brand=self.brand,
             actor=None,
@@ -601,7 +621,20 @@ class SystemDriver:
         for start in range(0, len(items), CALLBACK_BATCH):
             sandbox.emit(self.configs[account_id], items[start : start + CALLBACK_BATCH])
 
-    def flush(self) -> None:
+    def _post_orders(self) -> None:
+        if not self._orders:
+            return
+        orders, self._orders = self._orders, []
+        for outcome in commerce.post_orders(brand=self.brand, actor=None, orders=orders):
+            if isinstance(outcome, YutangError):
+                raise outcome
+
+    def _emit_facts(self) -> None:
         while self._facts:
             account_id, items = self._facts.popitem()
             self._emit(account_id, items)
+
+    def flush(self) -> None:
+        """Hand over what is pending, in the order it happened: orders, then later facts."""
+        self._post_orders()
+        self._emit_facts()

@@ -39,6 +39,32 @@ def test_adds_follow_a_merge_with_one_first_touch_and_go_back_on_unmerge():
     assert ContactAdd.objects.get(customer=keep).is_first_touch
 
 
+def test_merging_two_customers_with_the_same_add_keeps_it_once_and_unmerge_restores():
+    brand = make_brand()
+    (account,) = make_pool(brand, 1)
+    code = make_code(brand, [account], channel=make_channel(brand, code="card"))
+    other = make_code(brand, [account], channel=make_channel(brand, code="sms"))
+    keep, absorb = make_customer(brand), make_customer(brand)
+    same = utc(2026, 10, 1, 3)
+    for customer in (keep, absorb):  # one carrier add recorded under two customer records
+        services.record_contact_added(brand=brand, account=account, customer=customer,
+                                      state=code.state, occurred_at=same)  # fmt: skip
+    services.record_contact_added(brand=brand, account=account, customer=absorb,
+                                  state=other.state, occurred_at=utc(2026, 10, 9))  # fmt: skip
+    merge = customers.merge_customers(brand=brand, keep=keep, absorb=absorb, actor=None, reason="t")
+    kept = ContactAdd.objects.filter(customer=keep).order_by("added_at")
+    assert list(kept.values_list("channel__code", "added_at", "is_first_touch")) == [
+        ("card", same, True), ("sms", utc(2026, 10, 9), False),
+    ]  # fmt: skip
+    assert ContactAdd.objects.filter(customer=absorb).count() == 1  # the duplicate stays
+    customers.unmerge(actor=None, merge_id=merge.pk, brand=brand)
+    assert ContactAdd.objects.filter(customer=keep).count() == 1
+    back = ContactAdd.objects.filter(customer=absorb).order_by("added_at")
+    assert list(back.values_list("channel__code", "is_first_touch")) == [
+        ("card", True), ("sms", False),
+    ]  # fmt: skip
+
+
 def test_reach_import_applies_all_rows_or_reports_every_bad_one():
     brand = make_brand()
     lead = make_staff(brand, "operations_lead")
