@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -85,24 +86,24 @@ def setup_data(scale: int) -> dict[str, int]:
         version = services.publish(actor=admin, journey_id=journey.pk)
         account = sandbox_account(brand)
     del core
-    chunk = 10_000
-    for start in range(0, scale, chunk):
-        size = min(chunk, scale - start)
-        people = Customer.objects.bulk_create(
-            [Customer(brand=brand, display_name=f"c{start + i}", created_at=T0, updated_at=T0)
-             for i in range(size)]
-        )  # fmt: skip
-        # Every customer holds the sandbox account, so each message step writes a Message.
-        CarrierContact.objects.bulk_create(
-            [CarrierContact(brand=brand, account=account, customer=c, external_hash=f"h{c.pk}",
-                            external_encrypted="", added_at=T0)
-             for c in people]
-        )  # fmt: skip
-        Enrollment.objects.bulk_create(
-            [Enrollment(brand=brand, journey=journey, version=version, customer=c,
-                        state="active", current_step="welcome", next_due_at=T0, entered_at=T0)
-             for c in people]
-        )  # fmt: skip
+    # One row of each table written through the ORM (a prototype with every default), then
+    # the other scale - 1 copied from it in one INSERT … SELECT per table (a number series
+    # on the server): linear, no Python per row, about 20 s per 1,000,000 on PostgreSQL.
+    first = Customer.objects.create(brand=brand, display_name="c0", created_at=T0, updated_at=T0)
+    # Every customer holds the sandbox account, so each message step writes a Message.
+    contact = CarrierContact.objects.create(
+        brand=brand, account=account, customer=first, external_hash=f"h{first.pk}",
+        external_encrypted="", added_at=T0,
+    )  # fmt: skip
+    enrollment = Enrollment.objects.create(
+        brand=brand, journey=journey, version=version, customer=first, state="active",
+        current_step="welcome", next_due_at=T0, entered_at=T0,
+    )  # fmt: skip
+    _clone(Customer, first.pk, {"display_name": "'c' || n"}, series=scale - 1)
+    customers = f"{Customer._meta.db_table} WHERE brand_id = {brand.pk} AND id <> {first.pk}"
+    _clone(CarrierContact, contact.pk, {"customer_id": "c.id", "external_hash": "'h' || c.id"},
+           rows=customers)  # fmt: skip
+    _clone(Enrollment, enrollment.pk, {"customer_id": "c.id"}, rows=customers)
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -113,6 +114,35 @@ def setup_data(scale: int) -> dict[str, int]:
         else:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy is the file alone
     return {"journey": journey.pk}
+
+
+def _clone(
+    model: Any, proto: int, overrides: dict[str, str], *, series: int = 0, rows: str = ""
+) -> None:
+    """INSERT … SELECT copies of row `proto` of `model`, in id order: one per n in 1..series
+    (``n`` in `overrides`), or one per row of `rows` (``c`` in `overrides`). Overrides are
+    SQL expressions by column (the bench's own constants, never input)."""
+    from django.db import connection
+
+    qn = connection.ops.quote_name
+    table = model._meta.db_table
+    columns = [f.column for f in model._meta.concrete_fields if not f.primary_key]
+    select = ", ".join(overrides.get(c, f"p.{qn(c)}") for c in columns)
+    if series:
+        source = (
+            f"generate_series(1, {series}) AS s(n)"
+            if connection.vendor == "postgresql"
+            else f"(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+            f"WHERE n < {series}) SELECT n FROM s) AS s"
+        )
+        order = "s.n"
+    else:
+        source, order = f"(SELECT id FROM {rows}) AS c", "c.id"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(table)} ({', '.join(qn(c) for c in columns)}) "
+            f"SELECT {select} FROM {qn(table)} AS p, {source} WHERE p.id = {proto} ORDER BY {order}"
+        )
 
 
 def child(url: str, var_dir: str, batch: int, bulk: bool, profile: bool) -> None:

@@ -522,16 +522,65 @@ def tick(e: Enrollment, now: dt.datetime, *, batch: _Batch | None = None) -> str
     return outcome
 
 
+#: PostgreSQL: where the last claim of this process started, per journey filter: the next
+#: claim reads the due index from there, not from its front (see `_claim`).
+_claim_floor: dict[tuple[int, ...] | None, tuple[dt.datetime, int]] = {}
+#: Claims in a row that may start at the floor; the next one reads from the front.
+FLOOR_CLAIMS = 20
+#: Only a full claim of at least this many rows (a backlog) sets a floor.
+FLOOR_MIN_BATCH = 100
+_floor_uses: dict[tuple[int, ...] | None, int] = {}
+
+
 def _claim(now: dt.datetime, batch: int, journey_ids: Iterable[int] | None) -> list[Enrollment]:
+    """Lock and load up to `batch` due enrolments, earliest due first.
+
+    PostgreSQL: every step rewrites its enrolment, and the old entries of rewritten rows
+    stay at the front of the due index until VACUUM removes them (or later scans mark them
+    dead, which no transaction may do while an older snapshot is open anywhere on the
+    server). A claim that reads from the front walks them all: its cost grows with the
+    rows processed since the last VACUUM. So a claim reads from where the previous claim
+    of this process started (its first row: whatever that claim ran is due later or at the
+    same key now), and from the front only when that part comes up short, and every
+    FLOOR_CLAIMS-th claim, so that a due row behind the floor (released by another worker's
+    rolled-back batch, or written by hand) waits at most that many claims. Only a full claim
+    of FLOOR_MIN_BATCH rows or more sets a floor: small claims and the end of a backlog read
+    from the front, in due order exactly."""
     qs = Enrollment.objects.filter(
         state__in=OPEN, next_due_at__lte=now, journey__status=Journey.Status.LIVE
     )
-    if journey_ids is not None:
-        qs = qs.filter(journey_id__in=list(journey_ids))
+    key = None if journey_ids is None else tuple(sorted(set(journey_ids)))
+    if key is not None:
+        qs = qs.filter(journey_id__in=key)
     qs = qs.order_by("next_due_at", "id")
-    if connection.vendor == "postgresql":
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
-    rows = list(qs[:batch])
+    if connection.vendor != "postgresql":
+        rows = list(qs[:batch])
+        _attach(rows)
+        return rows
+    qs = qs.select_for_update(skip_locked=True, of=("self",))
+    floor = _claim_floor.get(key)
+    uses = _floor_uses.get(key, 0)
+    rows = []
+    if floor is not None and uses < FLOOR_CLAIMS:
+        _floor_uses[key] = uses + 1
+        # A row comparison bounds the index scan on both columns (Q objects cannot); the
+        # SQL is constant and the values are bound.
+        after = "(journeys_enrollment.next_due_at, journeys_enrollment.id) >= (%s, %s)"
+        rows = list(qs.extra(where=[after], params=list(floor))[:batch])  # noqa: S610
+        if len(rows) < batch:  # the part before the floor, from the front
+            before = after.replace(">=", "<")
+            earlier = qs.extra(where=[before], params=list(floor))  # noqa: S610
+            rows += list(earlier[: batch - len(rows)])
+            rows.sort(key=lambda e: (e.next_due_at, e.pk))
+    else:
+        _floor_uses[key] = 0
+        rows = list(qs[:batch])
+    if len(rows) == batch >= FLOOR_MIN_BATCH:  # a backlog: the next claim starts here
+        first = rows[0]
+        assert first.next_due_at is not None
+        _claim_floor[key] = (first.next_due_at, first.pk)
+    else:
+        _claim_floor.pop(key, None)
     _attach(rows)
     return rows
 

@@ -93,13 +93,18 @@ class Enrollment(models.Model):
 
     OPEN_STATES = (State.ACTIVE, State.WAITING)
 
-    # Indexes on Enrollment are few on purpose: most steps rewrite the row outside HOT (a
-    # wait moves next_due_at, a state change touches the partial indexes' condition), and
-    # each index costs every such step a write. Every query of the engine, services and
-    # consumers is served by the five below (see docs/journeys.md, "Performance"): the
-    # journey's by `enrollment_history` (journey first), the customer's by
-    # `enrollment_customer_state`, due steps by `enrollment_due`. brand and version have no
-    # index: only a brand's or journey's deletion filters on them alone (rare; a scan).
+    # Indexes on Enrollment are few on purpose, and none of them reads `state`: a step that
+    # changes no indexed column (a send that moves on at once, the end of a wait, a branch)
+    # is a HOT update (no index write, the old version pruned on its page without VACUUM),
+    # which needs free room on the page: the table's fillfactor is 50 (migration 0006,
+    # PostgreSQL). "Open" in the partial indexes is `next_due_at IS NOT NULL`: an open
+    # enrolment (active, waiting) always has a due time, a closed one never has (`_finish`,
+    # `enrol`). A wait's start or a finish moves `next_due_at` and writes every index. Every
+    # query of the engine, services and consumers is served by the five below (see
+    # docs/journeys.md, "Performance"): the journey's by `enrollment_history` (journey
+    # first), the customer's by `enrollment_customer`, due steps by `enrollment_due_open`.
+    # brand and version have no index: only a brand's or journey's deletion filters on them
+    # alone (rare; a scan).
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
     journey = models.ForeignKey(
         Journey, on_delete=models.CASCADE, related_name="enrollments", db_index=False
@@ -135,7 +140,7 @@ class Enrollment(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["journey", "customer"],
-                condition=Q(state__in=["active", "waiting"]),
+                condition=Q(next_due_at__isnull=False),
                 name="one_open_enrollment_per_journey",
             )
         ]
@@ -145,10 +150,10 @@ class Enrollment(models.Model):
             # bulk enrolment) to break ties by id.
             models.Index(
                 fields=["next_due_at", "id"],
-                condition=Q(state__in=["active", "waiting"]),
-                name="enrollment_due_order",
+                condition=Q(next_due_at__isnull=False),
+                name="enrollment_due_open",
             ),
-            models.Index(fields=["customer", "state"], name="enrollment_customer_state"),
+            models.Index(fields=["customer"], name="enrollment_customer"),
             models.Index(fields=["journey", "customer", "entered_at"], name="enrollment_history"),
         ]
 

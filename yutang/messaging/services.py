@@ -30,7 +30,7 @@ from yutang.carriers import services as carriers
 from yutang.carriers.base import Capability, CarrierError, Outbound
 from yutang.carriers.models import CarrierContact
 from yutang.core import clock
-from yutang.core.bulk import insert_model_rows
+from yutang.core.bulk import insert_rows, model_columns
 from yutang.core.errors import N_, Conflict, NotFound, ValidationFailed
 from yutang.core.models import Brand, CarrierAccount, Staff
 from yutang.core.pagination import page_by_id_desc
@@ -932,19 +932,22 @@ class OutboxItem:
 
 def enqueue_messages(items: Sequence[OutboxItem]) -> list[int]:
     """`enqueue_message` for many messages in the caller's transaction: the same checks per
-    item, one query for the keys already written and one multi-row insert for the rest (no
-    model instances: `core.bulk.insert_model_rows`). The same idempotency key returns the message
-    already written. Returns the message ids in item order. A key written concurrently
-    raises IntegrityError (the caller retries item by item)."""
+    item and one multi-row insert that skips the keys already written (`INSERT … ON
+    CONFLICT DO NOTHING`, no model instances: `core.bulk.insert_rows`), then one query for
+    the ids of those skipped keys, if any (a replay). The same idempotency key returns the
+    message already written. Returns the message ids in item order. A key being written by a
+    concurrent transaction makes the insert wait for it; once it commits, its message is the
+    one returned."""
     now = clock.now()
     rows: list[tuple[Any, ...]] = []
+    causes = _CAUSES
     for item in items:
         brand_id = item.brand.pk
         if item.customer.brand_id != brand_id or item.account.brand_id != brand_id:
             raise ValidationFailed(
                 N_("The customer and the account must belong to the brand."), field="customer_id"
             )
-        if item.cause not in Message.Cause.values:
+        if item.cause not in causes:
             raise ValidationFailed(
                 N_("Unknown cause {cause!r}."), params={"cause": item.cause}, field="cause"
             )
@@ -972,30 +975,31 @@ def enqueue_messages(items: Sequence[OutboxItem]) -> list[int]:
             values[_OUTBOX_AT[name]] = value
         rows.append(tuple(values))
     key_at, brand_at = _OUTBOX_AT["idempotency_key"], _OUTBOX_AT["brand_id"]
+    fresh: dict[tuple[int, str], tuple[Any, ...]] = {}
+    for row in rows:  # a key twice in the items is written once
+        fresh.setdefault((row[brand_at], row[key_at]), row)
     ids: dict[tuple[int, str], int] = {}
+    if fresh:
+        with transaction.atomic():
+            written = insert_rows(
+                Message._meta.db_table,
+                _OUTBOX_SQL_COLUMNS,
+                list(fresh.values()),
+                returning=("id", "brand_id", "idempotency_key"),
+                conflict=("brand_id", "idempotency_key"),
+            )
+        for pk, brand_id, key in written:
+            ids[(brand_id, key)] = pk
     by_brand: dict[int, list[str]] = {}
-    for row in rows:
-        by_brand.setdefault(row[brand_at], []).append(row[key_at])
+    for brand_id, key in fresh:  # written before (a replay) or by a concurrent transaction
+        if (brand_id, key) not in ids:
+            by_brand.setdefault(brand_id, []).append(key)
     for brand_id, keys in by_brand.items():
         for start in range(0, len(keys), 500):
             for pk, found in Message.objects.filter(
                 brand_id=brand_id, idempotency_key__in=keys[start : start + 500]
             ).values_list("pk", "idempotency_key"):
                 ids[(brand_id, found)] = pk
-    fresh: dict[tuple[int, str], tuple[Any, ...]] = {}
-    for row in rows:  # a key twice in the items is written once
-        if (row[brand_at], row[key_at]) not in ids:
-            fresh.setdefault((row[brand_at], row[key_at]), row)
-    if fresh:
-        with transaction.atomic():
-            written = insert_model_rows(
-                Message,
-                list(_OUTBOX_AT),
-                list(fresh.values()),
-                returning=("id", "brand_id", "idempotency_key"),
-            )
-        for pk, brand_id, key in written:
-            ids[(brand_id, key)] = pk
     return [ids[(row[brand_at], row[key_at])] for row in rows]
 
 
@@ -1024,6 +1028,8 @@ def _outbox_columns() -> list[tuple[str, Any]]:
 _OUTBOX_COLUMNS = _outbox_columns()
 _OUTBOX_AT = {name: n for n, (name, _) in enumerate(_OUTBOX_COLUMNS)}
 _OUTBOX_DEFAULTS = tuple(default for _, default in _OUTBOX_COLUMNS)
+_OUTBOX_SQL_COLUMNS = model_columns(Message, list(_OUTBOX_AT))
+_CAUSES = frozenset(Message.Cause.values)
 
 
 def confirm_message(*, message_id: int, at: dt.datetime | None = None) -> bool:
