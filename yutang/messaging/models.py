@@ -84,11 +84,19 @@ class Message(models.Model):
     content_hash = models.CharField(max_length=64)
     cause = models.CharField(max_length=16, choices=Cause.choices)
     cause_ref = models.CharField(max_length=120, blank=True)
+    # Their indexes are partial (Meta.indexes): most messages (journeys, campaigns without
+    # a broadcast or a sending staff member) have neither, and a full index would take an
+    # entry per message for nothing.
     broadcast = models.ForeignKey(
-        Broadcast, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+        Broadcast,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
     )
     staff = models.ForeignKey(
-        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     rule = models.CharField(max_length=24, blank=True, help_text="The rule that stopped it")
@@ -116,10 +124,10 @@ class Message(models.Model):
             )
         ]
         # Every change of status rewrites the row outside HOT and adds an entry to each index
-        # whose condition the new row meets: the three partial indexes hold only the rows
-        # their readers look for, so a blocked message adds 5 index entries, not 8, and a
-        # queued one 6 (delivery decides most messages once and blocks many; journeys insert
-        # them).
+        # whose condition the new row meets: the partial indexes hold only the rows their
+        # readers look for, so a blocked message adds 5 index entries and a queued one 6
+        # (broadcast and staff only when set); delivery decides most messages once and
+        # blocks many; journeys insert them.
         indexes = [
             # The claim reads queued and deferred rows in (due_at, id) order from this index.
             models.Index(
@@ -145,6 +153,12 @@ class Message(models.Model):
             ),
             models.Index(fields=["account", "carrier_message_id"], name="message_carrier_id"),
             models.Index(fields=["brand", "status", "rule"], name="message_brand_status"),
+            models.Index(
+                fields=["broadcast"],
+                name="message_broadcast",
+                condition=Q(broadcast__isnull=False),
+            ),
+            models.Index(fields=["staff"], name="message_staff", condition=Q(staff__isnull=False)),
         ]
 
     def __str__(self) -> str:
