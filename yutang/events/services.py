@@ -220,6 +220,20 @@ EVENT_COLUMNS = [
 ]
 
 
+def _stored_keys(brand_id: int, keys: list[str]) -> set[str]:
+    """Which of these idempotency keys the brand's event log holds already."""
+    return {
+        key
+        for (key,) in bulk.lookup(
+            Event._meta.db_table,
+            ["idempotency_key"],
+            where={"brand_id": brand_id},
+            key="idempotency_key",
+            values=keys,
+        )
+    }
+
+
 def _resolve_batch(
     brand: Brand, valid: list[_Valid], results: list[EventResult], now: dt.datetime
 ) -> list[tuple[_Valid, int]]:
@@ -233,16 +247,7 @@ def _resolve_batch(
     the second part fails, what this part wrote is still right — customers and identities
     that the batch's records named — and a retry of the batch finds them."""
     lock_brand(brand.pk)
-    known_keys = {
-        key
-        for (key,) in bulk.lookup(
-            Event._meta.db_table,
-            ["idempotency_key"],
-            where={"brand_id": brand.pk},
-            key="idempotency_key",
-            values=[v.key for v in valid],
-        )
-    }
+    known_keys = _stored_keys(brand.pk, [v.key for v in valid])
     # Set-based resolution: one query finds every identity of the batch; events resolve in
     # memory in batch order, and only those that link two customers touch the database on
     # their own (see BatchResolver). The outcome equals resolving the events one by one.
@@ -304,20 +309,7 @@ def _store_known(
     missing = [v for v in valid if v.customer_id not in by_id]
     # An unknown customer rejects its event, unless the event is stored already (a
     # duplicate, as `_resolve_batch` reports it: keys are checked first there).
-    stored_keys = (
-        {
-            key
-            for (key,) in bulk.lookup(
-                Event._meta.db_table,
-                ["idempotency_key"],
-                where={"brand_id": brand.pk},
-                key="idempotency_key",
-                values=[v.key for v in missing],
-            )
-        }
-        if missing
-        else set()
-    )
+    stored_keys = _stored_keys(brand.pk, [v.key for v in missing]) if missing else set()
     survivors: dict[int, int] = {}
     seen: set[str] = set()
     to_store: list[tuple[_Valid, int]] = []
