@@ -438,27 +438,12 @@ def claim_owner_and_first_touch(
     """A new relationship (a carrier add through a live code) claims what is still free: the
     owner staff and owner store only where the customer has none, the source channel only
     where it is empty (first touch wins). Conditional UPDATEs, so a concurrent claim never
-    overwrites another; the owner history (`owner_at`) is written through `record_owner`, so
-    orders paid afterwards are attributed to the new owner. Returns the fresh customer."""
-    with transaction.atomic():
-        locked = Customer.objects.select_for_update().get(pk=customer.pk)
-        before = owner_of(locked)
-        now = clock.now()
-        if staff_id is not None:
-            Customer.objects.filter(pk=locked.pk, owner_staff_id__isnull=True).update(
-                owner_staff_id=staff_id, updated_at=now
-            )
-        if store_id is not None:
-            Customer.objects.filter(pk=locked.pk, owner_store_id__isnull=True).update(
-                owner_store_id=store_id, updated_at=now
-            )
-        if channel:
-            Customer.objects.filter(pk=locked.pk, source_channel="").update(
-                source_channel=channel[:64], updated_at=now
-            )
-        locked.refresh_from_db()
-        record_owner(locked, before, reason=reason)
-    return locked
+    overwrites another; the owner history (`owner_at`) is written as `record_owner` writes
+    it, so orders paid afterwards are attributed to the new owner. Returns the fresh
+    customer. A batch of one of `claim_owners_and_first_touches`, which holds the logic."""
+    return claim_owners_and_first_touches(
+        items=[(customer, staff_id, store_id, channel)], reason=reason
+    )[customer.pk]
 
 
 #: One claim of `claim_owners_and_first_touches`: (customer, staff_id, store_id, channel).
