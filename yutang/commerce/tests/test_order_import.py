@@ -383,13 +383,18 @@ def _refund_state(brand: Brand) -> tuple[list, list, list]:
     return orders, refunds, events
 
 
-@pytest.mark.parametrize("chunked", [True, False])
-def test_refunded_totals_import_once_and_follow_later_exports(chunked, monkeypatch):
+@pytest.fixture(params=["chunks", "row by row"])
+def import_path(request, monkeypatch) -> str:
+    """Each refund test runs through the chunk importer and with it turned off (row by row)."""
+    if request.param == "row by row":
+        monkeypatch.delitem(imports._CHUNK_IMPORTERS, "orders")
+    return request.param
+
+
+def test_refunded_totals_import_once_and_follow_later_exports(import_path):
     """An export's 退款金额 is the order's refunded total: imported as one refund with its
     order.refunded event and aggregate; the same file again changes nothing; a later export
     with a larger total refunds the difference; a smaller one is refused naming the column."""
-    if not chunked:
-        monkeypatch.delitem(imports._CHUNK_IMPORTERS, "orders")
     brand = make_brand()
     rows = [
         REFUND_HEADER,
@@ -432,12 +437,9 @@ def test_refunded_totals_import_once_and_follow_later_exports(chunked, monkeypat
         assert _refund_state(brand) == (orders, refunds, events)
 
 
-@pytest.mark.parametrize("chunked", [True, False])
-def test_a_bad_refund_keeps_nothing_of_its_row(chunked, monkeypatch):
+def test_a_bad_refund_keeps_nothing_of_its_row(import_path):
     """A refund larger than the order, or dated before the payment, refuses the whole row
     (its order is not recorded either); the file's other rows are applied."""
-    if not chunked:
-        monkeypatch.delitem(imports._CHUNK_IMPORTERS, "orders")
     brand = make_brand()
     rows = [
         REFUND_HEADER,
