@@ -383,6 +383,7 @@ def _write_batch(
         skip_conflicts=("brand_id", "idempotency_key"),
     )
     stored: list[tuple[_Valid, int]] = []
+    consents: list[customers.ConsentChange] = []
     for (v, customer_id), pk in zip(to_store, ids, strict=True):
         result = results[v.index]
         if pk is None:
@@ -390,7 +391,11 @@ def _write_batch(
             continue
         stored.append((v, customer_id))
         result.status, result.event_id, result.customer_id = "stored", pk, customer_id
-        if v.type in SIDE_EFFECT_TYPES:
+        if v.type == "consent.changed":
+            # All of the batch's consent changes at once, in batch order (one read, one
+            # write): the same rows as applying them event by event.
+            consents.append(_consent_change(v, customer_id))
+        elif v.type == "profile.updated":
             event = Event(
                 pk=pk,
                 txid=txid,
@@ -404,6 +409,7 @@ def _write_batch(
                 properties=v.properties,
             )
             _apply_side_effects(event, Customer.objects.get(pk=customer_id))
+    customers.apply_consents(consents)
     # One batch of the brand at a time folds into the aggregates, from here to its commit:
     # their rows are locked (the touch days read, then the upsert) in two statements, which
     # two batches with customers in common could otherwise interleave into a deadlock. Rows
@@ -452,19 +458,24 @@ def _resolve(
     return resolution.customer.pk
 
 
+def _consent_change(v: _Valid, customer_id: int) -> customers.ConsentChange:
+    p = v.properties
+    return customers.ConsentChange(
+        customer_id=customer_id,
+        purpose=p["purpose"],
+        carrier=p.get("carrier", ""),
+        status=p["status"],
+        source=v.source,
+        proof=p.get("proof", ""),
+        at=v.occurred_at,
+    )
+
+
 def _apply_side_effects(event: Event, customer: Customer) -> None:
+    """A `profile.updated` event's change to the profile (consent changes are applied per
+    batch, see `_write_batch`)."""
     p = event.properties
-    if event.type == "consent.changed":
-        customers.apply_consent(
-            customer=customer,
-            purpose=p["purpose"],
-            carrier=p.get("carrier", ""),
-            status=p["status"],
-            source=event.source,
-            proof=p.get("proof", ""),
-            at=event.occurred_at,
-        )
-    elif event.type == "profile.updated":
+    if event.type == "profile.updated":
         changes = {k: v for k, v in p.items() if k != "attributes"}
         if "birthday" in changes:
             try:
