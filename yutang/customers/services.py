@@ -1414,9 +1414,11 @@ def _apply_consents_once(
         for customer_id, purpose, carrier, pk in bulk.insert_rows(
             Consent._meta.db_table,
             bulk.model_columns(Consent, ["customer_id", "purpose", "carrier", *_CONSENT_VALUES]),
+            # Sorted by key, as the rows are locked above: two batches creating the same
+            # people's first rows wait for each other in one order instead of deadlocking.
             [
                 (c.customer_id, c.purpose, c.carrier, *(getattr(c, f) for f in _CONSENT_VALUES))
-                for c in created.values()
+                for _, c in sorted(created.items())
             ],
             conflict=("customer_id", "purpose", "carrier"),
             returning=("customer_id", "purpose", "carrier", "id"),
