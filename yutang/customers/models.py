@@ -123,8 +123,14 @@ class OwnerChange(models.Model):
 class Identity(models.Model):
     """An identifier of a person, encrypted at rest and found by keyed hash."""
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="identities")
+    # No single-column indexes of their own: the unique (brand, kind, namespace, value_hash),
+    # (brand, value_hash) and (customer, kind) indexes below lead with these columns and serve
+    # every lookup by them (and the foreign keys' cascades); each index more costs every new
+    # identity written by ingestion and imports.
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="identities", db_index=False
+    )
     kind = models.CharField(max_length=32, choices=IdentityKind.choices)
     # The app id for wechat_openid (openids are per app); empty for other kinds.
     namespace = models.CharField(max_length=64, blank=True, default="")
