@@ -99,6 +99,30 @@ def test_rfm_quintiles_on_a_hand_checked_fixture():
         assert at == (T0 + 2 * DAY if pk in moved else T0)
 
 
+def test_rfm_rows_without_database_foreign_keys_still_follow_their_customers():
+    """CustomerRfm has no database foreign keys (PostgreSQL checked one per inserted row at
+    commit, more than the scores cost for a first computation of a million): deleting a
+    customer through the ORM still deletes its row, and a row whose customer is gone (a raw
+    delete) goes at the next recompute without stopping it."""
+    brand = make_brand()
+    kept, gone = customer(brand), customer(brand)
+    for c in (kept, gone):
+        aggregate(c, order_count=1, paid_fen=100, last_order_at=T0 - DAY)
+    with use_clock(FrozenClock(T0)):
+        scoring.recompute_rfm(brand=brand)
+    assert set(scores(brand)) == {kept.pk, gone.pk}
+    gone.delete()
+    assert set(scores(brand)) == {kept.pk}
+    stray = max(Customer.objects.values_list("pk", flat=True)) + 1000
+    CustomerRfm.objects.create(
+        customer_id=stray, brand=brand, recency=1, frequency=1, monetary=1,
+        rfm_class="general_retain", computed_at=T0,
+    )  # fmt: skip
+    with use_clock(FrozenClock(T0 + DAY)):
+        result = scoring.recompute_rfm(brand=brand)
+    assert set(scores(brand)) == {kept.pk} and result.customers == 1
+
+
 def test_rfm_brand_thresholds():
     brand = make_brand()
     admin = make_staff(brand, Role.BRAND_ADMIN)
