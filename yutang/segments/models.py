@@ -187,6 +187,16 @@ class EventPropertyCount(models.Model):
                 name="event_property_count_unique",
             )
         ]
+        indexes = [
+            # "more than once" / "at least N times" read one range of this index alone
+            # (index-only), not every row of every value (session 7: a full scan of the
+            # table was most of skincare_repeat's time). It makes each count update a
+            # non-HOT one: about 23 µs more database CPU per order.paid event (measured).
+            models.Index(
+                fields=["brand_id", "type", "key", "value", "events", "customer_id"],
+                name="event_property_count_events",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.type}.{self.key}={self.value}: {self.events}"
