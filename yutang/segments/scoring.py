@@ -185,9 +185,13 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
           AND NOT EXISTS (SELECT 1 FROM {Customer._meta.db_table} c
                           WHERE c.id = a.customer_id AND c.merged_into_id IS NOT NULL)
     """  # noqa: S608
+    # A first computation (no row yet for the brand) writes in customer order, so it appends
+    # to the primary key's index instead of inserting at random places in it (a million rows:
+    # 12 s against 15-18 s, same minutes). A later run writes few rows and skips that sort
+    # (300,000 rows: 1 s of a 3.5 s run under load).
+    first = not CustomerRfm.objects.filter(brand=brand).exists()
+    order = "ORDER BY customer_id" if first else ""
     # Only table names and fixed fragments are formatted in; every value is a bound parameter.
-    # In customer order, so a first computation appends to the primary key's index instead of
-    # inserting at random places in it (a million rows: 12 s against 15-18 s, same minutes).
     scored = f"""
         SELECT customer_id, r_score, f_score, m_score, CASE {classes} END AS rfm_class
         FROM (
@@ -198,7 +202,7 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
                 {base}
             ) base
         ) scores
-        ORDER BY customer_id
+        {order}
     """  # noqa: S608
     changed_row = (
         "t.recency <> s.r_score OR t.frequency <> s.f_score OR t.monetary <> s.m_score"
