@@ -121,7 +121,7 @@ def _thresholds(expr: str) -> str:
 
 
 def _cut_score(column: str, cuts: str) -> str:
-    steps = " + ".join(f"({column} > {cuts}[{i}])::int" for i in range(1, 5))
+    steps = " + ".join(f"({column} > {cuts}{i})::int" for i in range(1, 5))
     return f"CASE WHEN n = 1 THEN 1 ELSE 1 + {steps} END"
 
 
@@ -134,7 +134,9 @@ def _quintiles_by_cuts(base: str, classes: str, order: str) -> str:
     lands on position p whatever the rounding), then four comparisons per customer. The
     same scores as the window functions (integer arithmetic; ties share the lower score;
     one buyer alone scores 1), without sorting every customer's row three times (a million
-    buyers: 2.9 s against 4.4 s, same minutes)."""
+    buyers: 2.9 s against 4.4 s, same minutes). The cut values are plain columns and each
+    score is computed once per row (OFFSET 0: the class's CASE would otherwise repeat the
+    score expressions, and array subscripts, dozens of times per row)."""
     fractions = (
         "ARRAY(SELECT CASE WHEN n > 1 THEN (ceil(k * (n - 1) / 5) - 0.5) / n ELSE 0 END"
         " FROM generate_series(1, 4) k)"
@@ -147,18 +149,22 @@ def _quintiles_by_cuts(base: str, classes: str, order: str) -> str:
         ), counted AS MATERIALIZED (
             SELECT n, {fractions} AS fractions
             FROM (SELECT count(*)::float8 AS n FROM base) c
-        ), cuts AS MATERIALIZED (
+        ), arrays AS MATERIALIZED (
             SELECT n,
                 (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY r) FROM base) AS rc,
                 (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY f) FROM base) AS fc,
                 (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY m) FROM base) AS mc
             FROM counted
+        ), cuts AS MATERIALIZED (
+            SELECT n, {", ".join(f"{d}c[{i}] AS {d}c{i}" for d in "rfm" for i in range(1, 5))}
+            FROM arrays
         )
         SELECT customer_id, r_score, f_score, m_score, CASE {classes} END AS rfm_class
         FROM (
             SELECT b.customer_id, {_cut_score("b.r", "rc")} AS r_score,
                    {_cut_score("b.f", "fc")} AS f_score, {_cut_score("b.m", "mc")} AS m_score
             FROM base b CROSS JOIN cuts
+            OFFSET 0
         ) scores
         {order}
     """  # noqa: S608
