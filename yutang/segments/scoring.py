@@ -1,7 +1,8 @@
 """RFM scores and classes, lifecycle stages and the predicted next purchase, per brand.
 
-RFM is recomputed in one INSERT … SELECT with window functions (the same SQL on SQLite and
-PostgreSQL, parameters bound), so a million customers take seconds, not a Python loop."""
+RFM is recomputed in one set-based statement (an upsert with window functions on SQLite; a
+MERGE scoring against per-dimension cut values on PostgreSQL, the same scores; parameters
+bound), so a million customers take seconds, not a Python loop."""
 
 from __future__ import annotations
 
