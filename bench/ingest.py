@@ -20,6 +20,10 @@ bench_ingest_<path>), created before and dropped after:
   hashed and encrypted — preparation is timed separately) inserted with SQLite `executemany`
   in one transaction or PostgreSQL `COPY`; no resolution, no aggregates.
 
+On a PostgreSQL server without autovacuum (this project's CI server) the service and http
+steps ANALYZE grown tables during the timed part as autovacuum would (see AutoAnalyze;
+--no-autoanalyze turns it off): without statistics the per-batch lookups read whole tables.
+
 Rates are input events (duplicates included) per second of the timed part. The goal of issue 3
 is >= 20,000 events/s through the API on PostgreSQL.
 """
@@ -242,6 +246,53 @@ def _setup(url: str, workdir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
+class AutoAnalyze:
+    """What autovacuum's autoanalyze does, for a PostgreSQL server that runs without it (this
+    project's CI server sets `autovacuum = off`): a thread that, once a second, ANALYZEs each
+    table of the benchmark's database modified by more than 50 rows + 10% of its size since
+    its last analyze (the server defaults' rule). Without statistics the planner reads every
+    identity of the brand for each batch's identity lookup, so the cost per batch grows with
+    the table (bench/RESULTS.md, session 7). Does nothing on SQLite, with --no-autoanalyze,
+    or when the server runs autovacuum. `runs` counts the ANALYZE statements made."""
+
+    def __init__(self, url: str, enabled: bool) -> None:
+        self.url, self.enabled, self.runs = url, enabled and url.startswith("postgres"), 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> AutoAnalyze:
+        if self.enabled:
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                row = pg.execute("SHOW autovacuum").fetchone()
+            self.enabled = row is not None and row[0] == "off"
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as pg:
+            while not self._stop.wait(1.0):
+                due = pg.execute(
+                    "SELECT quote_ident(s.relname) FROM pg_stat_user_tables s "
+                    "JOIN pg_class c ON c.oid = s.relid "
+                    "WHERE c.relpersistence = 'p' "  # not the sessions' staging tables
+                    "AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"
+                ).fetchall()
+                for (table,) in due:
+                    pg.execute(f"ANALYZE {table}")  # a name from the catalogue
+                    self.runs += 1
+
+
 def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any]:
     _setup(url, workdir)
     from yutang.core.services import create_brand
@@ -253,7 +304,7 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
     ru0, db0 = resource.getrusage(resource.RUSAGE_SELF), common.proc_cpu(backend)
     counts: Counter[str] = Counter()
     spent, done, every = 0.0, 0, max(BATCH, args.events // 10 // BATCH * BATCH)
-    with common.timer() as wall:
+    with AutoAnalyze(url, not args.no_autoanalyze) as analyze, common.timer() as wall:
         for batch in stream.batches():
             t0 = time.perf_counter()
             results = ingest_events(brand=brand, items=batch)
@@ -272,6 +323,7 @@ def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str,
         "events": args.events,
         "seconds": spent,
         "wall_seconds": wall.seconds,
+        "analyze_runs": analyze.runs,
         "stored": counts["stored"],
         "duplicates": counts["duplicate"],
         "rejected": counts["rejected"],
@@ -577,14 +629,15 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         server_pids = _descendants(proc.pid)
-        before = _role_cpu(server_pids, url)
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - started
-        after = _role_cpu(server_pids, url)
+        with AutoAnalyze(url, not args.no_autoanalyze) as analyze:
+            before = _role_cpu(server_pids, url)
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds = time.perf_counter() - started
+            after = _role_cpu(server_pids, url)
         roles = {k: after[k] - before.get(k, 0.0) for k in after}
     finally:
         _stop(proc)
@@ -597,6 +650,7 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         or (line.startswith("yutang.") and "Error" in line.split(":", 1)[0])
     )
     return {
+        "analyze_runs": analyze.runs,
         "roles_cpu": roles,
         "failed_attempts": failed_attempts[0],
         "server_errors": dict(server_errors.most_common(5)),
@@ -775,6 +829,8 @@ def run_step(args: argparse.Namespace, backend: str, path: str, workdir: Path) -
         ]  # fmt: skip
         if args.no_profile:
             cmd.append("--no-profile")
+        if args.no_autoanalyze:
+            cmd.append("--no-autoanalyze")
         env = dict(os.environ, YUTANG_LOG_LEVEL="WARNING")
         with common.CpuMonitor() as cpu:
             proc = subprocess.run(cmd, env=env, check=False)
@@ -864,6 +920,13 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                     )  # fmt: skip
             print(line)
             md.append("\n" + line)
+        if r.get("analyze_runs"):
+            line = (f"{path} {backend}: the server runs without autovacuum; the benchmark "
+                    f"ran ANALYZE {r['analyze_runs']} times on grown tables during the timed "
+                    "part, as autovacuum would (its CPU is not counted above; "
+                    "--no-autoanalyze to turn off).")  # fmt: skip
+            print(line)
+            md.append("\n" + line)
         if path == "raw" and "failed" not in r:
             line = (f"raw {backend}: {r['method']}; {r['customers']:,} customers, "
                     f"{r['identities']:,} identities, {r['stored']:,} events; preparation "
@@ -920,6 +983,12 @@ def main() -> int:
         "share its GIL while the other idles — measured 2026-12-06)",
     )
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--no-autoanalyze",
+        action="store_true",
+        help="on a PostgreSQL server with autovacuum off, do not ANALYZE grown tables as "
+        "autovacuum would (see AutoAnalyze)",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the figures as markdown here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--_child", help=argparse.SUPPRESS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -59,6 +60,22 @@ def normalize_identity(
         return _normalized(kind, value, namespace, settings.PII_KEY)
     except ValidationFailed:
         return _normalize(kind, value, namespace, field=field)  # raises, naming the field
+
+
+def normalizer(field: str = "identities") -> Callable[[str, str, str, int], NormalizedIdentity]:
+    """`normalize_identity` for the identities of a batch of records: `normalize(kind, value,
+    namespace, n)` is `normalize_identity(kind, value, namespace, field=f"{field}.{n}")` with
+    the PII key read once (reading a Django setting costs more than the cache lookup) and the
+    field named only when the identity is refused."""
+    pii_key = settings.PII_KEY
+
+    def normalize(kind: str, value: str, namespace: str, n: int) -> NormalizedIdentity:
+        try:
+            return _normalized(kind, value, namespace, pii_key)
+        except ValidationFailed:
+            return _normalize(kind, value, namespace, field=f"{field}.{n}")  # raises
+
+    return normalize
 
 
 @functools.lru_cache(maxsize=131072)

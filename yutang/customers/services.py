@@ -1297,6 +1297,19 @@ def add_note(*, actor: Staff, customer_id: int, body: str) -> Note:
     return note
 
 
+@dataclass(frozen=True)
+class ConsentChange:
+    """One statement of the person's word, as `apply_consents` takes it."""
+
+    customer_id: int
+    purpose: str
+    carrier: str
+    status: str
+    source: str
+    proof: str
+    at: dt.datetime
+
+
 def apply_consent(
     *,
     customer: Customer,
@@ -1308,46 +1321,118 @@ def apply_consent(
     at: dt.datetime,
 ) -> Consent:
     """Record the person's word. Called by the event log's `consent.changed` handling, so a
-    change is always an event too; it takes effect immediately."""
-    if purpose not in Consent.Purpose.values:
-        raise ValidationFailed(
-            N_("Unknown consent purpose {purpose!r}."), params={"purpose": purpose}, field="purpose"
-        )
-    if status not in Consent.Status.values:
-        raise ValidationFailed(
-            N_("Consent status must be granted or withdrawn, not {status!r}."),
-            params={"status": status},
-            field="status",
-        )
-    current = (
-        Consent.objects.select_for_update()
-        .filter(customer=customer, purpose=purpose, carrier=carrier)
-        .first()
+    change is always an event too; it takes effect immediately. A batch of one of
+    `apply_consents`."""
+    (consent,) = apply_consents(
+        [ConsentChange(customer.pk, purpose, carrier, status, source, proof, at)]
     )
-    if current is not None and current.changed_at > at:
-        return current  # an older statement arriving late never overrides a newer one
-    values = {
-        "status": status,
-        "source": source[:64],
-        "proof": proof[:2000],
-        "changed_at": at,
-        "recorded_at": clock.now(),
-    }
-    if current is not None:  # locked above: change it in place (one UPDATE)
-        for name, value in values.items():
-            setattr(current, name, value)
-        current.save(update_fields=list(values))
-        return current
-    try:
-        with transaction.atomic():
-            return Consent.objects.create(
-                customer=customer, purpose=purpose, carrier=carrier, **values
+    return consent
+
+
+def apply_consents(changes: Sequence[ConsentChange]) -> list[Consent]:
+    """Record several statements of people's word, in order, with the outcome of applying
+    them one by one: for each (customer, purpose, carrier) the stored row is replaced by a
+    statement made at the same time or later, never by an older one arriving late. Returns
+    each change's row (as the batch leaves it), in the order of the changes.
+
+    One SELECT (the rows concerned, locked) and at most one INSERT and one UPDATE per batch,
+    whatever the number of changes. A row another transaction creates meanwhile (a concurrent
+    first statement for the same purpose and carrier) is read again, locked, and the rule
+    applied to it."""
+    for change in changes:
+        if change.purpose not in Consent.Purpose.values:
+            raise ValidationFailed(
+                N_("Unknown consent purpose {purpose!r}."),
+                params={"purpose": change.purpose},
+                field="purpose",
             )
-    except IntegrityError:  # a concurrent first statement: update it as update_or_create would
-        consent, _ = Consent.objects.update_or_create(
-            customer=customer, purpose=purpose, carrier=carrier, defaults=values
+        if change.status not in Consent.Status.values:
+            raise ValidationFailed(
+                N_("Consent status must be granted or withdrawn, not {status!r}."),
+                params={"status": change.status},
+                field="status",
+            )
+    if not changes:
+        return []
+    recorded_at = clock.now()
+    out: list[Consent | None] = [None] * len(changes)
+    pending = list(range(len(changes)))
+    with transaction.atomic():
+        while pending:
+            pending = _apply_consents_once(changes, pending, recorded_at, out)
+    return [c for c in out if c is not None]
+
+
+_CONSENT_VALUES = ["status", "source", "proof", "changed_at", "recorded_at"]
+
+
+def _apply_consents_once(
+    changes: Sequence[ConsentChange],
+    indexes: list[int],
+    recorded_at: dt.datetime,
+    out: list[Consent | None],
+) -> list[int]:
+    """Apply these changes (indexes into `changes`); returns the indexes whose row a
+    concurrent transaction inserted first (to be applied again, against that row)."""
+    wanted = {(changes[n].customer_id, changes[n].purpose, changes[n].carrier) for n in indexes}
+    # Locked in id order, so two batches with people in common wait instead of deadlocking.
+    rows: dict[tuple[int, str, str], Consent] = {
+        (c.customer_id, c.purpose, c.carrier): c
+        for c in Consent.objects.select_for_update()
+        .filter(customer_id__in={key[0] for key in wanted})
+        .order_by("pk")
+        if (c.customer_id, c.purpose, c.carrier) in wanted
+    }
+    changed: dict[tuple[int, str, str], Consent] = {}
+    created: dict[tuple[int, str, str], Consent] = {}
+    for n in indexes:
+        change = changes[n]
+        key = (change.customer_id, change.purpose, change.carrier)
+        current = rows.get(key)
+        if current is None or current.changed_at <= change.at:
+            if current is None:
+                current = rows[key] = created[key] = Consent(
+                    customer_id=change.customer_id,
+                    purpose=change.purpose,
+                    carrier=change.carrier,
+                )
+            elif key not in created:
+                changed[key] = current
+            current.status = change.status
+            current.source = change.source[:64]
+            current.proof = change.proof[:2000]
+            current.changed_at = change.at
+            current.recorded_at = recorded_at
+        # else: an older statement arriving late never overrides a newer one
+        out[n] = current
+    if changed:
+        bulk.update_rows(Consent, list(changed.values()), _CONSENT_VALUES)
+    if not created:
+        return []
+    inserted = {
+        (customer_id, purpose, carrier): pk
+        for customer_id, purpose, carrier, pk in bulk.insert_rows(
+            Consent._meta.db_table,
+            bulk.model_columns(Consent, ["customer_id", "purpose", "carrier", *_CONSENT_VALUES]),
+            # Sorted by key, as the rows are locked above: two batches creating the same
+            # people's first rows wait for each other in one order instead of deadlocking.
+            [
+                (c.customer_id, c.purpose, c.carrier, *(getattr(c, f) for f in _CONSENT_VALUES))
+                for _, c in sorted(created.items())
+            ],
+            conflict=("customer_id", "purpose", "carrier"),
+            returning=("customer_id", "purpose", "carrier", "id"),
         )
-        return consent
+    }
+    for key, consent in created.items():
+        consent.pk = inserted.get(key)
+    # A concurrent first statement won the insert: every change of that row again, in order.
+    lost = {key for key, consent in created.items() if consent.pk is None}
+    return [
+        n
+        for n in indexes
+        if (changes[n].customer_id, changes[n].purpose, changes[n].carrier) in lost
+    ]
 
 
 def has_consent(customer: Customer, *, purpose: str, carrier: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -63,10 +64,20 @@ class _Figures:
     __slots__ = ("customer_id", "brand_id", *AGGREGATE_FIELDS)
 
     def __init__(self, customer_id: int, brand_id: int) -> None:
+        # Spelled out (a loop of setattr over AGGREGATE_FIELDS cost more than the fold).
         self.customer_id, self.brand_id = customer_id, brand_id
-        for name in AGGREGATE_FIELDS:
-            setattr(self, name, None if name.endswith("_at") else 0)
+        self.first_order_at = self.last_order_at = None
+        self.order_count = self.paid_fen = self.refunded_fen = 0
+        self.last_contact_added_at = self.last_contact_deleted_at = None
+        self.last_inbound_at = self.last_click_at = self.last_touch_at = None
+        self.touch_count = 0
         self.touches_by_day: dict[str, int] = {}
+        self.event_count = 0
+        self.last_event_at = None
+
+
+#: A _Figures' row for the upsert, in COLUMNS order.
+_row = operator.attrgetter("customer_id", "brand_id", *AGGREGATE_FIELDS)
 
 
 def _blank(customer_id: int, brand_id: int) -> Any:
@@ -94,7 +105,13 @@ def _fold(
         agg.touch_count += 1
         agg.last_touch_at = _later(agg.last_touch_at, at)
         day = at.astimezone(tz).date().isoformat()
-        agg.touches_by_day = _merge_days(agg.touches_by_day, {day: 1})
+        days = agg.touches_by_day
+        if not days:  # the first touch (always so for a batch's first touch of a customer)
+            agg.touches_by_day = {day: 1}
+        elif day in days:  # a day kept is within the window, and the newest day stays
+            agg.touches_by_day = {**days, day: days[day] + 1}
+        else:
+            agg.touches_by_day = _merge_days(days, {day: 1})
     elif kind in TIME_FIELDS:
         setattr(agg, TIME_FIELDS[kind], _later(getattr(agg, TIME_FIELDS[kind]), at))
 
@@ -185,10 +202,7 @@ def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> 
         bulk.upsert_combining(
             CustomerAggregate._meta.db_table,
             COLUMNS,
-            [
-                (agg.customer_id, agg.brand_id, *(getattr(agg, name) for name in AGGREGATE_FIELDS))
-                for agg in by_customer.values()
-            ],
+            [_row(agg) for agg in by_customer.values()],
             conflict="customer_id",
             combine=COMBINE,
             staged=True,
