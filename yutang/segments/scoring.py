@@ -1,7 +1,8 @@
 """RFM scores and classes, lifecycle stages and the predicted next purchase, per brand.
 
-RFM is recomputed in one INSERT … SELECT with window functions (the same SQL on SQLite and
-PostgreSQL, parameters bound), so a million customers take seconds, not a Python loop."""
+RFM is recomputed in one set-based statement (an upsert with window functions on SQLite; a
+MERGE scoring against per-dimension cut values on PostgreSQL, the same scores; parameters
+bound), so a million customers take seconds, not a Python loop."""
 
 from __future__ import annotations
 
@@ -120,6 +121,56 @@ def _thresholds(expr: str) -> str:
     )
 
 
+def _cut_score(column: str, cuts: str) -> str:
+    steps = " + ".join(f"({column} > {cuts}{i})::int" for i in range(1, 5))
+    return f"CASE WHEN n = 1 THEN 1 ELSE 1 + {steps} END"
+
+
+def _quintiles_by_cuts(base: str, classes: str, order: str) -> str:
+    """The quintile scores without window functions (PostgreSQL): a score is 1 + the number
+    of cut points 0.2, 0.4, 0.6, 0.8 that PERCENT_RANK = (values below) / (n - 1) reaches, and
+    "at least p values below v" holds exactly when v is above the p-th smallest value. So
+    each dimension needs only its values at positions p = ceil(k (n - 1) / 5), k = 1..4:
+    one sort of the bare values per dimension (percentile_disc; the fraction (p - 0.5) / n
+    lands on position p whatever the rounding), then four comparisons per customer. The
+    same scores as the window functions (integer arithmetic; ties share the lower score;
+    one buyer alone scores 1), without sorting every customer's row three times (a million
+    buyers: 2.9 s against 4.4 s, same minutes). The cut values are plain columns and each
+    score is computed once per row (OFFSET 0: the class's CASE would otherwise repeat the
+    score expressions, and array subscripts, dozens of times per row)."""
+    fractions = (
+        "ARRAY(SELECT CASE WHEN n > 1 THEN (ceil(k * (n - 1) / 5) - 0.5) / n ELSE 0 END"
+        " FROM generate_series(1, 4) k)"
+    )
+    return f"""
+        WITH base AS MATERIALIZED (
+            SELECT a.customer_id AS customer_id, a.last_order_at AS r,
+                   a.order_count AS f, a.paid_fen - a.refunded_fen AS m
+            {base}
+        ), counted AS MATERIALIZED (
+            SELECT n, {fractions} AS fractions
+            FROM (SELECT count(*)::float8 AS n FROM base) c
+        ), arrays AS MATERIALIZED (
+            SELECT n,
+                (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY r) FROM base) AS rc,
+                (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY f) FROM base) AS fc,
+                (SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY m) FROM base) AS mc
+            FROM counted
+        ), cuts AS MATERIALIZED (
+            SELECT n, {", ".join(f"{d}c[{i}] AS {d}c{i}" for d in "rfm" for i in range(1, 5))}
+            FROM arrays
+        )
+        SELECT customer_id, r_score, f_score, m_score, CASE {classes} END AS rfm_class
+        FROM (
+            SELECT b.customer_id, {_cut_score("b.r", "rc")} AS r_score,
+                   {_cut_score("b.f", "fc")} AS f_score, {_cut_score("b.m", "mc")} AS m_score
+            FROM base b CROSS JOIN cuts
+            OFFSET 0
+        ) scores
+        {order}
+    """  # noqa: S608
+
+
 @dataclass
 class RfmResult:
     customers: int
@@ -177,12 +228,20 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
         for (r, f, m), code in RFM_CLASS_OF.items()
     )
     table = CustomerRfm._meta.db_table
+    # Merged customers are few and indexed (merged_into_id): an anti join against them, not
+    # a join with every customer of the brand (a hash of a million rows).
     base = f"""
         FROM {CustomerAggregate._meta.db_table} a
-        JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
         WHERE a.brand_id = %s AND a.order_count > 0 AND a.last_order_at IS NOT NULL
-          AND c.merged_into_id IS NULL
-    """
+          AND NOT EXISTS (SELECT 1 FROM {Customer._meta.db_table} c
+                          WHERE c.id = a.customer_id AND c.merged_into_id IS NOT NULL)
+    """  # noqa: S608
+    # A first computation (no row yet for the brand) writes in customer order, so it appends
+    # to the primary key's index instead of inserting at random places in it (a million rows:
+    # 12 s against 15-18 s, same minutes). A later run writes few rows and skips that sort
+    # (300,000 rows: 1 s of a 3.5 s run under load).
+    first = not CustomerRfm.objects.filter(brand=brand).exists()
+    order = "ORDER BY customer_id" if first else ""
     # Only table names and fixed fragments are formatted in; every value is a bound parameter.
     scored = f"""
         SELECT customer_id, r_score, f_score, m_score, CASE {classes} END AS rfm_class
@@ -194,7 +253,10 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
                 {base}
             ) base
         ) scores
+        {order}
     """  # noqa: S608
+    if connection.vendor == "postgresql" and conf.rfm_method != "thresholds":
+        scored = _quintiles_by_cuts(base, classes, order)
     changed_row = (
         "t.recency <> s.r_score OR t.frequency <> s.f_score OR t.monetary <> s.m_score"
         " OR t.brand_id <> %s"
@@ -247,6 +309,9 @@ def recompute_rfm(*, brand: Brand) -> RfmResult:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT set_config('work_mem', %s, true)", [RFM_WORK_MEM])
+                # The MERGE's cost estimate switches JIT compilation on: ~0.1 s of compiling
+                # for a plan that runs once (as for rule queries, services.RULE_SETTINGS).
+                cursor.execute("SELECT set_config('jit', 'off', true)")
             cursor.execute(stale, [brand.pk, brand.pk])
             cursor.execute(write, write_params)
             changed = cursor.rowcount

@@ -99,6 +99,65 @@ def test_rfm_quintiles_on_a_hand_checked_fixture():
         assert at == (T0 + 2 * DAY if pk in moved else T0)
 
 
+def test_rfm_rows_without_database_foreign_keys_still_follow_their_customers():
+    """CustomerRfm has no database foreign keys (PostgreSQL checked one per inserted row at
+    commit, more than the scores cost for a first computation of a million): deleting a
+    customer through the ORM still deletes its row, and a row whose customer is gone (a raw
+    delete) goes at the next recompute without stopping it."""
+    brand = make_brand()
+    kept, gone = customer(brand), customer(brand)
+    for c in (kept, gone):
+        aggregate(c, order_count=1, paid_fen=100, last_order_at=T0 - DAY)
+    with use_clock(FrozenClock(T0)):
+        scoring.recompute_rfm(brand=brand)
+    assert set(scores(brand)) == {kept.pk, gone.pk}
+    gone.delete()
+    assert set(scores(brand)) == {kept.pk}
+    stray = max(Customer.objects.values_list("pk", flat=True)) + 1000
+    CustomerRfm.objects.create(
+        customer_id=stray, brand=brand, recency=1, frequency=1, monetary=1,
+        rfm_class="general_retain", computed_at=T0,
+    )  # fmt: skip
+    with use_clock(FrozenClock(T0 + DAY)):
+        result = scoring.recompute_rfm(brand=brand)
+    assert set(scores(brand)) == {kept.pk} and result.customers == 1
+
+
+def _expected_quintile(values: list, v) -> int:
+    """PERCENT_RANK = (values below v) / (n - 1), scored as the docs say (1 for a lone buyer)."""
+    n = len(values)
+    rank = sum(1 for x in values if x < v) / (n - 1) if n > 1 else 0.0
+    return 1 + sum(rank >= cut for cut in (0.2, 0.4, 0.6, 0.8))
+
+
+@pytest.mark.parametrize("buyers", [1, 2, 5, 11, 60])
+def test_rfm_quintiles_equal_percent_rank_with_ties(buyers):
+    """On PostgreSQL the quintiles come from cut values (percentile_disc) instead of window
+    functions over every row: on data full of ties, every score equals the PERCENT_RANK
+    definition, computed here in Python (on SQLite the window functions are checked)."""
+    import random
+
+    rng = random.Random(buyers)
+    brand = make_brand()
+    rows = {}
+    for _ in range(buyers):
+        c = customer(brand)
+        days, orders, net = (
+            rng.choice([1, 2, 3, 40]),
+            rng.choice([1, 1, 2, 7]),
+            rng.choice([100, 500, 500, 9000]),
+        )
+        aggregate(c, order_count=orders, paid_fen=net, last_order_at=T0 - days * DAY)
+        rows[c.pk] = (T0 - days * DAY, orders, net)
+    with use_clock(FrozenClock(T0)):
+        scoring.recompute_rfm(brand=brand)
+    got = scores(brand)
+    for dim in range(3):
+        values = [r[dim] for r in rows.values()]
+        for pk, r in rows.items():
+            assert got[pk][dim] == _expected_quintile(values, r[dim]), (buyers, dim, pk)
+
+
 def test_rfm_brand_thresholds():
     brand = make_brand()
     admin = make_staff(brand, Role.BRAND_ADMIN)
