@@ -228,6 +228,7 @@ def load_context(
         # Rules 1 and 2 (the carrier, consent) read no history: their customers need none.
         reaching = [c for c in candidates if gate.reaches(c, ctx)]
         ctx.history_since = gate.history_since(ctx, reaching)
+        ctx.needed = gate.touches_needed(ctx, reaching)
         _read_touches(ctx, sorted({c.customer_id for c in reaching}))
         if _share_applies(policy, candidates):
             _count_posts(ctx, sorted(by_account))
@@ -247,7 +248,9 @@ def _read_consents(ctx: gate.GateContext, customer_ids: list[int]) -> None:
 
 def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
     """The customers' touches since `ctx.history_since` (what the rules look back over for
-    the batch's candidates; replacing any read before)."""
+    the batch's candidates; replacing any read before), only those `ctx.needed` names
+    besides the marketing ones: an index-only range per customer of
+    `message_customer_passed`."""
     since = ctx.history_since
     if since is None:
         since = ctx.now - dt.timedelta(
@@ -255,12 +258,21 @@ def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
         )
     for cid in customer_ids:
         ctx.touches.pop(cid, None)
-    for cid, at, kind, carrier, h, cause in bulk.lookup_since(
+    needed = ctx.needed
+    any_of: list[tuple[str, list[str]]] = []
+    if needed is not None:
+        any_of = [
+            ("kind", [Message.Kind.MARKETING.value]),
+            ("content_hash", sorted(needed.hashes)),
+            ("carrier", sorted(needed.carriers)),
+        ]
+    for cid, at, kind, carrier, h, cause in bulk.lookup_since_any(
         Message._meta.db_table,
         ["customer_id", "passed_at", "kind", "carrier", "content_hash", "cause"],
         key="customer_id",
         values=customer_ids,
         since=("passed_at", since),
+        any_of=any_of,
     ):
         if at.tzinfo is None:  # SQLite's driver gives the stored UTC time without its zone
             at = at.replace(tzinfo=dt.UTC)
@@ -651,6 +663,7 @@ def decide(
             touches=ctx.touches,
             account_posts=defaultdict(lambda: [0, 0], posts_before),
             history_since=ctx.history_since,
+            needed=ctx.needed,
         )
         _read_touches(fresh, passing)
         if share:
