@@ -547,6 +547,8 @@ def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[s
     ingest_before = INGEST["seconds"]
     gate_before = delivery.GateClock.seconds
     gate_cpu_before = getattr(delivery.GateClock, "cpu", 0.0)  # older checkouts: wall only
+    steps = getattr(delivery.GateClock, "steps", {})  # older checkouts: no steps
+    steps_before = {name: list(v) for name, v in steps.items()}
     backend = common.backend_pid()
     backend_before, cpu_before = common.proc_cpu(backend), time.process_time()
     started = time.perf_counter()
@@ -596,6 +598,10 @@ def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[s
         "lease_waits": waits,
         "gate": delivery.GateClock.seconds - gate_before,
         "gate_cpu": getattr(delivery.GateClock, "cpu", 0.0) - gate_cpu_before,
+        "gate_steps": {
+            name: [a - b for a, b in zip(v, steps_before.get(name, [0.0, 0.0, 0]), strict=True)]
+            for name, v in steps.items()
+        },
         "cpu": time.process_time() - cpu_before,
         "ingest": INGEST["seconds"] - ingest_before,
         "backend_cpu": common.proc_cpu(backend) - backend_before,
@@ -924,6 +930,14 @@ def main() -> int:
             f"for reference {gate_vs_off:.0%} of a gate-off message's time (every one sent; "
             f"claim phase on − off: {extra_claim:+.1f} s)"
         )
+        if on.get("gate_steps"):
+            print(
+                "  gate steps (gate-on run; wall s / worker CPU s / times): "
+                + ", ".join(
+                    f"{name} {wall:.1f}/{cpu:.1f}/{int(n)}"
+                    for name, (wall, cpu, n) in on["gate_steps"].items()
+                )
+            )
         print(
             "  load average before/after: "
             + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in (load_before, load_after))

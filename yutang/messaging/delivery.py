@@ -177,6 +177,11 @@ class GateClock:
 
     seconds = 0.0
     cpu = 0.0
+    #: per step (consents, history, posts, decide, lock, …): [wall seconds, CPU seconds, times]
+    steps: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+
+    def __init__(self, step: str) -> None:
+        self.step = step
 
     def __enter__(self) -> GateClock:
         self._start = time.perf_counter()
@@ -184,8 +189,14 @@ class GateClock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        GateClock.seconds += time.perf_counter() - self._start
-        GateClock.cpu += time.process_time() - self._cpu
+        wall = time.perf_counter() - self._start
+        cpu = time.process_time() - self._cpu
+        GateClock.seconds += wall
+        GateClock.cpu += cpu
+        step = GateClock.steps[self.step]
+        step[0] += wall
+        step[1] += cpu
+        step[2] += 1
 
 
 def policy_for(brand_id: int) -> PolicySettings:
@@ -223,14 +234,16 @@ def load_context(
             ctx.recipients[(cid, account_id)] = sealed
     if not enabled:
         return ctx
-    with GateClock():
+    with GateClock("consents"):
         _read_consents(ctx, sorted({c.customer_id for c in candidates}))
+    with GateClock("history"):
         # Rules 1 and 2 (the carrier, consent) read no history: their customers need none.
         reaching = [c for c in candidates if gate.reaches(c, ctx)]
         ctx.history_since = gate.history_since(ctx, reaching)
         ctx.needed = gate.touches_needed(ctx, reaching)
         _read_touches(ctx, sorted({c.customer_id for c in reaching}))
-        if _share_applies(policy, candidates):
+    if _share_applies(policy, candidates):
+        with GateClock("posts"):
             _count_posts(ctx, sorted(by_account))
     return ctx
 
@@ -627,7 +640,7 @@ def decide(
     )
     posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
     decisions: list[gate.Decision] = [None] * len(candidates)  # type: ignore[list-item]
-    with GateClock():  # the decisions, in order: each sees those passed before it
+    with GateClock("decide"):  # the decisions, in order: each sees those passed before it
         _decide_all(candidates, ctx, decisions)
     if not enabled or not _concurrent():
         return ctx, decisions
@@ -650,24 +663,27 @@ def decide(
                 and gate.in_share_scope(policy, c.cause)
             }
         )
-    with GateClock():
+    with GateClock("lock"):
         _lock_rows(TouchLock, "customer_id", passing)
         if share:
             _lock_rows(AccountTouchLock, "account_id", share)
-        fresh = gate.GateContext(
-            now=now,
-            tz=ctx.tz,
-            policy=policy,
-            recipients=ctx.recipients,
-            consents=ctx.consents,
-            touches=ctx.touches,
-            account_posts=defaultdict(lambda: [0, 0], posts_before),
-            history_since=ctx.history_since,
-            needed=ctx.needed,
-        )
+    fresh = gate.GateContext(
+        now=now,
+        tz=ctx.tz,
+        policy=policy,
+        recipients=ctx.recipients,
+        consents=ctx.consents,
+        touches=ctx.touches,
+        account_posts=defaultdict(lambda: [0, 0], posts_before),
+        history_since=ctx.history_since,
+        needed=ctx.needed,
+    )
+    with GateClock("locked history"):
         _read_touches(fresh, passing)
-        if share:
+    if share:
+        with GateClock("locked posts"):
             _count_posts(fresh, share)
+    with GateClock("locked decide"):
         for n, c in enumerate(candidates):
             if c.customer_id in again:
                 decisions[n] = None  # type: ignore[call-overload]
