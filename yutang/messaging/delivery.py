@@ -214,10 +214,12 @@ def load_context(
     adapters: Adapters,
     policy: PolicySettings | None = None,
     enabled: bool = True,
+    count_posts: bool = True,
 ) -> gate.GateContext:
     """What the gate reads for these candidates, without locking anything: who holds each
     account (addresses still sealed), consents, the touch history of the customers the first
-    two rules do not stop already, and the accounts' post counts."""
+    two rules do not stop already, and the accounts' post counts (`count_posts` False: not
+    counted; the marketing share then passes its messages provisionally, see `decide`)."""
     policy = policy or policy_for(brand.pk)
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
     by_account: dict[int, set[int]] = defaultdict(set)
@@ -243,8 +245,11 @@ def load_context(
         ctx.needed = gate.touches_needed(ctx, reaching)
         _read_touches(ctx, sorted({c.customer_id for c in reaching}))
     if _share_applies(policy, candidates):
-        with GateClock("posts"):
-            _count_posts(ctx, sorted(by_account))
+        if not count_posts:
+            ctx.posts_counted = False
+        else:
+            with GateClock("posts"):
+                _count_posts(ctx, sorted(by_account))
     return ctx
 
 
@@ -610,6 +615,11 @@ def _decide_all(
             ctx.record(c)
 
 
+#: `decide` counts an account's posts before its first decision after all when more than
+#: this many customers (or a tenth of the batch) have a message the share could stop.
+PROVISIONAL_MAX = 50
+
+
 def decide(
     *,
     brand: Brand,
@@ -629,7 +639,17 @@ def decide(
     are locked (in id order, then the rows of the accounts whose marketing share they may
     spend), those customers' history and those accounts' posts are read again, and their
     messages decided again in batch order. On SQLite the first decision is final (the pass
-    is the only writer)."""
+    is the only writer).
+
+    On PostgreSQL the first decision does not count the accounts' posts: a message the
+    marketing share could stop passes provisionally (`gate.PROVISIONAL`) and is decided
+    again with every rule, as every pass is, with its customer and account locked and the
+    posts counted — the posts are counted once per pass instead of twice, and a message the
+    share blocks locks its rows like a pass. Where many messages of the batch reach the share
+    (more than `PROVISIONAL_MAX` customers or a tenth of the batch: an account's share is
+    full, say), the posts are counted before the first decision after all, as on SQLite,
+    and a block by the share locks nothing. Either way each message gets the decision the
+    counts give."""
     ctx = load_context(
         brand=brand,
         candidates=candidates,
@@ -637,11 +657,27 @@ def decide(
         adapters=adapters,
         policy=policy,
         enabled=enabled,
+        count_posts=not _concurrent(),
     )
-    posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
     decisions: list[gate.Decision] = [None] * len(candidates)  # type: ignore[list-item]
+    read = {cid: len(touches) for cid, touches in ctx.touches.items()}
     with GateClock("decide"):  # the decisions, in order: each sees those passed before it
         _decide_all(candidates, ctx, decisions)
+    provisional = {
+        c.customer_id for c, d in zip(candidates, decisions, strict=True) if d == gate.PROVISIONAL
+    }
+    if len(provisional) > max(PROVISIONAL_MAX, len(candidates) // 10):
+        # Many messages the share could stop (an account's share is full, say): counted now,
+        # most are blocked without locking their customers and accounts.
+        with GateClock("posts"):
+            for cid, touches in ctx.touches.items():
+                del touches[read.get(cid, 0) :]  # what the first decision recorded
+            ctx.posts_counted = True
+            _count_posts(ctx, sorted({c.account_id for c in candidates}))
+        decisions = [None] * len(candidates)  # type: ignore[list-item]
+        with GateClock("decide"):
+            _decide_all(candidates, ctx, decisions)
+    posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
     if not enabled or not _concurrent():
         return ctx, decisions
     passing = sorted(
@@ -688,6 +724,7 @@ def decide(
             if c.customer_id in again:
                 decisions[n] = None  # type: ignore[call-overload]
         _decide_all(candidates, fresh, decisions)
+    assert gate.PROVISIONAL not in decisions, "every provisional pass is decided again"
     return fresh, decisions
 
 

@@ -80,6 +80,11 @@ class Decision:
     reason: str = ""
 
 
+#: What a message the marketing share could stop gets while the posts are not counted
+#: (`GateContext.posts_counted`): it passes for now (it is recorded, so the customer's later
+#: messages in the batch see it) and is decided again, with every rule, once they are.
+PROVISIONAL = Decision("pass", "marketing_share", reason="provisional: posts not counted")
+
 #: A holdout hook: fn(candidate) -> True to hold the customer out of this message.
 Holdout = Callable[[Candidate], bool]
 _HOLDOUTS: list[Holdout] = []
@@ -141,6 +146,10 @@ class GateContext:
     #: Which touches the loader read besides the marketing ones (`touches_needed`: the
     #: batch's candidates decide on them as on every touch); None: every touch.
     needed: Needed | None = None
+    #: False: the accounts' posts are not counted (`delivery.decide`'s first, lock-free
+    #: decision on PostgreSQL): a message the marketing share could stop gets `PROVISIONAL`,
+    #: a pass that must be decided again with the posts counted, as every pass is there.
+    posts_counted: bool = True
 
     _instants: Instants | None = field(default=None, repr=False, compare=False)
 
@@ -380,6 +389,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
         limited = _platform_limit(c, ctx, touches, at)
         if limited is not None:
             return limited
+        if not ctx.posts_counted and in_share_scope(p, c.cause):
+            # Decided again once the account's posts are counted (see `posts_counted`).
+            return PROVISIONAL
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
         if (
             in_share_scope(p, c.cause)
