@@ -79,7 +79,9 @@ outcome; the gate's own work (`delivery.GateClock`: its lock rows, its reads of 
 history and post counts, its decisions), measured inside the gate-on run, as a share of that
 run's wall time, in µs per message decided and as a share of the worker's CPU (the gate-off
 run sends every message, so its time per message is printed for reference only, not as the
-gate's cost); the load average. `--profile` runs one more gate-on pass under
+gate's cost), and per step of the gate (consents, history, posts, decide, then for the
+messages that would pass: lock, locked history, locked posts, locked decide: wall seconds,
+worker CPU seconds, times); the load average. `--profile` runs one more gate-on pass under
 cProfile. Goal: ≥ 5,000 messages/s per worker on PostgreSQL with the gate on, and the gate
 ≤ 30% of delivery time.
 """

@@ -140,15 +140,15 @@ def test_the_share_decides_the_same_counted_before_or_under_the_lock(
     queued = list(Message.objects.filter(status="queued").order_by("due_at", "id"))
     adapters = delivery.Adapters()
     policy = adapters.brand(brand.pk)[1]
-    candidates = [delivery.candidate_of(m) for m in queued]  # type: ignore[arg-type]
+    candidates = [delivery.candidate_of(m) for m in queued]
     ctx = delivery.load_context(
         brand=brand, candidates=candidates, now=NOON, adapters=adapters, policy=policy
     )
     expected = {}
-    for m, c in zip(queued, candidates, strict=True):
-        d = gate.evaluate(c, ctx)
+    for m, cnd in zip(queued, candidates, strict=True):
+        d = gate.evaluate(cnd, ctx)
         if d.outcome == "pass":
-            ctx.record(c)
+            ctx.record(cnd)
         expected[m.idempotency_key] = ("sent" if d.outcome == "pass" else "blocked", d.rule)
     assert sorted(expected.values()) == [
         ("blocked", "marketing_share"),

@@ -113,12 +113,12 @@ def test_the_batch_reads_the_touches_a_rule_compares_and_decides_as_on_every_tou
             assert sorted(ctx.touches.get(c.pk, [])) == sorted(kept)
             read, everything = read + len(kept), everything + len(every)
         assert (read < everything) == (needed is not None)
-        for c in candidates:
-            d = gate.evaluate(c, ctx)
-            assert d == gate.evaluate(c, full), c
+        for cnd in candidates:
+            d = gate.evaluate(cnd, ctx)
+            assert d == gate.evaluate(cnd, full), cnd
             if d.outcome == "pass":
-                ctx.record(c)
-                full.record(c)
+                ctx.record(cnd)
+                full.record(cnd)
 
 
 def test_lookup_since_any_keeps_the_rows_matching_any_pair():
