@@ -616,7 +616,8 @@ def _decide_all(
 
 
 #: `decide` counts an account's posts before its first decision after all when more than
-#: this many customers (or a tenth of the batch) have a message the share could stop.
+#: this many customers (or a tenth of the batch, if that is more) have a message the share
+#: could stop.
 PROVISIONAL_MAX = 50
 
 
@@ -646,7 +647,7 @@ def decide(
     again with every rule, as every pass is, with its customer and account locked and the
     posts counted — the posts are counted once per pass instead of twice, and a message the
     share blocks locks its rows like a pass. Where many messages of the batch reach the share
-    (more than `PROVISIONAL_MAX` customers or a tenth of the batch: an account's share is
+    (more than `PROVISIONAL_MAX` customers, or a tenth of a larger batch: an account's share is
     full, say), the posts are counted before the first decision after all, as on SQLite,
     and a block by the share locks nothing. Either way each message gets the decision the
     counts give."""
