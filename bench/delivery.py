@@ -79,7 +79,9 @@ outcome; the gate's own work (`delivery.GateClock`: its lock rows, its reads of 
 history and post counts, its decisions), measured inside the gate-on run, as a share of that
 run's wall time, in µs per message decided and as a share of the worker's CPU (the gate-off
 run sends every message, so its time per message is printed for reference only, not as the
-gate's cost); the load average. `--profile` runs one more gate-on pass under
+gate's cost), and per step of the gate (consents, history, posts, decide, then for the
+messages that would pass: lock, locked history, locked posts, locked decide: wall seconds,
+worker CPU seconds, times); the load average. `--profile` runs one more gate-on pass under
 cProfile. Goal: ≥ 5,000 messages/s per worker on PostgreSQL with the gate on, and the gate
 ≤ 30% of delivery time.
 """
@@ -547,6 +549,8 @@ def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[s
     ingest_before = INGEST["seconds"]
     gate_before = delivery.GateClock.seconds
     gate_cpu_before = getattr(delivery.GateClock, "cpu", 0.0)  # older checkouts: wall only
+    steps = getattr(delivery.GateClock, "steps", {})  # older checkouts: no steps
+    steps_before = {name: list(v) for name, v in steps.items()}
     backend = common.backend_pid()
     backend_before, cpu_before = common.proc_cpu(backend), time.process_time()
     started = time.perf_counter()
@@ -596,6 +600,10 @@ def deliver_all(*, gate_enabled: bool, worker_id: str, limit: int = 0) -> dict[s
         "lease_waits": waits,
         "gate": delivery.GateClock.seconds - gate_before,
         "gate_cpu": getattr(delivery.GateClock, "cpu", 0.0) - gate_cpu_before,
+        "gate_steps": {
+            name: [a - b for a, b in zip(v, steps_before.get(name, [0.0, 0.0, 0]), strict=True)]
+            for name, v in steps.items()
+        },
         "cpu": time.process_time() - cpu_before,
         "ingest": INGEST["seconds"] - ingest_before,
         "backend_cpu": common.proc_cpu(backend) - backend_before,
@@ -924,6 +932,14 @@ def main() -> int:
             f"for reference {gate_vs_off:.0%} of a gate-off message's time (every one sent; "
             f"claim phase on − off: {extra_claim:+.1f} s)"
         )
+        if on.get("gate_steps"):
+            print(
+                "  gate steps (gate-on run; wall s / worker CPU s / times): "
+                + ", ".join(
+                    f"{name} {wall:.1f}/{cpu:.1f}/{int(n)}"
+                    for name, (wall, cpu, n) in on["gate_steps"].items()
+                )
+            )
         print(
             "  load average before/after: "
             + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in (load_before, load_after))

@@ -480,24 +480,57 @@ def lookup_since(
     `IN (…)` on SQLite. PostgreSQL sends the rows in binary: its times load in C, not
     through the text loader Django installs (several µs per time). Times come back in UTC
     (SQLite's driver: naive, in UTC)."""
+    return lookup_since_any(table, columns, key=key, values=values, since=since)
+
+
+def lookup_since_any(
+    table: str,
+    columns: Sequence[str],
+    *,
+    key: str,
+    values: Sequence[Any],
+    since: tuple[str, dt.datetime],
+    any_of: Sequence[tuple[str, Sequence[Any]]] = (),
+) -> list[tuple[Any, ...]]:
+    """`lookup_since`, keeping only the rows that match any of `any_of`: (column, values)
+    pairs, ORed (`AND (c1 IN v1 OR c2 IN v2 …)`; a pair without values matches nothing, and
+    no pairs at all keep every row). Each list of values is one array on PostgreSQL; on
+    SQLite they are bound in every chunk."""
     if not values:
         return []
     qn = connection.ops.quote_name
     column, at = since
+    pairs = [(name, list(vs)) for name, vs in any_of if vs]
+    if any_of and not pairs:
+        return []
     select = f"SELECT {', '.join(qn(c) for c in columns)} FROM {qn(table)} WHERE "  # noqa: S608
+    # Names come from model metadata (never input); every value is bound.
     if connection.vendor == "postgresql":
         sql = select + f"{qn(key)} = ANY(%s) AND {qn(column)} >= %s::timestamptz"
+        if pairs:
+            sql += " AND (" + " OR ".join(f"{qn(name)} = ANY(%s)" for name, _ in pairs) + ")"
         with _pg_cursor() as cursor:
-            cursor.execute(sql, [list(values), at.isoformat()], binary=True)
+            cursor.execute(
+                sql, [list(values), at.isoformat(), *(vs for _, vs in pairs)], binary=True
+            )
             return cursor.fetchall()
+    extra = ""
+    extra_params: list[Any] = []
+    if pairs:
+        extra = (
+            " AND ("
+            + " OR ".join(f"{qn(name)} IN ({', '.join('%s' for _ in vs)})" for name, vs in pairs)
+            + ")"
+        )
+        extra_params = [v for _, vs in pairs for v in vs]
     out: list[tuple[Any, ...]] = []
-    per_chunk = _SQLITE_PARAMS - 1
+    per_chunk = max(_SQLITE_PARAMS - 1 - len(extra_params), 1)
     with connection.cursor() as cursor:
         for start in range(0, len(values), per_chunk):
             chunk = values[start : start + per_chunk]
             marks = ", ".join("%s" for _ in chunk)
-            sql = select + f"{qn(key)} IN ({marks}) AND {qn(column)} >= %s"
-            cursor.execute(sql, [*chunk, _sqlite_value("time", at)])
+            sql = select + f"{qn(key)} IN ({marks}) AND {qn(column)} >= %s" + extra
+            cursor.execute(sql, [*chunk, _sqlite_value("time", at), *extra_params])
             out.extend(cursor.fetchall())
     return out
 

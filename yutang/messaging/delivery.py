@@ -177,6 +177,11 @@ class GateClock:
 
     seconds = 0.0
     cpu = 0.0
+    #: per step (consents, history, posts, decide, lock, …): [wall seconds, CPU seconds, times]
+    steps: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+
+    def __init__(self, step: str) -> None:
+        self.step = step
 
     def __enter__(self) -> GateClock:
         self._start = time.perf_counter()
@@ -184,8 +189,14 @@ class GateClock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        GateClock.seconds += time.perf_counter() - self._start
-        GateClock.cpu += time.process_time() - self._cpu
+        wall = time.perf_counter() - self._start
+        cpu = time.process_time() - self._cpu
+        GateClock.seconds += wall
+        GateClock.cpu += cpu
+        step = GateClock.steps[self.step]
+        step[0] += wall
+        step[1] += cpu
+        step[2] += 1
 
 
 def policy_for(brand_id: int) -> PolicySettings:
@@ -203,10 +214,12 @@ def load_context(
     adapters: Adapters,
     policy: PolicySettings | None = None,
     enabled: bool = True,
+    count_posts: bool = True,
 ) -> gate.GateContext:
     """What the gate reads for these candidates, without locking anything: who holds each
     account (addresses still sealed), consents, the touch history of the customers the first
-    two rules do not stop already, and the accounts' post counts."""
+    two rules do not stop already, and the accounts' post counts (`count_posts` False: not
+    counted; the marketing share then passes its messages provisionally, see `decide`)."""
     policy = policy or policy_for(brand.pk)
     ctx = gate.GateContext(now=now, tz=brand.tz, policy=policy, enabled=enabled)
     by_account: dict[int, set[int]] = defaultdict(set)
@@ -223,14 +236,20 @@ def load_context(
             ctx.recipients[(cid, account_id)] = sealed
     if not enabled:
         return ctx
-    with GateClock():
+    with GateClock("consents"):
         _read_consents(ctx, sorted({c.customer_id for c in candidates}))
+    with GateClock("history"):
         # Rules 1 and 2 (the carrier, consent) read no history: their customers need none.
         reaching = [c for c in candidates if gate.reaches(c, ctx)]
         ctx.history_since = gate.history_since(ctx, reaching)
+        ctx.needed = gate.touches_needed(ctx, reaching)
         _read_touches(ctx, sorted({c.customer_id for c in reaching}))
-        if _share_applies(policy, candidates):
-            _count_posts(ctx, sorted(by_account))
+    if _share_applies(policy, candidates):
+        if not count_posts:
+            ctx.posts_counted = False
+        else:
+            with GateClock("posts"):
+                _count_posts(ctx, sorted(by_account))
     return ctx
 
 
@@ -247,7 +266,9 @@ def _read_consents(ctx: gate.GateContext, customer_ids: list[int]) -> None:
 
 def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
     """The customers' touches since `ctx.history_since` (what the rules look back over for
-    the batch's candidates; replacing any read before)."""
+    the batch's candidates; replacing any read before), only those `ctx.needed` names
+    besides the marketing ones: an index-only range per customer of
+    `message_customer_passed`."""
     since = ctx.history_since
     if since is None:
         since = ctx.now - dt.timedelta(
@@ -255,12 +276,21 @@ def _read_touches(ctx: gate.GateContext, customer_ids: list[int]) -> None:
         )
     for cid in customer_ids:
         ctx.touches.pop(cid, None)
-    for cid, at, kind, carrier, h, cause in bulk.lookup_since(
+    needed = ctx.needed
+    any_of: list[tuple[str, list[str]]] = []
+    if needed is not None:
+        any_of = [
+            ("kind", [Message.Kind.MARKETING.value]),
+            ("content_hash", sorted(needed.hashes)),
+            ("carrier", sorted(needed.carriers)),
+        ]
+    for cid, at, kind, carrier, h, cause in bulk.lookup_since_any(
         Message._meta.db_table,
         ["customer_id", "passed_at", "kind", "carrier", "content_hash", "cause"],
         key="customer_id",
         values=customer_ids,
         since=("passed_at", since),
+        any_of=any_of,
     ):
         if at.tzinfo is None:  # SQLite's driver gives the stored UTC time without its zone
             at = at.replace(tzinfo=dt.UTC)
@@ -585,6 +615,12 @@ def _decide_all(
             ctx.record(c)
 
 
+#: `decide` counts an account's posts before its first decision after all when more than
+#: this many customers (or a tenth of the batch, if that is more) have a message the share
+#: could stop.
+PROVISIONAL_MAX = 50
+
+
 def decide(
     *,
     brand: Brand,
@@ -604,7 +640,17 @@ def decide(
     are locked (in id order, then the rows of the accounts whose marketing share they may
     spend), those customers' history and those accounts' posts are read again, and their
     messages decided again in batch order. On SQLite the first decision is final (the pass
-    is the only writer)."""
+    is the only writer).
+
+    On PostgreSQL the first decision does not count the accounts' posts: a message the
+    marketing share could stop passes provisionally (`gate.PROVISIONAL`) and is decided
+    again with every rule, as every pass is, with its customer and account locked and the
+    posts counted — the posts are counted once per pass instead of twice, and a message the
+    share blocks locks its rows like a pass. Where many messages of the batch reach the share
+    (more than `PROVISIONAL_MAX` customers, or a tenth of a larger batch: an account's share is
+    full, say), the posts are counted before the first decision after all, as on SQLite,
+    and a block by the share locks nothing. Either way each message gets the decision the
+    counts give."""
     ctx = load_context(
         brand=brand,
         candidates=candidates,
@@ -612,11 +658,27 @@ def decide(
         adapters=adapters,
         policy=policy,
         enabled=enabled,
+        count_posts=not _concurrent(),
     )
-    posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
     decisions: list[gate.Decision] = [None] * len(candidates)  # type: ignore[list-item]
-    with GateClock():  # the decisions, in order: each sees those passed before it
+    read = {cid: len(touches) for cid, touches in ctx.touches.items()}
+    with GateClock("decide"):  # the decisions, in order: each sees those passed before it
         _decide_all(candidates, ctx, decisions)
+    provisional = {
+        c.customer_id for c, d in zip(candidates, decisions, strict=True) if d == gate.PROVISIONAL
+    }
+    if len(provisional) > max(PROVISIONAL_MAX, len(candidates) // 10):
+        # Many messages the share could stop (an account's share is full, say): counted now,
+        # most are blocked without locking their customers and accounts.
+        with GateClock("posts"):
+            for cid, touches in ctx.touches.items():
+                del touches[read.get(cid, 0) :]  # what the first decision recorded
+            ctx.posts_counted = True
+            _count_posts(ctx, sorted({c.account_id for c in candidates}))
+        decisions = [None] * len(candidates)  # type: ignore[list-item]
+        with GateClock("decide"):
+            _decide_all(candidates, ctx, decisions)
+    posts_before = {a: list(p) for a, p in ctx.account_posts.items()}
     if not enabled or not _concurrent():
         return ctx, decisions
     passing = sorted(
@@ -638,27 +700,32 @@ def decide(
                 and gate.in_share_scope(policy, c.cause)
             }
         )
-    with GateClock():
+    with GateClock("lock"):
         _lock_rows(TouchLock, "customer_id", passing)
         if share:
             _lock_rows(AccountTouchLock, "account_id", share)
-        fresh = gate.GateContext(
-            now=now,
-            tz=ctx.tz,
-            policy=policy,
-            recipients=ctx.recipients,
-            consents=ctx.consents,
-            touches=ctx.touches,
-            account_posts=defaultdict(lambda: [0, 0], posts_before),
-            history_since=ctx.history_since,
-        )
+    fresh = gate.GateContext(
+        now=now,
+        tz=ctx.tz,
+        policy=policy,
+        recipients=ctx.recipients,
+        consents=ctx.consents,
+        touches=ctx.touches,
+        account_posts=defaultdict(lambda: [0, 0], posts_before),
+        history_since=ctx.history_since,
+        needed=ctx.needed,
+    )
+    with GateClock("locked history"):
         _read_touches(fresh, passing)
-        if share:
+    if share:
+        with GateClock("locked posts"):
             _count_posts(fresh, share)
+    with GateClock("locked decide"):
         for n, c in enumerate(candidates):
             if c.customer_id in again:
                 decisions[n] = None  # type: ignore[call-overload]
         _decide_all(candidates, fresh, decisions)
+    assert gate.PROVISIONAL not in decisions, "every provisional pass is decided again"
     return fresh, decisions
 
 

@@ -80,6 +80,11 @@ class Decision:
     reason: str = ""
 
 
+#: What a message the marketing share could stop gets while the posts are not counted
+#: (`GateContext.posts_counted`): it passes for now (it is recorded, so the customer's later
+#: messages in the batch see it) and is decided again, with every rule, once they are.
+PROVISIONAL = Decision("pass", "marketing_share", reason="provisional: posts not counted")
+
 #: A holdout hook: fn(candidate) -> True to hold the customer out of this message.
 Holdout = Callable[[Candidate], bool]
 _HOLDOUTS: list[Holdout] = []
@@ -138,6 +143,13 @@ class GateContext:
     enabled: bool = True
     #: The earliest touch the loader read (`history_since`); None: the widest window.
     history_since: dt.datetime | None = None
+    #: Which touches the loader read besides the marketing ones (`touches_needed`: the
+    #: batch's candidates decide on them as on every touch); None: every touch.
+    needed: Needed | None = None
+    #: False: the accounts' posts are not counted (`delivery.decide`'s first, lock-free
+    #: decision on PostgreSQL): a message the marketing share could stop gets `PROVISIONAL`,
+    #: a pass that must be decided again with the posts counted, as every pass is there.
+    posts_counted: bool = True
 
     _instants: Instants | None = field(default=None, repr=False, compare=False)
 
@@ -239,6 +251,39 @@ def history_since(ctx: GateContext, candidates: Iterable[Candidate]) -> dt.datet
         if limit is not None and (limit.per_month is not None or limit.days_in_month):
             since = min(since, at.month_start)
     return since
+
+
+class Needed(NamedTuple):
+    """Besides the marketing touches, which touches the rules may count (`touches_needed`)."""
+
+    #: touches with these contents (the duplicate rule compares the candidates' own)
+    hashes: frozenset[str]
+    #: every touch on these carriers (a platform limit there counts service messages too)
+    carriers: frozenset[str]
+
+
+def touches_needed(ctx: GateContext, candidates: Iterable[Candidate]) -> Needed | None:
+    """Which of their customers' touches the rules may look at for these candidates: None
+    when any touch may count; else the marketing touches and those `Needed` names.
+
+    A marketing candidate's caps count only marketing touches; quiet hours and the marketing
+    share read none; the duplicate rule compares the candidate's content; a platform limit
+    counts the touches on its carrier, service ones too unless it says `count_service: false`.
+    A service candidate's daily cap counts service touches: a batch with one needs every
+    touch. Touches of the batch that pass are recorded whole (`GateContext.record`), so a
+    later candidate sees them. Deciding on these gives the decisions of every touch
+    (`test_the_touches_the_gate_reads_change_no_decision`)."""
+    hashes: set[str] = set()
+    carriers: set[str] = set()
+    limits = ctx.policy.platform_limits
+    for c in candidates:
+        if c.kind != "marketing":
+            return None
+        hashes.add(c.content_hash)
+        limit = limits.get(c.carrier)
+        if limit is not None and limit.count_service:
+            carriers.add(c.carrier)
+    return Needed(frozenset(hashes), frozenset(carriers))
 
 
 def reaches(c: Candidate, ctx: GateContext) -> bool:
@@ -344,6 +389,9 @@ def evaluate(c: Candidate, ctx: GateContext) -> Decision:
         limited = _platform_limit(c, ctx, touches, at)
         if limited is not None:
             return limited
+        if not ctx.posts_counted and in_share_scope(p, c.cause):
+            # Decided again once the account's posts are counted (see `posts_counted`).
+            return PROVISIONAL
         mkt, total = ctx.account_posts.get(c.account_id, (0, 0))
         if (
             in_share_scope(p, c.cause)

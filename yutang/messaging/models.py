@@ -141,7 +141,17 @@ class Message(models.Model):
                 name="message_lease",
                 condition=Q(claimed_until__isnull=False),
             ),
+            # Every message of a customer (merges, deletions, the customer's messages).
             models.Index(fields=["customer", "passed_at"], name="message_customer_touch"),
+            # Covers the gate's read of a customer's touch history: an index-only range per
+            # customer of the messages that passed the gate, with every column the rules read
+            # (no visit to the outbox rows, which lie scattered over the table). Blocked,
+            # deferred and queued messages add no entry to it.
+            models.Index(
+                fields=["customer", "passed_at", "kind", "carrier", "content_hash", "cause"],
+                name="message_customer_passed",
+                condition=Q(passed_at__isnull=False),
+            ),
             # Covers the marketing-share count: an index-only range per (account, cause) of
             # the messages that passed the gate (the count names the causes it counts), so it
             # reads the account's posts in the window and nothing else. Account-only reads

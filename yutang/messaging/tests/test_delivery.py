@@ -80,6 +80,8 @@ def test_second_marketing_message_the_same_day_is_blocked_by_frequency(frozen):
 
 
 def test_the_marketing_share_blocks_at_its_ceiling_and_not_when_set_to_100_percent(frozen):
+    from django.db import connection
+
     from yutang.messaging.models import AccountTouchLock
 
     brand, account, (c1, c2, posted) = setup(3)
@@ -95,14 +97,82 @@ def test_the_marketing_share_blocks_at_its_ceiling_and_not_when_set_to_100_perce
     deliver_due_messages()
     capped = Message.objects.get(idempotency_key="capped")
     assert (capped.status, capped.rule) == ("blocked", "marketing_share")
-    # A block spends nothing, so it locks nothing (delivery.decide): no account row.
-    assert not AccountTouchLock.objects.exists()
+    # On PostgreSQL a message the share could stop is decided under its account's lock, with
+    # the posts counted once (delivery.decide); SQLite's single writer needs no lock.
+    assert AccountTouchLock.objects.exists() == (connection.vendor == "postgresql")
+    AccountTouchLock.objects.all().delete()
 
     services.update_policy(actor=make_staff(brand), changes={"marketing_share_max": 1})
     enqueue(brand, c2, account, "free", text="新品 B")
     deliver_due_messages()
     assert Message.objects.get(idempotency_key="free").status == "sent"
     assert not AccountTouchLock.objects.exists()
+
+
+@pytest.mark.parametrize("provisional_max", [50, 0])
+def test_the_share_decides_the_same_counted_before_or_under_the_lock(
+    frozen, monkeypatch, provisional_max
+):
+    """On PostgreSQL `delivery.decide` passes a message the share could stop provisionally
+    and decides it again with the posts counted under the account's lock — or, past
+    `PROVISIONAL_MAX`, counts the posts first and locks nothing for its blocks. Both give
+    the decisions of the batch decided in order on counted posts (the one-by-one path),
+    the share's block coming before the duplicate rule's."""
+    from django.db import connection
+
+    from yutang.messaging import delivery, gate
+    from yutang.messaging.models import AccountTouchLock, TouchLock
+
+    monkeypatch.setattr(delivery, "PROVISIONAL_MAX", provisional_max)
+    brand, account, (*customers, posted) = setup(5)
+    services.update_policy(actor=make_staff(brand), changes={"marketing_share_scope": "all"})
+    # 3 marketing and 17 service posts in the window: one more marketing message is within
+    # 20% (4 of 21), a second is not (5 of 22).
+    for n in range(20):
+        kind = "marketing" if n < 3 else "service"
+        m = enqueue(brand, posted, account, f"old-{n}", text=f"old {n}", kind=kind)
+        Message.objects.filter(pk=m.pk).update(status="sent", passed_at=NOON)
+    # The last customer had this text yesterday: the share blocks it before the duplicate rule.
+    m = enqueue(brand, customers[-1], account, "seen", text="新品", kind="service")
+    Message.objects.filter(pk=m.pk).update(status="sent", passed_at=NOON - dt.timedelta(days=1))
+    for n, c in enumerate(customers):
+        enqueue(brand, c, account, f"new-{n}", text="新品")
+    queued = list(Message.objects.filter(status="queued").order_by("due_at", "id"))
+    adapters = delivery.Adapters()
+    policy = adapters.brand(brand.pk)[1]
+    candidates = [delivery.candidate_of(m) for m in queued]
+    ctx = delivery.load_context(
+        brand=brand, candidates=candidates, now=NOON, adapters=adapters, policy=policy
+    )
+    expected = {}
+    for m, cnd in zip(queued, candidates, strict=True):
+        d = gate.evaluate(cnd, ctx)
+        if d.outcome == "pass":
+            ctx.record(cnd)
+        expected[m.idempotency_key] = ("sent" if d.outcome == "pass" else "blocked", d.rule)
+    assert sorted(expected.values()) == [
+        ("blocked", "marketing_share"),
+        ("blocked", "marketing_share"),
+        ("blocked", "marketing_share"),
+        ("sent", ""),
+    ]
+    deliver_due_messages()
+    got = dict(
+        (key, (status, rule))
+        for key, status, rule in Message.objects.filter(
+            idempotency_key__startswith="new-"
+        ).values_list("idempotency_key", "status", "rule")
+    )
+    assert got == expected
+    locked = connection.vendor == "postgresql"
+    assert AccountTouchLock.objects.exists() == locked  # the pass locked it
+    touch_locked = set(TouchLock.objects.values_list("customer_id", flat=True))
+    if not locked:
+        assert not touch_locked
+    elif provisional_max:  # every message the share could stop was decided under the lock
+        assert touch_locked == {c.pk for c in customers}
+    else:  # counted first: only the pass locked its customer
+        assert touch_locked == {customers[0].pk}
 
 
 def test_a_marketing_pass_within_the_share_locks_the_account_on_postgresql(frozen):

@@ -295,3 +295,94 @@ def test_the_history_window_is_a_week_unless_a_rule_looks_further_back():
     assert gate.history_since(c, [cand(carrier="sms"), cand()]) == month
     longer = ctx(duplicate_window_days=10)
     assert gate.history_since(longer, [cand(carrier="sms")]) == NOW - dt.timedelta(days=10)
+
+
+def test_the_touches_the_gate_reads_change_no_decision():
+    """`touches_needed` lets the loader skip the touches no rule compares for the batch: a
+    batch decided in order (each pass recorded) on the marketing touches and those it names
+    gets the decisions of every touch — caps, per-carrier caps, platform limits counting
+    service or not, duplicates, welcome messages; a service candidate reads everything."""
+    import random
+
+    rnd = random.Random(7)
+    policies: list[dict[str, object]] = [
+        {},  # WeCom's days-in-the-month limit, counting service messages
+        {"platform_limits": {}, "marketing_per_day": 2, "marketing_per_week": 4},
+        {"platform_limits": {"wecom": {"per_week": 3, "count_service": False}}},
+        {"platform_limits": {"sms": {"per_day": 2}}, "duplicate_window_days": 20},
+        {
+            "platform_limits": {"sms": {"per_day": 1}},
+            "marketing_per_day": 9,
+            "marketing_per_week": 20,
+        },
+        {"carrier_caps": {"sms": {"per_day": 1, "per_week": 2}}, "service_per_day": 2},
+        {"duplicate_window_days": 0, "marketing_per_day": 3, "marketing_per_week": 9},
+    ]
+    carriers = ("wecom", "sms", "sandbox")
+    hashes = ("h1", "h2", "h3", "h4")
+    checked = filtered = 0
+    for settings in policies:
+        policy = PolicySettings.model_validate({"quiet_hours_enabled": False, **settings})
+        for _ in range(150):
+            batch = [
+                cand(
+                    rnd.choice(["marketing"] * 6 + ["service"]),
+                    customer_id=rnd.choice([1, 2]),
+                    carrier=rnd.choice(carriers),
+                    content_hash=rnd.choice(hashes),
+                    cause=rnd.choice(["journey", "broadcast", "welcome"]),
+                )
+                for _ in range(rnd.randrange(1, 6))
+            ]
+            history = {
+                cid: [
+                    gate.Touch(
+                        NOW - dt.timedelta(minutes=rnd.randrange(rnd.choice([9, 1]) * 24 * 60)),
+                        rnd.choice(["marketing", "service"]),
+                        rnd.choice(carriers),
+                        rnd.choice(hashes),
+                        rnd.choice(["journey", "broadcast", "welcome"]),
+                    )
+                    for _ in range(rnd.randrange(14))
+                ]
+                for cid in (1, 2)
+            }
+            decisions = []
+            for narrow in (False, True):
+                c = gate.GateContext(now=NOW, tz=SH, policy=policy)
+                for cid in (1, 2):
+                    for carrier in carriers:
+                        c.recipients[(cid, 10)] = "x"
+                        c.consents[(cid, "marketing", carrier)] = "granted"
+                needed = gate.touches_needed(c, batch)
+                for cid, touches in history.items():
+                    c.touches[cid] = [
+                        t
+                        for t in touches
+                        if not narrow
+                        or needed is None
+                        or t.kind == "marketing"
+                        or t.content_hash in needed.hashes
+                        or t.carrier in needed.carriers
+                    ]
+                filtered += narrow and needed is not None
+                out = []
+                for cnd in batch:
+                    d = gate.evaluate(cnd, c)
+                    if d.outcome == "pass":
+                        c.record(cnd)
+                    out.append(d)
+                decisions.append(out)
+            assert decisions[0] == decisions[1], (settings, batch, history)
+            checked += 1
+    assert filtered > checked // 3  # most batches read less than every touch
+
+
+def test_a_batch_of_marketing_reads_its_contents_and_the_limited_carriers_service_touches():
+    c = ctx()  # WeCom's default limit counts service messages
+    assert gate.touches_needed(c, [cand(content_hash="a"), cand(carrier="sms")]) == gate.Needed(
+        frozenset({"a", "h1"}), frozenset({"wecom"})
+    )
+    assert gate.touches_needed(c, [cand(carrier="sms"), cand("service", carrier="sms")]) is None
+    uncounted = ctx(platform_limits={"wecom": {"per_week": 2, "count_service": False}})
+    assert gate.touches_needed(uncounted, [cand()]) == gate.Needed(frozenset({"h1"}), frozenset())
