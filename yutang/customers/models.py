@@ -263,7 +263,10 @@ class Consent(models.Model):
         GRANTED = "granted", _("Granted")
         WITHDRAWN = "withdrawn", _("Withdrawn")
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consents")
+    # Indexed by the two indexes below, which lead with it, not on its own.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="consents", db_index=False
+    )
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     carrier = models.CharField(max_length=32, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices)
@@ -276,6 +279,14 @@ class Consent(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "purpose", "carrier"], name="consent_unique_per_purpose"
+            )
+        ]
+        indexes = [
+            # The delivery gate reads every consent of a batch's customers (customer, purpose,
+            # carrier, status): with the status in the index that read is index-only instead of
+            # a visit to each consent's heap row. It replaces the foreign key's own index.
+            models.Index(
+                fields=["customer", "purpose", "carrier", "status"], name="consent_customer_read"
             )
         ]
 
