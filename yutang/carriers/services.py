@@ -489,3 +489,32 @@ def record_contacts(
                 lost_at=None,
                 lost_by="",
             )
+
+
+def mark_contacts_lost(
+    *, account_id: int, lost: list[tuple[str, str, Any]]
+) -> list[CarrierContact | None]:
+    """The batch form of `mark_contact_lost` for a run of deletions on one account —
+    (external id, by, at) each, in order — with the same rows and answers: the contacts are
+    read in one query and marked lost in one statement (`core.bulk.update_rows`). A run
+    naming one contact twice goes one by one."""
+    hashes = [contact_hash(account_id, external_id) for external_id, _by, _at in lost]
+    if len(set(hashes)) < len(hashes):
+        return [
+            mark_contact_lost(account_id=account_id, external_id=external_id, by=by, at=at)
+            for external_id, by, at in lost
+        ]
+    found = {
+        c.external_hash: c
+        for c in CarrierContact.objects.filter(
+            account_id=account_id, external_hash__in=hashes
+        ).select_related("customer")
+    }
+    changed = []
+    for h, (_external_id, by, at) in zip(hashes, lost, strict=True):
+        contact = found.get(h)
+        if contact is not None:
+            contact.status, contact.lost_at, contact.lost_by = CarrierContact.Status.LOST, at, by
+            changed.append(contact)
+    bulk.update_rows(CarrierContact, changed, ["status", "lost_at", "lost_by"])
+    return [found.get(h) for h in hashes]

@@ -649,20 +649,7 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
             account_id=account.pk, external_id=fact.external_id, by=fact.by, at=at
         )
         if contact is not None:
-            _event(
-                account.brand_id,
-                {
-                    "type": "contact.deleted",
-                    "occurred_at": at,
-                    "customer_id": contact.customer_id,
-                    "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
-                    "properties": {
-                        "carrier": account.kind,
-                        "account_id": str(account.pk),
-                        "by": fact.by,
-                    },
-                },
-            )
+            _event(account.brand_id, _deleted_item(fact, account, contact))
         return
     if isinstance(fact, inbound.DeliveryReceipt):
         _receipt(fact, account)
@@ -675,6 +662,20 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
         policy = delivery.policy_for(account.brand_id)
         if is_unsubscribe(fact.text, unsubscribe_keywords(account, policy)):
             _unsubscribe(sender, account, fact, policy)
+
+
+def _deleted_item(
+    fact: inbound.ContactDeleted, account: CarrierAccount, contact: CarrierContact
+) -> dict[str, Any]:
+    """The `contact.deleted` event of a deletion (the contact is marked lost)."""
+    at = fact.occurred_at
+    return {
+        "type": "contact.deleted",
+        "occurred_at": at,
+        "customer_id": contact.customer_id,
+        "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
+        "properties": {"carrier": account.kind, "account_id": str(account.pk), "by": fact.by},
+    }
 
 
 def _contact_edited(fact: inbound.ContactEdited, account: CarrierAccount) -> None:
@@ -1088,7 +1089,8 @@ def handle_inbound_batch(facts: Sequence[inbound.InboundFact]) -> None:
     facts): the same effect as `handle_inbound` on each fact in order. Consecutive adds on
     one account are stored with one `ingest_events` call, their contacts and welcome rows
     looked up together; consecutive replies, clicks and group changes on one account
-    likewise. Deletions, receipts and unsubscribe replies go one by one."""
+    likewise, and consecutive deletions (`carriers.mark_contacts_lost`, one ingest).
+    Receipts, edits and unsubscribe replies go one by one."""
     accounts: dict[int, CarrierAccount] = {}
     i = 0
     while i < len(facts):
@@ -1106,6 +1108,8 @@ def handle_inbound_batch(facts: Sequence[inbound.InboundFact]) -> None:
             _adds(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
         elif kind == "sender":
             _sender_events(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
+        elif kind == "deleted":
+            _deletions(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
         else:
             handle_inbound(fact)
         i = j
@@ -1118,6 +1122,8 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
         )
     if isinstance(fact, inbound.ContactAdded):
         return "added"
+    if isinstance(fact, inbound.ContactDeleted):
+        return "deleted"
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(fact.brand_id)
         keywords = unsubscribe_keywords(accounts[fact.account_id], policy)
@@ -1162,6 +1168,21 @@ def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> Non
             )  # fmt: skip
     Message.objects.bulk_create(list(fresh.values()))
     inbound.contacts_added(list(zip(facts, ids, strict=True)))
+
+
+def _deletions(facts: Sequence[inbound.ContactDeleted], account: CarrierAccount) -> None:
+    contacts = carriers.mark_contacts_lost(
+        account_id=account.pk, lost=[(f.external_id, f.by, f.occurred_at) for f in facts]
+    )
+    items = [
+        {"source": "carrier", **_deleted_item(fact, account, contact)}
+        for fact, contact in zip(facts, contacts, strict=True)
+        if contact is not None
+    ]
+    for result in ingest_in_batches(brand=account.brand, items=items):
+        if result.status == "rejected":
+            assert result.error is not None
+            raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
 def _sender_events(facts: Sequence[SenderFact], account: CarrierAccount) -> None:
