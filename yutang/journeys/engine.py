@@ -959,6 +959,10 @@ def handle_events(batch: list[Event]) -> None:
             ],
             at=now,
         )
+        # The run's customers' enrolments are read again together (nothing else changed
+        # them since they were last read).
+        _load_enrollments(waiting, open_rows, closed, goals, earliest)
+        stale.difference_update(waiting)
         pending.clear()
         waiting.clear()
 
@@ -978,7 +982,6 @@ def handle_events(batch: list[Event]) -> None:
             if journeys:
                 pending.append((event, journeys))
                 waiting.add(cid)
-                stale.add(cid)
             continue
         enrol_pending()
         handle_event(event)
