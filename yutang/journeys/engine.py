@@ -140,9 +140,7 @@ def enrol(
     return EnrolResult(customer.pk, "holdout" if holdout else "enrolled", row.pk)
 
 
-def enrol_many(
-    *, items: Sequence[tuple[Journey, int, str]], at: dt.datetime
-) -> list[EnrolResult]:
+def enrol_many(*, items: Sequence[tuple[Journey, int, str]], at: dt.datetime) -> list[EnrolResult]:
     """The batch form of `enrol`: (journey, customer id, source) items entered at `at`, with
     the same rows and answers as calling `enrol` for each item in turn. The journeys'
     enrolment history of the items' customers is read in one query and the new enrolments
@@ -1011,8 +1009,8 @@ def _enrols_only(
     first_orders: dict[int, int],
 ) -> list[Journey] | None:
     """None when `handle_event` could change something besides enrolling through event
-    triggers (`_reacts`, or a condition or segment trigger); else the live journeys whose event trigger the event
-    matches (empty: the event changes nothing)."""
+    triggers (`_reacts`, or a condition or segment trigger); else the live journeys whose
+    event trigger the event matches (empty: the event changes nothing)."""
     if _reacts(event, open_rows, closed):
         return None
     journeys = []

@@ -64,7 +64,11 @@ def _world(*, conditioned: bool) -> tuple[list[Event], Any, Any]:
         (0, "contact.added", {"carrier": "sandbox"}),
         (1, "contact.added", {"carrier": "sandbox", "x": "1"}),
         (2, "link.clicked", {"link": "https://x.invalid"}),
-        (0, "order.paid", {"order_id": "o1", "amount_fen": 100, "source": "shop"}),  # goal and first order
+        (
+            0,
+            "order.paid",
+            {"order_id": "o1", "amount_fen": 100, "source": "shop"},
+        ),  # goal and first order
         (2, "link.clicked", {"link": "https://x.invalid"}),  # again: after_days says no
         (3, "order.paid", {"order_id": "o2", "amount_fen": 100, "source": "shop"}),
         (3, "order.paid", {"order_id": "o3", "amount_fen": 100, "source": "shop"}),  # not the first
@@ -75,7 +79,11 @@ def _world(*, conditioned: bool) -> tuple[list[Event], Any, Any]:
         (7, "contact.added", {"carrier": "sandbox", "x": "1"}),
         (8, "contact.added", {"carrier": "sandbox"}),  # entered before: never again
         (9, "link.clicked", {"link": "https://x.invalid"}),  # entered yesterday: not within 2 days
-        (10, "order.paid", {"order_id": "o4", "amount_fen": 100, "source": "shop"}),  # not the first
+        (
+            10,
+            "order.paid",
+            {"order_id": "o4", "amount_fen": 100, "source": "shop"},
+        ),  # not the first
         (11, "link.clicked", {"link": "https://x.invalid"}),
         (11, "contact.added", {"carrier": "sandbox"}),
         (4, "order.paid", {"order_id": "o5", "amount_fen": 100, "source": "shop"}),
@@ -90,16 +98,15 @@ def _world(*, conditioned: bool) -> tuple[list[Event], Any, Any]:
 def _rows(events: list[Event], people: list[Any]) -> list[tuple[Any, ...]]:
     index = {f"event:{e.pk}": n for n, e in enumerate(events)}
     who = {p.pk: n for n, p in enumerate(people)}
-    return [
-        (
+    rows = Enrollment.objects.filter(customer_id__in=list(who)).select_related("journey")
+    out = []
+    for r in rows.order_by("pk"):
+        out.append((
             r.journey.name, who[r.customer_id], r.state, r.current_step, r.next_due_at,
             r.entered_at, r.exited_at, r.exit_reason, r.converted_at, r.is_holdout,
             index.get(r.source, r.source),
-        )  # fmt: skip
-        for r in Enrollment.objects.filter(customer_id__in=list(who))
-        .select_related("journey")
-        .order_by("pk")
-    ]
+        ))  # fmt: skip
+    return out
 
 
 @pytest.mark.parametrize("conditioned", [False, True])
@@ -136,6 +143,6 @@ def test_enrol_many_answers_as_enrol_does():
     assert [a.status for a in answers] == [
         "enrolled", "already_enrolled", "enrolled", "already_enrolled",
     ]  # fmt: skip
-    assert answers[0].enrollment_id == Enrollment.objects.get(
-        journey=journey, customer=people[7]
-    ).pk
+    assert (
+        answers[0].enrollment_id == Enrollment.objects.get(journey=journey, customer=people[7]).pk
+    )
