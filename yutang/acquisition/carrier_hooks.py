@@ -3,6 +3,7 @@
 - `welcome_provider(fact)`: a contact added through a live code (`fact.state`) gets the live
   code's welcome, else the brand's acquisition default welcome; called FIRST on an add, inside
   WeCom's 20-second window. The channel's hook coupon is appended to the text.
+  `welcomes_provider(facts)` is its batch form for a run of adds.
 - `contact_added_handler(fact, customer_id)`: after messaging stored `contact.added`, counts
   the add and attributes it (`services.record_contact_added`), then re-syncs the live code's
   WeCom contact way in case the add filled the account.
@@ -63,22 +64,46 @@ def _account(fact: ContactAdded) -> CarrierAccount | None:
 
 
 def welcome_provider(fact: ContactAdded) -> WelcomeContent | None:
-    account = (
-        CarrierAccount.objects.filter(pk=fact.account_id, brand_id=fact.brand_id)
-        .values_list("kind", "display_name", "store__name")
-        .first()
-    )
-    if account is None:
-        return None
-    kind, staff_name, store_name = account
-    welcome = services.welcome_for(
-        brand_id=fact.brand_id,
-        state=fact.state,
-        customer_name=fact.display_name,
-        staff_name=staff_name,
-        account_store_name=store_name or "",
-        attachment_limit=ATTACHMENT_LIMITS.get(kind, DEFAULT_ATTACHMENT_LIMIT),
-    )
+    (content,) = welcomes_provider([fact])
+    return content
+
+
+def welcomes_provider(facts: Sequence[ContactAdded]) -> list[WelcomeContent | None]:
+    """The batch form of `welcome_provider` (one answer per add, in order): the adds'
+    accounts and live codes are read once per run."""
+    accounts = {
+        (pk, brand_id): (kind, name, store)
+        for pk, brand_id, kind, name, store in CarrierAccount.objects.filter(
+            pk__in={f.account_id for f in facts}
+        ).values_list("pk", "brand_id", "kind", "display_name", "store__name")
+    }
+    answers: list[WelcomeContent | None] = [None] * len(facts)
+    by_brand: dict[int, list[int]] = {}
+    for i, fact in enumerate(facts):
+        if (fact.account_id, fact.brand_id) in accounts:
+            by_brand.setdefault(fact.brand_id, []).append(i)
+    for brand_id, indexes in by_brand.items():
+        asks = []
+        for i in indexes:
+            fact = facts[i]
+            kind, staff_name, store_name = accounts[(fact.account_id, fact.brand_id)]
+            asks.append(
+                services.WelcomeAsk(
+                    state=fact.state,
+                    customer_name=fact.display_name,
+                    staff_name=staff_name,
+                    account_store_name=store_name or "",
+                    attachment_limit=ATTACHMENT_LIMITS.get(kind, DEFAULT_ATTACHMENT_LIMIT),
+                )
+            )
+        for i, welcome in zip(
+            indexes, services.welcomes_for(brand_id=brand_id, asks=asks), strict=True
+        ):
+            answers[i] = _content(welcome)
+    return answers
+
+
+def _content(welcome: services.Welcome | None) -> WelcomeContent | None:
     if welcome is None:
         return None
     text = welcome.text
@@ -136,5 +161,5 @@ def contacts_added_handler(adds: Sequence[tuple[ContactAdded, int]]) -> None:
 def register() -> None:
     from yutang.carriers import inbound
 
-    inbound.register_welcome_provider(welcome_provider)
+    inbound.register_welcome_provider(welcome_provider, batch=welcomes_provider)
     inbound.register_contact_added_handler(contact_added_handler, batch=contacts_added_handler)

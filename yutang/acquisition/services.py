@@ -1394,44 +1394,101 @@ def welcome_for(
     attachment_limit: int = 9,
 ) -> Welcome | None:
     """`welcome_for_add` from the account's display name and store name: reads only the
-    columns a welcome needs (it runs once per add, inside the carrier's welcome window)."""
-    code = None
+    columns a welcome needs (it runs once per add, inside the carrier's welcome window).
+    A batch of one of `welcomes_for`."""
+    (welcome,) = welcomes_for(
+        brand_id=brand_id,
+        asks=[
+            WelcomeAsk(
+                state=state,
+                customer_name=customer_name,
+                staff_name=staff_name,
+                account_store_name=account_store_name,
+                attachment_limit=attachment_limit,
+            )
+        ],
+    )
+    return welcome
+
+
+@dataclass(frozen=True)
+class WelcomeAsk:
+    """One add's welcome question (`welcomes_for`)."""
+
+    state: str | None
+    customer_name: str
+    staff_name: str
+    account_store_name: str
+    attachment_limit: int = 9
+
+
+def _code_id(state: str | None) -> int | None:
     match = (
         STATE_PATTERN.match(state) if isinstance(state, str) and len(state) <= STATE_MAX else None
     )
-    if match is not None:
-        code = (
-            LiveCode.objects.filter(brand_id=brand_id, pk=int(match.group(1)))
-            .values_list(
+    return int(match.group(1)) if match is not None else None
+
+
+def welcomes_for(*, brand_id: int, asks: Sequence[WelcomeAsk]) -> list[Welcome | None]:
+    """`welcome_for` of each ask, in order: the asks' live codes are read in one query and
+    the brand's default welcome at most once."""
+    ids = {i for i in (_code_id(ask.state) for ask in asks) if i is not None}
+    codes: dict[int, tuple[Any, ...]] = {}
+    if ids:
+        codes = {
+            row[0]: row
+            for row in LiveCode.objects.filter(brand_id=brand_id, pk__in=ids).values_list(
                 "pk",
                 "welcome_text",
                 "welcome_attachments",
                 "store__name",
                 "channel__hook_coupon_code",
             )
-            .first()
+        }
+    default: list[str] = []
+
+    def template() -> str:
+        if not default:
+            default.append(
+                AcquisitionSettings.objects.filter(brand_id=brand_id)
+                .values_list("default_welcome_text", flat=True)
+                .first()
+                or ""
+            )
+        return default[0]
+
+    answers: list[Welcome | None] = []
+    for ask in asks:
+        code_id = _code_id(ask.state)
+        code = codes.get(code_id) if code_id is not None else None
+        store_name = code[3] if code is not None and code[3] is not None else ask.account_store_name
+        if code is not None and code[1].strip():
+            answers.append(
+                Welcome(
+                    text=render_welcome(
+                        code[1], name=ask.customer_name, staff=ask.staff_name, store=store_name
+                    ),
+                    attachments=[dict(a) for a in code[2][: max(0, ask.attachment_limit)]],
+                    coupon_code=code[4],
+                    live_code_id=code[0],
+                )
+            )
+            continue
+        text = template()
+        if not text.strip():
+            answers.append(None)
+            continue
+        answers.append(
+            Welcome(
+                text=render_welcome(
+                    text, name=ask.customer_name, staff=ask.staff_name, store=store_name
+                ),
+                attachments=[],
+                coupon_code=code[4] if code is not None else "",
+                live_code_id=code[0] if code is not None else None,
+            )
         )
-    store_name = code[3] if code is not None and code[3] is not None else account_store_name
-    if code is not None and code[1].strip():
-        return Welcome(
-            text=render_welcome(code[1], name=customer_name, staff=staff_name, store=store_name),
-            attachments=[dict(a) for a in code[2][: max(0, attachment_limit)]],
-            coupon_code=code[4],
-            live_code_id=code[0],
-        )
-    template = (
-        AcquisitionSettings.objects.filter(brand_id=brand_id)
-        .values_list("default_welcome_text", flat=True)
-        .first()
-    ) or ""
-    if not template.strip():
-        return None
-    return Welcome(
-        text=render_welcome(template, name=customer_name, staff=staff_name, store=store_name),
-        attachments=[],
-        coupon_code=code[4] if code is not None else "",
-        live_code_id=code[0] if code is not None else None,
-    )
+    return answers
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ in their AppConfig.ready():
   transaction that records the callback's receipt, so a replayed callback is handled once.
   `batch(facts)`, when given, takes all of a callback's new facts at once with the same
   effect as fn on each in order (set-based: one ingest, one lookup per kind).
-- `register_welcome_provider(fn)`: fn(ContactAdded) → WelcomeContent | None. The acquisition
-  app answers with the live code's welcome (from `state`). Called FIRST on an add; the first
-  non-None answer wins, else the brand's default welcome.
+- `register_welcome_provider(fn, batch=None)`: fn(ContactAdded) → WelcomeContent | None. The
+  acquisition app answers with the live code's welcome (from `state`). Called FIRST on an
+  add; the first non-None answer wins, else the brand's default welcome. `batch(facts)`,
+  when given, answers a run of adds at once (one answer per fact, in order, as fn's).
 - `register_contact_added_handler(fn, batch=None)`: fn(ContactAdded, customer_id) after the
   customer is resolved and `contact.added` is stored (channel tags, remark, owner,
   attribution); `batch([(fact, customer_id), …])` is its form for a run of adds.
@@ -188,12 +189,14 @@ class WelcomeContent:
 Sink = Callable[[InboundFact], None]
 BatchSink = Callable[[Sequence[InboundFact]], None]
 WelcomeProvider = Callable[[ContactAdded], WelcomeContent | None]
+WelcomeBatch = Callable[[Sequence[ContactAdded]], list[WelcomeContent | None]]
 ContactAddedHandler = Callable[[ContactAdded, int], None]
 ContactAddedBatch = Callable[[Sequence[tuple[ContactAdded, int]]], None]
 
 _SINKS: list[Sink] = []
 _BATCH_SINKS: dict[Sink, BatchSink] = {}
 _WELCOME_PROVIDERS: list[WelcomeProvider] = []
+_WELCOME_BATCHES: dict[WelcomeProvider, WelcomeBatch] = {}
 _CONTACT_ADDED_HANDLERS: list[ContactAddedHandler] = []
 _CONTACT_ADDED_BATCHES: dict[ContactAddedHandler, ContactAddedBatch] = {}
 
@@ -209,8 +212,10 @@ def register_inbound_sink(fn: Sink, *, batch: BatchSink | None = None) -> None:
         _BATCH_SINKS[fn] = batch
 
 
-def register_welcome_provider(fn: WelcomeProvider) -> None:
+def register_welcome_provider(fn: WelcomeProvider, *, batch: WelcomeBatch | None = None) -> None:
     _add(_WELCOME_PROVIDERS, fn)
+    if batch is not None:
+        _WELCOME_BATCHES[fn] = batch
 
 
 def register_contact_added_handler(
@@ -243,6 +248,21 @@ def welcome_for(fact: ContactAdded) -> WelcomeContent | None:
         if content is not None:
             return content
     return None
+
+
+def welcomes_for(facts: Sequence[ContactAdded]) -> list[WelcomeContent | None]:
+    """`welcome_for` of each of a run of adds, in order: each provider answers the adds
+    still unanswered (its batch form when it has one), the first non-None answer wins."""
+    answers: list[WelcomeContent | None] = [None] * len(facts)
+    for provider in _WELCOME_PROVIDERS:
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if not todo:
+            break
+        batch = _WELCOME_BATCHES.get(provider)
+        found = batch([facts[i] for i in todo]) if batch is not None else None
+        for n, i in enumerate(todo):
+            answers[i] = found[n] if found is not None else provider(facts[i])
+    return answers
 
 
 def contact_added_handlers() -> list[ContactAddedHandler]:

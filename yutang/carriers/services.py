@@ -430,3 +430,91 @@ def customer_for_sender(*, account: CarrierAccount, external_id: str) -> Custome
         return None
     found = customers.find_by_identity(brand=account.brand, identity=identity)
     return customers.survivor(found) if found else None
+
+
+def record_contacts(
+    *,
+    account_id: int,
+    brand_id: int,
+    adds: list[tuple[str, Customer, str, Any]],
+) -> None:
+    """The batch form of `record_contact` for a run of adds on one account — (external id,
+    customer, state, added at) each, in order — with the same rows: the contacts the account
+    already holds are read in one query, the new ones inserted in one statement, the held
+    ones updated as `record_contact` updates them. A run naming one contact twice, or an
+    insert that meets a concurrent one, goes one by one."""
+    hashes = [contact_hash(account_id, external_id) for external_id, *_rest in adds]
+    if len(set(hashes)) < len(hashes):
+        for external_id, customer, state, at in adds:
+            record_contact(
+                account_id=account_id, brand_id=brand_id, external_id=external_id,
+                customer=customer, state=state, at=at,
+            )  # fmt: skip
+        return
+    held = dict(
+        CarrierContact.objects.filter(account_id=account_id, external_hash__in=hashes).values_list(
+            "external_hash", "pk"
+        )
+    )
+    fresh = [
+        CarrierContact(
+            account_id=account_id,
+            external_hash=h,
+            brand_id=brand_id,
+            customer=customer,
+            state=state,
+            added_at=at,
+            external_encrypted=crypto.encrypt_pii(external_id),
+        )
+        for h, (external_id, customer, state, at) in zip(hashes, adds, strict=True)
+        if h not in held
+    ]
+    try:
+        with transaction.atomic():
+            CarrierContact.objects.bulk_create(fresh)
+    except IntegrityError:
+        for external_id, customer, state, at in adds:
+            record_contact(
+                account_id=account_id, brand_id=brand_id, external_id=external_id,
+                customer=customer, state=state, at=at,
+            )  # fmt: skip
+        return
+    for h, (_external_id, customer, state, at) in zip(hashes, adds, strict=True):
+        if h in held:
+            CarrierContact.objects.filter(pk=held[h]).update(
+                customer=customer,
+                status=CarrierContact.Status.ACTIVE,
+                state=state,
+                added_at=at,
+                lost_at=None,
+                lost_by="",
+            )
+
+
+def mark_contacts_lost(
+    *, account_id: int, lost: list[tuple[str, str, Any]]
+) -> list[CarrierContact | None]:
+    """The batch form of `mark_contact_lost` for a run of deletions on one account —
+    (external id, by, at) each, in order — with the same rows and answers: the contacts are
+    read in one query and marked lost in one statement (`core.bulk.update_rows`). A run
+    naming one contact twice goes one by one."""
+    hashes = [contact_hash(account_id, external_id) for external_id, _by, _at in lost]
+    if len(set(hashes)) < len(hashes):
+        return [
+            mark_contact_lost(account_id=account_id, external_id=external_id, by=by, at=at)
+            for external_id, by, at in lost
+        ]
+    found = {
+        c.external_hash: c
+        for c in CarrierContact.objects.filter(
+            account_id=account_id, external_hash__in=hashes
+        ).select_related("customer")
+    }
+    changed = []
+    for h, (_external_id, by, at) in zip(hashes, lost, strict=True):
+        contact = found.get(h)
+        if contact is not None:
+            contact.status, contact.lost_at, contact.lost_by = CarrierContact.Status.LOST, at, by
+            changed.append(contact)
+    bulk.update_rows(CarrierContact, changed, ["status", "lost_at", "lost_by"])
+    return [found.get(h) for h in hashes]

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q, QuerySet
 
 from yutang.core import clock
-from yutang.core.bulk import insert_model_rows, update_rows
+from yutang.core.bulk import insert_model_rows, insert_models, update_rows
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Role
@@ -138,6 +138,91 @@ def enrol(
     except IntegrityError:
         return EnrolResult(customer.pk, "already_enrolled")
     return EnrolResult(customer.pk, "holdout" if holdout else "enrolled", row.pk)
+
+
+def enrol_many(*, items: Sequence[tuple[Journey, int, str]], at: dt.datetime) -> list[EnrolResult]:
+    """The batch form of `enrol`: (journey, customer id, source) items entered at `at`, with
+    the same rows and answers as calling `enrol` for each item in turn. The journeys'
+    enrolment history of the items' customers is read in one query and the new enrolments
+    are inserted in one statement. A journey with an entry condition is enrolled one by one
+    (`enrol`); so is everything when the insert meets a concurrent enrolment."""
+    if not items:
+        return []
+    results: list[EnrolResult | None] = [None] * len(items)
+    wanted = {(journey.pk, cid) for journey, cid, _source in items}
+    history: dict[tuple[int, int], list[tuple[str, dt.datetime]]] = {}
+    rows = Enrollment.objects.filter(
+        journey_id__in={j for j, _c in wanted}, customer_id__in={c for _j, c in wanted}
+    ).values_list("journey_id", "customer_id", "state", "entered_at")
+    for journey_id, cid, state, entered_at in rows:
+        history.setdefault((journey_id, cid), []).append((state, entered_at))
+    fresh: list[tuple[int, Enrollment]] = []
+    one_by_one: list[int] = []
+    for i, (journey, cid, source) in enumerate(items):
+        if journey.status != Journey.Status.LIVE or journey.live_version_id is None:
+            results[i] = EnrolResult(cid, "not_live")
+            continue
+        definition = definition_of(journey.live_version_id)
+        entry = definition.entry
+        if entry.condition:
+            one_by_one.append(i)
+            continue
+        past = history.setdefault((journey.pk, cid), [])
+        status = None
+        if any(state in OPEN for state, _at in past):
+            status = "already_enrolled"
+        elif entry.reentry == "never" and past:
+            status = "no_reentry"
+        elif entry.reentry == "after_days":
+            assert entry.after_days is not None
+            since = at - dt.timedelta(days=entry.after_days)
+            if any(entered_at > since for _s, entered_at in past):
+                status = "no_reentry"
+        if status is not None:
+            results[i] = EnrolResult(cid, status)
+            continue
+        holdout = in_holdout(journey.pk, cid, definition.holdout_percent)
+        state = Enrollment.State.HOLDOUT if holdout else Enrollment.State.ACTIVE
+        past.append((state, at))
+        fresh.append(
+            (
+                i,
+                Enrollment(
+                    brand_id=journey.brand_id,
+                    journey=journey,
+                    version_id=journey.live_version_id,
+                    customer_id=cid,
+                    state=state,
+                    current_step="" if holdout else definition.steps[0].id,
+                    next_due_at=None if holdout else at,
+                    entered_at=at,
+                    is_holdout=holdout,
+                    source=source[:64],
+                ),
+            )
+        )
+    if one_by_one and fresh:
+        # Keep the one-by-one order of inserts: fall back for the whole batch.
+        return [_enrol_one(journey, cid, at, source) for journey, cid, source in items]
+    for i in one_by_one:
+        journey, cid, source = items[i]
+        results[i] = _enrol_one(journey, cid, at, source)
+    if fresh:
+        try:
+            with transaction.atomic():
+                ids = insert_models(Enrollment, [row for _i, row in fresh])
+        except IntegrityError:
+            return [_enrol_one(journey, cid, at, source) for journey, cid, source in items]
+        # One statement numbers its rows in insertion order.
+        for (i, row), pk in zip(fresh, sorted(pk for (pk,) in ids), strict=True):
+            status = "holdout" if row.is_holdout else "enrolled"
+            results[i] = EnrolResult(row.customer_id, status, pk)
+    return [r for r in results if r is not None]
+
+
+def _enrol_one(journey: Journey, customer_id: int, at: dt.datetime, source: str) -> EnrolResult:
+    customer = Customer.objects.get(pk=customer_id)
+    return enrol(journey=journey, customer=customer, at=at, source=source)
 
 
 # --- One step -------------------------------------------------------------------------------
@@ -714,12 +799,18 @@ def _live_journeys(brand_id: int) -> list[tuple[Journey, defs.Definition]]:
     return [(j, definition_of(j.live_version_id)) for j in journeys if j.live_version_id]
 
 
-def _matches(trigger: defs.EventTrigger, event: Event) -> bool:
+def _matches(
+    trigger: defs.EventTrigger, event: Event, first_orders: dict[int, int] | None = None
+) -> bool:
+    """Whether the event fires the trigger. `first_orders` ({customer id: first order.paid
+    event id}, `_first_orders`) answers `first_order_only` without a query."""
     if trigger.event != event.type:
         return False
     for key, expected in trigger.where.items():
         if str(event.properties.get(key)) != str(expected):
             return False
+    if trigger.first_order_only and first_orders is not None:
+        return first_orders.get(event.customer_id, event.pk) >= event.pk
     if trigger.first_order_only:
         earlier = Event.objects.filter(
             customer_id=event.customer_id, type="order.paid", pk__lt=event.pk
@@ -830,26 +921,108 @@ def handle_events(batch: list[Event]) -> None:
     exited) and each brand's live journeys are read once; an event that no live trigger
     matches, no closed enrolment's goal converts and no open enrolment
     reacts to (its goal, exit rules, exit condition, or a wait for that event or message)
-    changes nothing and costs no further query. Every other event goes through
-    `handle_event`, after which that customer's enrolments are read again."""
+    changes nothing and costs no further query. An event whose only effect is to enrol its
+    customer through event triggers (a `contact.added`, a first `order.paid`) waits in a
+    run that `enrol_many` enrols together (before any other event of that customer, and
+    before any event that goes through `handle_event`, so rows are made in the same order).
+    Every other event goes through `handle_event`, after which that customer's enrolments
+    are read again."""
     ids = {event.customer_id for event in batch}
     open_rows: dict[int, list[Enrollment]] = {i: [] for i in ids}
     closed: dict[int, list[Enrollment]] = {i: [] for i in ids}
     goals = _goal_windows({event.brand_id for event in batch})
     earliest = min((event.occurred_at for event in batch), default=None)
     _load_enrollments(ids, open_rows, closed, goals, earliest)
+    first_orders = _first_orders(batch)
     live: dict[int, list[tuple[Journey, defs.Definition]]] = {}
     stale: set[int] = set()
+    pending: list[tuple[Event, list[Journey]]] = []
+    waiting: set[int] = set()
+
+    def enrol_pending() -> None:
+        if not pending:
+            return
+        known = set(
+            Customer.objects.filter(pk__in={e.customer_id for e, _j in pending}).values_list(
+                "pk", flat=True
+            )
+        )
+        now = clock.now()
+        enrol_many(
+            items=[
+                (journey, e.customer_id, f"event:{e.pk}")
+                for e, journeys in pending
+                if e.customer_id in known
+                for journey in journeys
+            ],
+            at=now,
+        )
+        # The run's customers' enrolments are read again together (nothing else changed
+        # them since they were last read).
+        _load_enrollments(waiting, open_rows, closed, goals, earliest)
+        stale.difference_update(waiting)
+        pending.clear()
+        waiting.clear()
+
     for event in batch:
         cid = event.customer_id
+        if cid in waiting:
+            enrol_pending()
         if cid in stale:
             _load_enrollments({cid}, open_rows, closed, goals, earliest)
             stale.discard(cid)
         if event.brand_id not in live:
             live[event.brand_id] = _live_journeys(event.brand_id)
-        if _may_change(event, live[event.brand_id], open_rows[cid], closed[cid]):
-            handle_event(event)
-            stale.add(cid)
+        journeys = _enrols_only(
+            event, live[event.brand_id], open_rows[cid], closed[cid], first_orders
+        )
+        if journeys is not None:
+            if journeys:
+                pending.append((event, journeys))
+                waiting.add(cid)
+            continue
+        enrol_pending()
+        handle_event(event)
+        stale.add(cid)
+    enrol_pending()
+
+
+def _first_orders(batch: list[Event]) -> dict[int, int]:
+    """{customer id: id of their first `order.paid` event} for the batch's customers with an
+    `order.paid` in it (what a `first_order_only` trigger asks of each)."""
+    ids = {e.customer_id for e in batch if e.type == "order.paid"}
+    if not ids:
+        return {}
+    return dict(
+        Event.objects.filter(customer_id__in=ids, type="order.paid")
+        .values("customer_id")
+        .annotate(first=Min("pk"))
+        .values_list("customer_id", "first")
+    )
+
+
+def _enrols_only(
+    event: Event,
+    live: list[tuple[Journey, defs.Definition]],
+    open_rows: list[Enrollment],
+    closed: list[Enrollment],
+    first_orders: dict[int, int],
+) -> list[Journey] | None:
+    """None when `handle_event` could change something besides enrolling through event
+    triggers (`_reacts`, or a condition or segment trigger); else the live journeys whose
+    event trigger the event matches (empty: the event changes nothing)."""
+    if _reacts(event, open_rows, closed):
+        return None
+    journeys = []
+    for journey, definition in live:
+        trigger = definition.trigger
+        if isinstance(trigger, defs.ConditionTrigger):
+            return None
+        if isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
+            return None
+        if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event, first_orders):
+            journeys.append(journey)
+    return journeys
 
 
 def _goal_windows(brand_ids: set[int]) -> dict[int, int]:
@@ -890,14 +1063,9 @@ def _load_enrollments(
         (open_rows if e.state in OPEN else closed)[e.customer_id].append(e)
 
 
-def _may_change(
-    event: Event,
-    live: list[tuple[Journey, defs.Definition]],
-    open_rows: list[Enrollment],
-    closed: list[Enrollment],
-) -> bool:
-    """Whether `handle_event` could change anything, given the customer's open enrolments
-    and closed unconverted ones (each condition mirrors one branch of `handle_event`)."""
+def _reacts(event: Event, open_rows: list[Enrollment], closed: list[Enrollment]) -> bool:
+    """Whether one of the customer's open enrolments, or closed unconverted ones, reacts to
+    the event in `handle_event` (a goal, an exit rule or condition, a wait)."""
     exits = _exits_of(event)
     for e in open_rows:
         definition = definition_of(e.version_id)
@@ -918,14 +1086,6 @@ def _may_change(
     for e in closed:
         goal = definition_of(e.version_id).goal
         if goal and goal.event == event.type and _in_window(e, goal, event):
-            return True
-    for _journey, definition in live:
-        trigger = definition.trigger
-        if isinstance(trigger, defs.ConditionTrigger):
-            return True
-        if isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
-            return True
-        if isinstance(trigger, defs.EventTrigger) and _matches(trigger, event):
             return True
     return False
 

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from yutang.carriers import inbound
 from yutang.carriers import services as carriers
-from yutang.carriers.base import Capability, CarrierError, Outbound
+from yutang.carriers.base import Capability, CarrierError, Outbound, send_many
 from yutang.carriers.models import CarrierContact
 from yutang.core import clock
 from yutang.core.bulk import insert_rows, model_columns
@@ -564,35 +564,65 @@ def _welcome(
     fact: inbound.ContactAdded, account: CarrierAccount
 ) -> tuple[str, dict[str, Any]] | None:
     """Send the welcome FIRST (WeCom allows it within 20 s, once, before any other call)."""
-    content = inbound.welcome_for(fact)
-    text = content.text if content else delivery.policy_for(account.brand_id).default_welcome
-    if not text:
-        return None
+    (welcome,) = _welcomes([fact], account)
+    return welcome
+
+
+def _welcomes(
+    facts: Sequence[inbound.ContactAdded], account: CarrierAccount
+) -> list[tuple[str, dict[str, Any]] | None]:
+    """`_welcome` for a run of adds on one account, in order: the welcomes are looked up
+    together (`inbound.welcomes_for`), the adapter is built once and the run is sent in one
+    call (`carriers.base.send_many`: a batch when the adapter sends batches, else one by
+    one). Each welcome keeps its own idempotency key; a failed one is recorded and skipped."""
+    contents = inbound.welcomes_for(facts)
+    default: list[str] = []
+    answers: list[tuple[str, dict[str, Any]] | None] = [None] * len(facts)
+    bodies: list[tuple[int, str, dict[str, Any]]] = []
+    for i, (fact, content) in enumerate(zip(facts, contents, strict=True)):
+        if content is None and not default:
+            default.append(delivery.policy_for(account.brand_id).default_welcome)
+        text = content.text if content else default[0]
+        if not text:
+            continue
+        body: dict[str, Any] = {"type": "text", "text": text}
+        if content and content.attachments:
+            body["attachments"] = list(content.attachments)
+        contact = carriers.contact_hash(account.pk, fact.external_id)[:32]
+        bodies.append((i, f"welcome:{account.pk}:{contact}:{fact.occurred_at.timestamp()}", body))
+    if not bodies:
+        return answers
     adapter = carriers.adapter_for(account)
     if Capability.WELCOME_MESSAGE not in adapter.capabilities:
-        return None
-    body = {"type": "text", "text": text}
-    if content and content.attachments:
-        body["attachments"] = list(content.attachments)  # type: ignore[assignment]
-    contact = carriers.contact_hash(account.pk, fact.external_id)[:32]
-    key = f"welcome:{account.pk}:{contact}:{fact.occurred_at.timestamp()}"
-    try:
-        result = adapter.send(
-            Outbound(
-                idempotency_key=f"{account.brand_id}:{key}",
-                brand_id=account.brand_id,
-                account_id=account.pk,
-                customer_id=0,
-                recipient=fact.external_id,
-                kind="service",
-                content={**body, "welcome_code": fact.welcome_code},
-                cause="welcome",
-            )
+        return answers
+    outbound = [
+        Outbound(
+            idempotency_key=f"{account.brand_id}:{key}",
+            brand_id=account.brand_id,
+            account_id=account.pk,
+            customer_id=0,
+            recipient=facts[i].external_id,
+            kind="service",
+            content={**body, "welcome_code": facts[i].welcome_code},
+            cause="welcome",
         )
+        for i, key, body in bodies
+    ]
+    results = send_many(adapter, outbound) if len(outbound) > 1 else _send_one(adapter, outbound)
+    for (i, key, body), result in zip(bodies, results, strict=True):
+        if isinstance(result, CarrierError):
+            carriers.record_send_error(account_id=account.pk, reason=f"welcome: {result.reason}")
+            continue
+        answers[i] = key, {**body, "carrier_message_id": result.carrier_message_id}
+    return answers
+
+
+def _send_one(adapter: Any, outbound: list[Outbound]) -> list[Any]:
+    """One welcome through `adapter.send` (the adapter's own single send)."""
+    try:
+        return [adapter.send(outbound[0])]
     except CarrierError as exc:
-        carriers.record_send_error(account_id=account.pk, reason=f"welcome: {exc.reason}")
-        return None
-    return key, {**body, "carrier_message_id": result.carrier_message_id}
+        return [exc]
 
 
 def handle_inbound(fact: inbound.InboundFact) -> None:
@@ -619,20 +649,7 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
             account_id=account.pk, external_id=fact.external_id, by=fact.by, at=at
         )
         if contact is not None:
-            _event(
-                account.brand_id,
-                {
-                    "type": "contact.deleted",
-                    "occurred_at": at,
-                    "customer_id": contact.customer_id,
-                    "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
-                    "properties": {
-                        "carrier": account.kind,
-                        "account_id": str(account.pk),
-                        "by": fact.by,
-                    },
-                },
-            )
+            _event(account.brand_id, _deleted_item(fact, account, contact))
         return
     if isinstance(fact, inbound.DeliveryReceipt):
         _receipt(fact, account)
@@ -645,6 +662,20 @@ def handle_inbound(fact: inbound.InboundFact) -> None:
         policy = delivery.policy_for(account.brand_id)
         if is_unsubscribe(fact.text, unsubscribe_keywords(account, policy)):
             _unsubscribe(sender, account, fact, policy)
+
+
+def _deleted_item(
+    fact: inbound.ContactDeleted, account: CarrierAccount, contact: CarrierContact
+) -> dict[str, Any]:
+    """The `contact.deleted` event of a deletion (the contact is marked lost)."""
+    at = fact.occurred_at
+    return {
+        "type": "contact.deleted",
+        "occurred_at": at,
+        "customer_id": contact.customer_id,
+        "idempotency_key": f"contact.deleted:{contact.pk}:{at.timestamp()}",
+        "properties": {"carrier": account.kind, "account_id": str(account.pk), "by": fact.by},
+    }
 
 
 def _contact_edited(fact: inbound.ContactEdited, account: CarrierAccount) -> None:
@@ -1058,7 +1089,8 @@ def handle_inbound_batch(facts: Sequence[inbound.InboundFact]) -> None:
     facts): the same effect as `handle_inbound` on each fact in order. Consecutive adds on
     one account are stored with one `ingest_events` call, their contacts and welcome rows
     looked up together; consecutive replies, clicks and group changes on one account
-    likewise. Deletions, receipts and unsubscribe replies go one by one."""
+    likewise, and consecutive deletions (`carriers.mark_contacts_lost`, one ingest).
+    Receipts, edits and unsubscribe replies go one by one."""
     accounts: dict[int, CarrierAccount] = {}
     i = 0
     while i < len(facts):
@@ -1076,6 +1108,8 @@ def handle_inbound_batch(facts: Sequence[inbound.InboundFact]) -> None:
             _adds(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
         elif kind == "sender":
             _sender_events(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
+        elif kind == "deleted":
+            _deletions(facts[i:j], accounts[fact.account_id])  # type: ignore[arg-type]
         else:
             handle_inbound(fact)
         i = j
@@ -1088,6 +1122,8 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
         )
     if isinstance(fact, inbound.ContactAdded):
         return "added"
+    if isinstance(fact, inbound.ContactDeleted):
+        return "deleted"
     if isinstance(fact, inbound.MessageReceived):
         policy = delivery.policy_for(fact.brand_id)
         keywords = unsubscribe_keywords(accounts[fact.account_id], policy)
@@ -1098,15 +1134,22 @@ def _batch_kind(fact: inbound.InboundFact, accounts: dict[int, CarrierAccount]) 
 
 
 def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> None:
-    welcomes = [_welcome(fact, account) for fact in facts]
+    welcomes = _welcomes(facts, account)
     results = ingest_in_batches(
         brand=account.brand, items=[_added_item(fact, account) for fact in facts]
     )
     ids = [_added_customer(result) for result in results]
     found = Customer.objects.in_bulk(ids)
+    carriers.record_contacts(
+        account_id=account.pk,
+        brand_id=account.brand_id,
+        adds=[
+            (fact.external_id, found[customer_id], fact.state, fact.occurred_at)
+            for fact, customer_id in zip(facts, ids, strict=True)
+        ],
+    )
     rows = []
     for fact, welcome, customer_id in zip(facts, welcomes, ids, strict=True):
-        _record_contact(fact, account, found[customer_id])
         if welcome is not None:
             rows.append(_welcome_message(fact, account, found[customer_id], welcome))
     keys = {row["idempotency_key"] for row in rows}
@@ -1125,6 +1168,21 @@ def _adds(facts: Sequence[inbound.ContactAdded], account: CarrierAccount) -> Non
             )  # fmt: skip
     Message.objects.bulk_create(list(fresh.values()))
     inbound.contacts_added(list(zip(facts, ids, strict=True)))
+
+
+def _deletions(facts: Sequence[inbound.ContactDeleted], account: CarrierAccount) -> None:
+    contacts = carriers.mark_contacts_lost(
+        account_id=account.pk, lost=[(f.external_id, f.by, f.occurred_at) for f in facts]
+    )
+    items = [
+        {"source": "carrier", **_deleted_item(fact, account, contact)}
+        for fact, contact in zip(facts, contacts, strict=True)
+        if contact is not None
+    ]
+    for result in ingest_in_batches(brand=account.brand, items=items):
+        if result.status == "rejected":
+            assert result.error is not None
+            raise ValidationFailed(str(result.error["message"]), field=result.error["field"])
 
 
 def _sender_events(facts: Sequence[SenderFact], account: CarrierAccount) -> None:

@@ -57,7 +57,7 @@ def setup_brand() -> tuple[Brand, CarrierAccount, str]:
 def facts(brand: Brand, account: CarrierAccount, state: str) -> list[inbound.InboundFact]:
     """A callback's worth of everything: adds (one person twice, on another day), replies
     (one an unsubscribe), clicks, group changes, a deletion between them, an unknown
-    sender."""
+    sender, a run of deletions."""
     b, a = brand.pk, account.pk
     t = [NOON - dt.timedelta(hours=3, minutes=m) for m in range(60, 0, -1)]
     out: list[inbound.InboundFact] = []
@@ -76,6 +76,10 @@ def facts(brand: Brand, account: CarrierAccount, state: str) -> list[inbound.Inb
         inbound.ContactAdded(b, a, "ext-1", t[19], "顾客1", state),
         inbound.LinkClicked(b, a, "ext-1", "https://x.invalid/o", t[20]),
         inbound.LinkClicked(b, a, "ext-5", "https://x.invalid/o", t[21]),
+        # A run of deletions (one of a contact the account never had).
+        inbound.ContactDeleted(b, a, "ext-3", t[22]),
+        inbound.ContactDeleted(b, a, "ext-nobody", t[23]),
+        inbound.ContactDeleted(b, a, "ext-4", t[24], "staff"),
     ]
     return out
 
@@ -151,6 +155,8 @@ def test_a_batch_of_callback_facts_has_the_same_outcome_as_one_by_one(frozen) ->
     assert len([m for m in one["messages"] if m[1] == "welcome"]) == 7
     assert "withdrawn" in {c[3] for c in one["consents"]}
     assert len(one["adds"]) == 7 and one["days"]
+    lost = [c for c in one["contacts"] if c[1] == "lost"]
+    assert len(lost) == 2 and {c[3] for c in lost} == {"customer", "staff"}
 
 
 def test_a_sandbox_callback_goes_through_the_batch_and_a_replay_changes_nothing(frozen) -> None:

@@ -80,6 +80,7 @@ def test_batched_paths_give_the_one_by_one_outcome(monkeypatch) -> None:
     monkeypatch.setattr(SystemDriver, "_post_orders", post_orders_one_by_one)
     monkeypatch.setattr(inbound, "_BATCH_SINKS", {})
     monkeypatch.setattr(inbound, "_CONTACT_ADDED_BATCHES", {})
+    monkeypatch.setattr(inbound, "_WELCOME_BATCHES", {})
     for name in ("journeys.events", "segments.auto_tags"):
         one = consumers._CONSUMERS[name]
         monkeypatch.setitem(
