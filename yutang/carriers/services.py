@@ -443,13 +443,17 @@ def record_contacts(
     already holds are read in one query, the new ones inserted in one statement, the held
     ones updated as `record_contact` updates them. A run naming one contact twice, or an
     insert that meets a concurrent one, goes one by one."""
-    hashes = [contact_hash(account_id, external_id) for external_id, *_rest in adds]
-    if len(set(hashes)) < len(hashes):
+
+    def one_by_one() -> None:
         for external_id, customer, state, at in adds:
             record_contact(
                 account_id=account_id, brand_id=brand_id, external_id=external_id,
                 customer=customer, state=state, at=at,
             )  # fmt: skip
+
+    hashes = [contact_hash(account_id, external_id) for external_id, *_rest in adds]
+    if len(set(hashes)) < len(hashes):
+        one_by_one()
         return
     held = dict(
         CarrierContact.objects.filter(account_id=account_id, external_hash__in=hashes).values_list(
@@ -473,11 +477,7 @@ def record_contacts(
         with transaction.atomic():
             CarrierContact.objects.bulk_create(fresh)
     except IntegrityError:
-        for external_id, customer, state, at in adds:
-            record_contact(
-                account_id=account_id, brand_id=brand_id, external_id=external_id,
-                customer=customer, state=state, at=at,
-            )  # fmt: skip
+        one_by_one()
         return
     for h, (_external_id, customer, state, at) in zip(hashes, adds, strict=True):
         if h in held:
