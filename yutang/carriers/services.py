@@ -314,16 +314,21 @@ def record_contact(
         },
     )
     if not created:
-        CarrierContact.objects.filter(pk=contact.pk).update(
-            customer=customer,
-            status=CarrierContact.Status.ACTIVE,
-            state=state,
-            added_at=at,
-            lost_at=None,
-            lost_by="",
-        )
+        _reactivate(contact.pk, customer=customer, state=state, at=at)
         contact.refresh_from_db()
     return contact
+
+
+def _reactivate(pk: int, *, customer: Customer, state: str, at: Any) -> None:
+    """A contact the account held before is held again (record_contact, record_contacts)."""
+    CarrierContact.objects.filter(pk=pk).update(
+        customer=customer,
+        status=CarrierContact.Status.ACTIVE,
+        state=state,
+        added_at=at,
+        lost_at=None,
+        lost_by="",
+    )
 
 
 def find_contact(*, account_id: int, external_id: str) -> CarrierContact | None:
@@ -481,14 +486,7 @@ def record_contacts(
         return
     for h, (_external_id, customer, state, at) in zip(hashes, adds, strict=True):
         if h in held:
-            CarrierContact.objects.filter(pk=held[h]).update(
-                customer=customer,
-                status=CarrierContact.Status.ACTIVE,
-                state=state,
-                added_at=at,
-                lost_at=None,
-                lost_by="",
-            )
+            _reactivate(held[h], customer=customer, state=state, at=at)
 
 
 def mark_contacts_lost(
