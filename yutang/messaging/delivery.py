@@ -725,8 +725,22 @@ def decide(
             if c.customer_id in again:
                 decisions[n] = None  # type: ignore[call-overload]
         _decide_all(candidates, fresh, decisions)
-    assert gate.PROVISIONAL not in decisions, "every provisional pass is decided again"
+    _check_final(decisions)
     return fresh, decisions
+
+
+class GateError(RuntimeError):
+    """The gate broke one of its own invariants (a bug, never a property of the data)."""
+
+
+def _check_final(decisions: Sequence[gate.Decision]) -> None:
+    """Every provisional pass (`gate.PROVISIONAL`: the posts were not counted) must have been
+    decided again under the lock before the pass writes anything: a real check, not an
+    `assert` (which `python -O` drops), because sending such a message could exceed the
+    marketing share. Raising inside the claim's transaction rolls the pass back."""
+    for d in decisions:
+        if d == gate.PROVISIONAL:
+            raise GateError("a provisional pass was not decided again with the posts counted")
 
 
 def apply_gate(

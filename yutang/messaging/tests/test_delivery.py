@@ -175,6 +175,36 @@ def test_the_share_decides_the_same_counted_before_or_under_the_lock(
         assert touch_locked == {customers[0].pk}
 
 
+def test_a_provisional_decision_left_undecided_is_refused_even_under_python_O():
+    """`delivery.decide` ends by checking that no provisional pass survived (it would send a
+    message the marketing share was never checked for): a real exception, not an `assert`
+    that `python -O` strips."""
+    import subprocess
+    import sys
+
+    from yutang.messaging import delivery, gate
+
+    delivery._check_final([gate.Decision("pass"), gate.Decision("block", "frequency")])
+    with pytest.raises(delivery.GateError):
+        delivery._check_final([gate.Decision("pass"), gate.PROVISIONAL])
+    # An equal Decision built elsewhere is caught too (the check compares values).
+    with pytest.raises(delivery.GateError):
+        delivery._check_final(
+            [gate.Decision("pass", "marketing_share", reason=gate.PROVISIONAL.reason)]
+        )
+    # The check stays under -O, where an assert would vanish.
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'yutang.settings');"
+        "django.setup(); from yutang.messaging import delivery, gate\n"
+        "try:\n delivery._check_final([gate.PROVISIONAL])\n"
+        "except delivery.GateError:\n print('refused')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "refused"
+
+
 def test_a_marketing_pass_within_the_share_locks_the_account_on_postgresql(frozen):
     from django.db import connection
 
