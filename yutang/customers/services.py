@@ -755,6 +755,7 @@ class BatchResolver:
                     for ref, i, source in pending
                 ],
                 staged_by="value_hash",
+                binary=True,
             )
             self._new_identities = []
 

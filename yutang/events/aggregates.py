@@ -206,6 +206,7 @@ def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> 
             conflict="customer_id",
             combine=COMBINE,
             staged=True,
+            binary=True,
         )
 
 

@@ -390,6 +390,7 @@ def _write_batch(
         ],
         unique="idempotency_key",
         skip_conflicts=("brand_id", "idempotency_key"),
+        binary=True,
     )
     stored: list[tuple[_Valid, int]] = []
     consents: list[customers.ConsentChange] = []
