@@ -440,11 +440,17 @@ def lookup(
     values: Sequence[Any],
     for_update: bool = False,
     not_null: Sequence[str] = (),
+    binary: bool = False,
 ) -> list[tuple[Any, ...]]:
     """`SELECT columns FROM table WHERE <where, by equality> AND key IN values` for a long
     list of values: on PostgreSQL one array parameter (`= ANY(%s)`), bound server-side; on
     SQLite chunks of `IN (…)`. `not_null` columns must be set. `for_update` locks the rows
-    found on PostgreSQL, in `key` order (SQLite's writer holds the whole database already)."""
+    found on PostgreSQL, in `key` order (SQLite's writer holds the whole database already).
+
+    `binary` (PostgreSQL): the array is sent in binary format (`= ANY(%b)`). psycopg writes
+    a text array in Python, testing every element with a regular expression for quoting:
+    4.5 ms for 1,200 identity hashes, against 0.7 ms in binary (measured 2026-12-06). The
+    values must be all `str` (a `text[]`) or all `int`."""
     if not values:
         return []
     qn = connection.ops.quote_name
@@ -454,7 +460,7 @@ def lookup(
     fixed = list(where.values())
     # Table and column names come from model metadata; every value is bound.
     if connection.vendor == "postgresql":
-        sql = select + " AND ".join([*conditions, f"{qn(key)} = ANY(%s)"])
+        sql = select + " AND ".join([*conditions, f"{qn(key)} = ANY(%{'b' if binary else 's'})"])
         if for_update:
             sql += f" ORDER BY {qn(key)} FOR UPDATE"
         with _pg_cursor() as cursor:

@@ -645,6 +645,7 @@ class BatchResolver:
                 where={"brand_id": brand.pk},
                 key="value_hash",
                 values=sorted(hashes),
+                binary=True,
             )
         )
         self._new_customers: list[int] = []  # placeholders, in order of creation
