@@ -69,8 +69,11 @@ class CustomerAggregate(models.Model):
     customer = models.OneToOneField(
         Customer, on_delete=models.CASCADE, primary_key=True, related_name="aggregate"
     )
-    # Indexed as the first column of the two indexes below, not on its own (see Event).
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Indexed as the first column of the two indexes below, not on its own; no database
+    # constraint, as the log's (see Event). `customer` keeps its constraint.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     first_order_at = models.DateTimeField(null=True)
     last_order_at = models.DateTimeField(null=True)
     order_count = models.PositiveIntegerField(default=0)

@@ -106,3 +106,40 @@ def test_binary_upsert_of_aggregates_combines_as_the_text_one():
     assert text == binary_row
     assert binary_row["paid_fen"] == 9_900_000_000
     assert binary_row["first_order_at"] == paid
+
+
+def test_cascades_without_database_constraints():
+    """The log, aggregates and identities carry no database foreign key to the brand (nor the
+    log to the customer): Django's cascades still remove them with their brand or customer."""
+    from yutang.core.models import Brand
+    from yutang.customers.models import Identity
+    from yutang.events.services import ingest_events
+
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.UTC).isoformat()
+    brands = [make_brand(), make_brand()]
+    for brand in brands:
+        results = ingest_events(
+            brand=brand,
+            items=[
+                {
+                    "type": "link.clicked",
+                    "occurred_at": at,
+                    "idempotency_key": f"k{n}",
+                    "identities": [{"kind": "external", "value": f"c{n}"}],
+                    "properties": {"link": "https://x.example/"},
+                }
+                for n in range(3)
+            ],
+        )
+        assert [r.status for r in results] == ["stored"] * 3
+    first, second = brands
+    gone = Customer.objects.filter(brand=first).order_by("id").first()
+    assert gone is not None
+    gone.delete()
+    for model in (Event, CustomerAggregate, Identity):
+        assert not model.objects.filter(customer_id=gone.pk).exists()
+        assert model.objects.filter(brand=first).count() == 2
+    Brand.objects.filter(pk=first.pk).delete()
+    for model in (Event, CustomerAggregate, Identity, Customer):
+        assert not model.objects.filter(brand_id=first.pk).exists()
+        assert model.objects.filter(brand=second).count() == 3
