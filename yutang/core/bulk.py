@@ -166,8 +166,8 @@ def insert_rows(
     out: list[tuple[Any, ...]] = []
     if connection.vendor == "postgresql" and staged_by is not None:
         with _pg_cursor() as cursor:
-            start = _staged_insert(cursor, table, columns, rows, binary=binary)
-            cursor.execute(start + f"{qn(staged_by)}{tail}")
+            staged_sql = _staged_insert(cursor, table, columns, rows, binary=binary)
+            cursor.execute(staged_sql + f"{qn(staged_by)}{tail}")
             if returning:
                 out.extend(cursor.fetchall())
             return out

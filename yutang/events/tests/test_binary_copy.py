@@ -6,6 +6,7 @@ NULLs, integers of every column width."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_binary_upsert_of_aggregates_combines_as_the_text_one():
     now = dt.datetime.now(dt.UTC)
     pair = [Customer.objects.create(brand=brand, created_at=now, updated_at=now) for _ in range(2)]
     paid = dt.datetime(2026, 5, 4, 10, 0, 0, 123_456, tzinfo=dt.UTC)
-    facts = [("order.paid", paid, {"order_id": "o1", "amount_fen": 9_900_000_000}),
+    facts: list[tuple[str, dt.datetime, dict[str, Any]]] = [("order.paid", paid, {"order_id": "o1", "amount_fen": 9_900_000_000}),
              ("link.clicked", paid + dt.timedelta(days=1), {"link": "x"}),
              ("order.refunded", paid + dt.timedelta(days=2), {"order_id": "o1",
                                                               "refund_id": "r1",
@@ -140,6 +141,6 @@ def test_cascades_without_database_constraints():
         assert not model.objects.filter(customer_id=gone.pk).exists()
         assert model.objects.filter(brand=first).count() == 2
     Brand.objects.filter(pk=first.pk).delete()
-    for model in (Event, CustomerAggregate, Identity, Customer):
-        assert not model.objects.filter(brand_id=first.pk).exists()
-        assert model.objects.filter(brand=second).count() == 3
+    for remaining in (Event, CustomerAggregate, Identity, Customer):
+        assert not remaining.objects.filter(brand_id=first.pk).exists()
+        assert remaining.objects.filter(brand=second).count() == 3
