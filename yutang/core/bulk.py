@@ -134,6 +134,7 @@ def insert_rows(
     update: Sequence[str] = (),
     set_sql: str | None = None,
     staged_by: str | None = None,
+    binary: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Insert rows (tuples in `columns` order); with `conflict` (a unique column, or the
     columns of a unique constraint) and `update`, existing rows get the new values of those
@@ -146,7 +147,8 @@ def insert_rows(
     into a temporary table of the session and are inserted from there in the order of that
     column, instead of as one array per column. psycopg writes COPY rows in C, and the
     server parses them faster than it unnests and casts arrays: for the 1,000-row statements
-    of event ingestion it costs about half the CPU on both sides."""
+    of event ingestion it costs about half the CPU on both sides. With `binary` as well the
+    `COPY` is in binary format (see `_staged_insert`)."""
     if not rows:
         return []
     names = [name for name, _ in columns]
@@ -164,7 +166,8 @@ def insert_rows(
     out: list[tuple[Any, ...]] = []
     if connection.vendor == "postgresql" and staged_by is not None:
         with _pg_cursor() as cursor:
-            cursor.execute(_staged_insert(cursor, table, columns, rows) + f"{qn(staged_by)}{tail}")
+            staged_sql = _staged_insert(cursor, table, columns, rows, binary=binary)
+            cursor.execute(staged_sql + f"{qn(staged_by)}{tail}")
             if returning:
                 out.extend(cursor.fetchall())
             return out
@@ -205,7 +208,12 @@ def insert_rows(
 
 
 def _staged_insert(
-    cursor: Any, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    cursor: Any,
+    table: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+    *,
+    binary: bool = False,
 ) -> str:
     """COPY rows into the session's staging table for `table` and return the start of the
     statement that moves them on: `WITH … INSERT INTO table (columns) SELECT … ORDER BY `
@@ -222,14 +230,81 @@ def _staged_insert(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "  # noqa: S608
         f"AS SELECT {names} FROM {qn(table)} WITH NO DATA"
     )
-    text = [_pg_column(kind, [row[n] for row in rows]) for n, (_, kind) in enumerate(columns)]
-    with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
-        for values in zip(*text, strict=True):
-            copy.write_row(values)
+    if binary:
+        _copy_binary(cursor, stage, names, _pg_types(cursor, table, columns), columns, rows)
+    else:
+        text = [_pg_column(kind, [row[n] for row in rows]) for n, (_, kind) in enumerate(columns)]
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for values in zip(*text, strict=True):
+                copy.write_row(values)
     return (
         f"WITH s AS (DELETE FROM {stage} RETURNING *) "  # noqa: S608
         f"INSERT INTO {qn(table)} ({names}) SELECT {names} FROM s ORDER BY "
     )
+
+
+#: psycopg's name of the binary format of a column, by its type in the catalogue (a binary
+#: COPY must send each integer in its column's width); other types are sent as text.
+_PG_BINARY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "timestamp with time zone": "timestamptz",
+    "date": "date",
+    "jsonb": "jsonb",
+    "boolean": "bool",
+    "double precision": "float8",
+    "text": "text",
+    "character varying": "text",
+}
+_pg_types_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+def _pg_types(cursor: Any, table: str, columns: Sequence[Column]) -> list[str]:
+    """The binary COPY types of these columns of `table`, read from the catalogue once per
+    process (a column's type changes only by a migration, which restarts the servers)."""
+    names = tuple(name for name, _ in columns)
+    key = (table, names)
+    if key not in _pg_types_cache:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = ANY(%s) AND NOT attisdropped",
+            [connection.ops.quote_name(table), list(names)],
+        )
+        found = dict(cursor.fetchall())
+        _pg_types_cache[key] = [_PG_BINARY_TYPES[found[name]] for name in names]
+    return _pg_types_cache[key]
+
+
+def _copy_binary(
+    cursor: Any,
+    stage: str,
+    names: str,
+    types: Sequence[str],
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """COPY rows into `stage` in binary format: times, dates and numbers go as psycopg dumps
+    them in C (no `isoformat` in Python, no parsing of text on the server); JSON is
+    `json.dumps`ed as before (jsonb's binary form is its text); a text column's values that
+    are not `str` are sent as `str(value)`, as `_pg_column` does."""
+    convert = [
+        n
+        for n, (_, kind) in enumerate(columns)
+        if kind == "text" and any(row[n] is not None and type(row[n]) is not str for row in rows)
+    ]
+    if convert:
+        rows = [
+            tuple(
+                str(v) if n in convert and v is not None and type(v) is not str else v
+                for n, v in enumerate(row)
+            )
+            for row in rows
+        ]
+    with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def insert_numbered(
@@ -239,6 +314,7 @@ def insert_numbered(
     *,
     unique: str,
     skip_conflicts: Sequence[str] = (),
+    binary: bool = False,
 ) -> list[int | None]:
     """Insert rows into a table with an auto-increment `id` and return the new ids in row
     order. `unique` names a unique column of `columns`: rows are written sorted by it, so two
@@ -248,7 +324,8 @@ def insert_numbered(
     JSON as text), or, with `skip_conflicts` (the columns of a unique constraint), with one
     `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`: a row that another transaction
     wrote first — committed, or committing while this one waits for its index entry — is
-    skipped and its id in the answer is None. On SQLite a multi-row INSERT … RETURNING."""
+    skipped and its id in the answer is None (`binary`: that staged COPY in binary format,
+    see `insert_rows`). On SQLite a multi-row INSERT … RETURNING."""
     if not rows:
         return []
     names = [name for name, _ in columns]
@@ -284,6 +361,7 @@ def insert_numbered(
                 returning=("id",),
                 conflict=skip_conflicts,
                 staged_by=unique,
+                binary=binary,
             )
         }
         return [pk if pk in written else None for pk in ids]
@@ -320,6 +398,7 @@ def upsert_combining(
     conflict: str,
     combine: Mapping[str, str | tuple[str, str]],
     staged: bool = False,
+    binary: bool = False,
 ) -> None:
     """Insert rows; a row whose `conflict` column exists already is combined with the stored
     one column by column — `add` (a count), `max` / `min` (a time; NULL counts as absent),
@@ -328,7 +407,7 @@ def upsert_combining(
     read first and concurrent writers cannot lose each other's updates. Rows are written
     sorted by `conflict`, in one statement: two concurrent writers of overlapping rows lock
     them in the same order and wait for each other instead of deadlocking. `staged`: see
-    `insert_rows`' `staged_by`."""
+    `insert_rows`' `staged_by` (and `binary`)."""
     if not rows:
         return
     qn = connection.ops.quote_name
@@ -348,6 +427,7 @@ def upsert_combining(
         update=(),
         set_sql=sets,
         staged_by=conflict if staged else None,
+        binary=binary,
     )
 
 
@@ -360,11 +440,17 @@ def lookup(
     values: Sequence[Any],
     for_update: bool = False,
     not_null: Sequence[str] = (),
+    binary: bool = False,
 ) -> list[tuple[Any, ...]]:
     """`SELECT columns FROM table WHERE <where, by equality> AND key IN values` for a long
     list of values: on PostgreSQL one array parameter (`= ANY(%s)`), bound server-side; on
     SQLite chunks of `IN (…)`. `not_null` columns must be set. `for_update` locks the rows
-    found on PostgreSQL, in `key` order (SQLite's writer holds the whole database already)."""
+    found on PostgreSQL, in `key` order (SQLite's writer holds the whole database already).
+
+    `binary` (PostgreSQL): the array is sent in binary format (`= ANY(%b)`). psycopg writes
+    a text array in Python, testing every element with a regular expression for quoting:
+    4.5 ms for 1,200 identity hashes, against 0.7 ms in binary (measured 2026-12-06). The
+    values must be all `str` (a `text[]`) or all `int`."""
     if not values:
         return []
     qn = connection.ops.quote_name
@@ -374,7 +460,7 @@ def lookup(
     fixed = list(where.values())
     # Table and column names come from model metadata; every value is bound.
     if connection.vendor == "postgresql":
-        sql = select + " AND ".join([*conditions, f"{qn(key)} = ANY(%s)"])
+        sql = select + " AND ".join([*conditions, f"{qn(key)} = ANY(%{'b' if binary else 's'})"])
         if for_update:
             sql += f" ORDER BY {qn(key)} FOR UPDATE"
         with _pg_cursor() as cursor:

@@ -126,8 +126,12 @@ class Identity(models.Model):
     # No single-column indexes of their own: the unique (brand, kind, namespace, value_hash),
     # (brand, value_hash) and (customer, kind) indexes below lead with these columns and serve
     # every lookup by them (and the foreign keys' cascades); each index more costs every new
-    # identity written by ingestion and imports.
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # identity written by ingestion and imports. No database constraint on `brand`
+    # (`db_constraint=False`): the brand of the writer, checked per new identity at commit;
+    # Django's cascade still deletes a brand's identities. `customer` keeps its constraint.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, related_name="identities", db_index=False
     )

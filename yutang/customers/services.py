@@ -645,6 +645,7 @@ class BatchResolver:
                 where={"brand_id": brand.pk},
                 key="value_hash",
                 values=sorted(hashes),
+                binary=True,
             )
         )
         self._new_customers: list[int] = []  # placeholders, in order of creation
@@ -755,6 +756,7 @@ class BatchResolver:
                     for ref, i, source in pending
                 ],
                 staged_by="value_hash",
+                binary=True,
             )
             self._new_identities = []
 

@@ -193,6 +193,7 @@ def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> 
                 key="customer_id",
                 values=touched,
                 for_update=True,
+                binary=True,
             )
             for customer_id, days in stored:
                 if isinstance(days, str):  # SQLite hands JSON back as text
@@ -206,6 +207,7 @@ def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> 
             conflict="customer_id",
             combine=COMBINE,
             staged=True,
+            binary=True,
         )
 
 

@@ -12,9 +12,23 @@ class Event(models.Model):
     # No single-column indexes of their own: the unique (brand, idempotency_key) and
     # (customer, occurred_at) indexes below lead with these columns and serve every lookup by
     # them (and the foreign keys' cascades); each index more costs every ingested event.
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    #
+    # No database foreign-key constraints either (`db_constraint=False`): PostgreSQL checks a
+    # constraint per inserted row at commit (Django makes them DEFERRABLE INITIALLY DEFERRED),
+    # two `SELECT … FOR KEY SHARE` per event, about a tenth of the database's CPU per ingested
+    # event. Only ingestion writes the log, with the brand of the authenticated caller and a
+    # customer it has just read or created under the brand's locks; customers are never
+    # deleted (merges keep both rows), and deleting a brand or a customer through Django still
+    # cascades to the log (`on_delete` is Django's, not the database's).
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="events", db_index=False
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
     )
     type = models.CharField(max_length=64)
     occurred_at = models.DateTimeField()
@@ -55,8 +69,11 @@ class CustomerAggregate(models.Model):
     customer = models.OneToOneField(
         Customer, on_delete=models.CASCADE, primary_key=True, related_name="aggregate"
     )
-    # Indexed as the first column of the two indexes below, not on its own (see Event).
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Indexed as the first column of the two indexes below, not on its own; no database
+    # constraint, as the log's (see Event). `customer` keeps its constraint.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     first_order_at = models.DateTimeField(null=True)
     last_order_at = models.DateTimeField(null=True)
     order_count = models.PositiveIntegerField(default=0)

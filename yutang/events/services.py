@@ -239,6 +239,7 @@ def _stored_keys(brand_id: int, keys: list[str]) -> set[str]:
             where={"brand_id": brand_id},
             key="idempotency_key",
             values=keys,
+            binary=True,
         )
     }
 
@@ -312,6 +313,7 @@ def _store_known(
             where={},
             key="id",
             values=named,
+            binary=True,
         )
         if brand_id == brand.pk
     }
@@ -374,6 +376,7 @@ def _write_batch(
                 key="id",
                 values=sorted({c for _, c in to_store}),
                 not_null=["merged_into_id"],
+                binary=True,
             )
         )
     )
@@ -390,6 +393,7 @@ def _write_batch(
         ],
         unique="idempotency_key",
         skip_conflicts=("brand_id", "idempotency_key"),
+        binary=True,
     )
     stored: list[tuple[_Valid, int]] = []
     consents: list[customers.ConsentChange] = []
