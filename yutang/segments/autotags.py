@@ -236,7 +236,8 @@ def handle_events(batch: list[Event]) -> None:
     """The consumer's batch form (same effect as `handle_event` on each event in order):
     the rules are loaded and parsed once per brand, and only the events some rule can react
     to load their customer and evaluate — a click does not cost a query when no rule reads
-    clicks."""
+    clicks. When no active rule reads tags (`_order_free`), each customer's rules are
+    evaluated once for the batch, from facts read for all of them together."""
     by_brand: dict[int, list[ActiveRule]] = {}
     wanted: list[tuple[Event, list[ActiveRule]]] = []
     for event in batch:
@@ -253,6 +254,7 @@ def handle_events(batch: list[Event]) -> None:
         {event.customer_id for event, _ in wanted}
     )
     contexts: dict[int, rules.Context] = {}
+    targets: list[tuple[Customer, list[ActiveRule]]] = []
     for event, chosen in wanted:
         customer = found.get(event.customer_id)
         if customer is None:
@@ -261,7 +263,107 @@ def handle_events(batch: list[Event]) -> None:
             customer = customers.survivor(customer)
         if customer.brand_id not in contexts:
             contexts[customer.brand_id] = context_for(customer.brand)
+        targets.append((customer, chosen))
+    if all(_order_free(active) for active in by_brand.values()):
+        _apply_rules_together(targets, contexts)
+        return
+    for customer, chosen in targets:
         _apply_rules(customer, chosen, contexts[customer.brand_id])
+
+
+def _order_free(active: list[ActiveRule]) -> bool:
+    """Whether evaluating these rules reads nothing that applying them writes, so that one
+    evaluation per customer and batch gives what one per event gives: no rule reads tags
+    (the only facts tagging changes), and every condition is a built-in kind (a registered
+    kind reads what it likes); and whether the rules' tags differ (two rules of one tag
+    would make the order of their adds and removals matter)."""
+    tags = [rule.tag_id for rule, _node, _types in active]
+    return len(set(tags)) == len(tags) and all(
+        isinstance(c, rules.Condition)
+        and type(c).__module__ == rules.__name__
+        and not isinstance(c, rules.TagCondition)
+        for _rule, node, _types in active
+        for c in rules.walk(node)
+    )
+
+
+def _apply_rules_together(
+    targets: list[tuple[Customer, list[ActiveRule]]], contexts: dict[int, rules.Context]
+) -> None:
+    """`_apply_rules` for each (customer, rules) in order, for rules that are `_order_free`:
+    each rule is evaluated once per customer (a second evaluation reads the same facts and
+    gives the same answer), from facts read for every customer of the batch in one query per
+    kind of fact (`_facts_for`); tags are added, in the order `_apply_rules` would have
+    added them, and removed in bulk."""
+    people: dict[int, Customer] = {}
+    for customer, _chosen in targets:
+        people.setdefault(customer.pk, customer)
+    nodes = [node for _c, chosen in targets for _r, node, _t in chosen]
+    facts = _facts_for(list(people.values()), nodes)
+    now = clock.now()
+    done: set[tuple[int, int]] = set()
+    add: list[CustomerTag] = []
+    remove: dict[tuple[int, str], list[int]] = {}
+    for customer, chosen in targets:
+        ctx = contexts[customer.brand_id]
+        for rule, node, _types in chosen:
+            if (customer.pk, rule.pk) in done:
+                continue
+            done.add((customer.pk, rule.pk))
+            if rules.evaluate(node, facts[customer.pk], ctx):
+                add.append(
+                    CustomerTag(
+                        customer_id=customer.pk, tag_id=rule.tag_id, source=rule.source,
+                        created_at=now,
+                    )
+                )  # fmt: skip
+            else:
+                remove.setdefault((rule.tag_id, rule.source), []).append(customer.pk)
+    # get_or_create's effect: a customer who has the tag already (from any source) keeps it.
+    CustomerTag.objects.bulk_create(add, ignore_conflicts=True)
+    for (tag_id, source), ids in remove.items():
+        customers.remove_tag_by_source(customer_ids=ids, tag_id=tag_id, source=source)
+
+
+def _facts_for(people: list[Customer], nodes: list[rules.Node]) -> dict[int, rules.Facts]:
+    """`rules.load_facts` for many customers at once: the same facts, read with one query
+    per kind of fact for all of them (the facts any of `nodes` needs; a customer's facts may
+    hold more events than their own rules read, which no condition looks at)."""
+    from yutang.carriers.models import CarrierContact
+    from yutang.customers.models import Consent, Identity
+    from yutang.events.models import CustomerAggregate
+    from yutang.segments.models import CustomerRfm
+
+    ids = [c.pk for c in people]
+    facts = {c.pk: rules.Facts(customer=c) for c in people}
+    types: set[str] = set()
+    for node in nodes:
+        types |= rules.needed_event_types(node)
+    if any(isinstance(c, rules.CarrierCondition) for node in nodes for c in rules.walk(node)):
+        for customer_id, kind, account_id, status in CarrierContact.objects.filter(
+            customer_id__in=ids
+        ).values_list("customer_id", "account__kind", "account_id", "status"):
+            facts[customer_id].contacts.append((kind, account_id, status))
+    if types:
+        for event in Event.objects.filter(customer_id__in=ids, type__in=types).order_by(
+            "occurred_at", "id"
+        ):
+            facts[event.customer_id].events.append(event)
+    for customer_id, tag_id in CustomerTag.objects.filter(customer_id__in=ids).values_list(
+        "customer_id", "tag_id"
+    ):
+        facts[customer_id].tag_ids.add(tag_id)
+    for customer_id, kind, namespace in Identity.objects.filter(customer_id__in=ids).values_list(
+        "customer_id", "kind", "namespace"
+    ):
+        facts[customer_id].identities.add((kind, namespace))
+    for consent in Consent.objects.filter(customer_id__in=ids):
+        facts[consent.customer_id].consents[(consent.purpose, consent.carrier)] = consent.status
+    for aggregate in CustomerAggregate.objects.filter(customer_id__in=ids):
+        facts[aggregate.customer_id].aggregate = aggregate
+    for rfm in CustomerRfm.objects.filter(customer_id__in=ids):
+        facts[rfm.customer_id].rfm = rfm
+    return facts
 
 
 def apply_due_rules() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Count
@@ -351,9 +351,12 @@ def rfm_table(*, actor: Staff) -> list[dict[str, Any]]:
 STAGES = ("new_contact", "engaged", "first_order", "repeat", "loyal", "at_risk", "lost")
 
 
-def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, int]:
+def _cycle_days_by_customer(
+    brand: Brand, customer_ids: list[int] | None = None, *, between: tuple[int, int] | None = None
+) -> dict[int, int]:
     """The expected repurchase interval per customer: the longest usage cycle among the
-    products of their latest order."""
+    products of their latest order. For `customer_ids`, or for every customer whose id lies
+    in `between` (inclusive bounds: a range scan, no list of ids to bind)."""
     from yutang.commerce.models import Order, Product
 
     cycles: dict[str, int] = {
@@ -367,12 +370,15 @@ def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, 
         return {}
     out: dict[int, int] = {}
     latest: dict[int, Any] = {}
-    for order in (
-        Order.objects.filter(brand=brand, customer_id__in=customer_ids)
-        .order_by("customer_id", "paid_at", "id")
-        .only("customer_id", "items")
+    orders = Order.objects.filter(brand=brand)
+    if between is not None:
+        orders = orders.filter(customer_id__gte=between[0], customer_id__lte=between[1])
+    else:
+        orders = orders.filter(customer_id__in=customer_ids or [])
+    for customer_id, items in orders.order_by("customer_id", "paid_at", "id").values_list(
+        "customer_id", "items"
     ):
-        latest[order.customer_id] = order.items
+        latest[customer_id] = items
     for customer_id, items in latest.items():
         skus = [i.get("sku") for i in items or [] if isinstance(i, dict)]
         days = [cycles[sku] for sku in skus if isinstance(sku, str) and sku in cycles]
@@ -381,9 +387,10 @@ def _cycle_days_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, 
     return out
 
 
-def _carriers_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, bool]:
-    """Per customer with at least one carrier contact: whether one is still active (False:
-    they deleted, or were deleted from, every carrier account they held)."""
+def _carriers_by_customer(brand: Brand, between: tuple[int, int]) -> dict[int, bool]:
+    """Per customer (id in `between`, inclusive) with at least one carrier contact: whether
+    one is still active (False: they deleted, or were deleted from, every carrier account
+    they held)."""
     from django.db.models import Q
 
     from yutang.carriers.models import CarrierContact
@@ -392,7 +399,7 @@ def _carriers_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, bo
     return {
         customer_id: held > 0
         for customer_id, held in CarrierContact.objects.filter(
-            brand=brand, customer_id__in=customer_ids
+            brand=brand, customer_id__gte=between[0], customer_id__lte=between[1]
         )
         .values_list("customer_id")
         .annotate(held=Count("pk", filter=Q(status=active)))
@@ -400,8 +407,30 @@ def _carriers_by_customer(brand: Brand, customer_ids: list[int]) -> dict[int, bo
     }
 
 
+class Activity(NamedTuple):
+    """What a lifecycle stage reads of a customer's aggregate (`CustomerAggregate` has these
+    attributes too): read as plain values, without the aggregate's other columns."""
+
+    order_count: int
+    last_order_at: dt.datetime | None
+    last_inbound_at: dt.datetime | None
+    last_click_at: dt.datetime | None
+    last_contact_added_at: dt.datetime | None
+    last_contact_deleted_at: dt.datetime | None
+
+
+def _activity_by_customer(between: tuple[int, int]) -> dict[int, Activity]:
+    """Per customer whose id lies in `between` (inclusive) and has an aggregate."""
+    return {
+        row[0]: Activity(*row[1:])
+        for row in CustomerAggregate.objects.filter(
+            customer_id__gte=between[0], customer_id__lte=between[1]
+        ).values_list("customer_id", *Activity._fields)
+    }
+
+
 def stage_of(
-    agg: CustomerAggregate | None,
+    agg: CustomerAggregate | Activity | None,
     conf: SegmentSettings,
     cycle_days: int | None,
     now: dt.datetime,
@@ -476,10 +505,17 @@ def recompute_lifecycle(*, brand: Brand, chunk: int = 5000) -> LifecycleResult:
     changed = 0
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
-        current = dict(Customer.objects.filter(pk__in=part).values_list("pk", "lifecycle_stage"))
-        aggs = {a.customer_id: a for a in CustomerAggregate.objects.filter(customer_id__in=part)}
-        cycles = _cycle_days_by_customer(brand, part)
-        carriers = _carriers_by_customer(brand, part)
+        # The chunk's rows are read by id range (ids ascend), not by a list of 5,000 bound
+        # ids; rows in the range that are not in `part` (merged, another brand) are ignored.
+        between = (part[0], part[-1])
+        current = dict(
+            Customer.objects.filter(pk__gte=between[0], pk__lte=between[1]).values_list(
+                "pk", "lifecycle_stage"
+            )
+        )
+        aggs = _activity_by_customer(between)
+        cycles = _cycle_days_by_customer(brand, between=between)
+        carriers = _carriers_by_customer(brand, between)
         new = {c: stage_of(aggs.get(c), conf, cycles.get(c), now, carriers.get(c)) for c in part}
         moves = {c: s for c, s in new.items() if current.get(c) != s}
         if not moves:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Min
 
 from yutang.acquisition import services as acquisition
 from yutang.acquisition.models import Channel, ChannelCost, ChannelType, LiveCode, Partner
@@ -151,6 +151,10 @@ class SystemDriver:
         self._facts: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self._orders: list[commerce.NewOrder] = []
         self._last_delivery: dt.datetime | None = None
+        # No message below this id can be sent or blocked after the last delivery pass (on a
+        # brand whose outbox was empty when the run began: `_floors`).
+        self._message_floor: int | None = None
+        self._floors = False
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -331,6 +335,10 @@ class SystemDriver:
         what is due through the policy gate. Returns what was delivered (and blocked) since
         the last pass, per person: the touches the model's people receive today."""
         until = self.at(date, DELIVERY_MINUTE)
+        if self._last_delivery is None:
+            # On a brand with an outbox already (a second run over the same days), messages
+            # sent at simulated times after this pass exist already: read the whole outbox.
+            self._floors = not Message.objects.filter(brand=self.brand).exists()
         if clock.now() < until:
             journeys_engine.fast_forward(until=until, brand_id=self.brand.pk)
             simulated_clock.set(until)
@@ -340,8 +348,13 @@ class SystemDriver:
             if not delivery.deliver_due_messages():
                 break
         since = self._last_delivery or until - dt.timedelta(days=1)
+        floor = self._message_floor if self._last_delivery is not None and self._floors else None
         self._last_delivery = until
         window = Message.objects.filter(brand=self.brand)
+        if floor is not None:
+            # Only messages still open at the last pass, or made since, can have been sent or
+            # blocked since: read those ids on, not the whole outbox (which grows every day).
+            window = window.filter(pk__gte=floor)
         sent = (
             window.filter(sent_at__gt=since, sent_at__lte=until)
             .values_list("customer_id", "kind")
@@ -365,7 +378,26 @@ class SystemDriver:
             finished_at__gt=since,
             finished_at__lte=until,
         ).count()
+        self._message_floor = self._open_message_floor()
         return Delivered(marketing, service, blocked, total)
+
+    def _open_message_floor(self) -> int:
+        """The lowest id a message sent or blocked after now can have: that of the brand's
+        oldest message still open (queued, deferred, sending, waiting for confirmation;
+        every other status is final, and a sent message's `sent_at` is now or earlier), or
+        above every id when none is open (a message made later gets a higher id)."""
+        open_statuses = (
+            Message.Status.QUEUED,
+            Message.Status.DEFERRED,
+            Message.Status.SENDING,
+            Message.Status.PENDING_CONFIRMATION,
+        )
+        lowest = Message.objects.filter(brand=self.brand, status__in=open_statuses).aggregate(
+            m=Min("pk")
+        )["m"]
+        highest = Message.objects.order_by("-pk").values_list("pk", flat=True).first()
+        above = (highest or 0) + 1
+        return above if lowest is None else min(lowest, above)
 
     def enqueue_plan(
         self, date: dt.date, people: np.ndarray, marketing: np.ndarray, service: np.ndarray
