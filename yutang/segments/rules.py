@@ -888,12 +888,14 @@ class AggregateCondition(Condition):
         latest time of the event types LATEST_OF names): those types and the local midnight
         N days ago. The latest time is at or after it exactly when some event of those types
         is, so the log's (brand, type, occurred_at, customer) index answers with one range of
-        the window's events instead of a read of every aggregate row. None otherwise."""
+        the window's events instead of a read of every aggregate row. Only for windows up to
+        LOG_WINDOW_MAX_DAYS: a longer one may hold more events than the brand has customers.
+        None otherwise."""
         column = MOMENT_FIELDS.get(self.field)
         if column not in LATEST_OF or self.op in ("ne", "between"):
             return None
         low, high = _days_ago_bounds(self.op, self._value())
-        if low is not None or high is None:
+        if low is not None or high is None or high > LOG_WINDOW_MAX_DAYS:
             return None
         return sorted(LATEST_OF[column]), ctx.day_start(ctx.today - dt.timedelta(days=high))
 
@@ -933,6 +935,9 @@ if len(TOUCH_TYPES) == 1:  # last_touch_at is the latest of the touch types
     LAST_AT[next(iter(TOUCH_TYPES))] = "last_touch_at"
 #: ... and the earliest.
 FIRST_AT: dict[str, str] = {"order.paid": "first_order_at"}
+#: The longest "days since the last X at most N" read from the log's window (see
+#: AggregateCondition._since); longer ones read the aggregate.
+LOG_WINDOW_MAX_DAYS = 30
 #: CustomerAggregate column -> the event types whose latest occurred_at it holds.
 LATEST_OF: dict[str, frozenset[str]] = {
     column: frozenset(t for t, c in LAST_AT.items() if c == column) for column in LAST_AT.values()

@@ -558,6 +558,7 @@ def test_a_lone_recent_days_since_reads_the_window_of_the_log(brand):
         {"not": recent},
         {**recent, "op": "gt"},
         {**recent, "op": "between", "value": [0, 14]},
+        {**recent, "value": rules.LOG_WINDOW_MAX_DAYS + 1},
         {"and": [recent, {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1}]},
         {"kind": "aggregate", "field": "days_since_last_event", "op": "lte", "value": 14},
     ):
