@@ -89,6 +89,12 @@ class Customer(models.Model):
             models.Index(fields=["brand", "owner_store"], name="customer_brand_store"),
             models.Index(fields=["brand", "owner_staff"], name="customer_brand_staff"),
             models.Index(fields=["brand", "source_channel"], name="customer_brand_channel"),
+            # Segments: "city = 上海 (and gender = female)" counts from this index alone.
+            models.Index(
+                fields=["brand", "city", "gender", "id"],
+                name="customer_seg_city_gender",
+                condition=models.Q(merged_into__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

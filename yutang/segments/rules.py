@@ -359,6 +359,13 @@ class ProfileCondition(Condition):
     def compile(self, ctx: Context) -> Q:
         if self.field == "birthday":
             return compare_q(F("birthday"), self.op, _as_date(self.op, self.value))
+        # The text columns are never NULL, and "" is missing. A rule's value is never "" (1–200
+        # characters), so eq / in are plain comparisons of the column, which an index on it
+        # (customers' customer_seg_city_gender) answers; the others keep the "" guard.
+        if self.op == "eq":
+            return Q(Exact(F(self.field), self.value))
+        if self.op == "in":
+            return Q(In(F(self.field), _value_list(self.value)))
         return compare_q(NullIf(F(self.field), Value("")), self.op, self.value)
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
@@ -876,7 +883,32 @@ class AggregateCondition(Condition):
             compare_q(counter, self.op, self._value()), compare_py(0, self.op, self._value())
         )
 
+    def _since(self, ctx: Context) -> tuple[list[str], dt.datetime] | None:
+        """For "the last X at most N days ago" (lt / lte, where the aggregate's column is the
+        latest time of the event types LATEST_OF names): those types and the local midnight
+        N days ago. The latest time is at or after it exactly when some event of those types
+        is, so the log's (brand, type, occurred_at, customer) index answers with one range of
+        the window's events instead of a read of every aggregate row. Only for windows up to
+        LOG_WINDOW_MAX_DAYS: a longer one may hold more events than the brand has customers.
+        None otherwise."""
+        column = MOMENT_FIELDS.get(self.field)
+        if column not in LATEST_OF or self.op in ("ne", "between"):
+            return None
+        low, high = _days_ago_bounds(self.op, self._value())
+        if low is not None or high is None or high > LOG_WINDOW_MAX_DAYS:
+            return None
+        return sorted(LATEST_OF[column]), ctx.day_start(ctx.today - dt.timedelta(days=high))
+
     def compile(self, ctx: Context) -> Q:
+        # Alone (compile_rule merges it with the group's other aggregate tests otherwise), a
+        # recent "days since the last X" reads the window's events from the log.
+        recent = self._since(ctx)
+        if recent is not None:
+            types, since = recent
+            rows = Event.objects.filter(
+                brand_id=ctx.brand_id, type__in=types, occurred_at__gte=since
+            )
+            return Q(MemberOf(rows.values("customer_id")))
         return self.aggregate_row(ctx).member_q(ctx)
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
@@ -903,6 +935,13 @@ if len(TOUCH_TYPES) == 1:  # last_touch_at is the latest of the touch types
     LAST_AT[next(iter(TOUCH_TYPES))] = "last_touch_at"
 #: ... and the earliest.
 FIRST_AT: dict[str, str] = {"order.paid": "first_order_at"}
+#: The longest "days since the last X at most N" read from the log's window (see
+#: AggregateCondition._since); longer ones read the aggregate.
+LOG_WINDOW_MAX_DAYS = 30
+#: CustomerAggregate column -> the event types whose latest occurred_at it holds.
+LATEST_OF: dict[str, frozenset[str]] = {
+    column: frozenset(t for t, c in LAST_AT.items() if c == column) for column in LAST_AT.values()
+}
 
 
 def _count_shape(op: str, value: Any) -> str | None:

@@ -151,6 +151,9 @@ def test_build_a_carrier_condition_in_the_browser(chromium, live_server):
         page.fill("#id_name", "未加第二个企微")
         page.click("[data-testid=save-segment]")
         page.wait_for_selector("text=未加第二个企微")
+        # The saved segment's page loads its members after it renders: let those requests
+        # finish, or the test database is flushed under a request still reading it.
+        page.wait_for_load_state("networkidle")
         assert Segment.objects.get().rule == {
             "and": [{"kind": "carrier", "account_ids": [second.pk], "status": "none"}]
         }
@@ -197,6 +200,9 @@ def test_build_a_segment_in_the_browser_and_see_the_live_count(chromium, live_se
         page.fill("#id_name", "不在上海")
         page.click("[data-testid=save-segment]")
         page.wait_for_selector("text=不在上海")
+        # The saved segment's page loads its members after it renders: let those requests
+        # finish, or the test database is flushed under a request still reading it.
+        page.wait_for_load_state("networkidle")
         segment = Segment.objects.get()
         assert segment.rule == {
             "and": [{"not": {"kind": "profile", "field": "city", "op": "eq", "value": "上海"}}]

@@ -507,3 +507,125 @@ def test_aggregate_tests_of_a_group_read_the_aggregates_once(brand):
         sql = queries.captured_queries[-1]["sql"]
         assert sql.count('"events_customeraggregate"') == 1, sql
         assert '"events_event"' not in sql, sql
+
+
+def test_a_lone_recent_days_since_reads_the_window_of_the_log(brand):
+    """ "Clicked within 14 days" (days_since_last_click lte / lt) alone reads the window's
+    events from the log's (brand, type, occurred_at) index rather than every aggregate row;
+    with another aggregate test of its group, negated, or as "more than N days ago" it stays
+    on the aggregate. The answers equal the aggregate's (memory reads the aggregate), also
+    across the brand's midnight."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    local_midnight = dt.datetime.combine(
+        (T0.astimezone(brand.tz) - 14 * DAY).date(), dt.time.min, tzinfo=brand.tz
+    )
+    inside = customer(brand)  # clicked 5 minutes after the window's first local midnight
+    event(inside, "link.clicked", local_midnight + dt.timedelta(minutes=5), link="a")
+    outside = customer(brand)  # 5 minutes before it: 15 days ago in Shanghai
+    event(outside, "link.clicked", local_midnight - dt.timedelta(minutes=5), link="a")
+    event(outside, "message.received", T0 - DAY)
+    both = customer(brand)  # an old and a recent click
+    event(both, "link.clicked", T0 - 40 * DAY, link="a")
+    event(both, "link.clicked", T0 - DAY, link="b")
+    event(both, "order.paid", T0 - 3 * DAY, amount_fen=100)
+    customer(brand)  # no aggregate row
+    recent = {"kind": "aggregate", "field": "days_since_last_click", "op": "lte", "value": 14}
+    assert match(brand, recent) == {inside.pk, both.pk}
+    assert match(brand, {**recent, "op": "lt", "value": 15}) == {inside.pk, both.pk}
+    assert match(brand, {**recent, "value": 13}) == {both.pk}
+    assert match(
+        brand, {"kind": "aggregate", "field": "days_since_last_inbound", "op": "lte", "value": 3}
+    ) == {outside.pk}
+    assert match(
+        brand, {"kind": "aggregate", "field": "days_since_last_order", "op": "lte", "value": 3}
+    ) == {both.pk}
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+
+    def tables(rule: dict[str, Any]) -> tuple[int, int]:
+        q = rules.compile_rule(rules.parse_rule(rule), ctx)
+        with CaptureQueriesContext(connection) as queries:
+            list(Customer.objects.filter(brand=brand).filter(q).values_list("pk", flat=True))
+        sql = queries.captured_queries[-1]["sql"]
+        return sql.count('"events_event"'), sql.count('"events_customeraggregate"')
+
+    assert tables(recent) == (1, 0)
+    assert tables({"and": [recent, {"kind": "tag", "tag_ids": [1]}]}) == (1, 0)
+    # Negated, "more than 14 days ago", between, or merged with another aggregate test: the
+    # aggregate row answers (a window of the log does not give the latest time).
+    for rule in (
+        {"not": recent},
+        {**recent, "op": "gt"},
+        {**recent, "op": "between", "value": [0, 14]},
+        {**recent, "value": rules.LOG_WINDOW_MAX_DAYS + 1},
+        {"and": [recent, {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1}]},
+        {"kind": "aggregate", "field": "days_since_last_event", "op": "lte", "value": 14},
+    ):
+        assert tables(rule) == (0, 1), rule
+    assert match(brand, {"not": recent}) == set(
+        Customer.objects.filter(brand=brand)
+        .exclude(pk__in=[inside.pk, both.pk])
+        .values_list("pk", flat=True)
+    )
+
+
+def test_city_and_gender_compile_to_plain_columns_the_index_answers(brand):
+    """A profile eq / in compiles to a plain comparison of the column (a value is never "",
+    so "" still never matches), which customers' partial index on (brand, city, gender, id)
+    answers alone on PostgreSQL: a count reads no customer row."""
+    from django.db import connection
+
+    sh = customer(brand, city="上海", gender="female")
+    customer(brand, city="上海", gender="male")
+    customer(brand, city="", gender="female")
+    rule = {"and": [{"kind": "profile", "field": "city", "op": "eq", "value": "上海"},
+                    {"kind": "profile", "field": "gender", "op": "in", "value": ["female", "x"]}]}  # fmt: skip
+    assert match(brand, rule) == {sh.pk}
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+    qs = Customer.objects.filter(brand=brand, merged_into__isnull=True).filter(
+        rules.compile_rule(rules.parse_rule(rule), ctx)
+    )
+    sql, params = qs.order_by().values_list("pk").query.sql_with_params()
+    assert "NULLIF" not in sql.upper(), sql
+    if connection.vendor != "postgresql":
+        return
+    from django.db import transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The table is tiny here: leave the planner only this index or reading every row.
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'customers_customer'"
+            " AND indexname NOT IN ('customers_customer_pkey', 'customer_seg_city_gender')"
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(f"EXPLAIN SELECT count(*) FROM ({sql}) AS s", params)
+        plan = [row[0] for row in cursor.fetchall()]
+        transaction.set_rollback(True)
+    used = [i for i, line in enumerate(plan) if "Index Only Scan using customer_seg_city" in line]
+    assert used, plan
+    assert "Index Cond" in plan[used[0] + 1] and "city = " in plan[used[0] + 1], plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rule_queries_group_by_sorting_for_their_duration_only():
+    """services.rule_query() turns hash aggregation (and JIT) off on PostgreSQL for the
+    rule's transaction only: a grouped event condition sorts its window's customer ids."""
+    from django.db import connection
+
+    from yutang.segments import services
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL settings")
+
+    def show(name: str) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SHOW {name}")
+            return str(cursor.fetchone()[0])
+
+    with services.rule_query():
+        assert (show("enable_hashagg"), show("jit"), show("work_mem")) == ("off", "off", "128MB")
+    assert show("enable_hashagg") == "on"
