@@ -293,13 +293,13 @@ def _apply_rules_together(
     """`_apply_rules` for each (customer, rules) in order, for rules that are `_order_free`:
     each rule is evaluated once per customer (a second evaluation reads the same facts and
     gives the same answer), from facts read for every customer of the batch in one query per
-    kind of fact (`_facts_for`); tags are added, in the order `_apply_rules` would have
+    kind of fact (`rules.load_facts_many`); tags are added, in the order `_apply_rules` would have
     added them, and removed in bulk."""
     people: dict[int, Customer] = {}
     for customer, _chosen in targets:
         people.setdefault(customer.pk, customer)
     nodes = [node for _c, chosen in targets for _r, node, _t in chosen]
-    facts = _facts_for(list(people.values()), nodes)
+    facts = rules.load_facts_many(list(people.values()), nodes)
     now = clock.now()
     done: set[tuple[int, int]] = set()
     add: list[CustomerTag] = []
@@ -323,47 +323,6 @@ def _apply_rules_together(
     CustomerTag.objects.bulk_create(add, ignore_conflicts=True)
     for (tag_id, source), ids in remove.items():
         customers.remove_tag_by_source(customer_ids=ids, tag_id=tag_id, source=source)
-
-
-def _facts_for(people: list[Customer], nodes: list[rules.Node]) -> dict[int, rules.Facts]:
-    """`rules.load_facts` for many customers at once: the same facts, read with one query
-    per kind of fact for all of them (the facts any of `nodes` needs; a customer's facts may
-    hold more events than their own rules read, which no condition looks at)."""
-    from yutang.carriers.models import CarrierContact
-    from yutang.customers.models import Consent, Identity
-    from yutang.events.models import CustomerAggregate
-    from yutang.segments.models import CustomerRfm
-
-    ids = [c.pk for c in people]
-    facts = {c.pk: rules.Facts(customer=c) for c in people}
-    types: set[str] = set()
-    for node in nodes:
-        types |= rules.needed_event_types(node)
-    if any(isinstance(c, rules.CarrierCondition) for node in nodes for c in rules.walk(node)):
-        for customer_id, kind, account_id, status in CarrierContact.objects.filter(
-            customer_id__in=ids
-        ).values_list("customer_id", "account__kind", "account_id", "status"):
-            facts[customer_id].contacts.append((kind, account_id, status))
-    if types:
-        for event in Event.objects.filter(customer_id__in=ids, type__in=types).order_by(
-            "occurred_at", "id"
-        ):
-            facts[event.customer_id].events.append(event)
-    for customer_id, tag_id in CustomerTag.objects.filter(customer_id__in=ids).values_list(
-        "customer_id", "tag_id"
-    ):
-        facts[customer_id].tag_ids.add(tag_id)
-    for customer_id, kind, namespace in Identity.objects.filter(customer_id__in=ids).values_list(
-        "customer_id", "kind", "namespace"
-    ):
-        facts[customer_id].identities.add((kind, namespace))
-    for consent in Consent.objects.filter(customer_id__in=ids):
-        facts[consent.customer_id].consents[(consent.purpose, consent.carrier)] = consent.status
-    for aggregate in CustomerAggregate.objects.filter(customer_id__in=ids):
-        facts[aggregate.customer_id].aggregate = aggregate
-    for rfm in CustomerRfm.objects.filter(customer_id__in=ids):
-        facts[rfm.customer_id].rfm = rfm
-    return facts
 
 
 def apply_due_rules() -> int:

@@ -1435,32 +1435,43 @@ def needed_event_types(node: Node) -> set[str]:
 
 def load_facts(customer: Customer, node: Node) -> Facts:
     """Read what the evaluator needs about one customer (a handful of queries)."""
+    return load_facts_many([customer], [node])[customer.pk]
+
+
+def load_facts_many(people: list[Customer], nodes: list[Node]) -> dict[int, Facts]:
+    """What the evaluator needs about each of `people` for any of `nodes`, read with one
+    query per kind of fact for all of them (a customer's facts may hold events of types only
+    another node reads, which no condition of theirs looks at)."""
+    from yutang.carriers.models import CarrierContact
     from yutang.segments.models import CustomerRfm
 
-    types = needed_event_types(node)
-    contacts: list[tuple[str, int, str]] = []
-    if any(isinstance(c, CarrierCondition) for c in walk(node)):
-        from yutang.carriers.models import CarrierContact
-
-        contacts = list(
-            CarrierContact.objects.filter(customer=customer).values_list(
-                "account__kind", "account_id", "status"
-            )
-        )
-    events = (
-        list(Event.objects.filter(customer=customer, type__in=types).order_by("occurred_at", "id"))
-        if types
-        else []
-    )
-    return Facts(
-        customer=customer,
-        tag_ids=set(CustomerTag.objects.filter(customer=customer).values_list("tag_id", flat=True)),
-        identities=set(Identity.objects.filter(customer=customer).values_list("kind", "namespace")),
-        consents={
-            (c.purpose, c.carrier): c.status for c in Consent.objects.filter(customer=customer)
-        },
-        aggregate=CustomerAggregate.objects.filter(customer=customer).first(),
-        rfm=CustomerRfm.objects.filter(customer=customer).first(),
-        events=events,
-        contacts=contacts,
-    )
+    ids = [c.pk for c in people]
+    facts = {c.pk: Facts(customer=c) for c in people}
+    types: set[str] = set()
+    for node in nodes:
+        types |= needed_event_types(node)
+    if any(isinstance(c, CarrierCondition) for node in nodes for c in walk(node)):
+        for customer_id, kind, account_id, status in CarrierContact.objects.filter(
+            customer_id__in=ids
+        ).values_list("customer_id", "account__kind", "account_id", "status"):
+            facts[customer_id].contacts.append((kind, account_id, status))
+    if types:
+        for event in Event.objects.filter(customer_id__in=ids, type__in=types).order_by(
+            "occurred_at", "id"
+        ):
+            facts[event.customer_id].events.append(event)
+    for customer_id, tag_id in CustomerTag.objects.filter(customer_id__in=ids).values_list(
+        "customer_id", "tag_id"
+    ):
+        facts[customer_id].tag_ids.add(tag_id)
+    for customer_id, kind, namespace in Identity.objects.filter(customer_id__in=ids).values_list(
+        "customer_id", "kind", "namespace"
+    ):
+        facts[customer_id].identities.add((kind, namespace))
+    for consent in Consent.objects.filter(customer_id__in=ids):
+        facts[consent.customer_id].consents[(consent.purpose, consent.carrier)] = consent.status
+    for aggregate in CustomerAggregate.objects.filter(customer_id__in=ids):
+        facts[aggregate.customer_id].aggregate = aggregate
+    for rfm in CustomerRfm.objects.filter(customer_id__in=ids):
+        facts[rfm.customer_id].rfm = rfm
+    return facts
