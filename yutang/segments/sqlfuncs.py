@@ -164,8 +164,13 @@ class MemberOf(Expression):
         super().__init__()
         if hasattr(rows, "order_by"):
             rows = rows.order_by()  # a model's default ordering would sort the ids for nothing
-        self.rows: Any = rows if isinstance(rows, Subquery) else Subquery(rows)
+        self.rows: Any = rows if isinstance(rows, Subquery | IdSet) else Subquery(rows)
         self.column: Any = F(column)  # resolved to the column when the filter is built
+
+    @property
+    def of_customer(self) -> bool:
+        """Whether this tests the customer's own primary key (what IdSet may combine)."""
+        return isinstance(self.column, F) and self.column.name == "pk"
 
     def get_source_expressions(self) -> list[Any]:
         return [self.column, self.rows]
@@ -189,6 +194,40 @@ class MemberOf(Expression):
             )
             return sql, (*rows_params, *column_params)
         return f"{column} IN {rows}", (*column_params, *rows_params)
+
+
+class IdSet(Expression):
+    """The ids that several MemberOf subqueries select, combined with UNION (an OR of
+    memberships) or INTERSECT (an AND), as one subquery for one MemberOf: the customers are
+    then probed once against one set of ids rather than once per membership (on PostgreSQL
+    each EXISTS is a hashed subplan or a semi join of its own). Parts may be IdSets again.
+    The SQL is the same on both backends: ``(SELECT * FROM (part) AS _part UNION ...)``
+    (SQLite takes no parenthesised SELECT as a compound's member, but one in FROM)."""
+
+    output_field = IntegerField()
+    OPS = ("UNION", "INTERSECT")
+
+    def __init__(self, op: str, parts: Sequence[Any]):
+        super().__init__()
+        assert op in self.OPS, op
+        self.op = op
+        self.parts: list[Any] = list(parts)
+
+    def get_source_expressions(self) -> list[Any]:
+        return list(self.parts)
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        self.parts = list(exprs)
+
+    def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        pieces: list[str] = []
+        params: list[Any] = []
+        for part in self.parts:
+            sql, part_params = compiler.compile(part)
+            # Only compiled SQL fragments are formatted in; their values stay parameters.
+            pieces.append(f"SELECT * FROM {sql} AS _part")  # noqa: S608
+            params.extend(part_params)
+        return "(" + f" {self.op} ".join(pieces) + ")", tuple(params)
 
 
 #: SQL of each comparison a JsonNumberIs makes (the value side is one or two parameters).
