@@ -197,12 +197,22 @@ class MemberOf(Expression):
 
 
 class IdSet(Expression):
-    """The ids that several MemberOf subqueries select, combined with UNION (an OR of
-    memberships) or INTERSECT (an AND), as one subquery for one MemberOf: the customers are
-    then probed once against one set of ids rather than once per membership (on PostgreSQL
-    each EXISTS is a hashed subplan or a semi join of its own). Parts may be IdSets again.
-    The SQL is the same on both backends: ``(SELECT * FROM (part) AS _part UNION ...)``
-    (SQLite takes no parenthesised SELECT as a compound's member, but one in FROM)."""
+    """The ids that several MemberOf subqueries select, combined for an OR of memberships
+    (their union) or an AND (their intersection), as one subquery for one MemberOf: the
+    customers are then probed once against one set of ids rather than once per membership
+    (on PostgreSQL each EXISTS is a hashed subplan or a semi join of its own). Parts may be
+    IdSets again. Only membership counts, so the set may repeat an id:
+
+    - union: ``(SELECT * FROM (part) AS _part UNION ALL SELECT * FROM (part) AS _part …)``,
+      no sort or hash to drop repeats (MemberOf's semi join ignores them);
+    - intersection, PostgreSQL: the first part's ids that are in each other part, as semi
+      joins (``SELECT _p.* FROM (part) AS _p (id) WHERE _p.id IN (SELECT * FROM (part) AS
+      _q) …``), which the planner hashes or merges, where INTERSECT sorts every part's rows
+      together (at full size 450,000 for "3 touches in 30 days AND a click in 14");
+      SQLite: ``… INTERSECT …`` (it has no column list on a FROM alias), one temporary index.
+
+    SQLite takes no parenthesised SELECT as a compound's member, but one in FROM: the shape
+    of every part."""
 
     output_field = IntegerField()
     OPS = ("UNION", "INTERSECT")
@@ -220,14 +230,16 @@ class IdSet(Expression):
         self.parts = list(exprs)
 
     def as_sql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
-        pieces: list[str] = []
-        params: list[Any] = []
-        for part in self.parts:
-            sql, part_params = compiler.compile(part)
-            # Only compiled SQL fragments are formatted in; their values stay parameters.
-            pieces.append(f"SELECT * FROM {sql} AS _part")  # noqa: S608
-            params.extend(part_params)
-        return "(" + f" {self.op} ".join(pieces) + ")", tuple(params)
+        compiled = [compiler.compile(part) for part in self.parts]
+        params: list[Any] = [p for _, part_params in compiled for p in part_params]
+        # Only compiled SQL fragments are formatted in; their values stay parameters.
+        if self.op == "INTERSECT" and connection.vendor == "postgresql":
+            first, *others = (sql for sql, _ in compiled)
+            tests = " AND ".join(f"_p.id IN (SELECT * FROM {sql} AS _q)" for sql in others)  # noqa: S608
+            return f"(SELECT _p.* FROM {first} AS _p (id) WHERE {tests})", tuple(params)  # noqa: S608
+        joiner = " UNION ALL " if self.op == "UNION" else " INTERSECT "
+        pieces = [f"SELECT * FROM {sql} AS _part" for sql, _ in compiled]  # noqa: S608
+        return "(" + joiner.join(pieces) + ")", tuple(params)
 
 
 #: SQL of each comparison a JsonNumberIs makes (the value side is one or two parameters).
