@@ -694,3 +694,46 @@ def test_memberships_of_a_group_are_one_set_of_ids(brand):
     assert (sql.count(probe), sql.count(both)) == (1, 1), sql
     sql = sql_of(mixed)  # the OR's tags-all set, the negated tag, the OR of two memberships
     assert (sql.count(probe), sql.count(" UNION ALL "), sql.count(both)) == (3, 1, 1), sql
+
+
+def test_members_from_other_tables_are_checked_against_the_live_customers_index(brand):
+    """A rule whose members come from another table (here clicks grouped per customer)
+    checks them against customers' partial index on the live customers' (brand, id) alone on
+    PostgreSQL: no customer row is read. A merged customer never counts."""
+    from django.db import connection, transaction
+
+    twice, once, merged = customer(brand), customer(brand), customer(brand)
+    for c, times in ((twice, 2), (once, 1), (merged, 2)):
+        for n in range(times):
+            event(c, "link.clicked", T0 - (n + 1) * DAY, link="a")
+    Customer.objects.filter(pk=merged.pk).update(merged_into=twice)
+    rule = {
+        "kind": "event",
+        "type": "link.clicked",
+        "window": {"days": 14},
+        "op": "gte",
+        "value": 2,
+    }
+    assert match(brand, rule) == {twice.pk}
+    if connection.vendor != "postgresql":
+        return
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+    qs = Customer.objects.filter(brand=brand, merged_into__isnull=True).filter(
+        rules.compile_rule(rules.parse_rule(rule), ctx)
+    )
+    sql, params = qs.order_by().values_list("pk").query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The table is tiny here: leave the planner only this index, the primary key or
+        # reading every row (customer_seg_city_gender would do as well for these ids).
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'customers_customer'"
+            " AND indexname NOT IN ('customers_customer_pkey', 'customer_seg_live')"
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(f"EXPLAIN SELECT count(*) FROM ({sql}) AS s", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    assert "Index Only Scan using customer_seg_live on customers_customer" in plan, plan
