@@ -95,6 +95,14 @@ class Customer(models.Model):
                 name="customer_seg_city_gender",
                 condition=models.Q(merged_into__isnull=True),
             ),
+            # Segments: a rule's members (a set of customer ids from tags, events or
+            # aggregates) are checked against the brand's live customers in this small index
+            # alone, without reading customer rows.
+            models.Index(
+                fields=["brand", "id"],
+                name="customer_seg_live",
+                condition=models.Q(merged_into__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

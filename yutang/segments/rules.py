@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
-from django.db.models import Count, F, Max, Min, Q, Sum, Value
+from django.db.models import Count, F, Max, Min, Q, Subquery, Sum, Value
 from django.db.models.expressions import Expression
 from django.db.models.functions import Coalesce, NullIf
 from django.db.models.lookups import (
@@ -48,6 +48,7 @@ from yutang.events.aggregates import TIME_FIELDS as AGGREGATE_TIME_FIELDS
 from yutang.events.models import CustomerAggregate, Event
 from yutang.events.types import TOUCH_TYPES
 from yutang.segments.sqlfuncs import (
+    IdSet,
     JsonBool,
     JsonBoolIs,
     JsonHas,
@@ -555,10 +556,11 @@ class TagCondition(Condition):
             return Q(
                 MemberOf(CustomerTag.objects.filter(tag_id__in=self.tag_ids).values("customer"))
             )
-        q = Q()
-        for tag_id in sorted(set(self.tag_ids)):
-            q &= Q(MemberOf(CustomerTag.objects.filter(tag_id=tag_id).values("customer")))
-        return q
+        each = [
+            Subquery(CustomerTag.objects.filter(tag_id=tag_id).values("customer"))
+            for tag_id in sorted(set(self.tag_ids))
+        ]
+        return Q(MemberOf(IdSet("INTERSECT", each) if len(each) > 1 else each[0]))
 
     def evaluate(self, facts: Facts, ctx: Context) -> bool:
         wanted = set(self.tag_ids)
@@ -1378,6 +1380,39 @@ def aggregate_row(node: Node, ctx: Context) -> AggregateRow | None:
     return node.aggregate_row(ctx)
 
 
+def _membership(q: Q) -> Any:
+    """The rows of `q` when it is exactly one positive MemberOf of the customer's key (a
+    tag, an event in a window, an aggregate test…), else None."""
+    while not q.negated and len(q.children) == 1 and isinstance(q.children[0], Q):
+        q = q.children[0]
+    if q.negated or len(q.children) != 1:
+        return None
+    child = q.children[0]
+    return child.rows if isinstance(child, MemberOf) and child.of_customer else None
+
+
+def _combine_memberships(parts: list[Q], op: str) -> list[Q]:
+    """The group's positive memberships as one MemberOf over their ids combined with `op`
+    (INTERSECT for AND, UNION for OR), in the place of the first; the other parts stay. One
+    probe of each customer into one set of ids instead of one per membership: "received a
+    message in 7 days OR (3 touches in 30 days AND a click in 14)" is one set, the customers
+    read once against it."""
+    rows = [_membership(part) for part in parts]
+    found = [r for r in rows if r is not None]
+    if len(found) < 2:
+        return parts
+    flat: list[Any] = []
+    for row in found:  # (A ∩ B) ∩ C is A ∩ B ∩ C
+        flat.extend(row.parts if isinstance(row, IdSet) and row.op == op else [row])
+    out: list[Q] = []
+    for part, row in zip(parts, rows, strict=True):
+        if row is None:
+            out.append(part)
+        elif row is found[0]:
+            out.append(Q(MemberOf(IdSet(op, flat))))
+    return out
+
+
 def compile_rule(node: Node, ctx: Context) -> Q:
     """The rule as a filter on customers. The children of a group that test the aggregate row
     (aggregate figures, and event conditions it answers) become one subquery on it."""
@@ -1392,6 +1427,7 @@ def compile_rule(node: Node, ctx: Context) -> Q:
             elif row is merged[0]:  # the merged test takes the place of the first one
                 both = AggregateRow.all if isinstance(node, And) else AggregateRow.any
                 parts.append(both(merged).member_q(ctx))
+        parts = _combine_memberships(parts, "INTERSECT" if isinstance(node, And) else "UNION")
         q = parts[0]
         for part in parts[1:]:
             q = q & part if isinstance(node, And) else q | part

@@ -629,3 +629,111 @@ def test_rule_queries_group_by_sorting_for_their_duration_only():
     with services.rule_query():
         assert (show("enable_hashagg"), show("jit"), show("work_mem")) == ("off", "off", "128MB")
     assert show("enable_hashagg") == "on"
+
+
+def test_memberships_of_a_group_are_one_set_of_ids(brand):
+    """The positive memberships of an AND / OR group (tags, event windows, grouped counts…)
+    compile to one membership test over their ids combined with INTERSECT / UNION, nested
+    groups included, so each customer is probed once; other parts (columns, negations) stay
+    beside it. The answers equal the in-memory evaluator's on both databases."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    t1, t2, t3 = tag(brand, "t1"), tag(brand, "t2"), tag(brand, "t3")
+    inbound = customer(brand, source_channel="live")
+    event(inbound, "message.received", T0 - 2 * DAY)
+    engaged = customer(brand)  # 3 touches in 30 days and a click in 14
+    for days in (1, 5, 20):
+        event(engaged, "message.sent", T0 - days * DAY, carrier="wecom", message_id=f"m{days}")
+    event(engaged, "link.clicked", T0 - 3 * DAY, link="a")
+    touched_only = customer(brand)  # 3 touches, no click
+    for days in (1, 2, 3):
+        event(touched_only, "message.sent", T0 - days * DAY, carrier="wecom", message_id="m")
+    both_tags = customer(brand, source_channel="sms")
+    tag_customer(both_tags, t2)
+    tag_customer(both_tags, t3)
+    one_tag = customer(brand, source_channel="sms")
+    tag_customer(one_tag, t2)
+    tag_customer(one_tag, t1)
+    customer(brand)  # nothing
+    engaged_recently = {"or": [
+        {"kind": "event", "type": "message.received", "measure": "last", "op": "lte", "value": 7},
+        {"and": [{"kind": "touches", "window": {"days": 30}, "op": "gte", "value": 3},
+                 {"kind": "aggregate", "field": "days_since_last_click", "op": "lte", "value": 14}]}]}  # fmt: skip
+    tags_all = {"kind": "tag", "tag_ids": [3, 2], "match": "all"}
+    tags_all = {**tags_all, "tag_ids": [t3.pk, t2.pk]}
+    mixed = {"and": [
+        {"or": [{"kind": "channel", "channels": ["live"]}, tags_all]},
+        {"not": {"kind": "tag", "tag_ids": [t1.pk]}},
+        {"or": [{"kind": "tag", "tag_ids": [t2.pk]},
+                {"kind": "event", "type": "message.received", "window": {"days": 7}}]}]}  # fmt: skip
+    assert match(brand, engaged_recently) == {inbound.pk, engaged.pk}
+    assert match(brand, tags_all) == {both_tags.pk}
+    assert match(brand, mixed) == {inbound.pk, both_tags.pk}
+    assert match(brand, {"not": engaged_recently}) == set(
+        Customer.objects.filter(brand=brand)
+        .exclude(pk__in=[inbound.pk, engaged.pk])
+        .values_list("pk", flat=True)
+    )
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+
+    def sql_of(rule: dict[str, Any]) -> str:
+        q = rules.compile_rule(rules.parse_rule(rule), ctx)
+        with CaptureQueriesContext(connection) as queries:
+            list(Customer.objects.filter(brand=brand).filter(q).values_list("pk", flat=True))
+        return str(queries.captured_queries[-1]["sql"])
+
+    postgresql = connection.vendor == "postgresql"
+    probe = "EXISTS (SELECT 1" if postgresql else '"id" IN ('
+    # PostgreSQL intersects with semi joins (no sort of every part's rows), SQLite INTERSECT.
+    both = "_p.id IN (SELECT * FROM" if postgresql else " INTERSECT "
+    sql = sql_of(engaged_recently)
+    assert sql.count(probe) == 1, sql
+    assert (sql.count(" UNION ALL "), sql.count(both)) == (1, 1), sql
+    sql = sql_of(tags_all)
+    assert (sql.count(probe), sql.count(both)) == (1, 1), sql
+    sql = sql_of(mixed)  # the OR's tags-all set, the negated tag, the OR of two memberships
+    assert (sql.count(probe), sql.count(" UNION ALL "), sql.count(both)) == (3, 1, 1), sql
+
+
+def test_members_from_other_tables_are_checked_against_the_live_customers_index(brand):
+    """A rule whose members come from another table (here clicks grouped per customer)
+    checks them against customers' partial index on the live customers' (brand, id) alone on
+    PostgreSQL: no customer row is read. A merged customer never counts."""
+    from django.db import connection, transaction
+
+    twice, once, merged = customer(brand), customer(brand), customer(brand)
+    for c, times in ((twice, 2), (once, 1), (merged, 2)):
+        for n in range(times):
+            event(c, "link.clicked", T0 - (n + 1) * DAY, link="a")
+    Customer.objects.filter(pk=merged.pk).update(merged_into=twice)
+    rule = {
+        "kind": "event",
+        "type": "link.clicked",
+        "window": {"days": 14},
+        "op": "gte",
+        "value": 2,
+    }
+    assert match(brand, rule) == {twice.pk}
+    if connection.vendor != "postgresql":
+        return
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+    qs = Customer.objects.filter(brand=brand, merged_into__isnull=True).filter(
+        rules.compile_rule(rules.parse_rule(rule), ctx)
+    )
+    sql, params = qs.order_by().values_list("pk").query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The table is tiny here: leave the planner only this index, the primary key or
+        # reading every row (customer_seg_city_gender would do as well for these ids).
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'customers_customer'"
+            " AND indexname NOT IN ('customers_customer_pkey', 'customer_seg_live')"
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(f"EXPLAIN SELECT count(*) FROM ({sql}) AS s", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    assert "Index Only Scan using customer_seg_live on customers_customer" in plan, plan
