@@ -9,7 +9,6 @@ click, delete …), e.g. the simulator's model."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,8 +127,12 @@ class SandboxCarrier:
             )
             for m in first.values()
         ]
-        # One statement: atomic by itself (a savepoint only inside a caller's transaction).
-        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        # One statement, in a savepoint inside a caller's transaction; else in a transaction
+        # of its own that commits without waiting for the disk (`_lazy_commit`).
+        lazy = not connection.in_atomic_block
+        with transaction.atomic():
+            if lazy:
+                _lazy_commit()
             created = {
                 key: pk
                 for pk, key in bulk.insert_new_rows(
@@ -171,6 +174,19 @@ class SandboxCarrier:
 
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
         return jsonwire.parse(self.config, request, callback_secret(self.config))
+
+
+def _lazy_commit() -> None:
+    """PostgreSQL: the current (outermost) transaction commits without waiting for its WAL
+    to reach the disk. The sandbox stands in for a carrier outside the database: what it
+    records of a send need be no more durable than the outbox's record of that send, which
+    commits after it (WAL is flushed in order, so that commit makes this one durable too).
+    Lost in a database crash before it, the message is still `sending`, is sent again with
+    the same key and recorded once (a commit that waits for the disk cost ~3.5 ms on the
+    benchmark's machine, for every account of every pass)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
 
 
 def emit(config: AccountConfig, events: list[dict[str, Any]], *, key_prefix: str = "") -> int:
