@@ -649,10 +649,10 @@ def test_only_a_claim_that_lets_a_message_through_waits_for_the_disk(frozen):
     enqueue(brand, c1, account, "k1")
     with connection.execute_wrapper(seen):
         assert deliver_due_messages() == 1
-    # The sandbox's insert (its own transaction), then the record step's session (events,
-    # results), set back after; the claim, which let the message through, is not lazy.
+    # The record step's session (events, results), set back after; the claim, which let the
+    # message through, is not lazy (the sandbox's own transaction is psycopg's: not seen
+    # here, see the next test).
     assert [s for s in statements if "synchronous_commit" in s] == [
-        "SET LOCAL synchronous_commit TO off",
         "SET synchronous_commit TO off",
         "SET synchronous_commit TO DEFAULT",
     ]
@@ -669,6 +669,25 @@ def test_only_a_claim_that_lets_a_message_through_waits_for_the_disk(frozen):
         "SET LOCAL synchronous_commit TO off"  # the claim that let nothing through
     ]
     assert _synchronous_commit() == default
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sandbox_stores_a_send_in_a_transaction_that_does_not_wait_for_the_disk():
+    """PostgreSQL: the sandbox's delivery rows commit with `synchronous_commit` off in their
+    own transaction; the session keeps the server's default; inside a caller's transaction
+    (a savepoint) nothing is changed."""
+    from django.db import connection
+
+    from yutang.carriers.adapters.sandbox import _lazy_transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    default = _synchronous_commit()
+    with _lazy_transaction():
+        inside = _synchronous_commit()
+    assert (inside, _synchronous_commit()) == ("off", default)
+    with transaction.atomic(), _lazy_transaction():
+        assert _synchronous_commit() == default
 
 
 def test_a_pass_inside_a_callers_transaction_leaves_its_commit_alone(frozen):
