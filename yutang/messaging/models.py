@@ -201,6 +201,14 @@ class AccountTouchLock(models.Model):
     account = models.OneToOneField(
         CarrierAccount, on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
+    # Running tallies of the account's posts (causes in `gate.POST_CAUSES`) that passed the
+    # gate: every delivery pass adds those it lets through, under this row's lock and in the
+    # transaction that sets their `passed_at`. Only their changes are read (`PostCounts`
+    # counts what passed since its settled part ends as a difference of two tallies instead
+    # of reading each recent post), so the values need no backfill. Database defaults: the
+    # lock rows are inserted by id alone (`delivery._lock_rows`).
+    posts = models.BigIntegerField(default=0, db_default=0)
+    marketing_posts = models.BigIntegerField(default=0, db_default=0)
 
     def __str__(self) -> str:
         return f"account touch lock {self.account_id}"

@@ -525,10 +525,11 @@ def test_the_claim_sweeps_the_queue_and_starts_over_for_rows_behind_it(frozen):
 
 
 def test_kept_post_counts_equal_a_full_count_as_the_window_slides_and_posts_arrive():
-    """`delivery.PostCounts` keeps a large account's settled counts and reads only the edges:
-    at every step (posts passing now, older ones leaving the window, the settled part moving
-    forward, the clock set back) it gives what counting the whole window gives."""
-    from yutang.messaging.delivery import PostCounts, _posts_between
+    """`delivery.PostCounts` keeps a large account's settled counts and reads only the edges
+    (the recent posts as the growth of the accounts' tallies): at every step (posts passing
+    now, older ones leaving the window, the settled part moving forward, the clock set back)
+    it gives what counting the whole window gives."""
+    from yutang.messaging.delivery import PostCounts, _posts_between, add_posts
 
     brand, account, (customer,) = setup(1)
     other = sandbox_account(brand)
@@ -542,9 +543,12 @@ def test_kept_post_counts_equal_a_full_count_as_the_window_slides_and_posts_arri
         n += 1
         with use_clock(FrozenClock(at)):
             m = enqueue(brand, customer, account, f"p{n}", text=f"t{n}")
-        Message.objects.filter(pk=m.pk).update(
-            status="sent", passed_at=at, account=acc, kind=kind, cause=cause
-        )
+        with transaction.atomic():  # as a delivery pass lets a post through
+            Message.objects.filter(pk=m.pk).update(
+                status="sent", passed_at=at, account=acc, kind=kind, cause=cause
+            )
+            if cause in ("broadcast", "campaign"):
+                add_posts({acc.pk: [int(kind == "marketing"), 1]})
 
     for hours in range(0, 10 * 24, 7):  # ten days of posts, every 7 hours, both kinds
         at = NOON - dt.timedelta(hours=hours)
@@ -566,5 +570,140 @@ def test_kept_post_counts_equal_a_full_count_as_the_window_slides_and_posts_arri
         post(now - dt.timedelta(seconds=30))
         post(now, acc=other, kind="marketing", cause="campaign")
         check(now)
+    for minutes in (31, 32):  # the settled part stays: the recent posts from the tallies
+        now = NOON + dt.timedelta(minutes=minutes)
+        post(now, kind="service", cause="broadcast")
+        post(now, acc=other, kind="marketing", cause="campaign")
+        check(now)
     check(NOON - dt.timedelta(hours=5))  # the clock set back: counted in full again
     check(NOON + dt.timedelta(days=30))  # the whole window past what was kept
+    # Another scope's causes are not tallied: their recent posts are counted one by one.
+    every = ["broadcast", "campaign", "journey"]
+    now = NOON + dt.timedelta(days=30, minutes=1)
+    assert dict(kept.counts(ids, every, now - week, now)) == _posts_between(
+        ids, every, now - week, None
+    )
+    post(now, cause="journey")
+    assert dict(kept.counts(ids, every, now - week, now)) == _posts_between(
+        ids, every, now - week, None
+    )
+
+
+def test_each_pass_adds_the_posts_it_lets_through_to_the_accounts_tallies(frozen):
+    """`AccountTouchLock.posts` / `.marketing_posts` grow by the posts (broadcast and campaign
+    messages) a delivery pass lets through, marketing and service, and not by one-to-one
+    messages or blocked ones: `PostCounts` reads recent posts from them."""
+    from yutang.messaging.models import AccountTouchLock
+
+    brand, account, customers = setup(4)
+    for n, c in enumerate(customers[:3]):
+        services.enqueue_message(
+            brand=brand, customer=c, account=account, kind="marketing",
+            content={"type": "text", "text": "活动"}, cause="campaign",
+            idempotency_key=f"camp{n}",
+        )  # fmt: skip
+    services.enqueue_message(
+        brand=brand, customer=customers[0], account=account, kind="service",
+        content={"type": "text", "text": "上新"}, cause="broadcast", idempotency_key="post",
+    )  # fmt: skip
+    enqueue(brand, customers[3], account, "one-to-one")
+    enqueue(brand, customers[3], account, "blocked", text="again")  # frequency: blocked
+    assert deliver_due_messages() == 6
+    statuses = dict(Message.objects.values_list("idempotency_key", "status"))
+    assert statuses["blocked"] == "blocked" and statuses["camp0"] == "sent"
+    tally = AccountTouchLock.objects.get(account=account)
+    posts = Message.objects.filter(cause__in=["broadcast", "campaign"], passed_at__isnull=False)
+    assert (tally.marketing_posts, tally.posts) == (
+        posts.filter(kind="marketing").count(),
+        posts.count(),
+    )
+    assert tally.posts == 4 and tally.marketing_posts == 3
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_claim_that_lets_a_message_through_waits_for_the_disk(frozen):
+    """PostgreSQL: a pass's transactions commit without waiting for the WAL to be flushed,
+    except the claim of a pass that lets a message through (sent right after it); the
+    session's setting is the server's default again after every pass."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    brand, account, (c1, *_) = setup(1)
+    default = _synchronous_commit()
+    assert default != "off"
+    statements: list[str] = []
+
+    def seen(execute, sql, params, many, context):
+        statements.append(" ".join(sql.split()))
+        return execute(sql, params, many, context)
+
+    enqueue(brand, c1, account, "k1")
+    with connection.execute_wrapper(seen):
+        assert deliver_due_messages() == 1
+    # The record step's session (events, results), set back after; the claim, which let the
+    # message through, is not lazy (the sandbox's own transaction is psycopg's: not seen
+    # here, see the next test).
+    assert [s for s in statements if "synchronous_commit" in s] == [
+        "SET synchronous_commit TO off",
+        "SET synchronous_commit TO DEFAULT",
+    ]
+    assert _synchronous_commit() == default
+    assert Message.objects.get(idempotency_key="k1").status == "sent"
+    assert SandboxDelivery.objects.count() == 1
+
+    statements.clear()
+    enqueue(brand, c1, account, "k2", text="again")  # blocked: one marketing touch a day
+    with connection.execute_wrapper(seen):
+        assert deliver_due_messages() == 1
+    assert Message.objects.get(idempotency_key="k2").status == "blocked"
+    assert [s for s in statements if "synchronous_commit" in s] == [
+        "SET LOCAL synchronous_commit TO off"  # the claim that let nothing through
+    ]
+    assert _synchronous_commit() == default
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sandbox_stores_a_send_in_a_transaction_that_does_not_wait_for_the_disk():
+    """PostgreSQL: the sandbox's delivery rows commit with `synchronous_commit` off in their
+    own transaction; the session keeps the server's default; inside a caller's transaction
+    (a savepoint) nothing is changed."""
+    from django.db import connection
+
+    from yutang.carriers.adapters.sandbox import _lazy_transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    default = _synchronous_commit()
+    with _lazy_transaction():
+        inside = _synchronous_commit()
+    assert (inside, _synchronous_commit()) == ("off", default)
+    with transaction.atomic(), _lazy_transaction():
+        assert _synchronous_commit() == default
+
+
+def test_a_pass_inside_a_callers_transaction_leaves_its_commit_alone(frozen):
+    """Inside a caller's transaction nothing is set to commit lazily: the caller's commit
+    decides (`send-test`, tests)."""
+    from django.db import connection
+
+    brand, account, (c1, *_) = setup(1)
+    enqueue(brand, c1, account, "k1")
+    statements: list[str] = []
+
+    def seen(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with transaction.atomic(), connection.execute_wrapper(seen):
+        assert deliver_due_messages() == 1
+    assert not [s for s in statements if "synchronous_commit" in s]
+    assert Message.objects.get(idempotency_key="k1").status == "sent"
