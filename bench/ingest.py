@@ -246,6 +246,9 @@ def _setup(url: str, workdir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
+ANALYZE_APP = "bench-autoanalyze"
+
+
 class AutoAnalyze:
     """What autovacuum's autoanalyze does, for a PostgreSQL server that runs without it (this
     project's CI server sets `autovacuum = off`): a thread that, once a second, ANALYZEs each
@@ -280,7 +283,8 @@ class AutoAnalyze:
     def _run(self) -> None:
         import psycopg
 
-        with psycopg.connect(self.url, autocommit=True) as pg:
+        # Named, so the CPU accounting (`BackendMonitor`) leaves this connection out.
+        with psycopg.connect(self.url, autocommit=True, application_name=ANALYZE_APP) as pg:
             while not self._stop.wait(1.0):
                 due = pg.execute(
                     "SELECT quote_ident(s.relname) FROM pg_stat_user_tables s "
@@ -539,6 +543,83 @@ def _role_cpu(server_pids: list[int], url: str) -> dict[str, float]:
     return out
 
 
+class BackendMonitor:
+    """The PostgreSQL side of the HTTP step, watched from outside every `every` seconds: the
+    CPU of every backend of the benchmark's database but the AutoAnalyze thread's (a backend
+    that ends — gunicorn recycles its connections after 60 s — counts up to its last
+    sample; one born during the step from zero), and what the server's backends were doing
+    at each sample: running, waiting for a lock (advisory = the brand locks of ingestion),
+    for I/O, or idle (in a transaction: the worker runs Python between statements; outside
+    one: the worker is between batches or in its own Python before the first statement)."""
+
+    def __init__(self, url: str, every: float = 0.1) -> None:
+        self.url, self.every = url, every
+        self.name = url.rsplit("/", 1)[1]
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.states: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._pg: Any = None
+
+    def __enter__(self) -> BackendMonitor:
+        if self.url.startswith("postgres"):
+            import psycopg
+
+            self._pg = psycopg.connect(common.PG_ADMIN_URL, autocommit=True)
+            self._sample()  # backends alive now count from their CPU at this moment
+            self._started = True
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._sample()
+            self._pg.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        rows = self._pg.execute(
+            "SELECT a.pid, a.state, a.wait_event_type, a.wait_event FROM pg_stat_activity a "
+            "WHERE a.datname = %s AND a.application_name <> %s "
+            "AND a.backend_type = 'client backend'",
+            [self.name, ANALYZE_APP],
+        ).fetchall()
+        for pid, state, wait_type, wait in rows:
+            cpu = common.proc_cpu(pid)
+            if pid not in self.first:
+                self.first[pid] = cpu if not self._started else 0.0
+            self.last[pid] = max(cpu, self.last.get(pid, 0.0))
+            if not self._started:
+                continue
+            if state == "active" and wait_type is None:
+                self.states["running"] += 1
+            elif state == "active" and wait_type == "Lock":
+                self.states[f"waiting for a lock ({wait})"] += 1
+            elif state == "active" and wait_type == "Client":
+                self.states["reading from the worker (COPY data)"] += 1
+            elif state == "active":
+                self.states[f"waiting for {wait_type} ({wait})"] += 1
+            else:
+                self.states[str(state)] += 1
+
+    @property
+    def cpu(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+    def shares(self) -> dict[str, float]:
+        """Share of the sampled backend time per state, largest first."""
+        total = sum(self.states.values()) or 1
+        return {k: v / total for k, v in self.states.most_common()}
+
+
 def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any]:
     _setup(url, workdir)
     import httpx
@@ -631,14 +712,17 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         server_pids = _descendants(proc.pid)
         with AutoAnalyze(url, not args.no_autoanalyze) as analyze:
             before = _role_cpu(server_pids, url)
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            seconds = time.perf_counter() - started
+            with BackendMonitor(url) as monitor:
+                started = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                seconds = time.perf_counter() - started
             after = _role_cpu(server_pids, url)
         roles = {k: after[k] - before.get(k, 0.0) for k in after}
+        if url.startswith("postgres"):
+            roles["database"] = monitor.cpu
     finally:
         _stop(proc)
         log.close()
@@ -652,6 +736,7 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
     return {
         "analyze_runs": analyze.runs,
         "roles_cpu": roles,
+        "backend_states": monitor.shares() if url.startswith("postgres") else {},
         "failed_attempts": failed_attempts[0],
         "server_errors": dict(server_errors.most_common(5)),
         "events": args.events,
@@ -915,9 +1000,15 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                     f"{os.cpu_count()} cores (client = the benchmark's process: HTTP client "
                     "threads, or the COPY writer for raw; server = gunicorn; service process = "
                     "the process calling ingest_events, event generation included; database = "
-                    "the PostgreSQL backends serving them, counted only if alive at the end: "
-                    "gunicorn's connections are recycled after 60 s, so long runs undercount)."
+                    "the PostgreSQL backends serving them — for http sampled every 0.1 s, so "
+                    "connections gunicorn recycles count too, the AutoAnalyze thread's not)."
                     )  # fmt: skip
+            print(line)
+            md.append("\n" + line)
+        if r.get("backend_states"):
+            line = (f"{path} {backend}: the server's PostgreSQL backends, sampled every 0.1 s: "
+                    + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["backend_states"].items())
+                    + ".")  # fmt: skip
             print(line)
             md.append("\n" + line)
         if r.get("analyze_runs"):

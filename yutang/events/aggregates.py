@@ -149,7 +149,7 @@ COMBINE = {
     "last_click_at": "max",
     "last_touch_at": "max",
     "touch_count": "add",
-    "touches_by_day": "replace_json_unless_empty",  # merged under a row lock, see apply_facts
+    "touches_by_day": "replace_json_unless_empty",  # merged under a row lock, see write_figures
     "event_count": "add",
     "last_event_at": "max",
 }
@@ -170,17 +170,34 @@ def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
 
 def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> None:
     """Fold freshly stored events into their customers' aggregates without reading them:
-    each customer's figures for this batch alone are folded in memory (the same `fold` a
-    rebuild uses), then written in one multi-row upsert that combines them with the stored
-    row in SQL (counts add up, first times take the minimum, last times the maximum). Only
-    the per-day touch counts need the stored value: those rows (customers touched in this
-    batch) are read under a row lock and merged here."""
-    by_customer: dict[int, CustomerAggregate] = {}
+    `fold_facts`, then `write_figures`."""
+    write_figures(fold_facts(brand_id, facts, tz))
+
+
+#: A batch's figures per customer (see `fold_facts`).
+Figures = dict[int, Any]
+
+
+def fold_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> Figures:
+    """Each customer's figures for these events alone, folded in memory (the same `fold` a
+    rebuild uses). Reads and writes nothing: ingestion folds a batch before it takes the
+    brand's aggregate lock, which then covers only `write_figures`."""
+    by_customer: dict[int, Any] = {}
     for customer_id, kind, at, properties in facts:
         agg = by_customer.get(customer_id)
         if agg is None:
             agg = by_customer[customer_id] = _blank(customer_id, brand_id)
         _fold(agg, kind, at, properties, tz)
+    return by_customer
+
+
+def write_figures(by_customer: Figures) -> None:
+    """Combine a batch's figures (`fold_facts`) with the stored rows in one multi-row upsert
+    (counts add up, first times take the minimum, last times the maximum, in SQL). Only the
+    per-day touch counts need the stored value: those rows (customers touched in this batch)
+    are read under a row lock and merged here. Concurrent writers of one brand must be
+    serialised around this call and their commit (ingestion's AGGREGATE_WRITES lock): the
+    read and the upsert are two statements."""
     if not by_customer:
         return
     with transaction.atomic():

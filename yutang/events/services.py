@@ -423,15 +423,17 @@ def _write_batch(
             )
             _apply_side_effects(event, Customer.objects.get(pk=customer_id))
     customers.apply_consents(consents)
-    # One batch of the brand at a time folds into the aggregates, from here to its commit:
-    # their rows are locked (the touch days read, then the upsert) in two statements, which
-    # two batches with customers in common could otherwise interleave into a deadlock. Rows
-    # two batches share are held until commit anyway, so this costs no parallelism that the
-    # row locks would allow; everything before it runs side by side.
-    lock_brand(brand.pk, AGGREGATE_WRITES)
-    aggregates.apply_facts(
+    # The batch's figures are folded in memory first, side by side with other batches. Then
+    # one batch of the brand at a time writes them, from here to its commit: their rows are
+    # locked (the touch days read, then the upsert) in two statements, which two batches with
+    # customers in common could otherwise interleave into a deadlock. Rows two batches share
+    # are held until commit anyway, so this costs no parallelism that the row locks would
+    # allow; everything before it runs side by side.
+    figures = aggregates.fold_facts(
         brand.pk, [(c, v.type, v.occurred_at, v.properties) for v, c in stored], brand.tz
     )
+    lock_brand(brand.pk, AGGREGATE_WRITES)
+    aggregates.write_figures(figures)
 
 
 #: Event types that change the customer's rows as well as being logged.
