@@ -884,6 +884,46 @@ def handle_event(event: Event) -> None:
             enrol(journey=journey, customer=customer, at=now, source=f"condition:{event.pk}")
 
 
+def event_types() -> set[str] | None:
+    """The event types `handle_event` can act on now (the consumer reads only these; None:
+    every type): the live journeys' event triggers (`segment.entered` for a segment
+    trigger), and for every version — an open or closed enrolment may be on an older one —
+    its goal's event, the exit rules' events and the events its steps wait for (an event
+    wait; the confirmation events for a send that waits for its confirmation). A condition
+    trigger or an exit condition can hold after any event: then every type."""
+    live = set(
+        Journey.objects.filter(status=Journey.Status.LIVE, live_version__isnull=False).values_list(
+            "live_version_id", flat=True
+        )
+    )
+    types: set[str] = set()
+    for pk in JourneyVersion.objects.values_list("pk", flat=True):
+        definition = definition_of(pk)
+        trigger = definition.trigger
+        if pk in live:
+            if isinstance(trigger, defs.ConditionTrigger):
+                return None
+            if isinstance(trigger, defs.EventTrigger):
+                types.add(trigger.event)
+            elif isinstance(trigger, defs.SegmentTrigger):
+                types.add("segment.entered")
+        rules = definition.exit_rules
+        if rules.condition:
+            return None
+        if rules.contact_deleted:
+            types.add("contact.deleted")
+        if rules.consent_withdrawn:
+            types.add("consent.changed")
+        if definition.goal is not None:
+            types.add(definition.goal.event)
+        for step in definition.steps:
+            if isinstance(step, defs.WaitEventStep):
+                types.add(step.event)
+            elif isinstance(step, defs.SendMessageStep) and step.wait_for_confirmation:
+                types |= CONFIRMED_EVENTS
+    return types
+
+
 def _entered(trigger: defs.SegmentTrigger, event: Event) -> bool:
     """The segment.entered event of the trigger's segment (recorded by its refresh)."""
     return event.type == "segment.entered" and str(
