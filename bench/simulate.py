@@ -99,6 +99,8 @@ def main() -> None:
             f"{wall / base:.0f}× the model-only baseline; load average {os.getloadavg()[0]:.2f}"
         )
         print(table(result))
+        if result.brand_id is not None:
+            print_stored(result.brand_id)
         if profiler is not None:
             print_profile(profiler, args.profile)
             if args.profile_file:
@@ -110,6 +112,57 @@ def main() -> None:
 
             with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+def print_stored(brand_id: int) -> None:
+    """What the run stored, counted (an outcome check beside the table: two runs of the same
+    seed must store the same)."""
+    from django.db.models import Count
+
+    from yutang.customers.models import CustomerTag
+    from yutang.events.models import Event
+    from yutang.journeys.models import Enrollment, StepRun
+    from yutang.messaging.models import Message
+
+    def counted(label: str, rows: object) -> None:
+        parts = ", ".join(f"{' '.join(str(k) for k in key)}: {n:,}" for *key, n in rows)  # type: ignore[attr-defined]
+        print(f"{label}: {parts}")
+
+    counted(
+        "enrolments",
+        Enrollment.objects.filter(brand_id=brand_id)
+        .values_list("state", "exit_reason")
+        .annotate(n=Count("pk"))
+        .order_by("state", "exit_reason"),
+    )
+    counted(
+        "step runs",
+        StepRun.objects.filter(enrollment__brand_id=brand_id)
+        .values_list("outcome")
+        .annotate(n=Count("pk"))
+        .order_by("outcome"),
+    )
+    counted(
+        "messages",
+        Message.objects.filter(brand_id=brand_id)
+        .values_list("status", "kind")
+        .annotate(n=Count("pk"))
+        .order_by("status", "kind"),
+    )
+    counted(
+        "events",
+        Event.objects.filter(brand_id=brand_id)
+        .values_list("type")
+        .annotate(n=Count("pk"))
+        .order_by("type"),
+    )
+    counted(
+        "customer tags",
+        CustomerTag.objects.filter(customer__brand_id=brand_id)
+        .values_list("source")
+        .annotate(n=Count("pk"))
+        .order_by("source"),
+    )
 
 
 def print_profile(profiler: cProfile.Profile, top: int) -> None:

@@ -4,6 +4,8 @@ rules and waits; every type when a condition can hold after any event."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from yutang.journeys import engine, services
@@ -21,7 +23,7 @@ def test_the_types_follow_triggers_goals_exits_and_waits():
     assert engine.event_types() == set(), "no journey: nothing to read"
     live(admin, SEND, trigger={"type": "event", "event": "contact.added"}, exit_rules=NO_EXITS)
     assert engine.event_types() == {"contact.added"}
-    wait = [
+    wait: list[dict[str, Any]] = [
         {"id": "w", "type": "wait_event", "event": "link.clicked", "timeout": {"days": 1}},
         *SEND,
     ]
