@@ -101,7 +101,18 @@ def test_types_from_a_function_are_asked_at_each_pass(seen):
     wanted["types"] = set()  # nothing wanted: the window is passed over, the handler not called
     store(brand, 1, at=T0 + dt.timedelta(minutes=2), kind="link.clicked")
     with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(minutes=3))):
-        assert consumers.run_consumer("test.dynamic").handled == 0
+        passed = consumers.run_consumer("test.dynamic")
+        assert (passed.handled, passed.passed_over) == (0, 1)
+        # Not idle: a pass that only moved past other types counts (fast_forward and the
+        # worker run passes until one does nothing).
+        store(brand, 2, at=T0 + dt.timedelta(minutes=2, seconds=1), kind="link.clicked")
+        assert consumers.run_consumer("test.dynamic", batch=1).passed_over == 1
+        with pytest.MonkeyPatch.context() as patch:  # this consumer alone
+            patch.setattr(
+                consumers, "_CONSUMERS", {"test.dynamic": consumers._CONSUMERS["test.dynamic"]}
+            )
+            assert consumers.run_all(batch=1) == 1, "passed over one: not idle"
+            assert consumers.run_all() == 0
     assert batches == [["order.paid"]]
     assert ConsumerOffset.objects.get(name="test.dynamic").position == Event.objects.latest("pk").pk
     wanted["types"] = None  # every event again
