@@ -31,6 +31,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,13 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile top N")
     parser.add_argument("--profile-file", default="", help="Also save the cProfile stats here")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="Print the CPU used so far and the running outcome every DAYS simulated days",
+    )
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-simulate-")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="yutang.settings")
@@ -82,7 +90,11 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
-        result = simulate(scenario=scenario, drive=not args.model_only)
+        result = simulate(
+            scenario=scenario,
+            drive=not args.model_only,
+            progress=checkpoints(args.every, cpu) if args.every else None,
+        )
         if profiler is not None:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -99,6 +111,8 @@ def main() -> None:
             f"{wall / base:.0f}× the model-only baseline; load average {os.getloadavg()[0]:.2f}"
         )
         print(table(result))
+        if result.brand_id is not None:
+            print_stored(result.brand_id)
         if profiler is not None:
             print_profile(profiler, args.profile)
             if args.profile_file:
@@ -110,6 +124,74 @@ def main() -> None:
 
             with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+def checkpoints(every: int, cpu: float) -> Any:
+    """A progress callback printing the CPU seconds used since `cpu` and the running
+    outcome every `every` days (a run cut short still compares with another's at the same
+    day)."""
+
+    def report(p: Any) -> None:
+        if p.day % every == 0 or p.day == p.days:
+            used = time.process_time() - cpu
+            print(
+                f"day {p.day}: CPU {used:.1f} s, pool {p.pool:,}, adds {p.adds:,}, "
+                f"deletions {p.deletions:,}, orders {p.orders:,}, GMV fen {p.gmv_fen:,}",
+                flush=True,
+            )
+
+    return report
+
+
+def print_stored(brand_id: int) -> None:
+    """What the run stored, counted (an outcome check beside the table: two runs of the same
+    seed must store the same)."""
+    from django.db.models import Count
+
+    from yutang.customers.models import CustomerTag
+    from yutang.events.models import Event
+    from yutang.journeys.models import Enrollment, StepRun
+    from yutang.messaging.models import Message
+
+    def counted(label: str, rows: object) -> None:
+        parts = ", ".join(f"{' '.join(str(k) for k in key)}: {n:,}" for *key, n in rows)  # type: ignore[attr-defined]
+        print(f"{label}: {parts}")
+
+    counted(
+        "enrolments",
+        Enrollment.objects.filter(brand_id=brand_id)
+        .values_list("state", "exit_reason")
+        .annotate(n=Count("pk"))
+        .order_by("state", "exit_reason"),
+    )
+    counted(
+        "step runs",
+        StepRun.objects.filter(enrollment__brand_id=brand_id)
+        .values_list("outcome")
+        .annotate(n=Count("pk"))
+        .order_by("outcome"),
+    )
+    counted(
+        "messages",
+        Message.objects.filter(brand_id=brand_id)
+        .values_list("status", "kind")
+        .annotate(n=Count("pk"))
+        .order_by("status", "kind"),
+    )
+    counted(
+        "events",
+        Event.objects.filter(brand_id=brand_id)
+        .values_list("type")
+        .annotate(n=Count("pk"))
+        .order_by("type"),
+    )
+    counted(
+        "customer tags",
+        CustomerTag.objects.filter(customer__brand_id=brand_id)
+        .values_list("source")
+        .annotate(n=Count("pk"))
+        .order_by("source"),
+    )
 
 
 def print_profile(profiler: cProfile.Profile, top: int) -> None:

@@ -13,7 +13,7 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any, TypeVar
@@ -1346,6 +1346,31 @@ def live_code_for_state(*, brand: Brand, state: str | None) -> LiveCode | None:
     )
 
 
+def live_codes_for_states(
+    *, brand: Brand, states: Iterable[str | None]
+) -> dict[str | None, LiveCode | None]:
+    """`live_code_for_state` of each distinct state, read in one query."""
+    wanted: dict[str | None, int | None] = {}
+    for state in states:
+        if state in wanted:
+            continue
+        match = (
+            STATE_PATTERN.match(state)
+            if isinstance(state, str) and len(state) <= STATE_MAX
+            else None
+        )
+        wanted[state] = int(match.group(1)) if match is not None else None
+    ids = {pk for pk in wanted.values() if pk is not None}
+    found = (
+        LiveCode.objects.select_related("channel", "store", "brand")
+        .filter(brand=brand, pk__in=sorted(ids))
+        .in_bulk()
+        if ids
+        else {}
+    )
+    return {state: found.get(pk) if pk is not None else None for state, pk in wanted.items()}
+
+
 @dataclass(frozen=True)
 class Welcome:
     text: str
@@ -1686,13 +1711,15 @@ def record_contacts_added(
 def _record_adds(
     brand: Brand, account: CarrierAccount, adds: list[tuple[Customer, str | None, dt.datetime]]
 ) -> None:
-    codes: dict[str | None, LiveCode | None] = {}
-    batches: dict[int, PackageCardBatch | None] = {}
-    for _c, state, _a in adds:
-        if state not in codes:
-            code = codes[state] = live_code_for_state(brand=brand, state=state)
-            if code is not None and code.pk not in batches:
-                batches[code.pk] = PackageCardBatch.objects.filter(live_code=code).first()
+    # The run's live codes and their package-card batches (one per code at most), one query
+    # each.
+    codes = live_codes_for_states(brand=brand, states=[state for _c, state, _a in adds])
+    live = {code.pk for code in codes.values() if code is not None}
+    batches: dict[int | None, PackageCardBatch] = (
+        {b.live_code_id: b for b in PackageCardBatch.objects.filter(live_code_id__in=sorted(live))}
+        if live
+        else {}
+    )
     touched = set(
         ContactAdd.objects.filter(
             brand=brand, customer_id__in=[c.pk for c, _s, _a in adds], channel__isnull=False

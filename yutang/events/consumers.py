@@ -8,6 +8,11 @@ refresh) register one in their AppConfig.ready():
 
     register_consumer("journeys.triggers", handle_event, types={"contact.added", "order.paid"})
 
+`types` is the set of event types the handler acts on, or a function asked at each pass (for
+handlers whose interest follows their configuration, e.g. the live journeys' triggers): the
+pass reads the window's ids and types first and loads full rows only for those types; the
+others are passed over (the offset moves past them) without being read.
+
 Guarantees:
 
 - At least once, in order: a handler's database writes and the offset move commit in the same
@@ -42,6 +47,9 @@ logger = logging.getLogger("yutang.events.consumers")
 
 Handler = Callable[[Event], None]
 BatchHandler = Callable[[list[Event]], None]
+#: What a consumer is asked to see: None (every event), or the event types its handler acts
+#: on, or a function giving one of those at the start of each pass.
+Types = frozenset[str] | Callable[[], Collection[str] | None] | None
 MAX_ATTEMPTS = 6
 BASE_BACKOFF = dt.timedelta(seconds=30)
 LAG = dt.timedelta(seconds=5)
@@ -51,13 +59,21 @@ LAG = dt.timedelta(seconds=5)
 class Consumer:
     name: str
     handler: Handler
-    types: frozenset[str] | None = None
+    types: Types = None
     batch_handler: BatchHandler | None = None
+
+    def wanted(self) -> frozenset[str] | None:
+        """The event types of this pass (None: all)."""
+        if callable(self.types):
+            found = self.types()
+            return None if found is None else frozenset(found)
+        return self.types
 
 
 @dataclass
 class PassResult:
     handled: int = 0
+    passed_over: int = 0  # events of types the consumer does not read: the offset moved on
     failed: int = 0
     retried: int = 0
     parked: int = 0
@@ -71,17 +87,18 @@ def register_consumer(
     name: str,
     handler: Handler,
     *,
-    types: Collection[str] | None = None,
+    types: Collection[str] | Callable[[], Collection[str] | None] | None = None,
     batch_handler: BatchHandler | None = None,
 ) -> None:
     """`batch_handler`, when given, handles a pass's whole window at once (it must have the
     same effect as `handler` on each event in order); if it raises, the window is rolled
-    back and handed to `handler` one event at a time, so failures are still per event."""
+    back and handed to `handler` one event at a time, so failures are still per event.
+    `types` (a set, or a function called at each pass returning a set or None for all):
+    only events of these types reach the handlers; both handlers must do nothing for the
+    others, so that passing them over changes nothing."""
+    wanted: Types = types if callable(types) else frozenset(types) if types else None
     _CONSUMERS[name] = Consumer(
-        name=name,
-        handler=handler,
-        types=frozenset(types) if types else None,
-        batch_handler=batch_handler,
+        name=name, handler=handler, types=wanted, batch_handler=batch_handler
     )
 
 
@@ -175,7 +192,12 @@ def run_consumer(name: str, *, batch: int = 500) -> PassResult:
             txids.readable(),
             received_at__lte=now - LAG,
         ).order_by("txid", "pk")
-        window = list(events.values_list("txid", "pk")[:batch])
+        types = consumer.wanted()
+        if types is None:  # every event: the window's full rows in one read
+            rows = list(events[:batch])
+            window = [(e.txid, e.pk, e.type) for e in rows]
+        else:
+            window = list(events.values_list("txid", "pk", "type")[:batch])
         due = ConsumerFailure.objects.filter(
             consumer=name, parked=False, next_attempt_at__lte=now
         ).select_related("event")[:batch]
@@ -185,21 +207,30 @@ def run_consumer(name: str, *, batch: int = 500) -> PassResult:
                 failure.delete()
         if not window:
             return result
-        chosen = Event.objects.filter(pk__in=[pk for _, pk in window]).order_by("txid", "pk")
-        if consumer.types is not None:
-            chosen = chosen.filter(type__in=consumer.types)
-        if not _handle_batch(consumer, list(chosen), result):
+        # Only the window's events of the consumer's types are read in full.
+        if types is None:
+            chosen = rows
+        else:
+            ids = [pk for _, pk, kind in window if kind in types]
+            result.passed_over = len(window) - len(ids)
+            chosen = list(Event.objects.filter(pk__in=ids).order_by("txid", "pk")) if ids else []
+        if not _handle_batch(consumer, chosen, result):
             for event in chosen:
                 _handle(consumer, event, now, result)
-        offset.txid, offset.position = window[-1]
+        offset.txid, offset.position, _type = window[-1]
         offset.updated_at = now
         offset.save(update_fields=["txid", "position", "updated_at"])
     return result
 
 
 def run_all(*, batch: int = 500) -> int:
-    """One pass of every consumer; returns events handled (0 means idle)."""
-    return sum(run_consumer(name, batch=batch).handled for name in registered())
+    """One pass of every consumer; returns events handled or passed over (0 means idle: a
+    window of only other types still moves the offset, and more may follow it)."""
+    total = 0
+    for name in registered():
+        result = run_consumer(name, batch=batch)
+        total += result.handled + result.passed_over
+    return total
 
 
 def park_report() -> list[ConsumerFailure]:

@@ -14,7 +14,10 @@ class JourneysConfig(AppConfig):
         repurchase.register()  # the `repurchase_due` rule kind
 
         register_consumer(
-            "journeys.events", engine.handle_event, batch_handler=engine.handle_events
+            "journeys.events",
+            engine.handle_event,
+            types=engine.event_types,
+            batch_handler=engine.handle_events,
         )
         register_loop("journeys.steps", engine.run_due_once)
         register_loop("journeys.schedules", engine.run_schedules_once)

@@ -884,6 +884,46 @@ def handle_event(event: Event) -> None:
             enrol(journey=journey, customer=customer, at=now, source=f"condition:{event.pk}")
 
 
+def event_types() -> set[str] | None:
+    """The event types `handle_event` can act on now (the consumer reads only these; None:
+    every type): the live journeys' event triggers (`segment.entered` for a segment
+    trigger), and for every version — an open or closed enrolment may be on an older one —
+    its goal's event, the exit rules' events and the events its steps wait for (an event
+    wait; the confirmation events for a send that waits for its confirmation). A condition
+    trigger or an exit condition can hold after any event: then every type."""
+    live = set(
+        Journey.objects.filter(status=Journey.Status.LIVE, live_version__isnull=False).values_list(
+            "live_version_id", flat=True
+        )
+    )
+    types: set[str] = set()
+    for pk in JourneyVersion.objects.values_list("pk", flat=True):
+        definition = definition_of(pk)
+        trigger = definition.trigger
+        if pk in live:
+            if isinstance(trigger, defs.ConditionTrigger):
+                return None
+            if isinstance(trigger, defs.EventTrigger):
+                types.add(trigger.event)
+            elif isinstance(trigger, defs.SegmentTrigger):
+                types.add("segment.entered")
+        rules = definition.exit_rules
+        if rules.condition:
+            return None
+        if rules.contact_deleted:
+            types.add("contact.deleted")
+        if rules.consent_withdrawn:
+            types.add("consent.changed")
+        if definition.goal is not None:
+            types.add(definition.goal.event)
+        for step in definition.steps:
+            if isinstance(step, defs.WaitEventStep):
+                types.add(step.event)
+            elif isinstance(step, defs.SendMessageStep) and step.wait_for_confirmation:
+                types |= CONFIRMED_EVENTS
+    return types
+
+
 def _entered(trigger: defs.SegmentTrigger, event: Event) -> bool:
     """The segment.entered event of the trigger's segment (recorded by its refresh)."""
     return event.type == "segment.entered" and str(
@@ -964,10 +1004,32 @@ def handle_events(batch: list[Event]) -> None:
         pending.clear()
         waiting.clear()
 
+    exits: dict[str, list[int]] = {}
+    exiting: set[int] = set()
+
+    def exit_pending() -> None:
+        """The run's exits, one statement per reason: what `handle_event` writes for each
+        (`_finish` + `_save_end`; `converted_at` is not touched by an exit)."""
+        if not exits:
+            return
+        now = clock.now()
+        for reason, pks in exits.items():
+            Enrollment.objects.filter(pk__in=pks, state__in=OPEN).update(
+                state=Enrollment.State.EXITED,
+                exit_reason=reason,
+                exited_at=now,
+                next_due_at=None,
+                waiting_for={},
+            )
+        exits.clear()
+        exiting.clear()
+
     for event in batch:
         cid = event.customer_id
         if cid in waiting:
             enrol_pending()
+        if cid in exiting:
+            exit_pending()
         if cid in stale:
             _load_enrollments({cid}, open_rows, closed, goals, earliest)
             stale.discard(cid)
@@ -981,10 +1043,64 @@ def handle_events(batch: list[Event]) -> None:
                 pending.append((event, journeys))
                 waiting.add(cid)
             continue
+        leaving = _exits_only(event, live[event.brand_id], open_rows[cid], closed[cid])
+        if leaving is not None:
+            for e, reason in leaving:
+                exits.setdefault(reason, []).append(e.pk)
+            exiting.add(cid)
+            stale.add(cid)
+            continue
         enrol_pending()
+        exit_pending()
         handle_event(event)
         stale.add(cid)
     enrol_pending()
+    exit_pending()
+
+
+def _exits_only(
+    event: Event,
+    live: list[tuple[Journey, defs.Definition]],
+    open_rows: list[Enrollment],
+    closed: list[Enrollment],
+) -> list[tuple[Enrollment, str]] | None:
+    """When the event's only effect in `handle_event` is to end open enrolments through
+    their exit rules (a `contact.deleted`, a withdrawn consent), those enrolments and their
+    exit reasons; None when it could do anything else: reach an open enrolment's goal, hold
+    an exit condition, end a wait, reach a closed enrolment's goal, or fire a trigger."""
+    exits = _exits_of(event)
+    if not exits:
+        return None
+    leaving = []
+    for e in open_rows:
+        definition = definition_of(e.version_id)
+        rules = definition.exit_rules
+        goal = definition.goal
+        if (goal and goal.event == event.type) or rules.condition:
+            return None
+        reason = _exit_rule_hit(exits, rules)
+        if reason is not None:
+            leaving.append((e, reason))
+            continue
+        waiting = e.waiting_for or {}
+        if e.state == Enrollment.State.WAITING and (
+            waiting.get("event") == event.type
+            or (event.type in CONFIRMED_EVENTS and "message" in waiting)
+        ):
+            return None
+    for e in closed:
+        goal = definition_of(e.version_id).goal
+        if goal and goal.event == event.type:
+            return None
+    for _journey, definition in live:
+        trigger = definition.trigger
+        if isinstance(trigger, defs.ConditionTrigger):
+            return None
+        if isinstance(trigger, defs.SegmentTrigger) and _entered(trigger, event):
+            return None
+        if isinstance(trigger, defs.EventTrigger) and trigger.event == event.type:
+            return None
+    return leaving
 
 
 def _first_orders(batch: list[Event]) -> dict[int, int]:

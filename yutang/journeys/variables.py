@@ -52,21 +52,31 @@ def values_for(
 
 
 def _first_touch(brand_id: int, customer_ids: Sequence[int]) -> dict[int, dict[str, str]]:
-    from yutang.acquisition.models import Channel, ContactAdd
+    from yutang.acquisition.models import Channel, ContactAdd, LiveCode
     from yutang.customers.models import Customer
 
     found: dict[int, dict[str, str]] = {}
+    # Each customer's first first-touch add with a channel, as ids; then its channels and
+    # live codes (a handful for many customers), one query each.
+    first: dict[int, tuple[int, int | None]] = {}
     adds = (
         ContactAdd.objects.filter(
             brand_id=brand_id, customer_id__in=list(customer_ids), is_first_touch=True
         )
-        .select_related("channel", "live_code")
         .order_by("added_at", "id")
+        .values_list("customer_id", "channel_id", "live_code_id")
     )
-    for add in adds:
-        if add.customer_id in found or add.channel is None:
-            continue
-        found[add.customer_id] = _channel_values(add.channel, add.live_code)
+    for cid, channel_id, code_id in adds:
+        if cid not in first and channel_id is not None:
+            first[cid] = (channel_id, code_id)
+    if first:
+        chosen = Channel.objects.in_bulk(sorted({ch for ch, _code in first.values()}))
+        codes = LiveCode.objects.in_bulk(
+            sorted({code for _ch, code in first.values() if code is not None})
+        )
+        for cid, (channel, live_code) in first.items():
+            code = codes.get(live_code) if live_code is not None else None
+            found[cid] = _channel_values(chosen[channel], code)
     rest = [cid for cid in customer_ids if cid not in found]
     if rest:
         codes = dict(

@@ -15,5 +15,8 @@ class SegmentsConfig(AppConfig):
         register_loop("segments.auto_tags", autotags.apply_due_rules)
         register_loop("segments.nightly", scoring.run_nightly)
         register_consumer(
-            "segments.auto_tags", autotags.handle_event, batch_handler=autotags.handle_events
+            "segments.auto_tags",
+            autotags.handle_event,
+            types=autotags.event_types,
+            batch_handler=autotags.handle_events,
         )

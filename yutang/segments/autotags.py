@@ -215,8 +215,25 @@ def _apply_rules(customer: Customer, chosen: list[ActiveRule], ctx: rules.Contex
             )
 
 
+def event_types() -> set[str] | None:
+    """The event types the consumer can act on now (it reads only these; None: every type):
+    those that can change an active rule's answer (`rules.trigger_types`), any brand's."""
+    types: set[str] = set()
+    for rule in AutoTagRule.objects.filter(is_active=True).values_list("rule", flat=True):
+        found = rules.trigger_types(rules.parse_rule(rule))
+        if found is None:
+            return None
+        types |= {t for t in found if not t.startswith(SKIPPED)}
+    return types
+
+
+#: The event types the consumer passes over: its own outputs and the scores' (nothing a rule
+#: reads changes with them).
+SKIPPED = ("segment.", "lifecycle.")
+
+
 def _skipped(event: Event) -> bool:
-    return event.type.startswith(("segment.", "lifecycle."))
+    return event.type.startswith(SKIPPED)
 
 
 def handle_event(event: Event) -> None:

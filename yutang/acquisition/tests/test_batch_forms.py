@@ -216,3 +216,27 @@ def test_record_reaches_and_add_costs_write_what_the_single_forms_write():
         services.record_reaches(actor=lead, date=day, counts={other.pk: 1})
     with pytest.raises(Exception, match="No such channel"):
         services.add_costs(actor=lead, date=day, items=[(other.pk, 1, "")])
+
+
+def test_live_codes_for_states_answers_as_live_code_for_state(frozen):
+    """The run's states resolved in one query, each as `live_code_for_state` resolves it: a
+    brand's code, another brand's (None), a removed id, malformed or overlong states, None."""
+    brand, other = make_brand(), make_brand()
+    mine = [make_code(brand, make_pool(brand, 1)) for _ in range(2)]
+    theirs = make_code(other, make_pool(other, 1))
+    states: list[str | None] = [
+        services.state_for(mine[0]), services.state_for(mine[1]), services.state_for(theirs),
+        services.state_for(mine[0]), f"lc{theirs.pk + 1000}", "channel-x", "lc", "lc" + "9" * 40,
+        "", None,
+    ]  # fmt: skip
+    found = services.live_codes_for_states(brand=brand, states=states)
+    assert list(found) == list(dict.fromkeys(states))  # each distinct state once, in order
+    for state in states:
+        expected = services.live_code_for_state(brand=brand, state=state)
+        assert found[state] == expected, state
+    assert found[services.state_for(mine[1])] == mine[1]
+    assert found[services.state_for(theirs)] is None
+    assert services.live_codes_for_states(brand=brand, states=[None, "x"]) == {
+        None: None,
+        "x": None,
+    }

@@ -78,6 +78,52 @@ def test_type_filter_skips_other_events_but_moves_the_offset(seen):
     assert ConsumerOffset.objects.get(name="test.orders").position == Event.objects.latest("pk").pk
 
 
+def test_types_from_a_function_are_asked_at_each_pass(seen):
+    """A consumer whose interest follows its configuration: the function is asked at each
+    pass; only events of the types it names reach the handlers (batch and one by one), the
+    others are passed over; None means every event."""
+    brand = make_brand()
+    wanted: dict[str, set[str] | None] = {"types": {"order.paid"}}
+    batches: list[list[str]] = []
+    consumers.register_consumer(
+        "test.dynamic",
+        lambda e: seen.append(e.pk),
+        types=lambda: wanted["types"],
+        batch_handler=lambda events: batches.append([e.type for e in events]),
+    )
+    order = {"order_id": "o", "source": "tmall", "amount_fen": 1}
+    store(brand, 2)
+    store(brand, 1, at=T0 + dt.timedelta(seconds=1), kind="order.paid", **order)
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(minutes=1))):
+        assert consumers.run_consumer("test.dynamic").handled == 1
+    assert batches == [["order.paid"]]
+    assert ConsumerOffset.objects.get(name="test.dynamic").position == Event.objects.latest("pk").pk
+    wanted["types"] = set()  # nothing wanted: the window is passed over, the handler not called
+    store(brand, 1, at=T0 + dt.timedelta(minutes=2), kind="link.clicked")
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(minutes=3))):
+        passed = consumers.run_consumer("test.dynamic")
+        assert (passed.handled, passed.passed_over) == (0, 1)
+        # Not idle: a pass that only moved past other types counts (fast_forward and the
+        # worker run passes until one does nothing).
+        store(brand, 2, at=T0 + dt.timedelta(minutes=2, seconds=1), kind="link.clicked")
+        assert consumers.run_consumer("test.dynamic", batch=1).passed_over == 1
+        with pytest.MonkeyPatch.context() as patch:  # this consumer alone
+            patch.setattr(
+                consumers, "_CONSUMERS", {"test.dynamic": consumers._CONSUMERS["test.dynamic"]}
+            )
+            assert consumers.run_all(batch=1) == 1, "passed over one: not idle"
+            assert consumers.run_all() == 0
+    assert batches == [["order.paid"]]
+    assert ConsumerOffset.objects.get(name="test.dynamic").position == Event.objects.latest("pk").pk
+    wanted["types"] = None  # every event again
+    store(brand, 2, at=T0 + dt.timedelta(minutes=4), kind="link.clicked")
+    store(brand, 1, at=T0 + dt.timedelta(minutes=4, seconds=1), kind="order.paid", **order)
+    with clock.use_clock(clock.FrozenClock(T0 + dt.timedelta(minutes=5))):
+        assert consumers.run_consumer("test.dynamic").handled == 3
+    assert batches[-1] == ["link.clicked", "link.clicked", "order.paid"]
+    assert seen == [], "the batch handler took every window"
+
+
 def test_a_failing_event_is_retried_with_backoff_then_parked_without_stopping_others(seen):
     brand = make_brand()
     store(brand, 3)

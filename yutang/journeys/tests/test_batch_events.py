@@ -81,6 +81,12 @@ def _world(*, conditioned: bool) -> tuple[list[Event], Any, Any]:
         (3, "order.paid", {"order_id": "o2", "amount_fen": 100, "source": "shop"}),
         (3, "order.paid", {"order_id": "o3", "amount_fen": 100, "source": "shop"}),  # not the first
         (1, "contact.deleted", {"carrier": "sandbox"}),  # exits the new-contact journey
+        (6, "contact.deleted", {"carrier": "sandbox"}),  # no open enrolment: changes nothing
+        (1, "contact.added", {"carrier": "sandbox", "x": "1"}),  # after the exit: re-enrols
+        (5, "contact.deleted", {"carrier": "sandbox"}),  # before being added: nothing to end
+        (1, "contact.deleted", {"carrier": "sandbox"}),  # ends the new enrolment too
+        (9, "consent.changed", {"purpose": "marketing", "status": "withdrawn"}),  # exits
+        (9, "link.clicked", {"link": "https://x.invalid"}),  # after that exit: re-entry rule
         (4, "link.clicked", {"link": "https://x.invalid"}),
         (5, "contact.added", {"carrier": "sandbox"}),
         (6, "message.received", {"carrier": "sandbox", "text": "好"}),  # changes nothing
@@ -141,7 +147,11 @@ def test_the_batch_enrols_and_changes_what_one_event_at_a_time_does(conditioned)
     enrolled = [r for r in batched if isinstance(r[-1], int)]
     assert len(enrolled) >= 8  # the script enrols through every path it means to
     assert any(r[2] == "converted" for r in batched)
-    assert any(r[2] == "exited" for r in batched)
+    exited = [(r[1], r[7]) for r in batched if r[2] == "exited"]
+    assert sorted(exited) == [
+        (1, "contact_deleted"), (1, "contact_deleted"), (1, "contact_deleted"),
+        (9, "consent_withdrawn"),
+    ]  # fmt: skip
     held_out = {r[1] for r in batched if r[9]}
     assert 12 in held_out and 13 not in held_out  # the extra first orders: held out, enrolled
     assert any(r[1] == 13 and r[2] == "active" for r in batched)

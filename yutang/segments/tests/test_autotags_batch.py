@@ -103,3 +103,26 @@ def test_the_batch_leaves_the_tags_one_by_one_leaves(reads_tags):
     assert {(2, "两单", False), (2, "点击", False), (5, "两单", False)} <= got
     assert (2, "在册", False) in got and not any(i == 3 and n == "在册" for i, n, _ in got)
     assert any(name == "VIP" for _i, name, _ in got) == reads_tags
+
+
+def test_the_consumer_reads_the_types_the_active_rules_react_to():
+    """`autotags.event_types`: what the consumer reads (it passes over the rest unread)."""
+    brand = make_brand()
+    assert autotags.event_types() == set(), "no rule: nothing to read"
+    world(brand, reads_tags=False)
+    assert autotags.event_types() == {"order.paid", "link.clicked", "contact.added",
+                                      "contact.deleted"}  # fmt: skip
+    other = make_brand()  # another brand's rule counts too (the consumer serves every brand)
+    admin = make_staff(other, Role.BRAND_ADMIN)
+    autotags.create_rule(
+        actor=admin, name="spent", tag_id=tag(other, "spent").pk,
+        rule={"kind": "aggregate", "field": "refunded_fen", "op": "gte", "value": 1},
+    )  # fmt: skip
+    found = autotags.event_types()
+    assert found is not None and "order.refunded" in found
+    # A rule whose answer may change with any event (or none: a profile field) reads all.
+    autotags.create_rule(
+        actor=admin, name="named", tag_id=tag(other, "named").pk,
+        rule={"kind": "attribute", "key": "vip", "type": "boolean", "op": "eq", "value": True},
+    )  # fmt: skip
+    assert autotags.event_types() is None

@@ -47,7 +47,11 @@ def rows(result: SimulationResult) -> dict[str, Any]:
         "outcome": result.outcome,
         "events": tally(Event.objects.filter(brand=brand), "type"),
         "enrollments": tally(
-            Enrollment.objects.filter(brand=brand), "journey__name", "state", "current_step"
+            Enrollment.objects.filter(brand=brand),
+            "journey__name",
+            "state",
+            "exit_reason",
+            "current_step",
         ),
         "messages": tally(Message.objects.filter(brand=brand), "cause", "kind", "status"),
         "adds": tally(ContactAdd.objects.filter(brand=brand), "channel__code", "is_first_touch"),
@@ -81,11 +85,10 @@ def test_batched_paths_give_the_one_by_one_outcome(monkeypatch) -> None:
     monkeypatch.setattr(inbound, "_BATCH_SINKS", {})
     monkeypatch.setattr(inbound, "_CONTACT_ADDED_BATCHES", {})
     monkeypatch.setattr(inbound, "_WELCOME_BATCHES", {})
+    # The consumers one event at a time, and every event (not only the types they declare).
     for name in ("journeys.events", "segments.auto_tags"):
         one = consumers._CONSUMERS[name]
-        monkeypatch.setitem(
-            consumers._CONSUMERS, name, consumers.Consumer(one.name, one.handler, one.types)
-        )
+        monkeypatch.setitem(consumers._CONSUMERS, name, consumers.Consumer(one.name, one.handler))
     one_by_one = rows(simulate(scenario=scenario()))
     assert batched == one_by_one
     assert batched["outcome"].adds > 0 and batched["enrollments"] and batched["tags"]
