@@ -20,7 +20,6 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import orjson
 from django.db import connection
 from django.db.models import Model
 
@@ -244,29 +243,6 @@ def _staged_insert(
     )
 
 
-_ORJSON_OPTIONS = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-
-
-def json_dumps(value: Any) -> bytes | str:
-    """A JSON column's value for the binary `COPY`: what `json.dumps` writes, as the database
-    stores it (jsonb keeps no spacing), written by orjson in C — 0.3 µs for an event's
-    properties against `json.dumps`' 3.4 µs. Whatever orjson would write differently goes
-    to `json.dumps`: a `null` in its output (orjson writes NaN and infinities as null, where
-    `json.dumps` writes a token jsonb refuses), and every value orjson refuses or would
-    convert where `json` does not (keys that are not text, integers beyond 64 bits, times,
-    dataclasses, subclasses of dict, str or int — those `json.dumps` handles or refuses as
-    before)."""
-    try:
-        out = orjson.dumps(value, option=_ORJSON_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(value)
-    return json.dumps(value) if b"null" in out else out
-
-
 #: psycopg's name of the binary format of a column, by its type in the catalogue (a binary
 #: COPY must send each integer in its column's width); other types are sent as text.
 _PG_BINARY_TYPES = {
@@ -309,9 +285,9 @@ def _copy_binary(
     rows: Sequence[Sequence[Any]],
 ) -> None:
     """COPY rows into `stage` in binary format: times, dates and numbers go as psycopg dumps
-    them in C (no `isoformat` in Python, no parsing of text on the server); JSON (jsonb's
-    binary form is its text) by `json_dumps`; a text column's values that are not `str` are
-    sent as `str(value)`, as `_pg_column` does."""
+    them in C (no `isoformat` in Python, no parsing of text on the server); JSON is
+    `json.dumps`ed as before (jsonb's binary form is its text); a text column's values that
+    are not `str` are sent as `str(value)`, as `_pg_column` does."""
     convert = [
         n
         for n, (_, kind) in enumerate(columns)
@@ -325,10 +301,6 @@ def _copy_binary(
             )
             for row in rows
         ]
-    if "jsonb" in types:
-        from psycopg.types.json import set_json_dumps
-
-        set_json_dumps(json_dumps, context=cursor)
     with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in rows:

@@ -34,15 +34,7 @@ def _event_rows(brand_id: int, customer_id: int, prefix: str) -> list[tuple]:
             dt.datetime(2026, 3, 2, 1, 2, 3, n, tzinfo=dt.UTC),
             "api" if n % 2 else "导购",
             f"{prefix}-{n:03d}",
-            # With a null (written by json.dumps) and without (by orjson), see bulk.json_dumps.
-            {"n": n, "text": '退订\t\\ "q"\n', "nested": {"a": [1, 2.5, None, True]}}
-            if n % 2
-            else {
-                "n": n,
-                "text": '退订\t\\ "q"\n\u2028'[: 8 + n],
-                "big": 2**70 * (n == 2),
-                "nested": {"a": [1, 2.5, -0.0, 1e-7, False, "鱼"], "": {}},
-            },
+            {"n": n, "text": '退订\t\\ "q"\n', "nested": {"a": [1, 2.5, None, True]}},
         )
         for n in range(5)
     ]
