@@ -160,7 +160,7 @@ def create_tasks(*, now: dt.datetime) -> int:
             status=P.CREATING, checked_at=now
         ):
             continue
-        senders = list(post.senders.select_related("account"))
+        senders = list(post.senders.select_related("account").order_by("id"))
         text, attachments = message_parts(post.content)
         try:
             jobid = _wecom(
