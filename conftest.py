@@ -102,3 +102,15 @@ def chromium() -> Iterator[Any]:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def _forget_row_state() -> Iterator[None]:
+    """Per-process state about rows by id (parsed journey versions, where claims stopped) is
+    forgotten around every test: a rolled-back test lets SQLite reuse ids, and a flush
+    restarts them, so one test's cached rows must not become the next test's."""
+    from yutang.core.db import forget_row_state
+
+    forget_row_state()
+    yield
+    forget_row_state()

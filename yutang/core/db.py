@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 from django.db import OperationalError, connection
 
@@ -14,6 +15,29 @@ IDENTITY_WRITES = 1
 CUSTOMER_MERGES = 2
 #: Event batches fold into a brand's per-customer aggregates one at a time.
 AGGREGATE_WRITES = 3
+
+
+#: How to forget what this process keeps about the database's rows (see `forget_on_flush`).
+_ROW_STATE: list[Callable[[], None]] = []
+
+
+def forget_on_flush(forget: Callable[[], None]) -> None:
+    """Register how to forget per-process state that is only true of the rows it was read
+    from: a parsed definition cached by id, where the last claim of a backlog stopped.
+
+    Ids are never reused while the rows live, so such state is safe for a process's life,
+    except across an emptied database: `flush` (`yutang demo --fresh`, a transactional test's
+    teardown) deletes every row and restarts every id, and afterwards the same id names a
+    different row. Flushing sends `post_migrate`, on which the core app forgets it all
+    (`forget_row_state`)."""
+    _ROW_STATE.append(forget)
+
+
+def forget_row_state(**_: object) -> None:
+    """Forget every registered piece of per-process row state (a `post_migrate` receiver;
+    also called where a run must not depend on what the process did before it)."""
+    for forget in _ROW_STATE:
+        forget()
 
 
 def lock_brand(brand_id: int, namespace: int = IDENTITY_WRITES, *, shared: bool = False) -> None:

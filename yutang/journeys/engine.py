@@ -24,7 +24,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q, QuerySet
 
-from yutang.core import clock
+from yutang.core import clock, db
 from yutang.core.bulk import insert_model_rows, insert_models, update_rows
 from yutang.core.clock import FrozenClock, use_clock
 from yutang.core.models import Brand, Staff
@@ -55,6 +55,7 @@ RECHECK = "recheck"
 CONFIRMED_EVENTS = {"message.sent", "message.delivered", "message.read"}
 
 _DEFINITIONS: dict[int, defs.Definition] = {}
+db.forget_on_flush(_DEFINITIONS.clear)
 
 
 def definition_of(version: JourneyVersion | int) -> defs.Definition:
@@ -615,6 +616,8 @@ FLOOR_CLAIMS = 20
 #: Only a full claim of at least this many rows (a backlog) sets a floor.
 FLOOR_MIN_BATCH = 100
 _floor_uses: dict[tuple[int, ...] | None, int] = {}
+db.forget_on_flush(_claim_floor.clear)
+db.forget_on_flush(_floor_uses.clear)
 
 
 def _claim(now: dt.datetime, batch: int, journey_ids: Iterable[int] | None) -> list[Enrollment]:

@@ -52,7 +52,7 @@ from yutang.carriers.base import (
     send_many,
 )
 from yutang.carriers.models import CarrierConnection
-from yutang.core import bulk, clock
+from yutang.core import bulk, clock, db
 from yutang.core.bulk import update_rows
 from yutang.core.models import Brand, CarrierAccount
 from yutang.customers.models import Consent
@@ -984,6 +984,7 @@ def apply_gate(
 #: Where this process's last claim of each kind of due row stopped, per database:
 #: (status, database alias) -> (due column value, id) of the last row it took.
 _SWEEP: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
+db.forget_on_flush(_SWEEP.clear)
 
 
 def _claim_rows(*, limit: int, now: dt.datetime) -> list[Row]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from yutang.core import clock
+from yutang.core import clock, db
 from yutang.core.errors import N_, ValidationFailed
 from yutang.core.models import Brand, Staff
 from yutang.core.permissions import Action, require
@@ -95,6 +95,9 @@ def simulate(
     world = World(scenario)
     driver: SystemDriver | None = None
     if drive:
+        # Same seed, same world: nothing this process did before (where its last claims of
+        # a backlog stopped) may steer this run's claims.
+        db.forget_row_state()
         if brand is None:
             brand = create_brand(
                 name=f"{scenario.name} (simulated, seed {scenario.seed})",

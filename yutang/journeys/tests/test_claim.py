@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from yutang.core.clock import FrozenClock, use_clock
@@ -23,7 +24,6 @@ def _ran(rows: list[Enrollment]) -> set[int]:
 
 def test_claim_floor_and_the_rows_behind_it(monkeypatch):
     monkeypatch.setattr(engine, "FLOOR_MIN_BATCH", 2)
-    engine._claim_floor.clear()
     brand, admin = setup()
     j = live(admin, [{"id": "w", "type": "wait", "days": 1}])
     people = [customer(brand, reachable=False) for _ in range(5)]
@@ -46,3 +46,22 @@ def test_claim_floor_and_the_rows_behind_it(monkeypatch):
         assert engine.run_due_once(batch=2) == 0
     # Every enrolment ran its wait's start exactly once.
     assert StepRun.objects.filter(enrollment__journey=j).count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_emptied_database_forgets_cached_versions_and_claim_floors():
+    """`yutang demo --fresh` flushes the database, and ids start again at 1: a version cached
+    by id before must not stand for the new version with the same id (the demo's same-seed
+    rebuild once came out different on PostgreSQL), nor an old claim floor steer a claim."""
+    _, admin = setup()
+    before = live(admin, [{"id": "w", "type": "wait", "days": 1}])
+    assert before.live_version_id is not None
+    assert engine.definition_of(before.live_version_id).steps[0].id == "w"
+    engine._claim_floor[None] = (T0, 10**6)
+    call_command("flush", interactive=False, verbosity=0)
+    assert engine._claim_floor == {}
+
+    _, admin = setup()
+    after = live(admin, [{"id": "x", "type": "wait", "days": 2}])
+    assert after.live_version_id == before.live_version_id  # the same id, another version
+    assert engine.definition_of(after.live_version_id).steps[0].id == "x"
