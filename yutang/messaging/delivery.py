@@ -21,7 +21,6 @@ the events of a pass killed before its results were recorded are found stored on
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -32,7 +31,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -609,35 +608,6 @@ def _lock_rows(model: type[models.Model], key: str, ids: list[int]) -> None:
     bulk.lookup(table, [key], where={}, key=key, values=ids, for_update=True)
 
 
-@contextlib.contextmanager
-def _lazy_commits() -> Iterator[None]:
-    """PostgreSQL, outside any transaction: the transactions run inside commit without
-    waiting for their WAL to reach the disk (`synchronous_commit` off for this session, set
-    back to the server's default after). For the transactions of a pass whose loss in a
-    database crash redoes nothing wrong (see `claim` and `record`): a commit that waits for
-    the disk cost ~3.5 ms on the benchmark's machine, several per pass. WAL is flushed in
-    order, so a later synchronous commit makes every earlier one durable too; a crash loses
-    at most the last fraction of a second of them, all at once."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO off")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO DEFAULT")
-
-
-def _lazy_commit() -> None:
-    """Inside the outermost transaction (PostgreSQL): it commits without waiting for the
-    disk (`_lazy_commits`)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO off")
-
-
 def _concurrent() -> bool:
     """Whether another pass can decide at the same time as this one (PostgreSQL). On SQLite
     the claim's transaction is IMMEDIATE: it is the only writer from its first statement,
@@ -1053,11 +1023,7 @@ def claim(
     *, limit: int, now: dt.datetime, adapters: Adapters, gate_enabled: bool = True
 ) -> tuple[list[Claimed], int]:
     """Step 1 of a pass, in one transaction: the messages to send, and how many rows it
-    decided in all. A transaction that lets nothing through (every message blocked,
-    deferred or expired) commits without waiting for the disk (`_lazy_commit`): lost in a
-    database crash, its messages are only decided again; one that lets a message through
-    waits, since the message is sent right after."""
-    outermost = not connection.in_atomic_block
+    decided in all."""
     with transaction.atomic():
         rows = _claim_rows(limit=limit, now=now)
         if not rows:
@@ -1087,8 +1053,6 @@ def claim(
                 writes.add(Writes.RETRIED, m)
                 passed.append(Claimed(m, addresses.get((m.customer_id, m.account_id), "")))
         writes.save()
-        if outermost and not passed:
-            _lazy_commit()
     _crash_point("after_claim")
     return passed, len(rows)
 
@@ -1194,24 +1158,6 @@ def record(
                 if o.error.code != "carrier":
                     errors[m.account_id] = o.error.reason
                 writes.add(Writes.FAILED, m)
-    with _lazy_commits():
-        _record(writes, events, emit_events=emit_events, adapters=adapters)
-    for account_id, reason in errors.items():
-        carriers.record_send_error(account_id=account_id, reason=reason)
-
-
-def _record(
-    writes: Writes,
-    events: dict[int, list[dict[str, object]]],
-    *,
-    emit_events: bool,
-    adapters: Adapters,
-) -> None:
-    """`record`'s transactions: outside a caller's transaction they commit without waiting
-    for the disk (`_lazy_commits`). Lost in a database crash, the messages are `sending`
-    again (the claim that let them through waited): their lease runs out and they are
-    re-sent with the same key, their events found stored or stored again — as after a
-    worker killed before recording."""
     if emit_events and not connection.in_atomic_block:
         # The events first, in their own transactions: storing them serialises per brand
         # (`events.services.ingest_events` resolves under the brand's lock, then folds the
@@ -1229,6 +1175,8 @@ def _record(
         if emit_events:  # inside a caller's transaction: with its outbox writes
             for brand_id, items in events.items():
                 ingest_in_batches(brand=adapters.brand(brand_id)[0], items=items)
+    for account_id, reason in errors.items():
+        carriers.record_send_error(account_id=account_id, reason=reason)
 
 
 def expire_unconfirmed(*, now: dt.datetime) -> int:

@@ -10,7 +10,7 @@ click, delete …), e.g. the simulator's model."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -128,9 +128,8 @@ class SandboxCarrier:
             )
             for m in first.values()
         ]
-        # One statement, in a savepoint inside a caller's transaction; else in a transaction
-        # of its own that commits without waiting for the disk (`_lazy_transaction`).
-        with _lazy_transaction():
+        # One statement: atomic by itself (a savepoint only inside a caller's transaction).
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             created = {
                 key: pk
                 for pk, key in bulk.insert_new_rows(
@@ -172,33 +171,6 @@ class SandboxCarrier:
 
     def parse_callback(self, request: CallbackRequest) -> ParsedCallback:
         return jsonwire.parse(self.config, request, callback_secret(self.config))
-
-
-@contextlib.contextmanager
-def _lazy_transaction() -> Iterator[None]:
-    """What the sandbox stores for a send: a savepoint inside a caller's transaction; else,
-    on PostgreSQL, a transaction of its own that commits without waiting for its WAL to reach
-    the disk (`synchronous_commit` off for it). The sandbox stands in for a carrier outside
-    the database: what it records of a send need be no more durable than the outbox's record
-    of that send, which commits after it (WAL is flushed in order, so that commit makes this
-    one durable too). Lost in a database crash before it, the message is still `sending`, is
-    sent again with the same key and recorded once. A commit that waits for the disk cost
-    ~3.5 ms on the benchmark's machine, for every account of every pass. The transaction is
-    psycopg's own (BEGIN … COMMIT on the connection Django keeps in autocommit mode here):
-    Django's `atomic` cost more CPU than the statement. SQLite: one statement, atomic by
-    itself."""
-    if connection.in_atomic_block:
-        with transaction.atomic():
-            yield
-        return
-    if connection.vendor != "postgresql":
-        yield
-        return
-    connection.ensure_connection()
-    raw = connection.connection
-    with connection.wrap_database_errors, raw.transaction():
-        raw.execute("SET LOCAL synchronous_commit TO off")
-        yield
 
 
 def emit(config: AccountConfig, events: list[dict[str, Any]], *, key_prefix: str = "") -> int:
