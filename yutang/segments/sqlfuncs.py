@@ -160,8 +160,13 @@ class MemberOf(Expression):
 
     output_field = BooleanField()
 
-    def __init__(self, rows: Any, column: str = "pk"):
+    def __init__(self, rows: Any, column: str = "pk", *, fence: bool = True):
         super().__init__()
+        #: False for a subquery that selects a unique key the planner can see (the
+        #: aggregate's one row per customer): it is then pulled up into the outer query and
+        #: joined with the customers like a table, in parallel where that pays, instead of
+        #: being hashed whole first (see as_sql).
+        self.fence = fence
         if hasattr(rows, "order_by"):
             rows = rows.order_by()  # a model's default ordering would sort the ids for nothing
         self.rows: Any = rows if isinstance(rows, Subquery | IdSet) else Subquery(rows)
@@ -188,8 +193,12 @@ class MemberOf(Expression):
             # the planner underestimates when the log is in time order: 1.2 s against 0.4 s
             # for "no order in 60 days" at 100,000 customers).
             # Only compiled SQL fragments are formatted in; their values stay parameters.
+            # Without the fence (a subquery on a table keyed by customer) the planner may
+            # join it as a table: "ordered before AND NOT in 60 days" became a parallel hash
+            # join of the aggregates with the customers, 2.2 -> 1.2 s at 1M (loaded).
+            inner = f"({rows[1:-1]} OFFSET 0)" if self.fence else rows
             sql = (
-                f"EXISTS (SELECT 1 FROM ({rows[1:-1]} OFFSET 0) AS _member (id)"  # noqa: S608
+                f"EXISTS (SELECT 1 FROM {inner} AS _member (id)"  # noqa: S608
                 f" WHERE _member.id = {column})"
             )
             return sql, (*rows_params, *column_params)
