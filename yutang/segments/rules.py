@@ -319,9 +319,10 @@ class AggregateRow:
 
     def member_q(self, ctx: Context) -> Q:
         rows = CustomerAggregate.objects.filter(brand_id=ctx.brand_id)
+        # One row per customer (customer_id is its primary key): no fence (MemberOf).
         if self.without_row:
-            return ~Q(MemberOf(rows.filter(~self.row).values("customer_id")))
-        return Q(MemberOf(rows.filter(self.row).values("customer_id")))
+            return ~Q(MemberOf(rows.filter(~self.row).values("customer_id"), fence=False))
+        return Q(MemberOf(rows.filter(self.row).values("customer_id"), fence=False))
 
     def negated(self) -> AggregateRow:
         return AggregateRow(~self.row, not self.without_row)

@@ -160,8 +160,13 @@ class MemberOf(Expression):
 
     output_field = BooleanField()
 
-    def __init__(self, rows: Any, column: str = "pk"):
+    def __init__(self, rows: Any, column: str = "pk", *, fence: bool = True):
         super().__init__()
+        #: False for a subquery that selects a unique key the planner can see (the
+        #: aggregate's one row per customer): it is then pulled up into the outer query and
+        #: joined with the customers like a table, in parallel where that pays, instead of
+        #: being hashed whole first (see as_sql).
+        self.fence = fence
         if hasattr(rows, "order_by"):
             rows = rows.order_by()  # a model's default ordering would sort the ids for nothing
         self.rows: Any = rows if isinstance(rows, Subquery | IdSet) else Subquery(rows)
@@ -188,8 +193,12 @@ class MemberOf(Expression):
             # the planner underestimates when the log is in time order: 1.2 s against 0.4 s
             # for "no order in 60 days" at 100,000 customers).
             # Only compiled SQL fragments are formatted in; their values stay parameters.
+            # Without the fence (a subquery on a table keyed by customer) the planner may
+            # join it as a table: "ordered before AND NOT in 60 days" became a parallel hash
+            # join of the aggregates with the customers, 2.2 -> 1.2 s at 1M (loaded).
+            inner = f"({rows[1:-1]} OFFSET 0)" if self.fence else rows
             sql = (
-                f"EXISTS (SELECT 1 FROM ({rows[1:-1]} OFFSET 0) AS _member (id)"  # noqa: S608
+                f"EXISTS (SELECT 1 FROM {inner} AS _member (id)"  # noqa: S608
                 f" WHERE _member.id = {column})"
             )
             return sql, (*rows_params, *column_params)
@@ -242,7 +251,8 @@ class IdSet(Expression):
         return "(" + joiner.join(pieces) + ")", tuple(params)
 
 
-#: SQL of each comparison a JsonNumberIs makes (the value side is one or two parameters).
+#: SQL of each comparison a JsonNumberIs makes on SQLite (the value side is one or two
+#: parameters).
 _NUMBER_OPS = {
     "eq": "= %s",
     "ne": "<> %s",
@@ -252,12 +262,30 @@ _NUMBER_OPS = {
     "lte": "<= %s",
     "between": "BETWEEN %s AND %s",
 }
+#: The same comparisons as SQL/JSON path predicates on PostgreSQL ($k: the key's value).
+_PATH_OPS = {
+    "eq": "$k == $a",
+    "ne": "$k != $a",
+    "gt": "$k > $a",
+    "gte": "$k >= $a",
+    "lt": "$k < $a",
+    "lte": "$k <= $a",
+    "between": "$k >= $a && $k <= $b",
+}
 
 
 class JsonNumberIs(Func):
     """True when `key` holds a JSON number that compares so with the value, else false (never
-    NULL): the key is read for its type, then its value, where a guard and comparisons around
-    JsonNumber read both per comparison (about 1.5x the time per row on PostgreSQL)."""
+    NULL).
+
+    PostgreSQL: one strict SQL/JSON path predicate (``jsonb_path_match``) for the comparisons,
+    inside one call, where ``->>`` read the key again as text and parsed it as a double for
+    each (the attribute test of "age between 25 and 35" over a million customers: 37% less
+    CPU, serial, same minutes). In strict mode a missing key is an error, and a
+    string, true / false, null, array or object compared with a number is "unknown": the
+    silent match gives NULL for both, hence false, as the in-memory evaluator says for a value
+    that is not a number. JSON numbers compare exactly (numeric), as Python's ints and floats
+    do. SQLite: the key's type, then its value."""
 
     output_field = BooleanField()
 
@@ -267,16 +295,20 @@ class JsonNumberIs(Func):
         super().__init__(column, **extra)
 
     def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
+        import json
+
         column, params = compiler.compile(self.source_expressions[0])
+        # Keys are word characters and hyphens (rules.Key): quoted, they need no escaping.
+        path = "strict " + _PATH_OPS[self.op].replace("$k", f'$."{self.key}"')
+        variables = json.dumps(dict(zip("ab", self.values, strict=False)))
         # The leading type test changes no answer; it gives the planner the selectivity of an
-        # equality (0.5%) instead of a bare CASE's 50%, which priced a parallel scan of the
+        # equality (0.5%) instead of a function's 50%, which priced a parallel scan of the
         # customers out of "age between 25 and 35" (slower on two cores).
         sql = (
             f"(jsonb_typeof(({column}) -> %s) = 'number' "
-            f"AND CASE WHEN jsonb_typeof(({column}) -> %s) = 'number' "
-            f"THEN (({column}) ->> %s)::double precision {_NUMBER_OPS[self.op]} ELSE false END)"
+            f"AND COALESCE(jsonb_path_match(({column}), %s::jsonpath, %s::jsonb, true), false))"
         )
-        return sql, (*params, self.key, *params, self.key, *params, self.key, *self.values)
+        return sql, (*params, self.key, *params, path, variables)
 
     def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         column, params = compiler.compile(self.source_expressions[0])

@@ -737,3 +737,47 @@ def test_members_from_other_tables_are_checked_against_the_live_customers_index(
         plan = "\n".join(row[0] for row in cursor.fetchall())
         transaction.set_rollback(True)
     assert "Index Only Scan using customer_seg_live on customers_customer" in plan, plan
+
+
+def test_aggregate_tests_join_the_aggregates_like_a_table(brand):
+    """A group's test of the aggregate row has no OFFSET 0 fence on PostgreSQL (the aggregate
+    holds one row per customer, so the planner may pull it up and join it in parallel); the
+    event log's windows keep theirs. Same answers either way, with and without a row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    buyer = customer(brand)
+    event(buyer, "order.paid", T0 - 90 * DAY, amount_fen=100)
+    recent = customer(brand)
+    event(recent, "order.paid", T0 - DAY, amount_fen=100)
+    nobody = customer(brand)  # no aggregate row
+    lapsed = {
+        "and": [
+            {"kind": "aggregate", "field": "order_count", "op": "gte", "value": 1},
+            {"not": {"kind": "event", "type": "order.paid", "window": {"days": 60}}},
+        ]
+    }
+    assert match(brand, lapsed) == {buyer.pk}
+    assert match(brand, {"not": lapsed}) == {recent.pk, nobody.pk}
+    assert match(brand, {"kind": "aggregate", "field": "order_count", "op": "lt", "value": 1}) == {
+        nobody.pk
+    }
+    ctx = rules.Context(brand_id=brand.pk, tz=brand.tz, now=T0)
+    q = rules.compile_rule(rules.parse_rule(lapsed), ctx)
+    with CaptureQueriesContext(connection) as queries:
+        list(Customer.objects.filter(brand=brand).filter(q).values_list("pk", flat=True))
+    sql = queries.captured_queries[-1]["sql"]
+    assert '"events_customeraggregate"' in sql
+    assert "OFFSET 0" not in sql
+    clicked = {
+        "kind": "event",
+        "type": "link.clicked",
+        "window": {"days": 14},
+        "op": "gte",
+        "value": 2,
+    }
+    q = rules.compile_rule(rules.parse_rule(clicked), ctx)
+    with CaptureQueriesContext(connection) as queries:
+        list(Customer.objects.filter(brand=brand).filter(q).values_list("pk", flat=True))
+    fenced = "OFFSET 0" in queries.captured_queries[-1]["sql"]
+    assert fenced == (connection.vendor == "postgresql")
