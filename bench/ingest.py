@@ -579,7 +579,7 @@ class BackendMonitor(Periodic):
     for I/O, or idle (in a transaction: the worker runs Python between statements; outside
     one: the worker is between batches or in its own Python before the first statement)."""
 
-    def __init__(self, url: str, every: float = 0.1) -> None:
+    def __init__(self, url: str, every: float = 1.0) -> None:
         super().__init__()
         self.url, self.every = url, every
         self.name = url.rsplit("/", 1)[1]
@@ -1101,8 +1101,9 @@ def main() -> int:
     parser.add_argument(
         "--sample-every",
         type=float,
-        default=0.1,
-        help="seconds between the http step's samples of the database's backends",
+        default=1.0,
+        help="seconds between the http step's samples of the database's backends (every 0.1 "
+        "s cost the two cores more: bench/RESULTS.md, session 10)",
     )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
