@@ -249,7 +249,37 @@ def _setup(url: str, workdir: Path) -> None:
 ANALYZE_APP = "bench-autoanalyze"
 
 
-class AutoAnalyze:
+class Periodic:
+    """A daemon thread that calls `tick` every `every` seconds from `start` until `stop` (the
+    AutoAnalyze thread and the BackendMonitor sampler)."""
+
+    every = 1.0
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> bool:
+        """Stop the thread (after its current tick); False if it was never started."""
+        self._stopping.set()
+        if self._thread is None:
+            return False
+        self._thread.join()
+        return True
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.every):
+            self.tick()
+
+
+class AutoAnalyze(Periodic):
     """What autovacuum's autoanalyze does, for a PostgreSQL server that runs without it (this
     project's CI server sets `autovacuum = off`): a thread that, once a second, ANALYZEs each
     table of the benchmark's database modified by more than 50 rows + 10% of its size since
@@ -259,9 +289,9 @@ class AutoAnalyze:
     or when the server runs autovacuum. `runs` counts the ANALYZE statements made."""
 
     def __init__(self, url: str, enabled: bool) -> None:
+        super().__init__()
         self.url, self.enabled, self.runs = url, enabled and url.startswith("postgres"), 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._pg: Any = None
 
     def __enter__(self) -> AutoAnalyze:
         if self.enabled:
@@ -271,30 +301,27 @@ class AutoAnalyze:
                 row = pg.execute("SHOW autovacuum").fetchone()
             self.enabled = row is not None and row[0] == "off"
         if self.enabled:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            import psycopg
+
+            # Named, so the CPU accounting (`BackendMonitor`) leaves this connection out.
+            self._pg = psycopg.connect(self.url, autocommit=True, application_name=ANALYZE_APP)
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self.stop():
+            self._pg.close()
 
-    def _run(self) -> None:
-        import psycopg
-
-        # Named, so the CPU accounting (`BackendMonitor`) leaves this connection out.
-        with psycopg.connect(self.url, autocommit=True, application_name=ANALYZE_APP) as pg:
-            while not self._stop.wait(1.0):
-                due = pg.execute(
-                    "SELECT quote_ident(s.relname) FROM pg_stat_user_tables s "
-                    "JOIN pg_class c ON c.oid = s.relid "
-                    "WHERE c.relpersistence = 'p' "  # not the sessions' staging tables
-                    "AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"
-                ).fetchall()
-                for (table,) in due:
-                    pg.execute(f"ANALYZE {table}")  # a name from the catalogue
-                    self.runs += 1
+    def tick(self) -> None:
+        due = self._pg.execute(
+            "SELECT quote_ident(s.relname) FROM pg_stat_user_tables s "
+            "JOIN pg_class c ON c.oid = s.relid "
+            "WHERE c.relpersistence = 'p' "  # not the sessions' staging tables
+            "AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)"
+        ).fetchall()
+        for (table,) in due:
+            self._pg.execute(f"ANALYZE {table}")  # a name from the catalogue
+            self.runs += 1
 
 
 def step_service(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, Any]:
@@ -543,7 +570,7 @@ def _role_cpu(server_pids: list[int], url: str) -> dict[str, float]:
     return out
 
 
-class BackendMonitor:
+class BackendMonitor(Periodic):
     """The PostgreSQL side of the HTTP step, watched from outside every `every` seconds: the
     CPU of every backend of the benchmark's database but the AutoAnalyze thread's (a backend
     that ends — gunicorn recycles its connections after 60 s — counts up to its last
@@ -552,14 +579,13 @@ class BackendMonitor:
     for I/O, or idle (in a transaction: the worker runs Python between statements; outside
     one: the worker is between batches or in its own Python before the first statement)."""
 
-    def __init__(self, url: str, every: float = 0.1) -> None:
+    def __init__(self, url: str, every: float = 1.0) -> None:
+        super().__init__()
         self.url, self.every = url, every
         self.name = url.rsplit("/", 1)[1]
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.states: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._started = False
         self._pg: Any = None
 
@@ -570,20 +596,16 @@ class BackendMonitor:
             self._pg = psycopg.connect(common.PG_ADMIN_URL, autocommit=True)
             self._sample()  # backends alive now count from their CPU at this moment
             self._started = True
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self.stop():
             self._sample()
             self._pg.close()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._sample()
+    def tick(self) -> None:
+        self._sample()
 
     def _sample(self) -> None:
         rows = self._pg.execute(
@@ -712,7 +734,7 @@ def step_http(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         server_pids = _descendants(proc.pid)
         with AutoAnalyze(url, not args.no_autoanalyze) as analyze:
             before = _role_cpu(server_pids, url)
-            with BackendMonitor(url) as monitor:
+            with BackendMonitor(url, args.sample_every) as monitor:
                 started = time.perf_counter()
                 for t in threads:
                     t.start()
@@ -911,6 +933,7 @@ def run_step(args: argparse.Namespace, backend: str, path: str, workdir: Path) -
             "--customers", str(args.customers), "--clients", str(args.clients),
             "--server-workers", str(args.server_workers),
             "--server-threads", str(args.server_threads),
+            "--sample-every", str(args.sample_every),
         ]  # fmt: skip
         if args.no_profile:
             cmd.append("--no-profile")
@@ -1000,13 +1023,15 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], dict[str, An
                     f"{os.cpu_count()} cores (client = the benchmark's process: HTTP client "
                     "threads, or the COPY writer for raw; server = gunicorn; service process = "
                     "the process calling ingest_events, event generation included; database = "
-                    "the PostgreSQL backends serving them — for http sampled every 0.1 s, so "
+                    "the PostgreSQL backends serving them — for http sampled every "
+                    f"{args.sample_every:g} s, so "
                     "connections gunicorn recycles count too, the AutoAnalyze thread's not)."
                     )  # fmt: skip
             print(line)
             md.append("\n" + line)
         if r.get("backend_states"):
-            line = (f"{path} {backend}: the server's PostgreSQL backends, sampled every 0.1 s: "
+            line = (f"{path} {backend}: the server's PostgreSQL backends, sampled every "
+                    f"{args.sample_every:g} s: "
                     + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["backend_states"].items())
                     + ".")  # fmt: skip
             print(line)
@@ -1072,6 +1097,13 @@ def main() -> int:
         help="threads per gunicorn worker (1: sync workers, one request per process at a "
         "time; with more, both clients' keep-alive connections can land on one worker and "
         "share its GIL while the other idles — measured 2026-12-06)",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=float,
+        default=1.0,
+        help="seconds between the http step's samples of the database's backends (every 0.1 "
+        "s cost the two cores more: bench/RESULTS.md, session 10)",
     )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(

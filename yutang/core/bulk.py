@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
 
 Column = tuple[str, str]
@@ -218,18 +219,12 @@ def _staged_insert(
     """COPY rows into the session's staging table for `table` and return the start of the
     statement that moves them on: `WITH … INSERT INTO table (columns) SELECT … ORDER BY `
     (the caller adds the order column and any ON CONFLICT / RETURNING). The staging table is
-    temporary, shaped like `table`, created on first use in a session (again if the
-    transaction that created it rolled back), emptied by the statement itself (so several
-    batches may share one transaction) and truncated at commit."""
+    temporary, shaped like `table`, and emptied by the statement itself (so several batches
+    may share one transaction; rows of a statement that fails roll back with it). See
+    `_stage` for its life in the session."""
     qn = connection.ops.quote_name
     names = ", ".join(qn(name) for name, _ in columns)
-    # One staging table per table and column list; only the columns' types are copied.
-    stage = qn(f"stage_{table[:40]}_{zlib.crc32(names.encode()):08x}")
-    # Names come from model metadata, never from input.
-    cursor.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "  # noqa: S608
-        f"AS SELECT {names} FROM {qn(table)} WITH NO DATA"
-    )
+    stage = _stage(cursor, table, names)
     if binary:
         _copy_binary(cursor, stage, names, _pg_types(cursor, table, columns), columns, rows)
     else:
@@ -241,6 +236,45 @@ def _staged_insert(
         f"WITH s AS (DELETE FROM {stage} RETURNING *) "  # noqa: S608
         f"INSERT INTO {qn(table)} ({names}) SELECT {names} FROM s ORDER BY "
     )
+
+
+#: A staging table is truncated before every STAGE_REUSES-th use in a session (see `_stage`).
+STAGE_REUSES = 8
+#: The staging tables a session has (committed), by psycopg connection: name -> uses since
+#: the last truncation.
+_stages: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _stage(cursor: Any, table: str, names: str) -> str:
+    """The session's staging table for these columns of `table` (quoted), created on its
+    first use in the session, kept for the session's life (temporary tables end with it).
+
+    It used to be created `ON COMMIT DELETE ROWS` with `CREATE TEMP TABLE IF NOT EXISTS` at
+    every use: a round trip per staged write, and at every commit PostgreSQL truncated every
+    such table of the session (file truncation, a wait for I/O, in both of a batch's
+    transactions). Now the statement that moves the rows on deletes them, so nothing is left
+    at commit; the deleted rows' space is given back by a `TRUNCATE` before every
+    STAGE_REUSES-th use (bounded growth: a few batches' rows, within `temp_buffers`). The
+    table counts as existing once the transaction that created it has committed (a rolled
+    back one takes it along; it is then created again)."""
+    qn = connection.ops.quote_name
+    # One staging table per table and column list; only the columns' types are copied.
+    stage = qn(f"stage_{table[:40]}_{zlib.crc32(names.encode()):08x}")
+    known = _stages.setdefault(connection.connection, {})
+    uses = known.get(stage)
+    if uses is None:
+        # Names come from model metadata, never from input.
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # noqa: S608
+            f"AS SELECT {names} FROM {qn(table)} WITH NO DATA"
+        )
+        transaction.on_commit(lambda: known.__setitem__(stage, 1))
+    elif uses >= STAGE_REUSES:
+        cursor.execute(f"TRUNCATE {stage}")
+        known[stage] = 1
+    else:
+        known[stage] = uses + 1
+    return stage
 
 
 #: psycopg's name of the binary format of a column, by its type in the catalogue (a binary

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from django.db import OperationalError, connection
 
@@ -53,6 +54,21 @@ def lock_brand(brand_id: int, namespace: int = IDENTITY_WRITES, *, shared: bool 
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {function}(%s, %s)", [namespace, brand_id])
+
+
+@contextlib.contextmanager
+def pipeline() -> Iterator[None]:
+    """Send the statements made inside without waiting for each one's answer (psycopg's
+    pipeline mode; SQLite: nothing changes). A statement whose rows are read waits for the
+    answers of everything sent before it, so `lock_brand` and then a read are one round trip
+    with the transaction's `BEGIN`, instead of three; errors are raised at that read, or at
+    the end of the block. No `COPY` inside (psycopg refuses it in a pipeline)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from yutang.core import bulk
+from yutang.core.db import AGGREGATE_WRITES, lock_brand, pipeline
 from yutang.events.models import CustomerAggregate, Event
 
 TOUCH_WINDOW_DAYS = 30
@@ -171,7 +172,7 @@ def apply_events(events: Sequence[Event], tz: zoneinfo.ZoneInfo) -> None:
 def apply_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> None:
     """Fold freshly stored events into their customers' aggregates without reading them:
     `fold_facts`, then `write_figures`."""
-    write_figures(fold_facts(brand_id, facts, tz))
+    write_figures(brand_id, fold_facts(brand_id, facts, tz))
 
 
 #: A batch's figures per customer (see `fold_facts`).
@@ -191,32 +192,37 @@ def fold_facts(brand_id: int, facts: Iterable[Fact], tz: zoneinfo.ZoneInfo) -> F
     return by_customer
 
 
-def write_figures(by_customer: Figures) -> None:
+def write_figures(brand_id: int, by_customer: Figures) -> None:
     """Combine a batch's figures (`fold_facts`) with the stored rows in one multi-row upsert
     (counts add up, first times take the minimum, last times the maximum, in SQL). Only the
     per-day touch counts need the stored value: those rows (customers touched in this batch)
-    are read under a row lock and merged here. Concurrent writers of one brand must be
-    serialised around this call and their commit (ingestion's AGGREGATE_WRITES lock): the
-    read and the upsert are two statements."""
+    are read under a row lock and merged here. The read and the upsert are two statements,
+    so concurrent writers of one brand are serialised from here to their commit: this takes
+    the brand's AGGREGATE_WRITES lock (in the read's round trip). Inside a caller's
+    transaction it adds no savepoint of its own (two round trips): an error rolls back the
+    caller's transaction."""
     if not by_customer:
         return
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         touched = sorted(c for c, agg in by_customer.items() if agg.touches_by_day)
-        if touched:
-            stored = bulk.lookup(
-                CustomerAggregate._meta.db_table,
-                ["customer_id", "touches_by_day"],
-                where={},
-                key="customer_id",
-                values=touched,
-                for_update=True,
-                binary=True,
-            )
-            for customer_id, days in stored:
-                if isinstance(days, str):  # SQLite hands JSON back as text
-                    days = json.loads(days)
-                agg = by_customer[customer_id]
-                agg.touches_by_day = _merge_days(days, agg.touches_by_day)
+        stored: list[tuple[Any, ...]] = []
+        with pipeline():
+            lock_brand(brand_id, AGGREGATE_WRITES)
+            if touched:
+                stored = bulk.lookup(
+                    CustomerAggregate._meta.db_table,
+                    ["customer_id", "touches_by_day"],
+                    where={},
+                    key="customer_id",
+                    values=touched,
+                    for_update=True,
+                    binary=True,
+                )
+        for customer_id, days in stored:
+            if isinstance(days, str):  # SQLite hands JSON back as text
+                days = json.loads(days)
+            agg = by_customer[customer_id]
+            agg.touches_by_day = _merge_days(days, agg.touches_by_day)
         bulk.upsert_combining(
             CustomerAggregate._meta.db_table,
             COLUMNS,

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from yutang.core import bulk, clock
-from yutang.core.db import AGGREGATE_WRITES, CUSTOMER_MERGES, is_transient, lock_brand
+from yutang.core.db import CUSTOMER_MERGES, is_transient, lock_brand, pipeline
 from yutang.core.errors import N_, NotFound, ValidationFailed, YutangError
 from yutang.core.models import Brand, Staff
 from yutang.core.pagination import page_by_id_desc
@@ -256,8 +256,9 @@ def _resolve_batch(
     next batch of the brand then resolves against these customers while this one writes. If
     the second part fails, what this part wrote is still right — customers and identities
     that the batch's records named — and a retry of the batch finds them."""
-    lock_brand(brand.pk)
-    known_keys = _stored_keys(brand.pk, [v.key for v in valid])
+    with pipeline():  # the transaction's BEGIN, the lock and the read: one round trip
+        lock_brand(brand.pk)
+        known_keys = _stored_keys(brand.pk, [v.key for v in valid])
     # Set-based resolution: one query finds every identity of the batch; events resolve in
     # memory in batch order, and only those that link two customers touch the database on
     # their own (see BatchResolver). The outcome equals resolving the events one by one.
@@ -301,13 +302,12 @@ def _store_known(
     two-part path's."""
     if not valid:
         return
-    lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
     named = sorted({v.customer_id for v in valid if v.customer_id is not None})
-    # By primary key alone (a brand condition can lead the planner to read the brand's whole
-    # index range); another brand's customer is unknown here.
-    by_id: dict[int, int | None] = {
-        pk: merged_into
-        for pk, merged_into, brand_id in bulk.lookup(
+    with pipeline():  # BEGIN, the lock and the read: one round trip
+        lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
+        # By primary key alone (a brand condition can lead the planner to read the brand's
+        # whole index range); another brand's customer is unknown here.
+        found = bulk.lookup(
             Customer._meta.db_table,
             ["id", "merged_into_id", "brand_id"],
             where={},
@@ -315,7 +315,8 @@ def _store_known(
             values=named,
             binary=True,
         )
-        if brand_id == brand.pk
+    by_id: dict[int, int | None] = {
+        pk: merged_into for pk, merged_into, brand_id in found if brand_id == brand.pk
     }
     missing = [v for v in valid if v.customer_id not in by_id]
     # An unknown customer rejects its event, unless the event is stored already (a
@@ -363,23 +364,22 @@ def _write_batch(
     a duplicate; only stored events reach the aggregates."""
     if not to_store:
         return
-    lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
     # `survivors_checked`: the caller read the customers under this lock, in this transaction.
-    merged = (
-        {}
-        if survivors_checked
-        else dict(
-            bulk.lookup(
-                Customer._meta.db_table,
-                ["id", "merged_into_id"],
-                where={},
-                key="id",
-                values=sorted({c for _, c in to_store}),
-                not_null=["merged_into_id"],
-                binary=True,
+    merged: dict[int, int] = {}
+    with pipeline():  # BEGIN, the lock and the read: one round trip
+        lock_brand(brand.pk, CUSTOMER_MERGES, shared=True)
+        if not survivors_checked:
+            merged = dict(
+                bulk.lookup(
+                    Customer._meta.db_table,
+                    ["id", "merged_into_id"],
+                    where={},
+                    key="id",
+                    values=sorted({c for _, c in to_store}),
+                    not_null=["merged_into_id"],
+                    binary=True,
+                )
             )
-        )
-    )
     if merged:  # rare: a merge committed between the two parts
         survivors = {c: customers.survivor(Customer(pk=c)).pk for c in merged}
         to_store = [(v, survivors.get(c, c)) for v, c in to_store]
@@ -424,16 +424,15 @@ def _write_batch(
             _apply_side_effects(event, Customer.objects.get(pk=customer_id))
     customers.apply_consents(consents)
     # The batch's figures are folded in memory first, side by side with other batches. Then
-    # one batch of the brand at a time writes them, from here to its commit: their rows are
-    # locked (the touch days read, then the upsert) in two statements, which two batches with
-    # customers in common could otherwise interleave into a deadlock. Rows two batches share
-    # are held until commit anyway, so this costs no parallelism that the row locks would
-    # allow; everything before it runs side by side.
+    # one batch of the brand at a time writes them, from write_figures' aggregate lock to its
+    # commit: their rows are locked (the touch days read, then the upsert) in two statements,
+    # which two batches with customers in common could otherwise interleave into a deadlock.
+    # Rows two batches share are held until commit anyway, so this costs no parallelism that
+    # the row locks would allow; everything before it runs side by side.
     figures = aggregates.fold_facts(
         brand.pk, [(c, v.type, v.occurred_at, v.properties) for v, c in stored], brand.tz
     )
-    lock_brand(brand.pk, AGGREGATE_WRITES)
-    aggregates.write_figures(figures)
+    aggregates.write_figures(brand.pk, figures)
 
 
 #: Event types that change the customer's rows as well as being logged.

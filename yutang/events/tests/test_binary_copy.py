@@ -144,3 +144,47 @@ def test_cascades_without_database_constraints():
     for remaining in (Event, CustomerAggregate, Identity, Customer):
         assert not remaining.objects.filter(brand_id=first.pk).exists()
         assert remaining.objects.filter(brand=second).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staging_tables_live_with_the_session(monkeypatch):
+    """A staging table is created once per session (again after the transaction that created
+    it rolled back), empty after every statement that moves its rows on, and truncated before
+    every STAGE_REUSES-th use: batch after batch stores exactly its own rows."""
+    from django.db import connection, transaction
+
+    monkeypatch.setattr(bulk, "STAGE_REUSES", 3)
+    brand = make_brand()
+    now = dt.datetime.now(dt.UTC)
+    customer = Customer.objects.create(brand=brand, created_at=now, updated_at=now)
+
+    def stage(prefix: str) -> None:
+        rows = _event_rows(brand.pk, customer.pk, prefix)
+        bulk.insert_rows(
+            Event._meta.db_table, EVENT_COLUMNS, rows, staged_by="idempotency_key", binary=True
+        )
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        stage("r-")  # creates the table, which rolls back with it
+        raise RuntimeError
+    assert not Event.objects.filter(idempotency_key__startswith="r-").exists()
+    for n in range(8):
+        with transaction.atomic():
+            stage(f"b{n}-")
+    for n in range(8):
+        keys = Event.objects.filter(idempotency_key__startswith=f"b{n}-").order_by("id")
+        assert list(keys.values_list("idempotency_key", flat=True)) == [
+            f"b{n}--{i:03d}" for i in range(5)
+        ]
+    assert Event.objects.filter(brand_id=brand.pk).count() == 8 * 5
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema() "
+                "AND relkind = 'r' AND relname LIKE 'stage_events_event_%%'"
+            )
+            (name,) = [name for (name,) in cursor.fetchall()]
+            cursor.execute(f'SELECT count(*), pg_relation_size(\'"{name}"\') FROM "{name}"')
+            count, size = cursor.fetchone()
+        assert count == 0
+        assert size <= 3 * 8192  # truncated before every 3rd use: a few batches' pages
