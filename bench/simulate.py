@@ -153,45 +153,22 @@ def print_stored(brand_id: int) -> None:
     from yutang.journeys.models import Enrollment, StepRun
     from yutang.messaging.models import Message
 
-    def counted(label: str, rows: object) -> None:
-        parts = ", ".join(f"{' '.join(str(k) for k in key)}: {n:,}" for *key, n in rows)  # type: ignore[attr-defined]
+    counts: list[tuple[str, Any, str, tuple[str, ...]]] = [
+        ("enrolments", Enrollment, "brand_id", ("state", "exit_reason")),
+        ("step runs", StepRun, "enrollment__brand_id", ("outcome",)),
+        ("messages", Message, "brand_id", ("status", "kind")),
+        ("events", Event, "brand_id", ("type",)),
+        ("customer tags", CustomerTag, "customer__brand_id", ("source",)),
+    ]
+    for label, model, brand, fields in counts:
+        rows = (
+            model.objects.filter(**{brand: brand_id})
+            .values_list(*fields)
+            .annotate(n=Count("pk"))
+            .order_by(*fields)
+        )
+        parts = ", ".join(f"{' '.join(str(k) for k in key)}: {n:,}" for *key, n in rows)
         print(f"{label}: {parts}")
-
-    counted(
-        "enrolments",
-        Enrollment.objects.filter(brand_id=brand_id)
-        .values_list("state", "exit_reason")
-        .annotate(n=Count("pk"))
-        .order_by("state", "exit_reason"),
-    )
-    counted(
-        "step runs",
-        StepRun.objects.filter(enrollment__brand_id=brand_id)
-        .values_list("outcome")
-        .annotate(n=Count("pk"))
-        .order_by("outcome"),
-    )
-    counted(
-        "messages",
-        Message.objects.filter(brand_id=brand_id)
-        .values_list("status", "kind")
-        .annotate(n=Count("pk"))
-        .order_by("status", "kind"),
-    )
-    counted(
-        "events",
-        Event.objects.filter(brand_id=brand_id)
-        .values_list("type")
-        .annotate(n=Count("pk"))
-        .order_by("type"),
-    )
-    counted(
-        "customer tags",
-        CustomerTag.objects.filter(customer__brand_id=brand_id)
-        .values_list("source")
-        .annotate(n=Count("pk"))
-        .order_by("source"),
-    )
 
 
 def print_profile(profiler: cProfile.Profile, top: int) -> None:

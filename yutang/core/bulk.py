@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import weakref
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import connection, transaction
@@ -90,16 +90,20 @@ def _pg_column(kind: str, values: list[Any]) -> list[Any]:
 
 
 def _sqlite_value(kind: str, value: Any) -> Any:
-    if value is None:
-        return None
+    to = _sqlite_converter(kind)
+    return value if value is None or to is None else to(value)
+
+
+def _sqlite_converter(kind: str) -> Callable[[Any], Any] | None:
+    """What `_sqlite_value` does to a column's values that are not None, or None when it
+    leaves them as they are (ints, text, booleans, floats)."""
     if kind == "time":
-        assert isinstance(value, dt.datetime)
-        return connection.ops.adapt_datetimefield_value(value)
+        return connection.ops.adapt_datetimefield_value
     if kind == "date":
-        return connection.ops.adapt_datefield_value(value)
+        return connection.ops.adapt_datefield_value
     if kind == "json":
-        return json.dumps(value)
-    return value
+        return json.dumps
+    return None
 
 
 def model_columns(model: type[Model], fields: Sequence[str]) -> list[Column]:
@@ -193,16 +197,27 @@ def insert_rows(
             if returning:
                 out.extend(cursor.fetchall())
             return out
+    # Only times, dates and JSON need converting for SQLite's driver: one converter per such
+    # column, chosen once (not a test of the kind for every value).
+    convert = [(n, to) for n, (_, kind) in enumerate(columns) if (to := _sqlite_converter(kind))]
     with connection.cursor() as cursor:
         per_chunk = max(1, _SQLITE_PARAMS // len(columns))
         one = "(" + ", ".join("%s" for _ in columns) + ")"
         for start in range(0, len(rows), per_chunk):
             chunk = rows[start : start + per_chunk]
             sql = f"{target}VALUES {', '.join(one for _ in chunk)}{tail}"
-            params = [
-                _sqlite_value(kind, row[n]) for row in chunk for n, (_, kind) in enumerate(columns)
-            ]
-            cursor.execute(sql, params)
+            flat: list[Any] = []
+            if not convert:
+                for row in chunk:
+                    flat.extend(row)
+            else:
+                for row in chunk:
+                    values = list(row)
+                    for n, to in convert:
+                        if values[n] is not None:
+                            values[n] = to(values[n])
+                    flat.extend(values)
+            cursor.execute(sql, flat)
             if returning:
                 out.extend(cursor.fetchall())
     return out

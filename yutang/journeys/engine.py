@@ -1085,11 +1085,7 @@ def _exits_only(
         if reason is not None:
             leaving.append((e, reason))
             continue
-        waiting = e.waiting_for or {}
-        if e.state == Enrollment.State.WAITING and (
-            waiting.get("event") == event.type
-            or (event.type in CONFIRMED_EVENTS and "message" in waiting)
-        ):
+        if _waits_for(e, event):
             return None
     for e in closed:
         goal = definition_of(e.version_id).goal
@@ -1196,17 +1192,25 @@ def _reacts(event: Event, open_rows: list[Enrollment], closed: list[Enrollment])
             return True
         if rules.condition:
             return True
-        waiting = e.waiting_for or {}
-        if e.state == Enrollment.State.WAITING and (
-            waiting.get("event") == event.type
-            or (event.type in CONFIRMED_EVENTS and "message" in waiting)
-        ):
+        if _waits_for(e, event):
             return True
     for e in closed:
         goal = definition_of(e.version_id).goal
         if goal and goal.event == event.type and _in_window(e, goal, event):
             return True
     return False
+
+
+def _waits_for(e: Enrollment, event: Event) -> bool:
+    """Whether the enrolment is waiting for this kind of event: the event it waits for, or a
+    confirmation of the message it waits on (whose message it confirms is `handle_event`'s
+    to check)."""
+    if e.state != Enrollment.State.WAITING:
+        return False
+    waiting = e.waiting_for or {}
+    return waiting.get("event") == event.type or (
+        event.type in CONFIRMED_EVENTS and "message" in waiting
+    )
 
 
 def _in_window(e: Enrollment, goal: defs.Goal, event: Event) -> bool:
