@@ -54,18 +54,7 @@ class Customer(models.Model):
         FEMALE = "female", _("Female")
         MALE = "male", _("Male")
 
-    # No index of its own: the composite indexes below lead with the brand (see Meta). No
-    # database constraint either (as the log's and identities' brand): customers are created
-    # by services with the caller's brand, brands are never deleted but through Django (whose
-    # CASCADE deletes their customers), and the constraint cost a `SELECT … FOR KEY SHARE` on
-    # the brand per new customer at commit.
-    brand = models.ForeignKey(
-        Brand,
-        on_delete=models.CASCADE,
-        related_name="customers",
-        db_index=False,
-        db_constraint=False,
-    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="customers")
     display_name = models.CharField(max_length=120, blank=True)
     gender = models.CharField(max_length=8, choices=Gender.choices, default=Gender.UNKNOWN)
     birthday = models.DateField(null=True, blank=True)
@@ -75,34 +64,19 @@ class Customer(models.Model):
         max_length=64, blank=True, help_text="First-touch channel code"
     )
     owner_store = models.ForeignKey(
-        Store,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="customers",
-        db_index=False,
+        Store, on_delete=models.SET_NULL, null=True, blank=True, related_name="customers"
     )
     owner_staff = models.ForeignKey(
-        Staff,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="customers",
-        db_index=False,
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="customers"
     )
     attributes = models.JSONField(default=dict, blank=True)
     # Lifecycle (new_contact → engaged → first_order → repeat → loyal, at_risk, lost) is
     # computed by the segments issue; the fields exist so every floor can read them.
-    lifecycle_stage = models.CharField(max_length=16, blank=True)
+    lifecycle_stage = models.CharField(max_length=16, blank=True, db_index=True)
     lifecycle_changed_at = models.DateTimeField(null=True, blank=True)
     # A customer absorbed by a merge stays as a row (for unmerge) pointing at the survivor.
     merged_into = models.ForeignKey(
-        "self",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="absorbed",
-        db_index=False,
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="absorbed"
     )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -111,28 +85,7 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        # A new customer (every event batch creates some) writes an entry in each index that
-        # covers it. The brand has no index of its own (every composite one leads with it);
-        # the owners and the merge pointer are indexed only where set (lookups by one, and
-        # the deletion of a store or staff member, name a value), and the lifecycle stage
-        # without Django's second `LIKE` index: 7 entries per new customer instead of 12.
         indexes = [
-            models.Index(
-                fields=["owner_store"],
-                name="customer_owner_store",
-                condition=models.Q(owner_store__isnull=False),
-            ),
-            models.Index(
-                fields=["owner_staff"],
-                name="customer_owner_staff",
-                condition=models.Q(owner_staff__isnull=False),
-            ),
-            models.Index(
-                fields=["merged_into"],
-                name="customer_merged_into",
-                condition=models.Q(merged_into__isnull=False),
-            ),
-            models.Index(fields=["lifecycle_stage"], name="customer_lifecycle_stage"),
             models.Index(fields=["brand", "owner_store"], name="customer_brand_store"),
             models.Index(fields=["brand", "owner_staff"], name="customer_brand_staff"),
             models.Index(fields=["brand", "source_channel"], name="customer_brand_channel"),
