@@ -7,6 +7,7 @@ string "40" on one backend and not on the other: both follow the in-memory evalu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,8 +135,6 @@ class JsonStringIs(Func):
         super().__init__(column, **extra)
 
     def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
-        import json
-
         column, params = compiler.compile(self.source_expressions[0])
         sql = f"COALESCE((({column}) -> %s) = %s::jsonb, false)"
         return sql, (*params, self.key, json.dumps(self.value))
@@ -295,8 +294,6 @@ class JsonNumberIs(Func):
         super().__init__(column, **extra)
 
     def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
-        import json
-
         column, params = compiler.compile(self.source_expressions[0])
         # Keys are word characters and hyphens (rules.Key): quoted, they need no escaping.
         path = "strict " + _PATH_OPS[self.op].replace("$k", f'$."{self.key}"')
